@@ -114,15 +114,13 @@ def verify_envelope(
     if not trusted:
         raise SignatureError("DSSE envelope: no trusted keys given to verify against")
     message = pae(env.payload_type, env.payload)
-    failures: list[str] = []
     for keyid, sig in env.signatures:
         # The keyid is only a hint; a signature with an unknown or empty keyid is tried on every key.
         candidates = [trusted[keyid]] if keyid in trusted else list(trusted.values())
         for k in candidates:
             try:
                 k.verify(sig, message)
-            except SignatureError as exc:
-                failures.append(str(exc))
+            except SignatureError:
                 continue
             return env.payload
     known = sorted(k for k, _ in env.signatures)

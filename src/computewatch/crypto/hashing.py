@@ -8,6 +8,7 @@ digest, so the digest records every parameter needed to recompute it (docs/_form
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ for _attr, _name in (
     # Newer dtypes: registered only where this torch build has them.
     if hasattr(torch, _attr):
         _DTYPE_NAMES[getattr(torch, _attr)] = _name
-_KNOWN_NAMES = frozenset(_DTYPE_NAMES.values())
+_ITEMSIZE = {name: torch.empty(0, dtype=dt).element_size() for dt, name in _DTYPE_NAMES.items()}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -92,6 +93,8 @@ def tensor_memory(t: torch.Tensor) -> memoryview:
         raise FormatError(f"expected a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
         raise FormatError(f"tensor_memory needs a CPU tensor, got one on {t.device}")
+    if t.layout != torch.strided:
+        raise FormatError(f"tensor_memory needs a dense (strided) tensor, got layout {t.layout}")
     _require_little_endian()
     dtype_name(t.dtype)  # reject dtypes that have no region name before touching memory
     t = t.detach()
@@ -148,12 +151,15 @@ class Region:
     def __post_init__(self) -> None:
         if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
             raise FormatError(f"region offset must be a non-negative integer, got {self.offset!r}")
-        if self.dtype not in _KNOWN_NAMES:
+        if self.dtype not in _ITEMSIZE:
             raise FormatError(f"region dtype {self.dtype!r} is not a known safetensors dtype name")
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in self.shape):
             raise FormatError(f"region shape must be non-negative integers, got {self.shape!r}")
         if not isinstance(self.nbytes, int) or isinstance(self.nbytes, bool) or self.nbytes < 0:
             raise FormatError(f"region nbytes must be a non-negative integer, got {self.nbytes!r}")
+        expected = math.prod(self.shape) * _ITEMSIZE[self.dtype]
+        if self.nbytes != expected:
+            raise FormatError(f"region nbytes {self.nbytes} does not match shape {self.shape} of {self.dtype} ({expected})")
         if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST_SIZE:
             raise FormatError(f"region digest must be {DIGEST_SIZE} bytes")
 
