@@ -1,1 +1,52 @@
-"""computewatch.chip"""
+"""computewatch.chip: a software model of an ML chip and its monitoring firmware (paper §4).
+
+The Prover's API: `provision_chips`, `Chip.open(...).boot()`, `attach`, `log_precommitment`,
+`log_memory_map`, `step_boundary`, `close`. Verifiers use `audit_log` and `verify_attestation`.
+Formats: docs/_formats_chip.md.
+"""
+
+from __future__ import annotations
+
+from computewatch.chip.attestation import AttestationClaims, verify_attestation
+from computewatch.chip.audit import AuditReport, LogVerifier, Problem, audit_log
+from computewatch.chip.chip import Chip, load_certificate, provision_chips
+from computewatch.chip.chipmaker import Chipmaker
+from computewatch.chip.clock import ClockReading, HostMonotonicClock, SecureClock, SimulatedClock
+from computewatch.chip.errors import AttestationError, BootError, ChipError, ChipFrozenError, ReportError
+from computewatch.chip.firmware import FirmwareImage, FirmwarePolicy
+from computewatch.chip.identity import ChipCertificate, verify_chip_certificate
+from computewatch.chip.log import LogEntry
+from computewatch.chip.snapshot import SnapshotRecord
+from computewatch.chip.transport import FailingTransport, InProcessReceiver, SilentTransport, Transport
+
+__all__ = [
+    "AttestationClaims",
+    "AttestationError",
+    "AuditReport",
+    "BootError",
+    "Chip",
+    "ChipCertificate",
+    "ChipError",
+    "ChipFrozenError",
+    "Chipmaker",
+    "ClockReading",
+    "FailingTransport",
+    "FirmwareImage",
+    "FirmwarePolicy",
+    "HostMonotonicClock",
+    "InProcessReceiver",
+    "LogEntry",
+    "LogVerifier",
+    "Problem",
+    "ReportError",
+    "SecureClock",
+    "SilentTransport",
+    "SimulatedClock",
+    "SnapshotRecord",
+    "Transport",
+    "audit_log",
+    "load_certificate",
+    "provision_chips",
+    "verify_attestation",
+    "verify_chip_certificate",
+]

@@ -1,0 +1,322 @@
+"""Offline audit of a chip log, written as a Verifier would: from the published formats only.
+
+Inputs: the log bytes, the chip certificate and the chipmaker root public key. The audit trusts
+nothing else: boot keys come from boot certificates signed by the certified device key,
+firmware policy (the snapshot rate f) from manifests signed by the chipmaker root. Every
+problem is reported against the position of the entry in the file (0-based), with what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from computewatch.chip.firmware import read_manifest
+from computewatch.chip.formats import (
+    GENESIS_PREV,
+    entry_signing_input,
+    envelope_from_obj,
+    from_b64,
+    from_hex,
+    int_field,
+    parse_entry_line,
+)
+from computewatch.chip.identity import ChipCertificate, verify_boot_certificate
+from computewatch.chip.log import split_log
+from computewatch.chip.schedule import arrivals, commitment
+from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.hashing import Region, shard_digest
+from computewatch.crypto.merkle import MerkleTree, verify_consistency
+from computewatch.crypto.signing import VerifyKey
+
+__all__ = ["AuditReport", "LogVerifier", "Problem", "audit_log"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    entry: int | None  # position in the log file; None for whole-log problems
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entry": self.entry, "problem": self.problem}
+
+
+@dataclass
+class AuditReport:
+    serial: str
+    entries: int
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    snapshots: int = 0
+    epochs_checked: int = 0
+    torn_tail_bytes: int = 0
+    root: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "serial": self.serial,
+            "entries": self.entries,
+            "root": self.root,
+            "snapshots": self.snapshots,
+            "epochs_checked": self.epochs_checked,
+            "torn_tail_bytes": self.torn_tail_bytes,
+            "problems": [p.to_json() for p in self.problems],
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+@dataclass
+class _Epoch:
+    index: int
+    entry: int
+    start_ns: int
+    commitment: bytes
+    rate: float
+    triggers: dict[int, int] = field(default_factory=dict)  # trigger busy ns -> snapshot entry
+
+
+class LogVerifier:
+    """Checks entries one at a time (the report-to-server receiver uses it incrementally)."""
+
+    def __init__(self, cert: ChipCertificate, chipmaker_root: VerifyKey) -> None:
+        self.cert = cert
+        self.root_key = chipmaker_root
+        self.tree = MerkleTree()
+        self.position = 0
+        self.snapshots = 0
+        self.epochs_checked = 0
+        self.warnings: list[Problem] = []
+        self._prev = GENESIS_PREV
+        self._counter = 0
+        self._boot_key: VerifyKey | None = None
+        self._boot = -1
+        self._security_version = -1
+        self._rate: float | None = None
+        self._logging = False
+        self._clock = 0
+        self._busy = 0
+        self._stopped_clean = True
+        self._epoch: _Epoch | None = None
+        self._next_epoch = 0
+        self._checkpoints: list[tuple[int, bytes]] = []
+
+    @property
+    def boot_key(self) -> VerifyKey | None:
+        return self._boot_key
+
+    def feed(self, line: bytes) -> list[Problem]:
+        """Check one entry (its line without the newline); returns the problems it shows."""
+        i = self.position
+        out: list[Problem] = []
+        try:
+            self._check(i, line, out)
+        finally:
+            self._prev = hashlib.sha256(line).hexdigest()
+            self.tree.append(line)
+            self.position += 1
+        return out
+
+    def _check(self, i: int, line: bytes, out: list[Problem]) -> None:
+        def bad(msg: str, entry: int = i) -> None:
+            out.append(Problem(entry, msg))
+
+        try:
+            e = parse_entry_line(line)
+        except ComputewatchError as exc:
+            bad(f"malformed entry: {exc}")
+            return
+        if e["serial"] != self.cert.serial:
+            bad(f"entry belongs to chip {e['serial']!r}, not {self.cert.serial!r} (spliced from another chip)")
+        if e["counter"] != self._counter:
+            if e["counter"] < self._counter:
+                bad(f"counter {e['counter']} where {self._counter} was due: duplicated or reordered entry")
+            else:
+                bad(f"counter jumps from {self._counter - 1} to {e['counter']}: entries dropped before this one")
+        self._counter = e["counter"] + 1
+        if e["prev"] != self._prev:
+            what = "the genesis value" if i == 0 else f"the hash of entry {i - 1}"
+            bad(f"prev does not match {what}: an entry was dropped, reordered or altered")
+        kind, body = e["kind"], e["body"]
+        try:
+            if kind == "boot":
+                self._check_boot(e, body, bad)
+            elif e["boot"] != self._boot:
+                bad(f"entry claims boot {e['boot']} during boot {self._boot}")
+            self._check_sig(e, bad)
+            self._check_clock(e, bad)
+            handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
+            if handler is not None:
+                handler(i, e, body, bad)
+        except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
+            bad(f"{kind} entry rejected: {exc}")
+
+    def _check_sig(self, e: dict[str, Any], bad: Any) -> None:
+        if self._boot_key is None:
+            bad("entry precedes any valid boot entry: no boot key to verify it")
+            return
+        try:
+            self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input(e))
+        except ComputewatchError:
+            bad("signature does not verify under the boot key of this boot (altered or forged entry)")
+
+    def _check_clock(self, e: dict[str, Any], bad: Any) -> None:
+        clock, busy = int(e["clock_ns"]), int(e["busy_ns"])
+        if clock < self._clock:
+            bad(f"secure clock went backwards ({self._clock} -> {clock} ns)")
+        if busy < self._busy:
+            bad(f"busy time went backwards ({self._busy} -> {busy} ns)")
+        self._clock, self._busy = max(clock, self._clock), max(busy, self._busy)
+
+    def _check_boot(self, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        self._boot_key = None
+        cert = verify_boot_certificate(body["boot_certificate"], self.cert.device_key)
+        fw = read_manifest(envelope_from_obj(body["firmware"], "firmware manifest"), self.root_key)
+        if cert.serial != self.cert.serial:
+            bad(f"boot certificate is for chip {cert.serial!r}")
+        if cert.boot != e["boot"] or e["boot"] <= self._boot:
+            bad(f"boot number {e['boot']} (certificate {cert.boot}) does not follow boot {self._boot}")
+        if fw.measurement != cert.measurement:
+            bad("firmware manifest does not match the measurement in the boot certificate")
+        if fw.security_version < self._security_version:
+            bad(f"firmware rollback: security version {fw.security_version} after {self._security_version}")
+        clean = body["previous_stop"] in ("clean", "none")
+        if self._epoch is not None and clean:
+            # Only an unclean stop may leave an epoch open; the new boot must reveal it first.
+            bad(f"boot while schedule epoch {self._epoch.index} was never revealed")
+        if clean and not self._stopped_clean:
+            bad("boot claims a clean previous stop but the log has no shutdown entry")
+        if not clean:
+            self.warnings.append(Problem(self.position, "boot after an unclean stop (clock safe flag false)"))
+        self._boot = e["boot"]
+        self._boot_key = cert.boot_key
+        self._security_version = max(self._security_version, fw.security_version)
+        self._rate = fw.policy.snapshots_per_day
+        self._logging = fw.policy.logging
+        self._stopped_clean = False
+
+    def _on_shutdown(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        if self._epoch is not None:
+            bad(f"shutdown while schedule epoch {self._epoch.index} is not revealed")
+        self._stopped_clean = True
+
+    def _on_checkpoint(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        size, root = body["tree_size"], from_hex(body["root"], "checkpoint root", 32)
+        if size != i:
+            bad(f"checkpoint covers {size} entries but sits at position {i}")
+            return
+        if self.tree.root(size) != root:
+            bad(f"checkpoint root does not match the {size} entries before it")
+            return
+        for old_size, old_root in self._checkpoints[-1:]:
+            try:
+                verify_consistency(old_size, size, old_root, root, self.tree.consistency_proof(old_size, size))
+            except ComputewatchError as exc:
+                bad(f"checkpoint inconsistent with the checkpoint of size {old_size}: {exc}")
+        self._checkpoints.append((size, root))
+
+    def _on_schedule_commit(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        if self._epoch is not None:
+            bad(f"epoch {body['epoch']} committed while epoch {self._epoch.index} is not revealed")
+        if body["epoch"] < self._next_epoch:
+            # Skipped indices are harmless (a crash between reserving and logging); reuse is not.
+            bad(f"schedule epoch {body['epoch']} reuses an index below {self._next_epoch}")
+        rate = float(body["snapshots_per_day"])
+        if not self._logging or self._rate is None or rate != self._rate:
+            bad(f"committed snapshot rate {rate}/day is not the signed firmware policy's {self._rate}/day")
+        start = int_field(body, "start_busy_ns", "schedule-commit")
+        if start != int(e["busy_ns"]):
+            bad("schedule epoch start differs from the entry's busy time")
+        self._next_epoch = body["epoch"] + 1
+        self._epoch = _Epoch(body["epoch"], i, start, from_hex(body["commitment"], "commitment", 32), rate)
+
+    def _on_snapshot(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        self.snapshots += 1
+        ep = self._epoch
+        if ep is None or body["epoch"] != ep.index:
+            bad(f"snapshot names epoch {body['epoch']}, which is not the open schedule epoch")
+            return
+        busy = int(e["busy_ns"])
+        lo = int_field(body, "step_start_busy_ns", "snapshot")
+        triggers = [int(t) for t in body["triggers"]]
+        if not triggers:
+            bad("snapshot lists no trigger")
+        for t in triggers:
+            if not lo < t <= busy:
+                bad(f"trigger at busy {t} ns lies outside the step ({lo}, {busy}] it claims")
+            if t in ep.triggers:
+                bad(f"trigger at busy {t} ns already served by entry {ep.triggers[t]}")
+            ep.triggers[t] = i
+        regions = [Region.from_json(r) for r in body["regions"]]
+        if body["hash"] != "blake3-256" or shard_digest(regions).hex() != body["shard_digest"]:
+            bad("shard digest does not match the listed regions")
+
+    def _on_schedule_reveal(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        ep = self._epoch
+        if ep is None or body["epoch"] != ep.index:
+            bad(f"reveal of epoch {body['epoch']}, which is not the open epoch")
+            return
+        self._epoch = None
+        seed = from_hex(body["seed"], "seed", 32)
+        if commitment(seed) != ep.commitment:
+            bad(f"revealed seed does not match the commitment in entry {ep.entry}")
+            return
+        end = int_field(body, "end_busy_ns", "schedule-reveal")
+        if end != int(e["busy_ns"]):
+            bad("reveal end differs from the entry's busy time")
+        expected = arrivals(seed, ep.rate, ep.start_ns, end)
+        for t in expected:
+            if t not in ep.triggers:
+                bad(f"epoch {ep.index}: scheduled snapshot at busy {t} ns has no snapshot entry")
+        scheduled = set(expected)
+        for t, j in sorted(ep.triggers.items()):
+            if t not in scheduled:
+                bad(f"trigger at busy {t} ns is not in epoch {ep.index}'s revealed schedule", j)
+        self.epochs_checked += 1
+
+    def finish(self) -> None:
+        if self._epoch is not None:
+            n = len(self._epoch.triggers)
+            self.warnings.append(
+                Problem(self._epoch.entry, f"epoch {self._epoch.index} not revealed yet: {n} snapshot(s) unchecked")
+            )
+
+
+def audit_log(
+    data: bytes,
+    cert: ChipCertificate,
+    chipmaker_root: VerifyKey,
+    *,
+    known_heads: Iterable[tuple[int, bytes]] = (),
+) -> AuditReport:
+    """Audit a whole log. `known_heads` are (size, root) tree heads seen earlier (attestation
+    evidence, exported checkpoints): the log must extend each of them."""
+    lines, torn = split_log(data)
+    v = LogVerifier(cert, chipmaker_root)
+    report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn)
+    for line in lines:
+        report.problems.extend(v.feed(line))
+    v.finish()
+    report.problems.sort(key=lambda p: (p.entry if p.entry is not None else -1))
+    n = len(lines)
+    for size, root in known_heads:
+        if size > n:
+            report.problems.append(Problem(None, f"log has {n} entries but a tree head of size {size} was seen: truncated"))
+            continue
+        try:
+            verify_consistency(size, n, root, v.tree.root(n), v.tree.consistency_proof(size, n))
+        except ComputewatchError as exc:
+            report.problems.append(
+                Problem(None, f"log does not extend the tree head of size {size} seen earlier (history rewritten): {exc}")
+            )
+    if torn:
+        report.warnings.append(Problem(n, f"torn tail of {torn} bytes after the last complete entry (crash mid-append)"))
+    report.warnings.extend(v.warnings)
+    report.snapshots, report.epochs_checked, report.root = v.snapshots, v.epochs_checked, v.tree.root().hex()
+    return report

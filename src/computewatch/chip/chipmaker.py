@@ -1,0 +1,108 @@
+"""The chipmaker: root key, chip certificates, firmware signing, manufacture of chips.
+
+Folder layout: `chipmaker.key` (Ed25519 PEM, 0600), `chipmaker.pub` (PEM), `firmware/` (signed
+images it issued).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from computewatch.chip.errors import ChipError
+from computewatch.chip.firmware import FirmwareImage, FirmwarePolicy, build_image
+from computewatch.chip.identity import issue_chip_certificate
+from computewatch.chip.state import NVState, SealedIdentity, save_identity, save_nv
+from computewatch.crypto.atomic import atomic_write
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.dsse import Envelope
+from computewatch.crypto.signing import SigningKey, VerifyKey
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "Chipmaker", "LOGGING_FIRMWARE_CODE"]
+
+DEFAULT_MODEL = "computewatch-sim-h100"
+DEFAULT_PEAK_FLOPS = 989 * 10**12  # H100 SXM dense BF16 tensor-core peak, FLOP/s
+# The simulated firmware's "code": its behaviour lives in this package; the bytes give the image
+# a code digest to measure, as a real blob would.
+LOGGING_FIRMWARE_CODE = b"computewatch logging firmware: Poisson snapshot trigger, shard hash, signed log\n"
+
+
+class Chipmaker:
+    """Holds the root key; certifies chips at manufacture and signs firmware images."""
+
+    def __init__(self, key: SigningKey, folder: Path | None = None) -> None:
+        self._key = key
+        self.folder = folder
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike[str]) -> Chipmaker:
+        folder = Path(folder)
+        if (folder / "chipmaker.key").exists():
+            raise ChipError(f"{str(folder)!r} already holds a chipmaker key; load it instead")
+        folder.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        key.save(folder / "chipmaker.key")
+        key.public_key.save(folder / "chipmaker.pub")
+        return cls(key, folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> Chipmaker:
+        folder = Path(folder)
+        return cls(SigningKey.load(folder / "chipmaker.key"), folder)
+
+    @classmethod
+    def load_or_create(cls, folder: str | os.PathLike[str]) -> Chipmaker:
+        return cls.load(folder) if (Path(folder) / "chipmaker.key").exists() else cls.create(folder)
+
+    @property
+    def public_key(self) -> VerifyKey:
+        return self._key.public_key
+
+    def certify(self, serial: str, device_key: VerifyKey, model: str, peak_flops: int) -> Envelope:
+        return issue_chip_certificate(self._key, serial, device_key, model, peak_flops)
+
+    def sign_firmware(
+        self,
+        policy: FirmwarePolicy,
+        *,
+        name: str = "computewatch-logging",
+        version: str = "1.0.0",
+        security_version: int = 1,
+        code: bytes = LOGGING_FIRMWARE_CODE,
+    ) -> FirmwareImage:
+        image = build_image(self._key, name, version, security_version, code, policy)
+        if self.folder is not None:
+            out = self.folder / "firmware"
+            out.mkdir(exist_ok=True)
+            image.save(out / f"{name}-{version}-sv{security_version}-{image.measurement.hex()[:12]}.json")
+        return image
+
+    def manufacture(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        serial: str | None = None,
+        model: str = DEFAULT_MODEL,
+        peak_flops: int = DEFAULT_PEAK_FLOPS,
+        device_secret: bytes | None = None,
+        device_key: SigningKey | None = None,
+    ) -> Path:
+        """Burn in a serial and device secret, create the device key, certify it; returns the dir.
+        `device_secret`/`device_key` are fixed only for test vectors; chips get fresh randomness."""
+        state_dir = Path(state_dir)
+        serial = serial or f"CW-{secrets.token_hex(6).upper()}"
+        if not serial.replace("-", "").replace("_", "").isalnum():
+            raise ChipError(f"serial {serial!r}: letters, digits, '-' and '_' only")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        device_key = device_key or SigningKey.generate()
+        secret = device_secret if device_secret is not None else secrets.token_bytes(32)
+        ident = SealedIdentity(serial, model, int(peak_flops), secret, device_key, self.public_key)
+        save_identity(state_dir, ident)
+        save_nv(state_dir, NVState())
+        cert = self.certify(serial, device_key.public_key, model, int(peak_flops))
+        atomic_write(state_dir / "certificate.json", cert.to_json(), mode=0o644)
+        self.public_key.save(state_dir / "chipmaker.pub")
+        info = {"v": 1, "serial": serial, "model": model, "peak_flops": str(int(peak_flops))}
+        atomic_write(state_dir / "chip.json", canonical_json(info), mode=0o644)
+        return state_dir

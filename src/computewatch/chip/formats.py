@@ -1,0 +1,136 @@
+"""Names, versions and encodings of everything the chip emits (documented in docs/_formats_chip.md).
+
+This module is the published format, not chip behaviour: the offline auditor and any other
+implementation need only what is here (plus computewatch.crypto) to read and check chip output.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.dsse import Envelope, pae, predicate_type
+from computewatch.crypto.errors import FormatError
+
+__all__ = [
+    "ENTRY_KINDS",
+    "ENTRY_PAYLOAD_TYPE",
+    "ENTRY_VERSION",
+    "GENESIS_PREV",
+    "PRED_ATTESTATION",
+    "PRED_BOOT_CERT",
+    "PRED_CHIP_CERT",
+    "PRED_FIRMWARE",
+    "b64",
+    "entry_signing_input",
+    "envelope_from_obj",
+    "envelope_to_obj",
+    "from_b64",
+    "from_hex",
+    "int_field",
+    "parse_entry_line",
+]
+
+ENTRY_VERSION = 1
+# Per-entry signatures use DSSE's pre-authentication encoding with this type, so a log-entry
+# signature can never be replayed as a signature over any other kind of statement.
+ENTRY_PAYLOAD_TYPE = "application/vnd.computewatch.chip-log-entry+json"
+GENESIS_PREV = "00" * 32
+
+PRED_CHIP_CERT = predicate_type("chip-certificate")
+PRED_FIRMWARE = predicate_type("firmware")
+PRED_BOOT_CERT = predicate_type("boot-certificate")
+PRED_ATTESTATION = predicate_type("attestation")
+
+ENTRY_KINDS = (
+    "boot",
+    "schedule-commit",
+    "schedule-reveal",
+    "snapshot",
+    "precommitment",
+    "memory-map",
+    "firmware-staged",
+    "checkpoint",
+    "tamper",
+    "shutdown",
+)
+_ENTRY_FIELDS = {"v", "serial", "counter", "boot", "clock_ns", "busy_ns", "prev", "kind", "body", "sig"}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def from_b64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise FormatError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise FormatError(f"{what} is not valid base64") from None
+
+
+def from_hex(text: Any, what: str, size: int | None = None) -> bytes:
+    if not isinstance(text, str) or text != text.lower():
+        raise FormatError(f"{what} must be a lowercase hex string")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise FormatError(f"{what} is not valid hex") from None
+    if size is not None and len(raw) != size:
+        raise FormatError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def int_field(obj: dict[str, Any], name: str, what: str) -> int:
+    """A non-negative integer that travels as a decimal string (it may exceed 2**53)."""
+    value = obj.get(name)
+    if not isinstance(value, str) or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
+        raise FormatError(f"{what}: field {name!r} must be a decimal string")
+    return int(value)
+
+
+def envelope_to_obj(env: Envelope) -> dict[str, Any]:
+    """A DSSE envelope as a JSON object, for embedding inside another document."""
+    return json.loads(env.to_json())
+
+
+def envelope_from_obj(obj: Any, what: str) -> Envelope:
+    if not isinstance(obj, dict):
+        raise FormatError(f"{what} must be a DSSE envelope object")
+    return Envelope.from_json(canonical_json(obj))
+
+
+def entry_signing_input(entry: dict[str, Any]) -> bytes:
+    """What the boot key signs for an entry: PAE over the canonical entry without its `sig`."""
+    unsigned = {k: v for k, v in entry.items() if k != "sig"}
+    return pae(ENTRY_PAYLOAD_TYPE, canonical_json(unsigned))
+
+
+def parse_entry_line(line: bytes) -> dict[str, Any]:
+    """Decode one log line (canonical JSON, no newline) and check its shape; raises FormatError."""
+    obj = parse_canonical_json(line)
+    if not isinstance(obj, dict):
+        raise FormatError("entry is not a JSON object")
+    if set(obj) != _ENTRY_FIELDS:
+        missing, extra = sorted(_ENTRY_FIELDS - set(obj)), sorted(set(obj) - _ENTRY_FIELDS)
+        raise FormatError(f"entry fields wrong (missing {missing}, unexpected {extra})")
+    if obj["v"] != ENTRY_VERSION:
+        raise FormatError(f"entry version {obj['v']!r} is not {ENTRY_VERSION}")
+    if obj["kind"] not in ENTRY_KINDS:
+        raise FormatError(f"unknown entry kind {obj['kind']!r}")
+    for name in ("counter", "boot"):
+        if not isinstance(obj[name], int) or isinstance(obj[name], bool) or obj[name] < 0:
+            raise FormatError(f"entry field {name!r} must be a non-negative integer")
+    int_field(obj, "clock_ns", "entry")
+    int_field(obj, "busy_ns", "entry")
+    from_hex(obj["prev"], "entry prev", 32)
+    if not isinstance(obj["body"], dict):
+        raise FormatError("entry body must be a JSON object")
+    if not isinstance(obj["serial"], str):
+        raise FormatError("entry serial must be a string")
+    from_b64(obj["sig"], "entry sig")
+    return obj

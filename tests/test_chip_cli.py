@@ -1,0 +1,70 @@
+"""`computewatch chip ...`: manufacture, attest, verify-attestation, show-log, verify-log."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from computewatch.cli import app
+
+runner = CliRunner()
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+def _run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_manufacture_attest_verify_round_trip(tmp_path) -> None:
+    out = tmp_path / "chip"
+    r = _run("chip", "manufacture", "--out", str(out), "--serial", "CW-CLI-1")
+    assert r.exit_code == 0, r.output
+    assert "created a new chipmaker key" in r.output and "chipmaker.key" in r.output
+    pub = tmp_path / "chipmaker" / "chipmaker.pub"
+    ev = tmp_path / "ev.json"
+    assert _run("chip", "attest", str(out), "--nonce", NONCE, "--out", str(ev)).exit_code == 0
+    r = _run("chip", "verify-attestation", str(ev), "--nonce", NONCE, "--chipmaker-pub", str(pub), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["claims"]["serial"] == "CW-CLI-1"
+    r = _run("chip", "verify-attestation", str(ev), "--nonce", "ff" * 16, "--chipmaker-pub", str(pub), "--json")
+    assert r.exit_code == 1 and "nonce mismatch" in json.loads(r.output)["error"]
+    # A second chip with the same chipmaker key file.
+    r = _run("chip", "manufacture", "--out", str(tmp_path / "c2"), "--chipmaker-key", str(tmp_path / "chipmaker" / "chipmaker.key"))
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other.pub"
+    _run("chip", "manufacture", "--out", str(tmp_path / "x" / "c3"))
+    other.write_bytes((tmp_path / "x" / "chipmaker" / "chipmaker.pub").read_bytes())
+    r = _run("chip", "verify-attestation", str(ev), "--nonce", NONCE, "--chipmaker-pub", str(other))
+    assert r.exit_code == 1 and "chipmaker key" in r.output
+
+
+def test_show_and_verify_log(tmp_path) -> None:
+    out = tmp_path / "chip"
+    _run("chip", "manufacture", "--out", str(out), "--serial", "CW-CLI-2")
+    _run("chip", "attest", str(out), "--nonce", NONCE, "--out", str(tmp_path / "ev.json"))
+    pub = str(tmp_path / "chipmaker" / "chipmaker.pub")
+    r = _run("chip", "show-log", str(out))
+    assert r.exit_code == 0 and "schedule-commit" in r.output and "checkpoint" in r.output
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["ok"] is True and doc["entries"] == 5 and doc["problems"] == []
+    log = out / "log" / "chip.log"
+    lines = log.read_bytes().split(b"\n")
+    log.write_bytes(b"\n".join([lines[0], lines[2], *lines[3:]]))
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.output)
+    assert doc["ok"] is False and {"entry": 1} .items() <= doc["problems"][0].items()
+    r = _run("chip", "verify-log", str(out))
+    assert r.exit_code == 1 and "entry 1" in r.output
+
+
+def test_bad_input_gets_a_clear_error(tmp_path) -> None:
+    r = _run("chip", "attest", str(tmp_path / "nochip"), "--nonce", NONCE, "--out", str(tmp_path / "e"))
+    assert r.exit_code == 2 and "sealed state" in r.output
+    r = _run("chip", "attest", str(tmp_path), "--nonce", "zz", "--out", str(tmp_path / "e"))
+    assert r.exit_code == 2 and "not hex" in r.output
+    r = _run("chip", "verify-log", str(tmp_path), "--chipmaker-pub", str(tmp_path / "missing.pub"))
+    assert r.exit_code == 2 and "does not exist" in r.output

@@ -1,0 +1,120 @@
+"""Crash safety: a writer SIGKILLed mid-append leaves a log that verifies up to the last
+complete entry, and the chip continues appending after the restart."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
+from computewatch.chip.log import KILL_ENV
+from computewatch.chip.testing import leak_boot_key, small_shard
+
+_WRITER = r"""
+import sys
+from computewatch.chip import Chip
+from computewatch.chip.testing import small_shard
+chip = Chip.open(sys.argv[1])
+chip.boot()
+chip.attach(small_shard(), sys.argv[2])
+print("ready", flush=True)
+i = 0
+while True:
+    chip.log_precommitment(bytes([i % 256]) * 32, f"run-{i}")
+    chip.step_boundary(i, 1800.0)
+    i += 1
+"""
+
+
+def _audit(chip: Chip, data: bytes):
+    return audit_log(data, verify_chip_certificate(chip.certificate, chip.chipmaker_root), chip.chipmaker_root)
+
+
+def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
+    (state,) = provision_chips(tmp_path, 1, snapshots_per_day=50.0, checkpoint_every=7)
+    rng = random.Random(1234)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop(KILL_ENV, None)
+    sizes, torn = [], []
+    for round_ in range(3):
+        if round_ == 2:
+            # The last writer dies half-way through an append (a guaranteed torn tail).
+            env[KILL_ENV] = str(sizes[-1] + 12)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(state), str(tmp_path / "storage")],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        if round_ < 2:
+            time.sleep(rng.uniform(0.05, 0.4))
+            proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        data = (state / "log" / "chip.log").read_bytes()
+        reopened = Chip.open(state)
+        report = _audit(reopened, data)
+        assert report.ok, (round_, report.problems[:3])
+        complete = data.count(b"\n")
+        assert report.entries == complete and len(reopened.log) == complete
+        assert reopened.log.recovered_bytes == report.torn_tail_bytes
+        sizes.append(complete)
+        torn.append(report.torn_tail_bytes)
+        # Appending continues after the crash: the boot after an unclean stop says so.
+        reopened.boot()
+        reopened.attach(small_shard(), tmp_path / "storage")
+        boot = [e for e in reopened.log if e.kind == "boot"][-1]
+        assert boot.body["previous_stop"] == "unclean" and boot.body["clock"]["safe"] is False
+        assert reopened.clock_reading().restart_count == round_ + 1
+        reopened.step_boundary(10_000 + round_, 3600.0)
+        reopened.close()  # a clean stop; the next writer boots from it and is killed in turn
+    final = Chip.open(state)
+    report = final.audit()
+    assert report.ok, report.problems[:3]
+    assert any("unclean stop" in w.problem for w in report.warnings)
+    assert sizes == sorted(sizes) and sizes[0] > 3
+    assert torn[2] > 0 and sizes[2] == int(env[KILL_ENV])
+
+
+def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:
+    (state,) = provision_chips(tmp_path, 1, snapshots_per_day=1.0)
+    chip = Chip.open(state)
+    chip.boot()
+    chip.log_precommitment(b"\x01" * 32, "r")
+    log = chip.log_path
+    whole = log.read_bytes()
+    body = {"run_id": "r", "digest": "00" * 32}
+    fragment = chip.log.build("precommitment", body, boot=1, clock_ns=0, busy_ns=0, key=leak_boot_key(chip))
+    log.write_bytes(whole + fragment[: len(fragment) // 2])
+    report = _audit(chip, log.read_bytes())
+    assert report.ok and report.torn_tail_bytes == len(fragment) // 2
+    assert any("torn tail" in w.problem for w in report.warnings)
+    again = Chip.open(state)
+    assert again.log.recovered_bytes == len(fragment) // 2
+    assert log.read_bytes() == whole
+    again.boot()
+    assert [e for e in again.log if e.kind == "boot"][-1].body["recovered_bytes"] == len(fragment) // 2
+    again.close()
+    assert again.audit().ok
+
+
+def test_damaged_complete_entry_refuses_to_open_and_changes_nothing(tmp_path: Path) -> None:
+    (state,) = provision_chips(tmp_path, 1, snapshots_per_day=1.0)
+    chip = Chip.open(state)
+    chip.boot()
+    chip.close()
+    log = state / "log" / "chip.log"
+    data = bytearray(log.read_bytes())
+    data[5] = ord("{")
+    log.write_bytes(bytes(data))
+    try:
+        Chip.open(state)
+    except Exception as exc:  # noqa: BLE001
+        assert "entry 0 is malformed" in str(exc)
+    else:
+        raise AssertionError("a damaged log must not be opened for appending")
+    assert log.read_bytes() == bytes(data)
