@@ -6,7 +6,7 @@ second stream copies the same bytes out to pinned host memory in chunks. The has
 shard takes tens of milliseconds against seconds for the copy over PCIe, so with the two
 overlapped the stall approaches the copy time alone; :class:`CudaSnapshot` reports both.
 
-Importable without CUDA (and without Triton); calling it without CUDA raises a clear error.
+Importable without CUDA (and without Triton); calling it without CUDA raises GpuHashError.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import blake3
 import torch
+
+from computewatch.crypto._blake3_errors import GpuHashError
 
 __all__ = ["CudaSnapshot", "DEFAULT_CHUNK_BYTES", "allocate_pinned", "copy_out_only",
            "measure_snapshot_stall", "snapshot_cuda_regions"]
@@ -45,7 +47,7 @@ class CudaSnapshot:
 
 def _require_cuda(tensors: Sequence[torch.Tensor]) -> torch.device:
     if not torch.cuda.is_available():
-        raise RuntimeError("the GPU snapshot path needs CUDA, and no CUDA device is available; "
+        raise GpuHashError("the GPU snapshot path needs CUDA, and no CUDA device is available; "
                            "shards in CPU memory are snapshotted by the chip's CPU path")
     if not len(tensors):
         raise ValueError("a snapshot needs at least one region")

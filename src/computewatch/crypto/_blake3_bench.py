@@ -20,16 +20,21 @@ import triton.language as tl
 
 from computewatch.crypto.blake3_triton import DEFAULT_CONFIG, KernelConfig, blake3_regions
 
-__all__ = ["SWEEPS", "measure_gpu_hash", "measure_many_regions", "cpu_blake3"]
+__all__ = ["SWEEPS", "cpu_blake3", "measure_gpu_hash", "measure_many_regions", "random_device_bytes"]
 
 # Launch shapes tried by the benchmark; the fastest is reported (all must give the CPU digest).
 SWEEPS: dict[str, tuple[KernelConfig, ...]] = {
     "none": (DEFAULT_CONFIG,),
-    "small": tuple(KernelConfig(chunk_tile=t, chunk_warps=w, use_asm=a)
-                   for t, w in ((32, 1), (64, 2), (128, 4)) for a in (False, True)),
-    "full": tuple(KernelConfig(chunk_tile=t, chunk_warps=w, use_asm=a)
-                  for t in (32, 64, 128, 256) for w in (1, 2, 4, 8) if 32 * w <= t
-                  for a in (False, True)),
+    "small": (DEFAULT_CONFIG,
+              KernelConfig(fma_adds=False),
+              KernelConfig(quads=False),
+              KernelConfig(chunk_tile=32, chunk_warps=1),
+              KernelConfig(chunk_tile=128, chunk_warps=2),
+              KernelConfig(chunk_tile=128, chunk_warps=4)),
+    # At most two chunks per thread: beyond that the state no longer fits in registers.
+    "full": tuple(KernelConfig(chunk_tile=t, chunk_warps=w, quads=q, fma_adds=f)
+                  for t in (32, 64, 128, 256) for w in (1, 2, 4, 8) if 32 * w <= t <= 64 * w
+                  for q in (True, False) for f in (True, False)),
 }
 
 
@@ -77,7 +82,7 @@ def cpu_blake3(t: torch.Tensor) -> bytes:
     return blake3.blake3(memoryview(host), max_threads=blake3.blake3.AUTO).digest()
 
 
-def _random_bytes(nbytes: int, device: torch.device, seed: int) -> torch.Tensor:
+def random_device_bytes(nbytes: int, device: torch.device, seed: int) -> torch.Tensor:
     g = torch.Generator(device=device).manual_seed(seed)
     words = torch.randint(-2**31, 2**31 - 1, (nbytes // 4,), dtype=torch.int32, device=device, generator=g)
     return words.view(torch.uint8)
@@ -87,7 +92,7 @@ def measure_gpu_hash(nbytes: int, *, configs: Sequence[KernelConfig] = (DEFAULT_
                             repeats: int = 5, device: str = "cuda") -> dict:
     """Hash ``nbytes`` random bytes (one region) with each config; compare with a plain read."""
     dev = torch.device(device)
-    buf = _random_bytes(nbytes, dev, seed=2023)
+    buf = random_device_bytes(nbytes, dev, seed=2023)
     reference = cpu_blake3(buf)
     reads = _read_seconds(buf, repeats)
     read_s = min(reads.values())
@@ -118,7 +123,7 @@ def measure_many_regions(count: int = 1024, region_bytes: int = 4 << 20, *,
     """``count`` separate tensors in one launch, against the same bytes as one buffer and
     against one call per tensor (the anchor: 135 ms for 1024 x 4 MiB one launch each)."""
     dev = torch.device(device)
-    regions = [_random_bytes(region_bytes, dev, seed=i) for i in range(count)]
+    regions = [random_device_bytes(region_bytes, dev, seed=i) for i in range(count)]
     single = torch.cat(regions)
     probe = [0, count // 2, count - 1]
     digests = blake3_regions(regions, config=config)

@@ -2,10 +2,11 @@
 
 Private to :mod:`computewatch.crypto.blake3_triton`, which plans the launches. Three kernels:
 
-* ``_chunk_kernel``: every complete chunk that is not the last chunk of its region. One program
-  owns a tile of ``TILE`` consecutive chunks of one region; each lane is one chunk, the state
-  words are ``uint32`` vectors of length ``TILE`` and the 16 blocks run in a loop with no
-  data-dependent branch (the region's partial last chunk never reaches this kernel).
+* ``_chunk_kernel``: every complete chunk that is not the last chunk of its region. Chunks of
+  all regions are numbered together and one program takes ``TILE`` consecutive ones (a lane
+  each, finding its region by binary search); the state words are ``uint32`` vectors of length
+  ``TILE`` and the 16 blocks run in a loop with no data-dependent branch (a region's partial
+  last chunk never reaches this kernel).
 * ``_tail_kernel``: the last chunk of every region (partial or full, empty input included),
   one lane per region, with per-lane block counts, masks and the ROOT flag for one-chunk regions.
 * ``_parent_kernel``: one level of the tree for all regions at once (adjacent pairs merged, an
@@ -15,19 +16,18 @@ The compression is written from the BLAKE3 specification: 7 rounds of the G func
 4x4 state, the fixed message permutation applied between rounds (here resolved at trace time:
 each round is called with its message words already in permuted order, so it costs nothing).
 
-Why the code looks the way it does (BLAKE3 on Hopper is bound by integer instruction issue,
-not memory, see docs/gpu.md):
-* message blocks are loaded as a ``[TILE, 16]`` tile (64 contiguous bytes per lane; with
-  ``ALIGN16`` the compiler may use 128-bit loads), then split into 16 register vectors by
-  reshape/split, instead of 16 strided 32-bit loads per block that would each touch ``TILE``
-  different cache lines;
-* rotations are ``(x >> n) | (x << (32 - n))`` on ``uint32``, which LLVM turns into a funnel
-  shift (one ``SHF``); ``USE_ASM`` instead emits ``prmt`` (byte permute) for the 16- and 8-bit
-  rotations and ``shf.r.wrap`` for 12 and 7, so the instruction stream does not depend on the
-  optimiser. The interpreter cannot run inline PTX, so ``USE_ASM`` is only for CUDA;
-* ``a + b + m`` is written as one expression so ptxas can fuse it into a three-input ``IADD3``;
-* flags and the block length are scalars of the loop counter, so they live in uniform
-  registers and do not cost per-lane instructions.
+Flags of the compression (specification, section 2.1): CHUNK_START 1, CHUNK_END 2, PARENT 4,
+ROOT 8. Why the code looks the way it does (BLAKE3 on Hopper is bound by integer instruction
+issue, not memory; docs/gpu.md has the SASS counts behind each point):
+* each lane reads its 64-byte message block with four 16-byte loads (``QUADS``), so the 16
+  words are split inside the thread's own registers; a ``[TILE, 16]`` tile (the other mode)
+  is coalesced across lanes but its split costs a shared-memory round trip and barriers;
+* rotations are ``(x >> n) | (x << (32 - n))`` on ``uint32``: one funnel shift each;
+* XORs and rotations can only run on the ALU pipe, so with ``FMA_ADDS`` the additions
+  ``a + b + m`` are issued as multiply-adds by a run-time 1 (FMA pipe) instead of ``IADD3``;
+* flags and the block length are scalars of the loop counter (uniform registers), and lanes
+  past the end redo the last chunk instead of masking loads, so the hot loop has no
+  data-dependent branch or predicate.
 """
 
 from __future__ import annotations
@@ -37,103 +37,63 @@ import triton.language as tl
 
 __all__: list[str] = []  # private: the launch planning lives in blake3_triton
 
-# Flags of the compression function (BLAKE3 specification, section 2.1).
-_CHUNK_START = 1
-_CHUNK_END = 2
-_PARENT = 4
-_ROOT = 8
-
 
 @triton.jit
-def _rotr_asm(x, n: tl.constexpr):
-    """Rotate each uint32 lane right by ``n`` bits with one PTX instruction (CUDA only)."""
-    if n == 16:
-        y = tl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x1032;", "=r,r", [x],
-                                      dtype=tl.uint32, is_pure=True, pack=1)
-    elif n == 8:
-        y = tl.inline_asm_elementwise("prmt.b32 $0, $1, $1, 0x0321;", "=r,r", [x],
-                                      dtype=tl.uint32, is_pure=True, pack=1)
-    elif n == 12:
-        y = tl.inline_asm_elementwise("shf.r.wrap.b32 $0, $1, $1, 12;", "=r,r", [x],
-                                      dtype=tl.uint32, is_pure=True, pack=1)
-    else:
-        y = tl.inline_asm_elementwise("shf.r.wrap.b32 $0, $1, $1, 7;", "=r,r", [x],
-                                      dtype=tl.uint32, is_pure=True, pack=1)
-    return y
-
-
-@triton.jit
-def _add_fma(x, y):
-    """``x + y`` as an integer multiply-add (``x * 1 + y``), which runs on the FMA pipe: the
-    ALU pipe is the bottleneck of BLAKE3 on Hopper (every XOR and rotation must go there),
-    so additions are moved off it. CUDA only (inline PTX)."""
-    return tl.inline_asm_elementwise("mad.lo.u32 $0, $1, 1, $2;", "=r,r,r", [x, y],
-                                     dtype=tl.uint32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _g(a, b, c, d, mx, my, USE_ASM: tl.constexpr):
+def _g(a, b, c, d, mx, my, one, FMA_ADDS: tl.constexpr):
     """The BLAKE3 quarter-round G on one column or diagonal.
 
     Additions wrap modulo 2**32 by definition, hence ``sanitize_overflow=False`` (the
     interpreter would otherwise check every one; compiled code never does outside debug).
-    ``a + b + m`` stays one expression so ptxas can emit a three-input ``IADD3``.
-
-    The portable rotations are written inline rather than through a helper: each nested
-    jit call costs the interpreter a re-patch, and the tests run this code interpreted."""
-    if USE_ASM:
-        a = _add_fma(_add_fma(a, b), mx)
+    Rotations are written inline as ``(x >> n) | (x << (32 - n))``: LLVM turns each into one
+    funnel shift (``SHF.L.W``), and the interpreter pays for every nested jit call.
+    ``FMA_ADDS`` writes ``a + b + m`` as ``(a * one + b) * one + m`` with ``one`` == 1 known
+    only at run time: the compiler cannot fold the multiplies away, so both additions issue as
+    ``IMAD`` on the FMA pipe instead of one ``IADD3`` on the ALU pipe, which every XOR and
+    rotation already saturates (docs/gpu.md). Otherwise ptxas fuses the sum into ``IADD3``.
+    (Written inline: a nested jit call costs the interpreter more than the arithmetic.)"""
+    if FMA_ADDS:
+        a = tl.add(tl.mul(a, one, sanitize_overflow=False), b, sanitize_overflow=False)
+        a = tl.add(tl.mul(a, one, sanitize_overflow=False), mx, sanitize_overflow=False)
     else:
         a = tl.add(tl.add(a, b, sanitize_overflow=False), mx, sanitize_overflow=False)
     d = d ^ a
-    if USE_ASM:
-        d = _rotr_asm(d, 16)
-    else:
-        d = (d >> 16) | (d << 16)
+    d = (d >> 16) | (d << 16)
     c = tl.add(c, d, sanitize_overflow=False)
     b = b ^ c
-    if USE_ASM:
-        b = _rotr_asm(b, 12)
-    else:
-        b = (b >> 12) | (b << 20)
-    if USE_ASM:
-        a = _add_fma(_add_fma(a, b), my)
+    b = (b >> 12) | (b << 20)
+    if FMA_ADDS:
+        a = tl.add(tl.mul(a, one, sanitize_overflow=False), b, sanitize_overflow=False)
+        a = tl.add(tl.mul(a, one, sanitize_overflow=False), my, sanitize_overflow=False)
     else:
         a = tl.add(tl.add(a, b, sanitize_overflow=False), my, sanitize_overflow=False)
     d = d ^ a
-    if USE_ASM:
-        d = _rotr_asm(d, 8)
-    else:
-        d = (d >> 8) | (d << 24)
+    d = (d >> 8) | (d << 24)
     c = tl.add(c, d, sanitize_overflow=False)
     b = b ^ c
-    if USE_ASM:
-        b = _rotr_asm(b, 7)
-    else:
-        b = (b >> 7) | (b << 25)
+    b = (b >> 7) | (b << 25)
     return a, b, c, d
 
 
 @triton.jit
 def _round(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
            m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15,
-           USE_ASM: tl.constexpr):
+           one, FMA_ADDS: tl.constexpr):
     """One round: G on the four columns, then on the four diagonals."""
-    v0, v4, v8, v12 = _g(v0, v4, v8, v12, m0, m1, USE_ASM)
-    v1, v5, v9, v13 = _g(v1, v5, v9, v13, m2, m3, USE_ASM)
-    v2, v6, v10, v14 = _g(v2, v6, v10, v14, m4, m5, USE_ASM)
-    v3, v7, v11, v15 = _g(v3, v7, v11, v15, m6, m7, USE_ASM)
-    v0, v5, v10, v15 = _g(v0, v5, v10, v15, m8, m9, USE_ASM)
-    v1, v6, v11, v12 = _g(v1, v6, v11, v12, m10, m11, USE_ASM)
-    v2, v7, v8, v13 = _g(v2, v7, v8, v13, m12, m13, USE_ASM)
-    v3, v4, v9, v14 = _g(v3, v4, v9, v14, m14, m15, USE_ASM)
+    v0, v4, v8, v12 = _g(v0, v4, v8, v12, m0, m1, one, FMA_ADDS)
+    v1, v5, v9, v13 = _g(v1, v5, v9, v13, m2, m3, one, FMA_ADDS)
+    v2, v6, v10, v14 = _g(v2, v6, v10, v14, m4, m5, one, FMA_ADDS)
+    v3, v7, v11, v15 = _g(v3, v7, v11, v15, m6, m7, one, FMA_ADDS)
+    v0, v5, v10, v15 = _g(v0, v5, v10, v15, m8, m9, one, FMA_ADDS)
+    v1, v6, v11, v12 = _g(v1, v6, v11, v12, m10, m11, one, FMA_ADDS)
+    v2, v7, v8, v13 = _g(v2, v7, v8, v13, m12, m13, one, FMA_ADDS)
+    v3, v4, v9, v14 = _g(v3, v4, v9, v14, m14, m15, one, FMA_ADDS)
     return v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15
 
 
 @triton.jit
 def _compress(h0, h1, h2, h3, h4, h5, h6, h7,
               m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15,
-              t_lo, t_hi, block_len, flags, USE_ASM: tl.constexpr):
+              t_lo, t_hi, block_len, flags, one, FMA_ADDS: tl.constexpr):
     """The compression function, truncated to the 8 words a chaining value (or a
     32-byte root output) needs: ``v[i] ^ v[i + 8]`` for i < 8."""
     zero = h0 * 0  # broadcast scalars to the lane shape and type of the state
@@ -149,25 +109,25 @@ def _compress(h0, h1, h2, h3, h4, h5, h6, h7,
     # The message permutation of the specification, composed round by round at trace time.
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, USE_ASM)
+        m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m2, m6, m3, m10, m7, m0, m4, m13, m1, m11, m12, m5, m9, m14, m15, m8, USE_ASM)
+        m2, m6, m3, m10, m7, m0, m4, m13, m1, m11, m12, m5, m9, m14, m15, m8, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m3, m4, m10, m12, m13, m2, m7, m14, m6, m5, m9, m0, m11, m15, m8, m1, USE_ASM)
+        m3, m4, m10, m12, m13, m2, m7, m14, m6, m5, m9, m0, m11, m15, m8, m1, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m10, m7, m12, m9, m14, m3, m13, m15, m4, m0, m11, m2, m5, m8, m1, m6, USE_ASM)
+        m10, m7, m12, m9, m14, m3, m13, m15, m4, m0, m11, m2, m5, m8, m1, m6, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m12, m13, m9, m11, m15, m10, m14, m8, m7, m2, m5, m3, m0, m1, m6, m4, USE_ASM)
+        m12, m13, m9, m11, m15, m10, m14, m8, m7, m2, m5, m3, m0, m1, m6, m4, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m9, m14, m11, m5, m8, m12, m15, m1, m13, m3, m0, m10, m2, m6, m4, m7, USE_ASM)
+        m9, m14, m11, m5, m8, m12, m15, m1, m13, m3, m0, m10, m2, m6, m4, m7, one, FMA_ADDS)
     v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _round(
         v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15,
-        m11, m15, m5, m0, m1, m9, m8, m6, m14, m10, m2, m12, m3, m4, m7, m13, USE_ASM)
+        m11, m15, m5, m0, m1, m9, m8, m6, m14, m10, m2, m12, m3, m4, m7, m13, one, FMA_ADDS)
     return v0 ^ v8, v1 ^ v9, v2 ^ v10, v3 ^ v11, v4 ^ v12, v5 ^ v13, v6 ^ v14, v7 ^ v15
 
 
@@ -266,10 +226,10 @@ def _iv_vectors(lane):
             z + 0x510E527F, z + 0x9B05688C, z + 0x1F83D9AB, z + 0x5BE0CD19)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["one"])
 def _chunk_kernel(base_ptr, region_word_off, region_cv_base, main_prefix, cv_ptr,
-                  n_regions, search_steps, total_main,
-                  TILE: tl.constexpr, ALIGN16: tl.constexpr, USE_ASM: tl.constexpr,
+                  n_regions, search_steps, total_main, one,
+                  TILE: tl.constexpr, ALIGN16: tl.constexpr, FMA_ADDS: tl.constexpr,
                   QUADS: tl.constexpr):
     """Chaining values of the full, non-final chunks: one lane per chunk, 16 blocks in a loop."""
     words = base_ptr.to(tl.pointer_type(tl.int32))
@@ -293,19 +253,20 @@ def _chunk_kernel(base_ptr, region_word_off, region_cv_base, main_prefix, cv_ptr
         h0, h1, h2, h3, h4, h5, h6, h7 = _compress(
             h0, h1, h2, h3, h4, h5, h6, h7,
             m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15,
-            t_lo, t_hi, 64, flags, USE_ASM)
+            t_lo, t_hi, 64, flags, one, FMA_ADDS)
     _store_cv(cv_ptr, tl.load(region_cv_base + r) + chunk, live, h0, h1, h2, h3, h4, h5, h6, h7)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["one"])
 def _tail_kernel(base_ptr, region_word_off, region_len, region_nchunks, region_cv_base, cv_ptr,
-                 n_regions, max_blocks, TILE: tl.constexpr, USE_ASM: tl.constexpr):
+                 n_regions, max_blocks, one, TILE: tl.constexpr, FMA_ADDS: tl.constexpr):
     """Chaining value (or, for a one-chunk region, the root hash) of each region's last chunk.
 
     One lane per region; ``max_blocks`` is the most blocks any region's last chunk has (the
-    loop stops there, lanes with fewer blocks keep their value). The chunk holds 0..1024 bytes; whole words are loaded masked, the
-    final 1-3 bytes of an odd length are assembled from byte loads, so nothing past the end of
-    a region is ever read, and the zero padding of the last block is what BLAKE3 prescribes."""
+    loop stops there, lanes with fewer blocks keep their value). The chunk holds 0..1024
+    bytes; whole words are loaded masked, the final 1-3 bytes of an odd length are assembled
+    from byte loads, so nothing past the end of a region is ever read, and the zero padding
+    of the last block is what BLAKE3 prescribes."""
     words = base_ptr.to(tl.pointer_type(tl.int32))
     nbytes = base_ptr.to(tl.pointer_type(tl.uint8))
     rid = tl.program_id(0) * TILE + tl.arange(0, TILE)
@@ -341,7 +302,7 @@ def _tail_kernel(base_ptr, region_word_off, region_len, region_nchunks, region_c
         g0, g1, g2, g3, g4, g5, g6, g7 = _compress(
             h0, h1, h2, h3, h4, h5, h6, h7,
             m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15,
-            t_lo, t_hi, block_len, flags, USE_ASM)
+            t_lo, t_hi, block_len, flags, one, FMA_ADDS)
         active = b < nblocks
         h0 = tl.where(active, g0, h0)
         h1 = tl.where(active, g1, h1)
@@ -355,9 +316,10 @@ def _tail_kernel(base_ptr, region_word_off, region_len, region_nchunks, region_c
     _store_cv(cv_ptr, cv_idx, valid, h0, h1, h2, h3, h4, h5, h6, h7)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["one"])
 def _parent_kernel(src_ptr, dst_ptr, src_base, dst_base, region_nodes, jobs_prefix,
-                   n_regions, search_steps, total_jobs, TILE: tl.constexpr, USE_ASM: tl.constexpr):
+                   n_regions, search_steps, total_jobs, one, TILE: tl.constexpr,
+                   FMA_ADDS: tl.constexpr):
     """One tree level for every region: node pair (2j, 2j+1) -> node j of the next level.
 
     A pair of chaining values is 16 contiguous words, i.e. exactly the parent's message
@@ -382,7 +344,7 @@ def _parent_kernel(src_ptr, dst_ptr, src_base, dst_base, region_nodes, jobs_pref
     g0, g1, g2, g3, g4, g5, g6, g7 = _compress(
         h0, h1, h2, h3, h4, h5, h6, h7,
         m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15,
-        0, 0, 64, flags, USE_ASM)
+        0, 0, 64, flags, one, FMA_ADDS)
     _store_cv(dst_ptr, tl.load(dst_base + r) + job, live,
               tl.where(has_right, g0, m0), tl.where(has_right, g1, m1),
               tl.where(has_right, g2, m2), tl.where(has_right, g3, m3),

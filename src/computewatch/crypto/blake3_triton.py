@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from computewatch.crypto import _blake3_kernels as _k
+from computewatch.crypto._blake3_errors import GpuHashError
 from computewatch.crypto._blake3_plan import _Plan, build_plan
 
-__all__ = ["KernelConfig", "DEFAULT_CONFIG", "blake3_regions", "blake3_flat", "interpreted",
-           "gpu_available"]
+__all__ = ["KernelConfig", "DEFAULT_CONFIG", "GpuHashError", "blake3_regions", "blake3_flat",
+           "interpreted", "gpu_available"]
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,17 @@ class KernelConfig:
     """Launch shape of the kernels; every choice gives the same digests.
 
     ``chunk_tile`` chunks per program of the chunk kernel (one lane each), ``chunk_warps`` its
-    warps; ``use_asm`` picks inline-PTX rotations (CUDA only). The benchmark sweeps these."""
+    warps; ``quads``: each lane loads its block as four 16-byte pieces (split in registers)
+    rather than as part of a coalesced ``[tile, 16]`` tile (split through shared memory);
+    ``fma_adds``: additions issued on the FMA pipe. The benchmark sweeps these."""
 
     chunk_tile: int = 64
     chunk_warps: int = 2
     tail_tile: int = 32
     parent_tile: int = 64
     parent_warps: int = 2
-    use_asm: bool = False
+    quads: bool = True
+    fma_adds: bool = True
 
     def __post_init__(self) -> None:
         for name in ("chunk_tile", "tail_tile", "parent_tile"):
@@ -87,13 +91,13 @@ class _RawPointer:
 def _check_device(device: torch.device) -> None:
     if device.type == "cuda":
         if interpreted():
-            raise RuntimeError("the BLAKE3 kernels were loaded in interpreter mode (TRITON_INTERPRET=1); "
+            raise GpuHashError("the GPU BLAKE3 kernels were loaded in interpreter mode (TRITON_INTERPRET=1); "
                                "they cannot run on CUDA tensors in this process")
         return
     if device.type == "cpu" and interpreted():
         return
-    raise RuntimeError(
-        f"blake3_triton needs CUDA tensors (got device {device}); CPU tensors are hashed by "
+    raise GpuHashError(
+        f"the GPU BLAKE3 kernel needs CUDA tensors (got device {device}); CPU tensors are hashed by "
         "computewatch.crypto.hashing, or run these kernels on CPU under TRITON_INTERPRET=1")
 
 
@@ -126,22 +130,22 @@ def _launch(base: object, word_off: np.ndarray, lengths: np.ndarray, device: tor
     buf1 = torch.empty((plan.buf1_rows, 8), dtype=torch.int32, device=device)
     bases = (t(plan.base0_at), t(plan.base1_at))
     bufs = (buf0, buf1)
-    use_asm = config.use_asm and device.type == "cuda"
+    fma = config.fma_adds
     if plan.chunk_grid:
         _k._chunk_kernel[(plan.chunk_grid,)](
             base, t(plan.word_off_at), bases[0], t(plan.main_prefix_at, n + 1), buf0,
-            n, plan.search_steps, plan.total_main,
-            TILE=config.chunk_tile, ALIGN16=bool(np.all(word_off % 4 == 0)), USE_ASM=use_asm,
-            num_warps=config.chunk_warps)
+            n, plan.search_steps, plan.total_main, 1,
+            TILE=config.chunk_tile, ALIGN16=bool(np.all(word_off % 4 == 0)), FMA_ADDS=fma,
+            QUADS=config.quads, num_warps=config.chunk_warps)
     _k._tail_kernel[(plan.tail_grid,)](
         base, t(plan.word_off_at), t(plan.len_at), t(plan.nchunks_at), bases[0], buf0, n,
-        plan.tail_blocks, TILE=config.tail_tile, USE_ASM=use_asm, num_warps=1)
+        plan.tail_blocks, 1, TILE=config.tail_tile, FMA_ADDS=fma, num_warps=1)
     for level in plan.levels:
         src, dst = level.src, 1 - level.src
         _k._parent_kernel[(level.grid,)](
             bufs[src], bufs[dst], bases[src], bases[dst], t(level.nodes_at),
-            t(level.prefix_at, n + 1), n, plan.search_steps, level.total,
-            TILE=config.parent_tile, USE_ASM=use_asm, num_warps=config.parent_warps)
+            t(level.prefix_at, n + 1), n, plan.search_steps, level.total, 1,
+            TILE=config.parent_tile, FMA_ADDS=fma, num_warps=config.parent_warps)
     in0 = buf0.index_select(0, t(plan.root_row0_at))
     in1 = buf1.index_select(0, t(plan.root_row1_at))
     return torch.where(t(plan.root_parity_at)[:, None] == 1, in1, in0)
@@ -203,6 +207,14 @@ def blake3_flat(buffer: torch.Tensor, offsets: Sequence[int], lengths: Sequence[
     return _digests(_launch(buffer, off // 4, size, buffer.device, config))
 
 
+def _word_offsets(views: Sequence[torch.Tensor], base_addr: int) -> np.ndarray:
+    """Each region's start as int32 words from ``base_addr`` (empty regions: 0, never read)."""
+    offsets = [(v.data_ptr() - base_addr) if v.numel() else 0 for v in views]
+    if any(o < 0 or o % 4 for o in offsets):
+        raise ValueError("every region must start on a 32-bit word at or after the base")
+    return np.array(offsets, dtype=np.int64) // 4
+
+
 def blake3_regions(tensors: Sequence[torch.Tensor], *, config: KernelConfig | None = None) -> list[bytes]:
     """BLAKE3-256 of each tensor's bytes (any dtype; little-endian, C order), all in one launch
     per kernel. CUDA tensors are hashed where they lie; all tensors must share one device."""
@@ -213,17 +225,22 @@ def blake3_regions(tensors: Sequence[torch.Tensor], *, config: KernelConfig | No
     if any(t.device != device for t in tensors):
         raise ValueError("blake3_regions needs all tensors on one device")
     _check_device(device)
-    views = [_as_bytes(t) for t in tensors]
-    if device.type != "cuda":
-        return _hash_packed(views, config)
-    # Regions are addressed from one base pointer; a view not starting on a 32-bit word is
-    # cloned (a fresh allocation is aligned) and the clone kept alive until the digests return.
-    views = [v if v.data_ptr() % 4 == 0 else v.clone() for v in views]
-    live = [v for v in views if v.numel()]
-    base_addr = min((v.untyped_storage().data_ptr() for v in live), default=0) & ~15
-    word_off = np.array([(v.data_ptr() - base_addr) // 4 if v.numel() else 0 for v in views],
-                        dtype=np.int64)
+    # The kernels read 32-bit words: a view not starting on one is cloned (fresh allocations
+    # are aligned) and the clone kept alive, in ``views``, until the digests are back.
+    views = [v if v.data_ptr() % 4 == 0 else v.clone() for v in map(_as_bytes, tensors)]
     size = np.array([v.numel() for v in views], dtype=np.int64)
-    with torch.cuda.device(device):
-        roots = _launch(_RawPointer(base_addr), word_off, size, device, config)
-        return _digests(roots)
+    storages = {v.untyped_storage().data_ptr() for v in views if v.numel()}
+    if device.type == "cuda":
+        # One base below every region: the lowest storage start, aligned down to 16 bytes
+        # (still inside that allocation, so the driver accepts it as a device pointer).
+        base_addr = min(storages, default=0) & ~15
+        with torch.cuda.device(device):
+            roots = _launch(_RawPointer(base_addr), _word_offsets(views, base_addr), size, device, config)
+            return _digests(roots)
+    # The interpreter needs a real tensor as the base: views of one storage share it (the same
+    # offset arithmetic as on CUDA); separate CPU allocations are packed into one buffer.
+    live = [v for v in views if v.numel()]
+    if len(storages) != 1 or live[0].untyped_storage().data_ptr() % 4:
+        return _hash_packed(views, config)
+    base = torch.empty(0, dtype=torch.uint8).set_(live[0].untyped_storage())
+    return _digests(_launch(base, _word_offsets(views, base.data_ptr()), size, device, config))
