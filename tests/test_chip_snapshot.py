@@ -118,23 +118,35 @@ def test_snapshots_every_step_keep_a_run_consistent(tmp_path) -> None:
 
 
 def test_cuda_shards_take_the_gpu_snapshot_path(tmp_path, monkeypatch) -> None:
-    """Wiring of the CUDA path, checked on the CPU: a shard on one CUDA device is hashed and
-    copied by gpu_snapshot.snapshot_cuda_regions, and the log still gets region digests from it."""
+    """Wiring of the CUDA path, checked on the CPU: a shard on one CUDA device gets pinned host
+    buffers once, at attach; each snapshot is hashed and copied by
+    gpu_snapshot.snapshot_cuda_regions into those buffers, and the log gets its region digests."""
+    from computewatch.chip import chip as chip_module
     from computewatch.chip import gpu_snapshot
     from computewatch.crypto.hashing import blake3_tensor
 
     calls = []
+    pinned_sets = []
 
-    def fake_cuda_snapshot(tensors):
+    def fake_allocate_pinned(tensors):
+        bufs = [torch.empty(t.numel() * t.element_size(), dtype=torch.uint8) for t in tensors]
+        pinned_sets.append(bufs)
+        return bufs
+
+    def fake_cuda_snapshot(tensors, host=None):
+        assert host is pinned_sets[-1]  # the buffers from attach, never fresh ones
         calls.append(len(tensors))
-        host = [t.clone() for t in tensors]
+        for t, h in zip(tensors, host):
+            h.copy_(t.detach().reshape(-1).view(torch.uint8))
         return gpu_snapshot.CudaSnapshot([blake3_tensor(t) for t in tensors], host, 0.0, 0.0)
 
-    monkeypatch.setattr(snapshot_module, "_on_one_cuda_device", lambda tensors: True)
+    monkeypatch.setattr(snapshot_module, "on_one_cuda_device", lambda tensors: True)
+    monkeypatch.setattr(chip_module, "on_one_cuda_device", lambda tensors: True)
+    monkeypatch.setattr(gpu_snapshot, "allocate_pinned", fake_allocate_pinned)
     monkeypatch.setattr(gpu_snapshot, "snapshot_cuda_regions", fake_cuda_snapshot)
     chip = booted_chip(tmp_path, rate=500.0)
     expected = shard_digest(hash_regions(chip._tensors)).hex()  # type: ignore[arg-type]
     (rec,) = chip.step_boundary(0, 3600.0)
-    assert calls == [3] and rec.shard_digest == expected
+    assert calls == [3] and rec.shard_digest == expected and len(pinned_sets) == 1
     copied = load_file(rec.path)
     assert shard_digest(hash_regions([copied[f"region.{i:05d}"] for i in range(3)])).hex() == expected

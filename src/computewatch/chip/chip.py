@@ -33,7 +33,7 @@ from computewatch.chip.identity import (
 )
 from computewatch.chip.log import ChipLog, LogEntry
 from computewatch.chip.schedule import schedule_key
-from computewatch.chip.snapshot import SnapshotRecord, capture_shard
+from computewatch.chip.snapshot import SnapshotRecord, capture_shard, on_one_cuda_device
 from computewatch.chip.state import load_identity, load_nv, save_nv
 from computewatch.chip.transport import Transport, check_ack
 from computewatch.chip.trigger import EpochSchedule
@@ -72,6 +72,7 @@ class Chip:
         self._boot_cert: Envelope | None = None
         self._schedule: EpochSchedule | None = None
         self._tensors: list[torch.Tensor] | None = None
+        self._pinned: list[torch.Tensor] | None = None  # host buffers for a CUDA shard
         self._storage: Path | None = None
         self._pending: list[LogEntry] = []
         self._safe = True
@@ -347,8 +348,15 @@ class Chip:
             raise ChipError("attach needs a non-empty sequence of tensors")
         storage = Path(storage_dir)
         storage.mkdir(parents=True, exist_ok=True)
+        # A CUDA shard gets its pinned host buffers now: pinning locks every page and takes
+        # seconds, which must not count in any snapshot's stall.
+        pinned = None
+        if on_one_cuda_device(tensors):
+            from computewatch.chip.gpu_snapshot import allocate_pinned
+
+            pinned = allocate_pinned(tensors)
         with self._lock:
-            self._tensors, self._storage = tensors, storage
+            self._tensors, self._storage, self._pinned = tensors, storage, pinned
 
     def idle(self, seconds: float) -> None:
         """Chip time passes without training (own simulated clock only): no triggers fire."""
@@ -387,7 +395,9 @@ class Chip:
     def _snapshot(self, step: int, fired: list[int], prev_busy: int, t0: float) -> SnapshotRecord:
         assert self._tensors is not None and self._storage is not None and self._schedule is not None
         counter = len(self._log)
-        cap = capture_shard(self._tensors, self._storage, serial=self.serial, counter=counter, step=step)
+        cap = capture_shard(
+            self._tensors, self._storage, serial=self.serial, counter=counter, step=step, pinned=self._pinned
+        )
         body = {
             "epoch": self._schedule.epoch,
             "triggers": [str(t) for t in fired],

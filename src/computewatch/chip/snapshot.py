@@ -23,7 +23,15 @@ from computewatch.crypto.atomic import fsync_dir
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.hashing import Region, dtype_name, hash_regions, shard_digest, tensor_memory
 
-__all__ = ["COPY_OUT_FORMAT", "ShardCapture", "SnapshotRecord", "capture_shard", "copy_out_name", "region_name"]
+__all__ = [
+    "COPY_OUT_FORMAT",
+    "ShardCapture",
+    "SnapshotRecord",
+    "capture_shard",
+    "copy_out_name",
+    "on_one_cuda_device",
+    "region_name",
+]
 
 COPY_OUT_FORMAT = "computewatch-chip-snapshot-v1"
 
@@ -85,17 +93,20 @@ def _write_copy_out(path: Path, tensors: Sequence[torch.Tensor], regions: Sequen
     fsync_dir(path.parent)
 
 
-def _on_one_cuda_device(tensors: Sequence[torch.Tensor]) -> bool:
+def on_one_cuda_device(tensors: Sequence[torch.Tensor]) -> bool:
     devices = {t.device for t in tensors}
     return len(devices) == 1 and next(iter(devices)).type == "cuda"
 
 
-def _cuda_hash_and_copy(tensors: Sequence[torch.Tensor]) -> tuple[list[Region], list[torch.Tensor]]:
+def _cuda_hash_and_copy(
+    tensors: Sequence[torch.Tensor], pinned: Sequence[torch.Tensor] | None
+) -> tuple[list[Region], list[torch.Tensor]]:
     """GPU path (computewatch.chip.gpu_snapshot): hash in device memory while a second stream
-    copies the same bytes to pinned host memory; the digests still come from device memory."""
+    copies the same bytes to pinned host memory; the digests still come from device memory.
+    ``pinned``: host buffers allocated once at attach, so pinning never counts in the stall."""
     from computewatch.chip.gpu_snapshot import snapshot_cuda_regions
 
-    snap = snapshot_cuda_regions(list(tensors))
+    snap = snapshot_cuda_regions(list(tensors), host=pinned)
     regions: list[Region] = []
     offset = 0
     for t, d in zip(tensors, snap.digests, strict=True):
@@ -106,12 +117,18 @@ def _cuda_hash_and_copy(tensors: Sequence[torch.Tensor]) -> tuple[list[Region], 
 
 
 def capture_shard(
-    tensors: Sequence[torch.Tensor], storage_dir: Path, *, serial: str, counter: int, step: int
+    tensors: Sequence[torch.Tensor],
+    storage_dir: Path,
+    *,
+    serial: str,
+    counter: int,
+    step: int,
+    pinned: Sequence[torch.Tensor] | None = None,
 ) -> ShardCapture:
     """Hash the regions in place, then write the copy-out. The caller holds the chip frozen."""
     t0 = time.perf_counter()
-    if _on_one_cuda_device(tensors):
-        regions, host = _cuda_hash_and_copy(tensors)
+    if on_one_cuda_device(tensors):
+        regions, host = _cuda_hash_and_copy(tensors, pinned)
     else:
         regions, host = hash_regions(tensors), list(tensors)
     digest = shard_digest(regions)

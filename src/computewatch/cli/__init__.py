@@ -18,8 +18,19 @@ app.add_typer(_bench.app, name="bench", help="Benchmarks, as ratios against a ba
 
 # Command groups register themselves here, one line each.
 from computewatch.cli import demo as _demo  # noqa: E402
+from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
+from computewatch.cli import bench_gpu as _bench_gpu  # noqa: E402,F401
+from computewatch.cli import sampling as _sampling  # noqa: E402
+from computewatch.cli import chip as _chip  # noqa: E402
+from computewatch.cli import train as _train  # noqa: E402
+from computewatch.cli import transcript as _transcript  # noqa: E402
+from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
 
 app.command("demo")(_demo.demo)
+app.add_typer(_chip.app, name="chip", help="The ML chip model: manufacture, attest, show and audit chip logs.")
+app.command("train")(_train.train)
+app.add_typer(_transcript.app, name="transcript", help="Training transcripts: show, export the hashed transcript.")
+app.add_typer(_sampling.app, name="sampling", help="How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures.")
 
 
 def main() -> None:

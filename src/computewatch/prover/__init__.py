@@ -1,1 +1,88 @@
-"""computewatch.prover"""
+"""computewatch.prover: the data center's side (paper §5, Appendix D).
+
+A transcript 𝕋 = {𝕄, 𝔻, 𝕎} for every run, kept by a `Recorder` wrapped around an ordinary
+PyTorch loop: signed manifest and precommitment (logged by each chip before the first step),
+per-step batch records, content-addressed checkpoints, and the raw shards the chips copied out.
+Formats: docs/_formats_transcript.md. Names are imported lazily so that `import
+computewatch.prover.<module>` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "BackgroundWriter",
+    "Checkpoint",
+    "CheckpointIndex",
+    "CorruptObjectError",
+    "DatasetCommitment",
+    "Manifest",
+    "ObjectStore",
+    "Precommitment",
+    "Recorder",
+    "RunStorage",
+    "ShardLayout",
+    "StepLog",
+    "StepRecord",
+    "StoreError",
+    "TrainConfig",
+    "Transcript",
+    "batches",
+    "code_digest",
+    "derive_run_seed",
+    "export_hashes",
+    "init_generator",
+    "new_nonce",
+    "preset",
+    "read_manifest",
+    "resume_point",
+    "shard_model",
+    "sign_export",
+    "train",
+]
+
+_WHERE = {
+    "BackgroundWriter": "checkpoint",
+    "Checkpoint": "checkpoint",
+    "CheckpointIndex": "checkpoint",
+    "CorruptObjectError": "store",
+    "DatasetCommitment": "dataset",
+    "Manifest": "manifest",
+    "ObjectStore": "store",
+    "Precommitment": "precommit",
+    "Recorder": "recorder",
+    "RunStorage": "store",
+    "ShardLayout": "layout",
+    "StepLog": "steps",
+    "StepRecord": "steps",
+    "StoreError": "store",
+    "TrainConfig": "runner",
+    "Transcript": "transcript",
+    "batches": "seed",
+    "code_digest": "precommit",
+    "derive_run_seed": "seed",
+    "export_hashes": "export",
+    "init_generator": "seed",
+    "new_nonce": "seed",
+    "preset": "workloads",
+    "read_manifest": "manifest",
+    "resume_point": "recorder",
+    "shard_model": "distributed",
+    "sign_export": "export",
+    "train": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'computewatch.prover' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"computewatch.prover.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,116 @@
+"""The signed run manifest: the fixed facts of one run, signed by the Prover.
+
+``manifest.dsse.json`` is a DSSE envelope (Ed25519) around an in-toto Statement v1 whose subject
+is the precommitment digest and whose predicate (type ``urn:computewatch:transcript-manifest:v1``)
+is::
+
+    {"v": 1, "run_id": ..., "precommitment": {the precommitment object},
+     "precommitment_digest": hex, "chips": [{"rank": r, "chip_id": str | null}],
+     "sample_hashes": hex digest of the object holding the per-sample hashes}
+
+The precommitment carries the hyperparameters, code digest, dataset commitment, seed derivation,
+checkpoint interval k and shard layout, so the manifest repeats none of them. The Prover's key
+lives in ``keys/prover.key`` (mode 0600; never part of an export) unless the caller brings its
+own; its public half is ``keys/prover.pub``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, predicate_type, sign_envelope, statement, verify_envelope
+from computewatch.crypto.errors import FormatError, SignatureError
+from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.prover.precommit import Precommitment
+from computewatch.prover.store import RunStorage, StoreError
+
+__all__ = ["MANIFEST_FILE", "MANIFEST_PREDICATE", "PROVER_KEY", "PROVER_PUB", "Manifest", "prover_key", "read_manifest", "write_manifest"]
+
+MANIFEST_FILE = "manifest.dsse.json"
+MANIFEST_PREDICATE = predicate_type("transcript-manifest")
+PROVER_KEY = "keys/prover.key"
+PROVER_PUB = "keys/prover.pub"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    precommitment: Precommitment
+    chips: tuple[str | None, ...]  # chip id per rank
+    sample_hashes: str
+
+    @property
+    def run_id(self) -> str:
+        return self.precommitment.run_id
+
+    def predicate(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "run_id": self.run_id,
+            "precommitment": self.precommitment.to_json(),
+            "precommitment_digest": self.precommitment.digest().hex(),
+            "chips": [{"rank": r, "chip_id": c} for r, c in enumerate(self.chips)],
+            "sample_hashes": self.sample_hashes,
+        }
+
+    @classmethod
+    def from_predicate(cls, obj: Any) -> Manifest:
+        expected = {"v", "run_id", "precommitment", "precommitment_digest", "chips", "sample_hashes"}
+        if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
+            raise FormatError(f"manifest predicate must be v1 with exactly the fields {sorted(expected)}")
+        pre = Precommitment.from_json(obj["precommitment"])
+        if pre.digest().hex() != obj["precommitment_digest"]:
+            raise FormatError("manifest: precommitment_digest does not match the precommitment it carries")
+        if pre.run_id != obj["run_id"]:
+            raise FormatError("manifest: run_id differs from the precommitment's")
+        chips = obj["chips"]
+        if not isinstance(chips, list) or [c.get("rank") for c in chips] != list(range(len(chips))):
+            raise FormatError("manifest: chips must be listed by rank 0..W-1")
+        if len(chips) != pre.layout.world_size:
+            raise FormatError(f"manifest: {len(chips)} chips for a world size of {pre.layout.world_size}")
+        return cls(pre, tuple(c.get("chip_id") for c in chips), obj["sample_hashes"])
+
+
+def prover_key(storage: RunStorage) -> SigningKey:
+    """The run directory's Prover key, created on first use."""
+    if storage.exists(PROVER_KEY):
+        return SigningKey.from_pem(storage.read(PROVER_KEY))
+    key = SigningKey.generate()
+    if storage.local_path is not None:
+        (storage.local_path / "keys").mkdir(exist_ok=True)
+        key.save(storage.path(PROVER_KEY))
+    else:
+        storage.write_atomic(PROVER_KEY, key.to_pem())
+    storage.write_atomic(PROVER_PUB, key.public_key.to_pem())
+    return key
+
+
+def write_manifest(storage: RunStorage, manifest: Manifest, key: SigningKey) -> Envelope:
+    stmt = statement([("precommitment", {"blake3": manifest.precommitment.digest().hex()})], MANIFEST_PREDICATE, manifest.predicate())
+    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    storage.write_atomic(MANIFEST_FILE, env.to_json())
+    return env
+
+
+def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> Manifest:
+    """Verify and parse the manifest; `keys` default to the run directory's ``keys/prover.pub``."""
+    if not storage.exists(MANIFEST_FILE):
+        raise StoreError(f"no run manifest at {storage.path(MANIFEST_FILE)}; is this a transcript directory?")
+    if keys is None:
+        if not storage.exists(PROVER_PUB):
+            raise StoreError(f"no Prover public key at {storage.path(PROVER_PUB)} to verify the manifest with")
+        keys = [VerifyKey.from_pem(storage.read(PROVER_PUB))]
+    try:
+        env = Envelope.from_json(storage.read(MANIFEST_FILE))
+        payload = verify_envelope(env, keys)
+    except (FormatError, SignatureError) as exc:
+        raise StoreError(f"run manifest {storage.path(MANIFEST_FILE)} does not verify: {exc}") from None
+    stmt = parse_canonical_json(payload)
+    if not isinstance(stmt, dict) or stmt.get("predicateType") != MANIFEST_PREDICATE:
+        raise StoreError(f"run manifest {storage.path(MANIFEST_FILE)} has predicate type {stmt.get('predicateType')!r}")
+    manifest = Manifest.from_predicate(stmt["predicate"])
+    subject = stmt["subject"][0]["digest"].get("blake3") if stmt.get("subject") else None
+    if subject != manifest.precommitment.digest().hex():
+        raise StoreError("run manifest: statement subject does not match the precommitment digest")
+    return manifest

@@ -1,0 +1,109 @@
+"""The precommitment (§5.1): what every chip logs before the run's first optimizer step.
+
+It binds the run's metadata 𝕄 (hyperparameters and a digest of the training code), the dataset
+commitment (Merkle root over per-sample hashes), the PoTD seed derivation (nonce and the seed
+it yields) and the memory map of every chip (the shard layout). Its digest is BLAKE3-256 over
+the canonical JSON below; because the chip logs that digest before any snapshot, the Prover
+cannot later pick a different transcript that happens to end at a logged shard.
+
+    {"v": 1, "kind": "computewatch/precommitment", "run_id": ..., "hyperparameters": {...},
+     "code_digest": hex, "dataset": {summary of the DatasetCommitment},
+     "seed_derivation": {"scheme": ..., "nonce": hex, "seed": hex},
+     "checkpoint_every": k, "layout": {ShardLayout JSON}}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.errors import FormatError
+from computewatch.crypto.hashing import blake3_bytes
+from computewatch.prover.layout import ShardLayout
+
+__all__ = ["PRECOMMIT_KIND", "SEED_SCHEME", "Precommitment", "code_digest"]
+
+PRECOMMIT_KIND = "computewatch/precommitment"
+# Names the derivation in computewatch.prover.seed: BLAKE3 derive_key over dataset_root || nonce.
+SEED_SCHEME = "computewatch-potd-v1"
+
+
+def code_digest(paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> str:
+    """BLAKE3-256 over canonical JSON {"v": 1, "files": {relative path: BLAKE3 hex of the file}}.
+
+    Paths are named relative to `root` (default: their common folder) so the digest does not
+    depend on where the code is checked out.
+    """
+    files = [Path(p).resolve() for p in paths]
+    if not files:
+        raise FormatError("code digest needs at least one file")
+    base = Path(root).resolve() if root is not None else Path(os.path.commonpath([f.parent for f in files]))
+    table = {}
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise FormatError(f"code digest: cannot read {f}: {exc}") from None
+        table[f.relative_to(base).as_posix()] = blake3_bytes(data).hex()
+    return blake3_bytes(canonical_json({"v": 1, "files": table})).hex()
+
+
+@dataclass(frozen=True)
+class Precommitment:
+    run_id: str
+    hyperparameters: dict[str, Any]
+    code_digest: str
+    dataset: dict[str, Any]
+    nonce: bytes
+    seed: bytes
+    checkpoint_every: int
+    layout: ShardLayout
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "kind": PRECOMMIT_KIND,
+            "run_id": self.run_id,
+            "hyperparameters": self.hyperparameters,
+            "code_digest": self.code_digest,
+            "dataset": self.dataset,
+            "seed_derivation": {"scheme": SEED_SCHEME, "nonce": self.nonce.hex(), "seed": self.seed.hex()},
+            "checkpoint_every": self.checkpoint_every,
+            "layout": self.layout.to_json(),
+        }
+
+    def encode(self) -> bytes:
+        """Canonical JSON bytes; raises FormatError if a hyperparameter is not JSON-safe."""
+        return canonical_json(self.to_json())
+
+    def digest(self) -> bytes:
+        return blake3_bytes(self.encode())
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Precommitment:
+        expected = {"v", "kind", "run_id", "hyperparameters", "code_digest", "dataset", "seed_derivation", "checkpoint_every", "layout"}
+        if not isinstance(obj, dict) or set(obj) != expected:
+            raise FormatError(f"precommitment must have exactly the fields {sorted(expected)}")
+        if obj["v"] != 1 or obj["kind"] != PRECOMMIT_KIND:
+            raise FormatError(f"not a v1 precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        seed = obj["seed_derivation"]
+        if not isinstance(seed, dict) or seed.get("scheme") != SEED_SCHEME or set(seed) != {"scheme", "nonce", "seed"}:
+            raise FormatError(f"precommitment seed derivation must use scheme {SEED_SCHEME!r}")
+        try:
+            nonce, seed_bytes = bytes.fromhex(seed["nonce"]), bytes.fromhex(seed["seed"])
+        except (TypeError, ValueError):
+            raise FormatError("precommitment nonce and seed must be hex") from None
+        return cls(
+            run_id=obj["run_id"],
+            hyperparameters=obj["hyperparameters"],
+            code_digest=obj["code_digest"],
+            dataset=obj["dataset"],
+            nonce=nonce,
+            seed=seed_bytes,
+            checkpoint_every=obj["checkpoint_every"],
+            layout=ShardLayout.from_json(obj["layout"]),
+        )

@@ -1,0 +1,369 @@
+"""The Recorder: what a lab adds to an ordinary PyTorch training loop to keep a transcript.
+
+    commitment = DatasetCommitment.from_samples(samples)
+    nonce = new_nonce()
+    seed = derive_run_seed(commitment.root, nonce)
+    model = build_model(init_generator(seed))            # W0 from the committed seed
+    ...
+    with Recorder(run_dir, model=model, optimizer=opt, scheduler=sched, hyperparameters=hp,
+                  dataset=commitment, nonce=nonce, code_digest=code_digest([__file__]),
+                  chip=chip, checkpoint_every=500) as rec:
+        for step, ids in batches(seed, len(commitment), batch_size, steps, rec.start_step):
+            loss = train_step(model, opt, sched, collate([data[i] for i in ids]))
+            rec.step(step, ids, loss)                   # after optimizer.step()
+
+On entry the Recorder writes the signed manifest, has the chip log the precommitment digest and
+its memory map (before the first optimizer step), and checkpoints W0. Each `step` call hands the
+step's busy time to the chip (which may snapshot its shard at this boundary) and queues the step
+record; every k steps it copies the state to CPU memory and a background thread encodes, hashes
+and stores the checkpoint. With ``resume=True`` an existing run directory is continued from its
+latest complete checkpoint (see `resume_point`).
+
+Step numbering: step t consumes batch t and produces W_{t+1}; the chip is told the boundary
+``t + 1`` (the number of optimizer steps completed), which is also the step a checkpoint or a
+snapshot of W_{t+1} is filed under.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import torch
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.signing import SigningKey
+from computewatch.prover.checkpoint import BackgroundWriter, CheckpointIndex, capture, encode_checkpoint, restore
+from computewatch.prover.dataset import DatasetCommitment
+from computewatch.prover.layout import ShardLayout
+from computewatch.prover.manifest import MANIFEST_FILE, Manifest, prover_key, read_manifest, write_manifest
+from computewatch.prover.precommit import Precommitment
+from computewatch.prover.seed import derive_run_seed
+from computewatch.prover.steps import StepLog, StepRecord, batch_root
+from computewatch.prover.store import ObjectStore, RunStorage, StoreError
+
+__all__ = ["KILL_ENV", "ChipLike", "Recorder", "local_tensors", "resume_point", "snapshot_file"]
+
+# Test hook: SIGKILL this process halfway through writing the checkpoint of this step.
+KILL_ENV = "COMPUTEWATCH_TEST_KILL_IN_CHECKPOINT"
+_SNAPSHOTS = "snapshots"
+
+
+class ChipLike(Protocol):
+    """What the Recorder needs from `computewatch.chip.Chip`."""
+
+    def attach(self, tensors: Sequence[torch.Tensor], storage_dir: Any) -> Any: ...
+    def log_precommitment(self, digest: bytes, run_id: str) -> Any: ...
+    def log_memory_map(self, memory_map: dict[str, Any], run_id: str) -> Any: ...
+    def step_boundary(self, step: int, busy_seconds: float) -> list[Any]: ...
+
+
+def snapshot_file(rank: int) -> str:
+    return f"{_SNAPSHOTS}/rank-{rank:05d}.jsonl"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    # DDP keeps the real module in .module; FSDP2 modifies the module in place.
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def local_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The parameter memory this process holds, in `named_parameters` order (FSDP: local shards)."""
+    return [p.to_local() if hasattr(p, "to_local") else p for _, p in _unwrap(model).named_parameters()]
+
+
+def _chip_id(chip: Any) -> str | None:
+    for attr in ("serial", "chip_id", "id"):
+        value = getattr(chip, attr, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def resume_point(storage: RunStorage, world_size: int) -> int:
+    """The latest step whose checkpoint every rank committed and whose step records are durable."""
+    common: set[int] | None = None
+    for rank in range(world_size):
+        steps = {e["step"] for e in CheckpointIndex(storage, rank).entries()}
+        common = steps if common is None else common & steps
+    recorded = StepLog(storage).count()
+    usable = [s for s in (common or set()) if s <= recorded]
+    if not usable:
+        raise StoreError(f"{storage.url}: no complete checkpoint to resume from")
+    return max(usable)
+
+
+class Recorder:
+    """Context manager that keeps the transcript of one process (one chip) of a training run."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None,
+        hyperparameters: dict[str, Any],
+        dataset: DatasetCommitment,
+        nonce: bytes,
+        code_digest: str,
+        checkpoint_every: int = 100,
+        chip: ChipLike | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        layout: ShardLayout | None = None,
+        run_id: str | None = None,
+        chip_ids: Sequence[str | None] | None = None,
+        key: SigningKey | None = None,
+        resume: bool = False,
+        chip_seconds_per_step: float | None = None,
+        copyout_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise FormatError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+        if not 0 <= rank < world_size:
+            raise FormatError(f"rank {rank} outside world size {world_size}")
+        self.storage = RunStorage(run_dir)
+        self.model = model
+        self.module = _unwrap(model)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.dataset = dataset
+        self.rank = rank
+        self.world_size = world_size
+        self.chip = chip
+        self.checkpoint_every = checkpoint_every
+        self.chip_seconds_per_step = chip_seconds_per_step
+        self.layout = layout or ShardLayout.replicated(list(self.module.named_parameters()), world_size, "single" if world_size == 1 else "ddp")
+        self._resume = resume
+        self._key = key
+        self._chip_ids = list(chip_ids) if chip_ids is not None else None
+        self._copyout_dir = copyout_dir
+        if resume and run_id is None and self.storage.exists(MANIFEST_FILE):
+            run_id = read_manifest(self.storage).run_id
+        seed = derive_run_seed(dataset.root, nonce)
+        self.precommitment = Precommitment(
+            run_id=run_id or uuid.uuid4().hex,
+            hyperparameters=hyperparameters,
+            code_digest=code_digest,
+            dataset=dataset.summary_json(),
+            nonce=bytes(nonce),
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            layout=self.layout,
+        )
+        self.precommitment.encode()  # fail now, not mid-run, on hyperparameters JSON cannot carry
+        self.start_step = 0
+        self.snapshots: list[Any] = []
+        self._next = 0
+        self._pending: list[tuple[int, tuple[int, ...], float, Any, torch.Tensor]] = []
+        self._writer: BackgroundWriter | None = None
+        self._store: ObjectStore | None = None
+        self._last_t = 0.0
+        self._entered = False
+        self.critical_s = 0.0  # time spent inside step(): the Recorder's cost on the critical path
+
+    @property
+    def run_id(self) -> str:
+        return self.precommitment.run_id
+
+    @property
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            raise ComputewatchError("the Recorder is not open; use it as a context manager")
+        return self._store
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        # Looked at before the collective below: after it, rank 0 may already have written the manifest.
+        existing = self.storage.exists(MANIFEST_FILE)
+        if existing and not self._resume:
+            raise StoreError(f"{self.storage.url} already holds a run; pass resume=True to continue it or use a new directory")
+        if self.rank == 0:
+            # Temp files of a killed writer; only now, before any rank of this run writes again.
+            self.storage.clean_temp_files(ObjectStore.PREFIX)
+        chip_ids = self._gather_chip_ids()
+        self._store = ObjectStore(self.storage)
+        self._writer = BackgroundWriter(f"computewatch-writer-{self.rank}")
+        if existing:
+            self._check_same_run()
+            self.start_step = self._restore_latest()
+        elif self.rank == 0:
+            sample_hashes = self.store.put(b"".join(self.dataset.sample_hashes))
+            write_manifest(self.storage, Manifest(self.precommitment, tuple(chip_ids), sample_hashes), self._key or prover_key(self.storage))
+        if _dist_ready():
+            torch.distributed.barrier()  # no rank trains before the manifest and resume point are settled
+        self._next = self.start_step
+        if self.chip is not None:
+            self._bind_chip()
+        if self.start_step == 0:
+            self._checkpoint(0)
+        self._lr, self._rng = self._current_lr(), torch.get_rng_state()
+        self._entered = True
+        self._last_t = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            if exc_type is None and self._next % self.checkpoint_every != 0:
+                self._checkpoint(self._next)  # the final weights are always checkpointed
+            elif exc_type is None:
+                self._flush_steps()
+        finally:
+            self._writer = None
+            if exc_type is None:
+                writer.close()
+            else:
+                writer.close_quietly()
+
+    def _gather_chip_ids(self) -> list[str | None]:
+        if self._chip_ids is not None:
+            return self._chip_ids
+        mine = _chip_id(self.chip) if self.chip is not None else None
+        if _dist_ready() and self.world_size > 1:
+            out: list[Any] = [None] * self.world_size
+            torch.distributed.all_gather_object(out, mine)
+            return out
+        return [mine] * self.world_size if self.world_size == 1 else [None] * self.world_size
+
+    def _check_same_run(self) -> None:
+        manifest = read_manifest(self.storage)
+        if manifest.precommitment.digest() != self.precommitment.digest():
+            raise StoreError(
+                f"{self.storage.url} holds run {manifest.run_id} with a different precommitment "
+                f"({manifest.precommitment.digest().hex()[:16]}... != {self.precommitment.digest().hex()[:16]}...); "
+                "hyperparameters, data, seed, layout or code changed"
+            )
+
+    def _restore_latest(self) -> int:
+        step = resume_point(self.storage, self.world_size)
+        index = CheckpointIndex(self.storage, self.rank)
+        restore(index.load(self.store, step), self.module, self.optimizer, self.scheduler)
+        if _dist_ready():
+            torch.distributed.barrier()  # every rank has read the resume point before anyone truncates
+        index.truncate(step)
+        if self.rank == 0:
+            StepLog(self.storage).truncate(step)
+        return step
+
+    def _bind_chip(self) -> None:
+        assert self.chip is not None
+        if self._copyout_dir is not None:
+            copyout = Path(self._copyout_dir)
+        elif self.storage.local_path is not None:
+            copyout = self.storage.local_path / "chip-copyout" / f"rank-{self.rank:05d}"
+        else:
+            copyout = Path(tempfile.mkdtemp(prefix="computewatch-copyout-"))
+        copyout.mkdir(parents=True, exist_ok=True)
+        self.chip.attach(local_tensors(self.model), copyout)
+        # Precommitment and memory map go into the chip log before the first optimizer step.
+        self.chip.log_precommitment(self.precommitment.digest(), self.run_id)
+        self.chip.log_memory_map(self.layout.memory_map(self.rank), self.run_id)
+
+    # ---- per step -----------------------------------------------------------------------------
+    def step(self, step: int, sample_ids: Sequence[int], loss: float | torch.Tensor | None = None) -> list[Any]:
+        """Record optimizer step `step` (call right after it); returns the chip's snapshot records."""
+        if not self._entered or self._writer is None:
+            raise ComputewatchError("Recorder.step called outside the `with Recorder(...)` block")
+        if step != self._next:
+            raise FormatError(f"Recorder.step: expected step {self._next}, got {step} (steps must be recorded in order, once)")
+        now = time.perf_counter()
+        busy = self.chip_seconds_per_step if self.chip_seconds_per_step is not None else now - self._last_t
+        if self.rank == 0:
+            self._pending.append((step, tuple(sample_ids), self._lr, loss, self._rng))
+        self._lr, self._rng = self._current_lr(), torch.get_rng_state()
+        self._next = step + 1
+        snaps = self.chip.step_boundary(self._next, busy) if self.chip is not None else []
+        for snap in snaps:
+            self.snapshots.append(snap)
+            self._writer.submit(lambda s=snap: self._ingest_snapshot(s))
+        if self._next % self.checkpoint_every == 0:
+            self._checkpoint(self._next)
+        self._last_t = time.perf_counter()  # recorder and snapshot stalls are not the next step's busy time
+        self.critical_s += self._last_t - now
+        return snaps
+
+    def _current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _flush_steps(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            assert self._writer is not None
+            self._writer.submit(lambda: self._write_steps(pending))
+
+    def _write_steps(self, pending: list[tuple[int, tuple[int, ...], float, Any, torch.Tensor]]) -> None:
+        hashes = self.dataset.sample_hashes
+        # float() here, not in step(): a loss tensor on an accelerator would force a sync per step.
+        records = [
+            StepRecord(
+                step,
+                ids,
+                batch_root([hashes[i] for i in ids]).hex(),
+                lr,
+                None if loss is None else float(loss),
+                blake3_bytes(rng.numpy().tobytes()).hex(),
+            )
+            for step, ids, lr, loss, rng in pending
+        ]
+        StepLog(self.storage).write_segment(records)
+
+    def _checkpoint(self, step: int) -> None:
+        assert self._writer is not None
+        self._flush_steps()  # step records up to `step` are durable before its checkpoint is indexed
+        ckpt = capture(step, self.module, self.optimizer, self.scheduler, rank=self.rank, world_size=self.world_size)
+        self._writer.submit(lambda: self._write_checkpoint(ckpt))
+
+    def _write_checkpoint(self, ckpt: Any) -> None:
+        data = encode_checkpoint(ckpt)
+        hook = _kill_self if os.environ.get(KILL_ENV) == str(ckpt.step) else None
+        digest = self.store.put(data, _partial_hook=hook)
+        CheckpointIndex(self.storage, self.rank).add(ckpt.step, digest, len(data))
+
+    def _ingest_snapshot(self, snap: Any) -> None:
+        data = Path(snap.path).read_bytes()
+        digest = self.store.put(data)
+        regions = [r.to_json() if hasattr(r, "to_json") else r for r in snap.regions]
+        line = {
+            "rank": self.rank,
+            "chip_id": _chip_id(self.chip),
+            "counter": snap.counter,
+            "step": snap.step,
+            "clock_ns": snap.clock_ns,
+            "shard_digest": snap.shard_digest,
+            "regions": regions,
+            "object": digest,
+            "stall_s": snap.stall_s,
+        }
+        self.storage.append(snapshot_file(self.rank), canonical_json(line) + b"\n")
+
+    @property
+    def writer_busy_s(self) -> float:
+        """Wall time the background writer has spent on jobs so far."""
+        return self._writer.busy_s if self._writer is not None else 0.0
+
+    def flush(self) -> None:
+        """Block until every queued record, snapshot and checkpoint is durable."""
+        if self._writer is not None:
+            self._flush_steps()
+            self._writer.flush()
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,237 @@
+"""The demo training run under monitoring, as `computewatch train` and the tests run it.
+
+One process, or ``nproc`` gloo processes (torch.multiprocessing), each rank bound to one chip.
+Chips come from ``chips_dir`` (every sub-folder is a chip state dir, taken in name order) or are
+provisioned fresh under ``<out>/chips`` with the given snapshot rate.
+
+Snapshot timing: a chip's clock counts busy time. By default each step reports a simulated
+``chip_seconds_per_step`` (60 s), so that with the demo rate (24 snapshots per busy day) a
+200-step run sees about three snapshots per chip in seconds of real time; pass
+``chip_seconds_per_step=None`` to report the measured wall time of each step instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.prover.dataset import DatasetCommitment
+from computewatch.prover.distributed import free_port, init_gloo, shard_model, split_batch
+from computewatch.prover.manifest import MANIFEST_FILE, read_manifest
+from computewatch.prover.precommit import code_digest
+from computewatch.prover.recorder import Recorder
+from computewatch.prover.seed import batches, derive_run_seed, init_generator, new_nonce, substream
+from computewatch.prover.store import RunStorage, StoreError
+from computewatch.prover.workloads import Workload, deterministic_cpu, preset
+
+__all__ = [
+    "DEMO_CHIP_SECONDS_PER_STEP",
+    "DEMO_SNAPSHOTS_PER_DAY",
+    "TrainConfig",
+    "TrainResult",
+    "build_run",
+    "demo_code_digest",
+    "isolated_torch_state",
+    "run_hyperparameters",
+    "train",
+]
+
+DEMO_SNAPSHOTS_PER_DAY = 24.0
+DEMO_CHIP_SECONDS_PER_STEP = 60.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: Path
+    preset: str = "tiny"
+    steps: int = 200
+    nproc: int = 1
+    strategy: str = "ddp"  # for nproc > 1: "ddp" or "fsdp"
+    chips_dir: Path | None = None
+    snapshots_per_day: float = DEMO_SNAPSHOTS_PER_DAY
+    chip_seconds_per_step: float | None = DEMO_CHIP_SECONDS_PER_STEP
+    checkpoint_every: int = 50
+    threads: int | None = None
+    nonce: bytes | None = None
+    run_id: str | None = None
+    resume: bool = False
+    monitor: bool = True  # False: no chips (transcript only)
+    overrides: dict[str, Any] = field(default_factory=dict)  # Workload field overrides
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    chip_dirs: list[Path]
+    steps: int
+    start_step: int
+
+
+def demo_code_digest() -> str:
+    """Digest of the demo's training code: the workloads package and this runner."""
+    pkg = Path(__file__).resolve().parent
+    files = sorted((pkg / "workloads").glob("*.py")) + [pkg / "runner.py", pkg / "distributed.py"]
+    return code_digest(files, root=pkg.parent)
+
+
+def run_hyperparameters(workload: Workload, config: TrainConfig, threads: int) -> dict[str, Any]:
+    return {
+        "workload": workload.hyperparameters,
+        "run": {
+            "steps": config.steps,
+            "world_size": config.nproc,
+            "strategy": "single" if config.nproc == 1 else config.strategy,
+            "threads": threads,
+            "torch": torch.__version__,
+        },
+    }
+
+
+def _workload(config: TrainConfig) -> Workload:
+    overrides = {"total_steps": max(config.steps, 1), **config.overrides}
+    return preset(config.preset, **overrides)
+
+
+def _threads(config: TrainConfig) -> int:
+    return config.threads or max(1, (os.cpu_count() or 1) // config.nproc)
+
+
+def _chip_dirs(config: TrainConfig) -> list[Path]:
+    if not config.monitor:
+        return []
+    if config.chips_dir is not None:
+        found = _chips_in(Path(config.chips_dir))
+        if len(found) < config.nproc:
+            raise ComputewatchError(f"{config.chips_dir} holds {len(found)} chips; {config.nproc} processes need one each")
+        return found[: config.nproc]
+    from computewatch.chip import provision_chips
+
+    root = Path(config.out) / "chips"
+    if len(_chips_in(root)) >= config.nproc:  # a resumed run keeps its chips
+        return _chips_in(root)[: config.nproc]
+    return [Path(p) for p in provision_chips(root, config.nproc, snapshots_per_day=config.snapshots_per_day)]
+
+
+def _chips_in(folder: Path) -> list[Path]:
+    # A chip state dir holds its sealed identity; the chipmaker's folder and stray files do not count.
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if (p / "sealed").is_dir())
+
+
+@contextlib.contextmanager
+def isolated_torch_state() -> Iterator[None]:
+    """Restore torch's thread count, deterministic-algorithms flag and global RNG afterwards.
+
+    An in-process run fixes all three for exact replay; the caller's process gets them back.
+    """
+    threads, deterministic, rng = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_rng_state(rng)
+
+
+def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Run the demo workload under monitoring; spawns processes when ``config.nproc > 1``."""
+    if config.nproc < 1 or config.steps < 0:
+        raise FormatError("nproc must be >= 1 and steps >= 0")
+    storage = RunStorage(config.out)
+    if storage.exists(MANIFEST_FILE) and not config.resume:
+        raise StoreError(f"{config.out} already holds a run; resume it (--resume) or choose a new directory")
+    if config.resume and storage.exists(MANIFEST_FILE):
+        pre = read_manifest(storage).precommitment
+        config = replace(config, nonce=pre.nonce, run_id=pre.run_id)
+    elif config.nonce is None:
+        config = replace(config, nonce=new_nonce())
+    chip_dirs = _chip_dirs(config)
+    if config.nproc == 1:
+        with isolated_torch_state():
+            start = _run_rank(0, config, chip_dirs, None, progress)
+    else:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port()), nprocs=config.nproc, join=True)
+        start = 0
+    return TrainResult(Path(config.out), chip_dirs, config.steps, start)
+
+
+def _spawned_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int) -> None:
+    _run_rank(rank, config, chip_dirs, port, None)
+
+
+def build_run(config: TrainConfig, rank: int = 0) -> dict[str, Any]:
+    """The workload, dataset commitment, seed and fresh model/optimizer/scheduler of a run."""
+    workload = _workload(config)
+    corpus = workload.dataset()
+    commitment = DatasetCommitment.from_samples(corpus.sample(i) for i in range(len(corpus)))
+    assert config.nonce is not None
+    seed = derive_run_seed(commitment.root, config.nonce)
+    model = workload.build_model(init_generator(seed))
+    return {"workload": workload, "corpus": corpus, "commitment": commitment, "seed": seed, "model": model}
+
+
+def _run_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int | None, progress: Callable[[int, int], None] | None) -> int:
+    world = config.nproc
+    threads = _threads(config)
+    deterministic_cpu(threads)
+    if port is not None:
+        init_gloo(rank, world, port)
+    chip = None
+    try:
+        run = build_run(config, rank)
+        workload, corpus, seed = run["workload"], run["corpus"], run["seed"]
+        model = run["model"]
+        # The global RNG (dropout, anything a model draws during training) starts from the run
+        # seed too, one stream per rank, so the recorded RNG states are reproducible.
+        torch.manual_seed(substream(seed, f"global-rng/rank-{rank}"))
+        layout = None
+        if world > 1:
+            model, layout = shard_model(model, config.strategy, world)
+        optimizer = workload.build_optimizer(model)
+        scheduler = workload.build_scheduler(optimizer)
+        if chip_dirs:
+            from computewatch.chip import Chip
+
+            chip = Chip.open(chip_dirs[rank])
+            chip.boot()
+        with Recorder(
+            config.out,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            hyperparameters=run_hyperparameters(workload, config, threads),
+            dataset=run["commitment"],
+            nonce=config.nonce,
+            code_digest=demo_code_digest(),
+            checkpoint_every=config.checkpoint_every,
+            chip=chip,
+            rank=rank,
+            world_size=world,
+            layout=layout,
+            run_id=config.run_id,
+            resume=config.resume,
+            chip_seconds_per_step=config.chip_seconds_per_step,
+        ) as rec:
+            todo = config.steps - rec.start_step
+            for step, ids in batches(seed, len(corpus), workload.batch_size, max(todo, 0), rec.start_step):
+                mine = split_batch(ids, rank, world) if world > 1 else ids
+                loss = workload.train_step(model, optimizer, scheduler, workload.collate([corpus.sample(i) for i in mine]))
+                rec.step(step, ids, loss)
+                if progress is not None:
+                    progress(step + 1, config.steps)
+        return rec.start_step
+    finally:
+        if chip is not None:
+            chip.close()
+        if port is not None and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,154 @@
+"""Per-step records: the ordered batch sequence 𝔻 and what each optimizer step saw.
+
+Step ``t`` (0-based) is the optimizer step that consumed batch ``t`` and turned weights W_t into
+W_{t+1}. Its record, one canonical-JSON line::
+
+    {"step": t, "sample_ids": [...], "batch_root": hex, "lr": float, "loss": float | null,
+     "rng": hex}
+
+``batch_root`` is the RFC 9162 Merkle root over the batch's per-sample hashes in batch order
+(so it commits to the sequence of sample hashes, Appendix D step 2); ``lr`` the learning rate
+the step used; ``loss`` rank 0's training loss (null if not finite); ``rng`` the BLAKE3-256 of
+torch's CPU RNG state just before the step.
+
+Records live in segment files ``steps/<first step>-<last step>.jsonl`` (10-digit numbers), each
+written atomically once complete (at each checkpoint and at the end of the run): a crash loses
+only the steps after the last checkpoint, which a resumed run redoes anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.errors import FormatError
+from computewatch.crypto.merkle import root_from_leaves
+from computewatch.prover.store import RunStorage, StoreError
+
+__all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root"]
+
+STEPS_DIR = "steps"
+_FIELDS = frozenset({"step", "sample_ids", "batch_root", "lr", "loss", "rng"})
+
+
+def batch_root(sample_hashes: Sequence[bytes]) -> bytes:
+    """RFC 9162 root over the batch's per-sample hashes (leaves in batch order)."""
+    if not sample_hashes:
+        raise FormatError("a batch needs at least one sample")
+    return root_from_leaves(list(sample_hashes))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int
+    sample_ids: tuple[int, ...]
+    batch_root: str
+    lr: float
+    loss: float | None
+    rng: str
+
+    def to_json(self) -> dict[str, Any]:
+        loss = self.loss if self.loss is not None and math.isfinite(self.loss) else None
+        return {
+            "step": self.step,
+            "sample_ids": list(self.sample_ids),
+            "batch_root": self.batch_root,
+            "lr": self.lr,
+            "loss": loss,
+            "rng": self.rng,
+        }
+
+    def encode(self) -> bytes:
+        return canonical_json(self.to_json()) + b"\n"
+
+    @classmethod
+    def from_json(cls, obj: Any) -> StepRecord:
+        if not isinstance(obj, dict) or set(obj) != _FIELDS:
+            raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)}")
+        ids = obj["sample_ids"]
+        if not isinstance(obj["step"], int) or not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise FormatError("step record: step and sample_ids must be integers")
+        for name in ("batch_root", "rng"):
+            if not isinstance(obj[name], str) or len(obj[name]) != 64:
+                raise FormatError(f"step record {obj['step']}: {name} must be 64 hex characters")
+        if not isinstance(obj["lr"], (int, float)) or not (obj["loss"] is None or isinstance(obj["loss"], (int, float))):
+            raise FormatError(f"step record {obj['step']}: lr and loss must be numbers")
+        return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"])
+
+
+def _segment_name(first: int, last: int) -> str:
+    return f"{first:010d}-{last:010d}.jsonl"
+
+
+def _parse_segment_name(name: str) -> tuple[int, int]:
+    stem = name.removesuffix(".jsonl")
+    parts = stem.split("-")
+    if len(parts) != 2 or not name.endswith(".jsonl") or not all(p.isdigit() for p in parts):
+        raise StoreError(f"unexpected file in {STEPS_DIR}/: {name!r}")
+    return int(parts[0]), int(parts[1])
+
+
+class StepLog:
+    """Reads and writes a run's step-record segments."""
+
+    def __init__(self, storage: RunStorage) -> None:
+        self.storage = storage
+
+    def segments(self) -> list[tuple[int, int, str]]:
+        out = [(*_parse_segment_name(n), n) for n in self.storage.listdir(STEPS_DIR)]
+        return sorted(out)
+
+    def write_segment(self, records: Sequence[StepRecord]) -> None:
+        """Write consecutive records as one segment, atomically."""
+        if not records:
+            return
+        for a, b in zip(records, records[1:]):
+            if b.step != a.step + 1:
+                raise FormatError(f"step records must be consecutive: {a.step} then {b.step}")
+        data = b"".join(r.encode() for r in records)
+        self.storage.write_atomic(f"{STEPS_DIR}/{_segment_name(records[0].step, records[-1].step)}", data)
+
+    def read(self) -> Iterator[StepRecord]:
+        """Every record, in order; a gap, overlap or malformed line raises a StoreError naming it."""
+        expected = 0
+        for first, last, name in self.segments():
+            if first != expected:
+                raise StoreError(f"step records: {STEPS_DIR}/{name} starts at step {first}, expected {expected}")
+            data = self.storage.read(f"{STEPS_DIR}/{name}")
+            lines = data.split(b"\n")
+            if lines[-1] != b"":
+                raise StoreError(f"step records: {STEPS_DIR}/{name} is truncated (no final newline)")
+            for lineno, line in enumerate(lines[:-1], 1):
+                try:
+                    record = StepRecord.from_json(json.loads(line))
+                except (ValueError, FormatError) as exc:
+                    raise StoreError(f"step records: {STEPS_DIR}/{name} line {lineno} is malformed: {exc}") from None
+                if record.step != expected:
+                    raise StoreError(f"step records: {STEPS_DIR}/{name} line {lineno} is step {record.step}, expected {expected}")
+                expected += 1
+                yield record
+            if expected != last + 1:
+                raise StoreError(f"step records: {STEPS_DIR}/{name} ends at step {expected - 1}, its name says {last}")
+
+    def count(self) -> int:
+        segs = self.segments()
+        return segs[-1][1] + 1 if segs else 0
+
+    def truncate(self, n_steps: int) -> None:
+        """Keep only steps 0..n_steps-1 (after a crash, steps beyond the resumed checkpoint are redone)."""
+        for first, last, name in self.segments():
+            if first >= n_steps:
+                self.storage.remove(f"{STEPS_DIR}/{name}")
+            elif last >= n_steps:
+                kept = [r for r in _records_in(self.storage, name) if r.step < n_steps]
+                self.write_segment(kept)
+                self.storage.remove(f"{STEPS_DIR}/{name}")
+
+
+def _records_in(storage: RunStorage, name: str) -> list[StepRecord]:
+    data = storage.read(f"{STEPS_DIR}/{name}")
+    return [StepRecord.from_json(json.loads(line)) for line in data.split(b"\n") if line]

@@ -1,0 +1,178 @@
+"""The Recorder's transcript: round trip, seeded start, bit-identical replay, snapshots explained."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from computewatch.chip import Chip
+from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.prover.checkpoint import restore
+from computewatch.prover.dataset import DatasetCommitment
+from computewatch.prover.export import export_hashes
+from computewatch.prover.recorder import Recorder
+from computewatch.prover.runner import TrainConfig, isolated_torch_state, train
+from computewatch.prover.seed import batches, derive_run_seed, init_generator
+from computewatch.prover.store import StoreError
+from computewatch.prover.transcript import Transcript
+from computewatch.prover.workloads import Workload, deterministic_cpu
+
+NONCE = b"computewatch-test-nonce"
+
+
+def _run(out: Path, **kw: object) -> Path:
+    config = dict(preset="mlp", steps=24, checkpoint_every=8, nonce=NONCE, snapshots_per_day=24.0, chip_seconds_per_step=900.0)
+    config.update(kw)
+    train(TrainConfig(out=out, **config))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(tmp_path_factory.mktemp("run") / "run")
+
+
+def _replay(t: Transcript, step: int) -> dict[str, torch.Tensor]:
+    """W_step from the nearest earlier checkpoint and the recorded batches (what a Verifier does)."""
+    hp = t.manifest.precommitment.hyperparameters
+    with isolated_torch_state():
+        deterministic_cpu(hp["run"]["threads"])
+        return _replay_steps(t, hp, step)
+
+
+def _replay_steps(t: Transcript, hp: dict, step: int) -> dict[str, torch.Tensor]:
+    workload = Workload.from_hyperparameters(hp["workload"])
+    corpus = workload.dataset()
+    start = max(e["step"] for e in t.checkpoints(0) if e["step"] <= step)
+    model = workload.build_model(init_generator(t.manifest.precommitment.seed))
+    opt = workload.build_optimizer(model)
+    sched = workload.build_scheduler(opt)
+    restore(t.checkpoint(start, 0), model, opt, sched)
+    for rec in t.steps()[start:step]:
+        workload.train_step(model, opt, sched, workload.collate([corpus.sample(i) for i in rec.sample_ids]))
+    return dict(model.named_parameters())
+
+
+def test_transcript_round_trip(run_dir: Path) -> None:
+    t = Transcript(run_dir)
+    counts = t.verify()
+    assert counts["steps"] == 24 and counts["checkpoints"] == 4  # W0, W8, W16, W24
+    pre = t.manifest.precommitment
+    assert pre.checkpoint_every == 8 and pre.layout.strategy == "single"
+    assert pre.hyperparameters["workload"]["workload"] == "mlp"
+    assert [e["step"] for e in t.checkpoints(0)] == [0, 8, 16, 24]
+    commitment = DatasetCommitment(t.sample_hashes())
+    proof = commitment.inclusion_proof(5)
+    assert commitment.root.hex() == pre.dataset["root"] and proof
+    # The chip logged the precommitment digest and memory map before the first snapshot.
+    chip = Chip.open(run_dir / "chips" / "chip-0000")
+    kinds = [(e.kind, e.body) for e in chip.log]
+    pre_at = next(i for i, (k, b) in enumerate(kinds) if k == "precommitment" and b["digest"] == pre.digest().hex())
+    snap_at = [i for i, (k, _) in enumerate(kinds) if k == "snapshot"]
+    assert snap_at and pre_at < min(snap_at)
+    assert any(k == "memory-map" for k, _ in kinds)
+    # The hashed export carries digests, never sample ids or hyperparameters.
+    doc = export_hashes(t)
+    assert doc["precommitment_digest"] == pre.digest().hex()
+    assert len(doc["steps"]["batch_roots"]) == 24 and len(doc["distances"]) == 3
+    assert "sample_ids" not in str(doc) and "AdamW" not in str(doc)
+
+
+def test_seeded_start_and_data_order(run_dir: Path) -> None:
+    t = Transcript(run_dir)
+    pre = t.manifest.precommitment
+    assert pre.seed == derive_run_seed(bytes.fromhex(pre.dataset["root"]), NONCE)
+    workload = Workload.from_hyperparameters(pre.hyperparameters["workload"])
+    w0 = workload.build_model(init_generator(pre.seed)).state_dict()
+    ckpt = t.checkpoint(0)
+    assert all(torch.equal(ckpt.model[k], v) for k, v in w0.items())
+    expected = [ids for _, ids in batches(pre.seed, pre.dataset["size"], workload.batch_size, 24)]
+    assert [list(r.sample_ids) for r in t.steps()] == expected
+
+
+def test_every_snapshot_is_explained_by_replay(run_dir: Path) -> None:
+    t = Transcript(run_dir)
+    snaps = t.snapshots()
+    assert snaps, "the chip's rate should give snapshots in this run"
+    for entry in snaps:
+        raw = t.snapshot_tensors(entry)  # copy-out hashes to the logged digest
+        replayed = t.layout.slice_shard(_replay(t, entry["step"]), 0)
+        assert all(torch.equal(a, b) for a, b in zip(raw, replayed, strict=True))
+        assert shard_digest(hash_regions(replayed)).hex() == entry["shard_digest"]
+
+
+def test_same_seed_gives_bit_identical_checkpoints(run_dir: Path, tmp_path: Path) -> None:
+    again = _run(tmp_path / "again", monitor=False)
+    assert Transcript(again).checkpoints(0) == Transcript(run_dir).checkpoints(0)
+
+
+def test_recorder_rejects_misuse(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="already holds a run"):
+        _run(run_dir)
+    with pytest.raises(StoreError, match="different precommitment"):
+        _run(run_dir, resume=True, checkpoint_every=5)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    commitment = DatasetCommitment.from_samples([b"a", b"b"])
+    rec = Recorder(tmp_path / "r", model=model, optimizer=opt, scheduler=None, hyperparameters={"x": 1},
+                   dataset=commitment, nonce=b"n", code_digest="00" * 32)
+    with pytest.raises(ComputewatchError, match="outside"):
+        rec.step(0, [0])
+    with rec:
+        rec.step(0, [0, 1])
+        with pytest.raises(FormatError, match="expected step 1, got 3"):
+            rec.step(3, [0])
+    with pytest.raises(FormatError, match="JSON"):
+        Recorder(tmp_path / "r2", model=model, optimizer=opt, scheduler=None, hyperparameters={"x": float("nan")},
+                 dataset=commitment, nonce=b"n", code_digest="00" * 32)
+
+
+def test_tampered_manifest_and_objects_are_reported(tmp_path: Path) -> None:
+    out = _run(tmp_path / "t", steps=8, checkpoint_every=4, monitor=False)
+    t = Transcript(out)
+    digest = t.checkpoints(0)[1]["digest"]
+    path = Path(t.store.path_of(digest))
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=f"object {digest} is corrupted"):
+        t.verify()
+    manifest = out / "manifest.dsse.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"payload":"', b'"payload":"e'))
+    with pytest.raises(StoreError, match="does not verify"):
+        Transcript(out)
+
+
+def test_recorder_on_an_fsspec_url() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    commitment = DatasetCommitment.from_samples([bytes([i]) for i in range(6)])
+    url = "memory://computewatch-test-recorder"
+    with Recorder(url, model=model, optimizer=opt, scheduler=None, hyperparameters={"lr": 0.1},
+                  dataset=commitment, nonce=b"n", code_digest="00" * 32, checkpoint_every=2) as rec:
+        for step in range(3):
+            model(torch.randn(4, 3)).sum().backward()
+            opt.step()
+            rec.step(step, [step, step + 1], 0.5)
+    t = Transcript(url)
+    assert t.verify()["steps"] == 3
+    assert [e["step"] for e in t.checkpoints(0)] == [0, 2, 3]
+    assert torch.equal(t.full_weights(3)["weight"], model.weight.detach())
+
+
+def test_snapshot_digest_mismatch_is_reported(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    lines = (copy / "snapshots" / "rank-00000.jsonl").read_text().splitlines()
+    first = lines[0]
+    logged = json.loads(first)["shard_digest"]
+    lines[0] = first.replace(logged, "0" * 64)
+    (copy / "snapshots" / "rank-00000.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(StoreError, match=f"copy-out hashes to {logged}, the chip logged 0000"):
+        Transcript(copy).verify()
