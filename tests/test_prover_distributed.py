@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from computewatch.chip import Chip
+from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.prover.runner import TrainConfig, train
 from computewatch.prover.transcript import Transcript
@@ -18,7 +19,7 @@ STEPS = 6
 
 def _run(out: Path, strategy: str, nproc: int) -> Transcript:
     # k = 1 so every snapshot's step has checkpoints to reassemble the full weights from.
-    train(TrainConfig(out=out, preset="mlp", steps=STEPS, nproc=nproc, strategy=strategy, checkpoint_every=1,
+    train(TrainConfig(out=out, preset="mlp", steps=STEPS, nproc=nproc, strategy=strategy, checkpoint_every=1, chip_secret_seed=TEST_SECRET_SEED,
                       nonce=NONCE, run_id=f"{strategy}-{nproc}", threads=1, snapshots_per_day=24.0,
                       chip_seconds_per_step=3600.0))
     return Transcript(out)
@@ -88,7 +89,7 @@ def test_fsdp_chips_hold_only_their_shard(fsdp: Transcript, ddp: Transcript) -> 
 def test_fsdp_four_ranks_uneven_shards(tmp_path: Path) -> None:
     # hidden = 130 rows over 4 ranks: chunks of 33, 33, 33 and 31 rows.
     mlp = {"vocab_size": 256, "context": 8, "n_embd": 16, "hidden": 130}
-    train(TrainConfig(out=tmp_path / "run", preset="mlp", steps=3, nproc=4, strategy="fsdp", checkpoint_every=1,
+    train(TrainConfig(out=tmp_path / "run", preset="mlp", steps=3, nproc=4, strategy="fsdp", checkpoint_every=1, chip_secret_seed=TEST_SECRET_SEED,
                       nonce=NONCE, run_id="fsdp-4", threads=1, snapshots_per_day=24.0, chip_seconds_per_step=7200.0,
                       overrides={"model_config": mlp}))
     t = Transcript(tmp_path / "run")

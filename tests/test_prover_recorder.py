@@ -10,23 +10,25 @@ import pytest
 import torch
 
 from computewatch.chip import Chip
+from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.hashing import hash_regions, shard_digest
-from computewatch.prover.checkpoint import restore
 from computewatch.prover.dataset import DatasetCommitment
 from computewatch.prover.export import export_hashes
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.runner import TrainConfig, isolated_torch_state, train
+from computewatch.prover.replay import explain_snapshot, replay_to_step
+from computewatch.prover.runner import TrainConfig, train
 from computewatch.prover.seed import batches, derive_run_seed, init_generator
 from computewatch.prover.store import StoreError
 from computewatch.prover.transcript import Transcript
-from computewatch.prover.workloads import Workload, deterministic_cpu
+from computewatch.prover.workloads import Workload
 
 NONCE = b"computewatch-test-nonce"
 
 
 def _run(out: Path, **kw: object) -> Path:
-    config = dict(preset="mlp", steps=24, checkpoint_every=8, nonce=NONCE, snapshots_per_day=24.0, chip_seconds_per_step=900.0)
+    config = dict(preset="mlp", steps=24, checkpoint_every=8, nonce=NONCE, snapshots_per_day=24.0, chip_seconds_per_step=900.0,
+                  chip_secret_seed=TEST_SECRET_SEED)
     config.update(kw)
     train(TrainConfig(out=out, **config))  # type: ignore[arg-type]
     return out
@@ -35,27 +37,6 @@ def _run(out: Path, **kw: object) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run(tmp_path_factory.mktemp("run") / "run")
-
-
-def _replay(t: Transcript, step: int) -> dict[str, torch.Tensor]:
-    """W_step from the nearest earlier checkpoint and the recorded batches (what a Verifier does)."""
-    hp = t.manifest.precommitment.hyperparameters
-    with isolated_torch_state():
-        deterministic_cpu(hp["run"]["threads"])
-        return _replay_steps(t, hp, step)
-
-
-def _replay_steps(t: Transcript, hp: dict, step: int) -> dict[str, torch.Tensor]:
-    workload = Workload.from_hyperparameters(hp["workload"])
-    corpus = workload.dataset()
-    start = max(e["step"] for e in t.checkpoints(0) if e["step"] <= step)
-    model = workload.build_model(init_generator(t.manifest.precommitment.seed))
-    opt = workload.build_optimizer(model)
-    sched = workload.build_scheduler(opt)
-    restore(t.checkpoint(start, 0), model, opt, sched)
-    for rec in t.steps()[start:step]:
-        workload.train_step(model, opt, sched, workload.collate([corpus.sample(i) for i in rec.sample_ids]))
-    return dict(model.named_parameters())
 
 
 def test_transcript_round_trip(run_dir: Path) -> None:
@@ -100,10 +81,29 @@ def test_every_snapshot_is_explained_by_replay(run_dir: Path) -> None:
     snaps = t.snapshots()
     assert snaps, "the chip's rate should give snapshots in this run"
     for entry in snaps:
-        raw = t.snapshot_tensors(entry)  # copy-out hashes to the logged digest
-        replayed = t.layout.slice_shard(_replay(t, entry["step"]), 0)
+        result = explain_snapshot(t, entry)
+        assert result.explained, result
+        assert result.replayed_steps == entry["step"] - result.from_checkpoint >= 0
+        # Independently of explain_snapshot: the raw copy-out equals the replayed shard.
+        weights, _ = replay_to_step(t, entry["step"])
+        replayed = t.layout.slice_shard(weights, 0)
+        raw = t.snapshot_tensors(entry)
         assert all(torch.equal(a, b) for a, b in zip(raw, replayed, strict=True))
         assert shard_digest(hash_regions(replayed)).hex() == entry["shard_digest"]
+
+
+def test_a_wrong_batch_record_is_not_explained(run_dir: Path, tmp_path: Path) -> None:
+    """Replay catches a transcript whose recorded data does not produce the snapshot."""
+    t = Transcript(run_dir)
+    entry = next(e for e in t.snapshots() if e["step"] % 8 != 0)  # needs replayed steps
+    forged = dict(entry)
+    weights, start = replay_to_step(t, entry["step"])
+    assert start < entry["step"]
+    # A snapshot claimed one step later than the chip saw cannot be explained.
+    forged["step"] = entry["step"] + 1 if entry["step"] + 1 <= len(t.steps()) else entry["step"] - 1
+    assert not explain_snapshot(t, forged).explained
+    with pytest.raises(ComputewatchError, match="outside the transcript"):
+        replay_to_step(t, len(t.steps()) + 1)
 
 
 def test_same_seed_gives_bit_identical_checkpoints(run_dir: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from computewatch.prover.recorder import KILL_ENV
 from computewatch.prover.runner import TrainConfig, train
+from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.prover.transcript import Transcript
 
 NONCE = b"computewatch-resume-nonce"
@@ -20,7 +21,8 @@ import sys
 from pathlib import Path
 from computewatch.prover.runner import TrainConfig, train
 train(TrainConfig(out=Path(sys.argv[1]), preset="mlp", steps=30, checkpoint_every=10, nonce={nonce!r},
-                  snapshots_per_day=24.0, chip_seconds_per_step=900.0, threads=1, resume=sys.argv[2] == "resume"))
+                  snapshots_per_day=24.0, chip_seconds_per_step=900.0, threads=1, resume=sys.argv[2] == "resume",
+                  chip_secret_seed=b"computewatch tests"))
 """
 
 
@@ -56,7 +58,7 @@ def test_killed_mid_checkpoint_then_resumed_matches_uninterrupted(tmp_path: Path
 
 def test_fsdp_run_killed_mid_checkpoint_resumes_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = dict(preset="mlp", steps=9, nproc=2, strategy="fsdp", checkpoint_every=3, nonce=NONCE, run_id="fsdp-resume",
-                  threads=1, chip_seconds_per_step=3600.0)
+                  threads=1, chip_seconds_per_step=3600.0, chip_secret_seed=TEST_SECRET_SEED)
     out = tmp_path / "run"
     monkeypatch.setenv(KILL_ENV, "6")  # both ranks die writing their step-6 shard checkpoints
     with pytest.raises(Exception, match="SIGKILL"):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import blake3
 import torch
 
 from computewatch.chip.attestation import make_evidence
@@ -492,6 +493,9 @@ class Chip:
         self.close()
 
 
+_TEST_SECRET_CONTEXT = "computewatch v1 2026-11 reproducible chip device secret"
+
+
 def provision_chips(
     root: str | os.PathLike[str],
     count: int,
@@ -501,9 +505,15 @@ def provision_chips(
     log_mode: str = "on-chip",
     checkpoint_every: int = 16,
     epoch_busy_s: int = 86_400,
+    secret_seed: bytes | None = None,
 ) -> list[Path]:
     """Manufacture `count` chips under `root` and install the chipmaker-signed logging firmware
-    whose policy carries the snapshot rate f; returns the chips' state dirs (not yet booted)."""
+    whose policy carries the snapshot rate f; returns the chips' state dirs (not yet booted).
+
+    `secret_seed` derives the chips' device secrets (chip i: BLAKE3 derive_key over the seed and
+    i) instead of fresh randomness, so their snapshot schedules are reproducible. It exists for
+    tests and reproducible demos only: whoever knows it can predict every snapshot.
+    """
     root = Path(root)
     maker = Chipmaker.load_or_create(Path(chipmaker_dir) if chipmaker_dir is not None else root / "chipmaker")
     policy = FirmwarePolicy(
@@ -515,7 +525,10 @@ def provision_chips(
     image = maker.sign_firmware(policy)
     dirs = []
     for i in range(count):
-        state_dir = maker.manufacture(root / f"chip-{i:04d}")
+        secret = None
+        if secret_seed is not None:
+            secret = blake3.blake3(secret_seed + i.to_bytes(8, "big"), derive_key_context=_TEST_SECRET_CONTEXT).digest()
+        state_dir = maker.manufacture(root / f"chip-{i:04d}", device_secret=secret)
         chip = Chip.open(state_dir)
         chip.install_firmware(image)
         dirs.append(state_dir)

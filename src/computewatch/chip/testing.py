@@ -12,7 +12,7 @@ from computewatch.chip.identity import derive_boot_key
 from computewatch.chip.state import load_identity
 from computewatch.crypto.signing import SigningKey
 
-__all__ = ["booted_chip", "leak_boot_key", "run_steps", "small_shard"]
+__all__ = ["TEST_SECRET_SEED", "booted_chip", "leak_boot_key", "run_steps", "small_shard"]
 
 
 def small_shard(seed: int = 0) -> list[torch.Tensor]:
@@ -20,8 +20,15 @@ def small_shard(seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(16, 8, generator=g), torch.randn(8, generator=g), torch.arange(4, dtype=torch.int64)]
 
 
+TEST_SECRET_SEED = b"computewatch tests"
+
+
 def booted_chip(root: Path, *, rate: float = 50.0, index: int = 0, count: int = 1, **policy: object) -> Chip:
-    """Provision chip(s) under `root` (one chipmaker) and boot chip `index` with a small shard."""
+    """Provision chip(s) under `root` (one chipmaker) and boot chip `index` with a small shard.
+
+    Device secrets come from a fixed seed, so every snapshot schedule (and every statistical
+    check on it) is the same on every run: tests never flake on an unlucky draw."""
+    policy.setdefault("secret_seed", TEST_SECRET_SEED)
     dirs = provision_chips(root, count, snapshots_per_day=rate, **policy)  # type: ignore[arg-type]
     chip = Chip.open(dirs[index])
     chip.boot()

@@ -63,6 +63,9 @@ class TrainConfig:
     run_id: str | None = None
     resume: bool = False
     monitor: bool = True  # False: no chips (transcript only)
+    # Reproducible chips (tests, demos): derive new chips' device secrets from this seed, so
+    # their snapshot schedules repeat. Never for real monitoring: it makes snapshots predictable.
+    chip_secret_seed: bytes | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # Workload field overrides
 
 
@@ -116,7 +119,8 @@ def _chip_dirs(config: TrainConfig) -> list[Path]:
     root = Path(config.out) / "chips"
     if len(_chips_in(root)) >= config.nproc:  # a resumed run keeps its chips
         return _chips_in(root)[: config.nproc]
-    return [Path(p) for p in provision_chips(root, config.nproc, snapshots_per_day=config.snapshots_per_day)]
+    dirs = provision_chips(root, config.nproc, snapshots_per_day=config.snapshots_per_day, secret_seed=config.chip_secret_seed)
+    return [Path(p) for p in dirs]
 
 
 def _chips_in(folder: Path) -> list[Path]:

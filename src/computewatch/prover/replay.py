@@ -1,0 +1,92 @@
+"""Replay a segment of a single-chip run from its transcript, and explain a snapshot with it.
+
+The Prover's own check before it hands a transcript over (and the core of the Verifier's
+segment replay, paper §5 / Appendix D step 5): rebuild the workload from the precommitted
+hyperparameters, restore the nearest checkpoint at or before the snapshot's step, re-apply the
+recorded batches, and compare the result with the shard the chip copied out. On the CPU with the
+recorded thread count this is exact, so digests must match bit for bit. A distributed run
+replays exactly only with the same world size, backend and layout (docs/formats.md); that is
+left to the Verifier's trusted cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.prover.checkpoint import restore
+from computewatch.prover.runner import isolated_torch_state
+from computewatch.prover.seed import init_generator
+from computewatch.prover.transcript import Transcript
+from computewatch.prover.workloads import Workload, deterministic_cpu
+
+__all__ = ["SnapshotExplanation", "explain_snapshot", "replay_to_step"]
+
+
+@dataclass(frozen=True)
+class SnapshotExplanation:
+    """The outcome of replaying the transcript up to one logged snapshot."""
+
+    step: int
+    from_checkpoint: int  # the checkpoint the replay started from
+    replayed_steps: int
+    logged_digest: str  # what the chip logged (hex)
+    replayed_digest: str  # shard digest of the replayed weights, sliced as the chip held them
+    copy_out_matches: bool  # the raw copy-out equals the replayed shard, byte for byte
+
+    @property
+    def explained(self) -> bool:
+        return self.copy_out_matches and self.logged_digest == self.replayed_digest
+
+
+def replay_to_step(transcript: Transcript, step: int) -> tuple[dict[str, torch.Tensor], int]:
+    """W_step of a single-chip run, replayed from the nearest earlier checkpoint.
+
+    Returns the parameters and the step of the checkpoint the replay started from.
+    """
+    if transcript.world_size != 1:
+        raise ComputewatchError(
+            f"exact replay here covers single-chip runs; this run has {transcript.world_size} chips "
+            "(replay it with the same world size and backend)"
+        )
+    hp: dict[str, Any] = transcript.manifest.precommitment.hyperparameters
+    steps = transcript.steps()
+    if not 0 <= step <= len(steps):
+        raise ComputewatchError(f"step {step} is outside the transcript (0..{len(steps)})")
+    start = max((e["step"] for e in transcript.checkpoints(0) if e["step"] <= step), default=None)
+    if start is None:
+        raise ComputewatchError(f"no checkpoint at or before step {step}")
+    with isolated_torch_state():
+        deterministic_cpu(hp["run"]["threads"])
+        workload = Workload.from_hyperparameters(hp["workload"])
+        corpus = workload.dataset()
+        model = workload.build_model(init_generator(transcript.manifest.precommitment.seed))
+        optimizer = workload.build_optimizer(model)
+        scheduler = workload.build_scheduler(optimizer)
+        restore(transcript.checkpoint(start, 0), model, optimizer, scheduler)
+        for rec in steps[start:step]:
+            batch = workload.collate([corpus.sample(i) for i in rec.sample_ids])
+            workload.train_step(model, optimizer, scheduler, batch)
+        return {k: v.detach().clone() for k, v in model.named_parameters()}, start
+
+
+def explain_snapshot(transcript: Transcript, entry: dict[str, Any]) -> SnapshotExplanation:
+    """Replay the transcript to a snapshot's step and compare with what the chip logged."""
+    raw = transcript.snapshot_tensors(entry)  # raises if the copy-out does not hash to the log
+    weights, start = replay_to_step(transcript, int(entry["step"]))
+    replayed = transcript.layout.slice_shard(weights, 0)
+    same = len(raw) == len(replayed) and all(
+        a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(raw, replayed)
+    )
+    return SnapshotExplanation(
+        step=int(entry["step"]),
+        from_checkpoint=start,
+        replayed_steps=int(entry["step"]) - start,
+        logged_digest=str(entry["shard_digest"]),
+        replayed_digest=shard_digest(hash_regions(replayed)).hex(),
+        copy_out_matches=same,
+    )
