@@ -35,7 +35,7 @@ def test_vectors_verify_with_only_the_published_inputs() -> None:
 
 
 def test_format_page_quotes_the_vector_values() -> None:
-    page = (Path(__file__).parents[1] / "docs" / "_formats_chip.md").read_text()
+    page = (Path(__file__).parents[1] / "docs" / "formats.md").read_text()
     entries = [json.loads(x) for x in (VECTORS / "chip.log").read_bytes().split(b"\n")[:-1]]
     schedule = json.loads((VECTORS / "schedule.json").read_bytes())[0]
     first_snapshot = next(e for e in entries if e["kind"] == "snapshot")

@@ -25,7 +25,7 @@ from computewatch.crypto import (
 
 _ROOT = Path(__file__).resolve().parent.parent
 _VEC = json.loads((_ROOT / "tests" / "vectors" / "computewatch" / "crypto.json").read_text(encoding="utf-8"))
-_DOC = (_ROOT / "docs" / "_formats_crypto.md").read_text(encoding="utf-8")
+_DOC = (_ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
 
 _TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64}
 

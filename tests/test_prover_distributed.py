@@ -10,6 +10,7 @@ import torch
 from computewatch.chip import Chip
 from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.prover.replay import shard_from_checkpoints
 from computewatch.prover.runner import TrainConfig, train
 from computewatch.prover.transcript import Transcript
 
@@ -42,6 +43,11 @@ def _check_snapshots_explained(t: Transcript) -> int:
         mine = t.layout.slice_shard(t.full_weights(entry["step"]), entry["rank"])
         assert shard_digest(hash_regions(mine)).hex() == entry["shard_digest"]
         assert all(torch.equal(a, b) for a, b in zip(raw, mine, strict=True))
+        assert shard_from_checkpoints(t, entry).explained
+        # The other chip's slice is not this chip's snapshot (FSDP) or is identical (DDP).
+        other = t.layout.slice_shard(t.full_weights(entry["step"]), (entry["rank"] + 1) % t.world_size)
+        if t.layout.strategy == "fsdp":
+            assert shard_digest(hash_regions(other)).hex() != entry["shard_digest"]
     return len(snaps)
 
 

@@ -117,7 +117,7 @@ def test_batches_reject_bad_shapes() -> None:
         batches(_seed(), 4, 2, steps=1, start_step=-1)
 
 
-# --- test vector: recomputed from the definitions in docs/_formats_dataset.md with blake3/hashlib ---
+# --- test vector: recomputed from the definitions in docs/formats.md with blake3/hashlib ---
 
 _VECTOR = Path(__file__).parent / "vectors" / "computewatch" / "dataset.json"
 

@@ -157,7 +157,7 @@ def test_format_doc_test_vector() -> None:
     from computewatch.prover.seed import derive_run_seed
     from computewatch.prover.steps import batch_root
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "_formats_transcript.md").read_text()
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text()
     pre_text = re.search(r"```json precommitment\n(.*?)\n```", doc, re.S).group(1)  # type: ignore[union-attr]
     step_text = re.search(r"```json step\n(.*?)\n```", doc, re.S).group(1)  # type: ignore[union-attr]
     stated = re.search(r"precommitment digest: `([0-9a-f]{64})`", doc).group(1)  # type: ignore[union-attr]

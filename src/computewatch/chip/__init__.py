@@ -2,7 +2,7 @@
 
 The Prover's API: `provision_chips`, `Chip.open(...).boot()`, `attach`, `log_precommitment`,
 `log_memory_map`, `step_boundary`, `close`. Verifiers use `audit_log` and `verify_attestation`.
-Formats: docs/_formats_chip.md.
+Formats: docs/formats.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Names, versions and encodings of everything the chip emits (documented in docs/_formats_chip.md).
+"""Names, versions and encodings of everything the chip emits (documented in docs/formats.md).
 
 This module is the published format, not chip behaviour: the offline auditor and any other
 implementation need only what is here (plus computewatch.crypto) to read and check chip output.

@@ -3,7 +3,7 @@
 `generate(work_dir)` manufactures a chip from fixed secrets, runs it on a simulated clock over
 fixed tensors, and returns every artefact as {file name: bytes}. Every signature is Ed25519
 (deterministic), every encoding canonical, so the bytes are reproducible by any implementation
-that follows docs/_formats_chip.md. Regenerate with `python -m computewatch.chip.vectors DIR`.
+that follows docs/formats.md. Regenerate with `python -m computewatch.chip.vectors DIR`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """computewatch.crypto: canonical JSON, BLAKE3/SHA-256 hashing over tensors, Ed25519, DSSE, RFC 9162 Merkle trees.
 
-Formats and test vectors: docs/_formats_crypto.md. The GPU kernel (`blake3_triton`) is imported
+Formats and test vectors: docs/formats.md. The GPU kernel (`blake3_triton`) is imported
 lazily by `hash_regions` only when a CUDA tensor is hashed.
 """
 

@@ -1,6 +1,6 @@
 """Canonical JSON: the one byte encoding of a JSON value that gets hashed or signed.
 
-Rules (see docs/_formats_crypto.md): object keys sorted by code point, separators "," and ":"
+Rules (see docs/formats.md): object keys sorted by code point, separators "," and ":"
 with no whitespace, UTF-8 without escaping non-ASCII, no NaN/Infinity, integers must satisfy
 |x| < 2**53 (larger integers travel as decimal strings so every JSON reader sees the same
 number), floats only if finite. Booleans and None are JSON true/false/null.

@@ -2,7 +2,7 @@
 
 A region is one tensor's bytes as they sit in memory (little-endian, C order). A shard digest
 binds the ordered list of regions, each with its offset, dtype, shape, size and BLAKE3-256
-digest, so the digest records every parameter needed to recompute it (docs/_formats_crypto.md).
+digest, so the digest records every parameter needed to recompute it (docs/formats.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A transcript 𝕋 = {𝕄, 𝔻, 𝕎} for every run, kept by a `Recorder` wrapped around an ordinary
 PyTorch loop: signed manifest and precommitment (logged by each chip before the first step),
 per-step batch records, content-addressed checkpoints, and the raw shards the chips copied out.
-Formats: docs/_formats_transcript.md. Names are imported lazily so that `import
+Formats: docs/formats.md. Names are imported lazily so that `import
 computewatch.prover.<module>` stays cheap.
 """
 

@@ -5,7 +5,7 @@ is BLAKE3-256 of its raw bytes; the leaves of the tree are those 32-byte hashes,
 order (so reordering the dataset changes the root, as changing any sample does). The root is
 what the run seed is derived from (`computewatch.prover.seed`) and what the chip's
 precommitment binds; an inclusion proof lets the Prover show one sample belongs to the dataset
-without revealing the others. Formats and a test vector: docs/_formats_dataset.md.
+without revealing the others. Formats and a test vector: docs/formats.md.
 """
 
 from __future__ import annotations

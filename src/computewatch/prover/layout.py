@@ -4,7 +4,7 @@ A Verifier holding a chip's logged snapshot needs two operations, both defined h
 `reassemble` (full weights from every rank's shard) and `slice_shard` (the exact tensors one
 chip held, cut out of full weights, so `hash_regions` over them reproduces the logged digest).
 
-Format (canonical JSON, docs/_formats_transcript.md)::
+Format (canonical JSON, docs/formats.md)::
 
     {"v": 1, "strategy": "single" | "ddp" | "fsdp", "world_size": W,
      "params": [{"name": "fc.weight", "shape": [7, 5], "dtype": "F32"}, ...],

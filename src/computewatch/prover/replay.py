@@ -24,7 +24,7 @@ from computewatch.prover.seed import init_generator
 from computewatch.prover.transcript import Transcript
 from computewatch.prover.workloads import Workload, deterministic_cpu
 
-__all__ = ["SnapshotExplanation", "explain_snapshot", "replay_to_step"]
+__all__ = ["SnapshotExplanation", "explain_snapshot", "replay_to_step", "shard_from_checkpoints"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,7 @@ def explain_snapshot(transcript: Transcript, entry: dict[str, Any]) -> SnapshotE
     raw = transcript.snapshot_tensors(entry)  # raises if the copy-out does not hash to the log
     weights, start = replay_to_step(transcript, int(entry["step"]))
     replayed = transcript.layout.slice_shard(weights, 0)
-    same = len(raw) == len(replayed) and all(
-        a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) for a, b in zip(raw, replayed)
-    )
+    same = _same_tensors(raw, replayed)
     return SnapshotExplanation(
         step=int(entry["step"]),
         from_checkpoint=start,
@@ -89,4 +87,29 @@ def explain_snapshot(transcript: Transcript, entry: dict[str, Any]) -> SnapshotE
         logged_digest=str(entry["shard_digest"]),
         replayed_digest=shard_digest(hash_regions(replayed)).hex(),
         copy_out_matches=same,
+    )
+
+
+def shard_from_checkpoints(transcript: Transcript, entry: dict[str, Any]) -> SnapshotExplanation:
+    """A snapshot taken at a checkpointed step, any world size: reassemble the full weights
+    from every chip's checkpoint through the shard layout, slice out the snapshotting chip's
+    shard, and compare it with the copy-out and the logged digest (no replay needed)."""
+    step, rank = int(entry["step"]), int(entry["rank"])
+    if not all(any(e["step"] == step for e in transcript.checkpoints(r)) for r in range(transcript.world_size)):
+        raise ComputewatchError(f"step {step} has no checkpoint on every chip; replay from an earlier one instead")
+    raw = transcript.snapshot_tensors(entry)
+    mine = transcript.layout.slice_shard(transcript.full_weights(step), rank)
+    return SnapshotExplanation(
+        step=step,
+        from_checkpoint=step,
+        replayed_steps=0,
+        logged_digest=str(entry["shard_digest"]),
+        replayed_digest=shard_digest(hash_regions(mine)).hex(),
+        copy_out_matches=_same_tensors(raw, mine),
+    )
+
+
+def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b)
     )

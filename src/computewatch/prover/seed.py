@@ -17,7 +17,7 @@ s_rand. Everything random in the run is then derived from ``seed`` alone:
 - `data_order(seed, n, epoch)`: a Fisher-Yates permutation driven by the BLAKE3 keyed-hash XOF,
   not by torch's RNG, so the order a Verifier recomputes does not depend on the torch version.
 
-The byte-level definitions (and a test vector) are in docs/_formats_dataset.md.
+The byte-level definitions (and a test vector) are in docs/formats.md.
 """
 
 from __future__ import annotations

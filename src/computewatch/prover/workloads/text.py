@@ -1,6 +1,6 @@
 """Byte-level text from the Python standard library's own source: a corpus every machine has.
 
-File rule (stable, documented in docs/_formats_dataset.md): the ``*.py`` files directly inside
+File rule (stable, documented in docs/formats.md): the ``*.py`` files directly inside
 ``sysconfig.get_paths()["stdlib"]``, not recursing into any sub-folder (so ``site-packages``,
 ``test``, ``idlelib``, ``lib2to3`` ... never enter), sorted by file name as Unicode code points,
 read as raw bytes and concatenated with nothing between them, truncated to ``max_bytes``.
