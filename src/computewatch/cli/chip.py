@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from computewatch.chip import Chip, Chipmaker, FirmwarePolicy, audit_log, load_certificate, verify_attestation
+from computewatch.chip import AuditReport, Chip, Chipmaker, FirmwarePolicy, audit_log, load_certificate, verify_attestation
 from computewatch.chip.identity import verify_chip_certificate
 from computewatch.chip.log import LogEntry, split_log
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import SigningKey, VerifyKey
 
-__all__ = ["app"]
+__all__ = ["app", "print_audit_report"]
 
 app = typer.Typer(no_args_is_help=True)
 # soft_wrap: paths and digests stay on one line, so they can be copied (and grepped).
@@ -157,6 +157,19 @@ def show_log(state_dir: Annotated[Path, typer.Argument(help="Chip state director
         _out.print(f"[yellow]torn tail: {torn} bytes after the last complete entry[/yellow]")
 
 
+def print_audit_report(console: Console, report: AuditReport) -> None:
+    """One status line for a chip-log audit, then every problem and note, each naming its entry."""
+    status = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
+    console.print(
+        f"{status}: chip {report.serial}, {report.entries} entries, {report.snapshots} snapshots, "
+        f"{report.epochs_checked} schedule epochs checked against their reveals"
+    )
+    for p in report.problems:
+        console.print(f"  [red]entry {p.entry}[/red]: {escape(p.problem)}")
+    for w in report.warnings:
+        console.print(f"  [yellow]note (entry {w.entry})[/yellow]: {escape(w.problem)}")
+
+
 @app.command("verify-log")
 def verify_log(
     state_dir: Annotated[Path, typer.Argument(help="Chip state directory (certificate.json, log/chip.log).")],
@@ -180,14 +193,6 @@ def verify_log(
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True))
     else:
-        status = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
-        _out.print(
-            f"{status}: chip {report.serial}, {report.entries} entries, {report.snapshots} snapshots, "
-            f"{report.epochs_checked} schedule epochs checked"
-        )
-        for p in report.problems:
-            _out.print(f"  [red]entry {p.entry}[/red]: {escape(p.problem)}")
-        for w in report.warnings:
-            _out.print(f"  [yellow]note (entry {w.entry})[/yellow]: {escape(w.problem)}")
+        print_audit_report(_out, report)
     if not report.ok:
         raise typer.Exit(1)

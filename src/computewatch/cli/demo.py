@@ -159,19 +159,15 @@ def _inspect(console: Any, chip_dir: Path, root_pub: Any, run_dir: Path, out: Pa
 
     from computewatch.chip import audit_log, load_certificate
     from computewatch.chip.identity import verify_chip_certificate
+    from computewatch.cli.chip import print_audit_report
     from computewatch.prover.export import export_hashes
     from computewatch.prover.replay import explain_snapshot
     from computewatch.prover.transcript import Transcript
 
     cert = verify_chip_certificate(load_certificate(chip_dir), root_pub)
     report = audit_log((chip_dir / "log" / "chip.log").read_bytes(), cert, root_pub)
-    status = "ok" if report.ok else "FAILED"
-    console.print(
-        f"chip log audit against the chipmaker root: {status}; {report.entries} entries, "
-        f"{report.snapshots} snapshots, {report.epochs_checked} schedule epochs checked against their reveals"
-    )
-    for p in report.problems:
-        console.print(f"  [red]entry {p.entry}[/red]: {p.problem}")
+    console.print("chip log audit against the chipmaker root:")
+    print_audit_report(console, report)
 
     transcript = Transcript(run_dir)
     counts = transcript.verify()
