@@ -2,41 +2,15 @@
 
 Formats and test vectors: docs/formats.md. The GPU kernel (`blake3_triton`) is imported
 lazily by `hash_regions` only when a CUDA tensor is hashed.
+
+Names are imported lazily, so that light users (the analysis, the CLI's start-up) do not load
+torch through `hashing`.
 """
 
-from computewatch.crypto.atomic import append_durable, atomic_write
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import (
-    PAYLOAD_TYPE_INTOTO,
-    STATEMENT_TYPE,
-    Envelope,
-    pae,
-    predicate_type,
-    sign_envelope,
-    statement,
-    verify_envelope,
-)
-from computewatch.crypto.errors import ComputewatchError, FormatError, KeyFileError, ProofError, SignatureError
-from computewatch.crypto.hashing import (
-    Region,
-    blake3_bytes,
-    blake3_tensor,
-    dtype_name,
-    hash_regions,
-    sha256_bytes,
-    shard_digest,
-    tensor_memory,
-)
-from computewatch.crypto.merkle import (
-    EMPTY_ROOT,
-    MerkleTree,
-    leaf_hash,
-    node_hash,
-    root_from_leaves,
-    verify_consistency,
-    verify_inclusion,
-)
-from computewatch.crypto.signing import SigningKey, VerifyKey
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "EMPTY_ROOT",
@@ -74,3 +48,53 @@ __all__ = [
     "verify_inclusion",
     "verify_envelope",
 ]
+
+_WHERE = {
+    "ComputewatchError": "errors",
+    "EMPTY_ROOT": "merkle",
+    "Envelope": "dsse",
+    "FormatError": "errors",
+    "KeyFileError": "errors",
+    "MerkleTree": "merkle",
+    "PAYLOAD_TYPE_INTOTO": "dsse",
+    "ProofError": "errors",
+    "Region": "hashing",
+    "STATEMENT_TYPE": "dsse",
+    "SignatureError": "errors",
+    "SigningKey": "signing",
+    "VerifyKey": "signing",
+    "append_durable": "atomic",
+    "atomic_write": "atomic",
+    "blake3_bytes": "hashing",
+    "blake3_tensor": "hashing",
+    "canonical_json": "canonical",
+    "dtype_name": "hashing",
+    "hash_regions": "hashing",
+    "leaf_hash": "merkle",
+    "node_hash": "merkle",
+    "pae": "dsse",
+    "parse_canonical_json": "canonical",
+    "predicate_type": "dsse",
+    "root_from_leaves": "merkle",
+    "sha256_bytes": "hashing",
+    "shard_digest": "hashing",
+    "sign_envelope": "dsse",
+    "statement": "dsse",
+    "tensor_memory": "hashing",
+    "verify_consistency": "merkle",
+    "verify_envelope": "dsse",
+    "verify_inclusion": "merkle",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'computewatch.crypto' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"computewatch.crypto.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
