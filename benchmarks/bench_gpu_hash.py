@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = gpu_hash_report(args.gib, sweep=args.sweep, repeats=args.repeats,
                                  many_regions=not args.no_many_regions)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(report, sort_keys=True, indent=2) + "\n"

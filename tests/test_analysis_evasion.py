@@ -90,3 +90,29 @@ def test_the_2h_target_is_covered_by_a_plan_sized_for_h() -> None:
     assert run_detection_probability(setting, s, 1.5 * setting.H) < setting.p  # below the target, no promise
     with pytest.raises(InfeasibleSettingError, match="stockpile"):
         incriminating_stretch(setting, 1e30)
+
+
+def test_appendix_c_refuses_nan_and_negative_inputs() -> None:
+    nan = float("nan")
+    with pytest.raises(InvalidParameterError, match="s"):
+        p_d_longer(2.0, 0.1, nan)
+    with pytest.raises(InvalidParameterError, match="s"):
+        p_d_longer(2.0, 0.1, -1.0)
+    with pytest.raises(InvalidParameterError, match="Lemma 1"):
+        lemma1_gap(nan, 0.5)
+    with pytest.raises(InvalidParameterError, match="Lemma 1"):
+        lemma1_gap(2.0, nan)
+    setting = Setting(H=1e24, C=1e5)
+    with pytest.raises(InvalidParameterError, match="t must lie"):
+        p_d_more_chips(setting, 10, nan)
+    with pytest.raises(InvalidParameterError, match="s"):
+        p_d_more_chips(setting, nan, 10.0)
+
+
+def test_fewer_longer_strategy_is_c1_when_snapshots_are_certain() -> None:
+    # C.1 assumes every sampled run chip holds a snapshot: f*T_m large. Then Appendix B's form
+    # for b/k of the chips over k*T days (k rounds) is C.1's 1 - (1 - b/k)^(k*s), written out.
+    setting = Setting(H=1e25, C=1e5, f=50.0)
+    for k in (1.0, 3.0, 10.0):
+        expected = 1 - (1 - setting.b / k) ** (k * 40)
+        assert detection_probability(setting, 40, "fewer-longer", k) == pytest.approx(expected, rel=1e-9)

@@ -65,3 +65,13 @@ def test_collusion_input_checks() -> None:
         colluding_detection_probability(run, [1e4], [100.0, 100.0], [5, 5])
     with pytest.raises(InvalidParameterError):
         pooled_setting(run, [])
+
+
+def test_collusion_refuses_nan_and_negative_inputs() -> None:
+    run = Setting(H=9.9e24, C=1.0)
+    with pytest.raises(InvalidParameterError, match="contribution"):
+        colluding_detection_probability(run, [1e4, 1e4], [float("nan"), 4000.0], [5, 5])
+    with pytest.raises(InvalidParameterError, match="samples per period"):
+        colluding_detection_probability(run, [1e4, 1e4], [4000.0, 4000.0], [-1, 5])
+    with pytest.raises(InvalidParameterError, match="samples per period"):
+        colluding_detection_probability(run, [1e4, 1e4], [4000.0, 4000.0], [float("nan"), 5])

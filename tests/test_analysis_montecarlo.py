@@ -158,6 +158,8 @@ def test_simulator_input_checks() -> None:
         simulate(setting, 10, 10, strategy="more-shorter", k=5000.0)
     with pytest.raises(InvalidParameterError, match="strategy"):
         simulate(setting, 10, 10, strategy="teleport")
+    with pytest.raises(InvalidParameterError, match="below 1e"):  # numpy's hypergeometric limit
+        simulate(Setting(H=5.76e23, C=1e10), 100, 10)
 
 
 @pytest.mark.parametrize("c, per_row", [(1000, 3), (40, 30)])  # rejection path, permutation path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -63,3 +64,26 @@ def test_ceil_tolerant_ignores_float_noise_only() -> None:
     assert ceil_tolerant(3.000001) == 4
     assert ceil_tolerant(2.5) == 3
     assert ceil_tolerant(0.7 / 0.1) == 7
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [({"H": 1e-300, "C": 1e300}, "b = H/(a*T*C)"),  # b underflows to 0
+     ({"H": 1e24, "C": 1e5, "T": 1e-320}, "b = H/(a*T*C)"),  # b overflows
+     ({"H": 1e308, "C": 1e10, "a": 1e-5}, "H/(365*a)"),
+     ({"H": 1e24, "C": 1e5, "T": 1e10, "T_m": 1e-300}, "T/T_m"),
+     ({"H": 1e24, "C": 1e5, "f": 1e-320}, "Eq. 1's s")],  # p_w so small that s is infinite
+)
+def test_settings_whose_derived_quantities_leave_float_range_are_refused(kwargs: dict, named: str) -> None:
+    with pytest.raises(InvalidParameterError, match=re.escape(named)):
+        Setting(**kwargs)
+
+
+def test_numpy_scalars_are_numbers_but_bools_and_strings_are_not() -> None:
+    import numpy as np
+
+    setting = Setting(H=np.float64(5.76e23), C=np.int64(100_000), p=np.float32(0.9))
+    assert setting.b == pytest.approx(Setting(H=5.76e23, C=1e5).b)
+    for kwargs in ({"H": 1e24, "C": True}, {"H": "1e24", "C": 1e5}, {"H": 1e24, "C": 1e5, "p": np.bool_(True)}):
+        with pytest.raises(InvalidParameterError):
+            Setting(**kwargs)

@@ -42,3 +42,11 @@ def test_showcase_prints_and_returns_the_figures(tmp_path: Path) -> None:
     assert mc["ci95"][0] <= mc["windowed"] + 0.002 and mc["estimate"] > mc["closed_form"]
     for name in ("figure2.png", "detection_vs_samples.png"):
         assert (tmp_path / name).read_bytes().startswith(_PNG_MAGIC)
+
+
+@pytest.mark.parametrize("s_max", [0, -5, 2.5])
+def test_detection_plot_refuses_a_bad_axis(tmp_path: Path, s_max: object) -> None:
+    from computewatch.analysis import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="largest s"):
+        plot_detection_vs_samples(Setting(H=2.56e24, C=1e5), tmp_path / "x.png", s_max=s_max)  # type: ignore[arg-type]

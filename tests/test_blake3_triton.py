@@ -84,12 +84,43 @@ def _flat_cases() -> dict[str, _Case]:
     cases["official-vectors"] = _packed([_pattern(n) for n in vector_lengths],
                                         [(-n) % 16 for n in [0] + vector_lengths[:-1]],
                                         _PLAIN_ADDS)
+    # The top bit set in every word (and all ones): a rotation done as an arithmetic shift on
+    # signed words would smear it; two chunks and a partial word, so every kernel sees it.
+    top = np.full(2 * 1024 + 7, 0xFF, dtype=np.uint8)
+    top[3::8] = 0x80
+    cases["top-bit-words"] = _Case(top, (0, 4), (top.size, top.size - 4), {})
     # 100 small regions in one call.
     small = [int(n) for n in rng.integers(0, 2100, 100)]
     small[:4] = [0, 1024, 2048, 1]
     cases["many-small"] = _packed([rng.integers(0, 256, n, dtype=np.uint8) for n in small],
                                   [(-n) % 4 for n in [0] + small[:-1]], _SMALL)
     return cases
+
+
+# Regions far into one buffer: byte offsets past 2**31 and 2**32, word offsets past 2**31 (a
+# region 8 GiB in), where any 32-bit offset arithmetic in the kernels would wrap. The buffer is
+# 8 GiB of address space, but only the pages of these regions are ever touched.
+_FAR = (((1 << 33) + 16, 3 * 1024 + 5), ((1 << 31) - 512, 2048 + 7), ((1 << 32) + 4, 9))
+
+
+def _far_region_bytes() -> list[np.ndarray]:
+    rng = np.random.default_rng(31)
+    return [rng.integers(0, 256, n, dtype=np.uint8) for _, n in _FAR]
+
+
+def _far_offsets_digests() -> list[str] | None:
+    """Hash the far regions in place (None when this machine will not map 8 GiB)."""
+    from computewatch.crypto.blake3_triton import blake3_flat
+
+    try:
+        far = torch.empty(_FAR[0][0] + 8192, dtype=torch.uint8)
+    except (RuntimeError, MemoryError):
+        return None
+    for (offset, n), data in zip(_FAR, _far_region_bytes()):
+        far[offset:offset + n] = torch.from_numpy(data)
+    digests = blake3_flat(far, [o for o, _ in _FAR], [n for _, n in _FAR])
+    del far
+    return [d.hex() for d in digests]
 
 
 def _tensor_case() -> list[torch.Tensor]:
@@ -135,6 +166,7 @@ def _worker() -> None:
     blake3_triton._hash_packed = None  # views of one storage must be hashed in place, not packed
     out["regions-shared"] = [d.hex() for d in blake3_regions(_shared_storage_case())]
     blake3_triton._hash_packed = packed
+    out["far-offsets"] = _far_offsets_digests()
     out["_seconds"] = [f"{time.perf_counter() - start:.1f}"]
     print(json.dumps(out))
 
@@ -198,6 +230,13 @@ def test_blake3_regions_any_dtype_and_layout(interpreted_digests: dict[str, list
     assert interpreted_digests[name] == expected
     # Distinct inputs, distinct digests: the regions did not bleed into one another.
     assert len(set(expected)) == len(expected)
+
+
+def test_interpreted_kernel_offsets_beyond_32_bits(interpreted_digests: dict[str, list[str]]) -> None:
+    if interpreted_digests["far-offsets"] is None:
+        pytest.skip("this machine would not map an 8 GiB buffer")
+    assert interpreted_digests["far-offsets"] == [blake3.blake3(d.tobytes()).hexdigest()
+                                                  for d in _far_region_bytes()]
 
 
 def test_word_offsets_from_data_pointers() -> None:

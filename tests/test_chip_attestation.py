@@ -78,4 +78,39 @@ def test_tamper_flag_is_sticky_and_read_at_inspection(chip) -> None:
     assert verify_attestation(again.attest(NONCE), NONCE, again.chipmaker_root).tamper
     assert any(e.kind == "tamper" for e in again.log)
     again.close()
-    assert again.audit().ok
+    report = again.audit()
+    assert report.ok and any("tamper sensor fired" in w.problem for w in report.warnings)
+
+
+def _resigned(chip: Chip, mutate) -> dict:
+    """Evidence whose statement was changed and signed again with the (leaked) boot key: the
+    checks behind the signature must still hold."""
+    from computewatch.chip.formats import envelope_to_obj
+    from computewatch.chip.testing import leak_boot_key
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope
+
+    doc = json.loads(chip.attest(NONCE))
+    stmt = json.loads(Envelope.from_json(json.dumps(doc["evidence"])).payload)
+    mutate(stmt)
+    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), leak_boot_key(chip))
+    doc["evidence"] = envelope_to_obj(env)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "mutate, why",
+    [
+        (lambda s: s.update(predicate=[1]), "predicate is not a JSON object"),
+        (lambda s: s.update(predicateType=None) or s.__setitem__("predicate", "x"), "predicate type"),
+        (lambda s: s["predicate"].pop("log"), "claims malformed"),
+        (lambda s: s["predicate"].update(firmware="x"), "measurement differs"),
+        (lambda s: s["predicate"].update(tamper="no"), "claims malformed"),
+        (lambda s: s["predicate"].update(boot=7), "boot certificate is for boot 1"),
+        (lambda s: s["subject"][0]["digest"].update(sha256="00" * 32), "subject"),
+        (lambda s: s["predicate"].update(fuse_security_version=0), "fuse 0 is below"),
+    ],
+)
+def test_resigned_malformed_or_inconsistent_claims_are_refused(chip, mutate, why) -> None:
+    with pytest.raises(AttestationError, match=why):
+        verify_attestation(_resigned(chip, mutate), NONCE, chip.chipmaker_root)

@@ -227,3 +227,107 @@ def test_invented_trigger_and_wrong_reveal_are_named(tmp_path, monkeypatch) -> N
     report = chip2.audit()
     snaps = [i for i, x in enumerate(chip2.log) if x.kind == "snapshot"]
     assert any(p.entry in snaps and "not in epoch" in p.problem for p in report.problems)
+
+
+@pytest.mark.parametrize("field, value", [("clock_ns", "²"), ("busy_ns", "٣"), ("busy_ns", "9" * 5000), ("prev", "00 " * 32)])
+def test_hostile_entry_fields_are_named_not_crashes(closed_chip, field, value) -> None:
+    from computewatch.chip import ChipError
+    from computewatch.chip.log import ChipLog
+
+    chip, lines = closed_chip
+    i = 3
+    e = json.loads(lines[i])
+    e[field] = value
+    data = _join(lines[:i] + [canonical_json(e)] + lines[i + 1 :])
+    report = _audit(chip, data)
+    assert any(p.entry == i and "malformed entry" in p.problem for p in report.problems), report.problems
+    log = chip.state_dir.parent / f"hostile-{field}.log"
+    log.write_bytes(data)
+    with pytest.raises(ChipError, match=f"entry {i} is malformed"):
+        ChipLog.open(log, chip.serial)
+    assert log.read_bytes() == data
+
+
+def test_wiped_log_is_named(tmp_path) -> None:
+    chip = booted_chip(tmp_path, rate=50.0)
+    run_steps(chip, 4, 3600.0)
+    chip.close()
+    chip.log_path.unlink()  # the owner throws the whole history away
+    again = Chip.open(chip.state_dir)
+    again.boot()
+    again.close()
+    report = again.audit()
+    assert any(p.entry == 0 and "log wiped" in p.problem for p in report.problems), report.problems
+
+
+def test_session_cut_from_the_end_is_named(tmp_path) -> None:
+    chip = booted_chip(tmp_path, rate=50.0)
+    run_steps(chip, 2, 3600.0)
+    chip.close()
+    after_first = chip.log_path.read_bytes()
+    second = Chip.open(chip.state_dir)
+    second.boot()
+    second.attach(chip._tensors or [], tmp_path / "s2")
+    assert run_steps(second, 6, 3600.0) > 0  # snapshots the owner would rather not explain
+    second.close()
+    chip.log_path.write_bytes(after_first)  # ... so it cuts the whole session off at a clean stop
+    third = Chip.open(chip.state_dir)
+    third.boot()
+    third.close()
+    report = third.audit()
+    boot3 = len(after_first.split(b"\n")) - 1
+    assert third.log[boot3].kind == "boot" and third.log[boot3].boot == 3
+    assert any(p.entry == boot3 and "boots in between are missing" in p.problem for p in report.problems)
+    assert any("epochs were cut out" in p.problem for p in report.problems)
+
+
+def test_busy_time_under_firmware_without_logging_is_unmonitored(tmp_path) -> None:
+    from computewatch.chip import Chipmaker, FirmwarePolicy
+
+    maker = Chipmaker.create(tmp_path / "maker")
+    chip = Chip.open(maker.manufacture(tmp_path / "chip", serial="CW-LEGACY-1"))
+    chip.install_firmware(maker.sign_firmware(FirmwarePolicy(logging=False), name="legacy", version="0.9"))
+    chip.boot()
+    chip.step_boundary(0, 3600.0)
+    chip.close()
+    report = chip.audit()
+    assert any("unmonitored compute" in p.problem for p in report.problems), report.problems
+    assert any("disables logging" in w.problem for w in report.warnings)
+
+
+def test_unpacked_regions_are_named_even_when_resigned(tmp_path) -> None:
+    from computewatch.crypto.hashing import Region, shard_digest
+
+    chip = booted_chip(tmp_path, rate=50.0)
+    assert run_steps(chip, 3, 3600.0) > 0
+    key = leak_boot_key(chip)
+    lines = chip.log_path.read_bytes().split(b"\n")[:-1]
+    i = next(k for k, x in enumerate(lines) if json.loads(x)["kind"] == "snapshot")
+
+    def gap(e: dict) -> None:
+        regions = e["body"]["regions"]
+        for r in regions[1:]:
+            r["offset"] += 8  # a hole between regions 0 and 1
+        e["body"]["shard_digest"] = shard_digest([Region.from_json(r) for r in regions]).hex()
+
+    report = _audit(chip, _join(_resign(lines, key, i, gap)))
+    assert any(p.entry == i and "must be packed" in p.problem for p in report.problems), report.problems
+
+
+def test_malformed_bodies_are_named_even_when_resigned(tmp_path) -> None:
+    from computewatch.chip.firmware import FirmwarePolicy, build_image
+    from computewatch.chip.formats import envelope_to_obj
+
+    chip = booted_chip(tmp_path, rate=50.0)
+    chip.log_precommitment(b"\x22" * 32, "run-b")
+    key = leak_boot_key(chip)
+    lines = chip.log_path.read_bytes().split(b"\n")[:-1]
+    i = len(lines) - 1
+    rogue = build_image(SigningKey.generate(), "rogue", "9", 99, b"x", FirmwarePolicy(logging=False))
+    cases = {
+        "digest": lambda e: e["body"].update(digest="22" * 31),
+        "chipmaker root": lambda e: e.update(kind="firmware-staged", body={"firmware": envelope_to_obj(rogue.manifest)}),
+    }
+    for why, mutate in cases.items():
+        report = _audit(chip, _join(_resign(lines, key, i, mutate)))
+        assert any(p.entry == i and why in p.problem for p in report.problems), (why, report.problems)

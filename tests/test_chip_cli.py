@@ -68,3 +68,33 @@ def test_bad_input_gets_a_clear_error(tmp_path) -> None:
     assert r.exit_code == 2 and "not hex" in r.output
     r = _run("chip", "verify-log", str(tmp_path), "--chipmaker-pub", str(tmp_path / "missing.pub"))
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_verify_log_against_earlier_evidence_catches_truncation(tmp_path) -> None:
+    out = tmp_path / "chip"
+    _run("chip", "manufacture", "--out", str(out), "--serial", "CW-CLI-3")
+    ev = tmp_path / "ev.json"
+    _run("chip", "attest", str(out), "--nonce", NONCE, "--out", str(ev))
+    pub = str(tmp_path / "chipmaker" / "chipmaker.pub")
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--evidence", str(ev), "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["ok"], r.output
+    log = out / "log" / "chip.log"
+    log.write_bytes(b"".join(x + b"\n" for x in log.read_bytes().split(b"\n")[:1]))
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--json")
+    assert r.exit_code == 0, r.output  # a clean prefix: only a head seen earlier shows the cut
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--evidence", str(ev), "--json")
+    assert r.exit_code == 1 and "truncated" in r.output
+    (tmp_path / "junk.json").write_text("[]")
+    r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--evidence", str(tmp_path / "junk.json"))
+    assert r.exit_code == 2 and "not an evidence bundle" in r.output
+
+
+def test_show_log_survives_malformed_bodies(tmp_path) -> None:
+    out = tmp_path / "chip"
+    _run("chip", "manufacture", "--out", str(out), "--serial", "CW-CLI-4")
+    (out / "log").mkdir(exist_ok=True)
+    entry = {"v": 1, "serial": "CW-CLI-4", "counter": 0, "boot": 1, "clock_ns": "9" * 400, "busy_ns": "0",
+             "prev": "00" * 32, "kind": "snapshot", "body": {}, "sig": "AA=="}
+    (out / "log" / "chip.log").write_bytes(json.dumps(entry, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    r = _run("chip", "show-log", str(out))
+    assert r.exit_code == 0 and "malformed" in r.output, r.output

@@ -3,6 +3,7 @@ complete entry, and the chip continues appending after the restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
+import pytest
+
+from computewatch.chip import Chip, ChipError, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.log import KILL_ENV
 from computewatch.chip.testing import leak_boot_key, small_shard
 
@@ -33,6 +36,17 @@ while True:
 
 def _audit(chip: Chip, data: bytes):
     return audit_log(data, verify_chip_certificate(chip.certificate, chip.chipmaker_root), chip.chipmaker_root)
+
+
+def _only_killed_snapshots(report, data: bytes) -> bool:
+    """True when every problem is a snapshot that a kill cut short: its trigger was persisted
+    before the snapshot began, so the reveal after the unclean stop names it missing."""
+    lines = data.split(b"\n")
+    for p in report.problems:
+        e = json.loads(lines[p.entry])
+        if e["kind"] != "schedule-reveal" or e["body"]["reason"] != "unclean-stop" or "has no snapshot" not in p.problem:
+            return False
+    return True
 
 
 def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
@@ -58,7 +72,7 @@ def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
         data = (state / "log" / "chip.log").read_bytes()
         reopened = Chip.open(state)
         report = _audit(reopened, data)
-        assert report.ok, (round_, report.problems[:3])
+        assert _only_killed_snapshots(report, data), (round_, report.problems[:3])
         complete = data.count(b"\n")
         assert report.entries == complete and len(reopened.log) == complete
         assert reopened.log.recovered_bytes == report.torn_tail_bytes
@@ -74,7 +88,7 @@ def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
         reopened.close()  # a clean stop; the next writer boots from it and is killed in turn
     final = Chip.open(state)
     report = final.audit()
-    assert report.ok, report.problems[:3]
+    assert _only_killed_snapshots(report, final.log_path.read_bytes()), report.problems[:3]
     assert any("unclean stop" in w.problem for w in report.warnings)
     assert sizes == sorted(sizes) and sizes[0] > 3
     assert torn[2] > 0 and sizes[2] == int(env[KILL_ENV])
@@ -111,10 +125,55 @@ def test_damaged_complete_entry_refuses_to_open_and_changes_nothing(tmp_path: Pa
     data = bytearray(log.read_bytes())
     data[5] = ord("{")
     log.write_bytes(bytes(data))
-    try:
-        Chip.open(state)
-    except Exception as exc:  # noqa: BLE001
-        assert "entry 0 is malformed" in str(exc)
-    else:
-        raise AssertionError("a damaged log must not be opened for appending")
+    with pytest.raises(ChipError, match="entry 0 is malformed"):
+        Chip.open(state)  # a damaged log must not be opened for appending
     assert log.read_bytes() == bytes(data)
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: the chip process stops where it is, nothing more is written."""
+
+
+def test_kill_during_a_snapshot_does_not_erase_it(tmp_path: Path, monkeypatch) -> None:
+    # The owner sees a snapshot start (the step stalls, a copy-out appears) and cuts the power
+    # before the entry is logged, hoping the reboot re-rolls the schedule from the last entry.
+    import computewatch.chip.chip as chip_mod
+
+    (state,) = provision_chips(tmp_path, 1, snapshots_per_day=50.0)
+    chip = Chip.open(state)
+    chip.boot()
+    chip.attach(small_shard(), tmp_path / "storage")
+    before = len(chip.log)
+    real = chip_mod.capture_shard
+
+    def killed(*a, **k):
+        raise _Killed
+
+    monkeypatch.setattr(chip_mod, "capture_shard", killed)
+    step = 0
+    with pytest.raises(_Killed):
+        while True:
+            chip.step_boundary(step, 600.0)
+            step += 1
+    assert len(chip.log) == before  # nothing about the snapshot reached the log
+    monkeypatch.setattr(chip_mod, "capture_shard", real)
+    again = Chip.open(state)
+    assert again.busy_ns == (step + 1) * 600 * 10**9  # busy time did not rewind past the trigger
+    again.boot()
+    again.close()
+    report = again.audit()
+    reveal = next(i for i, e in enumerate(again.log) if e.kind == "schedule-reveal")
+    assert again.log[reveal].body["reason"] == "unclean-stop"
+    assert any(p.entry == reveal and "has no snapshot entry" in p.problem for p in report.problems), report.problems
+
+
+def test_sealed_state_survives_busy_time_beyond_2_53_ns(tmp_path) -> None:
+    """More than 104 days of busy time (2**53 ns) must not break the sealed state's JSON."""
+    from computewatch.chip.state import NVState, load_nv, save_nv
+
+    (state,) = provision_chips(tmp_path, 1, snapshots_per_day=1.0)
+    nv = load_nv(state)
+    nv.trigger_busy_ns = 2**53 + 12345
+    save_nv(state, nv)
+    assert load_nv(state).trigger_busy_ns == 2**53 + 12345
+    assert isinstance(NVState().to_json()["trigger_busy_ns"], str)

@@ -99,8 +99,16 @@ def test_prover_api_misuse_is_refused(tmp_path) -> None:
     with pytest.raises(ChipError):
         chip.attach([], tmp_path)
     chip.attach([torch.zeros(3)], tmp_path / "s")
-    with pytest.raises(ChipError):
-        chip.step_boundary(0, -1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ChipError, match="finite"):
+            chip.step_boundary(0, bad)
+        with pytest.raises(ChipError, match="finite"):
+            chip.idle(bad)
+    assert chip.busy_ns == 0
+    with pytest.raises(ChipError, match="32 bytes"):
+        chip.log_precommitment("ab" * 16, "run")  # type: ignore[arg-type]
+    with pytest.raises(ChipError, match="nonce is bytes"):
+        chip.attest(16)  # type: ignore[arg-type]
     with pytest.raises(ChipError, match="already booted"):
         chip.boot()
     with chip:

@@ -83,3 +83,49 @@ def test_receiver_refuses_forged_or_foreign_entries(tmp_path) -> None:
         chip.boot()  # not registered: no ack
     assert "unregistered" in receiver.rejected[-1]
     assert expected_ack("x", 1, b"a") != expected_ack("x", 1, b"b")
+
+
+def test_a_refused_line_does_not_shift_the_receivers_chain(tmp_path) -> None:
+    # The owner controls the link: it injects a forged entry for the chip ahead of the real one.
+    import json
+
+    probe = _chip(tmp_path, None, "probe")
+    receiver = InProcessReceiver(probe.chipmaker_root, tmp_path / "rx")
+    receiver.register(probe.certificate)
+    forged = {
+        "v": 1, "serial": probe.serial, "counter": 0, "boot": 1, "clock_ns": "0", "busy_ns": "0",
+        "prev": "00" * 32, "kind": "tamper", "body": {"reason": "x"}, "sig": "AA==",
+    }
+    from computewatch.crypto.canonical import canonical_json
+
+    assert receiver.send(canonical_json(forged)) is None and receiver.rejected
+    chip = Chip.open(probe.state_dir, transport=receiver)
+    chip.boot()  # the genuine entry 0 is checked against the genesis state, not the forgery
+    chip.attach(small_shard(), tmp_path / "storage")
+    run_steps(chip, 4, 3600.0)
+    chip.close()
+    assert receiver.log_path(chip.serial).read_bytes() == chip.log_path.read_bytes()
+    assert json.loads(chip.log_path.read_bytes().split(b"\n")[0])["kind"] == "boot"
+
+
+def test_a_restarted_receiver_resumes_its_stored_copy(tmp_path) -> None:
+    probe = _chip(tmp_path, None, "probe")
+    first = InProcessReceiver(probe.chipmaker_root, tmp_path / "rx")
+    first.register(probe.certificate)
+    chip = Chip.open(probe.state_dir, transport=first)
+    chip.boot()
+    chip.attach(small_shard(), tmp_path / "storage")
+    run_steps(chip, 3, 3600.0)
+    stored = first.log_path(chip.serial)
+    with open(stored, "ab") as fh:
+        fh.write(b'{"v":1,"ser')  # the receiver died mid-append
+    second = InProcessReceiver(probe.chipmaker_root, tmp_path / "rx")  # a new receiver process
+    second.register(chip.certificate)
+    chip._transport = second
+    run_steps(chip, 3, 3600.0, start=3)
+    chip.close()
+    assert not second.rejected
+    assert stored.read_bytes() == chip.log_path.read_bytes()
+    stored.write_bytes(stored.read_bytes().replace(b'"boot":1', b'"boot":2', 1))
+    with pytest.raises(ReportError, match="stored copy"):
+        InProcessReceiver(probe.chipmaker_root, tmp_path / "rx").register(chip.certificate)

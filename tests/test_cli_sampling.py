@@ -70,6 +70,32 @@ def test_plan_refuses_invalid_parameters_with_a_clear_message() -> None:
     assert "p must lie strictly between 0 and 1" in result.output
     result = runner.invoke(app, ["sampling", "plan", "--flops", "1e24", "--chips", "-3"])
     assert result.exit_code == 2 and "C must be a positive" in result.output
+    for args, named in (
+        (["--flops", "nan", "--chips", "1e5"], "H must be a positive finite"),
+        (["--flops", "1e24", "--chips", "1e5", "--probability", "nan"], "p must lie strictly"),
+        (["--flops", "1e-300", "--chips", "1e300"], "b = H/(a*T*C)"),  # underflows to 0
+        (["--flops", "1e24", "--chips", "1e5", "--snapshots-per-day", "1e-320", "--formula", "exact"], "Eq. 1"),
+        (["--flops", "1e24", "--chips", "1e5", "--run-days", "1e-320", "--json"], "b = H/(a*T*C)"),
+    ):
+        result = runner.invoke(app, ["sampling", "plan", *args])
+        assert result.exit_code == 2, result.output
+        assert named in " ".join(result.output.split())
+        assert isinstance(result.exception, SystemExit)  # a clean exit, not a traceback
+
+
+def test_simulate_refuses_invalid_parameters_with_a_clear_message() -> None:
+    base = ["sampling", "simulate", "--flops", "5.76e23", "--trials", "10"]
+    for args, named in (
+        (["--chips", "1e10", "--samples", "100"], "below 1e+09 chips"),
+        (["--chips", "1e5", "--start-offset", "nan"], "start offset"),
+        (["--chips", "1e5", "--strategy", "fewer-longer", "--factor", "inf"], "strategy factor k"),
+        (["--chips", "1e5", "--samples", "-1"], "samples per period"),
+        (["--chips", "1e5", "--samples", "10", "--trials", "0"], "trials"),
+    ):
+        result = runner.invoke(app, [*base[:-2], *args, *([] if "--trials" in args else base[-2:])])
+        assert result.exit_code == 2, result.output
+        assert named in " ".join(result.output.split())
+        assert isinstance(result.exception, SystemExit)
 
 
 def test_simulate_json_contract() -> None:

@@ -60,3 +60,15 @@ def test_round_trip() -> None:
 def test_parser_rejects_non_canonical(data: bytes, why: str) -> None:
     with pytest.raises(ComputewatchError, match=why):
         parse_canonical_json(data)
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"1" * 5000, "malformed"),  # past Python's int-conversion limit: a ValueError inside json
+        (b"[" * 100_000 + b"]" * 100_000, "deeply"),  # a RecursionError inside json
+    ],
+)
+def test_hostile_input_is_a_format_error_not_a_crash(data: bytes, why: str) -> None:
+    with pytest.raises(FormatError, match=why):
+        parse_canonical_json(data)

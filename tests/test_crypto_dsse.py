@@ -107,3 +107,9 @@ def test_rejections_name_the_problem() -> None:
 def test_malformed_envelopes(doc: str, why: str) -> None:
     with pytest.raises(FormatError, match=why):
         Envelope.from_json(doc)
+
+
+def test_hostile_envelope_json_is_a_format_error() -> None:
+    for data in (b'{"payload": ' + b"9" * 5000 + b"}", b"[" * 100_000):
+        with pytest.raises(FormatError, match="not valid JSON"):
+            Envelope.from_json(data)

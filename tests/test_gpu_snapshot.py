@@ -67,3 +67,23 @@ def test_benchmark_without_cuda_refuses(no_cuda: None) -> None:
     result = CliRunner().invoke(app, ["bench", "gpu-hash", "--json"])
     assert result.exit_code == 2
     assert "no CUDA device" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gib", "0"], "--gib"), (["--gib", "nan"], "--gib"), (["--gib", "-1"], "--gib"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_benchmark_refuses_impossible_sizes(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["bench", "gpu-hash", "--json", *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_copy_enqueue_checks_the_host_buffers() -> None:
+    empty = torch.empty(0, dtype=torch.uint8)
+    # An empty region (a zero-size parameter) has an empty, unpinnable buffer: nothing to copy.
+    gpu_snapshot._enqueue_copies([empty], [torch.empty(0, dtype=torch.uint8)], 64)
+    with pytest.raises(ValueError, match="host buffers"):
+        gpu_snapshot._enqueue_copies([empty, empty], [empty], 64)
+    with pytest.raises(ValueError, match="pinned"):
+        gpu_snapshot._enqueue_copies([torch.zeros(8, dtype=torch.uint8)], [torch.zeros(8, dtype=torch.uint8)], 64)

@@ -93,14 +93,14 @@ def test_fsdp_chips_hold_only_their_shard(fsdp: Transcript, ddp: Transcript) -> 
 
 
 def test_fsdp_four_ranks_uneven_shards(tmp_path: Path) -> None:
-    # hidden = 130 rows over 4 ranks: chunks of 33, 33, 33 and 31 rows.
-    mlp = {"vocab_size": 256, "context": 8, "n_embd": 16, "hidden": 130}
+    # hidden = 5 rows over 4 ranks: chunks of 2, 2, 1 and 0 rows (a partial and an empty shard).
+    mlp = {"vocab_size": 256, "context": 8, "n_embd": 16, "hidden": 5}
     train(TrainConfig(out=tmp_path / "run", preset="mlp", steps=3, nproc=4, strategy="fsdp", checkpoint_every=1, chip_secret_seed=TEST_SECRET_SEED,
                       nonce=NONCE, run_id="fsdp-4", threads=1, snapshots_per_day=24.0, chip_seconds_per_step=7200.0,
                       overrides={"model_config": mlp}))
     t = Transcript(tmp_path / "run")
     sizes = {r: {reg.param: reg.stop - reg.start for reg in t.layout.chips[r]} for r in range(4)}
     rows = [sizes[r]["fc.weight"] // t.layout.spec("fc.weight").shape[1] for r in range(4)]
-    assert rows == [33, 33, 33, 31]
+    assert rows == [2, 2, 1, 0]
     assert t.verify()["steps"] == 3
     assert _check_snapshots_explained(t) > 0

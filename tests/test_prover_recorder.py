@@ -11,7 +11,9 @@ import torch
 
 from computewatch.chip import Chip
 from computewatch.chip.testing import TEST_SECRET_SEED
+from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.hashing import blake3_bytes
 from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.prover.dataset import DatasetCommitment
 from computewatch.prover.export import export_hashes
@@ -19,6 +21,7 @@ from computewatch.prover.recorder import Recorder
 from computewatch.prover.replay import explain_snapshot, replay_to_step
 from computewatch.prover.runner import TrainConfig, train
 from computewatch.prover.seed import batches, derive_run_seed, init_generator
+from computewatch.prover.steps import batch_root
 from computewatch.prover.store import StoreError
 from computewatch.prover.transcript import Transcript
 from computewatch.prover.workloads import Workload
@@ -56,7 +59,12 @@ def test_transcript_round_trip(run_dir: Path) -> None:
     pre_at = next(i for i, (k, b) in enumerate(kinds) if k == "precommitment" and b["digest"] == pre.digest().hex())
     snap_at = [i for i, (k, _) in enumerate(kinds) if k == "snapshot"]
     assert snap_at and pre_at < min(snap_at)
-    assert any(k == "memory-map" for k, _ in kinds)
+    # The memory-map digest, rebuilt from the layout JSON as docs/formats.md describes it.
+    layout = pre.layout.to_json()
+    dtypes = {p["name"]: p["dtype"] for p in layout["params"]}
+    documented = {"v": 1, "rank": 0, "world_size": 1, "strategy": "single",
+                  "regions": [dict(r, dtype=dtypes[r["param"]]) for r in layout["chips"][0]["regions"]]}
+    assert ("memory-map", {"run_id": pre.run_id, "digest": blake3_bytes(canonical_json(documented)).hex(), "hash": "blake3-256"}) in kinds
     # The hashed export carries digests, never sample ids or hyperparameters.
     doc = export_hashes(t)
     assert doc["precommitment_digest"] == pre.digest().hex()
@@ -74,6 +82,21 @@ def test_seeded_start_and_data_order(run_dir: Path) -> None:
     assert all(torch.equal(ckpt.model[k], v) for k, v in w0.items())
     expected = [ids for _, ids in batches(pre.seed, pre.dataset["size"], workload.batch_size, 24)]
     assert [list(r.sample_ids) for r in t.steps()] == expected
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_step_records_hold_the_lr_and_rng_state_each_step_started_with(run_dir: Path) -> None:
+    t = Transcript(run_dir)
+    workload = Workload.from_hyperparameters(t.manifest.precommitment.hyperparameters["workload"])
+    optimizer = workload.build_optimizer(workload.build_model(init_generator(t.manifest.precommitment.seed)))
+    scheduler = workload.build_scheduler(optimizer)
+    records = t.steps()
+    for rec in records:  # lr of step t is the one it used, before its scheduler.step()
+        assert rec.lr == optimizer.param_groups[0]["lr"], rec.step
+        scheduler.step()
+    for entry in t.checkpoints(0)[:-1]:  # the RNG state a step starts from is the checkpoint's
+        rng = t.checkpoint(entry["step"]).rng["torch"]
+        assert records[entry["step"]].rng == blake3_bytes(rng.numpy().tobytes()).hex()
 
 
 def test_every_snapshot_is_explained_by_replay(run_dir: Path) -> None:
@@ -102,6 +125,17 @@ def test_a_wrong_batch_record_is_not_explained(run_dir: Path, tmp_path: Path) ->
     # A snapshot claimed one step later than the chip saw cannot be explained.
     forged["step"] = entry["step"] + 1 if entry["step"] + 1 <= len(t.steps()) else entry["step"] - 1
     assert not explain_snapshot(t, forged).explained
+    # Nor can a transcript whose replayed step records name other samples (batch roots recomputed).
+    copy = Path(shutil.copytree(run_dir, tmp_path / "forged"))
+    seg = next(p for p in sorted((copy / "steps").iterdir()) if int(p.name[:10]) <= start < int(p.name[11:21]) + 1)
+    lines = seg.read_bytes().split(b"\n")
+    rec = json.loads(lines[start - int(seg.name[:10])])
+    rec["sample_ids"] = [(i + 1) % t.manifest.precommitment.dataset["size"] for i in rec["sample_ids"]]
+    rec["batch_root"] = batch_root([t.sample_hashes()[i] for i in rec["sample_ids"]]).hex()
+    lines[start - int(seg.name[:10])] = canonical_json(rec)
+    seg.write_bytes(b"\n".join(lines))
+    assert Transcript(copy).verify()  # a self-consistent transcript...
+    assert not explain_snapshot(Transcript(copy), entry).explained  # ...that does not produce the logged shard
     with pytest.raises(ComputewatchError, match="outside the transcript"):
         replay_to_step(t, len(t.steps()) + 1)
 
@@ -127,6 +161,10 @@ def test_recorder_rejects_misuse(run_dir: Path, tmp_path: Path) -> None:
         rec.step(0, [0, 1])
         with pytest.raises(FormatError, match="expected step 1, got 3"):
             rec.step(3, [0])
+        for bad in ([-1], [2], []):  # -1 would record the last sample's hash
+            with pytest.raises(FormatError, match="sample ids must be 0..1"):
+                rec.step(1, bad)
+        rec.step(1, torch.tensor([1, 0]))
     with pytest.raises(FormatError, match="JSON"):
         Recorder(tmp_path / "r2", model=model, optimizer=opt, scheduler=None, hyperparameters={"x": float("nan")},
                  dataset=commitment, nonce=b"n", code_digest="00" * 32)

@@ -126,7 +126,7 @@ def test_checkpoint_bytes_are_canonical_and_damage_is_reported(tmp_path: Path) -
     with pytest.raises(StoreError, match="checkpoint index .* is malformed"):
         CheckpointIndex(storage, 0).entries()
     storage.write_atomic("checkpoints/rank-00000.json", canonical_json({"v": 1, "rank": 3, "checkpoints": []}))
-    with pytest.raises(StoreError, match="not the index of rank 0"):
+    with pytest.raises(StoreError, match="not the v1 index of rank 0"):
         CheckpointIndex(storage, 0).entries()
 
 
@@ -145,6 +145,12 @@ def test_layout_reassembles_and_rejects_mismatches() -> None:
     bad[0, 0] = 99.0
     with pytest.raises(FormatError, match="replicas of 'w' disagree"):
         replicas.reassemble({0: [full["w"]], 1: [bad]})
+    signed_zero = full["w"].clone()
+    signed_zero[0, 0] = -0.0  # equal as numbers, not bit for bit: the shard digests would differ
+    with pytest.raises(FormatError, match="replicas of 'w' disagree"):
+        replicas.reassemble({0: [full["w"]], 1: [signed_zero]})
+    with pytest.raises(FormatError, match="F64, layout says"):
+        replicas.reassemble({0: [full["w"]], 1: [full["w"].double()]})
     doc = layout.to_json()
     doc["chips"][0]["regions"][0]["stop"] = 999
     with pytest.raises(FormatError, match="does not fit"):

@@ -66,8 +66,10 @@ def colluding_detection_probability(
     _check_stockpiles(stockpiles)
     if not (len(stockpiles) == len(contributions) == len(samples_per_period)):
         raise InvalidParameterError("stockpiles, contributions and samples need one entry per Prover")
-    if any(c < 0 or c > C for c, C in zip(contributions, stockpiles)):
+    if any(not (0 <= c <= C) for c, C in zip(contributions, stockpiles)):
         raise InvalidParameterError("each contribution must lie between 0 and that Prover's stockpile")
+    if any(not (math.isfinite(s) and s >= 0) for s in samples_per_period):
+        raise InvalidParameterError("samples per period must be finite numbers >= 0")
     if sum(contributions) < setting.chips_needed * (1 - 1e-9):
         raise InvalidParameterError(
             f"the contributions ({sum(contributions):g} chips) cannot train H within T "

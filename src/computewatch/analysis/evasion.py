@@ -36,6 +36,11 @@ def _check_b(b: np.ndarray) -> None:
         raise InvalidParameterError("b must lie strictly between 0 and 1")
 
 
+def _check_s(s: np.ndarray) -> None:
+    if np.any(~np.isfinite(s)) or np.any(s < 0):
+        raise InvalidParameterError("s (samples per period) must be a finite number >= 0")
+
+
 def samples_for_probability(p: float, b: float | np.ndarray) -> np.ndarray:
     """C.1's s(p) = ln(1-p)/ln(1-b), unrounded (the paper's Figure 2 uses it as a real number)."""
     if not (0.0 < p < 1.0):
@@ -52,7 +57,9 @@ def p_d_longer(k: float | np.ndarray, b: float | np.ndarray, s: float | np.ndarr
     if np.any(~np.isfinite(k)) or np.any(k < 1):
         raise InvalidParameterError("k must be >= 1")
     _check_b(b)
-    return -np.expm1(k * np.asarray(s, dtype=float) * np.log1p(-b / k))
+    s = np.asarray(s, dtype=float)
+    _check_s(s)
+    return -np.expm1(k * s * np.log1p(-b / k))
 
 
 def figure2_grid(
@@ -78,7 +85,7 @@ def lemma1_gap(g: float | np.ndarray, beta: float | np.ndarray) -> np.ndarray:
     """Lemma 1's g*(1 - beta^(1/g)) - (1 - beta), non-negative for g >= 1 and beta in (0, 1)."""
     g = np.asarray(g, dtype=float)
     beta = np.asarray(beta, dtype=float)
-    if np.any(g < 1) or np.any((beta <= 0) | (beta >= 1)):
+    if np.any(~np.isfinite(g)) or np.any(g < 1) or np.any(~((beta > 0) & (beta < 1))):
         raise InvalidParameterError("Lemma 1 needs g >= 1 and beta in (0, 1)")
     return g * -np.expm1(np.log(beta) / g) - (1.0 - beta)
 
@@ -87,7 +94,8 @@ def p_d_more_chips(setting: Setting, s: float, t: float | np.ndarray) -> np.ndar
     """C.2: detection probability when H is trained in t <= T days on H/(a*t) chips (one period,
     sampling after the run)."""
     t = np.asarray(t, dtype=float)
-    if np.any(t <= 0) or np.any(t > setting.T):
+    _check_s(np.asarray(s, dtype=float))
+    if np.any(~((t > 0) & (t <= setting.T))):
         raise InvalidParameterError(f"t must lie in (0, T = {setting.T:g}]")
     fraction = setting.H / (setting.a * setting.C * t)
     if np.any(fraction > 1):

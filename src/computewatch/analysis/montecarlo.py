@@ -38,6 +38,7 @@ _HITS_PER_CHUNK = 1 << 21
 _SPARSE_SHARE = 0.05
 _MAX_REDRAWS = 200
 _DENSE_CELLS = 1 << 22
+_MAX_CHIPS = 10**9
 
 Progress = Callable[[int], None]
 
@@ -102,6 +103,9 @@ def _world(setting: Setting, s: int, trials: int, strategy: str, k: float, offse
     if setting.C != int(setting.C):
         raise InvalidParameterError(f"the simulator needs a whole number of chips, got C = {setting.C!r}")
     C = int(setting.C)
+    if C >= _MAX_CHIPS:
+        # numpy's hypergeometric draw (the run chips among the sampled ones) stops there.
+        raise InvalidParameterError(f"the simulator handles stockpiles below {_MAX_CHIPS:.0e} chips, got C = {C:,}")
     if not isinstance(s, (int, np.integer)) or s < 0 or s > C:
         raise InvalidParameterError(f"samples per period must be a whole number in [0, C = {C}], got {s!r}")
     if offset is not None and not (0.0 <= offset < setting.T_m):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
+
+import numpy as np
 
 from computewatch.analysis.errors import InvalidParameterError
 
@@ -37,8 +40,13 @@ def ceil_tolerant(x: float) -> int:
     return math.ceil(x)
 
 
+def _count(n: int) -> str:
+    """A chip count for a message: digits with separators, e-notation once it gets long."""
+    return f"{n:,}" if n < 10**15 else f"{float(n):.3g}"
+
+
 def _require_positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise InvalidParameterError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise InvalidParameterError(f"{name} must be a positive finite number, got {value!r}")
@@ -59,11 +67,39 @@ class Setting:
     def __post_init__(self) -> None:
         for name in ("H", "C", "a", "f", "T", "T_m"):
             _require_positive(name, getattr(self, name))
-        if not isinstance(self.p, (int, float)) or not (0.0 < self.p < 1.0):
+        if not isinstance(self.p, numbers.Real) or isinstance(self.p, (bool, np.bool_)) or not (0.0 < self.p < 1.0):
             raise InvalidParameterError(
                 f"p must lie strictly between 0 and 1, got {self.p!r}: p = 0 needs no samples and "
                 "p = 1 cannot be reached by random sampling"
             )
+        self._check_derived()
+
+    def _check_derived(self) -> None:
+        """Each symbol can be finite and positive while the quantities built from them
+        overflow or underflow (H = 1e-300 on C = 1e300 chips gives b = 0); refuse those
+        settings here, naming the symbols, rather than return inf, nan or a traceback."""
+        derived = (
+            ("b = H/(a*T*C)", lambda: self.H / (self.a * self.T * self.C), "H, a, T, C"),
+            ("H/(365*a)", lambda: self.H / (DAYS_PER_YEAR * self.a), "H, a"),
+            ("T/T_m", lambda: self.T / self.T_m, "T, T_m"),
+            ("p_w = 1 - exp(-f*T_m)", lambda: self.snapshot_probability, "f, T_m"),
+            ("Eq. 1's s = -ln(1-p)/(b*p_w)*T_m/T",
+             lambda: -math.log1p(-self.p) / (self.b * self.snapshot_probability) * (self.T_m / self.T),
+             "H, C, a, f, T, T_m, p"),
+            ("Eq. 1's samples per year, 365*s/T_m",
+             lambda: -math.log1p(-self.p) / (self.b * self.snapshot_probability) / self.T * DAYS_PER_YEAR,
+             "H, C, a, f, T, T_m, p"),
+        )
+        for label, compute, symbols in derived:
+            try:
+                value = compute()
+            except (ZeroDivisionError, OverflowError):
+                value = math.inf
+            if not math.isfinite(value) or value <= 0:
+                raise InvalidParameterError(
+                    f"{label} is {value!r}, outside floating-point range: {symbols} are too extreme "
+                    "for a meaningful answer"
+                )
 
     def replace(self, **changes: float) -> Setting:
         """A copy with some symbols changed (validated again)."""
@@ -104,7 +140,7 @@ class Setting:
         if self.C < self.chips_for_one_year:
             return (
                 f"the stockpile of C = {self.C:g} chips is smaller than the "
-                f"{self.chips_for_one_year:,} chips needed to train H = {self.H:g} FLOPs within a "
+                f"{_count(self.chips_for_one_year)} chips needed to train H = {self.H:g} FLOPs within a "
                 "year (the paper prints '—')"
             )
         if self.b >= 1.0:

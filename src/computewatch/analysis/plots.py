@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from computewatch.analysis.detection import detection_probability, detection_probability_windowed  # noqa: E402
+from computewatch.analysis.errors import InvalidParameterError  # noqa: E402
 from computewatch.analysis.evasion import FIGURE2_P, figure2_grid  # noqa: E402
 from computewatch.analysis.montecarlo import MonteCarloResult  # noqa: E402
 from computewatch.analysis.params import Setting  # noqa: E402
@@ -56,6 +57,8 @@ def plot_detection_vs_samples(
 ) -> Path:
     """Detection probability against samples per period: Appendix B's closed form, the windowed
     form for runs starting anywhere in a period, Eq. 1's two answers, and Monte Carlo points."""
+    if s_max is not None and (isinstance(s_max, bool) or not isinstance(s_max, (int, np.integer)) or s_max < 1):
+        raise InvalidParameterError(f"the largest s to plot must be a whole number >= 1, got {s_max!r}")
     s_exact = samples_exact(setting)
     s_max = s_max or max(4, 3 * s_exact)
     s = np.unique(np.linspace(0, s_max, 120).round().astype(int))

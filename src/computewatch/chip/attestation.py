@@ -17,11 +17,11 @@ from typing import Any
 
 from computewatch.chip.errors import AttestationError
 from computewatch.chip.firmware import read_manifest
-from computewatch.chip.formats import PRED_ATTESTATION, envelope_from_obj, envelope_to_obj, from_hex
+from computewatch.chip.formats import PRED_ATTESTATION, envelope_from_obj, envelope_to_obj, from_hex, uint
 from computewatch.chip.identity import verify_boot_certificate, verify_chip_certificate
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
-from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.signing import SigningKey, VerifyKey
 
 __all__ = ["AttestationClaims", "make_evidence", "verify_attestation"]
@@ -77,7 +77,7 @@ class AttestationClaims:
 def _step(what: str, fn: Any) -> Any:
     try:
         return fn()
-    except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
+    except (ComputewatchError, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise AttestationError(f"{what}: {exc}") from None
 
 
@@ -109,36 +109,60 @@ def verify_attestation(
         lambda: verify_envelope(envelope_from_obj(doc["evidence"], "evidence"), [boot.boot_key]),
     )
     stmt = _step("evidence payload", lambda: parse_canonical_json(payload))
-    if stmt.get("predicateType") != PRED_ATTESTATION:
+    if not isinstance(stmt, dict) or stmt.get("predicateType") != PRED_ATTESTATION:
         raise AttestationError(f"evidence: predicate type is not {PRED_ATTESTATION}")
-    c = stmt["predicate"]
-    got_nonce = _step("evidence nonce", lambda: from_hex(c["nonce"], "nonce"))
+    c = stmt.get("predicate")
+    if not isinstance(c, dict):
+        raise AttestationError("evidence: predicate is not a JSON object")
+    got_nonce = _step("evidence nonce", lambda: from_hex(c.get("nonce"), "nonce"))
     if got_nonce != nonce:
         raise AttestationError("nonce mismatch: the evidence answers another (stale or replayed) challenge")
-    if c.get("serial") != cert.serial or boot.serial != cert.serial:
-        raise AttestationError("serial in the evidence or boot certificate differs from the certificate")
-    if fw.measurement != boot.measurement or c["firmware"]["measurement"] != boot.measurement.hex():
-        raise AttestationError("firmware measurement differs between evidence, boot certificate and manifest")
-    if min_security_version is not None and fw.security_version < min_security_version:
-        raise AttestationError(
-            f"firmware security version {fw.security_version} is below the required {min_security_version}"
-        )
-    return _step(
+    claims = _step(
         "evidence claims malformed",
         lambda: AttestationClaims(
             serial=cert.serial,
             model=cert.model,
             peak_flops=cert.peak_flops,
-            boot=int(c["boot"]),
+            boot=uint(c["boot"], "boot"),
             firmware_measurement=boot.measurement.hex(),
             firmware_version=fw.version,
             security_version=fw.security_version,
-            fuse_security_version=int(c["fuse_security_version"]),
+            fuse_security_version=uint(c["fuse_security_version"], "fuse_security_version"),
             staged_firmware=c["staged_firmware"],
             clock=dict(c["clock"]),
-            log_size=int(c["log"]["size"]),
+            log_size=uint(c["log"]["size"], "log size"),
             log_root=from_hex(c["log"]["root"], "log root", 32),
-            tamper=bool(c["tamper"]),
+            tamper=_bool(c["tamper"]),
             raw=c,
         ),
     )
+    if c.get("serial") != cert.serial or boot.serial != cert.serial:
+        raise AttestationError("serial in the evidence or boot certificate differs from the certificate")
+    subject = [{"name": f"chip/{cert.serial}", "digest": {"sha256": claims.log_root.hex()}}]
+    if stmt.get("subject") != subject:
+        raise AttestationError("evidence subject is not the chip with its log root as digest")
+    if claims.boot != boot.boot:
+        raise AttestationError(f"evidence claims boot {claims.boot} but its boot certificate is for boot {boot.boot}")
+    fw_claim = c.get("firmware")
+    if (
+        fw.measurement != boot.measurement
+        or not isinstance(fw_claim, dict)
+        or fw_claim.get("measurement") != boot.measurement.hex()
+    ):
+        raise AttestationError("firmware measurement differs between evidence, boot certificate and manifest")
+    if claims.fuse_security_version < fw.security_version:
+        raise AttestationError(
+            f"anti-rollback fuse {claims.fuse_security_version} is below the running firmware's "
+            f"security version {fw.security_version}"
+        )
+    if min_security_version is not None and fw.security_version < min_security_version:
+        raise AttestationError(
+            f"firmware security version {fw.security_version} is below the required {min_security_version}"
+        )
+    return claims
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise FormatError(f"tamper must be true or false, got {value!r}")
+    return value

@@ -8,6 +8,7 @@ problem is reported against the position of the entry in the file (0-based), wit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,17 +17,19 @@ from typing import Any
 from computewatch.chip.firmware import read_manifest
 from computewatch.chip.formats import (
     GENESIS_PREV,
+    decimal,
     entry_signing_input,
     envelope_from_obj,
     from_b64,
     from_hex,
     int_field,
     parse_entry_line,
+    uint,
 )
 from computewatch.chip.identity import ChipCertificate, verify_boot_certificate
 from computewatch.chip.log import split_log
 from computewatch.chip.schedule import arrivals, commitment
-from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.hashing import Region, shard_digest
 from computewatch.crypto.merkle import MerkleTree, verify_consistency
 from computewatch.crypto.signing import VerifyKey
@@ -105,11 +108,30 @@ class LogVerifier:
         self._stopped_clean = True
         self._epoch: _Epoch | None = None
         self._next_epoch = 0
+        self._unclean_since_commit = False
         self._checkpoints: list[tuple[int, bytes]] = []
 
     @property
     def boot_key(self) -> VerifyKey | None:
         return self._boot_key
+
+    def save_state(self) -> dict[str, Any]:
+        """A copy of the verifier's state, for `restore_state` (a receiver that refuses an entry
+        must not let it shift the chain, counter or tree the next entries are checked against)."""
+        state = dict(self.__dict__)
+        state["warnings"] = list(self.warnings)
+        state["_checkpoints"] = list(self._checkpoints)
+        if self._epoch is not None:
+            state["_epoch"] = dataclasses.replace(self._epoch, triggers=dict(self._epoch.triggers))
+        state["tree"] = self.tree.size
+        return state
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        size, tree = state["tree"], self.tree
+        self.__dict__.update(state)
+        self.tree = MerkleTree()
+        for k in range(size):
+            self.tree.append_hash(tree.leaf(k))
 
     def feed(self, line: bytes) -> list[Problem]:
         """Check one entry (its line without the newline); returns the problems it shows."""
@@ -172,6 +194,11 @@ class LogVerifier:
             bad(f"secure clock went backwards ({self._clock} -> {clock} ns)")
         if busy < self._busy:
             bad(f"busy time went backwards ({self._busy} -> {busy} ns)")
+        elif busy > self._busy and self._epoch is None and self.position > 0:
+            # Monitoring firmware keeps an epoch open whenever the chip trains; busy time outside
+            # every epoch was compute no snapshot could sample.
+            why = "" if self._logging else " (the firmware's signed policy disables logging)"
+            bad(f"busy time advanced {self._busy} -> {busy} ns with no schedule epoch open{why}: unmonitored compute")
         self._clock, self._busy = max(clock, self._clock), max(busy, self._busy)
 
     def _check_boot(self, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
@@ -186,7 +213,23 @@ class LogVerifier:
             bad("firmware manifest does not match the measurement in the boot certificate")
         if fw.security_version < self._security_version:
             bad(f"firmware rollback: security version {fw.security_version} after {self._security_version}")
-        clean = body["previous_stop"] in ("clean", "none")
+        stop = body["previous_stop"]
+        if stop not in ("none", "clean", "unclean"):
+            bad(f"previous_stop {stop!r} is not none, clean or unclean")
+        first = self._boot < 0 and self.position == 0
+        if first and stop != "none":
+            bad(
+                f"the log starts at boot {e['boot']}, after a {stop} stop, not at the chip's first boot: "
+                "the entries before it are missing (log wiped or cut)"
+            )
+        elif stop == "none" and (not first or e["boot"] != 1):
+            bad(f"boot {e['boot']} claims to be the chip's first boot but is not the first entry of boot 1")
+        elif stop == "clean" and self._boot >= 0 and e["boot"] != self._boot + 1:
+            bad(
+                f"boot {e['boot']} follows a clean stop of boot {self._boot}: the boots in between are missing "
+                "(a whole session was cut out of the log)"
+            )
+        clean = stop in ("clean", "none")
         if self._epoch is not None and clean:
             # Only an unclean stop may leave an epoch open; the new boot must reveal it first.
             bad(f"boot while schedule epoch {self._epoch.index} was never revealed")
@@ -194,12 +237,35 @@ class LogVerifier:
             bad("boot claims a clean previous stop but the log has no shutdown entry")
         if not clean:
             self.warnings.append(Problem(self.position, "boot after an unclean stop (clock safe flag false)"))
+            self._unclean_since_commit = True
+        if not fw.policy.logging:
+            self.warnings.append(
+                Problem(self.position, f"boot {e['boot']} runs firmware {fw.name} {fw.version}, whose policy disables logging")
+            )
         self._boot = e["boot"]
         self._boot_key = cert.boot_key
         self._security_version = max(self._security_version, fw.security_version)
         self._rate = fw.policy.snapshots_per_day
         self._logging = fw.policy.logging
         self._stopped_clean = False
+
+    def _on_firmware_staged(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        staged = read_manifest(envelope_from_obj(body["firmware"], "staged firmware manifest"), self.root_key)
+        if staged.security_version < self._security_version:
+            bad(f"staged firmware has security version {staged.security_version}, below {self._security_version}")
+
+    def _on_precommitment(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        if not isinstance(body["run_id"], str):
+            bad("run_id must be a string")
+        from_hex(body["digest"], f"{e['kind']} digest", 32)
+
+    def _on_memory_map(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        self._on_precommitment(i, e, body, bad)
+        if body["hash"] != "blake3-256":
+            bad(f"memory-map hash {body['hash']!r} is not blake3-256")
+
+    def _on_tamper(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
+        self.warnings.append(Problem(i, f"the chip's tamper sensor fired: {body.get('reason')!r}"))
 
     def _on_shutdown(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
         if self._epoch is not None:
@@ -225,8 +291,14 @@ class LogVerifier:
         if self._epoch is not None:
             bad(f"epoch {body['epoch']} committed while epoch {self._epoch.index} is not revealed")
         if body["epoch"] < self._next_epoch:
-            # Skipped indices are harmless (a crash between reserving and logging); reuse is not.
             bad(f"schedule epoch {body['epoch']} reuses an index below {self._next_epoch}")
+        elif body["epoch"] > self._next_epoch and not self._unclean_since_commit:
+            # Indices are reserved before use, so only a crash between reserving and logging skips one.
+            bad(
+                f"schedule epoch {body['epoch']} skips index {self._next_epoch} without an unclean stop in between: "
+                "epochs were cut out of the log"
+            )
+        self._unclean_since_commit = False
         rate = float(body["snapshots_per_day"])
         if not self._logging or self._rate is None or rate != self._rate:
             bad(f"committed snapshot rate {rate}/day is not the signed firmware policy's {self._rate}/day")
@@ -244,7 +316,10 @@ class LogVerifier:
             return
         busy = int(e["busy_ns"])
         lo = int_field(body, "step_start_busy_ns", "snapshot")
-        triggers = [int(t) for t in body["triggers"]]
+        uint(body["step"], "snapshot step")
+        if not isinstance(body["triggers"], list):
+            raise FormatError("snapshot triggers must be a list")
+        triggers = [decimal(t, "snapshot trigger") for t in body["triggers"]]
         if not triggers:
             bad("snapshot lists no trigger")
         for t in triggers:
@@ -254,6 +329,12 @@ class LogVerifier:
                 bad(f"trigger at busy {t} ns already served by entry {ep.triggers[t]}")
             ep.triggers[t] = i
         regions = [Region.from_json(r) for r in body["regions"]]
+        offset = 0
+        for k, r in enumerate(regions):
+            if r.offset != offset:
+                bad(f"region {k} starts at offset {r.offset}, not {offset}: regions must be packed in order")
+                break
+            offset += r.nbytes
         if body["hash"] != "blake3-256" or shard_digest(regions).hex() != body["shard_digest"]:
             bad("shard digest does not match the listed regions")
 

@@ -9,6 +9,7 @@ inspection, and its seed is revealed in the log when it ends.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -80,7 +81,9 @@ class Chip:
         last = self._log.last
         # The log tail is the last durable clock reading: the clock resumes from there, never behind.
         self._clock_base = last.clock_ns if last else 0
-        self._busy_ns = last.busy_ns if last else 0
+        # A trigger that fired after the last entry (the stop cut its snapshot short) still counts:
+        # the epoch is revealed up to it, so the audit names the snapshot that is missing.
+        self._busy_ns = max(last.busy_ns if last else 0, self._nv.trigger_busy_ns)
         self._source_at_boot = self._source.elapsed_ns()
         self._open_epoch: tuple[int, int] | None = None
         self._since_checkpoint = 0
@@ -315,7 +318,7 @@ class Chip:
 
     def log_precommitment(self, digest: bytes, run_id: str) -> LogEntry:
         """Log the digest of a run's precommitment (hyperparameters, dataset root, memory map)."""
-        if len(digest) != 32:
+        if not isinstance(digest, (bytes, bytearray)) or len(digest) != 32:
             raise ChipError("a precommitment digest is 32 bytes")
         with self._lock:
             entry = self._append("precommitment", {"run_id": str(run_id), "digest": bytes(digest).hex()})
@@ -361,6 +364,8 @@ class Chip:
 
     def idle(self, seconds: float) -> None:
         """Chip time passes without training (own simulated clock only): no triggers fire."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ChipError(f"idle seconds must be a finite number >= 0, got {seconds!r}")
         if self._own_clock:
             assert isinstance(self._source, SimulatedClock)
             self._source.advance(seconds)
@@ -368,8 +373,8 @@ class Chip:
     def step_boundary(self, step: int, busy_seconds: float) -> list[SnapshotRecord]:
         """Called after each optimizer step: busy time advances; triggers that fell inside the
         step snapshot the state at this boundary (one copy-out for all of them)."""
-        if busy_seconds < 0:
-            raise ChipError("busy_seconds must be >= 0")
+        if not math.isfinite(busy_seconds) or busy_seconds < 0:
+            raise ChipError(f"busy_seconds must be a finite number >= 0, got {busy_seconds!r}")
         with self._lock:  # freeze: the owner's next step waits for this to return
             t0 = time.perf_counter()
             fw = self._require_boot()
@@ -386,6 +391,10 @@ class Chip:
             if self._schedule is not None:
                 fired = self._schedule.fire_until(self._busy_ns)
                 if fired:
+                    # Durable before the owner can see any sign of the snapshot (stall, copy-out):
+                    # killing the chip now no longer erases the trigger.
+                    self._nv.trigger_busy_ns = self._busy_ns
+                    save_nv(self.state_dir, self._nv)
                     records.append(self._snapshot(int(step), fired, prev, t0))
                 if self._busy_ns - self._schedule.start_busy_ns >= fw.policy.epoch_busy_s * 10**9:
                     self.rotate_epoch("epoch-end")
@@ -425,6 +434,8 @@ class Chip:
     # ----------------------------------------------------------------- evidence and inspection
     def attest(self, nonce: bytes) -> bytes:
         """Evidence bundle (canonical JSON bytes) answering the verifier's `nonce`."""
+        if not isinstance(nonce, (bytes, bytearray)):  # bytes(16) would be sixteen zero bytes
+            raise ChipError(f"an attestation nonce is bytes, got {type(nonce).__name__}")
         with self._lock:
             fw = self._require_boot()
             staged = self._fw_path("staged")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from computewatch.chip.errors import BootError
-from computewatch.chip.formats import PRED_FIRMWARE, b64, envelope_from_obj, envelope_to_obj, from_b64
+from computewatch.chip.formats import PRED_FIRMWARE, b64, envelope_from_obj, envelope_to_obj, from_b64, from_hex, uint
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
@@ -88,7 +88,7 @@ class FirmwareImage:
     def from_json(cls, data: bytes) -> FirmwareImage:
         try:
             doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints
             raise FormatError(f"firmware image is not JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("v") != 1 or "manifest" not in doc or "code" not in doc:
             raise FormatError("firmware image must be {'v': 1, 'manifest': ..., 'code': ...}")
@@ -127,6 +127,7 @@ class VerifiedFirmware:
     name: str
     version: str
     security_version: int
+    code_sha256: str
     policy: FirmwarePolicy
     measurement: bytes
     manifest: Envelope
@@ -146,7 +147,8 @@ def read_manifest(manifest: Envelope, chipmaker_root: VerifyKey) -> VerifiedFirm
         return VerifiedFirmware(
             name=str(p["name"]),
             version=str(p["version"]),
-            security_version=int(p["security_version"]),
+            security_version=uint(p["security_version"], "security_version"),
+            code_sha256=from_hex(p["code_sha256"], "code_sha256", 32).hex(),
             policy=FirmwarePolicy.from_json(p["policy"]),
             measurement=hashlib.sha256(payload).digest(),
             manifest=manifest,
@@ -159,7 +161,7 @@ def verify_image(image: FirmwareImage, chipmaker_root: VerifyKey, min_security_v
     """Verified boot: chipmaker signature, code digest, anti-rollback. Raises BootError naming the failure."""
     fw = read_manifest(image.manifest, chipmaker_root)
     code_sha = hashlib.sha256(image.code).hexdigest()
-    declared = parse_canonical_json(image.manifest.payload)["predicate"]["code_sha256"]
+    declared = fw.code_sha256
     if code_sha != declared:
         raise BootError(f"firmware code altered: SHA-256 {code_sha[:16]}... differs from the signed {declared[:16]}...")
     if fw.security_version < min_security_version:

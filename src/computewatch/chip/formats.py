@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
@@ -25,6 +26,7 @@ __all__ = [
     "PRED_CHIP_CERT",
     "PRED_FIRMWARE",
     "b64",
+    "decimal",
     "entry_signing_input",
     "envelope_from_obj",
     "envelope_to_obj",
@@ -32,6 +34,7 @@ __all__ = [
     "from_hex",
     "int_field",
     "parse_entry_line",
+    "uint",
 ]
 
 ENTRY_VERSION = 1
@@ -39,6 +42,8 @@ ENTRY_VERSION = 1
 # signature can never be replayed as a signature over any other kind of statement.
 ENTRY_PAYLOAD_TYPE = "application/vnd.computewatch.chip-log-entry+json"
 GENESIS_PREV = "00" * 32
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
 PRED_CHIP_CERT = predicate_type("chip-certificate")
 PRED_FIRMWARE = predicate_type("firmware")
@@ -74,23 +79,37 @@ def from_b64(text: Any, what: str) -> bytes:
 
 
 def from_hex(text: Any, what: str, size: int | None = None) -> bytes:
-    if not isinstance(text, str) or text != text.lower():
+    if not isinstance(text, str) or not _HEX.fullmatch(text):
+        # bytes.fromhex alone would also take spaces and uppercase.
         raise FormatError(f"{what} must be a lowercase hex string")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise FormatError(f"{what} is not valid hex") from None
+    raw = bytes.fromhex(text)
     if size is not None and len(raw) != size:
         raise FormatError(f"{what} must be {size} bytes, got {len(raw)}")
     return raw
 
 
-def int_field(obj: dict[str, Any], name: str, what: str) -> int:
+def uint(value: Any, what: str) -> int:
+    """A non-negative JSON integer (not a bool, not a float, not a string)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FormatError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def decimal(value: Any, what: str) -> int:
     """A non-negative integer that travels as a decimal string (it may exceed 2**53)."""
-    value = obj.get(name)
-    if not isinstance(value, str) or not value.isdigit() or (len(value) > 1 and value[0] == "0"):
-        raise FormatError(f"{what}: field {name!r} must be a decimal string")
-    return int(value)
+    # ASCII digits only: str.isdigit() also accepts other scripts' digits and superscripts,
+    # and int() also takes spaces, underscores and signs.
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
+        raise FormatError(f"{what} must be a decimal string, got {value!r:.40}")
+    try:
+        return int(value)
+    except ValueError:  # longer than Python converts (4300 digits)
+        raise FormatError(f"{what} is too long a decimal string") from None
+
+
+def int_field(obj: dict[str, Any], name: str, what: str) -> int:
+    """The decimal-string field `name` of `obj`."""
+    return decimal(obj.get(name), f"{what}: field {name!r}")
 
 
 def envelope_to_obj(env: Envelope) -> dict[str, Any]:
@@ -123,8 +142,7 @@ def parse_entry_line(line: bytes) -> dict[str, Any]:
     if obj["kind"] not in ENTRY_KINDS:
         raise FormatError(f"unknown entry kind {obj['kind']!r}")
     for name in ("counter", "boot"):
-        if not isinstance(obj[name], int) or isinstance(obj[name], bool) or obj[name] < 0:
-            raise FormatError(f"entry field {name!r} must be a non-negative integer")
+        uint(obj[name], f"entry field {name!r}")
     int_field(obj, "clock_ns", "entry")
     int_field(obj, "busy_ns", "entry")
     from_hex(obj["prev"], "entry prev", 32)

@@ -80,8 +80,11 @@ def allocate_pinned(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 def _enqueue_copies(views: Sequence[torch.Tensor], host: Sequence[torch.Tensor],
                     chunk_bytes: int) -> None:
+    if len(host) != len(views):
+        raise ValueError(f"{len(views)} regions but {len(host)} host buffers")
     for src, dst in zip(views, host):
-        if dst.numel() != src.numel() or dst.dtype != torch.uint8 or not dst.is_pinned():
+        # An empty region's buffer has no memory to pin (is_pinned() is False): nothing to copy.
+        if dst.numel() != src.numel() or dst.dtype != torch.uint8 or (src.numel() and not dst.is_pinned()):
             raise ValueError("host buffers must be pinned uint8 tensors of each region's byte size")
         for a, b in _chunks(src.numel(), chunk_bytes):
             dst[a:b].copy_(src[a:b], non_blocking=True)

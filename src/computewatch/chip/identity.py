@@ -13,7 +13,7 @@ from typing import Any
 
 import blake3
 
-from computewatch.chip.formats import PRED_BOOT_CERT, PRED_CHIP_CERT, envelope_from_obj, from_hex
+from computewatch.chip.formats import PRED_BOOT_CERT, PRED_CHIP_CERT, envelope_from_obj, from_hex, int_field, uint
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
 from computewatch.crypto.errors import FormatError
@@ -86,7 +86,8 @@ def verify_chip_certificate(env: Envelope | dict[str, Any], chipmaker_root: Veri
     env, p = _statement_payload(env, [chipmaker_root], PRED_CHIP_CERT, "chip certificate")
     try:
         raw = from_hex(p["device_public_key"], "device_public_key", 32)
-        return ChipCertificate(str(p["serial"]), str(p["model"]), int(p["peak_flops"]), VerifyKey.from_raw(raw), env)
+        peak = int_field(p, "peak_flops", "chip certificate")
+        return ChipCertificate(str(p["serial"]), str(p["model"]), peak, VerifyKey.from_raw(raw), env)
     except (KeyError, ValueError) as exc:
         raise FormatError(f"chip certificate: malformed predicate ({exc})") from None
 
@@ -135,12 +136,12 @@ def verify_boot_certificate(env: Envelope | dict[str, Any], device_key: VerifyKe
         fw = p["firmware"]
         return BootCertificate(
             serial=str(p["serial"]),
-            boot=int(p["boot"]),
+            boot=uint(p["boot"], "boot"),
             boot_key=VerifyKey.from_raw(from_hex(p["boot_public_key"], "boot_public_key", 32)),
             measurement=from_hex(fw["measurement"], "firmware measurement", 32),
             firmware_name=str(fw["name"]),
             firmware_version=str(fw["version"]),
-            security_version=int(fw["security_version"]),
+            security_version=uint(fw["security_version"], "security_version"),
             envelope=env,
         )
     except (KeyError, TypeError, ValueError) as exc:

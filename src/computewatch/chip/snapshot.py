@@ -82,14 +82,18 @@ def _write_copy_out(path: Path, tensors: Sequence[torch.Tensor], regions: Sequen
     head = canonical_json(header)
     head += b" " * (-len(head) % 8)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o644)
-        fh.write(struct.pack("<Q", len(head)) + head)
-        for t in tensors:
-            fh.write(tensor_memory(t.detach().to("cpu")))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)
+            fh.write(struct.pack("<Q", len(head)) + head)
+            for t in tensors:
+                fh.write(tensor_memory(t.detach().to("cpu")))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written copy-out left in the owner's storage
+        raise
     fsync_dir(path.parent)
 
 

@@ -47,9 +47,13 @@ class NVState:
     next_epoch: int = 0
     running: bool = False  # set at boot, cleared at a clean stop
     tamper: dict[str, Any] | None = field(default=None)  # sticky once tripped
+    # Busy time (ns) reached when a snapshot trigger last fired, written before the snapshot
+    # starts: an unclean stop during the snapshot cannot rewind busy time to before the trigger.
+    trigger_busy_ns: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": 1, **asdict(self)}
+        # Busy time in ns passes 2**53 after about 104 days: a decimal string, as in the log.
+        return {"v": 1, **asdict(self), "trigger_busy_ns": str(self.trigger_busy_ns)}
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
@@ -63,7 +67,7 @@ def _read(path: Path) -> dict[str, Any]:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise ChipError(f"sealed state {str(path)!r} is missing: not a chip state directory") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ChipError(f"sealed state {str(path)!r} is unreadable or malformed: {exc}") from None
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise ChipError(f"sealed state {str(path)!r} has an unknown version")
@@ -112,6 +116,10 @@ def load_nv(state_dir: Path) -> NVState:
     doc = _read(path)
     doc.pop("v")
     try:
+        busy = doc.get("trigger_busy_ns", "0")
+        if not isinstance(busy, str) or not busy.isascii() or not busy.isdigit():
+            raise ValueError(f"trigger_busy_ns must be a decimal string, got {busy!r}")
+        doc["trigger_busy_ns"] = int(busy)
         return NVState(**doc)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ChipError(f"sealed state {str(path)!r} is malformed: {exc}") from None

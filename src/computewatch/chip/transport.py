@@ -10,12 +10,14 @@ and keeps its own copy of each chip's log, which audits like the chip's.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from computewatch.chip.audit import LogVerifier
 from computewatch.chip.errors import ReportError
 from computewatch.chip.formats import parse_entry_line
+from computewatch.chip.log import split_log
 from computewatch.chip.identity import ChipCertificate, verify_chip_certificate
 from computewatch.crypto.atomic import append_durable
 from computewatch.crypto.canonical import canonical_json
@@ -51,8 +53,23 @@ class InProcessReceiver:
         self.rejected: list[str] = []
 
     def register(self, certificate: Envelope) -> ChipCertificate:
+        """Accept entries from this chip. A copy stored by an earlier receiver process is checked
+        and resumed (its torn tail, from a crash mid-append, cut off), never started over."""
         cert = verify_chip_certificate(certificate, self._root)
-        self._chips[cert.serial] = LogVerifier(cert, self._root)
+        verifier = LogVerifier(cert, self._root)
+        path = self.log_path(cert.serial)
+        if path.exists():
+            data = path.read_bytes()
+            lines, torn = split_log(data)
+            for line in lines:
+                problems = verifier.feed(line)
+                if problems:
+                    raise ReportError(f"stored copy {str(path)!r}: entry {problems[0].entry}: {problems[0].problem}")
+            if torn:
+                with open(path, "r+b") as fh:
+                    fh.truncate(len(data) - torn)
+                    os.fsync(fh.fileno())
+        self._chips[cert.serial] = verifier
         return cert
 
     def log_path(self, serial: str) -> Path:
@@ -68,12 +85,19 @@ class InProcessReceiver:
         if verifier is None:
             self.rejected.append(f"unregistered chip {serial!r}")
             return None
+        saved = verifier.save_state()
         problems = verifier.feed(line)
         if problems:
             # A receiver that stored a bad entry would poison its copy; refuse and do not ack.
+            # The refused line must not move the chain either, or the genuine entry would fail next.
+            verifier.restore_state(saved)
             self.rejected.extend(p.problem for p in problems)
             return None
-        append_durable(self.log_path(serial), line + b"\n")
+        try:
+            append_durable(self.log_path(serial), line + b"\n")
+        except BaseException:
+            verifier.restore_state(saved)
+            raise
         return expected_ack(serial, verifier.position - 1, line)
 
 

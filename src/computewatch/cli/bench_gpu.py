@@ -7,6 +7,7 @@ Needs a CUDA device; without one it exits non-zero and says so. The measurement 
 from __future__ import annotations
 
 import json
+import math
 
 import typer
 from rich.console import Console
@@ -28,6 +29,11 @@ def gpu_hash_report(gib: float = 8.0, *, sweep: str = "small", repeats: int = 5,
 
     from computewatch.crypto._blake3_errors import GpuHashError
 
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not math.isfinite(gib) \
+            or int(gib * (1 << 30)) < 1024:
+        raise ValueError(f"--gib must be a finite size of at least 1 KiB, got {gib!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"--repeats must be a whole number >= 1, got {repeats!r}")
     if not torch.cuda.is_available():
         raise GpuHashError("no CUDA device: the GPU hash benchmark needs one (the kernels' "
                            "correctness is tested on the CPU by tests/test_blake3_triton.py)")

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from computewatch.chip import AuditReport, Chip, Chipmaker, FirmwarePolicy, audit_log, load_certificate, verify_attestation
+from computewatch.chip.formats import envelope_from_obj
 from computewatch.chip.identity import verify_chip_certificate
 from computewatch.chip.log import LogEntry, split_log
 from computewatch.crypto.atomic import atomic_write
@@ -117,6 +118,11 @@ def verify_attestation_cmd(
     )
 
 
+def _seconds(ns: int) -> str:
+    # Integer arithmetic: a decimal-string field may be too large for a float.
+    return f"{ns // 10**9}.{ns % 10**9 // 10**6:03d}"
+
+
 def _summary(e: LogEntry) -> str:
     b = e.body
     if e.kind == "snapshot":
@@ -149,9 +155,11 @@ def show_log(state_dir: Annotated[Path, typer.Argument(help="Chip state director
         except ComputewatchError as exc:
             table.add_row(str(i), "", "[red]malformed[/red]", "", "", str(exc))
             continue
-        table.add_row(
-            str(e.counter), str(e.boot), e.kind, f"{e.clock_ns / 1e9:.3f}", f"{e.busy_ns / 1e9:.3f}", _summary(e)
-        )
+        try:
+            detail = _summary(e)
+        except (KeyError, TypeError, IndexError):
+            detail = "[red](body malformed)[/red]"
+        table.add_row(str(e.counter), str(e.boot), e.kind, _seconds(e.clock_ns), _seconds(e.busy_ns), detail)
     _out.print(table)
     if torn:
         _out.print(f"[yellow]torn tail: {torn} bytes after the last complete entry[/yellow]")
@@ -170,26 +178,51 @@ def print_audit_report(console: Console, report: AuditReport) -> None:
         console.print(f"  [yellow]note (entry {w.entry})[/yellow]: {escape(w.problem)}")
 
 
+def _evidence_head(path: Path, serial: str, root: VerifyKey) -> tuple[int, bytes]:
+    """The signed log head of an evidence bundle (its chain verified; freshness does not matter
+    here: an old head is exactly what the log must still extend)."""
+    data = path.read_bytes()
+    try:
+        env = envelope_from_obj(json.loads(data)["evidence"], "evidence")
+        claimed = bytes.fromhex(json.loads(env.payload)["predicate"]["nonce"])
+    except (ComputewatchError, ValueError, KeyError, TypeError, RecursionError):
+        raise ComputewatchError(f"{path}: not an evidence bundle") from None
+    try:
+        claims = verify_attestation(data, claimed, root)
+    except ComputewatchError as exc:
+        raise ComputewatchError(f"{path}: {exc}") from None
+    if claims.serial != serial:
+        raise ComputewatchError(f"{path}: evidence is for chip {claims.serial}, not {serial}")
+    return claims.log_size, claims.log_root
+
+
 @app.command("verify-log")
 def verify_log(
     state_dir: Annotated[Path, typer.Argument(help="Chip state directory (certificate.json, log/chip.log).")],
     chipmaker_pub: Annotated[Optional[Path], typer.Option(help="Chipmaker root public key (PEM).")] = None,
     log: Annotated[Optional[Path], typer.Option(help="Audit this log file instead (e.g. a receiver's copy).")] = None,
+    evidence: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="Evidence bundle seen earlier (repeatable): the log must extend its signed tree head."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Audit a chip log offline; exit status 1 when any problem is found."""
+    heads: list[tuple[int, bytes]] = []
     try:
         if chipmaker_pub is None:
             chipmaker_pub = state_dir / "chipmaker.pub"
             _err.print(f"[yellow]warning:[/yellow] trusting the chipmaker key found in the chip dir ({chipmaker_pub})")
         root = VerifyKey.load(chipmaker_pub)
         cert = verify_chip_certificate(load_certificate(state_dir), root)
+        for path in evidence or []:
+            heads.append(_evidence_head(path, cert.serial, root))
         data = (log or state_dir / "log" / "chip.log").read_bytes()
     except OSError as exc:
-        raise _fail(f"cannot read the log: {exc.strerror}") from None
+        raise _fail(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ComputewatchError as exc:
         raise _fail(str(exc)) from None
-    report = audit_log(data, cert, root)
+    report = audit_log(data, cert, root, known_heads=heads)
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True))
     else:

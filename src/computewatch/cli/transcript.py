@@ -58,10 +58,10 @@ def export_hashes_cmd(
     console = Console()
     try:
         doc = export_hashes(run_dir)
-        data = sign_export(doc, prover_key(RunStorage(run_dir))).to_json() if signed else canonical_json(doc)
-    except ComputewatchError as exc:
+        data = sign_export(doc, prover_key(RunStorage(run_dir, create=False))).to_json() if signed else canonical_json(doc)
+        atomic_write(out, data)
+    except (ComputewatchError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    atomic_write(out, data)
     console.print(f"hashed transcript of run {doc['run_id']}: {out} ({doc['steps']['count']} steps, "
                   f"{len(doc['checkpoints'])} checkpoints, {len(doc['snapshots'])} snapshots)")

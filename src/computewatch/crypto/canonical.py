@@ -76,8 +76,17 @@ def parse_canonical_json(data: bytes) -> Any:
 
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        again = canonical_json(obj)
+    except FormatError:
+        raise
     except json.JSONDecodeError as exc:
         raise FormatError(f"canonical JSON: malformed ({exc})") from None
-    if canonical_json(obj) != raw:
+    except ValueError as exc:
+        # An integer literal too long to convert (Python's 4300-digit limit); canonical integers
+        # are < 2**53 anyway.
+        raise FormatError(f"canonical JSON: malformed ({exc})") from None
+    except RecursionError:
+        raise FormatError("canonical JSON: nested too deeply") from None
+    if again != raw:
         raise FormatError("canonical JSON: input is valid JSON but not in canonical form")
     return obj

@@ -67,7 +67,7 @@ class Envelope:
     def from_json(cls, data: bytes | str) -> Envelope:
         try:
             doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints
             raise FormatError(f"DSSE envelope: not valid JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise FormatError("DSSE envelope: top level must be a JSON object")

@@ -54,6 +54,12 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "computewatch/checkpoint"
 _META_KEY = "computewatch"
+_META_FIELDS = frozenset({"v", "format", "step", "rank", "world_size", "optimizer", "scheduler"})
+_HEX = frozenset("0123456789abcdef")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -153,22 +159,29 @@ def restore(
             if local.shape != ckpt.model[key].shape:
                 raise FormatError(f"checkpoint step {ckpt.step}: {key} has shape {list(ckpt.model[key].shape)}, model has {list(local.shape)}")
             local.copy_(ckpt.model[key])
-    if optimizer is not None:
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        state: dict[int, dict[str, Any]] = {}
-        for idx_text, plain in ckpt.optimizer_meta.get("state", {}).items():
-            state[int(idx_text)] = dict(plain)
-        for name, tensor in ckpt.optimizer_tensors.items():
-            idx_text, key = name.split("/", 1)
-            idx = int(idx_text)
-            if idx >= len(params):
-                raise FormatError(f"checkpoint step {ckpt.step}: optimizer state for parameter {idx}, optimizer has {len(params)}")
-            state.setdefault(idx, {})[key] = _like_param(params[idx], tensor)
-        optimizer.load_state_dict({"state": state, "param_groups": ckpt.optimizer_meta["param_groups"]})
-    if scheduler is not None and ckpt.scheduler is not None:
-        scheduler.load_state_dict(dict(ckpt.scheduler))
+    try:
+        if optimizer is not None:
+            _restore_optimizer(ckpt, optimizer)
+        if scheduler is not None and ckpt.scheduler is not None:
+            scheduler.load_state_dict(dict(ckpt.scheduler))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # torch's own errors on a state that does not fit
+        raise FormatError(f"checkpoint step {ckpt.step}: optimizer or scheduler state does not fit the live objects ({exc})") from None
     if restore_rng and "torch" in ckpt.rng:
         torch.set_rng_state(ckpt.rng["torch"])
+
+
+def _restore_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state: dict[int, dict[str, Any]] = {}
+    for idx_text, plain in ckpt.optimizer_meta.get("state", {}).items():
+        state[int(idx_text)] = dict(plain)
+    for name, tensor in ckpt.optimizer_tensors.items():
+        idx_text, key = name.split("/", 1)
+        idx = int(idx_text)
+        if not 0 <= idx < len(params):
+            raise FormatError(f"checkpoint step {ckpt.step}: optimizer state for parameter {idx}, optimizer has {len(params)}")
+        state.setdefault(idx, {})[key] = _like_param(params[idx], tensor)
+    optimizer.load_state_dict({"state": state, "param_groups": ckpt.optimizer_meta["param_groups"]})
 
 
 def _like_param(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -225,6 +238,17 @@ def decode_checkpoint(data: bytes, *, what: str = "checkpoint") -> Checkpoint:
     meta = parse_canonical_json(meta_text.encode("utf-8"))
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or meta.get("v") != 1:
         raise FormatError(f"{what}: metadata is not a v1 {CHECKPOINT_FORMAT}")
+    opt = meta.get("optimizer")
+    if (
+        set(meta) != _META_FIELDS
+        or not all(_count(meta[k]) for k in ("step", "rank", "world_size"))
+        or not isinstance(opt, dict)
+        or set(opt) != {"param_groups", "state"}
+        or not isinstance(opt["param_groups"], list)
+        or not isinstance(opt["state"], dict)
+        or not (meta["scheduler"] is None or isinstance(meta["scheduler"], dict))
+    ):
+        raise FormatError(f"{what}: metadata must have exactly the fields {sorted(_META_FIELDS)}, well typed")
     try:
         tensors = safetensors.torch.load(bytes(data))
     except Exception as exc:  # the library raises its own error types on malformed buffers
@@ -254,9 +278,18 @@ class CheckpointIndex:
             doc = parse_canonical_json(self.storage.read(self.rel))
         except FormatError as exc:
             raise StoreError(f"checkpoint index {self.storage.path(self.rel)} is malformed: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("rank") != self.rank or not isinstance(doc.get("checkpoints"), list):
-            raise StoreError(f"checkpoint index {self.storage.path(self.rel)} is not the index of rank {self.rank}")
-        return doc["checkpoints"]
+        if not isinstance(doc, dict) or doc.get("v") != 1 or doc.get("rank") != self.rank or not isinstance(doc.get("checkpoints"), list):
+            raise StoreError(f"checkpoint index {self.storage.path(self.rel)} is not the v1 index of rank {self.rank}")
+        entries = doc["checkpoints"]
+        prev = -1
+        for e in entries:
+            ok = isinstance(e, dict) and set(e) == {"step", "digest", "nbytes"} and _count(e["step"]) and _count(e["nbytes"])
+            if not ok or not isinstance(e["digest"], str) or len(e["digest"]) != 64 or not set(e["digest"]) <= _HEX:
+                raise StoreError(f"checkpoint index {self.storage.path(self.rel)}: malformed entry {e!r}")
+            if e["step"] <= prev:
+                raise StoreError(f"checkpoint index {self.storage.path(self.rel)}: steps are not increasing at step {e['step']}")
+            prev = e["step"]
+        return entries
 
     def add(self, step: int, digest: str, nbytes: int) -> None:
         entries = [e for e in self.entries() if e["step"] != step]

@@ -62,6 +62,11 @@ class ShardRegion:
         return {"param": self.param, "start": self.start, "stop": self.stop, "shape": list(self.shape)}
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bytes, so that equality is bit for bit (NaN payloads, -0.0 and 0.0 differ)."""
+    return t.contiguous().reshape(-1).view(torch.uint8)
+
+
 def _int(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise FormatError(f"shard layout: {what} must be a non-negative integer, got {value!r}")
@@ -226,12 +231,15 @@ class ShardLayout:
             if len(tensors) != len(regions):
                 raise FormatError(f"reassemble: rank {rank} has {len(tensors)} tensors, layout lists {len(regions)} regions")
             for reg, tensor in zip(regions, tensors, strict=True):
-                if tuple(tensor.shape) != reg.shape:
-                    raise FormatError(f"reassemble: rank {rank} {reg.param!r} has shape {list(tensor.shape)}, layout says {list(reg.shape)}")
-                flat = tensor.detach().reshape(-1).to(full[reg.param].dtype)
+                if tuple(tensor.shape) != reg.shape or tensor.dtype != full[reg.param].dtype:
+                    raise FormatError(
+                        f"reassemble: rank {rank} {reg.param!r} is {list(tensor.shape)} {dtype_name(tensor.dtype)}, "
+                        f"layout says {list(reg.shape)} {self.spec(reg.param).dtype}"
+                    )
+                flat = tensor.detach().reshape(-1)
                 seen = covered[reg.param][reg.start : reg.stop]
                 target = full[reg.param][reg.start : reg.stop]
-                if seen.any() and not torch.equal(target[seen], flat[seen]):
+                if seen.any() and not torch.equal(_bits(target[seen]), _bits(flat[seen])):
                     raise FormatError(f"reassemble: replicas of {reg.param!r} disagree (rank {rank})")
                 target.copy_(flat)
                 seen.fill_(True)

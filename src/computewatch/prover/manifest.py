@@ -26,7 +26,17 @@ from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.prover.precommit import Precommitment
 from computewatch.prover.store import RunStorage, StoreError
 
-__all__ = ["MANIFEST_FILE", "MANIFEST_PREDICATE", "PROVER_KEY", "PROVER_PUB", "Manifest", "prover_key", "read_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST_FILE",
+    "MANIFEST_PREDICATE",
+    "PROVER_KEY",
+    "PROVER_PUB",
+    "Manifest",
+    "prover_key",
+    "read_manifest",
+    "write_manifest",
+    "write_public_key",
+]
 
 MANIFEST_FILE = "manifest.dsse.json"
 MANIFEST_PREDICATE = predicate_type("transcript-manifest")
@@ -65,25 +75,51 @@ class Manifest:
         if pre.run_id != obj["run_id"]:
             raise FormatError("manifest: run_id differs from the precommitment's")
         chips = obj["chips"]
-        if not isinstance(chips, list) or [c.get("rank") for c in chips] != list(range(len(chips))):
-            raise FormatError("manifest: chips must be listed by rank 0..W-1")
+        if (
+            not isinstance(chips, list)
+            or not all(isinstance(c, dict) and set(c) == {"rank", "chip_id"} for c in chips)
+            or [c["rank"] for c in chips] != list(range(len(chips)))
+            or not all(c["chip_id"] is None or isinstance(c["chip_id"], str) for c in chips)
+        ):
+            raise FormatError("manifest: chips must be {rank, chip_id} entries listed by rank 0..W-1")
         if len(chips) != pre.layout.world_size:
             raise FormatError(f"manifest: {len(chips)} chips for a world size of {pre.layout.world_size}")
-        return cls(pre, tuple(c.get("chip_id") for c in chips), obj["sample_hashes"])
+        digest = obj["sample_hashes"]
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
+            raise FormatError("manifest: sample_hashes must be an object digest (64 lowercase hex characters)")
+        return cls(pre, tuple(c["chip_id"] for c in chips), digest)
 
 
 def prover_key(storage: RunStorage) -> SigningKey:
-    """The run directory's Prover key, created on first use."""
+    """The run directory's Prover key, created on first use (only before a manifest exists).
+
+    Once a manifest is signed, ``keys/prover.pub`` is what verifies it: a missing private key is
+    an error rather than a reason to make a new one (which would replace that public key), and a
+    private key whose public half differs from ``keys/prover.pub`` is refused.
+    """
     if storage.exists(PROVER_KEY):
-        return SigningKey.from_pem(storage.read(PROVER_KEY))
+        key = SigningKey.from_pem(storage.read(PROVER_KEY))
+        if storage.exists(PROVER_PUB) and VerifyKey.from_pem(storage.read(PROVER_PUB)) != key.public_key:
+            raise StoreError(f"Prover key {storage.path(PROVER_KEY)} does not match {storage.path(PROVER_PUB)}")
+        return key
+    if storage.exists(MANIFEST_FILE):
+        raise StoreError(
+            f"no Prover private key at {storage.path(PROVER_KEY)}: this run's manifest was signed with a key "
+            "kept elsewhere; sign with that key"
+        )
     key = SigningKey.generate()
     if storage.local_path is not None:
         (storage.local_path / "keys").mkdir(exist_ok=True)
         key.save(storage.path(PROVER_KEY))
     else:
         storage.write_atomic(PROVER_KEY, key.to_pem())
-    storage.write_atomic(PROVER_PUB, key.public_key.to_pem())
+    write_public_key(storage, key)
     return key
+
+
+def write_public_key(storage: RunStorage, key: SigningKey) -> None:
+    """Publish the key's public half as ``keys/prover.pub`` (before the manifest it verifies)."""
+    storage.write_atomic(PROVER_PUB, key.public_key.to_pem())
 
 
 def write_manifest(storage: RunStorage, manifest: Manifest, key: SigningKey) -> Envelope:
@@ -106,11 +142,19 @@ def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> M
         payload = verify_envelope(env, keys)
     except (FormatError, SignatureError) as exc:
         raise StoreError(f"run manifest {storage.path(MANIFEST_FILE)} does not verify: {exc}") from None
-    stmt = parse_canonical_json(payload)
-    if not isinstance(stmt, dict) or stmt.get("predicateType") != MANIFEST_PREDICATE:
-        raise StoreError(f"run manifest {storage.path(MANIFEST_FILE)} has predicate type {stmt.get('predicateType')!r}")
-    manifest = Manifest.from_predicate(stmt["predicate"])
-    subject = stmt["subject"][0]["digest"].get("blake3") if stmt.get("subject") else None
+    where = f"run manifest {storage.path(MANIFEST_FILE)}"
+    try:
+        stmt = parse_canonical_json(payload)
+        if not isinstance(stmt, dict) or stmt.get("predicateType") != MANIFEST_PREDICATE:
+            got = stmt.get("predicateType") if isinstance(stmt, dict) else type(stmt).__name__
+            raise StoreError(f"{where} has predicate type {got!r}")
+        manifest = Manifest.from_predicate(stmt.get("predicate"))
+        subjects = stmt.get("subject")
+        first = subjects[0] if isinstance(subjects, list) and subjects else None
+        digest = first.get("digest") if isinstance(first, dict) else None
+        subject = digest.get("blake3") if isinstance(digest, dict) else None
+    except FormatError as exc:
+        raise StoreError(f"{where} is malformed: {exc}") from None
     if subject != manifest.precommitment.digest().hex():
-        raise StoreError("run manifest: statement subject does not match the precommitment digest")
+        raise StoreError(f"{where}: statement subject does not match the precommitment digest")
     return manifest

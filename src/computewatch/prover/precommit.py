@@ -48,8 +48,14 @@ def code_digest(paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike
             data = f.read_bytes()
         except OSError as exc:
             raise FormatError(f"code digest: cannot read {f}: {exc}") from None
+        if not f.is_relative_to(base):
+            raise FormatError(f"code digest: {f} is not inside {base}")
         table[f.relative_to(base).as_posix()] = blake3_bytes(data).hex()
     return blake3_bytes(canonical_json({"v": 1, "files": table})).hex()
+
+
+def _is_hex64(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,13 @@ class Precommitment:
             nonce, seed_bytes = bytes.fromhex(seed["nonce"]), bytes.fromhex(seed["seed"])
         except (TypeError, ValueError):
             raise FormatError("precommitment nonce and seed must be hex") from None
+        dataset, k = obj["dataset"], obj["checkpoint_every"]
+        if not isinstance(obj["run_id"], str) or not isinstance(obj["hyperparameters"], dict) or not _is_hex64(obj["code_digest"]):
+            raise FormatError("precommitment: run_id must be a string, hyperparameters an object, code_digest 64 lowercase hex")
+        if not isinstance(dataset, dict) or not _is_hex64(dataset.get("root")) or not isinstance(dataset.get("size"), int):
+            raise FormatError("precommitment: dataset must be a dataset commitment summary with a hex root and a size")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise FormatError(f"precommitment: checkpoint_every must be a positive integer, got {k!r}")
         return cls(
             run_id=obj["run_id"],
             hyperparameters=obj["hyperparameters"],

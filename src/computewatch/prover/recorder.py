@@ -17,7 +17,8 @@ its memory map (before the first optimizer step), and checkpoints W0. Each `step
 step's busy time to the chip (which may snapshot its shard at this boundary) and queues the step
 record; every k steps it copies the state to CPU memory and a background thread encodes, hashes
 and stores the checkpoint. With ``resume=True`` an existing run directory is continued from its
-latest complete checkpoint (see `resume_point`).
+latest complete checkpoint (see `resume_point`), and the snapshots its chip logged and copied out
+that the killed process never recorded are recorded then.
 
 Step numbering: step t consumes batch t and produces W_{t+1}; the chip is told the boundary
 ``t + 1`` (the number of optimizer steps completed), which is also the step a checkpoint or a
@@ -26,6 +27,7 @@ snapshot of W_{t+1} is filed under.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -33,7 +35,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, Protocol
 
 import torch
@@ -45,7 +47,7 @@ from computewatch.crypto.signing import SigningKey
 from computewatch.prover.checkpoint import BackgroundWriter, CheckpointIndex, capture, encode_checkpoint, restore
 from computewatch.prover.dataset import DatasetCommitment
 from computewatch.prover.layout import ShardLayout
-from computewatch.prover.manifest import MANIFEST_FILE, Manifest, prover_key, read_manifest, write_manifest
+from computewatch.prover.manifest import MANIFEST_FILE, Manifest, prover_key, read_manifest, write_manifest, write_public_key
 from computewatch.prover.precommit import Precommitment
 from computewatch.prover.seed import derive_run_seed
 from computewatch.prover.steps import StepLog, StepRecord, batch_root
@@ -136,6 +138,8 @@ class Recorder:
             raise FormatError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
         if not 0 <= rank < world_size:
             raise FormatError(f"rank {rank} outside world size {world_size}")
+        if chip_ids is not None and len(chip_ids) != world_size:
+            raise FormatError(f"{len(chip_ids)} chip ids for a world size of {world_size}")
         self.storage = RunStorage(run_dir)
         self.model = model
         self.module = _unwrap(model)
@@ -147,6 +151,8 @@ class Recorder:
         self.chip = chip
         self.checkpoint_every = checkpoint_every
         self.chip_seconds_per_step = chip_seconds_per_step
+        if layout is None and any(hasattr(p, "to_local") for p in self.module.parameters()):
+            raise FormatError("the model's parameters are sharded (DTensor): pass the layout that shard_model returned")
         self.layout = layout or ShardLayout.replicated(list(self.module.named_parameters()), world_size, "single" if world_size == 1 else "ddp")
         self._resume = resume
         self._key = key
@@ -174,6 +180,7 @@ class Recorder:
         self._store: ObjectStore | None = None
         self._last_t = 0.0
         self._entered = False
+        self._resumed = False
         self.critical_s = 0.0  # time spent inside step(): the Recorder's cost on the critical path
 
     @property
@@ -197,20 +204,29 @@ class Recorder:
             self.storage.clean_temp_files(ObjectStore.PREFIX)
         chip_ids = self._gather_chip_ids()
         self._store = ObjectStore(self.storage)
-        self._writer = BackgroundWriter(f"computewatch-writer-{self.rank}")
-        if existing:
-            self._check_same_run()
-            self.start_step = self._restore_latest()
-        elif self.rank == 0:
-            sample_hashes = self.store.put(b"".join(self.dataset.sample_hashes))
-            write_manifest(self.storage, Manifest(self.precommitment, tuple(chip_ids), sample_hashes), self._key or prover_key(self.storage))
-        if _dist_ready():
-            torch.distributed.barrier()  # no rank trains before the manifest and resume point are settled
-        self._next = self.start_step
-        if self.chip is not None:
-            self._bind_chip()
-        if self.start_step == 0:
-            self._checkpoint(0)
+        self._writer = writer = BackgroundWriter(f"computewatch-writer-{self.rank}")
+        try:
+            if existing:
+                self._resumed = True
+                self._check_same_run()
+                self.start_step = self._restore_latest()
+            elif self.rank == 0:
+                sample_hashes = self.store.put(b"".join(self.dataset.sample_hashes))
+                key = self._key or prover_key(self.storage)
+                if self._key is not None:
+                    write_public_key(self.storage, key)  # keys/prover.pub verifies the manifest
+                write_manifest(self.storage, Manifest(self.precommitment, tuple(chip_ids), sample_hashes), key)
+            if _dist_ready():
+                torch.distributed.barrier()  # no rank trains before the manifest and resume point are settled
+            self._next = self.start_step
+            if self.chip is not None:
+                self._bind_chip()
+            if self.start_step == 0:
+                self._checkpoint(0)
+        except BaseException:
+            self._writer = None
+            writer.close_quietly()  # a failed start (e.g. a corrupted checkpoint) leaves no thread behind
+            raise
         self._lr, self._rng = self._current_lr(), torch.get_rng_state()
         self._entered = True
         self._last_t = time.perf_counter()
@@ -233,14 +249,13 @@ class Recorder:
                 writer.close_quietly()
 
     def _gather_chip_ids(self) -> list[str | None]:
-        if self._chip_ids is not None:
-            return self._chip_ids
+        """Chip id per rank. Under torch.distributed this collective always runs, given ids or
+        not: it is what keeps rank 0 from writing the manifest before every rank has looked."""
         mine = _chip_id(self.chip) if self.chip is not None else None
+        out: list[Any] = [mine] if self.world_size == 1 else [None] * self.world_size
         if _dist_ready() and self.world_size > 1:
-            out: list[Any] = [None] * self.world_size
             torch.distributed.all_gather_object(out, mine)
-            return out
-        return [mine] * self.world_size if self.world_size == 1 else [None] * self.world_size
+        return self._chip_ids if self._chip_ids is not None else out
 
     def _check_same_run(self) -> None:
         manifest = read_manifest(self.storage)
@@ -252,15 +267,30 @@ class Recorder:
             )
 
     def _restore_latest(self) -> int:
-        step = resume_point(self.storage, self.world_size)
         index = CheckpointIndex(self.storage, self.rank)
-        restore(index.load(self.store, step), self.module, self.optimizer, self.scheduler)
+        indexed = [CheckpointIndex(self.storage, r).entries() for r in range(self.world_size)]
+        if not all(indexed) and all(e["step"] == 0 for entries in indexed for e in entries) and StepLog(self.storage).count() == 0:
+            # Killed before every rank had committed W0: nothing to restore or to lose; start
+            # again from the caller's fresh model (W0 from the committed seed).
+            step = 0
+        else:
+            step = resume_point(self.storage, self.world_size)
+            restore(index.load(self.store, step), self.module, self.optimizer, self.scheduler)
         if _dist_ready():
             torch.distributed.barrier()  # every rank has read the resume point before anyone truncates
         index.truncate(step)
         if self.rank == 0:
             StepLog(self.storage).truncate(step)
+        self._repair_snapshot_file()
         return step
+
+    def _repair_snapshot_file(self) -> None:
+        # A torn last line (power lost mid-append) would make every later record unreadable;
+        # its object and the chip's copy-out file are still stored.
+        rel = snapshot_file(self.rank)
+        data = self.storage.read(rel) if self.storage.exists(rel) else b""
+        if data and not data.endswith(b"\n"):
+            self.storage.write_atomic(rel, data[: data.rfind(b"\n") + 1])
 
     def _bind_chip(self) -> None:
         assert self.chip is not None
@@ -275,6 +305,30 @@ class Recorder:
         # Precommitment and memory map go into the chip log before the first optimizer step.
         self.chip.log_precommitment(self.precommitment.digest(), self.run_id)
         self.chip.log_memory_map(self.layout.memory_map(self.rank), self.run_id)
+        if self._resumed:
+            self._recover_snapshots(copyout)
+
+    def _recover_snapshots(self, copyout: Path) -> None:
+        """Record the snapshots of this run that the chip logged and copied out but a killed
+        process never recorded (their ingestion was still queued); ``stall_s`` is then null."""
+        rel = snapshot_file(self.rank)
+        lines = self.storage.read(rel).splitlines() if self.storage.exists(rel) else []
+        try:
+            recorded = {json.loads(line)["counter"] for line in lines}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.storage.path(rel)} is malformed ({exc!r}); it was not changed") from None
+        run = None
+        for entry in getattr(self.chip, "log", ()):
+            if entry.kind == "precommitment":
+                run = entry.body.get("run_id")
+            elif entry.kind == "snapshot" and run == self.run_id and entry.counter not in recorded:
+                path = copyout / str(entry.body.get("copy_out"))
+                if path.is_file():
+                    body = entry.body
+                    self._ingest_snapshot(
+                        SimpleNamespace(path=path, regions=body["regions"], counter=entry.counter, step=body["step"],
+                                        clock_ns=entry.clock_ns, shard_digest=body["shard_digest"], stall_s=None)
+                    )
 
     # ---- per step -----------------------------------------------------------------------------
     def step(self, step: int, sample_ids: Sequence[int], loss: float | torch.Tensor | None = None) -> list[Any]:
@@ -286,7 +340,10 @@ class Recorder:
         now = time.perf_counter()
         busy = self.chip_seconds_per_step if self.chip_seconds_per_step is not None else now - self._last_t
         if self.rank == 0:
-            self._pending.append((step, tuple(sample_ids), self._lr, loss, self._rng))
+            ids = tuple(int(i) for i in sample_ids)  # plain ints, also from a tensor of ids
+            if not ids or min(ids) < 0 or max(ids) >= len(self.dataset):
+                raise FormatError(f"Recorder.step {step}: sample ids must be 0..{len(self.dataset) - 1} (at least one)")
+            self._pending.append((step, ids, self._lr, loss, self._rng))
         self._lr, self._rng = self._current_lr(), torch.get_rng_state()
         self._next = step + 1
         snaps = self.chip.step_boundary(self._next, busy) if self.chip is not None else []
@@ -345,7 +402,7 @@ class Recorder:
             "chip_id": _chip_id(self.chip),
             "counter": snap.counter,
             "step": snap.step,
-            "clock_ns": snap.clock_ns,
+            "clock_ns": str(snap.clock_ns),  # decimal string, as in the chip log: chip time passes 2**53 ns in 104 days
             "shard_digest": snap.shard_digest,
             "regions": regions,
             "object": digest,

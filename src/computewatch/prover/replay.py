@@ -19,8 +19,10 @@ import torch
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.prover.checkpoint import restore
+from computewatch.prover.dataset import sample_hash
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.seed import init_generator
+from computewatch.prover.steps import batch_root
 from computewatch.prover.transcript import Transcript
 from computewatch.prover.workloads import Workload, deterministic_cpu
 
@@ -60,8 +62,11 @@ def replay_to_step(transcript: Transcript, step: int) -> tuple[dict[str, torch.T
     start = max((e["step"] for e in transcript.checkpoints(0) if e["step"] <= step), default=None)
     if start is None:
         raise ComputewatchError(f"no checkpoint at or before step {step}")
+    run = hp.get("run") if isinstance(hp, dict) else None
+    if not isinstance(run, dict) or "workload" not in hp or not isinstance(run.get("threads"), int):
+        raise ComputewatchError("replay needs the demo runner's hyperparameters ({\"workload\": ..., \"run\": {\"threads\", ...}})")
     with isolated_torch_state():
-        deterministic_cpu(hp["run"]["threads"])
+        deterministic_cpu(run["threads"])
         workload = Workload.from_hyperparameters(hp["workload"])
         corpus = workload.dataset()
         model = workload.build_model(init_generator(transcript.manifest.precommitment.seed))
@@ -69,8 +74,14 @@ def replay_to_step(transcript: Transcript, step: int) -> tuple[dict[str, torch.T
         scheduler = workload.build_scheduler(optimizer)
         restore(transcript.checkpoint(start, 0), model, optimizer, scheduler)
         for rec in steps[start:step]:
-            batch = workload.collate([corpus.sample(i) for i in rec.sample_ids])
-            workload.train_step(model, optimizer, scheduler, batch)
+            samples = [corpus.sample(i) for i in rec.sample_ids]
+            # The bytes replayed must be the committed ones (the demo corpus is this Python's stdlib).
+            if batch_root([sample_hash(d) for d in samples]).hex() != rec.batch_root:
+                raise ComputewatchError(
+                    f"step {rec.step}: the samples this machine rebuilds do not hash to the recorded batch_root "
+                    f"(a different Python release's stdlib, or a wrong step record)"
+                )
+            workload.train_step(model, optimizer, scheduler, workload.collate(samples))
         return {k: v.detach().clone() for k, v in model.named_parameters()}, start
 
 
@@ -109,7 +120,12 @@ def shard_from_checkpoints(transcript: Transcript, entry: dict[str, Any]) -> Sna
     )
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)  # bit for bit: -0.0 is not 0.0
+
+
 def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(
-        x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b)
+        x.dtype == y.dtype and x.shape == y.shape and torch.equal(_bits(x), _bits(y))
+        for x, y in zip(a, b)
     )

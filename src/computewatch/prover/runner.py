@@ -23,7 +23,7 @@ import torch
 
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.prover.dataset import DatasetCommitment
-from computewatch.prover.distributed import free_port, init_gloo, shard_model, split_batch
+from computewatch.prover.distributed import STRATEGIES, free_port, init_gloo, shard_model, split_batch
 from computewatch.prover.manifest import MANIFEST_FILE, read_manifest
 from computewatch.prover.precommit import code_digest
 from computewatch.prover.recorder import Recorder
@@ -149,6 +149,9 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     """Run the demo workload under monitoring; spawns processes when ``config.nproc > 1``."""
     if config.nproc < 1 or config.steps < 0:
         raise FormatError("nproc must be >= 1 and steps >= 0")
+    if config.nproc > 1 and config.strategy not in STRATEGIES:
+        raise FormatError(f"unknown distributed strategy {config.strategy!r}; choose one of {STRATEGIES}")
+    _workload(config)  # an unknown preset or override fails here, not inside every spawned rank
     storage = RunStorage(config.out)
     if storage.exists(MANIFEST_FILE) and not config.resume:
         raise StoreError(f"{config.out} already holds a run; resume it (--resume) or choose a new directory")
@@ -164,7 +167,13 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     else:
         import torch.multiprocessing as mp
 
-        mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port()), nprocs=config.nproc, join=True)
+        try:
+            mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port()), nprocs=config.nproc, join=True)
+        except mp.ProcessRaisedException as exc:  # a rank's own error, with its traceback as text
+            lines = str(exc).strip().splitlines()
+            raise ComputewatchError(f"a training process failed: {lines[-1] if lines else exc}") from exc
+        except mp.ProcessExitedException as exc:  # killed (signal) or exited without an exception
+            raise ComputewatchError(f"a training process died: {exc}; resume the run with resume=True") from exc
         start = 0
     return TrainResult(Path(config.out), chip_dirs, config.steps, start)
 

@@ -33,6 +33,7 @@ __all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root"]
 
 STEPS_DIR = "steps"
 _FIELDS = frozenset({"step", "sample_ids", "batch_root", "lr", "loss", "rng"})
+_HEX = frozenset("0123456789abcdef")
 
 
 def batch_root(sample_hashes: Sequence[bytes]) -> bytes:
@@ -70,14 +71,22 @@ class StepRecord:
         if not isinstance(obj, dict) or set(obj) != _FIELDS:
             raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)}")
         ids = obj["sample_ids"]
-        if not isinstance(obj["step"], int) or not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-            raise FormatError("step record: step and sample_ids must be integers")
+        if not _count(obj["step"]) or not isinstance(ids, list) or not ids or not all(_count(i) for i in ids):
+            raise FormatError("step record: step and sample_ids must be non-negative integers (at least one sample)")
         for name in ("batch_root", "rng"):
-            if not isinstance(obj[name], str) or len(obj[name]) != 64:
-                raise FormatError(f"step record {obj['step']}: {name} must be 64 hex characters")
-        if not isinstance(obj["lr"], (int, float)) or not (obj["loss"] is None or isinstance(obj["loss"], (int, float))):
+            if not isinstance(obj[name], str) or len(obj[name]) != 64 or not set(obj[name]) <= _HEX:
+                raise FormatError(f"step record {obj['step']}: {name} must be 64 lowercase hex characters")
+        if not _number(obj["lr"]) or not (obj["loss"] is None or _number(obj["loss"])):
             raise FormatError(f"step record {obj['step']}: lr and loss must be numbers")
         return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"])
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _segment_name(first: int, last: int) -> str:
@@ -135,8 +144,13 @@ class StepLog:
                 raise StoreError(f"step records: {STEPS_DIR}/{name} ends at step {expected - 1}, its name says {last}")
 
     def count(self) -> int:
-        segs = self.segments()
-        return segs[-1][1] + 1 if segs else 0
+        """Steps covered by segments that run on from step 0 without a gap (from the names alone)."""
+        expected = 0
+        for first, last, _ in self.segments():
+            if first != expected or last < first:
+                break
+            expected = last + 1
+        return expected
 
     def truncate(self, n_steps: int) -> None:
         """Keep only steps 0..n_steps-1 (after a crash, steps beyond the resumed checkpoint are redone)."""
@@ -151,4 +165,7 @@ class StepLog:
 
 def _records_in(storage: RunStorage, name: str) -> list[StepRecord]:
     data = storage.read(f"{STEPS_DIR}/{name}")
-    return [StepRecord.from_json(json.loads(line)) for line in data.split(b"\n") if line]
+    try:
+        return [StepRecord.from_json(json.loads(line)) for line in data.split(b"\n") if line]
+    except (ValueError, FormatError) as exc:
+        raise StoreError(f"step records: {STEPS_DIR}/{name} is malformed: {exc}") from None

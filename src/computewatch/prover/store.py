@@ -44,16 +44,23 @@ class CorruptObjectError(StoreError):
 class RunStorage:
     """A run directory addressed by a local path or an fsspec URL (``memory://run``, ``s3://...``)."""
 
-    def __init__(self, url: str | os.PathLike[str]) -> None:
+    def __init__(self, url: str | os.PathLike[str], *, create: bool = True) -> None:
         text = os.fspath(url)
         self.url = text
         self.fs, root = fsspec.core.url_to_fs(text)
         self.local = "file" in _protocols(self.fs)
         self.root = os.path.abspath(root) if self.local else root.rstrip("/")
-        if self.local:
-            os.makedirs(self.root, exist_ok=True)
-        else:
-            self.fs.makedirs(self.root, exist_ok=True)
+        if not create:
+            if not (os.path.isdir(self.root) if self.local else self.fs.isdir(self.root)):
+                raise StoreError(f"no run directory at {text}")
+            return
+        try:
+            if self.local:
+                os.makedirs(self.root, exist_ok=True)
+            else:
+                self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use {text} as a run directory: {exc}") from None
 
     @property
     def local_path(self) -> Path | None:

@@ -22,17 +22,39 @@ from computewatch.prover.dataset import SAMPLE_HASH_SIZE, DatasetCommitment
 from computewatch.prover.layout import ShardLayout
 from computewatch.prover.manifest import Manifest, read_manifest
 from computewatch.prover.recorder import snapshot_file
+from computewatch.prover.seed import derive_run_seed
 from computewatch.prover.steps import StepLog, StepRecord, batch_root
 from computewatch.prover.store import ObjectStore, RunStorage, StoreError
 
-__all__ = ["Transcript"]
+__all__ = ["SNAPSHOT_FIELDS", "Transcript"]
+
+SNAPSHOT_FIELDS = frozenset({"rank", "chip_id", "counter", "step", "clock_ns", "shard_digest", "regions", "object", "stall_s"})
+
+
+def _snapshot_record(obj: Any, rank: int) -> dict[str, Any]:
+    """A snapshot record's fields and types (ValueError naming the problem otherwise)."""
+    if not isinstance(obj, dict) or set(obj) != SNAPSHOT_FIELDS:
+        raise ValueError(f"a snapshot record has exactly the fields {sorted(SNAPSHOT_FIELDS)}")
+    if obj["rank"] != rank:
+        raise ValueError(f"record of rank {obj['rank']!r} in the file of rank {rank}")
+    for name in ("counter", "step"):
+        if not isinstance(obj[name], int) or isinstance(obj[name], bool) or obj[name] < 0:
+            raise ValueError(f"{name} must be a non-negative integer")
+    if not isinstance(obj["clock_ns"], str) or not obj["clock_ns"] or not set(obj["clock_ns"]) <= set("0123456789"):
+        raise ValueError("clock_ns must be a decimal string")
+    for name in ("shard_digest", "object"):
+        if not isinstance(obj[name], str) or len(obj[name]) != 64 or not set(obj[name]) <= set("0123456789abcdef"):
+            raise ValueError(f"{name} must be 64 lowercase hex characters")
+    if not (obj["chip_id"] is None or isinstance(obj["chip_id"], str)) or not isinstance(obj["regions"], list):
+        raise ValueError("chip_id must be a string or null and regions a list")
+    return obj
 
 
 class Transcript:
     """A run directory opened for reading (local path or fsspec URL)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], keys: list[VerifyKey] | None = None) -> None:
-        self.storage = RunStorage(run_dir)
+        self.storage = RunStorage(run_dir, create=False)  # reading never creates folders
         self.manifest: Manifest = read_manifest(self.storage, keys)
         self.store = ObjectStore(self.storage)
 
@@ -72,15 +94,19 @@ class Transcript:
         return self.layout.reassemble(shards)
 
     def snapshots(self, rank: int | None = None) -> list[dict[str, Any]]:
+        """Every snapshot record (docs/formats.md), checked for its fields; StoreError names a bad line."""
         ranks = range(self.world_size) if rank is None else [rank]
         out = []
         for r in ranks:
             rel = snapshot_file(r)
             if not self.storage.exists(rel):
                 continue
-            for lineno, line in enumerate(self.storage.read(rel).splitlines(), 1):
+            data = self.storage.read(rel)
+            if data and not data.endswith(b"\n"):
+                raise StoreError(f"{self.storage.path(rel)} is truncated (no final newline)")
+            for lineno, line in enumerate(data.splitlines(), 1):
                 try:
-                    out.append(json.loads(line))
+                    out.append(_snapshot_record(json.loads(line), r))
                 except ValueError as exc:
                     raise StoreError(f"{self.storage.path(rel)} line {lineno} is malformed: {exc}") from None
         return out
@@ -92,7 +118,10 @@ class Transcript:
             tensors = safetensors.torch.load(data)
         except Exception as exc:  # the library's own error types on malformed files
             raise StoreError(f"snapshot object {entry['object']} is not a safetensors file ({exc})") from None
-        ordered = [tensors[name] for name in sorted(tensors)]
+        names = [f"region.{i:05d}" for i in range(len(tensors))]
+        if sorted(tensors) != sorted(names):
+            raise StoreError(f"snapshot object {entry['object']} does not hold tensors region.00000 .. region.{len(tensors) - 1:05d}")
+        ordered = [tensors[name] for name in names]
         actual = shard_digest(hash_regions(ordered)).hex()
         if actual != entry["shard_digest"]:
             raise StoreError(
@@ -103,7 +132,12 @@ class Transcript:
 
     def verify(self) -> dict[str, int]:
         """Check every file of the transcript; returns counts, raises StoreError on the first problem."""
+        pre = self.manifest.precommitment
         hashes = self.sample_hashes()
+        if pre.dataset["size"] != len(hashes):
+            raise StoreError(f"the manifest commits to {pre.dataset['size']} samples, the sample-hash object holds {len(hashes)}")
+        if derive_run_seed(bytes.fromhex(pre.dataset["root"]), pre.nonce) != pre.seed:
+            raise StoreError("the precommitted seed is not derived from the dataset root and nonce (computewatch-potd-v1)")
         steps = self.steps()
         for rec in steps:
             try:
@@ -116,6 +150,8 @@ class Transcript:
         for rank in range(self.world_size):
             for entry in self.checkpoints(rank):
                 ckpt = self.checkpoint(entry["step"], rank)
+                if ckpt.world_size != self.world_size:
+                    raise StoreError(f"checkpoint rank {rank} step {entry['step']} says world size {ckpt.world_size}, the layout {self.world_size}")
                 held = {reg.param for reg in self.layout.chips[rank]}
                 if not held <= set(ckpt.model):
                     raise StoreError(f"checkpoint rank {rank} step {entry['step']} lacks parameters {sorted(held - set(ckpt.model))}")
