@@ -9,8 +9,7 @@ torch through `hashing`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from computewatch._lazy import lazy_exports
 
 __all__ = [
     "EMPTY_ROOT",
@@ -87,14 +86,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'computewatch.crypto' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"computewatch.crypto.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -9,8 +9,7 @@ computewatch.prover.<module>` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from computewatch._lazy import lazy_exports
 
 __all__ = [
     "BackgroundWriter",
@@ -75,14 +74,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'computewatch.prover' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"computewatch.prover.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
