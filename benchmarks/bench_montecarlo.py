@@ -16,7 +16,13 @@ import platform
 import time
 from collections.abc import Callable
 
-from computewatch.analysis import MonteCarloResult, Setting, samples_exact, simulate, simulate_enumerating
+from computewatch.analysis import (
+    MonteCarloResult,
+    Setting,
+    samples_exact,
+    simulate,
+    simulate_enumerating,
+)
 
 _CHINCHILLA_H = 5.76e23
 

@@ -152,7 +152,11 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def _worker() -> None:
     """Runs in the interpreted subprocess: hash every case, print digests as JSON."""
-    from computewatch.crypto.blake3_triton import blake3_flat, blake3_regions, interpreted
+    from computewatch.crypto.blake3_triton import (
+        blake3_flat,
+        blake3_regions,
+        interpreted,
+    )
 
     assert interpreted(), "TRITON_INTERPRET=1 must be set before Triton is imported"
     out: dict[str, list[str]] = {}

@@ -85,10 +85,10 @@ def test_tamper_flag_is_sticky_and_read_at_inspection(chip) -> None:
 def _resigned(chip: Chip, mutate) -> dict:
     """Evidence whose statement was changed and signed again with the (leaked) boot key: the
     checks behind the signature must still hold."""
-    from computewatch.chip.formats import envelope_to_obj
     from computewatch.chip.testing import leak_boot_key
     from computewatch.crypto.canonical import canonical_json
     from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope
+    from computewatch.formats.chip_entry import envelope_to_obj
 
     doc = json.loads(chip.attest(NONCE))
     stmt = json.loads(Envelope.from_json(json.dumps(doc["evidence"])).payload)

@@ -8,12 +8,17 @@ import shutil
 
 import pytest
 
-from computewatch.chip import Chip, audit_log, verify_attestation, verify_chip_certificate
-from computewatch.chip.formats import b64, entry_signing_input
+from computewatch.chip import (
+    Chip,
+    audit_log,
+    verify_attestation,
+    verify_chip_certificate,
+)
 from computewatch.chip.testing import booted_chip, leak_boot_key, run_steps
 from computewatch.chip.trigger import EpochSchedule
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.chip_entry import b64, entry_signing_input
 
 
 def _audit(chip: Chip, data: bytes, heads=()):
@@ -315,8 +320,8 @@ def test_unpacked_regions_are_named_even_when_resigned(tmp_path) -> None:
 
 
 def test_malformed_bodies_are_named_even_when_resigned(tmp_path) -> None:
-    from computewatch.chip.firmware import FirmwarePolicy, build_image
-    from computewatch.chip.formats import envelope_to_obj
+    from computewatch.formats.chip_entry import envelope_to_obj
+    from computewatch.formats.firmware import FirmwarePolicy, build_image
 
     chip = booted_chip(tmp_path, rate=50.0)
     chip.log_precommitment(b"\x22" * 32, "run-b")

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from computewatch.chip import Chip, ChipError, audit_log, provision_chips, verify_chip_certificate
+from computewatch.chip import (
+    Chip,
+    ChipError,
+    audit_log,
+    provision_chips,
+    verify_chip_certificate,
+)
 from computewatch.chip.log import KILL_ENV
 from computewatch.chip.testing import leak_boot_key, small_shard
 

@@ -22,10 +22,10 @@ from computewatch.chip import (
     verify_attestation,
     verify_chip_certificate,
 )
-from computewatch.chip.firmware import build_image
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import SignatureError
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.firmware import build_image
 
 
 @pytest.fixture()

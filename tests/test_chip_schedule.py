@@ -6,8 +6,14 @@ from __future__ import annotations
 from scipy import stats
 
 from computewatch.chip import Chip
-from computewatch.chip.schedule import arrivals, commitment, epoch_seed, iter_arrivals, schedule_key
 from computewatch.chip.testing import booted_chip, run_steps
+from computewatch.formats.schedule import (
+    arrivals,
+    commitment,
+    epoch_seed,
+    iter_arrivals,
+    schedule_key,
+)
 
 DAY_NS = 86_400 * 10**9
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from computewatch.chip import audit_log, verify_attestation, verify_chip_certificate
-from computewatch.chip.firmware import FirmwareImage, verify_image
 from computewatch.chip.vectors import VECTOR_INPUTS, generate
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.firmware import FirmwareImage, verify_image
 
 VECTORS = Path(__file__).parent / "vectors" / "computewatch" / "chip"
 

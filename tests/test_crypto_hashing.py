@@ -17,11 +17,11 @@ from computewatch.crypto import (
     blake3_bytes,
     blake3_tensor,
     hash_regions,
+    hashing,
     sha256_bytes,
     shard_digest,
     tensor_memory,
 )
-from computewatch.crypto import hashing
 
 _CASES = json.loads((Path(__file__).parent / "vectors" / "blake3" / "test_vectors.json").read_text())["cases"]
 _IDS = [str(c["input_len"]) for c in _CASES]

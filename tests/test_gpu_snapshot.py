@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from computewatch.chip import gpu_snapshot
-from computewatch.crypto._blake3_errors import GpuHashError
 from computewatch.cli import app
 from computewatch.cli.bench_gpu import gpu_hash_report
+from computewatch.crypto._blake3_errors import GpuHashError
 
 
 @pytest.fixture

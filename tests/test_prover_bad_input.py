@@ -17,15 +17,24 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope, statement
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.checkpoint import (
+    CheckpointIndex,
+    decode_checkpoint,
+    encode_safetensors,
+)
+from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.manifest import (
+    MANIFEST_FILE,
+    MANIFEST_PREDICATE,
+    PROVER_PUB,
+    prover_key,
+)
+from computewatch.formats.steps import StepLog, StepRecord
+from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.prover import recorder as recorder_module
-from computewatch.prover.checkpoint import CheckpointIndex, decode_checkpoint, encode_safetensors
-from computewatch.prover.dataset import DatasetCommitment
-from computewatch.prover.manifest import MANIFEST_FILE, MANIFEST_PREDICATE, PROVER_PUB, prover_key
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.replay import replay_to_step
 from computewatch.prover.runner import TrainConfig, train
-from computewatch.prover.steps import StepLog, StepRecord
-from computewatch.prover.store import RunStorage, StoreError
 from computewatch.prover.transcript import Transcript
 
 NONCE = b"computewatch-bad-input-nonce"

@@ -6,7 +6,7 @@ import pytest
 
 from computewatch.crypto.errors import FormatError, ProofError
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.prover.dataset import (
+from computewatch.formats.dataset import (
     DatasetCommitment,
     sample_hash,
     verify_sample,

@@ -13,16 +13,15 @@ from computewatch.chip import Chip
 from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
-from computewatch.crypto.hashing import blake3_bytes
-from computewatch.crypto.hashing import hash_regions, shard_digest
-from computewatch.prover.dataset import DatasetCommitment
+from computewatch.crypto.hashing import blake3_bytes, hash_regions, shard_digest
+from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.seed import batches, derive_run_seed, init_generator
+from computewatch.formats.steps import batch_root
+from computewatch.formats.storage import StoreError
 from computewatch.prover.export import export_hashes
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.replay import explain_snapshot, replay_to_step
 from computewatch.prover.runner import TrainConfig, train
-from computewatch.prover.seed import batches, derive_run_seed, init_generator
-from computewatch.prover.steps import batch_root
-from computewatch.prover.store import StoreError
 from computewatch.prover.transcript import Transcript
 from computewatch.prover.workloads import Workload
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.prover.recorder import KILL_ENV
 from computewatch.prover.runner import TrainConfig, train
-from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.prover.transcript import Transcript
 
 NONCE = b"computewatch-resume-nonce"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from computewatch.crypto.errors import FormatError
-from computewatch.prover.dataset import DatasetCommitment
-from computewatch.prover.seed import (
+from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.seed import (
     batches,
     data_order,
     derive_run_seed,

@@ -13,10 +13,20 @@ import torch
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.prover.checkpoint import CheckpointIndex, capture, decode_checkpoint, encode_checkpoint
-from computewatch.prover.layout import ShardLayout
-from computewatch.prover.steps import StepLog, StepRecord
-from computewatch.prover.store import CorruptObjectError, ObjectStore, RunStorage, StoreError
+from computewatch.formats.checkpoint import (
+    CheckpointIndex,
+    capture,
+    decode_checkpoint,
+    encode_checkpoint,
+)
+from computewatch.formats.layout import ShardLayout
+from computewatch.formats.steps import StepLog, StepRecord
+from computewatch.formats.storage import (
+    CorruptObjectError,
+    ObjectStore,
+    RunStorage,
+    StoreError,
+)
 
 
 def _record(step: int) -> StepRecord:
@@ -158,10 +168,10 @@ def test_layout_reassembles_and_rejects_mismatches() -> None:
 
 
 def test_format_doc_test_vector() -> None:
-    from computewatch.prover.dataset import DatasetCommitment, sample_hash
-    from computewatch.prover.precommit import Precommitment
-    from computewatch.prover.seed import derive_run_seed
-    from computewatch.prover.steps import batch_root
+    from computewatch.formats.dataset import DatasetCommitment, sample_hash
+    from computewatch.formats.precommitment import Precommitment
+    from computewatch.formats.seed import derive_run_seed
+    from computewatch.formats.steps import batch_root
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text()
     pre_text = re.search(r"```json precommitment\n(.*?)\n```", doc, re.S).group(1)  # type: ignore[union-attr]

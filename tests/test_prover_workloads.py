@@ -14,7 +14,7 @@ import torch
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.prover.seed import batches, derive_run_seed, init_generator
+from computewatch.formats.seed import batches, derive_run_seed, init_generator
 from computewatch.prover.workloads import (
     CharTransformer,
     TextCorpus,

@@ -12,13 +12,15 @@ __all__ = ["lazy_exports"]
 
 
 def lazy_exports(package: str, where: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """`__getattr__` and `__dir__` for `package`, whose public name N lives in submodule where[N]."""
+    """`__getattr__` and `__dir__` for `package`, whose public name N lives in submodule where[N]
+    (or in the module where[N] names in full, "computewatch...")."""
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        target = module if module.startswith("computewatch.") else f"{package}.{module}"
+        value = getattr(importlib.import_module(target), name)
         setattr(sys.modules[package], name, value)  # the next lookup is a plain attribute
         return value
 

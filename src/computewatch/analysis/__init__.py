@@ -21,7 +21,11 @@ from computewatch.analysis.detection import (
     run_shape,
     shape_detection_probability,
 )
-from computewatch.analysis.errors import AnalysisError, InfeasibleSettingError, InvalidParameterError
+from computewatch.analysis.errors import (
+    AnalysisError,
+    InfeasibleSettingError,
+    InvalidParameterError,
+)
 from computewatch.analysis.evasion import (
     figure2_grid,
     figure2_worst,
@@ -30,8 +34,18 @@ from computewatch.analysis.evasion import (
     p_d_more_chips,
     samples_for_probability,
 )
-from computewatch.analysis.inspectors import CHIPS_PER_INSPECTOR, FOOTNOTE5, footnote5, inspectors_needed
-from computewatch.analysis.montecarlo import MonteCarloResult, simulate, simulate_enumerating, wilson_interval
+from computewatch.analysis.inspectors import (
+    CHIPS_PER_INSPECTOR,
+    FOOTNOTE5,
+    footnote5,
+    inspectors_needed,
+)
+from computewatch.analysis.montecarlo import (
+    MonteCarloResult,
+    simulate,
+    simulate_enumerating,
+    wilson_interval,
+)
 from computewatch.analysis.params import DAYS_PER_YEAR, H100_FLOPS_PER_DAY, Setting
 from computewatch.analysis.plan import SamplingPlan, plan, table_samples_per_year
 from computewatch.analysis.sampling import (
@@ -42,8 +56,18 @@ from computewatch.analysis.sampling import (
     samples_exact_continuous,
     samples_linear,
 )
-from computewatch.analysis.target import DETECTION_TARGET_FACTOR, incriminating_stretch, run_detection_probability
-from computewatch.analysis.table1 import STOCKPILES, TABLE1_MODELS, Table1Model, Table1Row, table1
+from computewatch.analysis.table1 import (
+    STOCKPILES,
+    TABLE1_MODELS,
+    Table1Model,
+    Table1Row,
+    table1,
+)
+from computewatch.analysis.target import (
+    DETECTION_TARGET_FACTOR,
+    incriminating_stretch,
+    run_detection_probability,
+)
 
 __all__ = [
     "CHIPS_PER_INSPECTOR",

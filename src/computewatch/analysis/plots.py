@@ -12,7 +12,10 @@ matplotlib.use("Agg")  # files only: no display in CI or on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from computewatch.analysis.detection import detection_probability, detection_probability_windowed  # noqa: E402
+from computewatch.analysis.detection import (  # noqa: E402
+    detection_probability,
+    detection_probability_windowed,
+)
 from computewatch.analysis.errors import InvalidParameterError  # noqa: E402
 from computewatch.analysis.evasion import FIGURE2_P, figure2_grid  # noqa: E402
 from computewatch.analysis.montecarlo import MonteCarloResult  # noqa: E402

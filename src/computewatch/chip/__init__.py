@@ -7,17 +7,33 @@ Formats: docs/formats.md.
 
 from __future__ import annotations
 
-from computewatch.chip.attestation import AttestationClaims, verify_attestation
-from computewatch.chip.audit import AuditReport, LogVerifier, Problem, audit_log
 from computewatch.chip.chip import Chip, load_certificate, provision_chips
 from computewatch.chip.chipmaker import Chipmaker
-from computewatch.chip.clock import ClockReading, HostMonotonicClock, SecureClock, SimulatedClock
-from computewatch.chip.errors import AttestationError, BootError, ChipError, ChipFrozenError, ReportError
-from computewatch.chip.firmware import FirmwareImage, FirmwarePolicy
-from computewatch.chip.identity import ChipCertificate, verify_chip_certificate
-from computewatch.chip.log import LogEntry
+from computewatch.chip.clock import (
+    ClockReading,
+    HostMonotonicClock,
+    SecureClock,
+    SimulatedClock,
+)
+from computewatch.chip.errors import (
+    AttestationError,
+    BootError,
+    ChipError,
+    ChipFrozenError,
+    ReportError,
+)
 from computewatch.chip.snapshot import SnapshotRecord
-from computewatch.chip.transport import FailingTransport, InProcessReceiver, SilentTransport, Transport
+from computewatch.chip.transport import (
+    FailingTransport,
+    InProcessReceiver,
+    SilentTransport,
+    Transport,
+)
+from computewatch.formats.attestation import AttestationClaims, verify_attestation
+from computewatch.formats.chip_audit import AuditReport, LogVerifier, Problem, audit_log
+from computewatch.formats.chip_entry import LogEntry
+from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy
+from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
 
 __all__ = [
     "AttestationClaims",

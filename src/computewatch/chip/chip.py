@@ -20,21 +20,10 @@ from typing import Any
 import blake3
 import torch
 
-from computewatch.chip.attestation import make_evidence
-from computewatch.chip.audit import AuditReport, audit_log
 from computewatch.chip.chipmaker import Chipmaker
 from computewatch.chip.clock import ClockReading, SecureClock, SimulatedClock
 from computewatch.chip.errors import BootError, ChipError, ChipFrozenError, ReportError
-from computewatch.chip.firmware import FirmwareImage, FirmwarePolicy, VerifiedFirmware, verify_image
-from computewatch.chip.formats import envelope_to_obj
-from computewatch.chip.identity import (
-    ChipCertificate,
-    derive_boot_key,
-    issue_boot_certificate,
-    verify_chip_certificate,
-)
-from computewatch.chip.log import ChipLog, LogEntry
-from computewatch.chip.schedule import schedule_key
+from computewatch.chip.log import ChipLog
 from computewatch.chip.snapshot import SnapshotRecord, capture_shard, on_one_cuda_device
 from computewatch.chip.state import load_identity, load_nv, save_nv
 from computewatch.chip.transport import Transport, check_ack
@@ -42,8 +31,24 @@ from computewatch.chip.trigger import EpochSchedule
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.attestation import make_evidence
+from computewatch.formats.chip_audit import AuditReport, audit_log
+from computewatch.formats.chip_entry import LogEntry, envelope_to_obj
+from computewatch.formats.firmware import (
+    FirmwareImage,
+    FirmwarePolicy,
+    VerifiedFirmware,
+    verify_image,
+)
+from computewatch.formats.identity import (
+    ChipCertificate,
+    derive_boot_key,
+    issue_boot_certificate,
+    verify_chip_certificate,
+)
+from computewatch.formats.schedule import schedule_key
 
 __all__ = ["Chip", "load_certificate", "provision_chips"]
 

@@ -11,13 +11,13 @@ import secrets
 from pathlib import Path
 
 from computewatch.chip.errors import ChipError
-from computewatch.chip.firmware import FirmwareImage, FirmwarePolicy, build_image
-from computewatch.chip.identity import issue_chip_certificate
 from computewatch.chip.state import NVState, SealedIdentity, save_identity, save_nv
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy, build_image
+from computewatch.formats.identity import issue_chip_certificate
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "Chipmaker", "LOGGING_FIRMWARE_CODE"]
 

@@ -9,52 +9,28 @@ stays. Lines are the Merkle leaves; `prev` is SHA-256 of the previous line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from computewatch.chip.errors import ChipError
-from computewatch.chip.formats import ENTRY_VERSION, GENESIS_PREV, b64, entry_signing_input, parse_entry_line
 from computewatch.crypto.atomic import append_durable, fsync_dir
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import MerkleTree
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.chip_entry import (
+    ENTRY_VERSION,
+    GENESIS_PREV,
+    LogEntry,
+    b64,
+    entry_signing_input,
+    split_log,
+)
 
-__all__ = ["KILL_ENV", "ChipLog", "LogEntry", "split_log"]
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One log entry as stored: decoded fields plus the exact line bytes (a Merkle leaf)."""
-
-    counter: int
-    kind: str
-    boot: int
-    clock_ns: int
-    busy_ns: int
-    body: dict[str, Any]
-    line: bytes
-
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.line).digest()
-
-    @classmethod
-    def from_line(cls, line: bytes) -> LogEntry:
-        obj = parse_entry_line(line)
-        return cls(obj["counter"], obj["kind"], obj["boot"], int(obj["clock_ns"]), int(obj["busy_ns"]), obj["body"], line)
-
-
-def split_log(data: bytes) -> tuple[list[bytes], int]:
-    """Complete lines (without their newline) and the length of a torn tail (0 if none)."""
-    cut = data.rfind(b"\n") + 1
-    lines = data[:cut].split(b"\n")[:-1] if cut else []
-    return lines, len(data) - cut
+__all__ = ["KILL_ENV", "ChipLog"]
 
 
 # Test hook: when set to N, the process writes half of entry N durably and SIGKILLs itself,

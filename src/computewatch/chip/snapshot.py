@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from computewatch.crypto.atomic import fsync_dir
 from computewatch.crypto.canonical import canonical_json
-from computewatch.crypto.hashing import Region, dtype_name, hash_regions, shard_digest, tensor_memory
+from computewatch.crypto.hashing import (
+    Region,
+    dtype_name,
+    hash_regions,
+    shard_digest,
+    tensor_memory,
+)
 
 __all__ = [
     "COPY_OUT_FORMAT",

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from computewatch.chip.chip import Chip, provision_chips
-from computewatch.chip.identity import derive_boot_key
 from computewatch.chip.state import load_identity
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.identity import derive_boot_key
 
 __all__ = ["TEST_SECRET_SEED", "booted_chip", "leak_boot_key", "run_steps", "small_shard"]
 

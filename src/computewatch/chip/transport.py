@@ -14,16 +14,15 @@ import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from computewatch.chip.audit import LogVerifier
 from computewatch.chip.errors import ReportError
-from computewatch.chip.formats import parse_entry_line
-from computewatch.chip.log import split_log
-from computewatch.chip.identity import ChipCertificate, verify_chip_certificate
 from computewatch.crypto.atomic import append_durable
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
+from computewatch.formats.chip_audit import LogVerifier
+from computewatch.formats.chip_entry import parse_entry_line, split_log
+from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
 
 __all__ = ["FailingTransport", "InProcessReceiver", "SilentTransport", "Transport", "check_ack", "expected_ack"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from computewatch.chip.schedule import commitment, epoch_seed, iter_arrivals
+from computewatch.formats.schedule import commitment, epoch_seed, iter_arrivals
 
 __all__ = ["EpochSchedule"]
 

@@ -16,10 +16,10 @@ import torch
 
 from computewatch.chip.chip import Chip
 from computewatch.chip.chipmaker import Chipmaker
-from computewatch.chip.firmware import FirmwarePolicy
-from computewatch.chip.schedule import arrivals, commitment, epoch_seed, schedule_key
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.signing import SigningKey
+from computewatch.formats.firmware import FirmwarePolicy
+from computewatch.formats.schedule import arrivals, commitment, epoch_seed, schedule_key
 
 __all__ = ["VECTOR_INPUTS", "generate"]
 

@@ -17,14 +17,14 @@ app = typer.Typer(
 app.add_typer(_bench.app, name="bench", help="Benchmarks, as ratios against a baseline measured in the same run.")
 
 # Command groups register themselves here, one line each.
-from computewatch.cli import demo as _demo  # noqa: E402
-from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
 from computewatch.cli import bench_gpu as _bench_gpu  # noqa: E402,F401
-from computewatch.cli import sampling as _sampling  # noqa: E402
+from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
+from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
 from computewatch.cli import chip as _chip  # noqa: E402
+from computewatch.cli import demo as _demo  # noqa: E402
+from computewatch.cli import sampling as _sampling  # noqa: E402
 from computewatch.cli import train as _train  # noqa: E402
 from computewatch.cli import transcript as _transcript  # noqa: E402
-from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
 
 app.command("demo")(_demo.demo)
 app.add_typer(_chip.app, name="chip", help="The ML chip model: manufacture, attest, show and audit chip logs.")

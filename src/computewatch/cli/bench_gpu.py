@@ -38,8 +38,12 @@ def gpu_hash_report(gib: float = 8.0, *, sweep: str = "small", repeats: int = 5,
         raise GpuHashError("no CUDA device: the GPU hash benchmark needs one (the kernels' "
                            "correctness is tested on the CPU by tests/test_blake3_triton.py)")
     from computewatch.chip.gpu_snapshot import measure_snapshot_stall
-    from computewatch.crypto._blake3_bench import (SWEEPS, measure_gpu_hash, measure_many_regions,
-                                                   random_device_bytes)
+    from computewatch.crypto._blake3_bench import (
+        SWEEPS,
+        measure_gpu_hash,
+        measure_many_regions,
+        random_device_bytes,
+    )
     from computewatch.crypto.blake3_triton import KernelConfig
 
     if sweep not in SWEEPS:

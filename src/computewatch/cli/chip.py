@@ -11,13 +11,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from computewatch.chip import AuditReport, Chip, Chipmaker, FirmwarePolicy, audit_log, load_certificate, verify_attestation
-from computewatch.chip.formats import envelope_from_obj
-from computewatch.chip.identity import verify_chip_certificate
-from computewatch.chip.log import LogEntry, split_log
+from computewatch.chip import (
+    AuditReport,
+    Chip,
+    Chipmaker,
+    FirmwarePolicy,
+    audit_log,
+    load_certificate,
+    verify_attestation,
+)
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.chip_entry import LogEntry, envelope_from_obj, split_log
+from computewatch.formats.identity import verify_chip_certificate
 
 __all__ = ["app", "print_audit_report"]
 

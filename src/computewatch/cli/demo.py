@@ -158,8 +158,8 @@ def _inspect(console: Any, chip_dir: Path, root_pub: Any, run_dir: Path, out: Pa
     from rich.table import Table
 
     from computewatch.chip import audit_log, load_certificate
-    from computewatch.chip.identity import verify_chip_certificate
     from computewatch.cli.chip import print_audit_report
+    from computewatch.formats.identity import verify_chip_certificate
     from computewatch.prover.export import export_hashes
     from computewatch.prover.replay import explain_snapshot
     from computewatch.prover.transcript import Transcript

@@ -17,9 +17,15 @@ from computewatch.analysis import (
     H100_FLOPS_PER_DAY,
     AnalysisError,
     Setting,
-    plan as make_plan,
     samples_exact,
+)
+from computewatch.analysis import (
+    plan as make_plan,
+)
+from computewatch.analysis import (
     simulate as run_simulation,
+)
+from computewatch.analysis import (
     table1 as make_table1,
 )
 
@@ -131,7 +137,12 @@ def simulate(
     as_json: JsonOption = False,
 ) -> None:
     """Monte Carlo estimate of a plan's detection probability, against Appendix B's closed form."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
 
     setting = _setting(flops, chips, chip_flops_per_day, snapshots_per_day, run_days, period_days, probability)
     progress = Progress(

@@ -51,9 +51,9 @@ def export_hashes_cmd(
     from computewatch.crypto.atomic import atomic_write
     from computewatch.crypto.canonical import canonical_json
     from computewatch.crypto.errors import ComputewatchError
+    from computewatch.formats.manifest import prover_key
+    from computewatch.formats.storage import RunStorage
     from computewatch.prover.export import export_hashes, sign_export
-    from computewatch.prover.manifest import prover_key
-    from computewatch.prover.store import RunStorage
 
     console = Console()
     try:

@@ -18,7 +18,11 @@ import torch
 import triton
 import triton.language as tl
 
-from computewatch.crypto.blake3_triton import DEFAULT_CONFIG, KernelConfig, blake3_regions
+from computewatch.crypto.blake3_triton import (
+    DEFAULT_CONFIG,
+    KernelConfig,
+    blake3_regions,
+)
 
 __all__ = ["SWEEPS", "cpu_blake3", "measure_gpu_hash", "measure_many_regions", "random_device_bytes"]
 

@@ -30,9 +30,15 @@ from typing import Any
 
 import torch
 
-from computewatch.prover.runner import TrainConfig, build_run, demo_code_digest, isolated_torch_state, run_hyperparameters
+from computewatch.formats.seed import batches
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.seed import batches
+from computewatch.prover.runner import (
+    TrainConfig,
+    build_run,
+    demo_code_digest,
+    isolated_torch_state,
+    run_hyperparameters,
+)
 from computewatch.prover.workloads import deterministic_cpu
 
 __all__ = ["measure_overhead"]

@@ -3,7 +3,7 @@
 - ``ddp``: `DistributedDataParallel`; each chip holds a full replica (layout ``ddp``).
 - ``fsdp``: FSDP2 `fully_shard` on the root module; each chip holds only its dim-0 shard of every
   parameter (and of its optimizer state); the layout records those slices so full weights can
-  be reassembled and any chip's shard cut out again (`computewatch.prover.layout`).
+  be reassembled and any chip's shard cut out again (`computewatch.formats.layout`).
 
 The global batch of step t is split into W equal contiguous parts, rank r taking part r
 (`split_batch`), so the recorded batch sequence is the same whatever the world size.
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import dtype_name
-from computewatch.prover.layout import ShardLayout
+from computewatch.formats.layout import ShardLayout
 
 __all__ = ["STRATEGIES", "free_port", "init_gloo", "shard_model", "split_batch"]
 

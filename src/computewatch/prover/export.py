@@ -31,11 +31,17 @@ import os
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, predicate_type, sign_envelope, statement
+from computewatch.crypto.dsse import (
+    PAYLOAD_TYPE_INTOTO,
+    Envelope,
+    predicate_type,
+    sign_envelope,
+    statement,
+)
 from computewatch.crypto.hashing import blake3_bytes
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.crypto.signing import SigningKey
-from computewatch.prover.manifest import MANIFEST_FILE
+from computewatch.formats.manifest import MANIFEST_FILE
 from computewatch.prover.transcript import Transcript
 
 __all__ = ["EXPORT_KIND", "EXPORT_PREDICATE", "export_hashes", "sign_export"]

@@ -44,20 +44,33 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.hashing import blake3_bytes
 from computewatch.crypto.signing import SigningKey
-from computewatch.prover.checkpoint import BackgroundWriter, CheckpointIndex, capture, encode_checkpoint, restore
-from computewatch.prover.dataset import DatasetCommitment
-from computewatch.prover.layout import ShardLayout
-from computewatch.prover.manifest import MANIFEST_FILE, Manifest, prover_key, read_manifest, write_manifest, write_public_key
-from computewatch.prover.precommit import Precommitment
-from computewatch.prover.seed import derive_run_seed
-from computewatch.prover.steps import StepLog, StepRecord, batch_root
-from computewatch.prover.store import ObjectStore, RunStorage, StoreError
+from computewatch.formats.checkpoint import (
+    CheckpointIndex,
+    capture,
+    encode_checkpoint,
+    restore,
+)
+from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.layout import ShardLayout
+from computewatch.formats.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    prover_key,
+    read_manifest,
+    write_manifest,
+    write_public_key,
+)
+from computewatch.formats.precommitment import Precommitment
+from computewatch.formats.seed import derive_run_seed
+from computewatch.formats.snapshot_records import snapshot_file
+from computewatch.formats.steps import StepLog, StepRecord, batch_root
+from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
+from computewatch.prover.writer import BackgroundWriter
 
-__all__ = ["KILL_ENV", "ChipLike", "Recorder", "local_tensors", "resume_point", "snapshot_file"]
+__all__ = ["KILL_ENV", "ChipLike", "Recorder", "local_tensors", "resume_point"]
 
 # Test hook: SIGKILL this process halfway through writing the checkpoint of this step.
 KILL_ENV = "COMPUTEWATCH_TEST_KILL_IN_CHECKPOINT"
-_SNAPSHOTS = "snapshots"
 
 
 class ChipLike(Protocol):
@@ -67,10 +80,6 @@ class ChipLike(Protocol):
     def log_precommitment(self, digest: bytes, run_id: str) -> Any: ...
     def log_memory_map(self, memory_map: dict[str, Any], run_id: str) -> Any: ...
     def step_boundary(self, step: int, busy_seconds: float) -> list[Any]: ...
-
-
-def snapshot_file(rank: int) -> str:
-    return f"{_SNAPSHOTS}/rank-{rank:05d}.jsonl"
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

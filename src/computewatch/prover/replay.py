@@ -18,11 +18,11 @@ import torch
 
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.hashing import hash_regions, shard_digest
-from computewatch.prover.checkpoint import restore
-from computewatch.prover.dataset import sample_hash
+from computewatch.formats.checkpoint import restore
+from computewatch.formats.dataset import sample_hash
+from computewatch.formats.seed import init_generator
+from computewatch.formats.steps import batch_root
 from computewatch.prover.runner import isolated_torch_state
-from computewatch.prover.seed import init_generator
-from computewatch.prover.steps import batch_root
 from computewatch.prover.transcript import Transcript
 from computewatch.prover.workloads import Workload, deterministic_cpu
 

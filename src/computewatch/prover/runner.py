@@ -22,13 +22,25 @@ from typing import Any
 import torch
 
 from computewatch.crypto.errors import ComputewatchError, FormatError
-from computewatch.prover.dataset import DatasetCommitment
-from computewatch.prover.distributed import STRATEGIES, free_port, init_gloo, shard_model, split_batch
-from computewatch.prover.manifest import MANIFEST_FILE, read_manifest
-from computewatch.prover.precommit import code_digest
+from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.manifest import MANIFEST_FILE, read_manifest
+from computewatch.formats.precommitment import code_digest
+from computewatch.formats.seed import (
+    batches,
+    derive_run_seed,
+    init_generator,
+    new_nonce,
+    substream,
+)
+from computewatch.formats.storage import RunStorage, StoreError
+from computewatch.prover.distributed import (
+    STRATEGIES,
+    free_port,
+    init_gloo,
+    shard_model,
+    split_batch,
+)
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.seed import batches, derive_run_seed, init_generator, new_nonce, substream
-from computewatch.prover.store import RunStorage, StoreError
 from computewatch.prover.workloads import Workload, deterministic_cpu, preset
 
 __all__ = [

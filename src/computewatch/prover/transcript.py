@@ -8,47 +8,22 @@ mismatch. `verify()` walks the whole transcript.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-import safetensors.torch
 import torch
 
-from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.crypto.signing import VerifyKey
-from computewatch.prover.checkpoint import Checkpoint, CheckpointIndex
-from computewatch.prover.dataset import SAMPLE_HASH_SIZE, DatasetCommitment
-from computewatch.prover.layout import ShardLayout
-from computewatch.prover.manifest import Manifest, read_manifest
-from computewatch.prover.recorder import snapshot_file
-from computewatch.prover.seed import derive_run_seed
-from computewatch.prover.steps import StepLog, StepRecord, batch_root
-from computewatch.prover.store import ObjectStore, RunStorage, StoreError
+from computewatch.formats.checkpoint import Checkpoint, CheckpointIndex
+from computewatch.formats.dataset import SAMPLE_HASH_SIZE, DatasetCommitment
+from computewatch.formats.layout import ShardLayout
+from computewatch.formats.manifest import Manifest, read_manifest
+from computewatch.formats.seed import derive_run_seed
+from computewatch.formats.snapshot_records import load_copy_out, read_snapshot_records
+from computewatch.formats.steps import StepLog, StepRecord, batch_root
+from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
 
-__all__ = ["SNAPSHOT_FIELDS", "Transcript"]
-
-SNAPSHOT_FIELDS = frozenset({"rank", "chip_id", "counter", "step", "clock_ns", "shard_digest", "regions", "object", "stall_s"})
-
-
-def _snapshot_record(obj: Any, rank: int) -> dict[str, Any]:
-    """A snapshot record's fields and types (ValueError naming the problem otherwise)."""
-    if not isinstance(obj, dict) or set(obj) != SNAPSHOT_FIELDS:
-        raise ValueError(f"a snapshot record has exactly the fields {sorted(SNAPSHOT_FIELDS)}")
-    if obj["rank"] != rank:
-        raise ValueError(f"record of rank {obj['rank']!r} in the file of rank {rank}")
-    for name in ("counter", "step"):
-        if not isinstance(obj[name], int) or isinstance(obj[name], bool) or obj[name] < 0:
-            raise ValueError(f"{name} must be a non-negative integer")
-    if not isinstance(obj["clock_ns"], str) or not obj["clock_ns"] or not set(obj["clock_ns"]) <= set("0123456789"):
-        raise ValueError("clock_ns must be a decimal string")
-    for name in ("shard_digest", "object"):
-        if not isinstance(obj[name], str) or len(obj[name]) != 64 or not set(obj[name]) <= set("0123456789abcdef"):
-            raise ValueError(f"{name} must be 64 lowercase hex characters")
-    if not (obj["chip_id"] is None or isinstance(obj["chip_id"], str)) or not isinstance(obj["regions"], list):
-        raise ValueError("chip_id must be a string or null and regions a list")
-    return obj
-
+__all__ = ["Transcript"]
 
 class Transcript:
     """A run directory opened for reading (local path or fsspec URL)."""
@@ -96,39 +71,11 @@ class Transcript:
     def snapshots(self, rank: int | None = None) -> list[dict[str, Any]]:
         """Every snapshot record (docs/formats.md), checked for its fields; StoreError names a bad line."""
         ranks = range(self.world_size) if rank is None else [rank]
-        out = []
-        for r in ranks:
-            rel = snapshot_file(r)
-            if not self.storage.exists(rel):
-                continue
-            data = self.storage.read(rel)
-            if data and not data.endswith(b"\n"):
-                raise StoreError(f"{self.storage.path(rel)} is truncated (no final newline)")
-            for lineno, line in enumerate(data.splitlines(), 1):
-                try:
-                    out.append(_snapshot_record(json.loads(line), r))
-                except ValueError as exc:
-                    raise StoreError(f"{self.storage.path(rel)} line {lineno} is malformed: {exc}") from None
-        return out
+        return [rec for r in ranks for rec in read_snapshot_records(self.storage, r)]
 
     def snapshot_tensors(self, entry: dict[str, Any]) -> list[torch.Tensor]:
         """The raw shard a chip copied out, after checking it hashes to the digest the chip logged."""
-        data = self.store.get(entry["object"])
-        try:
-            tensors = safetensors.torch.load(data)
-        except Exception as exc:  # the library's own error types on malformed files
-            raise StoreError(f"snapshot object {entry['object']} is not a safetensors file ({exc})") from None
-        names = [f"region.{i:05d}" for i in range(len(tensors))]
-        if sorted(tensors) != sorted(names):
-            raise StoreError(f"snapshot object {entry['object']} does not hold tensors region.00000 .. region.{len(tensors) - 1:05d}")
-        ordered = [tensors[name] for name in names]
-        actual = shard_digest(hash_regions(ordered)).hex()
-        if actual != entry["shard_digest"]:
-            raise StoreError(
-                f"snapshot {entry.get('chip_id')}#{entry.get('counter')} (step {entry['step']}): copy-out hashes to "
-                f"{actual}, the chip logged {entry['shard_digest']}"
-            )
-        return ordered
+        return load_copy_out(self.store.get(entry["object"]), entry)
 
     def verify(self) -> dict[str, int]:
         """Check every file of the transcript; returns counts, raises StoreError on the first problem."""

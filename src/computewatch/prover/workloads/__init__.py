@@ -5,7 +5,10 @@ and determinism.py for what exact replay needs.
 """
 
 from computewatch.prover.workloads.char_transformer import CharTransformer
-from computewatch.prover.workloads.determinism import deterministic_cpu, replay_environment
+from computewatch.prover.workloads.determinism import (
+    deterministic_cpu,
+    replay_environment,
+)
 from computewatch.prover.workloads.mlp import TinyMLP
 from computewatch.prover.workloads.presets import PRESETS, Workload, preset
 from computewatch.prover.workloads.text import STDLIB_SOURCE, TextCorpus, stdlib_files

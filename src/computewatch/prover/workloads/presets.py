@@ -3,7 +3,7 @@
 A Workload is the run's metadata 𝕄 in executable form: `hyperparameters` is the JSON record
 (canonical-JSON safe) and `from_hyperparameters` rebuilds the same Workload from it, so a
 Verifier can replay a segment from the transcript alone. W0 comes only from the generator
-handed to `build_model` (seeded by `computewatch.prover.seed.init_generator`).
+handed to `build_model` (seeded by `computewatch.formats.seed.init_generator`).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
@@ -21,6 +23,7 @@ __all__ = [
     "ENTRY_PAYLOAD_TYPE",
     "ENTRY_VERSION",
     "GENESIS_PREV",
+    "LogEntry",
     "PRED_ATTESTATION",
     "PRED_BOOT_CERT",
     "PRED_CHIP_CERT",
@@ -34,6 +37,7 @@ __all__ = [
     "from_hex",
     "int_field",
     "parse_entry_line",
+    "split_log",
     "uint",
 ]
 
@@ -152,3 +156,32 @@ def parse_entry_line(line: bytes) -> dict[str, Any]:
         raise FormatError("entry serial must be a string")
     from_b64(obj["sig"], "entry sig")
     return obj
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log entry as stored: decoded fields plus the exact line bytes (a Merkle leaf)."""
+
+    counter: int
+    kind: str
+    boot: int
+    clock_ns: int
+    busy_ns: int
+    body: dict[str, Any]
+    line: bytes
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.line).digest()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> LogEntry:
+        obj = parse_entry_line(line)
+        return cls(obj["counter"], obj["kind"], obj["boot"], int(obj["clock_ns"]), int(obj["busy_ns"]), obj["body"], line)
+
+
+def split_log(data: bytes) -> tuple[list[bytes], int]:
+    """Complete lines (without their newline) and the length of a torn tail (0 if none)."""
+    cut = data.rfind(b"\n") + 1
+    lines = data[:cut].split(b"\n")[:-1] if cut else []
+    return lines, len(data) - cut

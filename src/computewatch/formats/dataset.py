@@ -3,7 +3,7 @@
 The transcript's 𝔻 names samples by index into a committed dataset. Each sample's hash H(di)
 is BLAKE3-256 of its raw bytes; the leaves of the tree are those 32-byte hashes, in dataset
 order (so reordering the dataset changes the root, as changing any sample does). The root is
-what the run seed is derived from (`computewatch.prover.seed`) and what the chip's
+what the run seed is derived from (`computewatch.formats.seed`) and what the chip's
 precommitment binds; an inclusion proof lets the Prover show one sample belongs to the dataset
 without revealing the others. Formats and a test vector: docs/formats.md.
 """

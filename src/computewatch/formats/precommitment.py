@@ -23,12 +23,12 @@ from typing import Any
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.prover.layout import ShardLayout
+from computewatch.formats.layout import ShardLayout
 
 __all__ = ["PRECOMMIT_KIND", "SEED_SCHEME", "Precommitment", "code_digest"]
 
 PRECOMMIT_KIND = "computewatch/precommitment"
-# Names the derivation in computewatch.prover.seed: BLAKE3 derive_key over dataset_root || nonce.
+# Names the derivation in computewatch.formats.seed: BLAKE3 derive_key over dataset_root || nonce.
 SEED_SCHEME = "computewatch-potd-v1"
 
 

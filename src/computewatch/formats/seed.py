@@ -3,7 +3,7 @@
 Proof-of-Training-Data (Choi, Shavit, Duvenaud 2023) fixes the run's randomness as
 ``s = H(H(d1) || ... || H(dn) || s_rand)``: neither the initial weights W0 nor the data order can be
 hand-picked, and changing any record changes both. Here the dataset's Merkle root (over the same
-per-sample hashes H(di), see `computewatch.prover.dataset`) stands for the concatenated sample
+per-sample hashes H(di), see `computewatch.formats.dataset`) stands for the concatenated sample
 hashes: it commits to exactly the same ordered list, and a Verifier holding only the root can
 still recompute the seed. So
 

@@ -13,11 +13,24 @@ from typing import Any
 
 import blake3
 
-from computewatch.chip.formats import PRED_BOOT_CERT, PRED_CHIP_CERT, envelope_from_obj, from_hex, int_field, uint
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
+from computewatch.crypto.dsse import (
+    PAYLOAD_TYPE_INTOTO,
+    Envelope,
+    sign_envelope,
+    statement,
+    verify_envelope,
+)
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.chip_entry import (
+    PRED_BOOT_CERT,
+    PRED_CHIP_CERT,
+    envelope_from_obj,
+    from_hex,
+    int_field,
+    uint,
+)
 
 __all__ = [
     "BOOT_KEY_CONTEXT",

@@ -27,7 +27,7 @@ from typing import Any
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
-from computewatch.prover.store import RunStorage, StoreError
+from computewatch.formats.storage import RunStorage, StoreError
 
 __all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root"]
 

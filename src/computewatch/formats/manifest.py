@@ -20,11 +20,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, predicate_type, sign_envelope, statement, verify_envelope
+from computewatch.crypto.dsse import (
+    PAYLOAD_TYPE_INTOTO,
+    Envelope,
+    predicate_type,
+    sign_envelope,
+    statement,
+    verify_envelope,
+)
 from computewatch.crypto.errors import FormatError, SignatureError
 from computewatch.crypto.signing import SigningKey, VerifyKey
-from computewatch.prover.precommit import Precommitment
-from computewatch.prover.store import RunStorage, StoreError
+from computewatch.formats.precommitment import Precommitment
+from computewatch.formats.storage import RunStorage, StoreError
 
 __all__ = [
     "MANIFEST_FILE",

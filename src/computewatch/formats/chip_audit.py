@@ -14,8 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from computewatch.chip.firmware import read_manifest
-from computewatch.chip.formats import (
+from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.hashing import Region, shard_digest
+from computewatch.crypto.merkle import MerkleTree, verify_consistency
+from computewatch.crypto.signing import VerifyKey
+from computewatch.formats.chip_entry import (
     GENESIS_PREV,
     decimal,
     entry_signing_input,
@@ -24,15 +27,12 @@ from computewatch.chip.formats import (
     from_hex,
     int_field,
     parse_entry_line,
+    split_log,
     uint,
 )
-from computewatch.chip.identity import ChipCertificate, verify_boot_certificate
-from computewatch.chip.log import split_log
-from computewatch.chip.schedule import arrivals, commitment
-from computewatch.crypto.errors import ComputewatchError, FormatError
-from computewatch.crypto.hashing import Region, shard_digest
-from computewatch.crypto.merkle import MerkleTree, verify_consistency
-from computewatch.crypto.signing import VerifyKey
+from computewatch.formats.firmware import read_manifest
+from computewatch.formats.identity import ChipCertificate, verify_boot_certificate
+from computewatch.formats.schedule import arrivals, commitment
 
 __all__ = ["AuditReport", "LogVerifier", "Problem", "audit_log"]
 

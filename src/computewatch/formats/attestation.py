@@ -15,14 +15,29 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.chip.errors import AttestationError
-from computewatch.chip.firmware import read_manifest
-from computewatch.chip.formats import PRED_ATTESTATION, envelope_from_obj, envelope_to_obj, from_hex, uint
-from computewatch.chip.identity import verify_boot_certificate, verify_chip_certificate
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
+from computewatch.crypto.dsse import (
+    PAYLOAD_TYPE_INTOTO,
+    Envelope,
+    sign_envelope,
+    statement,
+    verify_envelope,
+)
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.chip_entry import (
+    PRED_ATTESTATION,
+    envelope_from_obj,
+    envelope_to_obj,
+    from_hex,
+    uint,
+)
+from computewatch.formats.errors import AttestationError
+from computewatch.formats.firmware import read_manifest
+from computewatch.formats.identity import (
+    verify_boot_certificate,
+    verify_chip_certificate,
+)
 
 __all__ = ["AttestationClaims", "make_evidence", "verify_attestation"]
 

@@ -15,13 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from computewatch.chip.errors import BootError
-from computewatch.chip.formats import PRED_FIRMWARE, b64, envelope_from_obj, envelope_to_obj, from_b64, from_hex, uint
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, statement, verify_envelope
+from computewatch.crypto.dsse import (
+    PAYLOAD_TYPE_INTOTO,
+    Envelope,
+    sign_envelope,
+    statement,
+    verify_envelope,
+)
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.signing import SigningKey, VerifyKey
+from computewatch.formats.chip_entry import (
+    PRED_FIRMWARE,
+    b64,
+    envelope_from_obj,
+    envelope_to_obj,
+    from_b64,
+    from_hex,
+    uint,
+)
+from computewatch.formats.errors import BootError
 
 __all__ = ["LOG_MODES", "FirmwareImage", "FirmwarePolicy", "VerifiedFirmware", "build_image", "read_manifest", "verify_image"]
 
