@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from computewatch.prover.runner import demo_program
 from computewatch.chip.snapshot import SnapshotRecord, capture_shard
 from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.canonical import canonical_json
@@ -157,7 +158,7 @@ def test_chip_clock_beyond_2_53_ns(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Recorder(tmp_path / "r", model=model, optimizer=opt, scheduler=None, hyperparameters={}, chip=_LongLivedChip(),
-                  dataset=DatasetCommitment.from_samples([b"a", b"b"]), nonce=b"n", code_digest="00" * 32) as rec:
+                  dataset=DatasetCommitment.from_samples([b"a", b"b"]), nonce=b"n", program=demo_program()) as rec:
         for step in range(2):
             model(torch.ones(1, 2)).sum().backward()
             opt.step()
@@ -173,7 +174,7 @@ def test_run_with_its_own_key_publishes_it_and_export_signing_never_replaces_it(
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     out = tmp_path / "r"
     with Recorder(out, model=model, optimizer=opt, scheduler=None, hyperparameters={}, key=key,
-                  dataset=DatasetCommitment.from_samples([b"a", b"b"]), nonce=b"n", code_digest="00" * 32):
+                  dataset=DatasetCommitment.from_samples([b"a", b"b"]), nonce=b"n", program=demo_program()):
         pass
     pub = (out / "keys" / "prover.pub").read_bytes()
     assert pub == key.public_key.to_pem()
@@ -245,9 +246,10 @@ def test_given_chip_ids_still_synchronise_ranks_before_the_manifest(tmp_path: Pa
     monkeypatch.setattr(recorder_module, "_dist_ready", lambda: True)
     monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
     monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
+    monkeypatch.setattr(torch.distributed, "broadcast_object_list", lambda box, src=0: None)  # rank 0 keeps its run id
     model = torch.nn.Linear(2, 2)
     with Recorder(out, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
-                  hyperparameters={}, dataset=DatasetCommitment.from_samples([b"a"]), nonce=b"n", code_digest="00" * 32,
+                  hyperparameters={}, dataset=DatasetCommitment.from_samples([b"a"]), nonce=b"n", program=demo_program(),
                   world_size=2, chip_ids=["chip-a", "chip-b"]):
         pass
     assert gathered == [False]

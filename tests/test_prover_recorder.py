@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from computewatch.prover.runner import demo_program
 from computewatch.chip import Chip
 from computewatch.chip.testing import TEST_SECRET_SEED
 from computewatch.crypto.canonical import canonical_json
@@ -153,7 +154,7 @@ def test_recorder_rejects_misuse(run_dir: Path, tmp_path: Path) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     commitment = DatasetCommitment.from_samples([b"a", b"b"])
     rec = Recorder(tmp_path / "r", model=model, optimizer=opt, scheduler=None, hyperparameters={"x": 1},
-                   dataset=commitment, nonce=b"n", code_digest="00" * 32)
+                   dataset=commitment, nonce=b"n", program=demo_program())
     with pytest.raises(ComputewatchError, match="outside"):
         rec.step(0, [0])
     with rec:
@@ -166,7 +167,7 @@ def test_recorder_rejects_misuse(run_dir: Path, tmp_path: Path) -> None:
         rec.step(1, torch.tensor([1, 0]))
     with pytest.raises(FormatError, match="JSON"):
         Recorder(tmp_path / "r2", model=model, optimizer=opt, scheduler=None, hyperparameters={"x": float("nan")},
-                 dataset=commitment, nonce=b"n", code_digest="00" * 32)
+                 dataset=commitment, nonce=b"n", program=demo_program())
 
 
 def test_tampered_manifest_and_objects_are_reported(tmp_path: Path) -> None:
@@ -192,7 +193,7 @@ def test_recorder_on_an_fsspec_url() -> None:
     commitment = DatasetCommitment.from_samples([bytes([i]) for i in range(6)])
     url = "memory://computewatch-test-recorder"
     with Recorder(url, model=model, optimizer=opt, scheduler=None, hyperparameters={"lr": 0.1},
-                  dataset=commitment, nonce=b"n", code_digest="00" * 32, checkpoint_every=2) as rec:
+                  dataset=commitment, nonce=b"n", program=demo_program(), checkpoint_every=2) as rec:
         for step in range(3):
             model(torch.randn(4, 3)).sum().backward()
             opt.step()

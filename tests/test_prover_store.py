@@ -170,6 +170,7 @@ def test_layout_reassembles_and_rejects_mismatches() -> None:
 def test_format_doc_test_vector() -> None:
     from computewatch.formats.dataset import DatasetCommitment, sample_hash
     from computewatch.formats.precommitment import Precommitment
+    from computewatch.formats.program import code_digest_of
     from computewatch.formats.seed import derive_run_seed
     from computewatch.formats.steps import batch_root
 
@@ -181,8 +182,11 @@ def test_format_doc_test_vector() -> None:
     commitment = DatasetCommitment.from_samples(samples)
     nonce = bytes(range(16))
     layout = ShardLayout.dim0_sharded([("w", (3, 2), "F32"), ("b", (3,), "F32")], 2)
-    pre = Precommitment("test-vector-run", {"lr": 0.001, "steps": 4}, "00" * 32, commitment.summary_json(), nonce,
-                        derive_run_seed(commitment.root, nonce), 2, layout)
+    code = code_digest_of({"train.py": b"# the training program\n"})
+    assert code == re.search(r"program code digest: `([0-9a-f]{64})`", doc).group(1)  # type: ignore[union-attr]
+    env = {"torch": "2.13.0+cpu", "python": "3.11.7", "machine": "x86_64", "cpu_capability": "AVX2", "threads": 1, "deterministic": True}
+    pre = Precommitment("test-vector-run", {"lr": 0.001, "steps": 4}, code, commitment.summary_json(), nonce,
+                        derive_run_seed(commitment.root, nonce), 2, layout, "train:make_program", env)
     assert pre.encode().decode() == pre_text
     assert pre.digest().hex() == stated
     assert Precommitment.from_json(json.loads(pre_text)) == pre

@@ -20,9 +20,9 @@ from computewatch.prover.workloads import (
     TextCorpus,
     Workload,
     preset,
-    replay_environment,
     stdlib_files,
 )
+from computewatch.formats.program import current_environment
 
 SEED = derive_run_seed(bytes(range(32)), b"workload tests")
 OTHER_SEED = derive_run_seed(bytes(range(32)), b"another nonce")
@@ -145,7 +145,8 @@ _CHILD = """
 import sys
 sys.path.insert(0, sys.argv[2])
 from test_prover_workloads import SEED, _state_digest, _train
-from computewatch.prover.workloads import deterministic_cpu, preset
+from computewatch.formats.program import deterministic_cpu
+from computewatch.prover.workloads import preset
 deterministic_cpu(int(sys.argv[1]))  # what a Verifier's exact replay sets up
 model, optimizer, _ = _train(preset("mlp"), SEED, 5)
 print(_state_digest(model, optimizer).hex())
@@ -209,4 +210,4 @@ def test_collate_and_bad_input() -> None:
         preset("tiny", no_such_field=1)
     with pytest.raises(FormatError, match="Generator"):
         tiny.build_model(1234)  # type: ignore[arg-type]
-    assert replay_environment()["torch"] == torch.__version__
+    assert current_environment()["torch"] == torch.__version__

@@ -1,13 +1,16 @@
 """The precommitment (§5.1): what every chip logs before the run's first optimizer step.
 
-It binds the run's metadata 𝕄 (hyperparameters and a digest of the training code), the dataset
+It binds the run's metadata 𝕄 (hyperparameters, the training program's entry point and the
+digest of its files, the replay environment), the dataset
 commitment (Merkle root over per-sample hashes), the PoTD seed derivation (nonce and the seed
 it yields) and the memory map of every chip (the shard layout). Its digest is BLAKE3-256 over
 the canonical JSON below; because the chip logs that digest before any snapshot, the Prover
 cannot later pick a different transcript that happens to end at a logged shard.
 
-    {"v": 1, "kind": "computewatch/precommitment", "run_id": ..., "hyperparameters": {...},
-     "code_digest": hex, "dataset": {summary of the DatasetCommitment},
+    {"v": 2, "kind": "computewatch/precommitment", "run_id": ..., "hyperparameters": {...},
+     "program": {"entry": "module:attribute"}, "code_digest": hex,
+     "environment": {"torch", "python", "machine", "cpu_capability", "threads", "deterministic"},
+     "dataset": {summary of the DatasetCommitment},
      "seed_derivation": {"scheme": ..., "nonce": hex, "seed": hex},
      "checkpoint_every": k, "layout": {ShardLayout JSON}}
 """
@@ -24,10 +27,12 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_bytes
 from computewatch.formats.layout import ShardLayout
+from computewatch.formats.program import ENVIRONMENT_FIELDS, code_digest_of, parse_entry
 
-__all__ = ["PRECOMMIT_KIND", "SEED_SCHEME", "Precommitment", "code_digest"]
+__all__ = ["PRECOMMIT_KIND", "PRECOMMIT_VERSION", "SEED_SCHEME", "Precommitment", "code_digest"]
 
 PRECOMMIT_KIND = "computewatch/precommitment"
+PRECOMMIT_VERSION = 2
 # Names the derivation in computewatch.formats.seed: BLAKE3 derive_key over dataset_root || nonce.
 SEED_SCHEME = "computewatch-potd-v1"
 
@@ -44,14 +49,13 @@ def code_digest(paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike
     base = Path(root).resolve() if root is not None else Path(os.path.commonpath([f.parent for f in files]))
     table = {}
     for f in files:
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise FormatError(f"code digest: cannot read {f}: {exc}") from None
         if not f.is_relative_to(base):
             raise FormatError(f"code digest: {f} is not inside {base}")
-        table[f.relative_to(base).as_posix()] = blake3_bytes(data).hex()
-    return blake3_bytes(canonical_json({"v": 1, "files": table})).hex()
+        try:
+            table[f.relative_to(base).as_posix()] = f.read_bytes()
+        except OSError as exc:
+            raise FormatError(f"code digest: cannot read {f}: {exc}") from None
+    return code_digest_of(table)
 
 
 def _is_hex64(value: Any) -> bool:
@@ -68,14 +72,18 @@ class Precommitment:
     seed: bytes
     checkpoint_every: int
     layout: ShardLayout
+    program_entry: str  # "module:attribute" inside the files code_digest binds
+    environment: dict[str, Any]  # formats.program.current_environment() of the recording run
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": PRECOMMIT_VERSION,
             "kind": PRECOMMIT_KIND,
             "run_id": self.run_id,
             "hyperparameters": self.hyperparameters,
+            "program": {"entry": self.program_entry},
             "code_digest": self.code_digest,
+            "environment": self.environment,
             "dataset": self.dataset,
             "seed_derivation": {"scheme": SEED_SCHEME, "nonce": self.nonce.hex(), "seed": self.seed.hex()},
             "checkpoint_every": self.checkpoint_every,
@@ -91,11 +99,24 @@ class Precommitment:
 
     @classmethod
     def from_json(cls, obj: Any) -> Precommitment:
-        expected = {"v", "kind", "run_id", "hyperparameters", "code_digest", "dataset", "seed_derivation", "checkpoint_every", "layout"}
+        if isinstance(obj, dict) and obj.get("v") == 1 and obj.get("kind") == PRECOMMIT_KIND:
+            raise FormatError("precommitment v1 names no training program and cannot be replayed; record the run again (v2)")
+        expected = {"v", "kind", "run_id", "hyperparameters", "program", "code_digest", "environment", "dataset", "seed_derivation", "checkpoint_every", "layout"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise FormatError(f"precommitment must have exactly the fields {sorted(expected)}")
-        if obj["v"] != 1 or obj["kind"] != PRECOMMIT_KIND:
-            raise FormatError(f"not a v1 precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        if obj["v"] != PRECOMMIT_VERSION or obj["kind"] != PRECOMMIT_KIND:
+            raise FormatError(f"not a v{PRECOMMIT_VERSION} precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        program, env = obj["program"], obj["environment"]
+        if not isinstance(program, dict) or set(program) != {"entry"}:
+            raise FormatError("precommitment: program must be {\"entry\": \"module:attribute\"}")
+        parse_entry(program["entry"])
+        if not isinstance(env, dict) or set(env) != set(ENVIRONMENT_FIELDS):
+            raise FormatError(f"precommitment: environment must have exactly the fields {sorted(ENVIRONMENT_FIELDS)}")
+        threads = env["threads"]
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1 or not isinstance(env["deterministic"], bool):
+            raise FormatError("precommitment: environment threads must be a positive integer and deterministic a boolean")
+        if not all(isinstance(env[k], str) for k in ("torch", "python", "machine", "cpu_capability")):
+            raise FormatError("precommitment: environment torch, python, machine and cpu_capability must be strings")
         seed = obj["seed_derivation"]
         if not isinstance(seed, dict) or seed.get("scheme") != SEED_SCHEME or set(seed) != {"scheme", "nonce", "seed"}:
             raise FormatError(f"precommitment seed derivation must use scheme {SEED_SCHEME!r}")
@@ -119,4 +140,6 @@ class Precommitment:
             seed=seed_bytes,
             checkpoint_every=obj["checkpoint_every"],
             layout=ShardLayout.from_json(obj["layout"]),
+            program_entry=program["entry"],
+            environment=dict(env),
         )

@@ -35,11 +35,11 @@ from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import (
     TrainConfig,
     build_run,
-    demo_code_digest,
+    demo_program,
     isolated_torch_state,
     run_hyperparameters,
 )
-from computewatch.prover.workloads import deterministic_cpu
+from computewatch.formats.program import deterministic_cpu
 
 __all__ = ["measure_overhead"]
 
@@ -83,10 +83,10 @@ def _recorder(loop: _Loop, config: TrainConfig, run_dir: Path, chip: Any, k: int
         model=loop.model,
         optimizer=loop.optimizer,
         scheduler=loop.scheduler,
-        hyperparameters=run_hyperparameters(loop.workload, config, torch.get_num_threads()),
+        hyperparameters=run_hyperparameters(loop.workload, config),
         dataset=loop.commitment,
         nonce=config.nonce or b"bench",
-        code_digest=demo_code_digest(),
+        program=demo_program(),
         checkpoint_every=k,
         chip=chip,
         chip_seconds_per_step=chip_s,

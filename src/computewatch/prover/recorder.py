@@ -5,14 +5,19 @@
     seed = derive_run_seed(commitment.root, nonce)
     model = build_model(init_generator(seed))            # W0 from the committed seed
     ...
+    program = ProgramSource.from_folder("my_training_code/", "train:make_program")
     with Recorder(run_dir, model=model, optimizer=opt, scheduler=sched, hyperparameters=hp,
-                  dataset=commitment, nonce=nonce, code_digest=code_digest([__file__]),
+                  dataset=commitment, nonce=nonce, program=program,
                   chip=chip, checkpoint_every=500) as rec:
         for step, ids in batches(seed, len(commitment), batch_size, steps, rec.start_step):
             loss = train_step(model, opt, sched, collate([data[i] for i in ids]))
             rec.step(step, ids, loss)                   # after optimizer.step()
 
-On entry the Recorder writes the signed manifest, has the chip log the precommitment digest and
+`program` is the training program a Verifier replays the run with (docs/formats.md, "Training
+program"): its files are copied into the run directory's ``program/`` folder and bound by the
+precommitment's ``code_digest``, together with this process's replay environment (torch
+version, thread count, CPU capability, deterministic algorithms). On entry the Recorder
+writes the program files and the signed manifest, has the chip log the precommitment digest and
 its memory map (before the first optimizer step), and checkpoints W0. Each `step` call hands the
 step's busy time to the chip (which may snapshot its shard at this boundary) and queues the step
 record; every k steps it copies the state to CPU memory and a background thread encodes, hashes
@@ -61,6 +66,7 @@ from computewatch.formats.manifest import (
     write_public_key,
 )
 from computewatch.formats.precommitment import Precommitment
+from computewatch.formats.program import PROGRAM_DIR, ProgramSource, code_digest_of, current_environment
 from computewatch.formats.seed import derive_run_seed
 from computewatch.formats.snapshot_records import snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
@@ -130,7 +136,7 @@ class Recorder:
         hyperparameters: dict[str, Any],
         dataset: DatasetCommitment,
         nonce: bytes,
-        code_digest: str,
+        program: ProgramSource,
         checkpoint_every: int = 100,
         chip: ChipLike | None = None,
         rank: int = 0,
@@ -167,18 +173,29 @@ class Recorder:
         self._key = key
         self._chip_ids = list(chip_ids) if chip_ids is not None else None
         self._copyout_dir = copyout_dir
+        if not isinstance(program, ProgramSource):
+            raise FormatError("Recorder needs program=ProgramSource(...): the training program a Verifier replays the run with")
+        self.program = program
+        self._program_files = program.read()
         if resume and run_id is None and self.storage.exists(MANIFEST_FILE):
             run_id = read_manifest(self.storage).run_id
+        if run_id is None and world_size > 1 and _dist_ready():
+            # Every rank must log the same run id: rank 0's.
+            box = [uuid.uuid4().hex if rank == 0 else None]
+            torch.distributed.broadcast_object_list(box, src=0)
+            run_id = box[0]
         seed = derive_run_seed(dataset.root, nonce)
         self.precommitment = Precommitment(
             run_id=run_id or uuid.uuid4().hex,
             hyperparameters=hyperparameters,
-            code_digest=code_digest,
+            code_digest=code_digest_of(self._program_files),
             dataset=dataset.summary_json(),
             nonce=bytes(nonce),
             seed=seed,
             checkpoint_every=checkpoint_every,
             layout=self.layout,
+            program_entry=program.entry,
+            environment=current_environment(),
         )
         self.precommitment.encode()  # fail now, not mid-run, on hyperparameters JSON cannot carry
         self.start_step = 0
@@ -220,6 +237,8 @@ class Recorder:
                 self._check_same_run()
                 self.start_step = self._restore_latest()
             elif self.rank == 0:
+                for rel, data in self._program_files.items():
+                    self.storage.write_atomic(f"{PROGRAM_DIR}/{rel}", data)
                 sample_hashes = self.store.put(b"".join(self.dataset.sample_hashes))
                 key = self._key or prover_key(self.storage)
                 if self._key is not None:

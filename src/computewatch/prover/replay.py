@@ -24,7 +24,8 @@ from computewatch.formats.seed import init_generator
 from computewatch.formats.steps import batch_root
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
-from computewatch.prover.workloads import Workload, deterministic_cpu
+from computewatch.formats.program import deterministic_cpu
+from computewatch.prover.workloads import Workload
 
 __all__ = ["SnapshotExplanation", "explain_snapshot", "replay_to_step", "shard_from_checkpoints"]
 
@@ -62,11 +63,10 @@ def replay_to_step(transcript: Transcript, step: int) -> tuple[dict[str, torch.T
     start = max((e["step"] for e in transcript.checkpoints(0) if e["step"] <= step), default=None)
     if start is None:
         raise ComputewatchError(f"no checkpoint at or before step {step}")
-    run = hp.get("run") if isinstance(hp, dict) else None
-    if not isinstance(run, dict) or "workload" not in hp or not isinstance(run.get("threads"), int):
-        raise ComputewatchError("replay needs the demo runner's hyperparameters ({\"workload\": ..., \"run\": {\"threads\", ...}})")
+    if not isinstance(hp, dict) or "workload" not in hp:
+        raise ComputewatchError("replay needs the demo runner's hyperparameters ({\"workload\": ..., \"run\": {...}})")
     with isolated_torch_state():
-        deterministic_cpu(run["threads"])
+        deterministic_cpu(transcript.manifest.precommitment.environment["threads"])
         workload = Workload.from_hyperparameters(hp["workload"])
         corpus = workload.dataset()
         model = workload.build_model(init_generator(transcript.manifest.precommitment.seed))

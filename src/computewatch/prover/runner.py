@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.manifest import MANIFEST_FILE, read_manifest
-from computewatch.formats.precommitment import code_digest
+from computewatch.formats.program import ProgramSource
 from computewatch.formats.seed import (
     batches,
     derive_run_seed,
@@ -41,7 +42,9 @@ from computewatch.prover.distributed import (
     split_batch,
 )
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.workloads import Workload, deterministic_cpu, preset
+from computewatch.formats.program import deterministic_cpu
+from computewatch.prover.workloads import Workload, preset
+from computewatch.prover.workloads.program import ENTRY as DEMO_ENTRY
 
 __all__ = [
     "DEMO_CHIP_SECONDS_PER_STEP",
@@ -49,7 +52,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_run",
-    "demo_code_digest",
+    "demo_program",
     "isolated_torch_state",
     "run_hyperparameters",
     "train",
@@ -89,22 +92,18 @@ class TrainResult:
     start_step: int
 
 
-def demo_code_digest() -> str:
-    """Digest of the demo's training code: the workloads package and this runner."""
-    pkg = Path(__file__).resolve().parent
-    files = sorted((pkg / "workloads").glob("*.py")) + [pkg / "runner.py", pkg / "distributed.py"]
-    return code_digest(files, root=pkg.parent)
+def demo_program() -> ProgramSource:
+    """The demo's training program: the workloads package, entry ``program:make_program``."""
+    return ProgramSource.from_folder(Path(__file__).resolve().parent / "workloads", DEMO_ENTRY)
 
 
-def run_hyperparameters(workload: Workload, config: TrainConfig, threads: int) -> dict[str, Any]:
+def run_hyperparameters(workload: Workload, config: TrainConfig) -> dict[str, Any]:
     return {
         "workload": workload.hyperparameters,
         "run": {
             "steps": config.steps,
             "world_size": config.nproc,
             "strategy": "single" if config.nproc == 1 else config.strategy,
-            "threads": threads,
-            "torch": torch.__version__,
         },
     }
 
@@ -172,6 +171,10 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         config = replace(config, nonce=pre.nonce, run_id=pre.run_id)
     elif config.nonce is None:
         config = replace(config, nonce=new_nonce())
+    if config.run_id is None:
+        # One run id for every rank: a rank that made its own would log a precommitment that
+        # no signed manifest carries.
+        config = replace(config, run_id=uuid.uuid4().hex)
     chip_dirs = _chip_dirs(config)
     if config.nproc == 1:
         with isolated_torch_state():
@@ -234,10 +237,10 @@ def _run_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int |
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
-            hyperparameters=run_hyperparameters(workload, config, threads),
+            hyperparameters=run_hyperparameters(workload, config),
             dataset=run["commitment"],
             nonce=config.nonce,
-            code_digest=demo_code_digest(),
+            program=demo_program(),
             checkpoint_every=config.checkpoint_every,
             chip=chip,
             rank=rank,

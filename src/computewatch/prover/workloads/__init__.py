@@ -1,17 +1,16 @@
 """Demo workloads for the Prover: byte-level text from the stdlib, a tiny MLP, a small transformer.
 
-`preset(name)` gives a `Workload` ("mlp", "tiny", "small"); see presets.py for the training step
-and determinism.py for what exact replay needs.
+`preset(name)` gives a `Workload` ("mlp", "tiny", "small"); see presets.py for the training step.
+These files are also the demo's training program (docs/formats.md, "Training program"): the
+entry `program:make_program` rebuilds a Workload from the precommitted hyperparameters, so a
+Verifier replays the demo through the same contract as any lab's code. They import each other
+relatively, because the Verifier imports them from a private copy bound by the code digest.
 """
 
-from computewatch.prover.workloads.char_transformer import CharTransformer
-from computewatch.prover.workloads.determinism import (
-    deterministic_cpu,
-    replay_environment,
-)
-from computewatch.prover.workloads.mlp import TinyMLP
-from computewatch.prover.workloads.presets import PRESETS, Workload, preset
-from computewatch.prover.workloads.text import STDLIB_SOURCE, TextCorpus, stdlib_files
+from .char_transformer import CharTransformer
+from .mlp import TinyMLP
+from .presets import PRESETS, Workload, preset
+from .text import STDLIB_SOURCE, TextCorpus, stdlib_files
 
 __all__ = [
     "PRESETS",
@@ -20,8 +19,6 @@ __all__ = [
     "TextCorpus",
     "TinyMLP",
     "Workload",
-    "deterministic_cpu",
     "preset",
-    "replay_environment",
     "stdlib_files",
 ]

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from computewatch.crypto.errors import FormatError
-from computewatch.prover.workloads.char_transformer import CharTransformer
-from computewatch.prover.workloads.mlp import TinyMLP
-from computewatch.prover.workloads.text import STDLIB_SOURCE, TextCorpus
+from .char_transformer import CharTransformer
+from .mlp import TinyMLP
+from .text import STDLIB_SOURCE, TextCorpus
 
 __all__ = ["HYPERPARAMETERS_VERSION", "PRESETS", "Workload", "preset"]
 
@@ -142,6 +142,10 @@ class Workload:
         if "dataset" not in self._cache:
             self._cache["dataset"] = TextCorpus.from_stdlib(self.block_size, self.corpus_bytes)
         return self._cache["dataset"]
+
+    def sample(self, index: int) -> bytes:
+        """Sample `index` of the corpus (the training-program contract's data access)."""
+        return self.dataset().sample(index)
 
     def build_model(self, generator: torch.Generator) -> nn.Module:
         """The model with W0 drawn from ``generator`` alone (the global RNG is never touched)."""

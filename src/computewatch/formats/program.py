@@ -1,0 +1,257 @@
+"""The training-program contract (docs/formats.md, "Training program"): how a run is replayed.
+
+A precommitment names a training program: an entry point ``"<module>:<attribute>"`` plus the
+files it lives in, bound by ``code_digest``. Called as ``entry(hyperparameters, data_dir)``
+with the precommitted hyperparameters, the entry returns an object with the methods of
+`TrainingProgram`: build the model from a generator seeded by the committed seed, the
+optimizer and scheduler, rebuild a sample's bytes from its id, collate a batch and run one
+training step. The Prover's trainer and the Verifier's replay both go through it, so a replay
+runs exactly the code the precommitment bound.
+
+Loading (`load_program`) reads every file of the program folder into memory, hashes them into
+the code digest and refuses any mismatch *before importing anything*; it then writes those same
+bytes to a fresh folder as a package of its own (``computewatch_program_<digest prefix>``) and
+imports the entry module from there. Files import each other relatively (``from .model import
+GPT``); anything else (torch, the environment's libraries) comes from the replaying machine,
+whose versions the precommitment's ``environment`` records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.hashing import blake3_bytes
+
+__all__ = [
+    "ENVIRONMENT_FIELDS",
+    "PROGRAM_DIR",
+    "LoadedProgram",
+    "ProgramError",
+    "ProgramSource",
+    "TrainingProgram",
+    "code_digest_of",
+    "current_environment",
+    "deterministic_cpu",
+    "environment_mismatch",
+    "load_program",
+    "parse_entry",
+    "read_program_files",
+]
+
+PROGRAM_DIR = "program"  # where a run directory keeps its training program's files
+ENVIRONMENT_FIELDS = ("torch", "python", "machine", "cpu_capability", "threads", "deterministic")
+# What must be equal for a bit-identical CPU replay (python only changes which stdlib the
+# demo corpus reads, and the sample hashes catch that).
+_EXACT_FIELDS = ("torch", "machine", "cpu_capability")
+_ENTRY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*):([A-Za-z_][A-Za-z0-9_]*)")
+_MAX_FILES = 10_000
+_MAX_BYTES = 256 << 20
+
+
+class ProgramError(ComputewatchError):
+    """A training program cannot be loaded: files missing or altered, or a bad entry point."""
+
+
+@runtime_checkable
+class TrainingProgram(Protocol):
+    """What ``entry(hyperparameters, data_dir)`` returns. ``batch_size`` is the global batch."""
+
+    batch_size: int
+
+    def build_model(self, generator: torch.Generator) -> torch.nn.Module: ...
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer: ...
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> Any | None: ...
+    def sample(self, index: int) -> bytes: ...
+    def collate(self, samples: Sequence[bytes]) -> Any: ...
+    def train_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None, batch: Any) -> float: ...
+    def loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor: ...
+
+
+def parse_entry(entry: Any) -> tuple[str, str]:
+    """``"module.sub:attr"`` -> (module, attribute); FormatError otherwise."""
+    m = _ENTRY.fullmatch(entry) if isinstance(entry, str) else None
+    if m is None:
+        raise FormatError(f"program entry must look like 'module:attribute' (dotted module relative to the program folder), got {entry!r}")
+    return m.group(1), m.group(2)
+
+
+def code_digest_of(files: dict[str, bytes]) -> str:
+    """BLAKE3-256 of canonical JSON ``{"v": 1, "files": {relative POSIX path: BLAKE3 hex}}``."""
+    if not files:
+        raise FormatError("a training program needs at least one file")
+    table = {}
+    for rel, data in files.items():
+        _check_rel(rel)
+        table[rel] = blake3_bytes(data).hex()
+    return blake3_bytes(canonical_json({"v": 1, "files": table})).hex()
+
+
+def _check_rel(rel: str) -> None:
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise FormatError(f"program file path {rel!r} must be relative, '/'-separated, without '.' or '..'")
+
+
+@dataclass(frozen=True)
+class ProgramSource:
+    """A training program as the Prover holds it: an entry point and files under a root folder."""
+
+    entry: str
+    root: Path
+    files: tuple[str, ...]  # relative POSIX paths under root
+
+    def __post_init__(self) -> None:
+        parse_entry(self.entry)
+        if not self.files:
+            raise FormatError("a training program needs at least one file")
+        for rel in self.files:
+            _check_rel(rel)
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike[str], entry: str, pattern: str = "*.py") -> ProgramSource:
+        """Every file under `root` matching `pattern` (recursively, no ``__pycache__``)."""
+        base = Path(root).resolve()
+        if not base.is_dir():
+            raise FormatError(f"program folder {str(root)!r} does not exist")
+        files = sorted(p.relative_to(base).as_posix() for p in base.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+        return cls(entry, base, tuple(files))
+
+    def read(self) -> dict[str, bytes]:
+        out = {}
+        for rel in self.files:
+            try:
+                out[rel] = (self.root / rel).read_bytes()
+            except OSError as exc:
+                raise FormatError(f"cannot read program file {str(self.root / rel)!r}: {exc.strerror}") from None
+        return out
+
+    @property
+    def code_digest(self) -> str:
+        return code_digest_of(self.read())
+
+
+def read_program_files(folder: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Every regular file under `folder`, by relative POSIX path (symbolic links are refused)."""
+    base = Path(folder)
+    if not base.is_dir():
+        raise ProgramError(f"no training program folder at {str(base)!r}")
+    out: dict[str, bytes] = {}
+    total = 0
+    for path in sorted(base.rglob("*")):
+        if path.is_symlink():
+            raise ProgramError(f"program file {str(path)!r} is a symbolic link; submit the file itself")
+        if path.is_dir():
+            continue
+        if len(out) >= _MAX_FILES:
+            raise ProgramError(f"training program at {str(base)!r} has more than {_MAX_FILES} files")
+        data = path.read_bytes()
+        total += len(data)
+        if total > _MAX_BYTES:
+            raise ProgramError(f"training program at {str(base)!r} is larger than {_MAX_BYTES >> 20} MiB")
+        out[path.relative_to(base).as_posix()] = data
+    if not out:
+        raise ProgramError(f"training program folder {str(base)!r} is empty")
+    return out
+
+
+@dataclass
+class LoadedProgram:
+    """An imported training program; `make(hyperparameters, data_dir)` builds a `TrainingProgram`."""
+
+    entry: str
+    code_digest: str
+    package: str
+    factory: Any
+
+    def make(self, hyperparameters: dict[str, Any], data_dir: str | os.PathLike[str] | None = None) -> TrainingProgram:
+        program = self.factory(hyperparameters, None if data_dir is None else Path(data_dir))
+        missing = [m for m in ("build_model", "build_optimizer", "build_scheduler", "sample", "collate", "train_step", "loss") if not callable(getattr(program, m, None))]
+        batch = getattr(program, "batch_size", None)
+        if missing or not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            what = f"lacks {', '.join(missing)}" if missing else f"has batch_size {batch!r}"
+            raise ProgramError(f"training program {self.entry} does not follow the contract: the object it returns {what}")
+        return program
+
+
+@contextmanager
+def load_program(files: dict[str, bytes], entry: str, code_digest: str) -> Iterator[LoadedProgram]:
+    """Check `files` against `code_digest`, then import `entry` from a private copy of them.
+
+    The copy and its modules are removed when the context ends.
+    """
+    module, attr = parse_entry(entry)
+    actual = code_digest_of(files)
+    if actual != code_digest:
+        raise ProgramError(f"training program files hash to code digest {actual}, the precommitment binds {code_digest}")
+    package = f"computewatch_program_{code_digest[:16]}"
+    tmp = Path(tempfile.mkdtemp(prefix="computewatch-program-"))
+    try:
+        for rel, data in files.items():
+            target = tmp / package / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        sys.path.insert(0, str(tmp))
+        importlib.invalidate_caches()
+        try:
+            mod = importlib.import_module(f"{package}.{module}")
+        except ImportError as exc:
+            raise ProgramError(f"training program entry {entry}: cannot import {module!r} ({exc})") from None
+        factory = getattr(mod, attr, None)
+        if not callable(factory):
+            raise ProgramError(f"training program entry {entry}: {module} has no callable {attr!r}")
+        yield LoadedProgram(entry, code_digest, package, factory)
+    finally:
+        if str(tmp) in sys.path:
+            sys.path.remove(str(tmp))
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def deterministic_cpu(threads: int) -> None:
+    """Fix torch's intra-op thread count and require deterministic algorithms (process-wide).
+
+    Two runs from the same seed are bit-identical on the CPU only with the same torch version,
+    the same thread count (reductions are split across threads, and float addition is not
+    associative) and deterministic algorithms: trainer and replay both call this first.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def current_environment() -> dict[str, Any]:
+    """This process's replay environment, as a precommitment records it."""
+    return {
+        "torch": torch.__version__,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def environment_mismatch(recorded: dict[str, Any], here: dict[str, Any] | None = None) -> list[str]:
+    """Why this machine cannot replay a recorded environment bit for bit (empty: it can)."""
+    here = current_environment() if here is None else here
+    out = [f"{k}: recorded {recorded.get(k)!r}, this machine {here.get(k)!r}" for k in _EXACT_FIELDS if recorded.get(k) != here.get(k)]
+    if recorded.get("deterministic") is not True:
+        out.append("the run did not enable torch's deterministic algorithms")
+    return out
