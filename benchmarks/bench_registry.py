@@ -1,0 +1,210 @@
+"""The register at scale: register 10^6 chips from their certificates and draw an inspection
+plan, on SQLite and on PostgreSQL.
+
+Setup (not timed): N chip certificates from one chipmaker (device keys from fixed seeds, so the
+file is cached in benchmarks/results/ and reused by later runs). Timed, per database:
+- registration: `Registry.register_certificates` (every certificate verified against the pinned
+  chipmaker root in --workers processes, inserted in transactions of --batch chips: one item
+  row and one custody record per chip);
+- planning: `commit_plan` over the whole stockpile (query, sort, population digest, Eq. 1,
+  commitment) and `plan` (re-derive: population check, draw);
+- signed transfers: --transfers chips shipped one by one (two signatures made and checked each).
+Baseline in the same run: verifying the same certificates without any database, same worker
+count; `register_vs_verify_only` is the registration rate over that baseline rate.
+Target (issue 9): 10^6 chips registered in under 2 minutes on SQLite on 2 cores.
+
+PostgreSQL: --pg-url URL, or a private server started for the run (tests/_postgres.py, durable
+settings: fsync on).
+Usage: python benchmarks/bench_registry.py [--chips 1000000] [--db sqlite,postgresql]
+       [--workers 2] [--batch 10000] [--transfers 1000] [--pg-url URL] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import blake3
+
+from computewatch.cli._common import available_cores, progress
+from computewatch.crypto.signing import SigningKey
+from computewatch.formats.identity import issue_chip_certificate
+from computewatch.registry import Registry
+from computewatch.registry.certificates import check_batch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_MAKER_SEED = b"computewatch bench registry chipmaker v1".ljust(32, b"\0")[:32]
+_CHINCHILLA_H = 5.76e23
+_PEAK = 989 * 10**12
+
+
+def _device_key(i: int) -> SigningKey:
+    return SigningKey.from_seed(blake3.blake3(b"bench device %d" % i).digest())
+
+
+def _make_certs(start: int, stop: int) -> list[bytes]:
+    maker = SigningKey.from_seed(_MAKER_SEED)
+    return [
+        issue_chip_certificate(maker, f"CW-B{i:09d}", _device_key(i).public_key, "computewatch-sim-h100", _PEAK).to_json()
+        for i in range(start, stop)
+    ]
+
+
+def certificates(n: int, workers: int) -> tuple[Path, float]:
+    """The cached certificate file (one canonical envelope per line) and the seconds it took."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"certs-{n}.jsonl"
+    if path.exists():
+        return path, 0.0
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".tmp")
+    step = 5000
+    with open(tmp, "wb") as fh, ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn")) as pool, \
+            progress("generating chip certificates (setup)", n) as update:
+        done = 0
+        for chunk in pool.map(_make_certs, range(0, n, step), [min(n, k + step) for k in range(0, n, step)]):
+            fh.write(b"".join(c + b"\n" for c in chunk))
+            done += len(chunk)
+            update(done)
+    os.replace(tmp, path)
+    return path, time.perf_counter() - t0
+
+
+def _stream(path: Path, limit: int | None = None) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        for k, line in enumerate(fh):
+            if limit is not None and k >= limit:
+                return
+            yield line.rstrip(b"\n")
+
+
+def verify_only(path: Path, n: int, workers: int) -> dict[str, float]:
+    """Baseline: the certificates checked (as registration checks them), no database."""
+    maker = SigningKey.from_seed(_MAKER_SEED).public_key
+    roots = {maker.keyid: maker.raw}
+    certs = list(_stream(path, n))
+    chunks = [certs[k : k + 2500] for k in range(0, len(certs), 2500)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn")) as pool:
+        list(pool.map(check_batch, chunks, [roots] * len(chunks)))
+    seconds = time.perf_counter() - t0
+    return {"certificates": len(certs), "seconds": seconds, "per_s": len(certs) / seconds}
+
+
+def run_db(name: str, url: str, path: Path, n: int, workers: int, batch: int, transfers: int) -> dict[str, object]:
+    reg = Registry.open(url)
+    maker = SigningKey.from_seed(_MAKER_SEED)
+    owner = SigningKey.from_seed(b"\x02" * 32)
+    reg.add_chipmaker("maker", maker.public_key)
+    reg.add_owner("acme", owner.public_key)
+    with progress(f"{name}: registering chips", n) as update:
+        t0 = time.perf_counter()
+        count = reg.register_certificates(_stream(path), batch=batch, workers=workers, progress=update)
+        register_s = time.perf_counter() - t0
+    assert count == n
+    t0 = time.perf_counter()
+    committed, seed = reg.commit_plan("bench", ["maker"], flops=_CHINCHILLA_H)
+    commit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    drawn = reg.plan(committed["plan"], seed)
+    plan_s = time.perf_counter() - t0
+    serials = [f"CW-B{i:09d}" for i in range(min(transfers, n))]
+    with progress(f"{name}: signed transfers", len(serials)) as update:
+        t0 = time.perf_counter()
+        for k, serial in enumerate(serials):
+            reg.ship(serial, "acme", maker, owner)
+            update(k + 1)
+        transfer_s = time.perf_counter() - t0
+    size = None
+    if name == "sqlite":
+        db_file = Path(reg.engine.url.database or "")
+        size = sum(f.stat().st_size for f in db_file.parent.glob(db_file.name + "*"))
+    reg.close()
+    return {
+        "chips": n,
+        "register_s": register_s,
+        "chips_per_s": n / register_s,
+        "rows_per_s": 2 * n / register_s,  # one item row and one custody record per chip
+        "commit_plan_s": commit_s,
+        "plan_s": plan_s,
+        "samples": committed["samples"],
+        "drawn": len(drawn["chips"]),
+        "transfers": len(serials),
+        "transfer_s": transfer_s,
+        "transfers_per_s": len(serials) / transfer_s if serials else None,
+        "database_bytes": size,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chips", type=int, default=1_000_000)
+    ap.add_argument("--db", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    ap.add_argument("--workers", type=int, default=available_cores())
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--transfers", type=int, default=1000)
+    ap.add_argument("--baseline-chips", type=int, default=100_000)
+    ap.add_argument("--pg-url", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
+        ap.error("--db takes sqlite and/or postgresql")
+    path, generate_s = certificates(args.chips, args.workers)
+    result: dict[str, object] = {
+        "benchmark": "registry",
+        "machine": {"python": platform.python_version(), "cores": available_cores(), "platform": platform.platform(),
+                    "load_avg_at_start": os.getloadavg()},
+        "chips": args.chips,
+        "workers": args.workers,
+        "batch": args.batch,
+        "setup_generate_certificates_s": generate_s,
+    }
+    baseline = verify_only(path, min(args.baseline_chips, args.chips), args.workers)
+    result["baseline_verify_only"] = baseline
+    scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-registry-"))
+    try:
+        for name in dbs:
+            server = None
+            if name == "sqlite":
+                url = f"sqlite:///{scratch / 'registry.db'}"
+            elif args.pg_url:
+                url = args.pg_url
+            else:
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                from _postgres import PostgresServer
+
+                server = PostgresServer(durable=True).start()
+                url = server.create_database("bench")
+            try:
+                entry = run_db(name, url, path, args.chips, args.workers, args.batch, args.transfers)
+            finally:
+                if server is not None:
+                    server.stop()
+            entry["register_vs_verify_only"] = entry["chips_per_s"] / baseline["per_s"]  # type: ignore[operator]
+            result[name] = entry
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if "sqlite" in result:
+        sqlite = result["sqlite"]
+        result["target"] = {"chips": 10**6, "seconds": 120, "cores": 2,
+                            "met": args.chips >= 10**6 and sqlite["register_s"] < 120}  # type: ignore[index]
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"bench_registry-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""`computewatch registry ...`: the supply-chain register and chip-owner directory (docs/registry.md).
+
+Every command takes `--db URL` (or $COMPUTEWATCH_DB; default: the SQLite file `computewatch.db`
+in the working directory) and `--json`. Exit status: 0 done; 1 a refusal the register decided
+(a transfer or report whose signatures or sequence do not hold); 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from computewatch.cli._common import (
+    EXIT_FINDING,
+    FLAG,
+    Command,
+    Group,
+    fail,
+    out,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from computewatch.registry import Registry
+
+__all__ = ["DbOption", "JsonOption", "app", "open_registry", "registry_guard", "with_registry"]
+
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, cls=Group)
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option("--db", envvar="COMPUTEWATCH_DB", help="Register database: a SQLite file or a postgresql:// URL "
+                 "(default: computewatch.db in the working directory)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON (also on failure).")]
+PubOption = Annotated[Path, typer.Option("--pub", help="Ed25519 public key, PEM (as `openssl pkey -pubout` writes it).")]
+FromKeyOption = Annotated[Path, typer.Option("--from-key", help="Private key (PEM) of the current holder, who signs.")]
+ToKeyOption = Annotated[Path, typer.Option("--to-key", help="Private key (PEM) of the receiver, who countersigns.")]
+FacilityOption = Annotated[Optional[str], typer.Option("--facility", help="The receiver's facility the item goes to.")]
+
+
+@contextlib.contextmanager
+def registry_guard(as_json: bool) -> Iterator[None]:
+    """The register's errors as one line: a refusal (custody, conflict) exits 1, the rest 2."""
+    from computewatch.crypto.errors import ComputewatchError
+    from computewatch.registry.errors import CustodyError
+
+    try:
+        yield
+    except CustodyError as exc:
+        fail(str(exc), EXIT_FINDING, as_json=as_json)
+    except ComputewatchError as exc:
+        fail(str(exc), as_json=as_json)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}", as_json=as_json)
+
+
+def open_registry(db: str | None) -> Registry:
+    """Open (and migrate) the register; call inside `registry_guard`."""
+    from computewatch.registry import Registry
+
+    return Registry.open(db)
+
+
+def with_registry(db: str | None, as_json: bool, action: Callable[[Registry], T]) -> T:
+    """Run `action` on the opened register; its errors become `registry_guard`'s one line."""
+    with registry_guard(as_json):
+        with open_registry(db) as reg:
+            return action(reg)
+
+
+def _signing_key(path: Path) -> Any:
+    from computewatch.crypto.signing import SigningKey
+
+    return SigningKey.load(path)
+
+
+def _done(doc: Any, as_json: bool, line: str) -> None:
+    if as_json:
+        print_json(doc)
+    else:
+        out.print(line)
+
+
+@app.command(cls=Command)
+def init(
+    db: DbOption = None,
+    loss_threshold: Annotated[Optional[int], typer.Option(min=1, help="Losses by one holder that open an investigation.")] = None,
+    individual_max: Annotated[Optional[int], typer.Option(min=1, help="Most chips a holder may have for an individual exemption.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the register (or migrate it to the newest schema) and show its id and settings."""
+    with registry_guard(as_json):
+        reg = open_registry(db)
+        with reg:
+            if loss_threshold is not None:
+                reg.set_setting("loss_investigation_threshold", loss_threshold)
+            if individual_max is not None:
+                reg.set_setting("individual_exemption_max", individual_max)
+            doc = {"register": reg.register_id, "db": reg.url, "settings": reg.settings()}
+    _done(doc, as_json, f"register {doc['register']} ready at {escape(doc['db'])}")
+
+
+def _add_party(db: str | None, as_json: bool, add: Any) -> None:
+    doc = with_registry(db, as_json, add)
+    _done(doc, as_json, f"{doc['role']} {escape(doc['name'])} registered (key {doc['keyid'][:16]}...)")
+
+
+@app.command("add-chipmaker", cls=Command)
+def add_chipmaker(name: str, pub: PubOption, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Pin a chipmaker's root key: the chips it certifies can then be registered."""
+    _add_party(db, as_json, lambda reg: reg.add_chipmaker(name, pub))
+
+
+@app.command("add-owner", cls=Command)
+def add_owner(
+    name: str,
+    pub: PubOption,
+    role: Annotated[Literal["owner", "inspector"], typer.Option(help="owner (a Prover) or inspector.")] = "owner",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a chip owner (or an inspector) and its public key."""
+    _add_party(db, as_json, lambda reg: reg.add_owner(name, pub, role))
+
+
+@app.command("add-fab", cls=Command)
+def add_fab(
+    name: str,
+    pub: PubOption,
+    node_nm: Annotated[Optional[int], typer.Option(min=1, help="Process node in nanometres.")] = None,
+    site: Annotated[Optional[str], typer.Option(help="Where the fab is.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a fab and the key it signs its shipments with."""
+    _add_party(db, as_json, lambda reg: reg.add_fab(name, pub, node_nm=node_nm, site=site))
+
+
+@app.command(cls=Command)
+def produce(
+    fab: str,
+    lot: Annotated[str, typer.Option(help="Label of the production lot.")],
+    wafers: Annotated[int, typer.Option(min=1, max=10_000, help="Wafers in the lot.")],
+    dies_per_wafer: Annotated[int, typer.Option(min=0, max=100_000, help="Dies recorded on each wafer (0: none yet).")] = 0,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a fab's production lot: its wafers (and dies), held by the fab."""
+    doc = with_registry(db, as_json, lambda reg: reg.produce(fab, lot, wafers, dies_per_wafer))
+    _done(doc, as_json, f"lot {escape(lot)}: {len(doc['wafers'])} wafers, {doc['dies']} dies, held by {escape(fab)}")
+
+
+@app.command("register-chip", cls=Command)
+def register_chip(
+    chip_dir: Annotated[Path, typer.Argument(help="The chip's state directory (its certificate.json is read).")],
+    fab: Annotated[Optional[str], typer.Option(help="The fab that made the chip.")] = None,
+    die: Annotated[Optional[str], typer.Option(help="The registered die it was packaged from.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a chip from its chipmaker certificate, checked against the registered chipmaker roots."""
+    doc = with_registry(db, as_json, lambda reg: reg.register_chip(chip_dir, fab=fab, die=die))
+    _done(doc, as_json, f"chip {doc['serial']} ({escape(doc['model'])}) registered; holder {escape(doc['holder'])}")
+
+
+def _transfer(serial: str, to: str, from_key: Path, to_key: Path, facility: str | None, db: str | None,
+              as_json: bool, first: bool) -> None:
+    with registry_guard(as_json):
+        giver, receiver = _signing_key(from_key), _signing_key(to_key)
+        with open_registry(db) as reg:
+            move = reg.ship if first else reg.transfer_with_keys
+            doc = move(serial, to, giver, receiver, facility=facility)
+    where = f" ({escape(facility)})" if facility else ""
+    _done(doc, as_json, f"{serial}: {escape(doc['from'])} -> {escape(doc['to'])}{where}, custody record {doc['seq']}")
+
+
+@app.command(cls=Command)
+def ship(
+    serial: str,
+    to: Annotated[str, typer.Option("--to", help="The first owner.")],
+    from_key: FromKeyOption,
+    to_key: ToKeyOption,
+    facility: FacilityOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The chipmaker's first transfer of a chip, signed by it and countersigned by the owner."""
+    _transfer(serial, to, from_key, to_key, facility, db, as_json, first=True)
+
+
+@app.command(cls=Command)
+def transfer(
+    serial: str,
+    to: Annotated[Optional[str], typer.Option("--to", help="The receiving party.")] = None,
+    from_key: Annotated[Optional[Path], typer.Option("--from-key", help="Private key (PEM) of the current holder.")] = None,
+    to_key: Annotated[Optional[Path], typer.Option("--to-key", help="Private key (PEM) of the receiver.")] = None,
+    envelope: Annotated[Optional[Path], typer.Option(help="A transfer statement both parties already signed (DSSE JSON).")] = None,
+    facility: FacilityOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move an item to another holder: signed by the holder, countersigned by the receiver.
+    Refused (exit 1) when a signature does not belong to the holder or the receiver."""
+    if envelope is None and (to is None or from_key is None or to_key is None):
+        fail("give --to, --from-key and --to-key, or --envelope", as_json=as_json)
+    if envelope is not None and (to or from_key or to_key or facility):
+        fail("--envelope carries everything: do not combine it with --to, --from-key, --to-key or --facility",
+             as_json=as_json)
+    if envelope is None:
+        assert to is not None and from_key is not None and to_key is not None
+        _transfer(serial, to, from_key, to_key, facility, db, as_json, first=False)
+        return
+    with registry_guard(as_json):
+        data = envelope.read_bytes()
+        with open_registry(db) as reg:
+            from computewatch.registry import parse_statement
+
+            if parse_statement(data).label != serial:
+                fail(f"the statement in {envelope} is not about {serial}", as_json=as_json)
+            doc = reg.transfer(data)
+    _done(doc, as_json, f"{serial}: {escape(doc['from'])} -> {escape(doc['to'])}, custody record {doc['seq']}")
+
+
+@app.command("report-loss", cls=Command)
+def report_loss(
+    serial: str,
+    key: Annotated[Path, typer.Option("--key", help="Private key (PEM) of the holder, who signs the report.")],
+    kind: Annotated[Literal["lost", "damaged", "destroyed"], typer.Option("--kind", help="What happened.")] = "lost",
+    reason: Annotated[str, typer.Option(help="What the holder says happened.")] = "",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The holder reports an item lost, damaged or destroyed (it stays responsible for it)."""
+    with registry_guard(as_json):
+        signer = _signing_key(key)
+        with open_registry(db) as reg:
+            doc = reg.report_with_key(serial, kind, signer, reason=reason)
+    line = f"{serial} reported {kind} by {escape(doc['holder'])}"
+    if doc["investigation"] is not None:
+        line += f"; investigation {doc['investigation']} of {escape(doc['holder'])} is open (many losses)"
+    _done(doc, as_json, line)
+
+
+@app.command(cls=Command)
+def exempt(
+    serial: str,
+    category: Annotated[Literal["education", "research", "individual"], typer.Option(help="Exemption category.")],
+    reason: Annotated[str, typer.Option(help="Why.")] = "",
+    revoke: Annotated[bool, typer.Option("--revoke", metavar=FLAG, help="Revoke this exemption.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exempt a chip from inspection sampling (education, research, small individual purchases)."""
+    doc = with_registry(db, as_json, lambda reg: reg.exempt(serial, category, reason=reason, revoke=revoke))
+    _done(doc, as_json, f"{serial}: {category} exemption {'revoked' if revoke else 'granted'}")
+
+
+@app.command(cls=Command)
+def found(
+    serial: str,
+    at: Annotated[str, typer.Option("--at", help="The party where the chip turned up.")],
+    chip_dir: Annotated[Optional[Path], typer.Option(help="The chip's state directory (registers an unknown chip).")] = None,
+    note: Annotated[str, typer.Option(help="Circumstances.")] = "",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A chip turned up at a party: flagged unless the register agrees that party holds it."""
+    doc = with_registry(db, as_json, lambda reg: reg.report_found(serial, at, chip_dir=chip_dir, note=note))
+    flag = doc["flag"]
+    line = f"{serial} is where the register says" if flag is None else f"[yellow]flagged[/yellow] {serial}: {escape(flag['detail'])}"
+    _done(doc, as_json, line)
+
+
+ListWhat = Literal["chips", "wafers", "dies", "parties", "lots", "investigations", "flags", "plans", "queue", "runs"]
+
+
+@app.command("list", cls=Command)
+def list_cmd(
+    what: Annotated[ListWhat, typer.Argument(help="What to list.")] = "chips",
+    owner: Annotated[Optional[str], typer.Option(help="Only this holder's (or party's) records.")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only records with this status.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List chips (or wafers, dies), parties, lots, investigations, flags, plans, the
+    explanation queue or declared runs."""
+    with registry_guard(as_json):
+        with open_registry(db) as reg:
+            rows = _listing(reg, what, owner, status, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{what} ({len(rows)})")
+    columns = list(rows[0]) if rows else []
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(_cell(r[c])) for c in columns))
+    out.print(table)
+
+
+def _listing(reg: Registry, what: str, owner: str | None, status: str | None, limit: int | None) -> list[dict[str, Any]]:
+    if what in ("chips", "wafers", "dies"):
+        return reg.items(kind=what[:-1] if what != "dies" else "die", holder=owner, status=status, limit=limit)
+    rows: list[dict[str, Any]]
+    if what == "parties":
+        rows = [{k: p[k] for k in ("name", "role", "keyid", "created_at")} for p in reg.parties(role=status)]
+    elif what == "lots":
+        rows = reg.lots()
+    elif what == "investigations":
+        rows = reg.investigations(party=owner, status=status)
+    elif what == "flags":
+        rows = reg.flags(party=owner)
+    elif what == "plans":
+        rows = reg.plans()
+    elif what == "queue":
+        rows = reg.explanation_queue(owner=owner, status=status or "pending")
+    else:
+        rows = reg.runs(owner=owner)
+    return rows[:limit] if limit is not None else rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+@app.command(cls=Command)
+def show(serial: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Everything the register holds on a chip: holder, custody history, inspections, tree heads."""
+    doc = with_registry(db, as_json, lambda reg: reg.chip(serial))
+    if as_json:
+        print_json(doc)
+        return
+    out.print(f"[bold]{escape(doc['serial'])}[/bold] ({doc['kind']}): held by {escape(doc['holder'])}, {doc['status']}"
+              + (f", exempt ({doc['exempt']})" if doc["exempt"] else "")
+              + (f", facility {escape(doc['facility'])}" if doc["facility"] else ""))
+    if doc["kind"] == "chip":
+        out.print(f"  {escape(doc['model'])}, peak {doc['peak_flops']:.3g} FLOP/s, certified by "
+                  f"{escape(doc['chipmaker'])}, device key {doc['device_key'][:16]}...")
+    for c in doc["custody"]:
+        who = f"{c['from'] or '-'} -> {c['to'] or '-'}"
+        out.print(f"  custody {c['seq']}: {c['kind']:<9} {escape(who)}  {c['recorded_at']}"
+                  + (" (signed)" if c["signed"] else "") + (f"  {escape(c['note'])}" if c["note"] else ""))
+    for i in doc.get("inspections", []):
+        out.print(f"  inspection {i['id']}: {i['outcome']} at {i['recorded_at']}, log size {i['tree_size']}")
+        for p in i["problems"]:
+            out.print(f"    [red]{p['check']}[/red]: {escape(p['problem'])}")
+
+
+@app.command(cls=Command)
+def verify(serial: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Re-check an item's custody history: sequence, record hash chain, every signature."""
+    doc = with_registry(db, as_json, lambda reg: reg.verify_custody(serial))
+    if as_json:
+        print_json(doc)
+    elif doc["ok"]:
+        out.print(f"[green]ok[/green]: {serial}, {doc['records']} custody records, chain head {doc['head'][:16]}...")
+    else:
+        for p in doc["problems"]:
+            out.print(f"[red]{escape(p)}[/red]")
+    if not doc["ok"]:
+        raise typer.Exit(EXIT_FINDING)

@@ -1,0 +1,31 @@
+"""computewatch.registry: the supply chain and chip-owner directory (paper §3.1, §3.2, §6).
+
+A real database through SQLAlchemy 2 and Alembic (SQLite file by default, PostgreSQL for
+shared deployments): fabs and their lots, wafers and dies, chips registered from their
+chipmaker certificates, owners and their keys, signed custody transfers, loss reports and
+investigations, exemptions, the witness of every chip log's tree heads, inspection plans drawn
+from a committed seed, inspections and the queue of snapshots owners must explain.
+Documentation: docs/registry.md. Names are imported lazily (SQLAlchemy loads on first use).
+"""
+
+from __future__ import annotations
+
+from computewatch._lazy import lazy_exports
+
+_WHERE = {
+    "ConflictError": "errors",
+    "CustodyError": "errors",
+    "NotFoundError": "errors",
+    "PlanError": "errors",
+    "Registry": "registry",
+    "RegistryError": "errors",
+    "countersign": "custody",
+    "parse_statement": "custody",
+    "rederive": "planning",
+    "report_statement": "custody",
+    "sign_statement": "custody",
+    "transfer_statement": "custody",
+}
+__all__ = sorted(_WHERE)
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

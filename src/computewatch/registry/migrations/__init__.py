@@ -1,0 +1,1 @@
+"""Alembic migrations of the register (run by `computewatch.registry.db.upgrade`)."""
