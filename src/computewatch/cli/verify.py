@@ -1,0 +1,215 @@
+"""`computewatch verify`: the Verifier's verdict on runs, from the logs of inspected chips."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from typer.core import TyperCommand
+
+from computewatch.cli._common import (
+    EXIT_FINDING,
+    EXIT_UNUSABLE,
+    err,
+    fail,
+    out,
+    print_json,
+)
+from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.signing import VerifyKey
+
+__all__ = ["EXIT_INCONCLUSIVE", "VerifyCommand", "verify"]
+
+EXIT_INCONCLUSIVE = 3
+_EXIT = {"compliant": 0, "violation": EXIT_FINDING, "inconclusive": EXIT_INCONCLUSIVE}
+_GREEDY = ("--chips",)
+
+
+class _Mode(str, enum.Enum):
+    exact = "exact"
+    tolerance = "tolerance"
+
+
+class VerifyCommand(TyperCommand):
+    """Lets `--chips DIR [DIR ...]` take every value up to the next option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out_args: list[str] = []
+        greedy: str | None = None
+        for arg in args:
+            if arg.startswith("-"):
+                greedy = arg if arg in _GREEDY else None
+                if greedy is None:
+                    out_args.append(arg)
+                continue
+            if greedy is not None:
+                out_args.extend([greedy, arg])
+                continue
+            out_args.append(arg)
+        return super().parse_args(ctx, out_args)
+
+
+def _key(path: Path, what: str, as_json: bool) -> VerifyKey:
+    try:
+        return VerifyKey.load(path)
+    except ComputewatchError as exc:
+        fail(f"{what} {path}: {exc}", as_json=as_json)
+
+
+def _seed(text: str | None, as_json: bool) -> bytes:
+    from computewatch.verifier.selection import parse_seed
+
+    if text is None:
+        return os.urandom(32)
+    try:
+        return parse_seed(text)
+    except ValueError as exc:
+        fail(f"--seed: {exc}", as_json=as_json)
+
+
+def _segments(text: str, as_json: bool) -> int | str:
+    if text == "all":
+        return "all"
+    if text.isdigit() and int(text) <= 1_000_000:
+        return int(text)
+    fail(f"--segments must be a number of random segments (0..1000000) or 'all', got {text!r}", as_json=as_json)
+
+
+def _from_registry(url: str, as_json: bool) -> dict[str, Any]:
+    """Prover keys, chipmaker roots and witnessed tree heads from the register."""
+    try:
+        from computewatch.registry import Registry
+
+        reg = Registry.open(url)
+        return reg.verifier_trust()
+    except ComputewatchError as exc:
+        fail(f"--db {url}: {exc}", as_json=as_json)
+
+
+def _print_human(doc: dict[str, Any], html: Path | None) -> None:
+    colour = {"compliant": "green", "violation": "red", "inconclusive": "yellow"}[doc["verdict"]]
+    out.print(f"verdict: [bold {colour}]{doc['verdict']}[/bold {colour}]")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in doc["checks"]:
+        mark = {True: "[green]passed[/green]", False: "[red]FAILED[/red]", None: "[yellow]undecided[/yellow]"}[c["passed"]]
+        table.add_row(c["name"], mark, c["detail"])
+    out.print(table)
+    snaps = doc["snapshots"]
+    out.print(f"snapshots explained: {snaps['explained']} of {snaps['logged']} logged")
+    if doc["total_flops"] is not None:
+        out.print(f"training compute: {doc['total_flops']:.3e} FLOPs; verification replayed {doc['verification_flops']:.3e} FLOPs")
+    sel = doc["selection"]
+    out.print(f"segments replayed: {sel['segments_replayed']} of {sel['segments_total']} (seed commitment {sel['seed_commitment']}, seed {sel['seed']})")
+    out.print(f"trusted cluster isolation: {doc['isolation']}")
+    if html is not None:
+        out.print(f"report: {html}")
+
+
+def verify(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (the Prover's transcripts).", show_default=False)],
+    chips: Annotated[list[Path], typer.Option("--chips", help="Inspected chip state directories, or folders of them (DIR [DIR ...]).", show_default=False)],
+    chipmaker_pub: Annotated[Optional[list[Path]], typer.Option("--chipmaker-pub", help="Pinned chipmaker root public key (PEM); repeatable.")] = None,
+    prover_pub: Annotated[Optional[list[Path]], typer.Option("--prover-pub", help="Pinned Prover public key (PEM); repeatable.")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
+    mode: Annotated[_Mode, typer.Option("--mode", help="exact (bit-identical CPU replay) or tolerance (calibrated epsilon).")] = _Mode.exact,
+    segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones (N), or 'all'.")] = "1",
+    seed: Annotated[Optional[str], typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
+) -> None:
+    """Verify runs: explain every snapshot the inspected chips logged, check the transcripts (PoTT)
+    in a trusted cluster, count the compute, apply the rules. Exit 0 compliant, 1 violation,
+    2 unusable input, 3 inconclusive."""
+    from computewatch.verifier import EvidenceError, VerifyRequest
+    from computewatch.verifier import verify as run_verify
+
+    for r in runs:
+        if not (r / "manifest.dsse.json").is_file():
+            fail(f"{r}: not a transcript (no manifest.dsse.json)", as_json=as_json)
+    if html is not None and (html.is_dir() or not html.parent.is_dir()):
+        fail(f"--html {html}: not a writable file path (is it a folder, or does its folder not exist?)", as_json=as_json)
+    trust: dict[str, Any] = _from_registry(db, as_json) if db else {"prover_keys": [], "chipmaker_roots": [], "known_heads": {}}
+    roots = [_key(p, "--chipmaker-pub", as_json) for p in chipmaker_pub or []] + list(trust["chipmaker_roots"])
+    provers = [_key(p, "--prover-pub", as_json) for p in prover_pub or []] + list(trust["prover_keys"])
+    if not roots:
+        fail("no chipmaker root pinned: give --chipmaker-pub FILE (or --db with registered chipmakers)", as_json=as_json)
+    if not provers:
+        fail("no Prover key pinned: give --prover-pub FILE or --db URL (a key found beside the evidence is never trusted)", as_json=as_json)
+    policy_text = None
+    if policy is not None:
+        try:
+            raw = policy.read_bytes()
+            from computewatch.verifier.rules import Policy
+
+            Policy.from_bytes(raw, source=str(policy))
+            policy_text = raw.decode("utf-8")
+        except OSError as exc:
+            fail(f"--policy {policy}: cannot read ({exc.strerror})", as_json=as_json)
+        except ComputewatchError as exc:
+            fail(f"--policy {policy}: {exc}", as_json=as_json)
+    data_dirs = {}
+    for item in data or []:
+        run_id, sep, folder = item.partition("=")
+        if not sep or not run_id or not Path(folder).is_dir():
+            fail(f"--data {item!r}: expected RUN_ID=DIR with an existing folder", as_json=as_json)
+        data_dirs[run_id] = folder
+    request = VerifyRequest(
+        runs=runs,
+        chips=chips,
+        chipmaker_roots=roots,
+        prover_keys=provers,
+        seed=_seed(seed, as_json),
+        known_heads=trust["known_heads"],
+        policy_text=policy_text,
+        mode=mode.value,
+        segments=_segments(segments, as_json),
+        threads=threads,
+        ray_address=ray_address,
+        workers=workers,
+        data_dirs=data_dirs,
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=max(total, 1))
+                bar.update(tasks[what], completed=done, total=max(total, 1))
+
+            doc = run_verify(request, progress)
+    except (EvidenceError, ValueError) as exc:
+        fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
+    except ComputewatchError as exc:
+        fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
+    if html is not None:
+        from computewatch.verifier.report import write_report
+
+        write_report(doc, html)
+        doc["report"] = str(html)
+    if as_json:
+        print_json(doc)
+    else:
+        _print_human(doc, html)
+    raise typer.Exit(_EXIT[doc["verdict"]])

@@ -1,0 +1,528 @@
+"""Rules: a TOML policy of the paper's rule kinds, evaluated on a verified run's facts (docs/rules.md).
+
+Paper §2.1: reporting requirements, bans or approval requirements, mandated mitigations, over
+total compute, properties of the training data, hyperparameters and benchmark results of the
+final weights, and their combinations ("if trained on ... for more than X FLOPs, then it must
+not be trained beyond Y performance on Z benchmarks"). §3.2: inspection guarantees hold for runs
+of at least 2H, so an outcome on a run between H and 2H says so.
+
+Appendix D step 6: the trusted cluster computes the facts (a random data subset, benchmarks on
+the final weights) and returns only each rule's outcome, never the values behind it: details
+name the rule and which condition decided it, not the benchmark or data figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from computewatch.crypto.errors import FormatError
+from computewatch.crypto.hashing import blake3_bytes
+from computewatch.verifier._expr import (
+    EvalError,
+    Expr,
+    ExprError,
+    Signature,
+    Unknown,
+    Vocabulary,
+    known,
+    number,
+    parse,
+)
+
+__all__ = [
+    "KINDS",
+    "OUTCOMES",
+    "POLICY_VERSION",
+    "Policy",
+    "Rule",
+    "RuleOutcome",
+    "RunFacts",
+    "rules_check",
+]
+
+POLICY_VERSION = 1
+KINDS = ("reporting", "ban", "approval", "mitigation", "requirement")
+OUTCOMES = ("ok", "violation", "report", "not-applicable", "error")
+
+_NAMES = frozenset({"run_id", "compute", "hp", "steps", "lr", "world_size", "chips", "benchmarks", "approved"})
+_COMPUTE_KEYS = frozenset({"flops", "H", "ratio", "over_threshold", "detectable"})
+_DATA_FUNCTIONS = frozenset({"data_fraction", "data_size"})
+_FUNCTIONS: dict[str, Signature] = {
+    "min": Signature(1, 16),
+    "max": Signature(1, 16),
+    "abs": Signature(1, 1),
+    "len": Signature(1, 1),
+    "sum": Signature(1, 1),
+    "mean": Signature(1, 1),
+    "fraction_above": Signature(2, 2),
+    "fraction_below": Signature(2, 2),
+    "get": Signature(3, 3),
+    "matches": Signature(2, 2, regex_arg=1),
+    "data_fraction": Signature(1, 1, regex_arg=0),
+    "data_size": Signature(0, 0),
+}
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_BENCHMARK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_MAX_SUBSET = 10_000_000
+_TOP_KEYS = {"policy", "data", "benchmarks", "rules"}
+_POLICY_KEYS = {"name", "version", "description", "threshold_flops", "approvals"}
+_RULE_KEYS = {"id", "kind", "when", "require", "text", "approvals"}
+# Which kinds take a `require` expression: True required, False refused, None optional.
+_REQUIRE = {"reporting": False, "ban": False, "approval": None, "mitigation": True, "requirement": True}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the trusted cluster established about one verified run (the rules' inputs).
+
+    `total_flops` is None when the FLOP count is unknown (an op the counter does not know);
+    `data` is the random subset of sample bytes the cluster drew with the Verifier's secret
+    seed (None: not drawn); `benchmarks` maps a policy's benchmark names to their values on the
+    final weights (a missing name: not computed).
+    """
+
+    run_id: str
+    total_flops: int | None
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    lr: Sequence[float] = ()
+    data: Sequence[bytes] | None = None
+    benchmarks: Mapping[str, float | None] = field(default_factory=dict)
+    world_size: int = 1
+    chips: int = 1
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """One rule on one run; `to_json` is a RuleOutcome of the verdict document's "rules" list."""
+
+    id: str
+    run_id: str
+    kind: str
+    applies: bool
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "applies": self.applies,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One checked [[rules]] entry."""
+
+    id: str
+    kind: str
+    when: Expr | None
+    require: Expr | None
+    text: str
+    approvals: tuple[str, ...]
+
+    @property
+    def uses_compute(self) -> bool:
+        return any(e is not None and "compute" in e.names for e in (self.when, self.require))
+
+
+def _fail(source: str, where: str, problem: str) -> FormatError:
+    return FormatError(f"{source}: {where}: {problem}")
+
+
+def _table(value: Any, source: str, where: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(source, where, f"must be a table, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise _fail(source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}")
+    return value
+
+
+def _string(value: Any, source: str, where: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise _fail(source, where, "must be a non-empty string" if not empty else "must be a string")
+    return value
+
+
+def _count(value: Any, source: str, where: str, *, upper: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+        raise _fail(source, where, f"must be an integer from 1 to {upper}, got {value!r}")
+    return value
+
+
+def _strings(value: Any, source: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(source, where, "must be a list of non-empty strings")
+    return tuple(value)
+
+
+class Policy:
+    """A parsed, checked policy. Build with `Policy.load(path)` or `Policy.from_toml(text)`."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        threshold_flops: float,
+        rules: tuple[Rule, ...],
+        approvals: tuple[str, ...],
+        data_subset: int,
+        benchmarks: Mapping[str, int],
+        digest: str,
+        description: str = "",
+        source: str = "<policy>",
+    ) -> None:
+        self.name = name
+        self.threshold_flops = threshold_flops
+        self.rules = rules
+        self.approvals = approvals
+        self.data_subset = data_subset
+        self.benchmarks = dict(benchmarks)
+        self.digest = digest
+        self.description = description
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Policy(name={self.name!r}, H={self.threshold_flops:g}, rules={len(self.rules)}, digest={self.digest[:16]})"
+
+    # -- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """Read a TOML policy file; FormatError names the file and the problem."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot read policy: {exc.strerror or exc}") from None
+        return cls.from_bytes(raw, source=str(path))
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<policy>") -> Policy:
+        return cls.from_bytes(text.encode("utf-8"), source=source)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, source: str = "<policy>") -> Policy:
+        """Parse policy bytes (UTF-8 TOML); `digest` is BLAKE3-256 over exactly these bytes."""
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise FormatError(f"{source}: malformed TOML: {exc}") from None
+        _table(doc, source, "top level", _TOP_KEYS)
+        if "policy" not in doc:
+            raise _fail(source, "top level", "missing the [policy] table")
+        head = _table(doc["policy"], source, "[policy]", _POLICY_KEYS)
+        version = head.get("version", POLICY_VERSION)
+        if version != POLICY_VERSION or isinstance(version, bool):
+            raise _fail(source, "[policy] version", f"unsupported version {version!r} (this reader knows {POLICY_VERSION})")
+        name = _string(head.get("name"), source, "[policy] name")
+        h = head.get("threshold_flops")
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
+            raise _fail(source, "[policy] threshold_flops", f"H must be a positive finite number of FLOPs, got {h!r}")
+        approvals = _strings(head.get("approvals", []), source, "[policy] approvals")
+        description = _string(head.get("description", ""), source, "[policy] description", empty=True)
+
+        data_subset = 0
+        if "data" in doc:
+            data = _table(doc["data"], source, "[data]", {"subset"})
+            data_subset = _count(data.get("subset"), source, "[data] subset", upper=_MAX_SUBSET)
+
+        benchmarks: dict[str, int] = {}
+        for bname, spec in _table(doc.get("benchmarks", {}), source, "[benchmarks]", set(doc.get("benchmarks", {}))).items():
+            if not _BENCHMARK_NAME.fullmatch(bname):
+                raise _fail(source, f"[benchmarks.{bname}]", "a benchmark name is a letter then letters, digits or '_'")
+            spec = _table(spec, source, f"[benchmarks.{bname}]", {"samples", "description"})
+            benchmarks[bname] = _count(spec.get("samples"), source, f"[benchmarks.{bname}] samples", upper=_MAX_SUBSET)
+            _string(spec.get("description", ""), source, f"[benchmarks.{bname}] description", empty=True)
+
+        vocabulary = Vocabulary(
+            names=_NAMES,
+            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks)},
+            functions=_FUNCTIONS,
+        )
+        rules_doc = doc.get("rules", [])
+        if not isinstance(rules_doc, list):
+            raise _fail(source, "rules", "must be an array of tables ([[rules]])")
+        rules: list[Rule] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(rules_doc):
+            rule = _rule(entry, i, source, vocabulary, data_subset)
+            if rule.id in seen:
+                raise _fail(source, f"rules[{i}]", f"duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            rules.append(rule)
+        return cls(
+            name=name,
+            threshold_flops=h,
+            rules=tuple(rules),
+            approvals=approvals,
+            data_subset=data_subset,
+            benchmarks=benchmarks,
+            digest=blake3_bytes(raw).hex(),
+            description=description,
+            source=source,
+        )
+
+    # -- use -----------------------------------------------------------------------------
+    def requirements(self) -> dict[str, Any]:
+        """What the trusted cluster must compute for `evaluate`, as JSON (it crosses into the
+        cluster's process): {"data_subset": samples to draw at random (0: none),
+        "benchmarks": {name: samples to evaluate the final weights on}}."""
+        return {"data_subset": self.data_subset, "benchmarks": dict(self.benchmarks)}
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict's "policy" object: name and digest, plus H for the compute plot."""
+        return {"name": self.name, "digest": self.digest, "threshold_flops": self.threshold_flops}
+
+    def evaluate(self, facts: RunFacts) -> list[RuleOutcome]:
+        """Every rule's outcome on one run, in policy order."""
+        env = _environment(facts, self)
+        functions = _functions(facts)
+        margin = _margin_note(facts.total_flops, self.threshold_flops)
+        outcomes = []
+        for rule in self.rules:
+            env["approved"] = facts.run_id in self.approvals or facts.run_id in rule.approvals
+            outcome = _evaluate_rule(rule, facts.run_id, env, functions)
+            if margin and rule.uses_compute and outcome.outcome != "error":
+                outcome = dataclasses.replace(outcome, detail=f"{outcome.detail}; {margin}")
+            outcomes.append(outcome)
+        return outcomes
+
+
+def _rule(entry: Any, i: int, source: str, vocabulary: Vocabulary, data_subset: int) -> Rule:
+    where = f"rules[{i}]"
+    entry = _table(entry, source, where, _RULE_KEYS)
+    rid = entry.get("id")
+    if not isinstance(rid, str) or not _ID.fullmatch(rid):
+        raise _fail(source, where, f"id must be 1-64 of letters, digits, '.', '_', '-' (starting alphanumeric), got {rid!r}")
+    where = f"rule {rid!r}"
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise _fail(source, where, f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    need = _REQUIRE[kind]
+    if need is True and "require" not in entry:
+        raise _fail(source, where, f"a {kind} rule needs `require` (what must hold when `when` does)")
+    if need is False and "require" in entry:
+        raise _fail(source, where, f"a {kind} rule takes no `require`; put the condition in `when`")
+    if "approvals" in entry and kind != "approval":
+        raise _fail(source, where, "`approvals` belongs to approval rules only")
+
+    def expression(key: str) -> Expr | None:
+        if key not in entry:
+            return None
+        try:
+            expr = parse(entry[key], vocabulary)
+        except ExprError as exc:
+            raise _fail(source, f"{where} {key}", str(exc)) from None
+        if expr.functions & _DATA_FUNCTIONS and not data_subset:
+            used = ", ".join(sorted(expr.functions & _DATA_FUNCTIONS))
+            raise _fail(source, f"{where} {key}", f"{used}() needs a [data] table with `subset` (samples to draw)")
+        return expr
+
+    return Rule(
+        id=rid,
+        kind=kind,
+        when=expression("when"),
+        require=expression("require"),
+        text=_string(entry.get("text", ""), source, f"{where} text", empty=True),
+        approvals=_strings(entry.get("approvals", []), source, f"{where} approvals"),
+    )
+
+
+def _compute(flops: int | None, h: float) -> dict[str, Any]:
+    if flops is None:
+        why = "the run's FLOP count is unknown"
+        unknown = {k: Unknown(f"compute.{k}", why) for k in ("flops", "ratio", "over_threshold", "detectable")}
+        return {**unknown, "H": h}
+    return {"flops": flops, "H": h, "ratio": flops / h, "over_threshold": flops >= h, "detectable": flops >= 2 * h}
+
+
+def _environment(facts: RunFacts, policy: Policy) -> dict[str, Any]:
+    missing = "not computed by the trusted cluster"
+    benchmarks = {
+        name: facts.benchmarks[name] if facts.benchmarks.get(name) is not None else Unknown(f"benchmarks.{name}", missing)
+        for name in policy.benchmarks
+    }
+    return {
+        "run_id": facts.run_id,
+        "compute": _compute(facts.total_flops, policy.threshold_flops),
+        "hp": dict(facts.hyperparameters),
+        "steps": facts.steps,
+        "lr": list(facts.lr),
+        "world_size": facts.world_size,
+        "chips": facts.chips,
+        "benchmarks": benchmarks,
+        "approved": False,
+    }
+
+
+def _numbers(values: Any, what: str) -> list[int | float]:
+    if not isinstance(values, list):
+        raise EvalError(f"{what}() needs a list, got {type(values).__name__}")
+    if not values:
+        raise EvalError(f"{what}() of an empty list")
+    return [number(v, f"{what}()") for v in values]
+
+
+def _extreme(pick: Callable[[list[Any]], Any], what: str) -> Callable[..., Any]:
+    def fn(*args: Any) -> Any:
+        return pick(_numbers(args[0], what) if len(args) == 1 else [number(a, f"{what}()") for a in args])
+
+    return fn
+
+
+def _fraction(compare: Callable[[float, float], bool], what: str) -> Callable[[Any, Any], float]:
+    def fn(values: Any, x: Any) -> float:
+        xs, bound = _numbers(values, what), number(x, f"{what}()")
+        return sum(1 for v in xs if compare(v, bound)) / len(xs)
+
+    return fn
+
+
+def _mean(values: Any) -> float:
+    xs = _numbers(values, "mean")
+    return sum(xs) / len(xs)
+
+
+def _length(value: Any) -> int:
+    if not isinstance(value, (list, str, dict)):
+        raise EvalError(f"len() needs a list, string or table, got {type(value).__name__}")
+    return len(value)
+
+
+def _get(table: Any, key: Any, default: Any) -> Any:
+    if not isinstance(table, dict) or not isinstance(key, str):
+        raise EvalError("get() needs a table and a string key")
+    value = table.get(key)
+    return default if value is None else value
+
+
+def _matches(text: Any, pattern: str) -> bool:
+    if not isinstance(text, str):
+        raise EvalError(f"matches() needs a string, got {type(text).__name__}")
+    return _regex(pattern, False).search(text) is not None
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str, as_bytes: bool) -> re.Pattern[Any]:
+    return re.compile(pattern.encode("utf-8") if as_bytes else pattern)
+
+
+def _functions(facts: RunFacts) -> dict[str, Callable[..., Any]]:
+    def subset() -> Sequence[bytes]:
+        if facts.data is None:
+            raise EvalError("the data subset was not drawn by the trusted cluster")
+        return facts.data
+
+    def data_fraction(pattern: str) -> float:
+        samples = subset()
+        if not samples:
+            raise EvalError("the data subset is empty")
+        rx = _regex(pattern, True)  # a UTF-8 pattern over raw sample bytes
+        return sum(1 for s in samples if rx.search(bytes(s)) is not None) / len(samples)
+
+    return {
+        "min": _extreme(min, "min"),
+        "max": _extreme(max, "max"),
+        "abs": lambda x: abs(number(x, "abs()")),
+        "len": _length,
+        "sum": lambda xs: sum(_numbers(xs, "sum")),
+        "mean": _mean,
+        "fraction_above": _fraction(lambda v, b: v > b, "fraction_above"),
+        "fraction_below": _fraction(lambda v, b: v < b, "fraction_below"),
+        "get": _get,
+        "matches": _matches,
+        "data_fraction": data_fraction,
+        "data_size": lambda: len(subset()),
+    }
+
+
+def _truth(expr: Expr, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> bool:
+    try:
+        value = known(expr.evaluate(env, functions))
+    except RecursionError:
+        raise EvalError("expression too deep to evaluate") from None
+    if not isinstance(value, bool):
+        raise EvalError(f"evaluates to {type(value).__name__}, not true/false")
+    return value
+
+
+def _evaluate_rule(
+    rule: Rule, run_id: str, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]
+) -> RuleOutcome:
+    text = f": {rule.text}" if rule.text else ""
+
+    def result(applies: bool, outcome: str, detail: str) -> RuleOutcome:
+        return RuleOutcome(id=rule.id, run_id=run_id, kind=rule.kind, applies=applies, outcome=outcome, detail=detail)
+
+    try:
+        applies = True if rule.when is None else _truth(rule.when, env, functions)
+    except EvalError as exc:
+        return result(False, "error", f"cannot evaluate `when` ({rule.when.source if rule.when else ''}): {exc}")
+    if not applies:
+        return result(False, "not-applicable", f"`when` is false ({rule.when.source if rule.when else ''})")
+    if rule.kind == "reporting":
+        return result(True, "report", f"reporting duty{text}")
+    if rule.kind == "ban":
+        return result(True, "violation", f"banned{text}")
+    if rule.kind == "approval" and not env.get("approved"):
+        return result(True, "violation", f"needs approval and run {run_id!r} is not approved{text}")
+    if rule.require is None:  # an unconditional approval
+        return result(True, "ok", f"approved{text}")
+    try:
+        satisfied = _truth(rule.require, env, functions)
+    except EvalError as exc:
+        return result(True, "error", f"cannot evaluate `require` ({rule.require.source}): {exc}")
+    failed = {
+        "approval": f"approved on a condition that does not hold ({rule.require.source} is false)",
+        "mitigation": f"mandated mitigation missing ({rule.require.source} is false)",
+        "requirement": f"requirement not met ({rule.require.source} is false)",
+    }
+    passed = {"approval": "approved", "mitigation": "mandated mitigation present", "requirement": "requirement met"}
+    if not satisfied:
+        return result(True, "violation", failed[rule.kind] + text)
+    return result(True, "ok", passed[rule.kind] + text)
+
+
+def _margin_note(flops: int | None, h: float) -> str:
+    """§3.2: a run between H and 2H is judged, but sampling only guarantees detection from 2H."""
+    if flops is None or not h <= flops < 2 * h:
+        return ""
+    return (
+        f"margin: the run used {flops:.3g} FLOPs = {flops / h:.2f} H, between H and 2H; "
+        "inspection sampling guarantees detection only for runs of at least 2H (paper §3.2)"
+    )
+
+
+def rules_check(outcomes: Sequence[RuleOutcome | Mapping[str, Any]]) -> tuple[bool | None, str]:
+    """The verdict's "rules" check from all runs' outcomes: (passed, detail).
+
+    Any "violation" fails it (False); otherwise any "error" leaves it undecided (None,
+    inconclusive); otherwise it passes, listing reporting duties.
+    """
+    rows = [o.to_json() if isinstance(o, RuleOutcome) else dict(o) for o in outcomes]
+
+    def named(kind: str) -> list[str]:
+        return [f"{r.get('id')} ({r.get('run_id')})" for r in rows if r.get("outcome") == kind]
+
+    violations, errors, reports = named("violation"), named("error"), named("report")
+    if violations:
+        return False, f"{len(violations)} violation(s): {', '.join(violations)}"
+    if errors:
+        return None, f"{len(errors)} rule(s) could not be evaluated: {', '.join(errors)}"
+    duties = f"; reporting duties: {', '.join(reports)}" if reports else ""
+    return True, f"{len(rows)} rule outcome(s), no violation{duties}"

@@ -1,0 +1,436 @@
+"""Policies: the paper's rule kinds, the 2H margin, the expression language's safety, bad files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from computewatch.crypto.errors import FormatError
+from computewatch.crypto.hashing import blake3_bytes
+from computewatch.verifier._expr import MAX_DEPTH, MAX_LENGTH
+from computewatch.verifier.rules import (
+    OUTCOMES,
+    Policy,
+    RuleOutcome,
+    RunFacts,
+    rules_check,
+)
+
+H = 1e12
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
+
+_HEAD = f"""
+[policy]
+name = "test"
+threshold_flops = {H}
+approvals = ["approved-run"]
+
+[data]
+subset = 4
+
+[benchmarks.final_loss]
+samples = 8
+"""
+
+HP = {"workload": {"optimizer": {"name": "AdamW", "lr": 3e-3}, "tags": ["rl", "code"]}, "run": {"steps": 10}, "note": None}
+
+
+def facts(flops: int | None = int(0.5 * H), **kw: Any) -> RunFacts:
+    base: dict[str, Any] = {
+        "run_id": "run-1",
+        "total_flops": flops,
+        "hyperparameters": HP,
+        "steps": 10,
+        "lr": [1e-3, 2e-3, 3e-3, 3e-3],
+        "data": [b"def f(): pass", b"import os", b"\xff\xfe binary", b"exploit code here"],
+        "benchmarks": {"final_loss": 1.5},
+        "world_size": 2,
+        "chips": 2,
+    }
+    base.update(kw)
+    return RunFacts(**base)
+
+
+def rule(kind: str, when: str | None = None, require: str | None = None, **extra: Any) -> str:
+    lines = ["[[rules]]", f'id = "{extra.pop("id", "r")}"', f'kind = "{kind}"']
+    if when is not None:
+        lines.append(f"when = {when!r}")
+    if require is not None:
+        lines.append(f"require = {require!r}")
+    for k, v in extra.items():
+        lines.append(f"{k} = {v!r}" if not isinstance(v, list) else f"{k} = {v!r}".replace("'", '"'))
+    return "\n".join(lines) + "\n"
+
+
+def policy(*rules: str, head: str = _HEAD) -> Policy:
+    return Policy.from_toml(head + "".join(rules), source="test.toml")
+
+
+def one(kind: str, when: str | None = None, require: str | None = None, f: RunFacts | None = None, **extra: Any) -> RuleOutcome:
+    (out,) = policy(rule(kind, when, require, **extra)).evaluate(f or facts())
+    return out
+
+
+# -- rule kinds ---------------------------------------------------------------------------
+
+
+def test_reporting_rule() -> None:
+    out = one("reporting", "compute.over_threshold", text="tell the regulator", f=facts(int(3 * H)))
+    assert (out.applies, out.outcome) == (True, "report") and "tell the regulator" in out.detail
+    out = one("reporting", "compute.over_threshold", f=facts(int(0.5 * H)))
+    assert (out.applies, out.outcome) == (False, "not-applicable")
+
+
+def test_ban_rule() -> None:
+    assert one("ban", "compute.detectable", f=facts(int(2 * H))).outcome == "violation"
+    assert one("ban", "compute.detectable", f=facts(int(2 * H) - 1)).outcome == "not-applicable"
+    assert one("ban").outcome == "violation"  # no `when`: the rule always applies
+
+
+def test_approval_rule() -> None:
+    big = int(5 * H)
+    assert one("approval", "compute.over_threshold", f=facts(big)).outcome == "violation"
+    assert one("approval", "compute.over_threshold", f=facts(big, run_id="approved-run")).outcome == "ok"
+    # Approvals listed on the rule itself.
+    assert one("approval", "compute.over_threshold", f=facts(big, run_id="x"), approvals=["x"]).outcome == "ok"
+    # Conditional approval (§2.1): approved, but the condition does not hold.
+    out = one("approval", "compute.over_threshold", "max(lr) <= 1e-3", f=facts(big, run_id="approved-run"))
+    assert out.outcome == "violation" and "condition" in out.detail
+    assert one("approval", "compute.over_threshold", f=facts(int(0.1 * H))).outcome == "not-applicable"
+    # The `approved` fact is usable in any expression.
+    assert one("requirement", require="approved", f=facts(run_id="approved-run")).outcome == "ok"
+    assert one("requirement", require="approved").outcome == "violation"
+
+
+def test_mitigation_rule() -> None:
+    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', False)", f=facts(int(3 * H)))
+    assert out.outcome == "violation" and "mitigation missing" in out.detail
+    hp = {**HP, "safety_finetune": True}
+    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', False)", f=facts(int(3 * H), hyperparameters=hp))
+    assert out.outcome == "ok"
+    assert one("mitigation", "compute.over_threshold", "False").outcome == "not-applicable"
+
+
+def test_requirement_rule_and_compound_template() -> None:
+    # "if trained on RL-for-code-generation for more than X FLOPs, then it must not be trained
+    # beyond Y performance on Z benchmarks"
+    when = "'rl' in hp.workload.tags and compute.flops > 0.5 * compute.H"
+    require = "benchmarks.final_loss >= 1.2"
+    assert one("requirement", when, require, f=facts(int(0.6 * H))).outcome == "ok"
+    too_good = facts(int(0.6 * H), benchmarks={"final_loss": 0.9})
+    out = one("requirement", when, require, f=too_good)
+    assert (out.applies, out.outcome) == (True, "violation") and require in out.detail
+    no_rl = facts(int(0.6 * H), benchmarks={"final_loss": 0.9}, hyperparameters={**HP, "workload": {"tags": []}})
+    assert one("requirement", when, require, f=no_rl).outcome == "not-applicable"
+    assert one("requirement", when, require, f=facts(int(0.4 * H), benchmarks={"final_loss": 0.9})).outcome == "not-applicable"
+
+
+def test_outcome_json_is_the_contract() -> None:
+    out = one("reporting", "compute.over_threshold", f=facts(int(3 * H))).to_json()
+    assert set(out) == {"id", "run_id", "kind", "applies", "outcome", "detail"}
+    assert out["run_id"] == "run-1" and out["kind"] == "reporting" and out["outcome"] in OUTCOMES
+
+
+def test_rules_evaluate_in_order_with_run_id() -> None:
+    p = policy(rule("reporting", "compute.over_threshold", id="a"), rule("ban", "False", id="b"))
+    assert [(o.id, o.run_id) for o in p.evaluate(facts(run_id="zz"))] == [("a", "zz"), ("b", "zz")]
+
+
+# -- the 2H margin (§3.2) -----------------------------------------------------------------
+
+
+def test_compute_facts_and_the_2h_margin() -> None:
+    p = policy(rule("ban", "compute.over_threshold", id="ban"), rule("requirement", require="steps > 0", id="plain"))
+    between = p.evaluate(facts(int(1.5 * H)))
+    assert between[0].outcome == "violation"  # judged by the rule, margin or not
+    assert "margin" in between[0].detail and "2H" in between[0].detail and "1.50 H" in between[0].detail
+    assert "margin" not in between[1].detail  # that rule does not look at compute
+    for flops in (int(0.5 * H), int(2 * H), int(10 * H)):
+        assert all("margin" not in o.detail for o in p.evaluate(facts(flops)))
+    exact = {"flops": int(1.5 * H), "H": H, "ratio": 1.5, "over_threshold": True, "detectable": False}
+    for key, value in exact.items():
+        assert one("requirement", require=f"compute.{key} == {value!r}", f=facts(int(1.5 * H))).outcome == "ok", key
+
+
+def test_unknown_flops_is_an_error_unless_decided_without_them() -> None:
+    out = one("ban", "compute.over_threshold", f=facts(None))
+    assert (out.outcome, out.applies) == ("error", False) and "FLOP count is unknown" in out.detail
+    # Kleene `and`: a false conjunct decides, whatever the unknown one would be.
+    assert one("ban", "compute.over_threshold and data_fraction('nothing-matches') > 0", f=facts(None)).outcome == "not-applicable"
+    assert one("ban", "data_fraction('nothing-matches') > 0 or compute.over_threshold", f=facts(None)).outcome == "error"
+    assert one("reporting", "compute.over_threshold or steps > 5", f=facts(None)).outcome == "report"
+    assert one("requirement", require="compute.H == 1e12", f=facts(None)).outcome == "ok"  # H is always known
+
+
+def test_rules_check_summarises_outcomes() -> None:
+    p = policy(rule("reporting", "True", id="rep"), rule("ban", "compute.detectable", id="ban"))
+    passed, detail = rules_check(p.evaluate(facts(int(0.1 * H))))
+    assert passed is True and "rep (run-1)" in detail
+    passed, detail = rules_check(p.evaluate(facts(int(3 * H))))
+    assert passed is False and "ban (run-1)" in detail
+    passed, detail = rules_check([o.to_json() for o in p.evaluate(facts(None))])
+    assert passed is None and "ban (run-1)" in detail
+
+
+# -- the expression language --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "1e11 < compute.flops < 1e12 <= compute.H",
+        "hp['workload']['optimizer']['lr'] == 3e-3 and hp.workload.optimizer.name == 'AdamW'",
+        "hp.workload.tags[0] == 'rl' and hp.workload.tags[-1] == 'code' and len(hp.workload.tags) == 2",
+        "'code' in hp.workload.tags and 'vision' not in hp.workload.tags and 'Adam' in hp.workload.optimizer.name",
+        "'optimizer' in hp.workload and hp.run.steps in [5, 10]",
+        "max(lr) == 3e-3 and min(lr) == 1e-3 and max(1, 2, 3) == 3 and abs(-2) == 2",
+        "abs(sum(lr) - 9e-3) < 1e-12 and abs(mean(lr) - 2.25e-3) < 1e-12",
+        "fraction_above(lr, 2e-3) == 0.5 and fraction_below(lr, 2e-3) == 0.25",
+        "data_fraction('exploit') == 0.25 and data_fraction('(?i)DEF|IMPORT') == 0.5 and data_size() == 4",
+        "data_fraction('\\xff\\xfe') == 0",  # bytes regex from a UTF-8 pattern: U+00FF is two bytes
+        "matches(hp.workload.optimizer.name, '^Adam') and not matches(run_id, 'x')",
+        "get(hp, 'missing', 7) == 7 and get(hp, 'note', 'n') == 'n'",
+        "(compute.flops + 1) * 2 - 2 == 2 * compute.flops and compute.flops / compute.H == compute.ratio",
+        "-steps < 0 and +steps == 10 and world_size == 2 and chips == 2 and run_id == 'run-1'",
+        "benchmarks.final_loss > 1 and benchmarks['final_loss'] < 2",
+        "True",
+    ],
+)
+def test_expressions_evaluate(expr: str) -> None:
+    out = one("requirement", require=expr)
+    assert out.outcome == "ok", out.detail
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("steps / 0 > 1", "division by zero"),
+        ("hp.workload.missing == 1", "has no key 'missing'"),
+        ("hp.note == 1", "hp.note is unknown"),
+        ("hp.workload.optimizer.name > 1", "cannot compare a string with a number"),
+        ("hp.run.steps", "not true/false"),
+        ("max(hp.workload.tags) > 1", "needs a number"),
+        ("hp.run.steps + 'x' == 1", "needs a number"),
+        ("compute.flops * 1e300 * 1e300 > 1", "overflow"),
+        ("hp.workload.tags[5] == 1", "out of range"),
+        ("hp.workload.tags['a'] == 1", "index it with an integer"),
+        ("steps.x == 1", "has no keys"),
+        ("not steps", "'not' needs true/false"),
+        ("steps and True", "not true/false"),
+        ("mean(hp.missing_list) > 0", "has no key"),
+        ("len(steps) > 0", "len() needs"),
+    ],
+)
+def test_evaluation_errors_are_error_outcomes(expr: str, message: str) -> None:
+    out = one("requirement", require=expr)
+    assert out.outcome == "error" and out.applies is True, out.detail
+    assert message in out.detail and expr in out.detail
+
+
+def test_missing_facts_are_error_outcomes() -> None:
+    assert "not drawn" in one("requirement", require="data_fraction('x') < 1", f=facts(data=None)).detail
+    assert "empty" in one("requirement", require="data_fraction('x') < 1", f=facts(data=[])).detail
+    out = one("requirement", require="benchmarks.final_loss > 1", f=facts(benchmarks={}))
+    assert out.outcome == "error" and "not computed by the trusted cluster" in out.detail
+    assert "empty list" in one("requirement", require="max(lr) < 1", f=facts(lr=[])).detail
+    out = one("ban", "steps / 0 > 1")
+    assert (out.outcome, out.applies) == ("error", False) and "`when`" in out.detail
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("__import__('os') == 1", "unknown function '__import__'"),
+        ("__import__('os').system('true')", "a method cannot be called"),
+        ("open('/etc/passwd') == ''", "unknown function 'open'"),
+        ("eval('1') == 1", "unknown function 'eval'"),
+        ("hp.__class__ == 1", "names starting with '_'"),
+        ("hp.__class__.__mro__[1].__subclasses__() == []", "only named functions"),
+        ("run_id.__len__() == 1", "only named functions"),
+        ("hp.get('x') == 1", "only named functions"),
+        ("os == 1", "unknown name 'os'"),
+        ("__builtins__ == 1", "unknown name '__builtins__'"),
+        ("2 ** 100000 > 1", "operator Pow"),
+        ("9 ** 9 ** 9 > 1", "operator Pow"),
+        ("1e999 > 1", "not finite"),
+        (f"{10 ** 400} > 1", "too large"),
+        ("(lambda: 1)() == 1", "lambda"),
+        ("[x for x in lr] == []", "comprehension"),
+        ("max(x for x in lr) > 1", "comprehension"),
+        ("(y := 1) == 1", "':='"),
+        ("f'{steps}' == '1'", "f-string"),
+        ("1 if steps else 2 == 1", "'x if c else y'"),
+        ("{'a': 1} == 1", "dict literal"),
+        ("lr[0:2] == []", "slicing"),
+        ("max(lr, key=abs) > 1", "keyword"),
+        ("steps << 2 == 1", "operator LShift"),
+        ("~steps == 1", "unary operator Invert"),
+        ("steps is None", "comparison Is"),
+        ("None == None", "literal None"),
+        ("b'x' == b'x'", "literal b'x'"),
+        ("max == 1", "is a function"),
+        ("max() > 1", "takes 1 to 16"),
+        ("data_fraction(run_id) > 0", "literal string regex"),
+        ("data_fraction('(') > 0", "bad regex"),
+        ("compute.secret == 1", "compute has no key 'secret'"),
+        ("benchmarks.mmlu > 1", "benchmarks has no key 'mmlu'"),
+        ("benchmarks[run_id] > 1", "needs a literal key"),
+        ("steps + 1", "does not evaluate to true/false"),
+        ("'yes'", "does not evaluate to true/false"),
+        ("steps >", "syntax error"),
+        ("import os", "syntax error"),
+        ("", "empty expression"),
+        ("not " * (MAX_DEPTH + 1) + "True", "nested too deeply"),
+        ("-(" * 30 + "1" + ")" * 30 + " > 0", "nested too deeply"),
+        ("(" * 300 + "1" + ")" * 300 + " > 0", "too many nested parentheses"),
+        (" + ".join(["1"] * 120) + " > 0", "too large"),
+        ("steps > " + "9" * MAX_LENGTH, f"longer than {MAX_LENGTH}"),
+    ],
+)
+def test_unsafe_or_malformed_expressions_are_refused_at_load(expr: str, message: str) -> None:
+    with pytest.raises(FormatError) as info:
+        policy(rule("requirement", require=expr, id="bad-rule"))
+    text = str(info.value)
+    assert text.startswith("test.toml: rule 'bad-rule' require:") and message in text, text
+
+
+def test_string_repetition_and_big_numbers_do_not_explode() -> None:
+    # '*' on a string is refused at evaluation (numbers only), so no huge string is ever built.
+    out = one("requirement", require="run_id * 1000000000 == 'x'")
+    assert out.outcome == "error" and "needs a number" in out.detail
+    out = one("requirement", require=" * ".join(["1" + "0" * 30] * 12) + " > 1")
+    assert out.outcome == "error" and "integer too large" in out.detail
+
+
+# -- policy files -------------------------------------------------------------------------
+
+
+def test_policy_fields_digest_and_requirements(tmp_path: Path) -> None:
+    text = _HEAD + rule("reporting", "compute.over_threshold")
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    p = Policy.load(path)
+    assert (p.name, p.threshold_flops, p.approvals) == ("test", H, ("approved-run",))
+    assert p.digest == blake3_bytes(path.read_bytes()).hex() == Policy.from_toml(text).digest
+    assert Policy.from_toml(text + "# a comment\n").digest != p.digest  # the file's bytes, exactly
+    assert p.requirements() == {"data_subset": 4, "benchmarks": {"final_loss": 8}}
+    assert p.to_json() == {"name": "test", "digest": p.digest, "threshold_flops": H}
+    bare = Policy.from_toml('[policy]\nname = "n"\nthreshold_flops = 5\n')
+    assert bare.requirements() == {"data_subset": 0, "benchmarks": {}} and bare.evaluate(facts()) == []
+
+
+_GOOD_RULE = rule("reporting", "compute.over_threshold")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[policy\nname=1", "malformed TOML"),
+        (_GOOD_RULE, "missing the [policy] table"),
+        ('[policy]\nthreshold_flops = 1e12\n', "[policy] name"),
+        ('[policy]\nname = "n"\n', "threshold_flops"),
+        ('[policy]\nname = "n"\nthreshold_flops = -1e12\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = 0\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = nan\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = inf\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = "1e12"\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = true\n', "positive finite"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\nversion = 2\n', "unsupported version"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\ncolour = "red"\n', "unknown key(s) 'colour'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\napprovals = "x"\n', "approvals"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[extra]\n', "unknown key(s) 'extra'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[data]\nsubset = 0\n', "[data] subset"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[data]\nsubset = true\n', "[data] subset"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[data]\nsize = 3\n', "unknown key(s) 'size'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[benchmarks.x]\n', "[benchmarks.x] samples"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n[benchmarks."a b"]\nsamples = 1\n', "benchmark name"),
+        ('rules = 3\n[policy]\nname = "n"\nthreshold_flops = 1\n', "array of tables"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("reporting", "True", colour="red"), "unknown key(s) 'colour'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("embargo", "True"), "unknown kind 'embargo'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", id="a b"), "id must be"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", "True"), "takes no `require`"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("mitigation", "True"), "needs `require`"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", approvals=["x"]), "approval rules only"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", id="d") + rule("ban", "False", id="d"),
+         "duplicate rule id 'd'"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "data_fraction('x') > 0"), "needs a [data] table"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "bogus > 1"), "unknown name 'bogus'"),
+    ],
+)
+def test_bad_policies_are_refused_naming_file_and_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(FormatError) as info:
+        Policy.load(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value), str(info.value)
+
+
+def test_unreadable_and_non_utf8_policies(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="cannot read policy"):
+        Policy.load(tmp_path / "missing.toml")
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[policy]\nname = "caf\xe9"\nthreshold_flops = 1\n')
+    with pytest.raises(FormatError, match="not UTF-8"):
+        Policy.load(path)
+
+
+# -- shipped examples ---------------------------------------------------------------------
+
+
+def test_example_policy_has_every_rule_kind() -> None:
+    p = Policy.load(EXAMPLES / "example.toml")
+    assert {r.kind for r in p.rules} == {"reporting", "approval", "ban", "mitigation", "requirement"}
+    assert p.threshold_flops == 1e25
+    chinchilla_280b = facts(int(9.9e24), hyperparameters={"objective": "rl-codegen"}, benchmarks={"final_loss": 1.0})
+    by_id = {o.id: o for o in p.evaluate(chinchilla_280b)}
+    assert by_id["rl-codegen-capability-cap"].outcome == "violation"  # the compound rule
+    assert by_id["report-large-runs"].outcome == "not-applicable"
+    huge = facts(int(5e25), lr=[1e-4], data=[b"shellcode"] * 3 + [b"x"], benchmarks={"final_loss": 2.0})
+    by_id = {o.id: o for o in p.evaluate(huge)}
+    assert by_id["report-large-runs"].outcome == "report"
+    assert by_id["approve-frontier-runs"].outcome == "violation"  # not in the approvals
+    assert by_id["ban-exploit-data-at-scale"].outcome == "violation"
+    assert by_id["mandate-safety-finetune"].outcome == "violation"
+
+
+def test_demo_policy_separates_the_demo_runs() -> None:
+    p = Policy.load(EXAMPLES / "demo.toml")
+    per_step = 1_610_612_736  # the tiny preset's matmul FLOPs per step (torch FlopCounterMode)
+    hp = {"workload": {"optimizer": {"lr": 3e-3}}}
+    data = [b"def f(x):\n    return x"] * 8 + [b"no keywords"] * 56
+    base = {"hyperparameters": hp, "lr": [3e-3] * 4, "data": data, "benchmarks": {"final_loss": 2.0}}
+    small = p.evaluate(facts(200 * per_step, **base))
+    assert rules_check(small)[0] is True and not any(o.outcome == "report" for o in small)
+    assert all("margin" not in o.detail for o in small)
+    large = {o.id: o.outcome for o in p.evaluate(facts(600 * per_step, **base))}
+    assert large["report-over-H"] == "report" and large["ban-over-2H"] == "violation"
+    mid = {o.id: o for o in p.evaluate(facts(300 * per_step, **base))}
+    assert mid["report-over-H"].outcome == "report" and "margin" in mid["report-over-H"].detail
+    assert mid["ban-over-2H"].outcome == "not-applicable"
+
+
+def test_rules_report_and_plots_do_not_load_prover_or_chip() -> None:
+    code = (
+        "import sys\n"
+        "import computewatch.verifier.rules, computewatch.verifier.report, computewatch.verifier.plots\n"
+        "bad = [m for m in sys.modules if m.startswith(('computewatch.prover', 'computewatch.chip'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_docs_test_vector_matches_the_code() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    section = doc.split("## Test vector", 1)[1]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    p = Policy.from_toml(text)
+    assert f"has digest `{p.digest}`" in section
+    (out,) = p.evaluate(RunFacts(run_id="run-1", total_flops=1500000000000))
+    expected = '{"id": "report-over-H", "run_id": "run-1", "kind": "reporting", "applies": true, "outcome": "report"}'
+    assert expected in section.replace("\n", " ")
+    assert (out.id, out.run_id, out.kind, out.applies, out.outcome) == ("report-over-H", "run-1", "reporting", True, "report")
+    assert "margin" in out.detail
