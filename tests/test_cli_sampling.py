@@ -15,9 +15,9 @@ from computewatch.cli import app
 runner = CliRunner()
 
 
-def _json(args: list[str]) -> object:
+def _json(args: list[str], exit_code: int = 0) -> object:
     result = runner.invoke(app, ["sampling", *args])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return json.loads(result.stdout)
 
 
@@ -48,12 +48,12 @@ def test_table1_rich_output() -> None:
 
 def test_plan_json_contract() -> None:
     out = _json(["plan", "--flops", "5.76e23", "--chips", "1e5", "--formula", "exact", "--json"])
-    assert set(out) == {"samples_per_period", "samples_per_year", "detection_probability", "feasible", "reason"}
-    assert out["feasible"] is True and out["reason"] is None
+    assert set(out) == {"samples_per_period", "samples_per_year", "detection_probability", "feasible", "reason", "warnings"}
+    assert out["feasible"] is True and out["reason"] is None and out["warnings"] == []
     assert out["samples_per_period"] == samples_exact(Setting(H=5.76e23, C=1e5))
     assert out["samples_per_year"] == pytest.approx(out["samples_per_period"] * 365 / 30)
     assert out["detection_probability"] >= 0.9
-    infeasible = _json(["plan", "--flops", "9.9e24", "--chips", "1000", "--json", "--formula", "exact"])
+    infeasible = _json(["plan", "--flops", "9.9e24", "--chips", "1000", "--json", "--formula", "exact"], exit_code=1)
     assert infeasible["feasible"] is False and infeasible["samples_per_period"] is None
     assert ">= 1" in infeasible["reason"]
     custom = _json([
@@ -89,7 +89,7 @@ def test_simulate_refuses_invalid_parameters_with_a_clear_message() -> None:
         (["--chips", "1e10", "--samples", "100"], "below 1e+09 chips"),
         (["--chips", "1e5", "--start-offset", "nan"], "start offset"),
         (["--chips", "1e5", "--strategy", "fewer-longer", "--factor", "inf"], "strategy factor k"),
-        (["--chips", "1e5", "--samples", "-1"], "samples per period"),
+        (["--chips", "1e5", "--samples", "-1"], "--samples"),
         (["--chips", "1e5", "--samples", "10", "--trials", "0"], "trials"),
     ):
         result = runner.invoke(app, [*base[:-2], *args, *([] if "--trials" in args else base[-2:])])

@@ -40,12 +40,12 @@ def test_train_show_export(tmp_path: Path) -> None:
     statement = parse_canonical_json(verify_envelope(envelope, [VerifyKey.from_pem((out / "keys" / "prover.pub").read_bytes())]))
     assert statement["predicate"] == doc
     again = runner.invoke(app, ["train", "--preset", "mlp", "--steps", "12", "--out", str(out)])
-    assert again.exit_code == 1 and "already holds a run" in _text(again.output)
+    assert again.exit_code == 2 and "already holds a run" in _text(again.output)
 
 
 def test_show_reports_a_non_transcript_clearly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["transcript", "show", str(tmp_path)])
-    assert result.exit_code == 1 and "no run manifest" in _text(result.output)
+    assert result.exit_code == 2 and "holds no transcript" in _text(result.output)
 
 
 def test_bench_overhead_json(tmp_path: Path) -> None:

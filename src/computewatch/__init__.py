@@ -3,8 +3,20 @@
 An implementation of Shavit, "What does it take to catch a Chinchilla?" (2023): chips that log
 signed hashes of their weight shards at random times, Provers that keep training transcripts
 explaining every snapshot, and the analysis of how many chips a Verifier must inspect.
+
+`computewatch.monitor(...)` (a plain PyTorch loop under monitoring, see
+`computewatch.integrations.plain`) is imported on first use, so ``import computewatch`` stays
+free of torch.
 """
 
-__all__ = ["__version__"]
+from computewatch._lazy import lazy_exports
+
+__all__ = ["Monitor", "__version__", "monitor"]
 
 __version__ = "0.1.0"
+
+__getattr__, _lazy_dir = lazy_exports(__name__, {"Monitor": "computewatch.integrations.plain", "monitor": "computewatch.integrations.plain"})
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_lazy_dir()})

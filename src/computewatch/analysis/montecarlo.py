@@ -26,7 +26,7 @@ from computewatch.analysis.detection import detection_probability, run_shape
 from computewatch.analysis.errors import InfeasibleSettingError, InvalidParameterError
 from computewatch.analysis.params import Setting, ceil_tolerant
 
-__all__ = ["MonteCarloResult", "simulate", "simulate_enumerating", "wilson_interval"]
+__all__ = ["MAX_TRIALS", "MonteCarloResult", "simulate", "simulate_enumerating", "wilson_interval"]
 
 _Z95 = 1.959963984540054
 _CHUNK = 1 << 15
@@ -39,6 +39,9 @@ _SPARSE_SHARE = 0.05
 _MAX_REDRAWS = 200
 _DENSE_CELLS = 1 << 22
 _MAX_CHIPS = 10**9
+# About three million trials a second on one core for Table 1 settings: 10^8 is minutes of work
+# and a 95% interval of +-1e-4; more buys nothing a plan needs and could run for days.
+MAX_TRIALS = 10**8
 
 Progress = Callable[[int], None]
 
@@ -97,9 +100,17 @@ class _World:
     inspections_max: int
 
 
+def _rng(seed: int) -> np.random.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidParameterError(f"the random seed must be a whole number >= 0, got {seed!r}")
+    return np.random.default_rng(int(seed))
+
+
 def _world(setting: Setting, s: int, trials: int, strategy: str, k: float, offset: float | None) -> _World:
-    if not isinstance(trials, (int, np.integer)) or trials <= 0:
+    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials <= 0:
         raise InvalidParameterError(f"trials must be a positive whole number, got {trials!r}")
+    if trials > MAX_TRIALS:
+        raise InvalidParameterError(f"trials must be at most {MAX_TRIALS:.0e} (a 95% interval of about 1e-4), got {trials:,}")
     if setting.C != int(setting.C):
         raise InvalidParameterError(f"the simulator needs a whole number of chips, got C = {setting.C!r}")
     C = int(setting.C)
@@ -209,7 +220,7 @@ def simulate(
     `progress` is called with the number of trials finished after each chunk.
     """
     world = _world(setting, s, trials, strategy, k, offset)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     hits_per_trial = world.s * world.c / world.C * world.inspections_max
     chunk = int(max(1, min(_CHUNK, _HITS_PER_CHUNK // max(hits_per_trial, 1.0))))
     detected = done = 0
@@ -238,7 +249,7 @@ def simulate_enumerating(
     grows with C, so keep C small.
     """
     world = _world(setting, s, trials, strategy, k, offset)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     detected = 0
     for _ in range(trials):
         t0 = rng.uniform(0.0, world.T_m) if world.offset is None else world.offset

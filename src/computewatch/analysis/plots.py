@@ -22,21 +22,35 @@ from computewatch.analysis.montecarlo import MonteCarloResult  # noqa: E402
 from computewatch.analysis.params import Setting  # noqa: E402
 from computewatch.analysis.sampling import samples_exact, samples_linear  # noqa: E402
 
-__all__ = ["plot_detection_vs_samples", "plot_figure2"]
+__all__ = ["FIGURE_FORMATS", "check_figure_path", "plot_detection_vs_samples", "plot_figure2"]
 
 _FIGURE2_B_CURVES = (0.01, 0.05, 0.1, 0.15, 0.2)
+# Formats the Agg backend writes, named by the file's extension.
+FIGURE_FORMATS = (".png", ".pdf", ".svg", ".eps", ".ps", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def check_figure_path(out: Path) -> Path:
+    """The figure goes to exactly `out`, in the format its extension names; refuse a name
+    without one (matplotlib would append ".png" and write another file than the one named)."""
+    out = Path(out)
+    if out.suffix.lower() not in FIGURE_FORMATS:
+        raise InvalidParameterError(
+            f"{out}: name the figure file with its image format as extension ({', '.join(FIGURE_FORMATS[:3])}, ...)"
+        )
+    return out
 
 
 def _save(fig: plt.Figure, out: Path) -> Path:
-    out = Path(out)
+    out = check_figure_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    fig.savefig(out, format=out.suffix[1:].lower(), dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
 
 def plot_figure2(out: Path, p: float = FIGURE2_P) -> Path:
     """Figure 2: p_d(k)/p against k for several b, with the 0.95 line the paper's claim uses."""
+    check_figure_path(out)
     k, b, ratio = figure2_grid(b=np.array(_FIGURE2_B_CURVES), p=p)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, bi in enumerate(b):
@@ -60,6 +74,7 @@ def plot_detection_vs_samples(
 ) -> Path:
     """Detection probability against samples per period: Appendix B's closed form, the windowed
     form for runs starting anywhere in a period, Eq. 1's two answers, and Monte Carlo points."""
+    check_figure_path(out)
     if s_max is not None and (isinstance(s_max, bool) or not isinstance(s_max, (int, np.integer)) or s_max < 1):
         raise InvalidParameterError(f"the largest s to plot must be a whole number >= 1, got {s_max!r}")
     s_exact = samples_exact(setting)

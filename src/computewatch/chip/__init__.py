@@ -7,7 +7,13 @@ Formats: docs/formats.md.
 
 from __future__ import annotations
 
-from computewatch.chip.chip import Chip, load_certificate, provision_chips
+from computewatch.chip.chip import (
+    MAX_STEP_BUSY_S,
+    Chip,
+    load_certificate,
+    manufacture_chip,
+    provision_chips,
+)
 from computewatch.chip.chipmaker import Chipmaker
 from computewatch.chip.clock import (
     ClockReading,
@@ -36,6 +42,7 @@ from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy
 from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
 
 __all__ = [
+    "MAX_STEP_BUSY_S",
     "AttestationClaims",
     "AttestationError",
     "AuditReport",
@@ -62,6 +69,7 @@ __all__ = [
     "Transport",
     "audit_log",
     "load_certificate",
+    "manufacture_chip",
     "provision_chips",
     "verify_attestation",
     "verify_chip_certificate",

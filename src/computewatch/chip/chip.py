@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from computewatch.chip.chipmaker import Chipmaker
 from computewatch.chip.clock import ClockReading, SecureClock, SimulatedClock
 from computewatch.chip.errors import BootError, ChipError, ChipFrozenError, ReportError
 from computewatch.chip.log import ChipLog
+from computewatch.chip.selfcheck import log_damage as _find_log_damage
 from computewatch.chip.snapshot import SnapshotRecord, capture_shard, on_one_cuda_device
 from computewatch.chip.state import load_identity, load_nv, save_nv
 from computewatch.chip.transport import Transport, check_ack
@@ -50,7 +52,11 @@ from computewatch.formats.identity import (
 )
 from computewatch.formats.schedule import schedule_key
 
-__all__ = ["Chip", "load_certificate", "provision_chips"]
+__all__ = ["MAX_STEP_BUSY_S", "Chip", "load_certificate", "manufacture_chip", "provision_chips"]
+
+# Busy time one step may report: a day. At the highest signed rate (one snapshot per busy
+# second) that is at most 86,400 triggers to draw and log for one step.
+MAX_STEP_BUSY_S = 86_400.0
 
 
 def load_certificate(state_dir: str | os.PathLike[str]) -> Envelope:
@@ -167,6 +173,18 @@ class Chip:
         last = self._log.last
         return max(now, last.clock_ns if last else 0)
 
+    def _save_nv(self) -> None:
+        """Write sealed state, stamped with the log's current size and root (the tree head
+        every later log must extend; see chip.selfcheck)."""
+        size = len(self._log)
+        self._nv.log_size, self._nv.log_root = size, self._log.root(size).hex()
+        save_nv(self.state_dir, self._nv)
+
+    @property
+    def log_damage(self) -> list[str]:
+        """Damage the firmware found in its log against sealed state (sticky; empty if none)."""
+        return list(self._nv.log_damage)
+
     def _require_boot(self) -> VerifiedFirmware:
         if self._fw is None:
             raise ChipError(f"chip {self.serial} is not booted")
@@ -205,13 +223,18 @@ class Chip:
                 raise BootError("this firmware reports every entry to a server: open the chip with a transport")
             if path == staged:
                 os.replace(staged, active)
+            # Before sealed state is stamped with the log as it is now: compare against the old stamp.
+            damage = [d for d in _find_log_damage(self._log, self._nv, self.serial) if d not in self._nv.log_damage]
+            self._nv.log_damage.extend(damage)
+            if damage and self._nv.tamper is None:
+                self._nv.tamper = {"reason": f"log damage: {damage[0]}", "clock_ns": str(self._clock_now())}
             first = self._nv.reset_count == 0
             unclean = self._nv.running
             self._nv.security_version = max(self._nv.security_version, fw.security_version)  # burn the fuse
             self._nv.reset_count += 1
             self._nv.restart_count += int(unclean)
             self._nv.running = True
-            save_nv(self.state_dir, self._nv)
+            self._save_nv()
             self._safe = not unclean
             self._boot_key = derive_boot_key(self._ident.device_secret, fw.measurement)
             self._boot_cert = issue_boot_certificate(
@@ -234,6 +257,8 @@ class Chip:
                 "recovered_bytes": self._log.recovered_bytes,
             }
             self._append("boot", body)
+            for problem in damage:
+                self._append("tamper", {"reason": f"log damage: {problem}"})
             if self._open_epoch is not None:
                 # An unclean stop left the last epoch open: reveal it up to the last logged busy time.
                 epoch, start = self._open_epoch
@@ -249,7 +274,7 @@ class Chip:
         epoch = self._nv.next_epoch
         # Reserve the index durably first: a reused index would reuse a seed already revealed.
         self._nv.next_epoch += 1
-        save_nv(self.state_dir, self._nv)
+        self._save_nv()
         self._schedule = EpochSchedule(
             schedule_key(self._ident.device_secret), epoch, self._busy_ns, fw.policy.snapshots_per_day
         )
@@ -343,7 +368,7 @@ class Chip:
         with self._lock:
             if self._nv.tamper is None:
                 self._nv.tamper = {"reason": str(reason), "clock_ns": str(self._clock_now())}
-                save_nv(self.state_dir, self._nv)
+                self._save_nv()
             if self.booted:
                 self._append("tamper", {"reason": str(reason)})
                 self._settle()
@@ -378,8 +403,8 @@ class Chip:
     def step_boundary(self, step: int, busy_seconds: float) -> list[SnapshotRecord]:
         """Called after each optimizer step: busy time advances; triggers that fell inside the
         step snapshot the state at this boundary (one copy-out for all of them)."""
-        if not math.isfinite(busy_seconds) or busy_seconds < 0:
-            raise ChipError(f"busy_seconds must be a finite number >= 0, got {busy_seconds!r}")
+        if not math.isfinite(busy_seconds) or not 0 <= busy_seconds <= MAX_STEP_BUSY_S:
+            raise ChipError(f"busy_seconds must be a finite number from 0 to {MAX_STEP_BUSY_S:g} (a day), got {busy_seconds!r}")
         with self._lock:  # freeze: the owner's next step waits for this to return
             t0 = time.perf_counter()
             fw = self._require_boot()
@@ -399,7 +424,7 @@ class Chip:
                     # Durable before the owner can see any sign of the snapshot (stall, copy-out):
                     # killing the chip now no longer erases the trigger.
                     self._nv.trigger_busy_ns = self._busy_ns
-                    save_nv(self.state_dir, self._nv)
+                    self._save_nv()
                     records.append(self._snapshot(int(step), fired, prev, t0))
                 if self._busy_ns - self._schedule.start_busy_ns >= fw.policy.epoch_busy_s * 10**9:
                     self.rotate_epoch("epoch-end")
@@ -464,6 +489,7 @@ class Chip:
                 "clock": self.clock_reading().to_json(),
                 "log": {"size": size, "root": self._log.root(size).hex()},
                 "tamper": self.tamper,
+                "log_damage": list(self._nv.log_damage),
             }
             assert self._boot_cert is not None and self._boot_key is not None
             return make_evidence(
@@ -497,7 +523,7 @@ class Chip:
             self._append("shutdown", {"clock": self.clock_reading().to_json()})
             self.checkpoint()
             self._nv.running = False
-            save_nv(self.state_dir, self._nv)
+            self._save_nv()
             self._fw = None
             self._boot_key = None
             self._settle()
@@ -512,6 +538,34 @@ class Chip:
 _TEST_SECRET_CONTEXT = "computewatch v1 2026-11 reproducible chip device secret"
 
 
+def manufacture_chip(
+    maker: Chipmaker,
+    state_dir: str | os.PathLike[str],
+    image: FirmwareImage,
+    *,
+    serial: str | None = None,
+    device_secret: bytes | None = None,
+) -> Path:
+    """Manufacture a chip and install `image`, all or nothing: the chip is built in a hidden
+    sibling folder and renamed into place once complete, so a failure or a crash never leaves a
+    half-made chip at `state_dir` (a stale partial folder is cleared by the next attempt)."""
+    state_dir = Path(state_dir)
+    if state_dir.exists() and (not state_dir.is_dir() or any(state_dir.iterdir())):
+        raise ChipError(f"{str(state_dir)!r} already exists and is not empty: choose a new folder for the chip")
+    state_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = state_dir.parent / f".{state_dir.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        maker.manufacture(partial, serial=serial, device_secret=device_secret)
+        Chip.open(partial).install_firmware(image)
+        os.replace(partial, state_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return state_dir
+
+
 def provision_chips(
     root: str | os.PathLike[str],
     count: int,
@@ -522,30 +576,30 @@ def provision_chips(
     checkpoint_every: int = 16,
     epoch_busy_s: int = 86_400,
     secret_seed: bytes | None = None,
+    first_index: int = 0,
 ) -> list[Path]:
-    """Manufacture `count` chips under `root` and install the chipmaker-signed logging firmware
-    whose policy carries the snapshot rate f; returns the chips' state dirs (not yet booted).
+    """Manufacture `count` chips under `root` (`chip-<first_index>` on) and install the
+    chipmaker-signed logging firmware whose policy carries the snapshot rate f; returns the
+    chips' state dirs (not yet booted). Each chip appears whole or not at all.
 
     `secret_seed` derives the chips' device secrets (chip i: BLAKE3 derive_key over the seed and
     i) instead of fresh randomness, so their snapshot schedules are reproducible. It exists for
     tests and reproducible demos only: whoever knows it can predict every snapshot.
     """
     root = Path(root)
-    maker = Chipmaker.load_or_create(Path(chipmaker_dir) if chipmaker_dir is not None else root / "chipmaker")
+    # The policy first: a bad rate is refused before any key or chip is made.
     policy = FirmwarePolicy(
         snapshots_per_day=snapshots_per_day,
         checkpoint_every=checkpoint_every,
         epoch_busy_s=epoch_busy_s,
         log_mode=log_mode,
     )
+    maker = Chipmaker.load_or_create(Path(chipmaker_dir) if chipmaker_dir is not None else root / "chipmaker")
     image = maker.sign_firmware(policy)
     dirs = []
-    for i in range(count):
+    for i in range(first_index, first_index + count):
         secret = None
         if secret_seed is not None:
             secret = blake3.blake3(secret_seed + i.to_bytes(8, "big"), derive_key_context=_TEST_SECRET_CONTEXT).digest()
-        state_dir = maker.manufacture(root / f"chip-{i:04d}", device_secret=secret)
-        chip = Chip.open(state_dir)
-        chip.install_firmware(image)
-        dirs.append(state_dir)
+        dirs.append(manufacture_chip(maker, root / f"chip-{i:04d}", image, device_secret=secret))
     return dirs

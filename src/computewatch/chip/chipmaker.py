@@ -19,13 +19,23 @@ from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy, build_image
 from computewatch.formats.identity import issue_chip_certificate
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "Chipmaker", "LOGGING_FIRMWARE_CODE"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "MAX_SERIAL_LENGTH", "Chipmaker", "LOGGING_FIRMWARE_CODE", "check_serial"]
 
 DEFAULT_MODEL = "computewatch-sim-h100"
 DEFAULT_PEAK_FLOPS = 989 * 10**12  # H100 SXM dense BF16 tensor-core peak, FLOP/s
 # The simulated firmware's "code": its behaviour lives in this package; the bytes give the image
 # a code digest to measure, as a real blob would.
 LOGGING_FIRMWARE_CODE = b"computewatch logging firmware: Poisson snapshot trigger, shard hash, signed log\n"
+MAX_SERIAL_LENGTH = 64
+
+
+def check_serial(serial: str) -> str:
+    """A serial to burn in: 1 to 64 ASCII letters, digits, '-' and '_' (it names files and URLs)."""
+    if not isinstance(serial, str) or not serial:
+        raise ChipError("a serial cannot be empty (leave it out to get a random one)")
+    if len(serial) > MAX_SERIAL_LENGTH or not serial.isascii() or not serial.replace("-", "").replace("_", "").isalnum():
+        raise ChipError(f"serial {serial!r}: 1 to {MAX_SERIAL_LENGTH} ASCII letters, digits, '-' and '_' only")
+    return serial
 
 
 class Chipmaker:
@@ -89,11 +99,10 @@ class Chipmaker:
         device_key: SigningKey | None = None,
     ) -> Path:
         """Burn in a serial and device secret, create the device key, certify it; returns the dir.
-        `device_secret`/`device_key` are fixed only for test vectors; chips get fresh randomness."""
+        `device_secret`/`device_key` are fixed only for test vectors; chips get fresh randomness.
+        An empty serial is refused (None draws a random one)."""
         state_dir = Path(state_dir)
-        serial = serial or f"CW-{secrets.token_hex(6).upper()}"
-        if not serial.replace("-", "").replace("_", "").isalnum():
-            raise ChipError(f"serial {serial!r}: letters, digits, '-' and '_' only")
+        serial = check_serial(f"CW-{secrets.token_hex(6).upper()}" if serial is None else serial)
         state_dir.mkdir(parents=True, exist_ok=True)
         device_key = device_key or SigningKey.generate()
         secret = device_secret if device_secret is not None else secrets.token_bytes(32)

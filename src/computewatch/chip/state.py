@@ -4,13 +4,16 @@ Modelled as files with mode 0600 in a 0700 `sealed/` folder, each written atomic
 crash leaves the old or the new value, never a torn one. `identity.json` is written once at
 manufacture (serial, device secret, device key, the chipmaker root the boot ROM trusts);
 `nv.json` holds the fuse-like anti-rollback counter, boot counters, the next schedule epoch,
-the tamper flag and the "running" marker that reveals an unclean stop.
+the tamper flag, the "running" marker that reveals an unclean stop, and the log's size and
+RFC 9162 root at every write (the firmware's own record of how far the log reached: a log cut
+or edited behind its back no longer extends it) with the sticky list of damage found.
 In software anyone with the owner's file permissions can read these files; on a real chip they
 sit behind the hardware root of trust (the paper's §6.2 assumption).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,7 +25,9 @@ from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.signing import SigningKey, VerifyKey
 
-__all__ = ["NVState", "SealedIdentity", "load_identity", "load_nv", "save_identity", "save_nv", "sealed_dir"]
+EMPTY_LOG_ROOT = hashlib.sha256(b"").hexdigest()  # RFC 9162 root of the empty tree
+
+__all__ = ["EMPTY_LOG_ROOT", "NVState", "SealedIdentity", "load_identity", "load_nv", "save_identity", "save_nv", "sealed_dir"]
 
 
 def sealed_dir(state_dir: Path) -> Path:
@@ -50,6 +55,12 @@ class NVState:
     # Busy time (ns) reached when a snapshot trigger last fired, written before the snapshot
     # starts: an unclean stop during the snapshot cannot rewind busy time to before the trigger.
     trigger_busy_ns: int = 0
+    # The log's entry count and RFC 9162 root (hex) when this state was last written: every
+    # later log must extend that tree head. State written before these fields existed reads
+    # as the empty log, which every log extends.
+    log_size: int = 0
+    log_root: str = EMPTY_LOG_ROOT
+    log_damage: list[str] = field(default_factory=list)  # sticky: damage the firmware found
 
     def to_json(self) -> dict[str, Any]:
         # Busy time in ns passes 2**53 after about 104 days: a decimal string, as in the log.
@@ -120,6 +131,9 @@ def load_nv(state_dir: Path) -> NVState:
         if not isinstance(busy, str) or not busy.isascii() or not busy.isdigit():
             raise ValueError(f"trigger_busy_ns must be a decimal string, got {busy!r}")
         doc["trigger_busy_ns"] = int(busy)
-        return NVState(**doc)
+        nv = NVState(**doc)
+        if not isinstance(nv.log_size, int) or nv.log_size < 0 or not isinstance(nv.log_damage, list):
+            raise ValueError("log_size must be a whole number >= 0 and log_damage a list")
+        return nv
     except (TypeError, ValueError) as exc:
         raise ChipError(f"sealed state {str(path)!r} is malformed: {exc}") from None

@@ -31,6 +31,14 @@ app.add_typer(_chip.app, name="chip", help="The ML chip model: manufacture, atte
 app.command("train")(_train.train)
 app.add_typer(_transcript.app, name="transcript", help="Training transcripts: show, export the hashed transcript.")
 app.add_typer(_sampling.app, name="sampling", help="How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures.")
+from computewatch.cli import verify as _verify  # noqa: E402
+
+app.command("verify", cls=_verify.VerifyCommand)(_verify.verify)
+from computewatch.cli import inspect as _inspect  # noqa: E402
+from computewatch.cli import registry as _registry
+
+app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
+app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
 
 
 def main() -> None:

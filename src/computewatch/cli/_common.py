@@ -5,20 +5,47 @@
   2 unusable input (bad option, missing or malformed file).
 - With ``--json``, stdout carries JSON also on failure: ``{"error": message, "exit": code}``
   (or the command's own document with its verdict), so scripts parse one stream.
-- Options are validated before any side effect.
+- Options are validated before any side effect: the helpers below check output paths, storage
+  URLs and bounds up front, and `guard` turns the library's errors into that one line.
+- Long work shows progress on stderr: a rich bar on a terminal, a plain line per tenth of the
+  work otherwise (so logs and CI show it too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
-__all__ = ["EXIT_FINDING", "EXIT_OK", "EXIT_UNUSABLE", "err", "fail", "out", "print_json"]
+__all__ = [
+    "Command",
+    "Group",
+    "EXIT_FINDING",
+    "EXIT_OK",
+    "EXIT_UNUSABLE",
+    "FLAG",
+    "available_cores",
+    "check_output_dir",
+    "check_output_file",
+    "check_storage_url",
+    "err",
+    "fail",
+    "guard",
+    "out",
+    "print_json",
+    "progress",
+    "write_output",
+]
 
 EXIT_OK = 0
 EXIT_FINDING = 1  # a negative finding: violation, tampering, refusal
@@ -27,6 +54,29 @@ EXIT_UNUSABLE = 2  # unusable input
 # soft_wrap: paths and digests stay on one line, so they can be copied (and grepped).
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+# typer.Option(..., metavar=FLAG) for boolean flags: help shows no value placeholder for them.
+FLAG = ""
+
+
+def _flag_help(option: Any) -> Any:
+    if option is not None:
+        option.metavar = FLAG  # `--help` takes no value: no "<bool>" beside it in the help
+    return option
+
+
+class Command(TyperCommand):
+    """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
+
+
+class Group(TyperGroup):
+    """A command group whose help shows `--help` as the flag it is (`typer.Typer(cls=Group)`)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag_help(super().get_help_option(ctx))
 
 
 def print_json(doc: Any) -> None:
@@ -42,3 +92,156 @@ def fail(message: str, code: int = EXIT_UNUSABLE, *, as_json: bool = False, doc:
     if as_json:
         print_json({**(doc or {}), "error": line, "exit": code})
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def guard(code: int = EXIT_UNUSABLE, *, as_json: bool = False) -> Iterator[None]:
+    """Turn the library's errors inside the block into `fail`'s one line.
+
+    `ComputewatchError` exits with `code`; an OSError names its file and the system's reason
+    (never a temp file's name: callers that write use `write_output`); MemoryError says so.
+    """
+    from computewatch.crypto.errors import ComputewatchError
+
+    try:
+        yield
+    except ComputewatchError as exc:
+        fail(str(exc), code, as_json=as_json)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or exc}", EXIT_UNUSABLE, as_json=as_json)
+    except MemoryError:
+        fail("out of memory: choose smaller sizes", EXIT_UNUSABLE, as_json=as_json)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_parent(path: Path, option: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        fail(f"{option} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        fail(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"{option} {path}: folder {parent} is not writable")
+
+
+def check_output_file(
+    path: Path, option: str = "--out", *, suffixes: tuple[str, ...] = (), overwrite: bool = True
+) -> Path:
+    """Refuse, before any work, an output file that cannot be written where the user said.
+
+    A directory, a missing or read-only folder, a name without one of `suffixes` (when given:
+    a writer that picks its format from the name would otherwise write another file than
+    the one named), or an existing file when `overwrite` is False (evidence is never replaced
+    silently).
+    """
+    path = Path(path)
+    if path.is_dir():
+        fail(f"{option} {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        fail(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        fail(f"{option} {path} exists; choose another name (or --force to replace it)")
+    _check_parent(path, option)
+    return path
+
+
+def check_output_dir(path: Path, option: str = "--out", *, may_exist: bool = True) -> Path:
+    """Refuse an output folder that is a file, that exists when it must not, or whose nearest
+    existing ancestor is not writable (folders are created later, by the command itself)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file, not a folder")
+    if path.exists() and not may_exist and any(path.iterdir()):
+        fail(f"{option} {path} exists and is not empty; choose a new folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent if str(probe.parent) else Path(".")
+    if not probe.is_dir():
+        fail(f"{option} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"{option} {path}: folder {probe} is not writable")
+    return path
+
+
+def write_output(path: Path, data: bytes, option: str = "--out", *, mode: int = 0o644) -> None:
+    """Write a command's output file atomically; an error names the user's path, not a temp file."""
+    from computewatch.crypto.atomic import atomic_write
+
+    try:
+        atomic_write(path, data, mode=mode)
+    except OSError as exc:
+        fail(f"cannot write {option} {path}: {exc.strerror or exc}")
+
+
+def check_storage_url(location: str, what: str = "run directory") -> str:
+    """An fsspec URL whose filesystem cannot load is refused up front, naming the package to
+    install; local paths (no protocol, file://) pass unchanged."""
+    if "://" not in location:
+        return location
+    from fsspec.core import split_protocol
+    from fsspec.registry import get_filesystem_class, known_implementations
+
+    protocol, _ = split_protocol(location)
+    if protocol in (None, "file", "local"):
+        return location
+    try:
+        get_filesystem_class(protocol)
+    except ValueError:
+        fail(f"{what} {location}: unknown storage protocol {protocol!r}")
+    except ImportError:
+        spec = known_implementations.get(protocol, {})
+        package = str(spec.get("class", "")).split(".")[0] or protocol
+        fail(f"{what} {location}: {protocol}:// URLs need the package {package}; install it (pip install {package})")
+    return location
+
+
+@contextlib.contextmanager
+def progress(
+    description: str, total: int | None, *, console: Console = err, step: float = 0.1, quiet_s: float = 2.0
+) -> Iterator[Callable[[int], None]]:
+    """Progress of long work on stderr; yields `update(done)`.
+
+    On a terminal: a transient rich bar. Otherwise (a log file, CI, a pipe): one plain line when
+    the work starts, then one at each `step` share of `total` done (at most one per `quiet_s`
+    seconds), with the elapsed time.
+    """
+    if console.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = ["[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        if total is not None:
+            columns.append(TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda done: bar.update(task, completed=done)
+        return
+    start = time.monotonic()
+    console.print(f"{escape(description)}: started" + (f" ({total:,} to do)" if total else ""), highlight=False)
+    state = {"mark": step, "printed": start}
+
+    def update(done: int) -> None:
+        if not total:
+            return
+        share, now = done / total, time.monotonic()
+        # A line per `step` of the work, at most one every `quiet_s`: short work stays quiet.
+        if share >= state["mark"] and (now - state["printed"] >= quiet_s or (done >= total and now - start >= quiet_s)):
+            console.print(f"{escape(description)}: {done:,}/{total:,} ({share:.0%}) after {now - start:.1f} s", highlight=False)
+            state["printed"] = now
+        while state["mark"] <= share:
+            state["mark"] += step
+
+    yield update

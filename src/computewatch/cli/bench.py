@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from computewatch.cli._common import Group
+
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, cls=Group)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from computewatch.cli._common import FLAG, Command, fail
 from computewatch.cli.bench import app
 
 __all__ = ["bench_gpu_hash", "gpu_hash_report"]
@@ -67,21 +69,20 @@ def gpu_hash_report(gib: float = 8.0, *, sweep: str = "small", repeats: int = 5,
     return report
 
 
-@app.command("gpu-hash")
+@app.command("gpu-hash", cls=Command)
 def bench_gpu_hash(
-    gib: float = typer.Option(8.0, "--gib", help="Shard size in GiB."),
-    sweep: str = typer.Option("small", "--sweep", help="Launch shapes to try: none, small or full."),
-    repeats: int = typer.Option(5, "--repeats", help="Timed runs per measurement; the best is kept."),
+    gib: float = typer.Option(8.0, "--gib", min=1 / (1 << 20), max=1024.0, help="Shard size in GiB (1 KiB to 1 TiB)."),
+    sweep: Literal["none", "small", "full"] = typer.Option("small", "--sweep", help="Launch shapes to try."),
+    repeats: int = typer.Option(5, "--repeats", min=1, max=1000, help="Timed runs per measurement; the best is kept."),
     many_regions: bool = typer.Option(True, "--many-regions/--no-many-regions",
                                       help="Also hash 1024 x 4 MiB tensors in one launch."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the result as JSON (also on failure)."),
 ) -> None:
-    """Hash a shard in device memory; report TB/s against a plain read and the snapshot stall."""
+    """Hash a shard in device memory; report TB/s against a plain read and the snapshot stall (needs CUDA)."""
     try:
         report = gpu_hash_report(gib, sweep=sweep, repeats=repeats, many_regions=many_regions)
     except (RuntimeError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(str(exc), as_json=as_json)
     if as_json:
         typer.echo(json.dumps(report, sort_keys=True))
         return

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from computewatch.cli._common import FLAG, Command, fail, guard
 from computewatch.cli.bench import app
-from computewatch.crypto._bench import measure_hash_throughput
-from computewatch.crypto.errors import ComputewatchError
 
-__all__ = ["bench_hash"]
+__all__ = ["bench_hash", "max_buffer_mib"]
 
 
-@app.command("hash")
+def max_buffer_mib() -> int:
+    """The largest buffer worth hashing here: a quarter of physical memory (at least 1 MiB)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 14
+    return max(1, total // 4 >> 20)
+
+
+@app.command("hash", cls=Command)
 def bench_hash(
-    mib: int = typer.Option(1024, "--mib", help="Buffer size in MiB."),
-    repeats: int = typer.Option(3, "--repeats", help="Interleaved repetitions; the best of each is kept."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    mib: int = typer.Option(1024, "--mib", min=1, help="Buffer size in MiB (at most a quarter of this machine's memory)."),
+    repeats: int = typer.Option(3, "--repeats", min=1, max=100, help="Interleaved repetitions; the best of each is kept."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print the result as JSON (also on failure)."),
 ) -> None:
     """Hash one buffer with computewatch, raw blake3 and SHA-256; report GB/s and the ratio."""
-    try:
+    if mib > max_buffer_mib():
+        fail(f"--mib {mib:,} is more than a quarter of this machine's memory ({max_buffer_mib():,} MiB)", as_json=as_json)
+    from computewatch.crypto._bench import measure_hash_throughput
+
+    with guard(as_json=as_json):
         result = measure_hash_throughput(mib, repeats)
-    except ComputewatchError as exc:
-        raise typer.BadParameter(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
         return

@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import typer
 
+from computewatch.cli._common import (
+    FLAG,
+    Command,
+    available_cores,
+    fail,
+    guard,
+    progress,
+)
 from computewatch.cli.bench import app
+from computewatch.formats.firmware import MAX_SNAPSHOTS_PER_DAY
 
 __all__ = ["overhead"]
 
+MAX_STEPS_PER_MODE = 100_000  # block * repeats: hours of training on the small preset already
 
-@app.command("overhead")
+
+@app.command("overhead", cls=Command)
 def overhead(
-    preset: str = typer.Option("small", "--preset", help="Workload preset."),
-    block: int = typer.Option(1, "--block", min=1, help="Steps per timed block (1: alternate step by step)."),
-    repeats: int = typer.Option(200, "--repeats", min=1, help="Plain/monitored block pairs."),
+    preset: Literal["mlp", "tiny", "small"] = typer.Option("small", "--preset", help="Workload preset."),
+    block: int = typer.Option(1, "--block", min=1, max=MAX_STEPS_PER_MODE, help="Steps per timed block (1: alternate step by step)."),
+    repeats: int = typer.Option(200, "--repeats", min=1, max=MAX_STEPS_PER_MODE, help="Plain/monitored block pairs."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=1, help="Checkpoint interval k."),
-    snapshots_per_day: float = typer.Option(0.1, "--snapshots-per-day", help="Chip snapshot rate f."),
-    threads: int = typer.Option(1, "--threads", min=1, help="Training threads."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    snapshots_per_day: float = typer.Option(
+        0.1, "--snapshots-per-day", min=0.0, max=MAX_SNAPSHOTS_PER_DAY, help="Chip snapshot rate f."
+    ),
+    threads: int = typer.Option(1, "--threads", min=1, max=available_cores(), help="Training threads (at most the cores)."),
+    as_json: bool = typer.Option(False, "--json", metavar=FLAG, help="Print JSON only (also on failure)."),
 ) -> None:
     """Monitoring overhead at a realistic snapshot rate and checkpoint interval (method: computewatch.prover.bench)."""
+    if block * repeats > MAX_STEPS_PER_MODE:
+        fail(f"--block x --repeats = {block * repeats:,} steps per mode; at most {MAX_STEPS_PER_MODE:,}", as_json=as_json)
     from rich.console import Console
-    from rich.progress import Progress
 
-    from computewatch.prover.bench import measure_overhead
+    from computewatch.prover.bench import measure_overhead, total_steps
 
-    console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"bench overhead ({preset})", total=None)
+    with guard(as_json=as_json), progress(f"bench overhead ({preset})", total_steps(block, repeats)) as update:
         result = measure_overhead(
             preset=preset,
             block=block,
@@ -37,7 +50,7 @@ def overhead(
             checkpoint_every=checkpoint_every,
             snapshots_per_day=snapshots_per_day,
             threads=threads,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
+            progress=lambda done, total: update(done),
         )
     if as_json:
         print(json.dumps(result))

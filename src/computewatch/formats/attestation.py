@@ -2,8 +2,9 @@
 
 The evidence statement carries the verifier's nonce, the firmware measurement, version and
 security version, the anti-rollback fuse, any staged (not yet booted) firmware, the secure clock
-with its reset/restart counters and safe flag, the log's tree head and the tamper flag. It is
-signed by the boot key; the bundle carries the certificate chain that makes it checkable:
+with its reset/restart counters and safe flag, the log's tree head, the tamper flag and (v2)
+the damage the firmware found comparing its log against its sealed state. It is signed by the
+boot key; the bundle carries the certificate chain that makes it checkable:
 chipmaker root -> chip certificate (device key) -> boot certificate (boot key + measurement).
 Bundle file: canonical JSON {"v":1,"certificate","boot_certificate","firmware","evidence"}, each a
 DSSE envelope object.
@@ -23,7 +24,7 @@ from computewatch.crypto.dsse import (
     statement,
     verify_envelope,
 )
-from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.errors import ComputewatchError, FormatError, SignatureError
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.chip_entry import (
     PRED_ATTESTATION,
@@ -39,7 +40,12 @@ from computewatch.formats.identity import (
     verify_chip_certificate,
 )
 
-__all__ = ["AttestationClaims", "make_evidence", "verify_attestation"]
+__all__ = ["PRED_ATTESTATION_V2", "AttestationClaims", "BundleFormatError", "make_evidence", "verify_attestation"]
+
+# v2 adds "log_damage": v1 evidence could say "tamper clear" over a log the firmware's own
+# sealed state showed was cut. v1 is refused: it cannot tell the Verifier about such damage.
+PRED_ATTESTATION_V2 = PRED_ATTESTATION.removesuffix(":v1") + ":v2"
+_BUNDLE_FIELDS = ("certificate", "boot_certificate", "firmware", "evidence")
 
 
 def make_evidence(
@@ -53,7 +59,7 @@ def make_evidence(
 ) -> bytes:
     """Sign `claims` (which include the nonce) and bundle the chain; returns the bundle bytes."""
     subject_digest = {"sha256": claims["log"]["root"]}
-    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION, claims)
+    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION_V2, claims)
     evidence = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), boot_key)
     return canonical_json(
         {
@@ -83,17 +89,55 @@ class AttestationClaims:
     log_size: int
     log_root: bytes
     tamper: bool
+    log_damage: tuple[str, ...]
     raw: dict[str, Any]
+
+    @property
+    def concerns(self) -> list[str]:
+        """What the chip itself reports against its state: tamper flag, log damage (empty if none)."""
+        return (["the chip's tamper flag is set"] if self.tamper else []) + [f"log damage: {d}" for d in self.log_damage]
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.raw, model=self.model, peak_flops=str(self.peak_flops))
 
 
-def _step(what: str, fn: Any) -> Any:
+def _step(what: str, fn: Any, malformed: str | None = None) -> Any:
+    """Run one check; a failed signature is reported as `what`, anything else (a missing field,
+    a wrong type) as `malformed` when given: a missing field is never called a bad signature."""
     try:
         return fn()
-    except (ComputewatchError, KeyError, TypeError, ValueError, RecursionError) as exc:
+    except SignatureError as exc:
         raise AttestationError(f"{what}: {exc}") from None
+    except KeyError as exc:
+        raise AttestationError(f"{malformed or what}: missing field {exc.args[0]!r}") from None
+    except (ComputewatchError, TypeError, ValueError, RecursionError) as exc:
+        raise AttestationError(f"{malformed or what}: {exc}") from None
+
+
+class BundleFormatError(AttestationError):
+    """The input is not an evidence bundle at all (not JSON, wrong version, parts missing or not
+    envelopes): unusable input rather than evidence that failed a check."""
+
+
+def _envelopes(bundle: bytes | dict[str, Any]) -> dict[str, Envelope]:
+    """The bundle's four envelopes, parsed; a missing or malformed part is named as such
+    (never reported as a signature failure)."""
+    try:
+        doc = json.loads(bundle) if not isinstance(bundle, dict) else bundle
+    except (ValueError, RecursionError):
+        raise BundleFormatError("bundle: not JSON") from None
+    if not isinstance(doc, dict) or doc.get("v") != 1:
+        raise BundleFormatError("bundle: not a version-1 attestation bundle")
+    missing = [name for name in _BUNDLE_FIELDS if name not in doc]
+    if missing:
+        raise BundleFormatError(f"bundle: lacks the field(s) {', '.join(repr(m) for m in missing)}")
+    envelopes = {}
+    for name in _BUNDLE_FIELDS:
+        try:
+            envelopes[name] = envelope_from_obj(doc[name], name)
+        except (ComputewatchError, ValueError, TypeError, RecursionError) as exc:
+            raise BundleFormatError(f"bundle: its {name!r} is not a DSSE envelope ({exc})") from None
+    return envelopes
 
 
 def verify_attestation(
@@ -102,30 +146,44 @@ def verify_attestation(
     chipmaker_root: VerifyKey,
     *,
     min_security_version: int | None = None,
+    expected_serial: str | None = None,
 ) -> AttestationClaims:
-    """Check the chain and the claims; raises AttestationError naming the first failed check."""
-    doc = _step("bundle", lambda: json.loads(bundle) if not isinstance(bundle, dict) else bundle)
-    if not isinstance(doc, dict) or doc.get("v") != 1:
-        raise AttestationError("bundle: not a version-1 attestation bundle")
+    """Check the chain and the claims; raises AttestationError naming the first failed check.
+
+    `expected_serial` pins the chip: evidence from any other genuine chip is refused. The chip's
+    own concerns (tamper flag, log damage) do not fail verification; they are in the claims
+    (`AttestationClaims.concerns`), for the caller to act on.
+    """
+    env = _envelopes(bundle)
     cert = _step(
         "chip certificate does not verify under the given chipmaker key",
-        lambda: verify_chip_certificate(envelope_from_obj(doc["certificate"], "certificate"), chipmaker_root),
+        lambda: verify_chip_certificate(env["certificate"], chipmaker_root),
+        "chip certificate is malformed",
     )
+    if expected_serial is not None and cert.serial != expected_serial:
+        raise AttestationError(f"evidence is from chip {cert.serial}, not the expected chip {expected_serial}")
     boot = _step(
         "boot certificate does not verify under the certified device key",
-        lambda: verify_boot_certificate(envelope_from_obj(doc["boot_certificate"], "boot"), cert.device_key),
+        lambda: verify_boot_certificate(env["boot_certificate"], cert.device_key),
+        "boot certificate is malformed",
     )
-    fw = _step(
-        "firmware manifest is not signed by the chipmaker root",
-        lambda: read_manifest(envelope_from_obj(doc["firmware"], "firmware"), chipmaker_root),
-    )
+    try:
+        fw = read_manifest(env["firmware"], chipmaker_root)  # its error says signature or shape
+    except ComputewatchError as exc:
+        raise AttestationError(str(exc)) from None
     payload = _step(
         "evidence signature does not verify under the boot key",
-        lambda: verify_envelope(envelope_from_obj(doc["evidence"], "evidence"), [boot.boot_key]),
+        lambda: verify_envelope(env["evidence"], [boot.boot_key]),
+        "evidence envelope is malformed",
     )
     stmt = _step("evidence payload", lambda: parse_canonical_json(payload))
-    if not isinstance(stmt, dict) or stmt.get("predicateType") != PRED_ATTESTATION:
-        raise AttestationError(f"evidence: predicate type is not {PRED_ATTESTATION}")
+    if isinstance(stmt, dict) and stmt.get("predicateType") == PRED_ATTESTATION:
+        raise AttestationError(
+            f"evidence: predicate type {PRED_ATTESTATION} predates the firmware's log self-check; "
+            f"only {PRED_ATTESTATION_V2} is accepted"
+        )
+    if not isinstance(stmt, dict) or stmt.get("predicateType") != PRED_ATTESTATION_V2:
+        raise AttestationError(f"evidence: predicate type is not {PRED_ATTESTATION_V2}")
     c = stmt.get("predicate")
     if not isinstance(c, dict):
         raise AttestationError("evidence: predicate is not a JSON object")
@@ -148,6 +206,7 @@ def verify_attestation(
             log_size=uint(c["log"]["size"], "log size"),
             log_root=from_hex(c["log"]["root"], "log root", 32),
             tamper=_bool(c["tamper"]),
+            log_damage=_strings(c["log_damage"], "log_damage"),
             raw=c,
         ),
     )
@@ -175,6 +234,12 @@ def verify_attestation(
             f"firmware security version {fw.security_version} is below the required {min_security_version}"
         )
     return claims
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FormatError(f"{what} must be a list of strings")
+    return tuple(value)
 
 
 def _bool(value: Any) -> bool:

@@ -140,8 +140,17 @@ def restore(
     scheduler: Any | None,
     *,
     restore_rng: bool = True,
+    settings: str = "checkpoint",
 ) -> None:
-    """Load a checkpoint into live objects in place (parameters keep their storage)."""
+    """Load a checkpoint into live objects in place (parameters keep their storage).
+
+    ``settings="checkpoint"`` (resuming a run) also takes the optimizer's param-group settings
+    (learning rate, betas, ...) and the scheduler state from the checkpoint. ``settings="live"``
+    (a Verifier's replay) loads only the per-parameter optimizer state (moments, step counts)
+    and keeps the live optimizer's settings and scheduler, which come from the precommitment.
+    """
+    if settings not in ("checkpoint", "live"):
+        raise ValueError(f"settings must be 'checkpoint' or 'live', got {settings!r}")
     live = module.state_dict()
     if set(live) != set(ckpt.model):
         raise FormatError(
@@ -156,8 +165,8 @@ def restore(
             local.copy_(ckpt.model[key])
     try:
         if optimizer is not None:
-            _restore_optimizer(ckpt, optimizer)
-        if scheduler is not None and ckpt.scheduler is not None:
+            _restore_optimizer(ckpt, optimizer, keep_settings=settings == "live")
+        if settings == "checkpoint" and scheduler is not None and ckpt.scheduler is not None:
             scheduler.load_state_dict(dict(ckpt.scheduler))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # torch's own errors on a state that does not fit
         raise FormatError(f"checkpoint step {ckpt.step}: optimizer or scheduler state does not fit the live objects ({exc})") from None
@@ -165,7 +174,7 @@ def restore(
         torch.set_rng_state(ckpt.rng["torch"])
 
 
-def _restore_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
+def _restore_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer, *, keep_settings: bool = False) -> None:
     params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict[str, Any]] = {}
     for idx_text, plain in ckpt.optimizer_meta.get("state", {}).items():
@@ -176,7 +185,8 @@ def _restore_optimizer(ckpt: Checkpoint, optimizer: torch.optim.Optimizer) -> No
         if not 0 <= idx < len(params):
             raise FormatError(f"checkpoint step {ckpt.step}: optimizer state for parameter {idx}, optimizer has {len(params)}")
         state.setdefault(idx, {})[key] = _like_param(params[idx], tensor)
-    optimizer.load_state_dict({"state": state, "param_groups": ckpt.optimizer_meta["param_groups"]})
+    groups = optimizer.state_dict()["param_groups"] if keep_settings else ckpt.optimizer_meta["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _like_param(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from computewatch.formats.firmware import read_manifest
 from computewatch.formats.identity import ChipCertificate, verify_boot_certificate
 from computewatch.formats.schedule import arrivals, commitment
 
-__all__ = ["AuditReport", "LogVerifier", "Problem", "audit_log"]
+__all__ = ["NO_KNOWN_HEAD", "AuditReport", "LogVerifier", "Problem", "audit_log"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ class AuditReport:
     epochs_checked: int = 0
     torn_tail_bytes: int = 0
     root: str = ""
+    # How the log ends: "clean-stop" (shutdown, then a checkpoint over everything before it),
+    # "checkpoint" (a checkpoint over everything before it, e.g. at an inspection), "open"
+    # (entries after the last checkpoint: a running chip or an unclean stop) or "empty".
+    end: str = "empty"
+    # What this audit could not check, in words (e.g. no tree head seen earlier was given).
+    not_checked: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,11 +73,13 @@ class AuditReport:
             "serial": self.serial,
             "entries": self.entries,
             "root": self.root,
+            "end": self.end,
             "snapshots": self.snapshots,
             "epochs_checked": self.epochs_checked,
             "torn_tail_bytes": self.torn_tail_bytes,
             "problems": [p.to_json() for p in self.problems],
             "warnings": [w.to_json() for w in self.warnings],
+            "not_checked": list(self.not_checked),
         }
 
 
@@ -169,6 +177,8 @@ class LogVerifier:
         try:
             if kind == "boot":
                 self._check_boot(e, body, bad)
+            elif self._boot < 0:
+                bad(f"entry of boot {e['boot']} precedes every boot entry")
             elif e["boot"] != self._boot:
                 bad(f"entry claims boot {e['boot']} during boot {self._boot}")
             self._check_sig(e, bad)
@@ -207,8 +217,10 @@ class LogVerifier:
         fw = read_manifest(envelope_from_obj(body["firmware"], "firmware manifest"), self.root_key)
         if cert.serial != self.cert.serial:
             bad(f"boot certificate is for chip {cert.serial!r}")
-        if cert.boot != e["boot"] or e["boot"] <= self._boot:
-            bad(f"boot number {e['boot']} (certificate {cert.boot}) does not follow boot {self._boot}")
+        if cert.boot != e["boot"]:
+            bad(f"boot number {e['boot']} differs from its boot certificate's {cert.boot}")
+        elif e["boot"] <= self._boot:
+            bad(f"boot number {e['boot']} does not follow boot {self._boot}")
         if fw.measurement != cert.measurement:
             bad("firmware manifest does not match the measurement in the boot certificate")
         if fw.security_version < self._security_version:
@@ -300,8 +312,12 @@ class LogVerifier:
             )
         self._unclean_since_commit = False
         rate = float(body["snapshots_per_day"])
-        if not self._logging or self._rate is None or rate != self._rate:
-            bad(f"committed snapshot rate {rate}/day is not the signed firmware policy's {self._rate}/day")
+        if self._rate is None:
+            bad(f"schedule epoch committed at rate {rate:g}/day before any boot entry named a firmware policy")
+        elif not self._logging:
+            bad(f"schedule epoch committed at rate {rate:g}/day under firmware whose signed policy disables logging")
+        elif rate != self._rate:
+            bad(f"committed snapshot rate {rate:g}/day is not the signed firmware policy's {self._rate:g}/day")
         start = int_field(body, "start_busy_ns", "schedule-commit")
         if start != int(e["busy_ns"]):
             bad("schedule epoch start differs from the entry's busy time")
@@ -369,23 +385,62 @@ class LogVerifier:
             )
 
 
+NO_KNOWN_HEAD = (
+    "no tree head seen earlier was given: a log cut back to an earlier clean stop, or rolled back "
+    "together with the chip's sealed state, verifies on its own (give attestation evidence or "
+    "checkpoints seen earlier to rule that out)"
+)
+
+
+def _log_end(lines: list[bytes]) -> str:
+    """"clean-stop", "checkpoint", "open" or "empty" (see AuditReport.end); from the last
+    entries' kinds only: whether they verify is the rest of the audit's business."""
+    if not lines:
+        return "empty"
+    try:
+        last = parse_entry_line(lines[-1])
+        if last["kind"] != "checkpoint" or last["body"].get("tree_size") != len(lines) - 1:
+            return "open"
+        before = parse_entry_line(lines[-2])["kind"] if len(lines) > 1 else None
+    except (ComputewatchError, AttributeError):
+        return "open"
+    return "clean-stop" if before == "shutdown" else "checkpoint"
+
+
 def audit_log(
     data: bytes,
     cert: ChipCertificate,
     chipmaker_root: VerifyKey,
     *,
     known_heads: Iterable[tuple[int, bytes]] = (),
+    require_end: bool = False,
 ) -> AuditReport:
     """Audit a whole log. `known_heads` are (size, root) tree heads seen earlier (attestation
-    evidence, exported checkpoints): the log must extend each of them."""
+    evidence, exported checkpoints): the log must extend each of them. An empty log is a
+    problem (nothing vouches for the chip). With `require_end`, so is a log that does not end
+    in a checkpoint over all its entries (entries no signed tree head covers yet)."""
     lines, torn = split_log(data)
     v = LogVerifier(cert, chipmaker_root)
-    report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn)
+    report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
     for line in lines:
         report.problems.extend(v.feed(line))
     v.finish()
     report.problems.sort(key=lambda p: (p.entry if p.entry is not None else -1))
     n = len(lines)
+    known_heads = list(known_heads)
+    if n == 0:
+        report.problems.append(Problem(None, "the log is empty (or missing): no entry to audit; a chip logs from its first boot"))
+    elif require_end and report.end == "open":
+        report.problems.append(
+            Problem(
+                None,
+                "the log does not end in a checkpoint over all its entries (a clean stop ends shutdown, "
+                "checkpoint): its last entries are covered by no signed tree head; the chip is still running "
+                "or stopped uncleanly (stop or inspect it, then audit again)",
+            )
+        )
+    if not known_heads:
+        report.not_checked.append(NO_KNOWN_HEAD)
     for size, root in known_heads:
         if size > n:
             report.problems.append(Problem(None, f"log has {n} entries but a tree head of size {size} was seen: truncated"))

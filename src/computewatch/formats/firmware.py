@@ -37,9 +37,12 @@ from computewatch.formats.chip_entry import (
 )
 from computewatch.formats.errors import BootError
 
-__all__ = ["LOG_MODES", "FirmwareImage", "FirmwarePolicy", "VerifiedFirmware", "build_image", "read_manifest", "verify_image"]
+__all__ = ["LOG_MODES", "MAX_SNAPSHOTS_PER_DAY", "FirmwareImage", "FirmwarePolicy", "VerifiedFirmware", "build_image", "read_manifest", "verify_image"]
 
 LOG_MODES = ("on-chip", "report")
+# One snapshot per busy second on average: above it the chip would spend its time snapshotting,
+# and one epoch's schedule (every arrival is drawn and logged) would not fit in memory.
+MAX_SNAPSHOTS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ class FirmwarePolicy:
     log_mode: str = "on-chip"  # "on-chip" NVRAM log, or "report": each entry acked by a server
 
     def __post_init__(self) -> None:
-        if not (self.snapshots_per_day >= 0) or self.snapshots_per_day == float("inf"):
-            raise FormatError("policy snapshots_per_day must be a finite number >= 0")
+        if not (0 <= self.snapshots_per_day <= MAX_SNAPSHOTS_PER_DAY):
+            raise FormatError(
+                f"policy snapshots_per_day must be a number from 0 to {MAX_SNAPSHOTS_PER_DAY:g} (one per busy second), "
+                f"got {self.snapshots_per_day!r}"
+            )
         if self.epoch_busy_s <= 0 or self.checkpoint_every <= 0:
             raise FormatError("policy epoch_busy_s and checkpoint_every must be positive")
         if self.log_mode not in LOG_MODES:

@@ -1,15 +1,17 @@
 """The signed run manifest: the fixed facts of one run, signed by the Prover.
 
 ``manifest.dsse.json`` is a DSSE envelope (Ed25519) around an in-toto Statement v1 whose subject
-is the precommitment digest and whose predicate (type ``urn:computewatch:transcript-manifest:v1``)
-is::
+is the precommitment digest (digest set ``{"blake3-256": hex}``) and whose predicate (type
+``urn:computewatch:transcript-manifest:v2``) is::
 
     {"v": 1, "run_id": ..., "precommitment": {the precommitment object},
      "precommitment_digest": hex, "chips": [{"rank": r, "chip_id": str | null}],
      "sample_hashes": hex digest of the object holding the per-sample hashes}
 
 The precommitment carries the hyperparameters, code digest, dataset commitment, seed derivation,
-checkpoint interval k and shard layout, so the manifest repeats none of them. The Prover's key
+checkpoint interval k and shard layout, so the manifest repeats none of them. Predicate type v1
+named BLAKE3 ``"blake3"`` in the subject's digest set; v2 uses ``"blake3-256"``, the one name every
+computewatch digest set uses, and a v1 manifest is refused with a message saying so. The Prover's key
 lives in ``keys/prover.key`` (mode 0600; never part of an export) unless the caller brings its
 own; its public half is ``keys/prover.pub``.
 """
@@ -34,6 +36,7 @@ from computewatch.formats.precommitment import Precommitment
 from computewatch.formats.storage import RunStorage, StoreError
 
 __all__ = [
+    "DIGEST_BLAKE3",
     "MANIFEST_FILE",
     "MANIFEST_PREDICATE",
     "PROVER_KEY",
@@ -46,7 +49,10 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.dsse.json"
-MANIFEST_PREDICATE = predicate_type("transcript-manifest")
+# The name of BLAKE3-256 in every in-toto digest set computewatch writes (docs/formats.md).
+DIGEST_BLAKE3 = "blake3-256"
+MANIFEST_PREDICATE = predicate_type("transcript-manifest", 2)
+_MANIFEST_PREDICATE_V1 = predicate_type("transcript-manifest", 1)
 PROVER_KEY = "keys/prover.key"
 PROVER_PUB = "keys/prover.pub"
 
@@ -130,7 +136,8 @@ def write_public_key(storage: RunStorage, key: SigningKey) -> None:
 
 
 def write_manifest(storage: RunStorage, manifest: Manifest, key: SigningKey) -> Envelope:
-    stmt = statement([("precommitment", {"blake3": manifest.precommitment.digest().hex()})], MANIFEST_PREDICATE, manifest.predicate())
+    subject = ("precommitment", {DIGEST_BLAKE3: manifest.precommitment.digest().hex()})
+    stmt = statement([subject], MANIFEST_PREDICATE, manifest.predicate())
     env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
     storage.write_atomic(MANIFEST_FILE, env.to_json())
     return env
@@ -152,6 +159,11 @@ def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> M
     where = f"run manifest {storage.path(MANIFEST_FILE)}"
     try:
         stmt = parse_canonical_json(payload)
+        if isinstance(stmt, dict) and stmt.get("predicateType") == _MANIFEST_PREDICATE_V1:
+            raise StoreError(
+                f"{where} is a v1 manifest ({_MANIFEST_PREDICATE_V1}), whose subject names BLAKE3 'blake3'; this "
+                f"version reads only {MANIFEST_PREDICATE} (digest sets name it {DIGEST_BLAKE3!r}): re-sign the same predicate as v2 with the Prover key"
+            )
         if not isinstance(stmt, dict) or stmt.get("predicateType") != MANIFEST_PREDICATE:
             got = stmt.get("predicateType") if isinstance(stmt, dict) else type(stmt).__name__
             raise StoreError(f"{where} has predicate type {got!r}")
@@ -159,7 +171,7 @@ def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> M
         subjects = stmt.get("subject")
         first = subjects[0] if isinstance(subjects, list) and subjects else None
         digest = first.get("digest") if isinstance(first, dict) else None
-        subject = digest.get("blake3") if isinstance(digest, dict) else None
+        subject = digest.get(DIGEST_BLAKE3) if isinstance(digest, dict) else None
     except FormatError as exc:
         raise StoreError(f"{where} is malformed: {exc}") from None
     if subject != manifest.precommitment.digest().hex():

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from computewatch.formats.program import deterministic_cpu
 from computewatch.formats.seed import batches
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import (
@@ -39,11 +40,16 @@ from computewatch.prover.runner import (
     isolated_torch_state,
     run_hyperparameters,
 )
-from computewatch.formats.program import deterministic_cpu
 
-__all__ = ["measure_overhead"]
+__all__ = ["FORCED_STEPS", "measure_overhead", "total_steps"]
 
 _DAY_S = 86_400.0
+FORCED_STEPS = 10  # steps of the forced-snapshot measurement
+
+
+def total_steps(block: int, repeats: int, forced_steps: int = FORCED_STEPS) -> int:
+    """Training steps the measurement takes (what its progress callback counts to)."""
+    return 2 * block * repeats + forced_steps
 
 
 class _Loop:
@@ -100,7 +106,7 @@ def measure_overhead(
     repeats: int = 200,
     checkpoint_every: int = 100,
     snapshots_per_day: float = 0.1,
-    forced_steps: int = 10,
+    forced_steps: int = FORCED_STEPS,
     threads: int | None = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -139,7 +145,7 @@ def _measure(
                 pairs.append((t_first, t_second) if first_plain else (t_second, t_first))
                 done += 2 * block
                 if progress is not None:
-                    progress(done, 2 * total + forced_steps)
+                    progress(done, total_steps(block, repeats, forced_steps))
             t0 = time.perf_counter()
             rec.flush()  # queued checkpoint writes belong to the monitored cost
             flush_s = time.perf_counter() - t0
@@ -149,7 +155,7 @@ def _measure(
         chip.close()
         forced = _forced_snapshots(monitored, config, Path(tmp), forced_steps, total)
         if progress is not None:
-            progress(2 * total + forced_steps, 2 * total + forced_steps)
+            progress(total_steps(block, repeats, forced_steps), total_steps(block, repeats, forced_steps))
     t_plain = sum(p for p, _ in pairs)
     t_mon = sum(m for _, m in pairs) + flush_s
     ratios = sorted(m / p for p, m in pairs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,10 +23,12 @@ from typing import Any
 
 import torch
 
+from computewatch.chip.chip import MAX_STEP_BUSY_S
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.firmware import FirmwarePolicy
 from computewatch.formats.manifest import MANIFEST_FILE, read_manifest
-from computewatch.formats.program import ProgramSource
+from computewatch.formats.program import ProgramSource, deterministic_cpu
 from computewatch.formats.seed import (
     batches,
     derive_run_seed,
@@ -42,7 +45,6 @@ from computewatch.prover.distributed import (
     split_batch,
 )
 from computewatch.prover.recorder import Recorder
-from computewatch.formats.program import deterministic_cpu
 from computewatch.prover.workloads import Workload, preset
 from computewatch.prover.workloads.program import ENTRY as DEMO_ENTRY
 
@@ -54,6 +56,7 @@ __all__ = [
     "build_run",
     "demo_program",
     "isolated_torch_state",
+    "max_processes",
     "run_hyperparameters",
     "train",
 ]
@@ -82,6 +85,32 @@ class TrainConfig:
     # their snapshot schedules repeat. Never for real monitoring: it makes snapshots predictable.
     chip_secret_seed: bytes | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # Workload field overrides
+
+    def validate(self) -> None:
+        """Refuse a configuration that cannot run, before anything is created (no run folder,
+        chip or key is made for a run that would fail on its options)."""
+        if not isinstance(self.nproc, int) or not 1 <= self.nproc <= max_processes():
+            raise FormatError(f"nproc must be 1 to {max_processes()} (four per core of this machine), got {self.nproc!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise FormatError(f"steps must be a whole number >= 0, got {self.steps!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
+            raise FormatError(f"checkpoint_every must be a whole number >= 1, got {self.checkpoint_every!r}")
+        if self.nproc > 1 and self.strategy not in STRATEGIES:
+            raise FormatError(f"unknown distributed strategy {self.strategy!r}; choose one of {STRATEGIES}")
+        if self.chip_seconds_per_step is not None and not 0 <= self.chip_seconds_per_step <= MAX_STEP_BUSY_S:
+            raise FormatError(f"chip_seconds_per_step must be 0 to {MAX_STEP_BUSY_S:g} (a day), got {self.chip_seconds_per_step!r}")
+        _workload(self)  # an unknown preset or override fails here, not inside every spawned rank
+        if self.monitor and self.chips_dir is None:
+            FirmwarePolicy(snapshots_per_day=self.snapshots_per_day)  # the rate new chips would get
+        if self.monitor and self.chips_dir is not None:
+            found = _chips_in(Path(self.chips_dir))
+            if len(found) < self.nproc:
+                raise ComputewatchError(f"{self.chips_dir} holds {len(found)} chips; {self.nproc} processes need one each")
+        holds_run = RunStorage(self.out, create=False).exists(MANIFEST_FILE) if Path(self.out).is_dir() else False
+        if self.resume and not holds_run:
+            raise StoreError(f"{self.out} holds no run to resume (no {MANIFEST_FILE}); start one without resume")
+        if holds_run and not self.resume:
+            raise StoreError(f"{self.out} already holds a run; resume it (--resume) or choose a new directory")
 
 
 @dataclass(frozen=True)
@@ -113,6 +142,17 @@ def _workload(config: TrainConfig) -> Workload:
     return preset(config.preset, **overrides)
 
 
+def max_processes() -> int:
+    """Ranks one machine may run: four per core, at least eight (tests oversubscribe a little to
+    cover uneven shards; thousands of gloo processes only exhaust the machine). The command
+    line is stricter: at most the cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(8, 4 * cores)
+
+
 def _threads(config: TrainConfig) -> int:
     return config.threads or max(1, (os.cpu_count() or 1) // config.nproc)
 
@@ -128,17 +168,21 @@ def _chip_dirs(config: TrainConfig) -> list[Path]:
     from computewatch.chip import provision_chips
 
     root = Path(config.out) / "chips"
-    if len(_chips_in(root)) >= config.nproc:  # a resumed run keeps its chips
-        return _chips_in(root)[: config.nproc]
-    dirs = provision_chips(root, config.nproc, snapshots_per_day=config.snapshots_per_day, secret_seed=config.chip_secret_seed)
-    return [Path(p) for p in dirs]
+    have = _chips_in(root)  # a resumed run keeps its chips; a retried one keeps those already made
+    if len(have) < config.nproc:
+        provision_chips(
+            root, config.nproc - len(have), snapshots_per_day=config.snapshots_per_day,
+            secret_seed=config.chip_secret_seed, first_index=len(have),
+        )
+    return _chips_in(root)[: config.nproc]
 
 
 def _chips_in(folder: Path) -> list[Path]:
     # A chip state dir holds its sealed identity; the chipmaker's folder and stray files do not count.
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if (p / "sealed").is_dir())
+    # Hidden folders are chips still being made (chip.manufacture_chip): not chips yet.
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p / "sealed").is_dir())
 
 
 @contextlib.contextmanager
@@ -158,15 +202,9 @@ def isolated_torch_state() -> Iterator[None]:
 
 def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Run the demo workload under monitoring; spawns processes when ``config.nproc > 1``."""
-    if config.nproc < 1 or config.steps < 0:
-        raise FormatError("nproc must be >= 1 and steps >= 0")
-    if config.nproc > 1 and config.strategy not in STRATEGIES:
-        raise FormatError(f"unknown distributed strategy {config.strategy!r}; choose one of {STRATEGIES}")
-    _workload(config)  # an unknown preset or override fails here, not inside every spawned rank
+    config.validate()
     storage = RunStorage(config.out)
-    if storage.exists(MANIFEST_FILE) and not config.resume:
-        raise StoreError(f"{config.out} already holds a run; resume it (--resume) or choose a new directory")
-    if config.resume and storage.exists(MANIFEST_FILE):
+    if config.resume:
         pre = read_manifest(storage).precommitment
         config = replace(config, nonce=pre.nonce, run_id=pre.run_id)
     elif config.nonce is None:
@@ -183,7 +221,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         import torch.multiprocessing as mp
 
         try:
-            mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port()), nprocs=config.nproc, join=True)
+            mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port(), os.getpid()), nprocs=config.nproc, join=True)
         except mp.ProcessRaisedException as exc:  # a rank's own error, with its traceback as text
             lines = str(exc).strip().splitlines()
             raise ComputewatchError(f"a training process failed: {lines[-1] if lines else exc}") from exc
@@ -193,8 +231,23 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     return TrainResult(Path(config.out), chip_dirs, config.steps, start)
 
 
-def _spawned_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int) -> None:
+def _spawned_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int, parent: int) -> None:
+    _die_with_parent(parent)
     _run_rank(rank, config, chip_dirs, port, None)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this rank when the launching process dies (even by SIGKILL), so a
+    killed `computewatch train` leaves no orphaned ranks holding chips and ports."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: orphans stay possible
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def build_run(config: TrainConfig, rank: int = 0) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""Shared pytest fixtures.
+
+Databases: `postgres_server` (session) starts a private PostgreSQL server (tests/_postgres.py)
+and stops it at the end; `postgres_url` is a fresh, empty database on it for one test (dropped
+afterwards); `db_url` parametrizes a test over SQLite and PostgreSQL. Missing PostgreSQL
+binaries fail the tests that need them, loudly, with the install hint (never a silent skip).
+
+Registry: `registry_chips` (chips manufactured once per session, by one chipmaker) and
+`registry` (a register on `db_url` with that chipmaker and two owners, acme and beta).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _postgres import PostgresServer, PostgresUnavailable
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """SQLAlchemy URL (postgresql+psycopg) of a fresh, empty database on the private server."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then (second parameter) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+# ---------------------------------------------------------------------- registry
+@dataclass
+class RegistryWorld:
+    """A register with one chipmaker (`maker`) and owners `acme` and `beta`, plus their keys."""
+
+    reg: Any
+    root: Path  # a scratch folder for this test
+    keys: dict[str, Any]  # party name -> SigningKey
+    chips: list[Path]  # unregistered chips of `maker` (read-only: copy one before booting it)
+
+    def register(self, index: int, to: str | None = None) -> str:
+        """Register chip `index` and, if `to` is given, ship it there; returns its serial."""
+        serial = self.reg.register_chip(self.chips[index])["serial"]
+        if to is not None:
+            self.reg.ship(serial, to, self.keys["maker"], self.keys[to])
+        return serial
+
+    def fresh_chip(self, index: int) -> Path:
+        """A private copy of chip `index` (whole state) that the test may boot, use and roll back."""
+        return Path(shutil.copytree(self.chips[index], self.root / f"chip-{index}", symlinks=True))
+
+
+def registry_key(name: str) -> Any:
+    """A fixed Ed25519 key per party name (reproducible tests)."""
+    import hashlib
+
+    from computewatch.crypto.signing import SigningKey
+
+    return SigningKey.from_seed(hashlib.sha256(b"computewatch test party " + name.encode()).digest())
+
+
+@pytest.fixture(scope="session")
+def registry_chips(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """Twelve chips of one chipmaker, manufactured once (returns the chipmaker folder and the chips)."""
+    from computewatch.chip import provision_chips
+
+    root = tmp_path_factory.mktemp("registry-chips")
+    chips = provision_chips(root, 12, snapshots_per_day=100.0, secret_seed=b"computewatch registry tests")
+    return root / "chipmaker", chips
+
+
+@pytest.fixture
+def registry(db_url: str, registry_chips: tuple[Path, list[Path]], tmp_path: Path) -> Iterator[RegistryWorld]:
+    from computewatch.crypto.signing import SigningKey
+    from computewatch.registry import Registry
+
+    maker_dir, chips = registry_chips
+    reg = Registry.open(db_url)
+    keys = {"maker": SigningKey.load(maker_dir / "chipmaker.key"), "acme": registry_key("acme"), "beta": registry_key("beta")}
+    reg.add_chipmaker("maker", keys["maker"].public_key)
+    reg.add_owner("acme", keys["acme"].public_key)
+    reg.add_owner("beta", keys["beta"].public_key)
+    scratch = tmp_path / "world"
+    scratch.mkdir()
+    try:
+        yield RegistryWorld(reg, scratch, keys, chips)
+    finally:
+        reg.close()
+

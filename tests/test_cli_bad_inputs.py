@@ -1,0 +1,386 @@
+"""Bad input through the real command line: a clear one-line error, the right exit status, no
+traceback, and nothing already stored changed or lost (docs/cli.md).
+
+The table is a list of `Case`s; other command groups append theirs (`CASES += [...]`). Paths in
+`args` are templates over the fixture world:
+
+  {chip}  a chip that booted and stopped cleanly      {pub}   its chipmaker's public key
+  {chip2} a second chip of the same chipmaker           {ev}    evidence from {chip}
+  {ev2}   evidence from {chip2}                          {fresh} a chip that never booted
+  {other_pub} another chipmaker's key                    {run}   a finished monitored run
+  {file}  a regular text file                            {new}   a fresh empty folder per case
+  {ro}    a folder this process cannot write             {bad_*} damaged copies (see `_damage`)
+
+Every file under the world is hashed before and after each case and must be unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from computewatch.chip import Chip, Chipmaker, FirmwarePolicy, manufacture_chip
+from computewatch.chip.testing import TEST_SECRET_SEED
+from computewatch.cli import app
+from computewatch.crypto.canonical import canonical_json
+from computewatch.formats.steps import batch_root
+from computewatch.prover.runner import TrainConfig, train
+from computewatch.prover.transcript import Transcript
+
+NONCE = "00112233445566778899aabbccddeeff"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: tuple[str, ...]
+    code: int  # 1: a negative finding, 2: unusable input
+    needle: str  # what the one error line must say (case-insensitive)
+    json: bool = False  # --json was given: stdout must be one JSON document naming the error
+
+
+def _c(name: str, args: str, code: int, needle: str, *, as_json: bool = False) -> Case:
+    return Case(name, tuple(args.split()), code, needle, as_json)
+
+
+P = "sampling plan --flops 5.76e23 --chips 1e5"
+S = "sampling simulate --flops 5.76e23 --chips 1e5 --trials 10"
+D = "sampling detection-plot --flops 5.76e23 --chips 1e5"
+VA = f"chip verify-attestation {{ev}} --nonce {NONCE} --chipmaker-pub {{pub}}"
+VL = "chip verify-log {chip} --chipmaker-pub {pub}"
+T = "train --preset mlp --steps 2 --out {new}/run"
+BO = "bench overhead --preset mlp --block 1 --repeats 1"
+
+CASES: list[Case] = [
+    # sampling plan
+    _c("plan-zero-flops", "sampling plan --flops 0 --chips 1e5", 2, "H must be a positive"),
+    _c("plan-negative-flops", "sampling plan --flops -1 --chips 1e5", 2, "H must be a positive"),
+    _c("plan-nan-flops", "sampling plan --flops nan --chips 1e5", 2, "H must be a positive finite"),
+    _c("plan-inf-flops", "sampling plan --flops inf --chips 1e5", 2, "H must be a positive finite"),
+    _c("plan-text-flops", "sampling plan --flops lots --chips 1e5", 2, "--flops"),
+    _c("plan-zero-chips", "sampling plan --flops 1e24 --chips 0", 2, "C must be a positive"),
+    _c("plan-negative-chips", "sampling plan --flops 1e24 --chips -5", 2, "C must be a positive"),
+    _c("plan-p-zero", f"{P} --probability 0", 2, "p must lie strictly between 0 and 1"),
+    _c("plan-p-one", f"{P} --probability 1", 2, "p must lie strictly between 0 and 1"),
+    _c("plan-p-big", f"{P} --probability 1.5", 2, "p must lie strictly between 0 and 1"),
+    _c("plan-zero-run", f"{P} --run-days 0", 2, "T must be a positive"),
+    _c("plan-negative-period", f"{P} --period-days -3", 2, "T_m must be a positive"),
+    _c("plan-zero-rate", f"{P} --snapshots-per-day 0", 2, "f must be a positive"),
+    _c("plan-negative-a", f"{P} --chip-flops-per-day -1", 2, "a must be a positive"),
+    _c("plan-unknown-formula", f"{P} --formula quadratic", 2, "--formula"),
+    _c("plan-missing-chips", "sampling plan --flops 1e24", 2, "--chips"),
+    _c("plan-underflow", "sampling plan --flops 1e-300 --chips 1e300", 2, "b = H/(a*T*C)"),
+    _c("plan-more-samples-than-chips", "sampling plan --flops 1e21 --chips 1000", 1, "more than the stockpile"),
+    _c("plan-more-samples-json", "sampling plan --flops 1e21 --chips 1000 --formula exact --json", 1, "more than the stockpile"),
+    _c("plan-b-above-one", "sampling plan --flops 9.9e24 --chips 1000 --formula exact", 1, ">= 1"),
+    _c("plan-json-bad-p", f"{P} --probability 2 --json", 2, "p must lie", as_json=True),
+    _c("plan-unknown-option", f"{P} --foo 1", 2, "--foo"),
+    # sampling simulate
+    _c("sim-zero-trials", "sampling simulate --flops 5.76e23 --chips 1e5 --trials 0", 2, "--trials"),
+    _c("sim-negative-trials", "sampling simulate --flops 5.76e23 --chips 1e5 --trials -5", 2, "--trials"),
+    _c("sim-huge-trials", "sampling simulate --flops 5.76e23 --chips 1e5 --trials 1000000000", 2, "--trials"),
+    _c("sim-text-trials", "sampling simulate --flops 5.76e23 --chips 1e5 --trials many", 2, "--trials"),
+    _c("sim-negative-seed", f"{S} --seed -1", 2, "--seed"),
+    _c("sim-negative-samples", f"{S} --samples -1", 2, "--samples"),
+    _c("sim-samples-above-chips", "sampling simulate --flops 1e23 --chips 1000 --samples 2000 --trials 10", 2, "samples per period"),
+    _c("sim-fractional-chips", "sampling simulate --flops 1e23 --chips 1500.5 --samples 10 --trials 10", 2, "whole number of chips"),
+    _c("sim-too-many-chips", "sampling simulate --flops 5.76e23 --chips 1e10 --samples 100 --trials 10", 2, "below 1e+09 chips"),
+    _c("sim-unknown-strategy", f"{S} --strategy sideways", 2, "--strategy"),
+    _c("sim-factor-below-one", f"{S} --strategy fewer-longer --factor 0.5", 2, "strategy factor k"),
+    _c("sim-factor-nan", f"{S} --strategy fewer-longer --factor nan", 2, "strategy factor k"),
+    _c("sim-negative-offset", f"{S} --start-offset -1", 2, "start offset"),
+    _c("sim-offset-at-period", f"{S} --start-offset 30", 2, "start offset"),
+    _c("sim-needs-more-chips", "sampling simulate --flops 9.9e24 --chips 1e4 --samples 5 --trials 10 --strategy more-shorter --factor 10", 2, "times the stockpile"),
+    _c("sim-infeasible-default-samples", "sampling simulate --flops 9.9e24 --chips 1000 --trials 10", 2, ">= 1"),
+    _c("sim-json-bad-trials-value", f"{S} --seed 1 --probability 0 --json", 2, "p must lie", as_json=True),
+    # sampling table1 and figures
+    _c("table1-unknown-formula", "sampling table1 --formula cubic", 2, "--formula"),
+    _c("fig2-no-extension", "sampling figure2 --out {new}/fig", 2, "must end in"),
+    _c("fig2-wrong-extension", "sampling figure2 --out {new}/fig.txt", 2, "must end in"),
+    _c("fig2-out-is-folder", "sampling figure2 --out {new}", 2, "is a folder"),
+    _c("fig2-missing-folder", "sampling figure2 --out {new}/missing/fig.png", 2, "does not exist"),
+    _c("fig2-parent-is-file", "sampling figure2 --out {file}/fig.png", 2, "is not a folder"),
+    _c("fig2-unwritable", "sampling figure2 --out {ro}/fig.png", 2, "not writable"),
+    _c("plot-zero-max", f"{D} --out {{new}}/p.png --max-samples 0", 2, "--max-samples"),
+    _c("plot-bad-p", f"{D} --out {{new}}/p.png --probability 2", 2, "p must lie"),
+    _c("plot-missing-out", D, 2, "--out"),
+    _c("plot-no-extension", f"{D} --out {{new}}/plot", 2, "must end in"),
+    # chip manufacture
+    _c("make-empty-serial", "chip manufacture --out {new}/c --serial=", 2, "cannot be empty"),
+    _c("make-bad-serial", "chip manufacture --out {new}/c --serial bad/serial", 2, "letters, digits"),
+    _c("make-long-serial", "chip manufacture --out {new}/c --serial " + "X" * 65, 2, "1 to 64"),
+    _c("make-negative-rate", "chip manufacture --out {new}/c --snapshots-per-day -1", 2, "--snapshots-per-day"),
+    _c("make-huge-rate", "chip manufacture --out {new}/c --snapshots-per-day 1e300", 2, "--snapshots-per-day"),
+    _c("make-nan-rate", "chip manufacture --out {new}/c --snapshots-per-day nan", 2, "--snapshots-per-day"),
+    _c("make-over-existing-chip", "chip manufacture --out {chip}", 2, "not empty"),
+    _c("make-out-is-file", "chip manufacture --out {file}", 2, "is a file"),
+    _c("make-missing-key", "chip manufacture --out {new}/c --chipmaker-key {new}/missing.key", 2, "missing.key"),
+    _c("make-key-not-pem", "chip manufacture --out {new}/c --chipmaker-key {file}", 2, "key"),
+    _c("make-missing-out", "chip manufacture", 2, "--out"),
+    _c("make-unwritable", "chip manufacture --out {ro}/c", 2, "not writable"),
+    # chip attest
+    _c("attest-nonce-not-hex", "chip attest {chip} --nonce zz --out {new}/ev.json", 2, "not hex"),
+    _c("attest-nonce-short", "chip attest {chip} --nonce 0011 --out {new}/ev.json", 2, "at least 8 bytes"),
+    _c("attest-nonce-empty", "chip attest {chip} --nonce= --out {new}/ev.json", 2, "at least 8 bytes"),
+    _c("attest-missing-chip", f"chip attest {{new}}/nochip --nonce {NONCE} --out {{new}}/ev.json", 2, "not a folder"),
+    _c("attest-not-a-chip", f"chip attest {{new}} --nonce {NONCE} --out {{new}}/ev.json", 2, "not a chip state directory"),
+    _c("attest-out-exists", f"chip attest {{chip}} --nonce {NONCE} --out {{ev}}", 2, "exists"),
+    _c("attest-out-is-folder", f"chip attest {{chip}} --nonce {NONCE} --out {{new}}", 2, "is a folder"),
+    _c("attest-out-missing-folder", f"chip attest {{chip}} --nonce {NONCE} --out {{new}}/no/ev.json", 2, "does not exist"),
+    _c("attest-out-under-file", f"chip attest {{chip}} --nonce {NONCE} --out {{file}}/ev.json", 2, "is not a folder"),
+    _c("attest-out-unwritable", f"chip attest {{chip}} --nonce {NONCE} --out {{ro}}/ev.json", 2, "not writable"),
+    _c("attest-missing-nonce", "chip attest {chip} --out {new}/ev.json", 2, "--nonce"),
+    # chip verify-attestation
+    _c("va-wrong-nonce", f"chip verify-attestation {{ev}} --nonce {'ff' * 16} --chipmaker-pub {{pub}}", 1, "nonce mismatch"),
+    _c("va-other-chipmaker", f"chip verify-attestation {{ev}} --nonce {NONCE} --chipmaker-pub {{other_pub}}", 1, "chipmaker key"),
+    _c("va-other-serial", f"{VA} --serial CW-SOMEONE-ELSE", 1, "not the expected chip"),
+    _c("va-empty-serial", f"{VA} --serial=", 2, "cannot be empty"),
+    _c("va-missing-evidence", f"chip verify-attestation {{new}}/ev.json --nonce {NONCE} --chipmaker-pub {{pub}}", 2, "ev.json"),
+    _c("va-not-json", f"chip verify-attestation {{file}} --nonce {NONCE} --chipmaker-pub {{pub}}", 2, "not JSON"),
+    _c("va-field-missing", f"chip verify-attestation {{bad_ev_field}} --nonce {NONCE} --chipmaker-pub {{pub}}", 2, "lacks the field(s) 'evidence'"),
+    _c("va-bad-signature", f"chip verify-attestation {{bad_ev_sig}} --nonce {NONCE} --chipmaker-pub {{pub}}", 1, "does not verify under the boot key"),
+    _c("va-min-security", f"{VA} --min-security-version 5", 1, "below the required 5"),
+    _c("va-negative-min-security", f"{VA} --min-security-version -1", 2, "--min-security-version"),
+    _c("va-pub-not-a-key", f"chip verify-attestation {{ev}} --nonce {NONCE} --chipmaker-pub {{file}}", 2, "key"),
+    _c("va-json-short-nonce", "chip verify-attestation {ev} --nonce 00 --chipmaker-pub {pub} --json", 2, "at least 8 bytes", as_json=True),
+    _c("va-json-wrong-nonce", f"chip verify-attestation {{ev}} --nonce {'ee' * 16} --chipmaker-pub {{pub}} --json", 1, "nonce mismatch", as_json=True),
+    _c("va-damage-reported", f"chip verify-attestation {{bad_chip_ev}} --nonce {NONCE} --chipmaker-pub {{pub}}", 1, "log damage"),
+    # chip show-log
+    _c("show-log-missing", "chip show-log {new}/nochip", 2, "not a folder"),
+    _c("show-log-not-a-chip", "chip show-log {new}", 2, "not a chip state directory"),
+    # chip verify-log
+    _c("vl-no-root", "chip verify-log {chip}", 2, "--chipmaker-pub"),
+    _c("vl-two-roots", "chip verify-log {chip} --chipmaker-pub {pub} --trust-chip-copy", 2, "exclude each other"),
+    _c("vl-missing-root", "chip verify-log {chip} --chipmaker-pub {new}/missing.pub", 2, "missing.pub"),
+    _c("vl-other-root", "chip verify-log {chip} --chipmaker-pub {other_pub}", 1, "does not verify under the given chipmaker root"),
+    _c("vl-missing-log-file", f"{VL} --log {{new}}/missing.log", 2, "no such file"),
+    _c("vl-junk-evidence", f"{VL} --evidence {{file}}", 2, "not an evidence bundle"),
+    _c("vl-evidence-of-other-chip", f"{VL} --evidence {{ev2}}", 1, "not the expected chip"),
+    _c("vl-dropped-entry", f"{VL} --log {{bad_log_dropped}}", 1, "entry 1"),
+    _c("vl-empty-log", f"{VL} --log {{bad_log_empty}}", 1, "the log is empty"),
+    _c("vl-cut-mid-session", f"{VL} --log {{bad_log_open}}", 1, "does not end in a checkpoint"),
+    _c("vl-never-booted", "chip verify-log {fresh} --chipmaker-pub {pub}", 1, "the log is empty (or missing)"),
+    _c("vl-json-no-root", "chip verify-log {chip} --json", 2, "--chipmaker-pub", as_json=True),
+    _c("vl-missing-dir", "chip verify-log {new}/nochip --chipmaker-pub {pub}", 2, "not a folder"),
+    _c("vl-truncated-vs-evidence", f"{VL} --log {{bad_log_first_session}} --evidence {{ev}}", 1, "truncated"),
+    # train
+    _c("train-unknown-preset", f"{T} --preset huge", 2, "--preset"),
+    _c("train-zero-steps", "train --preset mlp --steps 0 --out {new}/run", 2, "--steps"),
+    _c("train-negative-steps", "train --preset mlp --steps -1 --out {new}/run", 2, "--steps"),
+    _c("train-text-steps", "train --preset mlp --steps few --out {new}/run", 2, "--steps"),
+    _c("train-zero-nproc", f"{T} --nproc 0", 2, "--nproc"),
+    _c("train-huge-nproc", f"{T} --nproc 10000", 2, "--nproc"),
+    _c("train-unknown-strategy", f"{T} --nproc 2 --strategy zero", 2, "--strategy"),
+    _c("train-negative-rate", f"{T} --snapshots-per-day -1", 2, "--snapshots-per-day"),
+    _c("train-huge-rate", f"{T} --snapshots-per-day 1e300", 2, "--snapshots-per-day"),
+    _c("train-negative-chip-seconds", f"{T} --chip-seconds-per-step -5", 2, "--chip-seconds-per-step"),
+    _c("train-huge-chip-seconds", f"{T} --chip-seconds-per-step 1e300", 2, "--chip-seconds-per-step"),
+    _c("train-zero-interval", f"{T} --checkpoint-every 0", 2, "--checkpoint-every"),
+    _c("train-resume-nothing", "train --preset mlp --steps 2 --out {new}/run --resume", 2, "holds no run to resume"),
+    _c("train-over-existing-run", "train --preset mlp --steps 2 --out {run}", 2, "already holds a run"),
+    _c("train-out-is-file", "train --preset mlp --steps 2 --out {file}", 2, "is a file"),
+    _c("train-out-under-file", "train --preset mlp --steps 2 --out {file}/run", 2, "is a file"),
+    _c("train-out-unwritable", "train --preset mlp --steps 2 --out {ro}/run", 2, "not writable"),
+    _c("train-chips-missing", f"{T} --chips {{new}}/nochips", 2, "not a folder"),
+    _c("train-chips-empty", f"{T} --chips {{new}}", 2, "holds 0 chips"),
+    # transcript
+    _c("show-missing", "transcript show {new}/norun", 2, "no run directory"),
+    _c("show-not-a-run", "transcript show {new}", 2, "holds no transcript"),
+    _c("show-s3-without-s3fs", "transcript show s3://bucket/run", 2, "pip install s3fs"),
+    _c("show-gcs-without-gcsfs", "transcript show gs://bucket/run", 2, "pip install gcsfs"),
+    _c("show-unknown-protocol", "transcript show nosuch://bucket/run", 2, "unknown storage protocol"),
+    _c("show-index-truncated", "transcript show {bad_run_index_cut}", 1, "checkpoint index lacks"),
+    _c("show-index-deleted", "transcript show {bad_run_index_gone}", 1, "lacks W0"),
+    _c("show-snapshot-duplicated", "transcript show {bad_run_snap_dup}", 1, "appears twice"),
+    _c("show-sample-ids-edited", "transcript show {bad_run_ids}", 1, "data order"),
+    _c("show-rng-edited", "transcript show {bad_run_rng}", 1, "rng digest"),
+    _c("show-manifest-forged", "transcript show {bad_run_manifest}", 1, "does not verify"),
+    _c("show-checkpoint-size", "transcript show {bad_run_nbytes}", 1, "the index says"),
+    _c("export-out-is-folder", "transcript export-hashes {run} --out {new}", 2, "is a folder"),
+    _c("export-out-exists", "transcript export-hashes {run} --out {file}", 2, "exists"),
+    _c("export-missing-run", "transcript export-hashes {new}/norun --out {new}/h.json", 2, "no run directory"),
+    _c("export-out-missing-folder", "transcript export-hashes {run} --out {new}/no/h.json", 2, "does not exist"),
+    _c("export-forged-run", "transcript export-hashes {bad_run_manifest} --out {new}/h.json", 1, "does not verify"),
+    _c("export-s3", "transcript export-hashes s3://b/r --out {new}/h.json", 2, "pip install s3fs"),
+    # bench
+    _c("bench-hash-zero", "bench hash --mib 0", 2, "--mib"),
+    _c("bench-hash-huge", "bench hash --mib 100000000", 2, "quarter of this machine's memory"),
+    _c("bench-hash-zero-repeats", "bench hash --mib 1 --repeats 0", 2, "--repeats"),
+    _c("bench-hash-json-huge", "bench hash --mib 100000000 --json", 2, "quarter", as_json=True),
+    _c("bench-overhead-preset", f"{BO} --preset nope", 2, "--preset"),
+    _c("bench-overhead-zero-block", "bench overhead --preset mlp --block 0", 2, "--block"),
+    _c("bench-overhead-zero-repeats", "bench overhead --preset mlp --repeats 0", 2, "--repeats"),
+    _c("bench-overhead-zero-threads", f"{BO} --threads 0", 2, "--threads"),
+    _c("bench-overhead-many-threads", f"{BO} --threads 100000", 2, "--threads"),
+    _c("bench-overhead-negative-rate", f"{BO} --snapshots-per-day -1", 2, "--snapshots-per-day"),
+    _c("bench-overhead-too-long", "bench overhead --preset mlp --block 1000 --repeats 1000", 2, "at most"),
+    _c("bench-overhead-zero-interval", f"{BO} --checkpoint-every 0", 2, "--checkpoint-every"),
+    _c("bench-gpu-zero-size", "bench gpu-hash --gib 0", 2, "--gib"),
+    _c("bench-gpu-unknown-sweep", "bench gpu-hash --sweep huge", 2, "--sweep"),
+    _c("bench-gpu-zero-repeats", "bench gpu-hash --repeats 0", 2, "--repeats"),
+]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "scratch" not in p.relative_to(root).parts
+    }
+
+
+def _unwritable(root: Path) -> Path | None:
+    ro = root / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if not os.access(ro, os.W_OK):
+        return ro
+    # Root ignores modes: a kernel folder nobody may write into serves instead.
+    return Path("/proc/sys") if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK) else None
+
+
+def _damage(world: dict[str, Path], root: Path) -> None:
+    """Damaged copies of the chip's log, its evidence and the run, each a template name."""
+    log = (world["chip"] / "log" / "chip.log").read_bytes()
+    lines = log.split(b"\n")[:-1]
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "dropped.log").write_bytes(b"\n".join([lines[0], *lines[2:]]) + b"\n")
+    (bad / "empty.log").write_bytes(b"")
+    (bad / "open.log").write_bytes(b"\n".join(lines[:3]) + b"\n")
+    world["bad_log_dropped"], world["bad_log_empty"], world["bad_log_open"] = (
+        bad / "dropped.log", bad / "empty.log", bad / "open.log")
+    world["bad_log_first_session"] = world["first_session_log"]
+    ev = json.loads(world["ev"].read_bytes())
+    (bad / "ev-field.json").write_bytes(canonical_json({k: v for k, v in ev.items() if k != "evidence"}))
+    sig = ev["evidence"]["signatures"][0]["sig"]
+    ev["evidence"]["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
+    (bad / "ev-sig.json").write_bytes(canonical_json(ev))
+    world["bad_ev_field"], world["bad_ev_sig"] = bad / "ev-field.json", bad / "ev-sig.json"
+
+    def run_copy(name: str) -> Path:
+        copy = Path(shutil.copytree(world["run"], bad / name))
+        world[f"bad_run_{name}"] = copy
+        return copy
+
+    index = run_copy("index_cut") / "checkpoints" / "rank-00000.json"
+    doc = json.loads(index.read_bytes())
+    doc["checkpoints"] = doc["checkpoints"][:-1]
+    index.write_bytes(canonical_json(doc))
+    (run_copy("index_gone") / "checkpoints" / "rank-00000.json").unlink()
+    snaps = run_copy("snap_dup") / "snapshots" / "rank-00000.jsonl"
+    first = snaps.read_bytes().split(b"\n")[0]
+    snaps.write_bytes(snaps.read_bytes() + first + b"\n")
+    for name, field in (("ids", "sample_ids"), ("rng", "rng")):
+        seg = sorted((run_copy(name) / "steps").iterdir())[0]
+        recs = [json.loads(x) for x in seg.read_bytes().split(b"\n") if x]
+        if field == "sample_ids":
+            hashes = Transcript(world["run"]).sample_hashes()
+            recs[1]["sample_ids"] = list(reversed(recs[1]["sample_ids"]))
+            recs[1]["batch_root"] = batch_root([hashes[i] for i in recs[1]["sample_ids"]]).hex()
+        else:
+            recs[0]["rng"] = "00" * 32
+        seg.write_bytes(b"".join(canonical_json(r) + b"\n" for r in recs))
+    manifest = run_copy("manifest") / "manifest.dsse.json"
+    env = json.loads(manifest.read_bytes())
+    env["signatures"][0]["sig"] = ("A" if env["signatures"][0]["sig"][0] != "A" else "B") + env["signatures"][0]["sig"][1:]
+    manifest.write_bytes(canonical_json(env))
+    index = run_copy("nbytes") / "checkpoints" / "rank-00000.json"
+    doc = json.loads(index.read_bytes())
+    doc["checkpoints"][0]["nbytes"] += 1
+    index.write_bytes(canonical_json(doc))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("world")
+    maker = Chipmaker.create(root / "chipmaker")
+    image = maker.sign_firmware(FirmwarePolicy(snapshots_per_day=1.0))
+    w: dict[str, Path] = {"root": root, "pub": root / "chipmaker" / "chipmaker.pub"}
+    nonce = bytes.fromhex(NONCE)
+    for key, serial in (("chip", "CW-BAD-1"), ("chip2", "CW-BAD-2")):
+        chip = Chip.open(manufacture_chip(maker, root / key, image, serial=serial))
+        chip.boot()
+        chip.close()
+        if key == "chip":
+            w["first_session_log"] = root / "first-session.log"
+            w["first_session_log"].write_bytes((root / key / "log" / "chip.log").read_bytes())
+        chip.boot()
+        (root / f"{key}-ev.json").write_bytes(chip.attest(nonce))
+        chip.close()
+        w[key] = root / key
+    w["ev"], w["ev2"] = root / "chip-ev.json", root / "chip2-ev.json"
+    w["fresh"] = manufacture_chip(maker, root / "fresh", image, serial="CW-BAD-FRESH")
+    # A chip whose log was cut behind the firmware's back: its next evidence reports the damage.
+    damaged = Chip.open(manufacture_chip(maker, root / "damaged", image, serial="CW-BAD-DMG"))
+    damaged.boot()
+    damaged.close()
+    log = damaged.log_path
+    log.write_bytes(b"\n".join(log.read_bytes().split(b"\n")[:2]) + b"\n")
+    damaged = Chip.open(root / "damaged")
+    damaged.boot()
+    (root / "damaged-ev.json").write_bytes(damaged.attest(nonce))
+    damaged.close()
+    w["bad_chip_ev"] = root / "damaged-ev.json"
+    Chipmaker.create(root / "other-maker")
+    w["other_pub"] = root / "other-maker" / "chipmaker.pub"
+    w["file"] = root / "notes.txt"
+    w["file"].write_text("not a key, not JSON, not a chip\n")
+    w["run"] = root / "run"
+    train(TrainConfig(out=w["run"], preset="mlp", steps=6, checkpoint_every=2, threads=1, snapshots_per_day=24.0,
+                      chip_seconds_per_step=3600.0, chip_secret_seed=TEST_SECRET_SEED, nonce=b"bad-inputs"))
+    _damage(w, root)
+    ro = _unwritable(root)
+    if ro is not None:
+        w["ro"] = ro
+    return w
+
+
+def _fill(case: Case, world: dict[str, Path], new: Path) -> list[str] | None:
+    names = {k: str(v) for k, v in world.items()} | {"new": str(new)}
+    out = []
+    for arg in case.args:
+        try:
+            out.append(arg.format(**names))
+        except KeyError:
+            return None  # the world lacks this path here (e.g. no unwritable folder): case not applicable
+    return out
+
+
+def test_the_table_is_large_and_distinct() -> None:
+    assert len(CASES) >= 100
+    assert len({c.name for c in CASES}) == len(CASES)
+    assert len({c.args for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
+    new = world["root"] / "scratch" / case.name
+    new.mkdir(parents=True)
+    args = _fill(case, world, new)
+    if args is None:
+        assert case.name.endswith("unwritable")  # only those depend on the machine
+        return
+    before = _hashes(world["root"])
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
+    text = result.output
+    assert "Traceback" not in text, text
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == case.code, text
+    needle = case.needle.lower()
+    lines = [line for line in result.stderr.splitlines() if needle in line.lower()]
+    assert lines, f"no line of stderr names the problem ({case.needle!r}):\n{result.stderr}"
+    assert all(len(line) < 500 for line in lines)
+    if case.json:
+        doc = json.loads(result.stdout)
+        assert case.needle.lower() in doc["error"].lower() and doc["exit"] == case.code
+    assert _hashes(world["root"]) == before, "a failed command changed what was stored"
+    # Nothing was made in the case's own scratch folder either (no half-made chip, run or file).
+    assert not any(new.iterdir()), sorted(new.iterdir())
