@@ -40,6 +40,10 @@ from computewatch.cli import registry as _registry
 app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
 app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
 
+from computewatch.cli import serve as _serve  # noqa: E402
+
+app.command("serve", cls=_serve.Command)(_serve.serve)
+
 
 def main() -> None:
     app()

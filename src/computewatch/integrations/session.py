@@ -162,6 +162,8 @@ def program_of(obj: Any) -> tuple[Path, str, tuple[str, ...]]:
         raise IntegrationError(f"{obj.__qualname__} must be defined at the top level of {path.name} (the Verifier calls it by name)")
     root = path.parent
     files = {path.name}
+    # The defining module may sit in a package (``lab.train``): its siblings are then ``lab.*``.
+    prefix = module.__name__[: -len(path.stem)] if module.__name__.endswith(path.stem) else ""
     for name, mod in list(sys.modules.items()):
         file = _module_file(mod) if mod is not None else None
         if file is None or file == path or root not in file.parents:
@@ -170,7 +172,7 @@ def program_of(obj: Any) -> tuple[Path, str, tuple[str, ...]]:
         if any(part in _SKIP_DIRS or part.startswith(".") for part in rel.parts):
             continue
         dotted = ".".join(rel.with_suffix("").parts)
-        if name == dotted or name == dotted.removesuffix(".__init__"):
+        if name in (dotted, prefix + dotted) or name in (dotted.removesuffix(".__init__"), prefix + dotted.removesuffix(".__init__")):
             files.add(rel.as_posix())
     return root, path.stem, tuple(sorted(files))
 

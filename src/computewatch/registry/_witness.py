@@ -355,3 +355,21 @@ class WitnessMixin(RegistryBase):
             if done == 0:
                 raise NotFoundError(f"no queued snapshot at entry {counter} of chip {serial}")
             return int(done)
+
+    # ------------------------------------------------------------------ the Verifier's pins
+    def verifier_trust(self) -> dict[str, Any]:
+        """What a Verifier pins from the register: every registered owner's key (a manifest must be
+        signed by one of them), every chipmaker root, and every tree head witnessed per chip
+        (serial -> [(size, root bytes)], oldest first) so a rolled-back log is caught."""
+        with self._read() as conn:
+            parties = conn.execute(select(s.parties)).all()
+            heads: dict[str, list[tuple[int, bytes]]] = {}
+            t, i = s.tree_heads, s.items
+            rows = conn.execute(select(i.c.label, t.c.size, t.c.root).join(i, i.c.id == t.c.item_id).order_by(t.c.id)).all()
+            for label, size, root in rows:
+                heads.setdefault(label, []).append((int(size), bytes.fromhex(root)))
+        return {
+            "prover_keys": [self._key_of(p) for p in parties if p.role == "owner"],
+            "chipmaker_roots": [self._key_of(p) for p in parties if p.role == "chipmaker"],
+            "known_heads": heads,
+        }

@@ -406,7 +406,9 @@ def _judge_audits(runs: dict[str, dict[str, Any]], audits: list[dict[str, Any]],
         run["expected_lr"] = res["hyperparameters"].get("expected_lr", [])
         memo = res.get("memorization")
         run["memorization"] = memo
-        if memo:
+        if memo and memo.get("passed") is False:
+            checks.bad("data", f"run {rid}: memorization test: {memo['detail']}")
+        elif memo:
             text = f"run {rid}: z = {memo['statistic']:.2f} over {memo['segments']} segment(s), p = {memo['p_value']:.3g}"
             if memo["p_value"] < 0.05:
                 checks.good("memorization", text + ": trained samples' loss dropped more than held-out samples'")

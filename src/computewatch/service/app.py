@@ -1,0 +1,102 @@
+"""`create_app(db_url, data_dir, ...)`: the ASGI application (FastAPI) over the register's database."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from computewatch.crypto.signing import VerifyKey
+from computewatch.registry import Registry
+from computewatch.service import db as service_db
+from computewatch.service.auth import Authenticator
+from computewatch.service.checkpoint import NoteSigner, load_service_key
+from computewatch.service.config import ServiceConfig
+from computewatch.service.errors import ServiceError
+from computewatch.service.jobs import JobStore, Worker
+from computewatch.service.logs import ChipLogs
+from computewatch.service.state import Service
+
+__all__ = ["API_VERSION", "build_service", "create_app"]
+
+API_VERSION = "1.0.0"
+_DESCRIPTION = (
+    "The Verifier's service (computewatch): chips report signed log entries, Provers submit hashed transcripts, "
+    "explanations and verify jobs, inspectors commit plans and record findings. Writes are signed DSSE statements; "
+    "reads are signed or use a session token. See docs/service.md."
+)
+
+
+def build_service(config: ServiceConfig) -> Service:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    reg = Registry.open(config.db_url, clock=config.clock)
+    service_db.upgrade(reg.engine)
+    engine = reg.engine
+    logs = ChipLogs(engine)
+    jobs = JobStore(engine, config.data_dir)
+    signer = NoteSigner(load_service_key(config.data_dir), reg.register_id)
+    svc = Service(config, reg, Authenticator(engine, reg.register_id, config), logs, jobs, signer)
+    if config.worker:
+        svc.worker = Worker(jobs, reg, logs, config)
+    return svc
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason, "status": status}, status_code=status)
+
+
+def create_app(
+    db_url: str,
+    data_dir: str | Path,
+    *,
+    verifiers: Mapping[str, VerifyKey] | None = None,
+    **options: Any,
+) -> FastAPI:
+    """The app over the register at `db_url` (migrated on start), keeping its files in `data_dir`.
+    `verifiers`: name -> public key of the Verifier role; `options`: other `ServiceConfig` fields."""
+    config = ServiceConfig(db_url=db_url, data_dir=Path(data_dir), verifiers=dict(verifiers or {}), **options)
+    svc = build_service(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if svc.worker is not None:
+            svc.worker.start()
+        try:
+            yield
+        finally:
+            if svc.worker is not None:
+                svc.worker.stop()
+
+    app = FastAPI(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
+    app.state.service = svc
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if request.url.path.startswith("/v1/") or request.url.path == "/healthz":
+            return _error(exc.status, exc.reason)
+        from computewatch.service.dashboard import error_page
+
+        return error_page(request, exc)  # type: ignore[return-value]
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.get("/healthz", tags=["public"], summary="Liveness: the database answers")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "register": svc.reg.register_id}
+
+    from computewatch.service import api_chips, api_reads, api_writes, dashboard
+
+    app.include_router(api_chips.router)
+    app.include_router(api_writes.router)
+    app.include_router(api_reads.router)
+    app.include_router(dashboard.router)
+    return app

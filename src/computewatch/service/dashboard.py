@@ -1,0 +1,144 @@
+"""Server-rendered dashboard pages (Jinja2), read with a session cookie (`/login`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from computewatch.service.api_reads import job_for, list_chips, list_inspections, queue
+from computewatch.service.api_writes import registry_call
+from computewatch.service.auth import SESSION_COOKIE, Principal
+from computewatch.service.bodies import read_body
+from computewatch.service.errors import ServiceError
+from computewatch.service.regime import regime
+from computewatch.service.state import Service
+from computewatch.service.templates import environment
+
+__all__ = ["error_page", "router"]
+
+router = APIRouter(include_in_schema=False)
+_ENV = environment()
+_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'"
+
+
+def _page(name: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
+    html = _ENV.get_template(name).render(**ctx)
+    return HTMLResponse(html, status_code=http_status, headers={"Content-Security-Policy": _CSP, "X-Frame-Options": "DENY"})
+
+
+def error_page(request: Request, exc: ServiceError) -> Response:
+    if exc.status == 401:
+        return RedirectResponse("/login", status_code=303)
+    return _page("error.html", exc.status, title="Error", who=None, status=exc.status, reason=exc.reason)
+
+
+def _who(request: Request) -> tuple[Service, Principal]:
+    svc: Service = request.app.state.service
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise ServiceError(401, "sign in")
+    return svc, svc.auth.session(token)
+
+
+@router.get("/login")
+def login_form(request: Request) -> HTMLResponse:
+    return _page("login.html", title="Sign in", who=None, message=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    from urllib.parse import parse_qs
+
+    svc: Service = request.app.state.service
+    body = await read_body(request, 4096)
+    token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
+    try:
+        svc.auth.session(token)
+    except ServiceError as exc:
+        return _page("login.html", 401, title="Sign in", who=None, message=exc.reason)
+    resp = RedirectResponse("/", status_code=303)
+    resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", max_age=svc.config.session_ttl_s)
+    return resp
+
+
+@router.get("/logout")
+def logout() -> Response:
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE)
+    return resp
+
+
+@router.get("/")
+def index(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    chips = list_chips(svc, who)
+    counts = {
+        "chips": len(chips), "entries": sum(c["entries"] for c in chips),
+        "parties": len(svc.reg.parties()) if who.is_verifier else 1, "plans": len(svc.reg.plans()),
+        "pending": len(queue(svc, who, "pending")), "jobs": len(svc.jobs.list(None if who.is_verifier else who.name)),
+    }
+    return _page("index.html", title="Overview", who=who, counts=counts, register=svc.reg.register_id, vkey=svc.signer.vkey)
+
+
+@router.get("/chips")
+def chips_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    return _page("chips.html", title="Chips", who=who, chips=list_chips(svc, who))
+
+
+@router.get("/chips/{serial}")
+def chip_page(serial: str, request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    chip = registry_call(lambda: svc.reg.chip(serial))
+    svc.may_read_chip(who, serial)
+    try:
+        tree, size = svc.logs.tree(serial)
+        head = {"size": size, "root": tree.root(size).hex()}
+    except ServiceError:
+        head = {"size": 0, "root": ""}
+    return _page("chip.html", title=f"Chip {serial}", who=who, chip=chip, head=head)
+
+
+@router.get("/owners")
+def owners_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    parties = svc.reg.parties() if (who.is_verifier or who.role == "inspector") else [svc.reg.party(who.name)]
+    held = Counter(c["holder"] for c in svc.reg.items(kind="chip"))
+    return _page("owners.html", title="Owners and parties", who=who, parties=parties, held=held)
+
+
+@router.get("/plans")
+def plans_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    return _page("plans.html", title="Inspection plans and outcomes", who=who, plans=svc.reg.plans(), inspections=list_inspections(svc, who))
+
+
+@router.get("/queue")
+def queue_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    return _page("queue.html", title="Explanation queue", who=who, queue=queue(svc, who, None))
+
+
+@router.get("/jobs")
+def jobs_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    return _page("jobs.html", title="Verify jobs and verdicts", who=who, jobs=svc.jobs.list(None if who.is_verifier else who.name))
+
+
+@router.get("/jobs/{job_id}")
+def job_page(job_id: int, request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    job = job_for(svc, who, job_id)
+    verdict = svc.jobs.verdict(job_id) if job["status"] == "done" else None
+    return _page("job.html", title=f"Verify job {job_id}", who=who, job=job, verdict=verdict, figures=svc.jobs.figure_names(job_id))
+
+
+@router.get("/regime")
+def regime_page(request: Request) -> HTMLResponse:
+    svc, who = _who(request)
+    if not (who.is_verifier or who.role == "inspector"):
+        raise ServiceError(403, "the regime page is for the Verifier and inspectors")
+    return _page("regime.html", title="Regime", who=who, r=regime(svc.reg))

@@ -1,0 +1,263 @@
+"""Verify jobs: a Prover (or the Verifier) hands raw inputs to the trusted cluster; a worker
+thread runs `computewatch.verifier.verify` on them and records the verdict (JSON, the HTML
+report and its figures under `<data>/verdicts/job-<id>/`), with progress in `service_jobs`.
+
+A job names run directories and chip state directories by paths relative to the service's data
+folder (never outside it), or a chip by `{"serial": S}`: the service's own copy of that
+report-mode chip's log. A job left `running` by a crash is queued again at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.signing import VerifyKey
+from computewatch.registry import Registry
+from computewatch.registry import db as reg_db
+from computewatch.registry import schema as rs
+from computewatch.service import schema as ss
+from computewatch.service.config import ServiceConfig
+from computewatch.service.errors import ServiceError
+from computewatch.service.logs import ChipLogs
+from computewatch.service.statements import format_time
+
+__all__ = ["JobStore", "Worker", "check_job_body"]
+
+_MODES = ("exact", "tolerance")
+
+
+def _inside(data_dir: Path, rel: Any, what: str) -> Path:
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or len(rel) > 1000:
+        raise ServiceError(422, f"{what}: a path relative to the service's data folder, got {rel!r:.80}")
+    root = data_dir.resolve()
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise ServiceError(403, f"{what} {rel!r} leads outside the service's data folder")
+    if not path.is_dir():
+        raise ServiceError(422, f"{what} {rel!r}: no such folder under the service's data folder")
+    return path
+
+
+def check_job_body(body: dict[str, Any], data_dir: Path, held: set[str] | None) -> dict[str, Any]:
+    """Validate a job request; `held`: the serials the submitter holds (None: the Verifier, any)."""
+    unknown = set(body) - {"runs", "chips", "mode", "segments"}
+    if unknown:
+        raise ServiceError(422, f"unknown job fields {sorted(unknown)}")
+    runs, chips = body.get("runs"), body.get("chips")
+    if not isinstance(runs, list) or not runs or len(runs) > 64:
+        raise ServiceError(422, "runs: a list of 1 to 64 run directories")
+    if not isinstance(chips, list) or not chips or len(chips) > 4096:
+        raise ServiceError(422, "chips: a list of 1 to 4096 chip directories or {\"serial\": S}")
+    for r in runs:
+        if not (_inside(data_dir, r, "run") / "manifest.dsse.json").is_file():
+            raise ServiceError(422, f"run {r!r} is not a transcript (no manifest.dsse.json)")
+    for c in chips:
+        if isinstance(c, dict):
+            serial = c.get("serial")
+            if set(c) != {"serial"} or not isinstance(serial, str):
+                raise ServiceError(422, "a chip named by the service's log copy is {\"serial\": S}")
+            if held is not None and serial not in held:
+                raise ServiceError(403, f"chip {serial!r} is not held by the submitter")
+        else:
+            _inside(data_dir, c, "chip")
+    mode = body.get("mode", "exact")
+    if mode not in _MODES:
+        raise ServiceError(422, f"mode must be one of {_MODES}")
+    segments = body.get("segments", 1)
+    if not (segments == "all" or (isinstance(segments, int) and not isinstance(segments, bool) and 0 <= segments <= 10000)):
+        raise ServiceError(422, "segments: 0..10000 random segments, or 'all'")
+    return {"runs": runs, "chips": chips, "mode": mode, "segments": segments}
+
+
+class JobStore:
+    def __init__(self, engine: Engine, data_dir: Path) -> None:
+        self._engine = engine
+        self._data = data_dir
+
+    def folder(self, job_id: int) -> Path:
+        return self._data / "verdicts" / f"job-{int(job_id)}"
+
+    def create(self, conn: Any, owner: str, body: dict[str, Any]) -> int:
+        res = conn.execute(
+            insert(ss.jobs).values(
+                owner=owner, status="queued", request=canonical_json(body).decode(), stage="queued", done=0, total=0,
+                fraction=0.0, created_at=format_time(),
+            )
+        )
+        return int(res.inserted_primary_key[0])
+
+    @staticmethod
+    def _doc(row: Any) -> dict[str, Any]:
+        return {
+            "id": int(row.id), "owner": row.owner, "status": row.status, "request": json.loads(row.request),
+            "progress": {"stage": row.stage, "done": int(row.done), "total": int(row.total), "fraction": float(row.fraction)},
+            "verdict": row.verdict, "error": row.error, "created_at": row.created_at, "started_at": row.started_at,
+            "finished_at": row.finished_at,
+        }
+
+    def get(self, job_id: int) -> dict[str, Any]:
+        with reg_db.read(self._engine) as conn:
+            row = conn.execute(select(ss.jobs).where(ss.jobs.c.id == job_id)).first()
+        if row is None:
+            raise ServiceError(404, f"no job {job_id}")
+        return self._doc(row)
+
+    def list(self, owner: str | None = None) -> list[dict[str, Any]]:
+        q = select(ss.jobs).order_by(ss.jobs.c.id.desc())
+        if owner is not None:
+            q = q.where(ss.jobs.c.owner == owner)
+        with reg_db.read(self._engine) as conn:
+            return [self._doc(r) for r in conn.execute(q)]
+
+    def _set(self, job_id: int, **values: Any) -> None:
+        with reg_db.write(self._engine) as conn:
+            conn.execute(update(ss.jobs).where(ss.jobs.c.id == job_id).values(**values))
+
+    def claim_next(self) -> dict[str, Any] | None:
+        with reg_db.write(self._engine) as conn:
+            row = conn.execute(select(ss.jobs).where(ss.jobs.c.status == "queued").order_by(ss.jobs.c.id).limit(1)).first()
+            if row is None:
+                return None
+            conn.execute(update(ss.jobs).where(ss.jobs.c.id == row.id).values(status="running", started_at=format_time(), stage="starting"))
+        return self._doc(row)
+
+    def requeue_interrupted(self) -> int:
+        with reg_db.write(self._engine) as conn:
+            return int(conn.execute(update(ss.jobs).where(ss.jobs.c.status == "running").values(status="queued", stage="queued (restarted)")).rowcount)
+
+    def progress(self, job_id: int, stage: str, done: int, total: int) -> None:
+        self._set(job_id, stage=stage[:64], done=int(done), total=int(total), fraction=(done / total) if total else 0.0)
+
+    def finish(self, job_id: int, verdict: str | None, error: str | None) -> None:
+        self._set(job_id, status="failed" if error else "done", verdict=verdict, error=error, finished_at=format_time(),
+                  fraction=1.0 if not error else 0.0, stage="finished" if not error else "failed")
+
+    def verdict(self, job_id: int) -> dict[str, Any]:
+        path = self.folder(job_id) / "verdict.json"
+        if not path.is_file():
+            raise ServiceError(404, f"job {job_id} has no verdict (yet)")
+        return json.loads(path.read_bytes())
+
+    def record(self, job_id: int, doc: dict[str, Any]) -> None:
+        """Write the verdict, its figures and its HTML report (the worker; tests use it to seed)."""
+        from computewatch.crypto.atomic import atomic_write
+        from computewatch.verifier.plots import figures as make_figures
+        from computewatch.verifier.report import write_report
+
+        folder = self.folder(job_id)
+        (folder / "figures").mkdir(parents=True, exist_ok=True)
+        figs = make_figures(doc)
+        for name, png in figs.items():
+            atomic_write(folder / "figures" / f"{name}.png", png if isinstance(png, bytes) else png.encode())
+        write_report(doc, folder / "report.html", figures=figs)
+        atomic_write(folder / "verdict.json", json.dumps(doc, sort_keys=True, indent=1).encode())
+
+    def figure_names(self, job_id: int) -> list[str]:
+        folder = self.folder(job_id) / "figures"
+        return sorted(p.stem for p in folder.glob("*.png")) if folder.is_dir() else []
+
+
+class Worker:
+    """One background thread running queued jobs, one at a time."""
+
+    def __init__(self, store: JobStore, reg: Registry, logs: ChipLogs, config: ServiceConfig) -> None:
+        self._store = store
+        self._reg = reg
+        self._logs = logs
+        self._config = config
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._store.requeue_interrupted()
+        self._thread = threading.Thread(target=self._loop, name="computewatch-verify-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._store.claim_next()
+            except Exception:  # the database is briefly unavailable: try again
+                job = None
+            if job is None:
+                self._stop.wait(self._config.job_poll_s)
+                continue
+            self.run(job)
+
+    def run(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        scratch = Path(tempfile.mkdtemp(prefix=f"computewatch-job-{job_id}-"))
+        try:
+            doc = self._verify(job, scratch)
+            self._store.record(job_id, doc)
+            self._store.finish(job_id, doc.get("verdict"), None)
+        except Exception as exc:  # a failed job records why; the worker goes on
+            self._store.finish(job_id, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _chip_dirs(self, chips: list[Any], scratch: Path) -> list[Path]:
+        out = []
+        for c in chips:
+            if not isinstance(c, dict):
+                out.append(self._config.data_dir / c)
+                continue
+            serial = c["serial"]
+            folder = scratch / "chips" / serial
+            (folder / "log").mkdir(parents=True)
+            with reg_db.read(self._reg.engine) as conn:
+                row = conn.execute(select(rs.items.c.certificate).where(rs.items.c.label == serial)).first()
+            if row is None or row.certificate is None:
+                raise ServiceError(404, f"chip {serial!r} is not registered")
+            # The layout `computewatch.verifier.read_chip` reads: certificate.json and log/chip.log.
+            (folder / "certificate.json").write_bytes(bytes(row.certificate))
+            lines = self._logs.lines(serial, 0, 10**9)
+            (folder / "log" / "chip.log").write_bytes(b"".join(line + b"\n" for line in lines))
+            out.append(folder)
+        return out
+
+    def _verify(self, job: dict[str, Any], scratch: Path) -> dict[str, Any]:
+        from computewatch.verifier import VerifyRequest, verify
+
+        body = job["request"]
+        trust = self._reg.verifier_trust()
+        if job["owner"] in self._config.verifiers:
+            provers: list[VerifyKey] = list(trust["prover_keys"])
+        else:
+            provers = [self._reg.owner_key(job["owner"])]
+        last = [0.0]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.3 or done >= total:
+                last[0] = now
+                self._store.progress(job["id"], stage, done, total)
+
+        request = VerifyRequest(
+            runs=[self._config.data_dir / r for r in body["runs"]],
+            chips=self._chip_dirs(body["chips"], scratch),
+            chipmaker_roots=list(trust["chipmaker_roots"]),
+            prover_keys=provers,
+            seed=os.urandom(32),
+            known_heads=trust["known_heads"],
+            mode=body["mode"],
+            segments=body["segments"],
+            workers=self._config.verify_workers,
+            in_process=self._config.verify_in_process,
+        )
+        return verify(request, progress)

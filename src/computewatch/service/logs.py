@@ -1,0 +1,161 @@
+"""The service's copy of each report-mode chip's log: checked on arrival, durable before the ack.
+
+Every entry line is fed to the auditor's incremental checker (`LogVerifier`: serial, counter,
+hash chain, signature under the boot key the device key certified, schedule), then inserted in
+`service_log_entries` in one committed transaction (SQLite `synchronous=FULL`, PostgreSQL commit),
+and only then acknowledged. A line resent after a lost ack is the stored line: it is acked again,
+nothing is stored twice. A different line at a stored counter is refused: the copy never forks.
+After a restart each chip's checker is rebuilt from its stored lines on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, insert, select
+
+from computewatch.chip.transport import expected_ack
+from computewatch.crypto.dsse import Envelope
+from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.merkle import MerkleTree
+from computewatch.crypto.signing import VerifyKey
+from computewatch.formats.chip_audit import LogVerifier
+from computewatch.formats.chip_entry import parse_entry_line
+from computewatch.formats.identity import verify_chip_certificate
+from computewatch.registry import db as reg_db
+from computewatch.registry import schema as rs
+from computewatch.service import schema as ss
+from computewatch.service.errors import ServiceError
+from computewatch.service.statements import format_time
+
+__all__ = ["Ack", "ChipLogs"]
+
+
+@dataclass(frozen=True)
+class Ack:
+    body: bytes
+    counter: int
+    duplicate: bool
+
+
+@dataclass
+class _Chip:
+    verifier: LogVerifier
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ChipLogs:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._chips: dict[str, _Chip] = {}
+        self._guard = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    # ------------------------------------------------------------------ state
+    def _certificate(self, serial: str) -> tuple[Envelope, VerifyKey]:
+        i, p = rs.items, rs.parties
+        with reg_db.read(self._engine) as conn:
+            row = conn.execute(
+                select(i.c.certificate, p.c.public_key).join(p, p.c.id == i.c.chipmaker_id).where(i.c.label == serial, i.c.kind == "chip")
+            ).first()
+        if row is None or row.certificate is None:
+            raise ServiceError(404, f"chip {serial!r} is not registered: its entries are not accepted")
+        return Envelope.from_json(bytes(row.certificate)), VerifyKey.from_raw(bytes(row.public_key))
+
+    def _chip(self, serial: str) -> _Chip:
+        chip = self._chips.get(serial)
+        if chip is not None:
+            return chip
+        with self._guard:
+            lock = self._loading.setdefault(serial, threading.Lock())
+        with lock:
+            chip = self._chips.get(serial)
+            if chip is not None:
+                return chip
+            env, root = self._certificate(serial)
+            verifier = LogVerifier(verify_chip_certificate(env, root), root)
+            t = ss.log_entries
+            with reg_db.read(self._engine) as conn:
+                rows = conn.execute(select(t.c.counter, t.c.line).where(t.c.serial == serial).order_by(t.c.counter)).all()
+            for row in rows:
+                problems = verifier.feed(bytes(row.line))
+                if problems or row.counter != verifier.position - 1:
+                    raise ServiceError(500, f"stored copy of chip {serial}'s log fails its check at entry {row.counter}")
+            chip = _Chip(verifier)
+            self._chips[serial] = chip
+            return chip
+
+    # ------------------------------------------------------------------ entries
+    def append(self, serial: str, line: bytes) -> Ack:
+        try:
+            entry = parse_entry_line(line)
+        except ComputewatchError as exc:
+            raise ServiceError(422, f"malformed entry: {exc}") from None
+        if entry["serial"] != serial:
+            raise ServiceError(422, f"entry belongs to chip {entry['serial']!r}, not {serial!r}")
+        chip = self._chip(serial)
+        counter = entry["counter"]
+        with chip.lock:
+            v = chip.verifier
+            if counter < v.position:
+                stored = self.line(serial, counter)
+                if stored == line:
+                    return Ack(expected_ack(serial, counter, line), counter, True)
+                raise ServiceError(409, f"entry {counter} of chip {serial} is already stored with other content: refused (the log copy never forks)")
+            if counter > v.position:
+                raise ServiceError(409, f"entry {counter} of chip {serial} arrives before entry {v.position}: send the entries in order")
+            saved = v.save_state()
+            problems = v.feed(line)
+            if problems:
+                v.restore_state(saved)
+                reason = "; ".join(p.problem for p in problems[:3])
+                status = 401 if any("signature" in p.problem for p in problems) else 422
+                raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
+            try:
+                with reg_db.write(self._engine) as conn:
+                    conn.execute(
+                        insert(ss.log_entries).values(
+                            serial=serial, counter=counter, line=line, entry_sha256=hashlib.sha256(line).hexdigest(),
+                            received_at=format_time(),
+                        )
+                    )
+            except BaseException:
+                v.restore_state(saved)
+                # Another process may have stored it; forget this chip so it is reloaded from the database.
+                self._chips.pop(serial, None)
+                raise
+            return Ack(expected_ack(serial, counter, line), counter, False)
+
+    def line(self, serial: str, counter: int) -> bytes | None:
+        t = ss.log_entries
+        with reg_db.read(self._engine) as conn:
+            row = conn.execute(select(t.c.line).where(t.c.serial == serial, t.c.counter == counter)).first()
+        return None if row is None else bytes(row.line)
+
+    def lines(self, serial: str, start: int = 0, limit: int = 1000) -> list[bytes]:
+        t = ss.log_entries
+        with reg_db.read(self._engine) as conn:
+            rows = conn.execute(
+                select(t.c.line).where(t.c.serial == serial, t.c.counter >= start).order_by(t.c.counter).limit(limit)
+            ).all()
+        return [bytes(r.line) for r in rows]
+
+    def count(self, serial: str) -> int:
+        return self._chip(serial).verifier.position
+
+    def tree(self, serial: str) -> tuple[MerkleTree, int]:
+        """The chip's Merkle tree and its size, read under the chip's lock (proofs use sizes up to it)."""
+        chip = self._chip(serial)
+        with chip.lock:
+            return chip.verifier.tree, chip.verifier.position
+
+    def counts(self) -> dict[str, int]:
+        """Stored entries per chip (from the database)."""
+        from sqlalchemy import func
+
+        t = ss.log_entries
+        with reg_db.read(self._engine) as conn:
+            rows = conn.execute(select(t.c.serial, func.count()).group_by(t.c.serial)).all()
+        return {str(r[0]): int(r[1]) for r in rows}

@@ -1,0 +1,1 @@
+"""The service's Alembic chain (version table `service_alembic_version`)."""

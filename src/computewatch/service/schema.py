@@ -1,0 +1,99 @@
+"""The service's own tables (prefix `service_`), beside the register's in the same database.
+
+They are created by the service's own Alembic chain (`computewatch.service.migrations`, version
+table `service_alembic_version`), never by `create_all`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
+
+__all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "sessions", "transcripts"]
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+_TIME = String(32)
+
+nonces = Table(
+    "service_nonces",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("party", String(200), nullable=False),
+    Column("nonce", String(128), nullable=False),
+    Column("seen_at", _TIME, nullable=False),
+    UniqueConstraint("party", "nonce", name="uq_service_nonces_party_nonce"),
+)
+
+log_entries = Table(
+    "service_log_entries",
+    metadata,
+    Column("serial", String(200), primary_key=True),
+    Column("counter", Integer, primary_key=True),
+    Column("line", LargeBinary, nullable=False),
+    Column("entry_sha256", String(64), nullable=False),
+    Column("received_at", _TIME, nullable=False),
+)
+
+sessions = Table(
+    "service_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("party", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", _TIME, nullable=False),
+    Column("expires_at", _TIME, nullable=False),
+)
+
+requests = Table(
+    "service_requests",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("party", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("nonce", String(128), nullable=False),
+    Column("statement", LargeBinary, nullable=False),
+    Column("received_at", _TIME, nullable=False),
+)
+
+transcripts = Table(
+    "service_transcripts",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("run_id", String(200), nullable=False),
+    Column("precommitment_digest", String(64), nullable=False),
+    Column("document", LargeBinary, nullable=False),  # the signed hashed transcript, as submitted
+    Column("submitted_at", _TIME, nullable=False),
+    UniqueConstraint("owner", "run_id", "precommitment_digest", name="uq_service_transcripts_run"),
+)
+
+answers = Table(
+    "service_answers",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("serial", String(200), nullable=False),
+    Column("counter", Integer, nullable=False),
+    Column("run_id", String(200), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("answered_at", _TIME, nullable=False),
+    UniqueConstraint("owner", "serial", "counter", name="uq_service_answers_snapshot"),
+)
+
+jobs = Table(
+    "service_jobs",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # queued, running, done, failed
+    Column("request", Text, nullable=False),  # canonical JSON of the job's body
+    Column("stage", String(64), nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("fraction", Float, nullable=False),
+    Column("verdict", String(16), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", _TIME, nullable=False),
+    Column("started_at", _TIME, nullable=True),
+    Column("finished_at", _TIME, nullable=True),
+)
