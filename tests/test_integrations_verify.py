@@ -86,11 +86,35 @@ def test_tampered_run_fails_the_provers_own_replay(runs: dict, name: str, edit: 
     assert any(finding in p for p in problems), problems
 
 
-# One Verifier run per kind of tampering (each costs tens of seconds): the data order of the plain
-# loop (the Verifier rebuilds it from the seed alone), the learning rate of the HF run (the
-# Verifier steps the program's transformers scheduler).
-@pytest.mark.parametrize(("name", "edit"), [("plain_loop", "order"), ("hf_trainer", "lr")])
-def test_tampered_run_is_a_violation(runs: dict, name: str, edit: str, tmp_path: Path) -> None:
+def _verify_in_process(printed: list[str], run: Path) -> dict:
+    """The printed command's pins, verified by the Python API without the sandbox (the check
+    logic is the same; the sandboxed path is exercised above)."""
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier import VerifyRequest, verify
+
+    opts: dict[str, list[str]] = {}
+    key = None
+    for arg in printed[3:]:
+        if arg.startswith("--"):
+            key = arg
+            opts.setdefault(key, [])
+        elif key is not None:
+            opts[key].append(arg)
+    data = dict(item.split("=", 1) for item in opts.get("--data", []))
+    return verify(VerifyRequest(
+        runs=[run], chips=[Path(p) for p in opts["--chips"]],
+        chipmaker_roots=[VerifyKey.load(p) for p in opts["--chipmaker-pub"]],
+        prover_keys=[VerifyKey.load(p) for p in opts["--prover-pub"]],
+        seed=b"v" * 32, data_dirs=data, in_process=True,
+    ))
+
+
+# One Verifier run per kind of tampering: the data order of the plain loop (the Verifier rebuilds
+# it from the seed alone), the learning rate of the HF run (the Verifier steps the program's
+# transformers scheduler).
+@pytest.mark.parametrize(("name", "edit", "check"), [("plain_loop", "order", "data"), ("hf_trainer", "lr", "hyperparameters")])
+def test_tampered_run_is_a_violation(runs: dict, name: str, edit: str, check: str, tmp_path: Path) -> None:
     run = _tamper(runs[name][0], tmp_path / "run", edit)
-    code, verdict = _verify(runs[name][1], run)
-    assert verdict["verdict"] == "violation" and code == 1
+    verdict = _verify_in_process(runs[name][1], run)
+    assert verdict["verdict"] == "violation"
+    assert any(c["name"] == check and c["passed"] is False for c in verdict["checks"]), verdict["checks"]

@@ -88,7 +88,8 @@ def find_chip_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             continue
         if not path.is_dir():
             raise EvidenceError(f"{path}: no such chip directory")
-        found = sorted(p for p in path.iterdir() if (p / CERTIFICATE_FILE).is_file())
+        # Hidden folders are a chip half-made by `chip manufacture` (".NAME.partial"), not a chip.
+        found = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (p / CERTIFICATE_FILE).is_file())
         if not found:
             raise EvidenceError(f"{path}: neither a chip state directory ({CERTIFICATE_FILE}) nor a folder of them")
         out.extend(found)
