@@ -148,7 +148,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         cmd = [sys.executable, "-m", "computewatch", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
                "--data", str(self.data), "--verifier-pub", str(self.pub), "--log-level", "warning", *self.extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.data.parent / f"server-{self.port}.log", "ab"))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.data.parent / f"server-{self.port}.log", "ab"))  # noqa: SIM115
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -173,3 +173,37 @@ class Server:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture(scope="session")
+def honest_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small honest monitored run (16 steps of the tiny MLP, one chip), made once."""
+    from _runs import honest_run
+
+    return honest_run(tmp_path_factory.mktemp("service-run") / "run")
+
+
+def register_run(world: World, run: Path, owner: str = "lab") -> tuple[str, str]:
+    """Put `run` under the service's data folder, register its chipmaker, its Prover as `owner`
+    and its chip (shipped to the owner); returns (the run's path under the data folder, serial)."""
+    dest = world.data / "inputs" / "run"
+    shutil.copytree(run, dest, symlinks=True)
+    maker = SigningKey.load(run / "chips" / "chipmaker" / "chipmaker.key")
+    prover = SigningKey.load(run / "keys" / "prover.key")
+    world.keys[owner] = prover
+    world.keys["runmaker"] = maker
+    world.reg.add_chipmaker("runmaker", maker.public_key)
+    world.reg.add_owner(owner, prover.public_key)
+    serial = world.reg.register_chip(dest / "chips" / "chip-0000")["serial"]
+    world.reg.ship(serial, owner, maker, prover)
+    return "inputs/run", serial
+
+
+def wait_job(client: Any, job: int, timeout: float = 180.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = client.get(f"/v1/jobs/{job}").json()
+        if doc["status"] in ("done", "failed"):
+            return doc  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} did not finish: {doc}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -103,6 +102,3 @@ def consistency(serial: str, request: Request, old: int = Query(ge=1), new: int 
     return {"serial": serial, "old": old, "new": new, "old_root": tree.root(old).hex(), "new_root": tree.root(new).hex(),
             "proof": [p.hex() for p in proof]}
 
-
-def encode_line(line: bytes) -> str:
-    return base64.b64encode(line).decode()

@@ -3,7 +3,6 @@ jobs, inspection plans, findings and refusals. Each is one DSSE envelope (docs/s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from computewatch.crypto.canonical import parse_canonical_json
 from computewatch.crypto.dsse import Envelope, verify_envelope
 from computewatch.crypto.errors import ComputewatchError, SignatureError
-from computewatch.registry import ConflictError, CustodyError, NotFoundError, PlanError, RegistryError
+from computewatch.registry import (
+    ConflictError,
+    CustodyError,
+    NotFoundError,
+    PlanError,
+    RegistryError,
+)
 from computewatch.registry import db as reg_db
 from computewatch.registry.custody import parse_statement, require_signature
 from computewatch.service import schema as ss
@@ -339,6 +344,3 @@ async def refuse(request: Request) -> dict[str, Any]:
     inspector = None if w.principal.is_verifier else w.principal.name
     return await run_in_threadpool(_with_register, svc, w, lambda: svc.reg.refuse(serial, reason, plan=plan, inspector=inspector))
 
-
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, sort_keys=True)

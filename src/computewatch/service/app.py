@@ -16,6 +16,7 @@ from computewatch.registry import Registry
 from computewatch.service import db as service_db
 from computewatch.service.auth import Authenticator
 from computewatch.service.checkpoint import NoteSigner, load_service_key
+from computewatch.service.commit import GroupCommitter
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
 from computewatch.service.jobs import JobStore, Worker
@@ -37,7 +38,7 @@ def build_service(config: ServiceConfig) -> Service:
     reg = Registry.open(config.db_url, clock=config.clock)
     service_db.upgrade(reg.engine)
     engine = reg.engine
-    logs = ChipLogs(engine)
+    logs = ChipLogs(engine, GroupCommitter(engine))
     jobs = JobStore(engine, config.data_dir)
     signer = NoteSigner(load_service_key(config.data_dir), reg.register_id)
     svc = Service(config, reg, Authenticator(engine, reg.register_id, config), logs, jobs, signer)
@@ -64,6 +65,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        # Requests wait in threads for their group commit; let enough of them wait at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max(40, config.request_threads)
         if svc.worker is not None:
             svc.worker.start()
         try:
@@ -71,6 +76,7 @@ def create_app(
         finally:
             if svc.worker is not None:
                 svc.worker.stop()
+            svc.logs.close()
 
     app = FastAPI(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
     app.state.service = svc
@@ -93,10 +99,17 @@ def create_app(
     def healthz() -> dict[str, Any]:
         return {"ok": True, "register": svc.reg.register_id}
 
-    from computewatch.service import api_chips, api_reads, api_writes, dashboard
+    from computewatch.service import (
+        api_chips,
+        api_reads,
+        api_uploads,
+        api_writes,
+        dashboard,
+    )
 
     app.include_router(api_chips.router)
     app.include_router(api_writes.router)
+    app.include_router(api_uploads.router)
     app.include_router(api_reads.router)
     app.include_router(dashboard.router)
     return app

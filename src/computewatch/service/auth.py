@@ -30,6 +30,7 @@ from computewatch.service import schema as ss
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
 from computewatch.service.statements import (
+    HEADER_CONTENT_SHA256,
     HEADER_NONCE,
     HEADER_PARTY,
     HEADER_SIGNATURE,
@@ -186,7 +187,17 @@ class Authenticator:
             return self.session(token)
         return None
 
-    def _signed_read(self, method: str, path: str, headers: Any, party: str) -> Principal:
+    def verify_upload(self, method: str, path: str, headers: Any, body_sha256: str) -> Principal:
+        """An upload: signed headers whose signature covers the body's SHA-256."""
+        party = headers.get(HEADER_PARTY)
+        if party is None:
+            raise ServiceError(401, f"an upload is signed: {HEADER_PARTY}, {HEADER_TIME}, {HEADER_NONCE}, {HEADER_SIGNATURE}")
+        claimed = headers.get(HEADER_CONTENT_SHA256)
+        if claimed != body_sha256:
+            raise ServiceError(401, f"{HEADER_CONTENT_SHA256} does not match the body received")
+        return self._signed_read(method, path, headers, party, body_sha256)
+
+    def _signed_read(self, method: str, path: str, headers: Any, party: str, body_sha256: str | None = None) -> Principal:
         time, nonce, sig_b64 = headers.get(HEADER_TIME), headers.get(HEADER_NONCE), headers.get(HEADER_SIGNATURE)
         if not time or not nonce or not sig_b64:
             raise ServiceError(401, f"a signed read needs the headers {HEADER_TIME}, {HEADER_NONCE} and {HEADER_SIGNATURE}")
@@ -197,7 +208,8 @@ class Authenticator:
         except (binascii.Error, UnicodeEncodeError):
             raise ServiceError(401, f"{HEADER_SIGNATURE} is not base64") from None
         role, key = self.party_key(party)
-        message = read_signing_input(register=self.register_id, party=party, method=method, path=path, time=time, nonce=nonce)
+        message = read_signing_input(register=self.register_id, party=party, method=method, path=path, time=time, nonce=nonce,
+                                     body_sha256=body_sha256)
         try:
             key.verify(sig, message)
         except SignatureError:

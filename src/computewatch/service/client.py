@@ -88,6 +88,12 @@ class ServiceClient:
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.http.get(path, headers=read_headers("GET", path, party=self.party, key=self.key, register=self.register, **kw))
 
+    def upload(self, name: str, archive: bytes, **kw: Any) -> httpx.Response:
+        """Upload raw inputs (a tar archive) as `inputs/<party>/<name>` under the service's data folder."""
+        path = f"/v1/inputs/{name}"
+        headers = read_headers("POST", path, party=self.party, key=self.key, register=self.register, body=archive, **kw)
+        return self.http.post(path, content=archive, headers={**headers, "content-type": "application/x-tar"})
+
     def session(self) -> str:
         r = self.write("/v1/sessions", "session", {})
         r.raise_for_status()

@@ -23,10 +23,14 @@ class ServiceConfig:
     verifiers: Mapping[str, VerifyKey] = field(default_factory=dict)
     max_body: int = 4 << 20  # a signed write
     max_entry: int = 256 << 10  # one chip log entry line
+    max_upload: int = 1 << 30  # a raw-input archive
+    max_unpacked: int = 4 << 30  # what one archive may unpack to
+    max_members: int = 100_000
     max_skew_s: int = 300  # a statement's time may differ from the server's by this much
     session_ttl_s: int = 12 * 3600
     worker: bool = True  # run verify jobs in a background thread
     verify_in_process: bool = False  # tests: run the trusted cluster's jobs in this process
     verify_workers: int = 1
     job_poll_s: float = 0.5
+    request_threads: int = 256  # requests handled in threads at once (most wait for a commit)
     clock: Callable[[], datetime] | None = None  # the register's clock (tests)

@@ -192,7 +192,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 job = self._store.claim_next()
-            except Exception:  # the database is briefly unavailable: try again
+            except Exception:  # noqa: BLE001 (the database is briefly unavailable: try again)
                 job = None
             if job is None:
                 self._stop.wait(self._config.job_poll_s)
@@ -206,7 +206,7 @@ class Worker:
             doc = self._verify(job, scratch)
             self._store.record(job_id, doc)
             self._store.finish(job_id, doc.get("verdict"), None)
-        except Exception as exc:  # a failed job records why; the worker goes on
+        except Exception as exc:  # noqa: BLE001 (a failed job records why; the worker goes on)
             self._store.finish(job_id, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 Every entry line is fed to the auditor's incremental checker (`LogVerifier`: serial, counter,
 hash chain, signature under the boot key the device key certified, schedule), then inserted in
-`service_log_entries` in one committed transaction (SQLite `synchronous=FULL`, PostgreSQL commit),
-and only then acknowledged. A line resent after a lost ack is the stored line: it is acked again,
-nothing is stored twice. A different line at a stored counter is refused: the copy never forks.
+`service_log_entries` and committed (SQLite `synchronous=FULL`, PostgreSQL commit; entries of
+many chips arriving together share one transaction: `GroupCommitter`), and only then
+acknowledged. A line resent after a lost ack is the stored line: it is acked again, nothing is
+stored twice. A different line at a stored counter is refused: the copy never forks.
 After a restart each chip's checker is rebuilt from its stored lines on first use.
 """
 
@@ -27,6 +28,7 @@ from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import db as reg_db
 from computewatch.registry import schema as rs
 from computewatch.service import schema as ss
+from computewatch.service.commit import GroupCommitter
 from computewatch.service.errors import ServiceError
 from computewatch.service.statements import format_time
 
@@ -47,11 +49,16 @@ class _Chip:
 
 
 class ChipLogs:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, committer: GroupCommitter | None = None) -> None:
         self._engine = engine
+        self._committer = committer
         self._chips: dict[str, _Chip] = {}
         self._guard = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
 
     # ------------------------------------------------------------------ state
     def _certificate(self, serial: str) -> tuple[Envelope, VerifyKey]:
@@ -113,14 +120,14 @@ class ChipLogs:
                 reason = "; ".join(p.problem for p in problems[:3])
                 status = 401 if any("signature" in p.problem for p in problems) else 422
                 raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
+            row = {"serial": serial, "counter": counter, "line": line, "entry_sha256": hashlib.sha256(line).hexdigest(),
+                   "received_at": format_time()}
             try:
-                with reg_db.write(self._engine) as conn:
-                    conn.execute(
-                        insert(ss.log_entries).values(
-                            serial=serial, counter=counter, line=line, entry_sha256=hashlib.sha256(line).hexdigest(),
-                            received_at=format_time(),
-                        )
-                    )
+                if self._committer is not None:
+                    self._committer.store(lambda conn: conn.execute(insert(ss.log_entries).values(**row)))
+                else:
+                    with reg_db.write(self._engine) as conn:
+                        conn.execute(insert(ss.log_entries).values(**row))
             except BaseException:
                 v.restore_state(saved)
                 # Another process may have stored it; forget this chip so it is reloaded from the database.

@@ -14,12 +14,11 @@ REFERENCE_RUNS = (("GPT-3 (175B)", 3.14e23), ("Chinchilla (70B)", 5.76e23), ("1e
 
 
 def regime(reg: Registry) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
     from computewatch.analysis import AnalysisError, Setting
     from computewatch.analysis import plan as eq1_plan
     from computewatch.analysis.detection import detection_probability
-
-    from sqlalchemy import func, select
-
     from computewatch.registry import db as reg_db
     from computewatch.registry import schema as rs
 
@@ -43,22 +42,17 @@ def regime(reg: Registry) -> dict[str, Any]:
         rows.append(row)
     plans = []
     for summary in reg.plans():
-        pid = summary.get("id")
-        doc = reg.plan_parts(int(pid)) if pid is not None else None
-        import json
-
-        document = json.loads(doc["document"]) if doc else {}
-        setting = document.get("setting", {})
-        samples = int(document.get("samples") or 0)
-        done = len(reg.inspections(plan=int(pid))) if pid is not None else 0
-        achieved = None
+        pid = int(summary["plan"])
+        setting = summary.get("setting") or {}
+        samples = int(summary.get("samples") or 0)
+        done = len(reg.inspections(plan=pid))
         try:
             st = Setting(H=float(setting["H"]), C=float(setting["C"]), a=float(setting["a"]), f=float(setting["f"]),
                          T=float(setting["T"]), T_m=float(setting["T_m"]), p=float(setting["p"]))
-            achieved = detection_probability(st, float(min(done, samples))) if done else 0.0
+            achieved: float | None = detection_probability(st, float(min(done, samples))) if done and samples else 0.0
         except (AnalysisError, KeyError, TypeError, ValueError):
             achieved = None
-        plans.append({"id": pid, "period": document.get("period"), "samples": samples, "inspected": done,
-                      "planned_probability": document.get("detection_probability"), "achieved_probability": achieved,
+        plans.append({"id": pid, "period": summary.get("period"), "samples": samples, "inspected": done,
+                      "planned_probability": summary.get("detection_probability"), "achieved_probability": achieved,
                       "revealed": summary.get("revealed")})
     return {"stockpile": stockpile, "chip_flops_per_day": a, "eq1": rows, "plans": plans}

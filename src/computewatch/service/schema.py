@@ -6,7 +6,18 @@ table `service_alembic_version`), never by `create_all`.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 __all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "sessions", "transcripts"]
 

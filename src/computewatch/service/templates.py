@@ -80,7 +80,7 @@ _TEMPLATES = {
     "plans.html": """{% extends "base.html" %}{% block body %}
 <h2>Plans</h2>
 <table id="plans"><thead><tr><th>id</th><th>period</th><th>stockpile</th><th>samples</th><th>detection probability</th><th>commitment</th><th>revealed</th></tr></thead><tbody>
-{% for p in plans %}<tr><td>{{ p.id }}</td><td>{{ p.period }}</td><td>{{ p.stockpile }}</td><td>{{ p.samples }}</td><td>{{ p.detection_probability }}</td>
+{% for p in plans %}<tr><td>{{ p.plan }}</td><td>{{ p.period }}</td><td>{{ p.stockpile }}</td><td>{{ p.samples }}</td><td>{{ p.detection_probability }}</td>
 <td class="mono">{{ p.commitment }}</td><td>{{ "yes" if p.revealed else "no" }}</td></tr>{% else %}<tr><td colspan="7">no plans</td></tr>{% endfor %}</tbody></table>
 <h2>Inspection outcomes</h2>
 <table id="inspections"><thead><tr><th>id</th><th>chip</th><th>plan</th><th>outcome</th><th>problems</th><th>recorded</th></tr></thead><tbody>

@@ -1,0 +1,283 @@
+"""The service under load: at least 200 simulated chips report their log entries concurrently to
+a real `computewatch serve` (uvicorn) on 127.0.0.1.
+
+Setup (not timed): --chips report-mode chips are manufactured and registered (shipped to one
+owner); each runs --steps training steps against a local acking transport, which records the
+exact signed entry lines the chip emits. Timed: every chip sends its lines to the service over
+HTTP, one at a time, each only after the previous one was acknowledged (a report-mode chip is
+frozen until its ack arrives), all chips at once (asyncio, one kept-alive HTTP/1.1 connection
+per chip, a minimal client so that the load generator costs little). Reported:
+entries accepted per second, p50/p99/max acknowledgement latency, and a check that every
+acknowledged entry is in the database afterwards, byte for byte (`all_acked_stored`).
+Baseline in the same run: the same lines checked in this process by the auditor's incremental
+checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is the service's
+rate over that rate. Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+
+Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
+       [--max-seconds 120] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class _Recorder:
+    """A transport that acks locally and keeps every line (setup only)."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def send(self, line: bytes) -> bytes:
+        from computewatch.chip.transport import expected_ack
+
+        entry = json.loads(line)
+        self.lines.append(line)
+        return expected_ack(entry["serial"], entry["counter"], line)
+
+
+def make_chips(root: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+    from computewatch.chip import Chip, provision_chips
+    from computewatch.chip.testing import small_shard
+
+    states = provision_chips(root / "chips", count, snapshots_per_day=50.0, log_mode="report", secret_seed=b"bench service load")
+    out = []
+    for state in states:
+        rec = _Recorder()
+        chip = Chip.open(state, transport=rec)
+        chip.boot()
+        chip.attach(small_shard(), root / "storage" / state.name)
+        for s in range(steps):
+            chip._tensors[0].add_(0.5)  # type: ignore[index]
+            chip.step_boundary(s, 3600.0)
+        chip.close()
+        out.append((chip.serial, state, rec.lines))
+    return root / "chips" / "chipmaker", out
+
+
+def check_only(maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]]) -> dict[str, float]:
+    from computewatch.crypto.dsse import Envelope
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.formats.chip_audit import LogVerifier
+    from computewatch.formats.identity import verify_chip_certificate
+
+    root = VerifyKey.load(maker_dir / "chipmaker.pub")
+    n = 0
+    t0 = time.perf_counter()
+    for _, state, lines in chips:
+        v = LogVerifier(verify_chip_certificate(Envelope.from_json((state / "certificate.json").read_bytes()), root), root)
+        for line in lines:
+            assert not v.feed(line)
+            n += 1
+    dt = time.perf_counter() - t0
+    return {"entries": n, "seconds": dt, "per_s": n / dt}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(url: str, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    import httpx
+
+    cmd = [sys.executable, "-m", "computewatch", "serve", "--db", url, "--host", "127.0.0.1", "--port", str(port),
+           "--data", str(data), "--no-worker", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, body: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a kept-alive connection (a minimal client: the load generator
+    must cost little next to the server it measures)."""
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/vnd.computewatch.chip-log-entry+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    length = next(int(h.split(":", 1)[1]) for h in lines[1:] if h.lower().startswith("content-length:"))
+    return status, await reader.readexactly(length)
+
+
+async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+    from computewatch.chip.transport import expected_ack
+
+    latencies: list[float] = []
+    acked: dict[str, list[bytes]] = {serial: [] for serial, _, _ in chips}
+    problems: list[str] = []
+    deadline = time.monotonic() + max_seconds
+
+    async def chip(serial: str, lines: list[bytes]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for line in lines:
+                if time.monotonic() > deadline:
+                    return
+                t0 = time.perf_counter()
+                status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
+                dt = time.perf_counter() - t0
+                counter = json.loads(line)["counter"]
+                if status != 200 or body != expected_ack(serial, counter, line):
+                    problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
+                    return  # the chip stays frozen
+                latencies.append(dt)
+                acked[serial].append(line)
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(chip(serial, lines) for serial, _, lines in chips))
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    n = len(lat)
+    return {"entries_acked": n, "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
+            "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
+                               "mean": statistics.fmean(lat) * 1e3 if lat else None},
+            "problems": problems[:20], "acked": acked}
+
+
+def stored_lines(url: str) -> dict[str, list[bytes]]:
+    from sqlalchemy import select
+
+    from computewatch.registry import db as reg_db
+    from computewatch.service import schema as ss
+
+    engine = reg_db.make_engine(url)
+    try:
+        t = ss.log_entries
+        out: dict[str, list[bytes]] = {}
+        with reg_db.read(engine) as conn:
+            for r in conn.execute(select(t.c.serial, t.c.line).order_by(t.c.serial, t.c.counter)):
+                out.setdefault(r.serial, []).append(bytes(r.line))
+        return out
+    finally:
+        engine.dispose()
+
+
+def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+    from computewatch.crypto.signing import SigningKey
+    from computewatch.registry import Registry
+
+    reg = Registry.open(url)
+    maker = SigningKey.load(maker_dir / "chipmaker.key")
+    owner = SigningKey.from_seed(b"\x05" * 32)
+    reg.add_chipmaker("maker", maker.public_key)
+    reg.add_owner("lab", owner.public_key)
+    t0 = time.perf_counter()
+    for _, state, _ in chips:
+        serial = reg.register_chip(state)["serial"]
+        reg.ship(serial, "lab", maker, owner)
+    register_s = time.perf_counter() - t0
+    reg.close()
+    port = free_port()
+    proc = start_server(url, scratch / f"data-{name}", port, scratch / f"server-{name}.log")
+    try:
+        res = asyncio.run(load(port, chips, max_seconds))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    acked = res.pop("acked")
+    stored = stored_lines(url)
+    missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
+                  if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
+    res.update({"database": name, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
+                "stored_entries": sum(map(len, stored.values()))})
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chips", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--db", default="sqlite", help="comma-separated: sqlite, postgresql")
+    ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--pg-url", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
+        ap.error("--chips 1..2000, --steps 1..50")
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
+        ap.error("--db takes sqlite and/or postgresql")
+    from computewatch.cli._common import available_cores
+
+    scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
+    try:
+        t0 = time.perf_counter()
+        maker_dir, chips = make_chips(scratch, args.chips, args.steps)
+        result: dict[str, Any] = {
+            "benchmark": "service_load",
+            "machine": {"python": platform.python_version(), "cores": available_cores(), "platform": platform.platform(),
+                        "load_avg_at_start": os.getloadavg()},
+            "chips": args.chips, "steps": args.steps, "entries": sum(len(c[2]) for c in chips),
+            "setup_make_chips_s": time.perf_counter() - t0,
+        }
+        base = check_only(maker_dir, chips)
+        result["baseline_check_only"] = base
+        for name in dbs:
+            server = None
+            if name == "sqlite":
+                url = f"sqlite:///{scratch / 'register.db'}"
+            elif args.pg_url:
+                url = args.pg_url
+            else:
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                from _postgres import PostgresServer
+
+                server = PostgresServer(durable=True).start()
+                url = server.create_database("bench")
+            try:
+                entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds)
+            finally:
+                if server is not None:
+                    server.stop()
+            entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
+            result[name] = entry
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"bench_service_load-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

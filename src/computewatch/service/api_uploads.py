@@ -1,0 +1,98 @@
+"""Raw inputs over HTTP: a Prover uploads a run directory (or a chip state folder) as a tar
+archive; it is unpacked under `<data>/inputs/<party>/<name>/` and named in verify jobs.
+
+The upload is signed with the signed-request headers, the signature covering SHA-256 of the
+body (docs/service.md). Unpacking refuses absolute names, `..`, links that leave the folder,
+devices and other special files (Python's `tarfile` "data" filter), more than `max_members`
+members or `max_unpacked` bytes; a refused archive leaves nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from computewatch.service.errors import ServiceError
+from computewatch.service.state import Service
+
+__all__ = ["router", "unpack"]
+
+router = APIRouter(tags=["writes"])
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_DOC = {"requestBody": {"required": True, "description": "A tar archive (optionally gzip-compressed) of one folder's contents; "
+                        "signed with the X-CW-* headers including X-CW-Content-SHA256.",
+                        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def unpack(archive: Path, dest: Path, *, max_members: int, max_unpacked: int) -> int:
+    """Unpack `archive` into the new folder `dest` (atomically: a temp folder renamed); returns the member count."""
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
+    try:
+        try:
+            with tarfile.open(archive, mode="r:*") as tar:
+                members = []
+                total = 0
+                for m in tar:
+                    if m.name.startswith("/") or ".." in PurePosixPath(m.name).parts:
+                        raise ServiceError(422, f"archive member {m.name[:200]!r} leaves the folder (absolute or '..')")
+                    if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+                        raise ServiceError(422, f"archive member {m.name[:200]!r} is a device, FIFO or other special file")
+                    members.append(m)
+                    total += max(0, m.size)
+                    if len(members) > max_members:
+                        raise ServiceError(413, f"archive holds more than {max_members} members")
+                    if total > max_unpacked:
+                        raise ServiceError(413, f"archive unpacks to more than {max_unpacked} bytes")
+                tar.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise ServiceError(422, f"not a usable tar archive: {exc}") from None
+        os.rename(tmp, dest)
+        return len(members)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@router.post("/v1/inputs/{name}", summary="Upload raw inputs (a tar archive of a run directory or chip folder)", openapi_extra=_DOC)
+async def upload(name: str, request: Request) -> dict[str, Any]:
+    svc: Service = request.app.state.service
+    if not _NAME.fullmatch(name):
+        raise ServiceError(422, "input name: letters, digits, '.', '_', '-' (at most 100), not starting with a dot or dash")
+    limit = svc.config.max_upload
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    inputs = svc.config.data_dir / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=inputs)
+    tmp = Path(tmp_name)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ServiceError(413, f"upload exceeds the limit of {limit} bytes")
+                digest.update(chunk)
+                fh.write(chunk)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        who = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers, digest.hexdigest())
+        if not who.is_verifier and who.role != "owner":
+            raise ServiceError(403, f"role {who.role!r} may not upload inputs (owners and the Verifier may)")
+        folder = inputs / who.name
+        folder.mkdir(exist_ok=True)
+        dest = folder / name
+        if dest.exists():
+            raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
+        count = await run_in_threadpool(unpack, tmp, dest, max_members=svc.config.max_members, max_unpacked=svc.config.max_unpacked)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": f"inputs/{who.name}/{name}", "members": count, "sha256": digest.hexdigest(), "bytes": size}

@@ -1,0 +1,182 @@
+"""The service on a real uvicorn (`computewatch serve`, 127.0.0.1, a free port), on SQLite and
+PostgreSQL: chips report over HTTP, signed requests over the wire, the served OpenAPI document,
+and the crash test: the server is SIGKILLed while chips report; after a restart every
+acknowledged entry is there, the chips resend what was not acknowledged, no log copy forks."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _service import VERIFIER_KEY, Server, report_chips  # noqa: F401  (fixture)
+from conftest import registry_key
+from sqlalchemy import select
+
+from computewatch.chip import audit_log, verify_chip_certificate
+from computewatch.crypto.signing import SigningKey
+from computewatch.registry import Registry
+from computewatch.registry import db as reg_db
+from computewatch.service import HttpTransport, ServiceClient
+from computewatch.service import schema as ss
+from computewatch.service.openapi import render
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+class RecordingTransport(HttpTransport):
+    """Keeps every line whose ack came back (what the chip may forget)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.acked: list[bytes] = []
+
+    def send(self, line: bytes) -> bytes | None:
+        ack = super().send(line)
+        if ack is not None:
+            self.acked.append(line)
+        return ack
+
+
+def _setup(db_url: str, report: tuple[Path, list[Path]], root: Path, count: int) -> tuple[Registry, list[tuple[str, Path]], dict[str, SigningKey]]:
+    maker_dir, chips = report
+    reg = Registry.open(db_url)
+    keys = {"rmaker": SigningKey.load(maker_dir / "chipmaker.key"), "acme": registry_key("acme"), "beta": registry_key("beta")}
+    reg.add_chipmaker("rmaker", keys["rmaker"].public_key)
+    reg.add_owner("acme", keys["acme"].public_key)
+    reg.add_owner("beta", keys["beta"].public_key)
+    out = []
+    for i in range(count):
+        state = Path(shutil.copytree(chips[i], root / f"chip-{i}", symlinks=True))
+        serial = reg.register_chip(state)["serial"]
+        reg.ship(serial, "acme", keys["rmaker"], keys["acme"])
+        out.append((serial, state))
+    return reg, out, keys
+
+
+def _copy(reg: Registry, serial: str) -> bytes:
+    t = ss.log_entries
+    with reg_db.read(reg.engine) as conn:
+        rows = conn.execute(select(t.c.counter, t.c.line).where(t.c.serial == serial).order_by(t.c.counter)).all()
+    assert [r.counter for r in rows] == list(range(len(rows)))
+    return b"".join(bytes(r.line) + b"\n" for r in rows)
+
+
+def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseException], pause: float = 0.0) -> None:
+    from computewatch.chip import Chip
+    from computewatch.chip.testing import small_shard
+
+    try:
+        chip = Chip.open(state, transport=transport)
+        chip.boot()
+        chip.attach(small_shard(), state.parent / f"{state.name}-storage")
+        for s in range(steps):
+            chip._tensors[0].add_(0.5)  # type: ignore[index]
+            chip.step_boundary(s, 3600.0)
+            if pause:
+                time.sleep(pause)
+        chip.close()
+    except BaseException as exc:  # noqa: BLE001 (reported by the test thread)
+        errors.append(exc)
+
+
+@pytest.fixture
+def server_world(db_url: str, report_chips, tmp_path: Path) -> Iterator[tuple[Registry, list[tuple[str, Path]], dict[str, SigningKey], Server]]:  # noqa: F811
+    reg, chips, keys = _setup(db_url, report_chips, tmp_path, 3)
+    server = Server(db_url, tmp_path / "data")
+    try:
+        yield reg, chips, keys, server
+    finally:
+        server.stop()
+        reg.close()
+
+
+def test_real_server_chips_and_signed_requests(server_world) -> None:
+    reg, chips, keys, server = server_world
+    server.start()
+    errors: list[BaseException] = []
+    transports = [RecordingTransport(server.url, retry_s=5.0) for _ in chips]
+    threads = [threading.Thread(target=_drive, args=(state, t, 5, errors)) for (_, state), t in zip(chips, transports)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not errors, errors
+    for (serial, state), t in zip(chips, transports):
+        assert _copy(reg, serial) == (state / "log" / "chip.log").read_bytes()
+        assert len(t.acked) == len((state / "log" / "chip.log").read_bytes().splitlines())
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        # The served OpenAPI document is the checked-in one.
+        assert render(http.get("/openapi.json").json()) == (DOCS / "openapi.json").read_text(encoding="utf-8")
+        v = ServiceClient(http, party="verifier", key=VERIFIER_KEY, register=reg.register_id)
+        acme = ServiceClient(http, party="acme", key=keys["acme"], register=reg.register_id)
+        beta = ServiceClient(http, party="beta", key=keys["beta"], register=reg.register_id)
+        assert {c["serial"] for c in v.get("/v1/chips").json()} == {s for s, _ in chips}
+        assert beta.get("/v1/chips").json() == []
+        serial = chips[0][0]
+        assert beta.get(f"/v1/chips/{serial}").status_code == 403
+        assert acme.get(f"/v1/chips/{serial}").status_code == 200
+        nonce = "cd" * 16
+        assert acme.get("/v1/me", nonce=nonce).status_code == 200
+        assert acme.get("/v1/me", nonce=nonce).status_code == 403
+        bad = ServiceClient(http, party="acme", key=keys["beta"], register=reg.register_id)
+        assert bad.get("/v1/me").status_code == 401
+        assert bad.write("/v1/sessions", "session", {}).status_code == 401
+        assert acme.write("/v1/plans", "commit-plan", {"period": "x", "flops": 1e24}).status_code == 403
+        # Oversized: declared, and streamed without a length (chunked).
+        limit = http.get("/v1/service").json()["limits"]["max_body"]
+        assert http.post("/v1/sessions", content=b"x" * (limit + 1)).status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(limit // 65536 + 2):
+                yield b"y" * 65536
+
+        assert http.post("/v1/sessions", content=chunks()).status_code == 413
+        assert http.post("/v1/sessions", content=b"{]").status_code == 422
+        env_line = (chips[0][1] / "log" / "chip.log").read_bytes().splitlines()[0]
+        r = http.post(f"/v1/chips/{serial}/entries", content=env_line)
+        assert r.status_code == 200 and r.headers["X-CW-Duplicate"] == "1"
+
+
+def test_crash_while_chips_report(server_world) -> None:
+    reg, chips, keys, server = server_world
+    server.start()
+    errors: list[BaseException] = []
+    transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
+    threads = [threading.Thread(target=_drive, args=(state, t, 14, errors, 0.02)) for (_, state), t in zip(chips, transports)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 60
+    while sum(len(t.acked) for t in transports) < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # SIGKILL mid-stream: some entries are in flight
+    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports)}
+    assert sum(map(len, acked_before.values())) >= 12
+    for serial, lines in acked_before.items():  # every acknowledged entry survived the kill
+        stored = _copy(reg, serial).splitlines()
+        assert stored[: len(lines)] == lines
+    time.sleep(0.3)
+    server.start()  # same port: the chips' transports reconnect and resend
+    for th in threads:
+        th.join(timeout=180)
+    assert not errors, errors
+    assert any(t.retries > 0 for t in transports), "no chip had to resend"
+    for (serial, state), t in zip(chips, transports):
+        log = (state / "log" / "chip.log").read_bytes()
+        copy = _copy(reg, serial)
+        assert copy == log  # nothing lost, nothing forked: the copy is the chip's own log
+        assert t.acked == log.splitlines()  # each entry acknowledged exactly once, in order
+        cert = verify_chip_certificate(_cert(state), keys["rmaker"].public_key)
+        report = audit_log(copy, cert, keys["rmaker"].public_key)
+        assert report.ok, report.problems
+
+
+def _cert(state: Path):  # type: ignore[no-untyped-def]
+    from computewatch.crypto.dsse import Envelope
+
+    return Envelope.from_json((state / "certificate.json").read_bytes())
