@@ -203,10 +203,15 @@ def verify(
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
     except ComputewatchError as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
+    except Exception as exc:  # a bug of ours must still end in one line, and in no verdict
+        fail(f"verification stopped on an internal error, nothing was judged: {type(exc).__name__}: {exc}", EXIT_UNUSABLE, as_json=as_json)
     if html is not None:
         from computewatch.verifier.report import write_report
 
-        write_report(doc, html)
+        try:
+            write_report(doc, html)
+        except OSError as exc:
+            fail(f"--html {html}: cannot write the report ({exc.strerror})", EXIT_UNUSABLE, as_json=as_json)
         doc["report"] = str(html)
     if as_json:
         print_json(doc)
