@@ -227,6 +227,15 @@ CASES: list[Case] = [
     _c("bench-gpu-zero-repeats", "bench gpu-hash --repeats 0", 2, "--repeats"),
 ]
 
+# computewatch demo: the world's folder is checked before anything is made.
+CASES += [
+    _c("demo-workdir-file", "demo --workdir {file}", 2, "is a file"),
+    _c("demo-workdir-not-empty", "demo --workdir {chip}", 2, "not empty"),
+    _c("demo-json-workdir-not-empty", "demo --workdir {chip} --json", 2, "not empty", as_json=True),
+    _c("demo-workdir-unwritable", "demo --workdir {ro}/world", 2, "not writable"),
+    _c("demo-zero-steps", "demo --workdir {new}/w --steps 0", 2, "--steps"),
+]
+
 
 def _hashes(root: Path) -> dict[str, str]:
     return {

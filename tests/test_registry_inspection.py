@@ -180,6 +180,17 @@ def test_tamper_flag_and_failed_boot_are_findings(registry) -> None:
     assert reg.verify_inspection(broken["inspection"])["ok"]
 
 
+def test_a_chip_whose_log_no_longer_parses_is_a_finding_not_an_aborted_inspection(owned_chip) -> None:
+    world, serial, chip_dir = owned_chip
+    log = chip_dir / "log" / "chip.log"
+    raw = bytearray(log.read_bytes())
+    raw[raw.index(b"{", 10)] = ord("[")  # an entry that is no longer JSON: the chip will not power on
+    log.write_bytes(bytes(raw))
+    out = world.reg.record_inspection(serial, chip_dir)
+    assert out["outcome"] == "finding" and {"boot", "attestation", "log"} <= _checks(out), out["problems"]
+    assert any("does not power on" in p["problem"] for p in out["problems"])
+
+
 def test_refusal_is_recorded_as_non_compliance(registry, tmp_path) -> None:
     reg = registry.reg
     serial = registry.register(0, to="acme")

@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.adversary.suite import Context, Trial, get_attack, register, result_from_trials
+from computewatch.adversary.suite import (
+    Context,
+    Trial,
+    get_attack,
+    register,
+    result_from_trials,
+)
 
 __all__ = ["CovertRun", "simulate_inspections"]
 
@@ -108,7 +114,13 @@ _C1 = {"C": 4000, "b": 0.1, "T": 30.0, "T_m": 30.0, "f": 1.0, "p": 0.9, "k": 4}
     max_trials=200_000,
 )
 def _fewer_longer(ctx: Context, trials: int, seed: int) -> Any:
-    from computewatch.analysis import p_d_longer, samples_for_probability
+    from computewatch.analysis import (
+        H100_FLOPS_PER_DAY,
+        Setting,
+        p_d_longer,
+        samples_for_probability,
+        simulate,
+    )
 
     attack = get_attack("fewer-chips-longer")
     c = _C1
@@ -120,6 +132,8 @@ def _fewer_longer(ctx: Context, trials: int, seed: int) -> Any:
     base_trials = max(50, trials // 2)
     base = simulate_inspections(minimum, s, c["T_m"], base_trials, seed + 1)
     predicted = float(p_d_longer(k, c["b"], s))
+    setting = Setting(H=c["b"] * c["C"] * H100_FLOPS_PER_DAY * c["T"], C=c["C"], f=c["f"], T=c["T"], T_m=c["T_m"], p=c["p"])
+    mc = simulate(setting, s, trials, strategy="fewer-longer", k=k, seed=seed, offset=0.0)
     return result_from_trials(
         attack,
         _trials(caught, trials, "sampling.inspection"),
@@ -129,6 +143,7 @@ def _fewer_longer(ctx: Context, trials: int, seed: int) -> Any:
             "formula": "C.1: p_d(k) = 1 - (1 - b/k)^(k*s)",
             "minimum_run": {"trials": base_trials, "detection_rate": base / base_trials, "predicted_rate": float(p_d_longer(1, c["b"], s))},
             "ratio_to_minimum_predicted": predicted / float(p_d_longer(1, c["b"], s)),
+            "analysis_monte_carlo": mc.to_json(),
         },
     )
 
@@ -151,7 +166,12 @@ _C2 = {"C": 4000, "b": 0.025, "T": 30.0, "T_m": 30.0, "f": 0.1, "s": 40, "k": 4}
     max_trials=200_000,
 )
 def _more_shorter(ctx: Context, trials: int, seed: int) -> Any:
-    from computewatch.analysis import H100_FLOPS_PER_DAY, Setting, p_d_more_chips
+    from computewatch.analysis import (
+        H100_FLOPS_PER_DAY,
+        Setting,
+        p_d_more_chips,
+        simulate,
+    )
 
     attack = get_attack("more-chips-shorter")
     c = _C2
@@ -164,6 +184,7 @@ def _more_shorter(ctx: Context, trials: int, seed: int) -> Any:
     base_trials = max(50, trials // 2)
     base = simulate_inspections(CovertRun(int(c["C"]), chips, c["T"], c["f"]), s, c["T_m"], base_trials, seed + 1)
     predicted = float(p_d_more_chips(setting, s, t))
+    mc = simulate(setting, s, trials, strategy="more-shorter", k=k, seed=seed, offset=0.0)
     return result_from_trials(
         attack,
         _trials(caught, trials, "sampling.inspection"),
@@ -173,6 +194,7 @@ def _more_shorter(ctx: Context, trials: int, seed: int) -> Any:
             "formula": "C.2: p_d(t) = 1 - (1 - (H/(a*C*t))*(1 - e^(-f*t)))^s",
             "minimum_run": {"trials": base_trials, "detection_rate": base / base_trials, "predicted_rate": float(p_d_more_chips(setting, s, c["T"]))},
             "theorem_1_holds": predicted >= float(p_d_more_chips(setting, s, c["T"])),
+            "analysis_monte_carlo": mc.to_json(),
         },
     )
 
@@ -206,6 +228,7 @@ def _collusion(ctx: Context, trials: int, seed: int) -> Any:
         per_prover_samples,
         pooled_setting,
         samples_exact,
+        simulate,
     )
 
     attack = get_attack("collusion")
@@ -230,6 +253,7 @@ def _collusion(ctx: Context, trials: int, seed: int) -> Any:
     s_pooled = samples_exact(pooled)
     caught = measure([(0, C, s_pooled)], trials, seed)
     predicted = detection_probability(pooled, s_pooled)
+    mc = simulate(pooled, s_pooled, trials, seed=seed, offset=0.0)
     return result_from_trials(
         attack,
         _trials(caught, trials, "sampling.inspection"),
@@ -240,6 +264,7 @@ def _collusion(ctx: Context, trials: int, seed: int) -> Any:
             "pooled_samples": s_pooled,
             "audited_separately": {"trials": separate_trials, "detection_rate": separate / separate_trials, "predicted_rate": separate_predicted},
             "formula": "Appendix B on the pooled stockpile: 1 - (1 - b*(1 - e^(-f*T_m)))^s",
+            "analysis_monte_carlo": mc.to_json(),
         },
         detail=f"audited one Prover at a time the pooled run is caught in {separate}/{separate_trials} trials "
         f"(predicted {separate_predicted:.3f}); audited as one Prover (Eq. 1 on {C} chips, s = {s_pooled}) it is caught "

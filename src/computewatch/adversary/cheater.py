@@ -12,7 +12,7 @@ claims, leaving only what the Verifier recomputes to catch it.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,21 @@ def train_with_deviation(
     chip_secret_seed: bytes | None = None,
     overrides: dict[str, Any] | None = None,
     threads: int = 1,
+    nonce: bytes | None = None,
+    run_id: str | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Train one process on one fresh chip under `out/chips`, deviating as told; returns `out`."""
+    """Train one process on one fresh chip under `out/chips`, deviating as told; returns `out`.
+
+    `nonce` and `run_id` fix what is otherwise random (two runs with the same ones and the same
+    settings share their precommitment); `init_state` loads these weights over W0 before the
+    first step (a run that really starts where another ended)."""
     out = Path(out)
     honest = preset(preset_name, total_steps=max(steps, 1), **(overrides or {}))
     really = replace(honest, lr=honest.lr * deviation.lr_scale)
     corpus = honest.dataset()
     commitment = DatasetCommitment.from_samples(corpus.sample(i) for i in range(len(corpus)))
-    nonce = os.urandom(32)
+    nonce = os.urandom(32) if nonce is None else nonce
     seed = derive_run_seed(commitment.root, nonce)
     chip = Chip.open(provision_chips(out / "chips", 1, snapshots_per_day=snapshots_per_day, secret_seed=chip_secret_seed)[0])
     chip.boot()
@@ -107,6 +114,8 @@ def train_with_deviation(
     with isolated_torch_state():
         deterministic_cpu(threads)
         model = really.build_model(init_generator(deviation.init_seed or seed))
+        if init_state is not None:
+            model.load_state_dict(dict(init_state))
         optimizer = really.build_optimizer(model)
         scheduler = really.build_scheduler(optimizer)
         hyperparameters = {"workload": honest.hyperparameters, "run": {"steps": steps, "world_size": 1, "strategy": "single"}}
@@ -123,6 +132,7 @@ def train_with_deviation(
                 checkpoint_every=checkpoint_every,
                 chip=_DeviousChip(chip, deviation.precommitment),
                 chip_seconds_per_step=chip_seconds_per_step,
+                run_id=run_id,
             ) as rec:
                 for (t, committed), ids in zip(order, trained):
                     loss = really.train_step(model, optimizer, scheduler, really.collate([corpus.sample(i) for i in ids]))

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from computewatch.adversary.suite import Context, Trial, get_attack, primary_check, register, result_from_trials
+from computewatch.adversary.suite import (
+    Context,
+    Trial,
+    get_attack,
+    primary_check,
+    register,
+    result_from_trials,
+)
 from computewatch.adversary.world import ChipWorld, chip_world, use_chip
 
 __all__ = ["inspect_trial"]

@@ -13,7 +13,13 @@ import shutil
 from typing import Any
 
 from computewatch.adversary.chiplog import inspect_trial
-from computewatch.adversary.suite import Context, Trial, get_attack, register, result_from_trials
+from computewatch.adversary.suite import (
+    Context,
+    Trial,
+    get_attack,
+    register,
+    result_from_trials,
+)
 from computewatch.adversary.world import (
     chip_world,
     copy_run,
@@ -90,9 +96,13 @@ def _undeclared(ctx: Context, trials: int, seed: int) -> Any:
     world = chip_world(ctx)
     out = []
     for i in range(trials):
-        owner = world.owner(f"hider{i}")
-        declared = copy_run(honest_run(ctx), ctx.scratch("declared") / "run")
-        covert = train_run(ctx.scratch("covert") / "run", secret=b"covert run chips, seed %04d....." % (seed + i))
+        owner = world.fresh_owner("hider")
+        if ctx.cache.get("undeclared: honest run's chips registered"):  # a chip is registered once
+            declared = train_run(ctx.scratch("declared") / "run")
+        else:
+            declared = copy_run(honest_run(ctx), ctx.scratch("declared") / "run")
+            ctx.cache["undeclared: honest run's chips registered"] = True
+        covert = train_run(ctx.scratch("covert") / "run", secret=b"covert run chips, seed %04d....." % ((seed + i) % 10_000))
         chips = register_run_chips(world, declared, owner) + register_run_chips(world, covert, owner)
         world.reg.declare_run(owner, "declared", [chips[0][0]])
         inspected = []
@@ -145,8 +155,8 @@ def _lose(ctx: Context, trials: int, seed: int) -> Any:
     attack = get_attack("lose-chip")
     world = chip_world(ctx)
     out = []
-    for i in range(trials):
-        owner = world.owner(f"loser{i}")
+    for _ in range(trials):
+        owner = world.fresh_owner("loser")
         serial, chip = world.owned_chip(owner)
         world.reg.report_with_key(serial, "lost", world.keys[owner], reason="fell off a truck")
         hidden = serial not in world.reg.chips_of(owner)
@@ -174,8 +184,8 @@ def _mass_loss(ctx: Context, trials: int, seed: int) -> Any:
     world = chip_world(ctx)
     threshold = int(world.reg.settings()["loss_investigation_threshold"])
     out = []
-    for i in range(trials):
-        owner = world.owner(f"mass{i}")
+    for _ in range(trials):
+        owner = world.fresh_owner("mass")
         serials = [world.owned_chip(owner)[0] for _ in range(threshold)]
         opened = None
         for serial in serials:

@@ -29,7 +29,6 @@ no-custody-trail); ``registry.investigation`` an investigation opened by loss re
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -53,8 +52,8 @@ __all__ = [
     "get_attack",
     "register",
     "result_from_trials",
-    "run_attack",
     "run_all",
+    "run_attack",
 ]
 
 Kind = Literal["caught", "rate", "gap"]
@@ -147,7 +146,7 @@ class Context:
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Context:
+    def __enter__(self) -> Context:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -343,7 +342,3 @@ def run_all(
     finally:
         if own:
             ctx.close()
-
-
-def finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None

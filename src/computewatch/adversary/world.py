@@ -57,7 +57,7 @@ def train_run(out: Path, *, secret: bytes = _SECRET, **changes: Any) -> Path:
     """One honest monitored run (one process, one chip) into `out`; returns `out`."""
     from computewatch.prover.runner import TrainConfig, train
 
-    train(TrainConfig(out=out, nproc=1, strategy="ddp", chip_secret_seed=secret, **{**RUN, **changes}))
+    train(TrainConfig(out=out, chip_secret_seed=secret, **{"nproc": 1, "strategy": "ddp", **RUN, **changes}))
     return out
 
 
@@ -170,6 +170,13 @@ class ChipWorld:
             self.keys[name] = party_key(name)
             self.reg.add_owner(name, self.keys[name].public_key)
         return name
+
+    def fresh_owner(self, prefix: str) -> str:
+        """A new owner `prefix<n>` that holds nothing yet."""
+        n = 0
+        while f"{prefix}{n}" in self.keys:
+            n += 1
+        return self.owner(f"{prefix}{n}")
 
     def close(self) -> None:
         self.reg.close()

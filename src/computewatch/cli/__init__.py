@@ -39,6 +39,9 @@ from computewatch.cli import registry as _registry
 
 app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
 app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
+from computewatch.cli import attack as _attack  # noqa: E402
+
+app.add_typer(_attack.app, name="attack", help="The attack suite: cheating Provers run against the real checks.")
 
 from computewatch.cli import serve as _serve  # noqa: E402
 

@@ -33,6 +33,7 @@ __all__ = [
     "reveal_plan",
     "settle_queue",
     "verify_owner",
+    "write_verdict",
 ]
 
 VerifyProgress = Callable[[str, int, int], None]
@@ -193,5 +194,5 @@ def write_verdict(path: Path, verdict: dict[str, Any]) -> str:
     from computewatch.crypto.atomic import atomic_write
 
     data = (json.dumps(verdict, indent=2, sort_keys=True) + "\n").encode()
-    atomic_write(path, data)
+    atomic_write(path, data, mode=0o644)
     return f"{path.name}#sha256={hashlib.sha256(data).hexdigest()}"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from computewatch.demo.world import PROVER_A, PROVER_B, World
+from computewatch.demo.world import World
 
-__all__ = ["ProverRun", "RunSize", "covert_run", "declared_run", "honest_sizes"]
+__all__ = ["ProverRun", "RunSize", "covert_run", "declared_run"]
 
 Say = Callable[[str], None]
 Progress = Callable[[int, int], None]
@@ -52,15 +52,6 @@ class ProverRun:
         return {"owner": self.owner, "run_id": self.run_id, "run_dir": str(self.run_dir), "chips": self.serials,
                 "preset": self.size.preset, "steps": self.size.steps, "declared": self.declared,
                 "submitted": self.submitted, "precommitment": self.precommitment}
-
-
-def honest_sizes(steps: int = 20) -> dict[str, RunSize]:
-    """The default sizes: A's run, B's decoy and B's covert run (docs/demo.md)."""
-    return {
-        "honest": RunSize(steps=steps, checkpoint_every=steps),
-        "decoy": RunSize(steps=max(2, steps // 2), checkpoint_every=max(2, steps // 2)),
-        "covert": RunSize(steps=steps + steps // 2, checkpoint_every=steps + steps // 2),
-    }
 
 
 def _train(world: World, owner: str, rack: str, name: str, size: RunSize, progress: Progress | None) -> tuple[str, Path, list[str], str]:
@@ -105,8 +96,3 @@ def covert_run(world: World, owner: str, rack: str, name: str, size: RunSize, *,
     run_id, run_dir, serials, digest = _train(world, owner, rack, name, size, progress)
     return ProverRun(owner, run_id, run_dir, serials, size, declared=False, submitted=False, precommitment=digest)
 
-
-def default_owner_racks() -> dict[str, dict[str, str]]:
-    """Which rack each run uses (matches `WorldPlan`'s default racks)."""
-    return {"honest": {"owner": PROVER_A, "rack": "cluster"}, "decoy": {"owner": PROVER_B, "rack": "rack-1"},
-            "covert": {"owner": PROVER_B, "rack": "rack-2"}}

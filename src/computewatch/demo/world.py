@@ -64,13 +64,16 @@ class WorldClock:
 
 @dataclass(frozen=True)
 class WorldPlan:
-    """Which chips go where: every owner's racks, each rack a list of chip counts' worth of chips."""
+    """Which chips go where: per owner, its racks (facilities) and how many chips each holds."""
 
     racks: dict[str, dict[str, int]] = field(
         default_factory=lambda: {PROVER_A: {"cluster": 4}, PROVER_B: {"rack-1": 1, "rack-2": 1}}
     )
     snapshots_per_day: float = 24.0  # the chips' firmware rate f (Table 1 uses 0.1; see docs/demo.md)
     lot: str = "LOT-001"
+    # Reproducible snapshot schedules (tests only): the chips' device secrets derive from this
+    # seed. Never for real monitoring: whoever knows it predicts every snapshot.
+    secret_seed: bytes | None = None
 
     @property
     def chips(self) -> int:
@@ -170,7 +173,8 @@ def build_world(root: Path, plan: WorldPlan | None = None, *, say: Say | None = 
     tell(f"fab produced lot {lot.get('lot', plan.lot)} (wafer {wafer}, {plan.chips} dies) and shipped the wafer to the chipmaker")
 
     line = root / "chipmaker" / "line"
-    made = provision_chips(line, plan.chips, snapshots_per_day=plan.snapshots_per_day, chipmaker_dir=root / "chipmaker")
+    made = provision_chips(line, plan.chips, snapshots_per_day=plan.snapshots_per_day, chipmaker_dir=root / "chipmaker",
+                           secret_seed=plan.secret_seed)
     chips: list[Custody] = []
     made_iter = iter(zip(made, dies))
     for owner, racks in plan.racks.items():

@@ -48,6 +48,8 @@ __all__ = [
     "current_environment",
     "deterministic_cpu",
     "environment_mismatch",
+    "rank_order_mean",
+    "wrap_ddp",
     "load_program",
     "parse_entry",
     "read_program_files",
@@ -221,6 +223,36 @@ def load_program(files: dict[str, bytes], entry: str, code_digest: str) -> Itera
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rank_order_mean(process_group, bucket):  # type: ignore[no-untyped-def]  # DDP refuses other annotations than its own
+    """DDP communication hook: every rank's gradient bucket gathered, summed in rank order, divided
+    by the world size. Each element's sum then has one fixed order whatever the bucket layout;
+    a ring all-reduce sums an element in an order set by its position in the bucket, and DDP
+    rebuilds its buckets after the first step it runs, so a replay that starts mid-run would not
+    add in the trainer's order (bit-different from 3 ranks on)."""
+    import torch.distributed as dist
+
+    buf = bucket.buffer()
+    world = dist.get_world_size(process_group)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    fut = dist.all_gather(parts, buf, group=process_group, async_op=True).get_future()
+
+    def reduce(_: Any) -> torch.Tensor:
+        total = parts[0].clone()
+        for part in parts[1:]:
+            total.add_(part)
+        return total.div_(world)
+
+    return fut.then(reduce)
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.parallel.DistributedDataParallel:
+    """`DistributedDataParallel` with the contract's gradient reduction (`rank_order_mean`), as
+    the trainer and the Verifier's replay both wrap a DDP model."""
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    ddp.register_comm_hook(None, rank_order_mean)
+    return ddp
 
 
 def deterministic_cpu(threads: int) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from computewatch.formats.program import rank_order_mean
 from computewatch.formats.seed import (
     batches,
     derive_run_seed,
@@ -174,6 +175,13 @@ class ComputewatchCallback(L.Callback):
                 "gradient_clip_algorithm": "norm" if algorithm is None else str(getattr(algorithm, "value", algorithm)),
             },
         }
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The contract's DDP reduction (docs/formats.md), registered before the first backward,
+        # so that the replay's DDP adds gradients in the same order.
+        wrapped = trainer.strategy.model
+        if self.world > 1 and isinstance(wrapped, torch.nn.parallel.DistributedDataParallel):
+            wrapped.register_comm_hook(None, rank_order_mean)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         optimizer = trainer.optimizers[0]

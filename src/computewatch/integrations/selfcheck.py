@@ -32,6 +32,7 @@ from computewatch.formats.program import (
     deterministic_cpu,
     load_program,
     read_program_files,
+    wrap_ddp,
 )
 from computewatch.formats.seed import batches, init_generator
 from computewatch.prover.distributed import free_port, init_gloo, split_batch
@@ -87,7 +88,7 @@ def _check_rank(rank: int, world: int, run_dir: str, data_dir: Any) -> dict[str,
         program = loaded.make(pre.hyperparameters, data_dir)
         deterministic_cpu(pre.environment["threads"])
         model = program.build_model(init_generator(pre.seed))
-        wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        wrapped = wrap_ddp(model) if world > 1 else model
         optimizer = program.build_optimizer(wrapped)
         scheduler = program.build_scheduler(optimizer)
         if bad := _same(model, index.load(transcript.store, 0).model):

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import dtype_name
 from computewatch.formats.layout import ShardLayout
+from computewatch.formats.program import wrap_ddp
 
 __all__ = ["STRATEGIES", "free_port", "init_gloo", "shard_model", "split_batch"]
 
@@ -55,7 +56,7 @@ def shard_model(model: torch.nn.Module, strategy: str, world_size: int) -> tuple
     """
     if strategy == "ddp":
         layout = ShardLayout.replicated(list(model.named_parameters()), world_size, "ddp")
-        return torch.nn.parallel.DistributedDataParallel(model), layout
+        return wrap_ddp(model), layout
     if strategy != "fsdp":
         raise FormatError(f"unknown distributed strategy {strategy!r}; choose one of {STRATEGIES}")
     from torch.distributed.fsdp import fully_shard

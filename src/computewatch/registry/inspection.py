@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.dsse import Envelope
@@ -86,7 +87,11 @@ def present(chip_dir: str | os.PathLike[str], nonce: bytes) -> Presented:
     try:
         chip = Chip.open(path)
     except ComputewatchError as exc:
-        raise RegistryError(f"cannot power on the chip in {path!r}: {exc}") from None
+        # A chip that does not power on (e.g. its log no longer parses) is a finding, not an
+        # aborted inspection: the inspector still takes the raw log for the audit.
+        raw = Path(path) / "log" / "chip.log"
+        log = raw.read_bytes() if raw.is_file() else b""
+        return Presented(nonce, None, log, f"the chip does not power on: {exc}")
     evidence, boot_error = None, None
     try:
         try:

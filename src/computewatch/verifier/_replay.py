@@ -25,7 +25,7 @@ from computewatch.crypto.hashing import blake3_bytes, hash_regions, shard_digest
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.checkpoint import restore
 from computewatch.formats.dataset import sample_hash
-from computewatch.formats.program import deterministic_cpu, environment_mismatch, load_program
+from computewatch.formats.program import deterministic_cpu, environment_mismatch, load_program, wrap_ddp
 from computewatch.formats.seed import init_generator
 from computewatch.formats.snapshot_records import load_copy_out
 from computewatch.verifier._run import StagedRun, staged_run
@@ -45,7 +45,7 @@ def split_batch(ids: Sequence[int], rank: int, world: int) -> list[int]:
 def wrap_model(model: torch.nn.Module, strategy: str) -> torch.nn.Module:
     """The layout's parallelism: DDP replicas or FSDP2 `fully_shard` on the root module."""
     if strategy == "ddp":
-        return torch.nn.parallel.DistributedDataParallel(model)
+        return wrap_ddp(model)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -99,7 +99,22 @@ def _replay_rank(rank: int, spec: dict[str, Any], run: StagedRun, port: int | No
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        return _replay_rank_inner(rank, spec, run, world)
+        reference = spec.get("reference_threads")
+        if not reference:
+            return _replay_rank_inner(rank, spec, run, world)
+        # Calibration: the same segment replayed twice, under the reference thread count and
+        # under `threads`; the distance between the two replays is honest reproduction noise
+        # (measured against the Prover's checkpoint instead, a drift built into the transcript
+        # would pass as noise and raise epsilon above itself).
+        deterministic_cpu(int(reference))
+        first = _replay_rank_inner(rank, spec | {"keep_end": True}, run, world)
+        deterministic_cpu(threads)
+        second = _replay_rank_inner(rank, spec | {"keep_end": True}, run, world)
+        if "error" in first or "error" in second:
+            return first if "error" in first else second
+        second["distance_parts"] = _distance_parts(second.pop("end_state"), first.pop("end_state"), first.pop("begin_state"))
+        second.pop("begin_state")
+        return second
     finally:
         if port is not None and dist.is_initialized():
             dist.destroy_process_group()
@@ -167,6 +182,9 @@ def _replay_rank_inner(rank: int, spec: dict[str, Any], run: StagedRun, world: i
         out["flops"] = flops.to_json() if flops is not None else None
         if end is not None:
             out.update(_compare_end(run, rank, int(end), model, optimizer, spec["mode"], begin))
+        if spec.get("keep_end"):
+            out["end_state"] = [t.detach().clone() for t in local_parameters(model)]
+            out["begin_state"] = begin
         out["problems"] = problems[:20]
     return out
 

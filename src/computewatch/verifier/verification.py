@@ -457,16 +457,18 @@ def _judge_compute(runs: dict[str, dict[str, Any]], chips: list[ChipEvidence], f
 
 # ------------------------------------------------------------------------------- tolerance mode
 def _calibrate(cluster: TrustedCluster, runs: dict[str, dict[str, Any]], selections: dict[str, list[Segment]], request: VerifyRequest, keys: tuple[bytes, ...], report: Progress) -> dict[str, Any]:
-    """Epsilon for tolerance mode from honest reproduction noise on one selected segment
-    (replays under different thread counts), with the false-reject and false-accept rates
-    measured against spoofed replays of the same segment (lr +1%, one batch swapped)."""
+    """Epsilon for tolerance mode from honest reproduction noise on one selected segment: the
+    distance between the Verifier's own replays under different thread counts (never a distance
+    to the Prover's checkpoint, which a drift built into the transcript would inflate). The
+    false-reject and false-accept rates are measured against spoofed replays of the same
+    segment (lr +1%, one batch swapped) compared with the recorded checkpoint."""
     target = next(((rid, s) for rid, segs in selections.items() for s in segs if s.end is not None), None)
     if target is None:
         return {"epsilon": 1e-6, "false_reject_rate": None, "false_accept_rate": None, "samples": 0, "note": "no segment to calibrate on"}
     rid, seg = target
     inv = runs[rid]
     base = _segment_spec(inv, seg, [], request, None) | {"mode": "tolerance", "count_flops": False}
-    honest = [Job("segment", base | {"threads": t}, keys) for t in _CALIBRATION_THREADS]
+    honest = [Job("segment", base | {"threads": t, "reference_threads": _CALIBRATION_THREADS[0]}, keys) for t in _CALIBRATION_THREADS[1:]]
     spoofs = [Job("segment", base | {"threads": _CALIBRATION_THREADS[0], "perturb": p}, keys) for p in ({"lr_scale": 1.01}, {"swap_batch": True})]
     results = cluster.run(honest + spoofs, lambda d, t: report("calibrate", d, t))
     h = [r["distance"]["relative"] for r in results[: len(honest)] if "distance" in r]
