@@ -1,4 +1,4 @@
-"""Figures and the showcase used by `computewatch demo`."""
+"""Figures and the one-screen showcase of the analysis."""
 
 from __future__ import annotations
 

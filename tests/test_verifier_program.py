@@ -57,6 +57,21 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     return {"out": out, "data": data, "run_id": run_id}
 
 
+def _verify_in_process(lab: dict, data: Path | None = None, **options) -> dict:
+    """The same pins through the Python API, without the sandbox (the check logic is the same;
+    the sandboxed command line is exercised once above)."""
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier import VerifyRequest, verify
+
+    out = Path(lab["out"])
+    return verify(VerifyRequest(
+        runs=[out], chips=[out / "chips"],
+        chipmaker_roots=[VerifyKey.load(out / "chips" / "chipmaker" / "chipmaker.pub")],
+        prover_keys=[VerifyKey.load(out / "keys" / "prover.pub")],
+        seed=b"lab" * 11, data_dirs={lab["run_id"]: str(data or lab["data"])}, in_process=True, **options,
+    ))
+
+
 def _verify(lab: dict, *extra: str, data: Path | None = None) -> tuple[int, dict]:
     out = Path(lab["out"])
     proc = _cli("verify", str(out), "--chips", str(out / "chips"),
@@ -86,8 +101,8 @@ def test_sample_bytes_that_do_not_hash_to_the_commitment_are_a_data_violation(la
     raw = (Path(lab["data"]) / "records.bin").read_bytes()
     raw = bytes(b ^ 1 if i % 16 == 0 else b for i, b in enumerate(raw))  # every record differs
     (forged / "records.bin").write_bytes(raw)
-    code, doc = _verify(lab, "--segments", "all", data=forged)
-    assert code == 1 and doc["verdict"] == "violation"
+    doc = _verify_in_process(lab, data=forged, segments="all")
+    assert doc["verdict"] == "violation"
     assert any(c["name"] == "data" and c["passed"] is False for c in doc["checks"]), doc["checks"]
 
 
@@ -98,6 +113,6 @@ def test_an_edited_program_file_is_refused_before_it_is_imported(lab: dict, tmp_
     shutil.copytree(lab["out"], copy)
     model = copy / "program" / "model.py"
     model.write_text(model.read_text() + "\nimport socket  # a program that phones home\n")
-    code, doc = _verify({**lab, "out": copy}, "--segments", "0")
-    assert code == 1 and doc["verdict"] == "violation"
+    doc = _verify_in_process({**lab, "out": copy}, segments=0)
+    assert doc["verdict"] == "violation"
     assert any("code digest" in c["detail"] for c in doc["checks"] if c["passed"] is False), doc["checks"]

@@ -17,10 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from typer.core import TyperCommand
-
 from computewatch.cli._common import (
     EXIT_FINDING,
+    Command,
     EXIT_UNUSABLE,
     err,
     fail,
@@ -42,7 +41,7 @@ class _Mode(str, enum.Enum):
     tolerance = "tolerance"
 
 
-class VerifyCommand(TyperCommand):
+class VerifyCommand(Command):
     """Lets `--chips DIR [DIR ...]` take every value up to the next option."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
