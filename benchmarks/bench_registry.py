@@ -36,6 +36,9 @@ from pathlib import Path
 
 import blake3
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _databases import database  # noqa: E402
+
 from computewatch.cli._common import available_cores, progress
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.identity import issue_chip_certificate
@@ -175,22 +178,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-registry-"))
     try:
         for name in dbs:
-            server = None
-            if name == "sqlite":
-                url = f"sqlite:///{scratch / 'registry.db'}"
-            elif args.pg_url:
-                url = args.pg_url
-            else:
-                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-                from _postgres import PostgresServer
-
-                server = PostgresServer(durable=True).start()
-                url = server.create_database("bench")
-            try:
+            with database(name, scratch, args.pg_url, "registry.db") as url:
                 entry = run_db(name, url, path, args.chips, args.workers, args.batch, args.transfers)
-            finally:
-                if server is not None:
-                    server.stop()
             entry["register_vs_verify_only"] = entry["chips_per_s"] / baseline["per_s"]  # type: ignore[operator]
             result[name] = entry
     finally:

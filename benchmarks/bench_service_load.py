@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _databases import database  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -252,22 +255,8 @@ def main() -> None:
         base = check_only(maker_dir, chips)
         result["baseline_check_only"] = base
         for name in dbs:
-            server = None
-            if name == "sqlite":
-                url = f"sqlite:///{scratch / 'register.db'}"
-            elif args.pg_url:
-                url = args.pg_url
-            else:
-                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-                from _postgres import PostgresServer
-
-                server = PostgresServer(durable=True).start()
-                url = server.create_database("bench")
-            try:
+            with database(name, scratch, args.pg_url, "register.db") as url:
                 entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds)
-            finally:
-                if server is not None:
-                    server.stop()
             entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
             result[name] = entry
     finally:
