@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from rich.progress import (
     BarColumn,
@@ -44,7 +43,7 @@ class _Mode(str, enum.Enum):
 class VerifyCommand(Command):
     """Lets `--chips DIR [DIR ...]` take every value up to the next option."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         out_args: list[str] = []
         greedy: str | None = None
         for arg in args:
