@@ -201,3 +201,28 @@ def test_the_precommitted_hyperparameters_are_the_ones_replay_uses(copy: Path) -
     torch.manual_seed(0)  # replay must not depend on the caller's RNG state
     doc = run_verify(copy, segments=0)
     assert doc["verdict"] == "compliant", failed(doc)
+
+
+def test_another_recording_environment_makes_a_non_reproduction_inconclusive_never_compliant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import computewatch.prover.recorder as recorder
+    from computewatch.formats.program import current_environment
+
+    # The run says it was recorded under another torch: exact replay here cannot be bit-identical
+    # by contract, so a segment that does not reproduce is undecided, with the reason.
+    monkeypatch.setattr(recorder, "current_environment", lambda: {**current_environment(), "torch": "2.0.0+cpu"})
+    run = honest_run(tmp_path / "run", secret=SECRET)
+    monkeypatch.undo()
+
+    def nudge(ckpt) -> None:
+        name = next(k for k, v in ckpt.model.items() if v.is_floating_point())
+        ckpt.model[name] = ckpt.model[name] + 1e-3
+
+    edit_checkpoint(run, 0, 16, nudge)  # the last segment holds no snapshot
+    doc = run_verify(run, segments="all")
+    assert doc["verdict"] == "inconclusive", doc["checks"]
+    undecided = [c["detail"] for c in doc["checks"] if c["name"] == "segments" and c["passed"] is None]
+    assert undecided and "torch" in undecided[0] and "exact replay is impossible here" in undecided[0]
+    # Tolerance mode needs no identical environment: the same edit is a violation there.
+    _caught(run_verify(run, segments="all", mode="tolerance"), "segments")
