@@ -205,6 +205,30 @@ def test_signed_writes_refuse_bad_signature_replay_role_and_bodies(world: World)
 
 
 # ---------------------------------------------------------------------- custody
+def test_old_nonces_are_pruned_and_their_requests_stay_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    auth = world.app.state.service.auth
+    post = lambda env: world.client.post("/v1/sessions", content=env.to_json())
+    env = signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)
+    assert post(env).status_code == 200
+    kept = _rows(world, ss.nonces)
+    # Twice the allowed skew later, the nonce is forgotten ...
+    later = datetime.now(timezone.utc) + timedelta(seconds=2 * world.app.state.service.config.max_skew_s + 5)
+    with reg_db.write(auth._engine) as conn:
+        assert auth.prune_nonces(conn, later) == kept > 0
+    assert _rows(world, ss.nonces) == 0
+    # ... and the same envelope replayed then is still refused, by its time alone.
+    monkeypatch.setattr(auth, "_now", lambda: later)
+    r = post(env)
+    assert r.status_code == 401 and "clock" in r.json()["error"]
+    # A recent nonce survives a prune.
+    monkeypatch.undo()
+    assert post(signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)).status_code == 200
+    with reg_db.write(auth._engine) as conn:
+        assert auth.prune_nonces(conn, datetime.now(timezone.utc)) == 0
+
+
 def test_custody_transfer_and_report_through_the_service(world: World) -> None:
     from computewatch.registry import countersign, sign_statement
 

@@ -49,6 +49,9 @@ __all__ = ["SESSION_COOKIE", "Authenticator", "Principal", "SignedWrite"]
 SESSION_COOKIE = "cw_session"
 
 
+_PRUNE_EVERY = 1000  # claims between two prunes of old nonces
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
@@ -77,6 +80,7 @@ class Authenticator:
         self._engine = engine
         self.register_id = register_id
         self._config = config
+        self._claims = 0
 
     # ------------------------------------------------------------------ keys
     def party_key(self, name: str) -> tuple[str, VerifyKey]:
@@ -162,11 +166,22 @@ class Authenticator:
         t = ss.nonces
         if conn.execute(select(t.c.id).where(t.c.party == party, t.c.nonce == nonce)).first() is not None:
             raise ServiceError(403, f"replayed request: nonce {nonce[:16]}... of {party!r} was already used")
+        now = self._now()
         try:
             with conn.begin_nested():
-                conn.execute(insert(t).values(party=party, nonce=nonce, seen_at=format_time()))
+                conn.execute(insert(t).values(party=party, nonce=nonce, seen_at=format_time(now)))
         except IntegrityError:
             raise ServiceError(403, f"replayed request: nonce {nonce[:16]}... of {party!r} was already used") from None
+        self._claims += 1
+        if self._claims % _PRUNE_EVERY == 0:
+            self.prune_nonces(conn, now)
+
+    def prune_nonces(self, conn: Connection, now: datetime) -> int:
+        """Forget nonces seen more than twice the allowed clock skew ago: a request that old is
+        refused by its time alone (its time was within the skew of when its nonce was seen), so
+        the table stays bounded without reopening replays. Writes stay in service_requests."""
+        cutoff = format_time(now - timedelta(seconds=2 * self._config.max_skew_s))
+        return int(conn.execute(delete(ss.nonces).where(ss.nonces.c.seen_at < cutoff)).rowcount or 0)
 
     def claim_alone(self, write: SignedWrite) -> None:
         """Claim the nonce in a transaction of its own (for effects made by the register's own transactions)."""
