@@ -104,7 +104,8 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for c in doc["checks"]:
-        mark = {True: "[green]passed[/green]", False: "[red]FAILED[/red]", None: "[yellow]undecided[/yellow]"}[c["passed"]]
+        status = c.get("status") or {True: "passed", False: "failed", None: "undecided"}[c["passed"]]
+        mark = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]", "undecided": "[yellow]undecided[/yellow]", "not-run": "[dim]not run[/dim]"}[status]
         table.add_row(c["name"], mark, c["detail"])
     out.print(table)
     snaps = doc["snapshots"]
@@ -113,7 +114,7 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
         out.print(f"training compute: {doc['total_flops']:.3e} FLOPs; verification replayed {doc['verification_flops']:.3e} FLOPs")
     sel = doc["selection"]
     out.print(f"segments replayed: {sel['segments_replayed']} of {sel['segments_total']} (seed commitment {sel['seed_commitment']}, seed {sel['seed']})")
-    out.print(f"trusted cluster isolation: {doc['isolation']}")
+    out.print(f"isolation: {doc['isolation']}")
     if html is not None:
         out.print(f"report: {html}")
 
@@ -132,6 +133,7 @@ def verify(
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    unsafe_no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="Run the Prover's program without the bubblewrap sandbox (it can then read this machine's files and reach its network); the verdict's isolation says so.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
 ) -> None:
@@ -141,8 +143,11 @@ def verify(
     from computewatch.verifier import EvidenceError, VerifyRequest
     from computewatch.verifier import verify as run_verify
 
+    # Paths are resolved here, before anything runs elsewhere: relative paths mean this folder.
+    runs = [r.resolve() for r in runs]
+    chips = [c.resolve() for c in chips]
     for r in runs:
-        if not (r / "manifest.dsse.json").is_file():
+        if not os.path.lexists(r / "manifest.dsse.json"):  # a manifest that is not a regular file is the Prover's finding
             fail(f"{r}: not a transcript (no manifest.dsse.json)", as_json=as_json)
     if html is not None and (html.is_dir() or not html.parent.is_dir()):
         fail(f"--html {html}: not a writable file path (is it a folder, or does its folder not exist?)", as_json=as_json)
@@ -170,7 +175,13 @@ def verify(
         run_id, sep, folder = item.partition("=")
         if not sep or not run_id or not Path(folder).is_dir():
             fail(f"--data {item!r}: expected RUN_ID=DIR with an existing folder", as_json=as_json)
-        data_dirs[run_id] = folder
+        data_dirs[run_id] = str(Path(folder).resolve())
+    if not unsafe_no_sandbox:
+        from computewatch.verifier.sandbox import sandbox_problem
+
+        problem = sandbox_problem()
+        if problem is not None:
+            fail(f"cannot sandbox the Prover's program: {problem}; refusing to replay (--unsafe-no-sandbox runs it unconfined)", EXIT_UNUSABLE, as_json=as_json)
     request = VerifyRequest(
         runs=runs,
         chips=chips,
@@ -185,6 +196,7 @@ def verify(
         ray_address=ray_address,
         workers=workers,
         data_dirs=data_dirs,
+        sandbox=not unsafe_no_sandbox,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:

@@ -32,7 +32,7 @@ from computewatch.crypto.signing import VerifyKey
 from computewatch.verifier import _audit, _examine
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.cluster import TrustedCluster
-from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
+from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
 from computewatch.verifier.protocol import CheckOutcome, Status
 from computewatch.verifier.selection import Segment, seed_commitment, select_segments
 
@@ -112,7 +112,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         raise ValueError(f"mode must be exact or tolerance, got {request.mode!r}")
     report = progress or (lambda what, done, total: None)
     checks = _Checks()
-    chips = [read_chip(p, request.chipmaker_roots, request.known_heads) for p in find_chip_dirs(request.chips)]
+    chips = _read_chips(request, checks)
     _check_chip_logs(chips, checks)
     cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process)
     with ExitStack() as stack:
@@ -188,6 +188,19 @@ def _inventory(request: VerifyRequest, checks: _Checks, stack: ExitStack, report
 
 
 # ----------------------------------------------------------------------------------- chip logs
+def _read_chips(request: VerifyRequest, checks: _Checks) -> list[ChipEvidence]:
+    """The inspected chips' evidence. A folder the Verifier named that holds no chip is its own
+    unusable input (EvidenceError); a chip whose certificate is garbled, from a chipmaker the
+    Verifier did not pin, or whose files are unreadable is the chip owner's failing evidence."""
+    chips = []
+    for path in find_chip_dirs(request.chips):
+        try:
+            chips.append(read_chip(path, request.chipmaker_roots, request.known_heads))
+        except EvidenceError as exc:
+            checks.bad("chip-logs", f"{path.name}: the chip's evidence is not usable: {exc}")
+    return chips
+
+
 def _check_chip_logs(chips: list[ChipEvidence], checks: _Checks) -> None:
     if not chips:
         checks.bad("chip-logs", "no inspected chip: a verdict needs chip evidence to start from")
