@@ -133,7 +133,7 @@ def test_a_withheld_transcript(honest: Path) -> None:
         runs=[], chips=[honest / "chips"],
         chipmaker_roots=[VerifyKey.load(honest / "chips" / "chipmaker" / "chipmaker.pub")],
         prover_keys=[VerifyKey.load(honest / "keys" / "prover.pub")],
-        seed=b"s" * 32, in_process=True,
+        seed=b"s" * 32,
     ))
     detail = _caught(doc, "snapshots")
     assert "withheld" in detail or "no transcript" in detail, detail

@@ -27,7 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Registry]:
 
 
 def _verify(run: Path, trust: dict) -> dict:
-    return verify(VerifyRequest(runs=[run], chips=[run / "chips"], seed=b"r" * 32, in_process=True, segments=0,
+    return verify(VerifyRequest(runs=[run], chips=[run / "chips"], seed=b"r" * 32, segments=0,
                                 chipmaker_roots=trust["chipmaker_roots"], prover_keys=trust["prover_keys"],
                                 known_heads=trust["known_heads"]))
 
