@@ -24,7 +24,9 @@ snapshots, init, data, hyperparameters, segments, loss, compute ...);
 log, witness) and ``inspection.refused``; ``chip.verified-boot`` the chip refusing an image;
 ``registry.<flag kind>`` a flag raised when a chip turns up (custody-mismatch, reported-lost,
 no-custody-trail); ``registry.investigation`` an investigation opened by loss reports;
-``sampling.inspection`` / ``sampling.snapshot`` a random draw that hit the cheat.
+``sampling.inspection`` / ``sampling.snapshot`` a random draw that hit the cheat;
+``sandbox.<what>`` (filesystem, network) a hostile program's attempt the Verifier's sandbox
+contained (nothing it tried happened, and the verdict is the one its run deserves).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "hostile")
 
 
 def register(
