@@ -4,7 +4,6 @@ here runs the program in the bubblewrap executor (tests/_runs.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -191,10 +191,10 @@ class _Run:
         job = SamplesJob("samples", self.session.next_job(), ids)
         reply = self.session.request(job, SamplesReply, self.budget.job(len(ids) // 50 + 1))
         if len(reply.lengths) != len(ids) or any(n < 0 for n in reply.lengths):
-            raise ExecutorFailure(FailureReason.MALFORMED_REPLY, "0" * 64)
+            raise self.session.fail(FailureReason.MALFORMED_REPLY)
         data = self.session.output(reply.file)
         if sum(reply.lengths) != len(data):
-            raise ExecutorFailure(FailureReason.MALFORMED_OUTPUT, "0" * 64)
+            raise self.session.fail(FailureReason.MALFORMED_OUTPUT)
         out, at = {}, 0
         for i, n in zip(ids, reply.lengths):
             out[i] = data[at : at + n]
@@ -216,12 +216,12 @@ class _Run:
         reply = self.session.request(job, ReplayReply, timeout)
         n = len(batches)
         if len(reply.losses) != n or len(reply.lr) != n or len(reply.rng) != n or len(reply.files) != self.run.world_size:
-            raise ExecutorFailure(FailureReason.MALFORMED_REPLY, "0" * 64)
+            raise self.session.fail(FailureReason.MALFORMED_REPLY)
         labels = sorted(keep) + ([-1] if final else [])
         states = []
         for files in reply.files:
             if len(files) != len(labels):
-                raise ExecutorFailure(FailureReason.MALFORMED_REPLY, "0" * 64)
+                raise self.session.fail(FailureReason.MALFORMED_REPLY)
             states.append({label: self.session.tensors(f) for label, f in zip(labels, files)})
         return reply, states
 
@@ -233,7 +233,7 @@ class _Run:
         reply = self.session.request(LossesJob("losses", job_id, files, f"job-{job_id}/samples.bin", order, lengths), LossesReply,
                                      self.budget.job(len(weights) * len(order) // 20 + 1))
         if len(reply.losses) != len(weights) or any(len(row) != len(order) for row in reply.losses):
-            raise ExecutorFailure(FailureReason.MALFORMED_REPLY, "0" * 64)
+            raise self.session.fail(FailureReason.MALFORMED_REPLY)
         index = {i: k for k, i in enumerate(order)}
         return [[row[index[i]] for i in ids] for row in reply.losses]
 
@@ -298,12 +298,12 @@ def examine(plan: RunPlan) -> RunResult:
         stage = "program"
         _program_checks(conv, res, steps, hashes, batch_size, pending)
         stage = "samples"
-        samples = _data_checks(conv, res, steps, hashes, pending)
+        samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
         _replays(conv, res, steps, samples)
         pending.remove("segments")
         stage = "losses"
-        _loss_checks(conv, res, steps, hashes, samples)
+        _loss_checks(conv, res, samples, *needs)
     except ExecutorFailure as failure:
         label = {"start": "starting the program", "program": "building W0 and the schedule", "samples": "rebuilding samples",
                  "replay": "replaying a segment", "losses": "evaluating losses"}[stage]
@@ -345,7 +345,7 @@ def _needed_ids(plan: RunPlan, steps: list[Any], hashes: list[bytes]) -> tuple[l
     return replay_ids, spot, memo, subset, bench
 
 
-def _data_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], pending: list[str]) -> dict[int, bytes]:
+def _data_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], pending: list[str]) -> tuple[dict[int, bytes], tuple[Any, ...]]:
     plan, run, rid = conv.plan, conv.run, conv.run.precommitment.run_id
     replay_ids, spot, memo, subset, bench = _needed_ids(plan, steps, hashes)
     every = sorted({i for i in [*replay_ids, *spot, *subset, *(i for m in memo for i in m[2] + m[3]), *(i for v in bench.values() for i in v)]
@@ -357,9 +357,7 @@ def _data_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[byte
     else:
         res.add("data", Status.PASSED, f"run {rid}: {len(samples)} samples rebuilt by the program hash to the commitment; {len(spot)} proven against the dataset root")
     pending.remove("data")
-    conv.plan.inv["_policy_ids"] = (subset, bench)
-    conv.plan.inv["_memo_ids"] = memo
-    return samples
+    return samples, (memo, subset, bench)
 
 
 def _stop(seg: Segment) -> int:
@@ -465,10 +463,8 @@ def _judge_segment(conv: _Run, res: RunResult, seg: Segment, label: str, steps: 
     res.segments.append((seg, doc))
 
 
-def _loss_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], samples: dict[int, bytes]) -> None:
-    plan, run = conv.plan, conv.run
-    memo = plan.inv.pop("_memo_ids", [])
-    subset, bench = plan.inv.pop("_policy_ids", ([], {}))
+def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: list[Any], subset: list[int], bench: dict[str, list[int]]) -> None:
+    run = conv.run
     rows = []
     for a, b, t_ids, h_ids in memo:
         ids = t_ids + h_ids

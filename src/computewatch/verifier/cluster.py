@@ -66,16 +66,16 @@ class ExecutorFailure(ComputewatchError):
 _LIMIT_SIGNALS = {signal.SIGXCPU, signal.SIGXFSZ}
 
 
-def read_regular(path: Path, max_bytes: int) -> bytes:
+def read_regular(path: Path, max_bytes: int, *, dir_fd: int | None = None) -> bytes:
     """A regular file's bytes, refusing links, FIFOs, devices and files over `max_bytes`
     (OSError otherwise): the judge reading a folder the Prover or its program controls."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+            raise OSError(f"{Path(path).name} is not a regular file")
         if info.st_size > max_bytes:
-            raise OSError(f"{path.name} is larger than {max_bytes} bytes")
+            raise OSError(f"{Path(path).name} is larger than {max_bytes} bytes")
         chunks, left = [], info.st_size
         while left > 0:
             chunk = os.read(fd, min(left, 1 << 24))
@@ -84,6 +84,23 @@ def read_regular(path: Path, max_bytes: int) -> bytes:
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_below(root: Path, rel: str, max_bytes: int) -> bytes:
+    """`root/rel` opened one component at a time without following any link (the executor may
+    still be running and could swap a folder for a link between a check and an open)."""
+    parts = rel.split("/")
+    if not rel or any(p in ("", ".", "..") for p in parts):
+        raise OSError("not a plain relative path")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return read_regular(Path(parts[-1]), max_bytes, dir_fd=fd)
     finally:
         os.close(fd)
 
@@ -140,6 +157,8 @@ class ExecutorSession:
                     argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(write,),
                     env=env, cwd=self.scratch, preexec_fn=preexec(self.limits, uid), start_new_session=True,
                 )
+            except OSError as exc:
+                raise ClusterError(f"cannot start the executor: {exc.strerror}") from None
             finally:
                 os.close(write)
         self._reply_fd = read
@@ -150,7 +169,7 @@ class ExecutorSession:
         self._send(job)
         got = self._receive(reply, timeout)
         if getattr(got, "job", None) != getattr(job, "job", None):
-            raise self._fail(FailureReason.MALFORMED_REPLY)
+            raise self.fail(FailureReason.MALFORMED_REPLY)
         return got
 
     def next_job(self) -> int:
@@ -158,22 +177,12 @@ class ExecutorSession:
         return self._jobs
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        self.close_process()
+        if self.proc is not None and self.proc.stdin is not None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.stdin.close()
             except OSError:
                 pass
-            self.proc.kill()
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.proc.stdin is not None:
-                try:
-                    self.proc.stdin.close()
-                except OSError:
-                    pass
         if self._reply_fd is not None:
             os.close(self._reply_fd)
             self._reply_fd = None
@@ -189,18 +198,10 @@ class ExecutorSession:
     # ----------------------------------------------------------------------- outputs
     def output(self, rel: str) -> bytes:
         """A file the executor wrote into its scratch folder (regular, size-limited)."""
-        parts = rel.split("/")
-        if not rel or any(p in ("", ".", "..") for p in parts):
-            raise self._fail(FailureReason.MALFORMED_OUTPUT)
         try:
-            folder = self.scratch
-            for part in parts[:-1]:
-                folder = folder / part
-                if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                    raise OSError("not a folder")
-            return read_regular(folder / parts[-1], self.max_output)
+            return _read_below(self.scratch, rel, self.max_output)
         except OSError:
-            raise self._fail(FailureReason.MALFORMED_OUTPUT) from None
+            raise self.fail(FailureReason.MALFORMED_OUTPUT) from None
 
     def tensors(self, rel: str) -> dict[str, Any]:
         from safetensors.torch import load
@@ -209,7 +210,7 @@ class ExecutorSession:
         try:
             return dict(load(data))
         except Exception:  # the library raises its own errors on a malformed buffer
-            raise self._fail(FailureReason.MALFORMED_OUTPUT) from None
+            raise self.fail(FailureReason.MALFORMED_OUTPUT) from None
 
     # ----------------------------------------------------------------------- internals
     def _evidence(self) -> str:
@@ -221,7 +222,8 @@ class ExecutorSession:
         except OSError:
             return blake3_bytes(b"").hex()
 
-    def _fail(self, reason: FailureReason, limit: float | None = None) -> ExecutorFailure:
+    def fail(self, reason: FailureReason, limit: float | None = None) -> ExecutorFailure:
+        """Stop the executor; the failure to raise, with the digest of what it wrote to stderr."""
         self.close_process()
         return ExecutorFailure(reason, self._evidence(), limit)
 
@@ -246,10 +248,13 @@ class ExecutorSession:
             raise self._ended() from None
 
     def _ended(self) -> ExecutorFailure:
-        code = self.proc.wait(timeout=30) if self.proc is not None else None
+        try:
+            code = self.proc.wait(timeout=10) if self.proc is not None else None
+        except subprocess.TimeoutExpired:  # it closed the channel and kept running
+            code = None
         sig = -code if code is not None and code < 0 else (code - 128 if code is not None and code > 128 else None)
         limited = sig is not None and sig in {int(s) for s in _LIMIT_SIGNALS}
-        return self._fail(FailureReason.RESOURCE_LIMIT if limited else FailureReason.CRASHED)
+        return self.fail(FailureReason.RESOURCE_LIMIT if limited else FailureReason.CRASHED)
 
     def _receive(self, kind: type[T], timeout: float) -> T:
         assert self._reply_fd is not None
@@ -257,7 +262,7 @@ class ExecutorSession:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._fail(FailureReason.TIMED_OUT, timeout)
+                raise self.fail(FailureReason.TIMED_OUT, timeout)
             ready, _, _ = select.select([self._reply_fd], [], [], min(left, 1.0))
             if not ready:
                 continue
@@ -266,12 +271,12 @@ class ExecutorSession:
                 raise self._ended()
             self._buffer += chunk
             if len(self._buffer) > protocol.MAX_MESSAGE:
-                raise self._fail(FailureReason.MALFORMED_REPLY)
+                raise self.fail(FailureReason.MALFORMED_REPLY)
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             return protocol.decode(line, kind)
         except protocol.ProtocolError:
-            raise self._fail(FailureReason.MALFORMED_REPLY) from None
+            raise self.fail(FailureReason.MALFORMED_REPLY) from None
 
 
 class TrustedCluster:

@@ -233,7 +233,6 @@ def _rank_main(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from computewatch.formats.program import deterministic_cpu, load_program, read_program_files
-    from computewatch.formats.seed import init_generator  # noqa: F401  (loaded before the program)
     from computewatch.verifier._replay import replay_rank
     from computewatch.verifier.flops import count_flops
     from computewatch.verifier.protocol import Hello, ReplayJob, decode

@@ -18,7 +18,6 @@ Order of work (paper §3, §5.1-5.2, Appendix D):
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
