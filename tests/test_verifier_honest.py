@@ -95,3 +95,20 @@ def test_flops_follow_two_per_multiply_accumulate_and_name_unknown_ops() -> None
     assert count.matmul == 2 * 8 * 16 * 4 and count.complete
     _, count = count_flops(lambda: torch.linalg.det(torch.randn(3, 3)))
     assert not count.complete and count.unknown  # never silently zero
+
+
+def test_replay_steps_returns_the_states_a_spot_check_compares(single: Path) -> None:
+    # The executor API another check (a spot check of a few steps) builds on: from checkpoint 4,
+    # four steps, the parameters after step 6 and the full state after step 8.
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier import replay_steps
+    from computewatch.verifier._compare import states_equal
+    from computewatch.verifier._run import staged_run
+
+    with staged_run(str(single), [VerifyKey.load(single / "keys" / "prover.pub")], checkpoints="all") as run:
+        states = replay_steps(run, 4, 4, [6])
+        end = run.checkpoint(8, 0)
+    assert sorted(states[0]) == [-1, 6]
+    model = {k[len("model/"):]: v for k, v in states[0][-1].items() if k.startswith("model/")}
+    assert states_equal(model, end.model)
+    assert not states_equal(states[0][6], {k: end.model[k] for k in states[0][6]})  # step 6 is not step 8

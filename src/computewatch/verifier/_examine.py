@@ -43,7 +43,7 @@ from computewatch.verifier.protocol import (
 from computewatch.verifier.sandbox import Limits
 from computewatch.verifier.selection import Segment
 
-__all__ = ["Finding", "RunPlan", "RunResult", "calibrate", "examine", "judge_estimate"]
+__all__ = ["Finding", "RunPlan", "RunResult", "calibrate", "examine", "judge_estimate", "replay_steps"]
 
 _EST_FACTOR = 6  # FLOPs per parameter per sample: forward 2, backward 4 (1 FMA = 2 FLOP)
 _FAR_BELOW = 0.5  # an executor count below this share of the judge's estimate is a finding
@@ -533,3 +533,33 @@ def calibrate(plan: RunPlan, seg: Segment, thread_counts: tuple[int, ...]) -> di
         "spoof_relative": spoof,
         "segment": {"run_id": run.precommitment.run_id, "from": seg.start, "to": seg.end},
     }
+
+
+# ------------------------------------------------------------------------------ spot replays
+def replay_steps(run: StagedRun, start: int, count: int, keep: list[int], *, sandbox: bool = True, data_dir: str | None = None,
+                 time_scale: float = 1.0) -> list[dict[int, dict[str, torch.Tensor]]]:
+    """From the checkpoint at `start`, replay `count` recorded steps of a staged run in a fresh
+    sandboxed executor and return, per rank, the parameters after every step in `keep` (by
+    step) and the full state after the last step (key -1). The caller (a spot check) compares;
+    the committed samples are checked against the commitment first (ExecutorFailure or
+    ComputewatchError when the executor or the evidence fails)."""
+    steps = run.steps()
+    if not 0 <= start < start + count <= len(steps):
+        raise ValueError(f"steps {start}..{start + count} are not in the run's {len(steps)} recorded steps")
+    problem = _program_problem(run)
+    if problem is not None:
+        raise ComputewatchError(problem)
+    plan = RunPlan(run=run, inv={}, segments=[], expectations=[], mode="exact", threads=None, seed_hex="00", data_dir=data_dir,
+                   policy_text=None, epsilon=None, sandbox=sandbox, time_scale=time_scale)
+    threads = int(run.precommitment.environment.get("threads") or 1)
+    budget = _Budget.of(run, steps, threads, time_scale)
+    batches = [list(steps[t].sample_ids) for t in range(start, start + count)]
+    hashes = run.sample_hashes()
+    with _session(plan, budget) as session:
+        conv = _Run(plan, session, budget, threads)
+        conv.start()
+        samples = conv.samples(sorted({i for b in batches for i in b}))
+        bad = _audit.check_samples(run, hashes, samples, [])
+        if bad:
+            raise ComputewatchError(f"sample {bad[0]} as the program rebuilds it is not the committed sample")
+        return conv.replay(start, batches, samples, keep, True)[1]

@@ -21,7 +21,9 @@ API (one JSON line per message on stdin, one reply line on the pipe `--reply-fd`
   LossesJob(weights, ids)      -> LossesReply: per-sample losses of the full model
 
 A caller that needs one step replayed (a spot check) sends a ReplayJob with one batch and
-`keep=[start + 1]`. Everything in a reply is a claim the judge checks; the program may print
+`keep=[start + 1]`; `computewatch.verifier.replay_steps(staged_run, start, count, keep)` does
+exactly that from the judge's side (a fresh sandboxed executor, committed samples checked first)
+and returns the tensors for the caller to compare. Everything in a reply is a claim the judge checks; the program may print
 anything to stdout or stderr, which nobody reads.
 
 A run of W > 1 ranks gets W rank processes (this module with `--rank`), started inside the same
