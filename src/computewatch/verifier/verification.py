@@ -171,6 +171,7 @@ def _inventory(request: VerifyRequest, checks: _Checks, stack: ExitStack, report
         try:
             run = stack.enter_context(staged_run(run_dir, request.prover_keys, checkpoints="all", snapshot_objects=False))
             inv = _audit.inventory(run)
+            run.stager = None  # from here on only the judge's private copy is read
         except ComputewatchError as exc:
             checks.bad("precommitment", f"{run_dir}: the transcript is not authentic or not readable: {exc}")
             continue
