@@ -59,6 +59,26 @@ def measure(steps: int, rounds: int, nproc: int) -> dict[str, Any]:
     }
 
 
+def bwrap_start(repeats: int = 20) -> dict[str, float]:
+    """bubblewrap's own start-up: `true` with the executor's namespaces and binds, against `true`."""
+    import os
+    import subprocess
+
+    from computewatch.verifier.sandbox import _base_args, find_bwrap
+
+    bwrap = find_bwrap()
+    if bwrap is None:
+        return {}
+    wrapped = [*_base_args(bwrap, as_root=os.geteuid() == 0), "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "/usr/bin/true"]
+    out: dict[str, list[float]] = {"bare": [], "bwrap": []}
+    for _ in range(repeats):
+        for kind, cmd in (("bare", ["/usr/bin/true"]), ("bwrap", wrapped)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            out[kind].append(time.perf_counter() - t0)
+    return {f"{k}_ms": 1000 * statistics.median(v) for k, v in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=64)
@@ -66,6 +86,7 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=1)
     args = parser.parse_args()
     result = measure(args.steps, args.rounds, args.nproc)
+    result["process_start"] = bwrap_start()
     text = json.dumps(result, indent=2)
     print(text)
     out = ROOT / "benchmarks" / "results"
