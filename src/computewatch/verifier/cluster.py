@@ -162,12 +162,14 @@ class ExecutorSession:
             finally:
                 os.close(write)
         self._reply_fd = read
-        self._send(hello)
-        return self._receive(protocol.Ready, timeout)
+        start = time.monotonic()
+        self._send(hello, timeout)
+        return self._receive(protocol.Ready, timeout - (time.monotonic() - start))
 
     def request(self, job: Any, reply: type[T], timeout: float) -> T:
-        self._send(job)
-        got = self._receive(reply, timeout)
+        start = time.monotonic()
+        self._send(job, timeout)
+        got = self._receive(reply, timeout - (time.monotonic() - start))
         if getattr(got, "job", None) != getattr(job, "job", None):
             raise self.fail(FailureReason.MALFORMED_REPLY)
         return got
@@ -238,14 +240,28 @@ class ExecutorSession:
             except subprocess.TimeoutExpired:
                 pass
 
-    def _send(self, message: Any) -> None:
+    def _send(self, message: Any, timeout: float) -> None:
+        """Write a job line without ever blocking past `timeout` (a program that stops reading
+        its stdin must not hang the judge)."""
         if self.proc is None or self.proc.stdin is None or self.proc.poll() is not None:
             raise self._ended()
-        try:
-            self.proc.stdin.write(protocol.encode(message))
-            self.proc.stdin.flush()
-        except OSError:
-            raise self._ended() from None
+        data = memoryview(protocol.encode(message))
+        fd = self.proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        deadline = time.monotonic() + timeout
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self.fail(FailureReason.TIMED_OUT, timeout)
+            _, ready, _ = select.select([], [fd], [], min(left, 1.0))
+            if not ready:
+                continue
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise self._ended() from None
 
     def _ended(self) -> ExecutorFailure:
         try:
