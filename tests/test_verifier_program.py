@@ -108,6 +108,6 @@ def test_an_edited_program_file_is_refused_before_it_is_imported(lab: dict, tmp_
     shutil.copytree(lab["out"], copy)
     model = copy / "program" / "model.py"
     model.write_text(model.read_text() + "\nimport socket  # a program that phones home\n")
-    doc = _verify_in_process({**lab, "out": copy}, segments=0)
-    assert doc["verdict"] == "violation"
+    doc = _verify_in_process({**lab, "out": copy}, segments=0, sandbox=False)  # the judge refuses it: nothing runs
+    assert doc["verdict"] == "violation" and doc["isolation"].startswith("NO sandbox")
     assert any("code digest" in c["detail"] for c in doc["checks"] if c["passed"] is False), doc["checks"]

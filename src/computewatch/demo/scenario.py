@@ -230,7 +230,7 @@ def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | 
             name=owner,
             verdict=verdict["verdict"],
             violations=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c["passed"] is False],
-            undecided=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c["passed"] is None],
+            undecided=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c.get("status", "undecided") == "undecided" and c["passed"] is None],
             snapshots_logged=int(verdict["snapshots"]["logged"]),
             snapshots_explained=int(verdict["snapshots"]["explained"]),
             total_flops=verdict["total_flops"],
