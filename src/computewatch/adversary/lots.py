@@ -16,7 +16,7 @@ from computewatch.adversary.suite import Context, Trial, get_attack, register, r
 __all__: list[str] = []
 
 _CHECK = "registry.lot-refused"
-_FAMILY = "registry"
+_FAMILY = "lots"
 _REF = "§6 (supply chain), docs/registry.md 'Lots'"
 
 
