@@ -11,6 +11,7 @@ which inspections verify as before (docs/registry.md, "Lots").
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -90,7 +91,8 @@ def check_lot_chunk(certs: Sequence[bytes], ctx: _Context, offset: int) -> _Chec
         if problem:
             return _Checked(rows, leaves, (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        digest = sha(head + canonical_json(c.serial) + tail).hexdigest()
+        # A string's canonical JSON is what json.dumps writes with ensure_ascii off.
+        digest = sha(head + json.dumps(c.serial, ensure_ascii=False).encode("utf-8") + tail).hexdigest()
         rows.append((c.serial, c.model, c.peak_flops, c.device_key, digest))
     return _Checked(rows, leaves)
 
