@@ -210,3 +210,36 @@ def test_chipmaker_lot_and_command_line(tmp_path) -> None:
                             *fresh, "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["chips"] == 3
+
+
+def test_certificate_claims_fast_path_reads_what_the_general_reader_reads() -> None:
+    import base64
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
+    from computewatch.formats import lot as L
+
+    def envelope(payload: dict, keys=(MAKER,)) -> bytes:
+        return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(payload), list(keys)).to_json()
+
+    good = _certs(1)[0]
+    stmt = json.loads(base64.b64decode(json.loads(good)["payload"]))
+    variants = [good, envelope(stmt, (MAKER, OTHER)), good.replace(b'","payloadType"', b'", "payloadType"')]
+    for model in ("é-gpu", 'quote"d', "tab\there", "x" * 300, ""):
+        variants.append(envelope(dict(stmt, predicate=dict(stmt["predicate"], model=model))))
+    bad = [
+        envelope(dict(stmt, subject=[{"digest": {"sha256": "00" * 32}, "name": stmt["subject"][0]["name"]}])),
+        envelope(dict(stmt, subject=[{"digest": stmt["subject"][0]["digest"], "name": "chip/OTHER"}])),
+        envelope(dict(stmt, predicate=dict(stmt["predicate"], peak_flops="01"))),
+        envelope(dict(stmt, predicateType="urn:computewatch:firmware:v1")),
+        good[:-2], b"[]", b"\xff",
+    ]
+    fast_hits = 0
+    for data in variants:
+        fast_hits += L._claims_fast(data) is not None
+        assert L.certificate_claims(data) == L._claims_general(data)
+    assert fast_hits >= 3  # the plain shapes take the fast path; the rest fall back and agree
+    for data in bad:
+        assert L._claims_fast(data) is None
+        with pytest.raises(Exception):
+            L.certificate_claims(data)

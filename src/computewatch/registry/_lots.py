@@ -136,7 +136,10 @@ class LotMixin(RegistryBase):
                     "one lot (the register keeps the first)"
                 )
             if whole:
-                raise RegistryError(f"lot {lot.lot!r} of {maker.name!r} is already registered")
+                raise RegistryError(
+                    f"lot {lot.lot!r} of {maker.name!r} is already registered (whole, or chip by chip): its "
+                    "remaining chips go in one at a time with their inclusion proofs"
+                )
             return
         conn.execute(insert(t).values(chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(),
                                       manifest=lot.envelope.to_json(), registered_at=self.now()))
