@@ -186,7 +186,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "hostile")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "hostile", "lots")
 
 
 def register(

@@ -160,6 +160,35 @@ def produce(
     _done(doc, as_json, f"lot {escape(lot)}: {len(doc['wafers'])} wafers, {doc['dies']} dies, held by {escape(fab)}")
 
 
+@app.command("register-lot", cls=Command)
+def register_lot(
+    manifest: Annotated[Path, typer.Argument(help="The chipmaker's signed lot manifest (lot-LOT.dsse.json).")],
+    chip_dirs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Chip state directories of the lot, each with its lot-proof.json (or give --certificates).")] = None,
+    certificates: Annotated[Optional[Path], typer.Option(
+        help="The whole lot: every certificate in lot order, one per line (lot-LOT-certificates.jsonl).")] = None,
+    fab: Annotated[Optional[str], typer.Option(help="The fab that made the chips.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes reading certificates (default: one per core).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register chips by signed lot: one chipmaker signature per lot, one Merkle inclusion check per chip."""
+    if (certificates is None) == (not chip_dirs):
+        fail("give the whole lot with --certificates FILE, or chip directories with their lot-proof.json (not both)",
+             as_json=as_json)
+
+    def run(reg: Registry) -> dict[str, Any]:
+        data = manifest.read_bytes()
+        if certificates is not None:
+            with certificates.open("rb") as fh:
+                return reg.register_lot(data, (line.rstrip(b"\n") for line in fh), fab=fab, workers=workers)
+        chips = [reg.register_lot_chip_dir(data, d, fab=fab)["serial"] for d in chip_dirs or []]
+        return {"chips": len(chips), "serials": chips}
+
+    doc = with_registry(db, as_json, run)
+    _done(doc, as_json, f"{doc['chips']} chip(s) registered by lot")
+
+
 @app.command("register-chip", cls=Command)
 def register_chip(
     chip_dir: Annotated[Path, typer.Argument(help="The chip's state directory (its certificate.json is read).")],

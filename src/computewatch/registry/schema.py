@@ -34,6 +34,7 @@ __all__ = [
     "ITEM_KINDS",
     "ITEM_STATUSES",
     "ROLES",
+    "chip_lots",
     "custody",
     "declared_runs",
     "exemptions",
@@ -119,6 +120,20 @@ lots = Table(
     Column("wafers", Integer, nullable=False),
     Column("dies_per_wafer", Integer, nullable=False),
     Column("produced_at", String(_TIME), nullable=False),
+)
+
+# Lot certificates a chipmaker signed (docs/registry.md, "Lots"): one per (chipmaker, lot id).
+chip_lots = Table(
+    "chip_lots",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("chipmaker_id", _ID, ForeignKey("parties.id"), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("root", String(_HEX32), nullable=False),
+    Column("manifest", LargeBinary, nullable=False),  # the DSSE envelope as received
+    Column("registered_at", String(_TIME), nullable=False),
+    UniqueConstraint("chipmaker_id", "label"),
 )
 
 items = Table(
