@@ -23,7 +23,9 @@ snapshots, init, data, hyperparameters, segments, loss, compute ...);
 ``inspection.<name>`` a problem of a registry inspection (boot, attestation, identity, tamper,
 log, witness) and ``inspection.refused``; ``chip.verified-boot`` the chip refusing an image;
 ``registry.<flag kind>`` a flag raised when a chip turns up (custody-mismatch, reported-lost,
-no-custody-trail); ``registry.investigation`` an investigation opened by loss reports;
+no-custody-trail); ``registry.investigation`` an investigation opened by loss reports; ``location.<check>`` a problem
+of a location check (`Registry.locate`: radius, disc, replay, chip-signature, landmark, ...);
+``chip.root-of-trust`` the root of trust refusing to lower its counter;
 ``sampling.inspection`` / ``sampling.snapshot`` a random draw that hit the cheat.
 """
 
@@ -184,7 +186,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "location")
 
 
 def register(

@@ -388,6 +388,31 @@ class Chip:
             self._settle()
             return entry
 
+    @property
+    def certificate_device_key(self) -> bytes:
+        """The raw public device key (as the chip certificate names it)."""
+        return self._ident.device_key.public_key.raw
+
+    def answer_location(self, landmark: str, nonce: bytes) -> bytes:
+        """Sign a landmark's location nonce with the device key (formats.location.answer_input)."""
+        from computewatch.formats.location import answer_input
+
+        with self._lock:
+            self._require_boot()
+            return self._ident.device_key.sign(answer_input(landmark, self.serial, bytes(nonce)))
+
+    def log_location(self, record: Envelope) -> LogEntry:
+        """Log a landmark's signed record of this chip's round trips (its digest and shortest RTT)."""
+        from computewatch.formats.location import read_record
+
+        rec = read_record(record)
+        if rec.serial != self.serial:
+            raise ChipError(f"the landmark record is for chip {rec.serial}, not {self.serial}")
+        with self._lock:
+            entry = self._append("location", {"landmark": rec.landmark, "rtt_ns": str(rec.rtt_ns), "record_sha256": rec.digest})
+            self._settle()
+            return entry
+
     def trip_tamper(self, reason: str) -> None:
         """The tamper sensor fired: the flag is sticky and is read at inspection."""
         with self._lock:
