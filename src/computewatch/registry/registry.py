@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from computewatch.registry._custody_ops import CustodyMixin
+from computewatch.registry._exposure import ExposureMixin
 from computewatch.registry._location import LocationMixin
 from computewatch.registry._plans import PlanMixin
 from computewatch.registry._supply import SupplyMixin
@@ -11,7 +12,7 @@ from computewatch.registry._witness import WitnessMixin
 __all__ = ["Registry"]
 
 
-class Registry(SupplyMixin, CustodyMixin, WitnessMixin, PlanMixin, LocationMixin):
+class Registry(SupplyMixin, CustodyMixin, WitnessMixin, PlanMixin, LocationMixin, ExposureMixin):
     """The register over one database (SQLite file or PostgreSQL); `Registry.open(url)`.
 
     Parties and production (`add_chipmaker`, `add_owner`, `add_fab`, `produce`,
