@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from computewatch.adversary.location import HOME, LANDMARK_SITE, DelayingRelay, relay_delay_s
@@ -30,7 +32,7 @@ def _run(*args: object):
 
 @pytest.fixture(scope="module")
 def landmark() -> Iterator[LandmarkServer]:
-    with LandmarkServer(KEY, rounds=3) as server:
+    with LandmarkServer(KEY, rounds=5) as server:
         yield server
 
 
@@ -60,16 +62,21 @@ def test_a_chip_at_home_is_inside_and_its_evidence_is_stored_and_logged(home, la
     evidence = tmp_path / "evidence.json"
     r = _run("chip", "locate", chip, "--landmark", landmark.url, "--out", evidence)
     assert r.exit_code == 0, r.output
-    r = _run("registry", "locate", serial, "--evidence", evidence, "--radius-km", 50, "--db", db, "--json")
+    # A generous radius: on a loaded test machine a thread switch can add milliseconds.
+    r = _run("registry", "locate", serial, "--evidence", evidence, "--radius-km", 1000, "--db", db, "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["inside"] is True and doc["finding"] is None and doc["facility"] == "home"
     ams = doc["bounds_km"]["ams"]
-    assert 0 < ams["fibre"] < ams["vacuum"] < 50 and ams["facility_km"] < 0.2
+    assert 0 < ams["fibre"] < ams["vacuum"] <= doc["radius_km"] == 1000 and ams["facility_km"] < 0.2
     assert doc["speed_km_per_ms"] == {"fibre": 100.0, "vacuum": pytest.approx(149.896, abs=1e-3)}
     assert doc["proven_within_km"]["vacuum"] == pytest.approx(ams["vacuum"] + ams["facility_km"], abs=1e-2)
     stored = world.reg.locations(serial)
     assert [(s["inside"], s["id"]) for s in stored] == [(True, doc["id"])]
+    for sql in ("UPDATE locations SET outcome = 'finding'", "DELETE FROM location_nonces"):
+        with pytest.raises(DBAPIError, match="append-only"):  # a used nonce can never be freed again
+            with world.reg.engine.begin() as conn:
+                conn.execute(text(sql))
     # The chip's log holds the landmark's record, by digest, and still audits clean.
     lines, _ = split_log((chip / "log" / "chip.log").read_bytes())
     logged = [json.loads(x) for x in lines if json.loads(x)["kind"] == "location"]

@@ -107,7 +107,7 @@ def _world(ctx: Context) -> LocationWorld:
         key = party_key("landmark ams")
         chips.reg.add_landmark("ams", key.public_key, *LANDMARK_SITE)
         chips.reg.set_facility_site("acme", "home", *HOME)
-        return LocationWorld(chips, LandmarkServer(key, rounds=3).start())
+        return LocationWorld(chips, LandmarkServer(key, rounds=5).start())
 
     return ctx.shared("world:location", make)  # type: ignore[no-any-return]
 

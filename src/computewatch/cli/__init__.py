@@ -25,6 +25,7 @@ from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
 from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
 from computewatch.cli import chip as _chip  # noqa: E402
 from computewatch.cli import demo as _demo  # noqa: E402
+from computewatch.cli import exposure as _exposure  # noqa: E402,F401
 from computewatch.cli import inspect as _inspect  # noqa: E402
 from computewatch.cli import location as _location  # noqa: E402
 from computewatch.cli import registry as _registry  # noqa: E402

@@ -1,6 +1,5 @@
 """Location by signed round trips: `computewatch landmark serve`, `computewatch chip locate`,
-`computewatch registry add-landmark | site | locate` (docs/registry.md, "Location"), and the
-covert-capacity bound `computewatch registry exposure` ("Exposure").
+`computewatch registry add-landmark | site | locate` (docs/registry.md, "Location").
 
 Exit status: `registry locate` exits 0 when the chip is shown inside its declared facility's
 radius, 1 on a finding, 2 on unusable input; the others 0 when done, 2 on unusable input.
@@ -118,27 +117,3 @@ def locate(
         raise typer.Exit(EXIT_FINDING)
 
 
-
-@_registry.app.command("exposure", cls=Command)
-def exposure(
-    period: Annotated[Optional[str], typer.Option("--period", help="A committed plan's period (its rate, length and "
-                                                  "window); default: every inspection, Table 1's f and T_m.")] = None,
-    p: Annotated[float, typer.Option("--p", help="Strictly between 0 and 1. "
-                                     "Confidence: runs above the bound were caught with at least this probability.")] = 0.9,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The largest undeclared run the register's actual inspections do not rule out, per owner and overall."""
-    from rich.table import Table
-
-    doc = with_registry(db, as_json, lambda reg: reg.exposure(period, p=p))
-    if as_json:
-        print_json(doc)
-        return
-    table = Table(title=f"exposure at p = {p:g}" + (f", period {escape(period)}" if period else ""))
-    for col in ("owner", "chips", "inspected", "unaccounted", "unexplained snapshots", "max hidden FLOPs"):
-        table.add_column(col, justify="left" if col == "owner" else "right")
-    for name, e in [*((o["name"], o) for o in doc["owners"]), ("(all, pooled)", doc["overall"])]:
-        table.add_row(escape(name), str(e["chips"]), str(e["inspected"]), str(e["unaccounted"]),
-                      str(e["unexplained_snapshots"]), f"{e['max_hidden_flops']:.3g}")
-    out.print(table)
