@@ -139,3 +139,16 @@ def test_v2_evidence_without_a_counter_stays_readable() -> None:
     assert claims.raw.get("root_of_trust") is None and claims.rot_counter is None and claims.serial == VECTOR_INPUTS["serial"]
     new = verify_attestation((VECTORS / "chip" / "evidence.json").read_bytes(), nonce, root)
     assert new.rot_counter is not None and new.rot_counter > 0
+
+
+def test_a_twin_running_beside_the_chip_is_damage_in_the_running_chip(tmp_path: Path) -> None:
+    chip = booted_chip(tmp_path)  # running
+    state = Path(chip.state_dir)
+    twin = tmp_path / "twin"
+    shutil.copytree(state, twin)  # copied while the chip runs: the twin's state is in step at first
+    _session(twin, 3)  # the covert run, while the original keeps running
+    run_steps(chip, 1, 3600.0)
+    chip.close()  # the original's next sealed write sees the counter moved under it
+    assert chip.tamper and any("another copy" in d for d in chip.log_damage)
+    assert any(e.kind == "tamper" and "root-of-trust counter" in e.body["reason"] for e in Chip.open(state).log)
+    assert any("another copy" in d for d in _claims(state).log_damage)

@@ -124,3 +124,30 @@ def test_bad_input_is_one_line_and_exit_2(home, landmark, tmp_path: Path) -> Non
     assert r.exit_code == 2
     with pytest.raises(Exception, match="latitude"):
         world.reg.add_landmark("bad", SigningKey.generate().public_key, 91.0, 0.0)
+
+
+def test_landmark_serve_from_the_command_line(registry_chips, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from computewatch.formats.location import parse_evidence, read_record
+
+    key = tmp_path / "landmark.key"
+    KEY.save(key)
+    proc = subprocess.Popen([sys.executable, "-m", "computewatch", "landmark", "serve", "--key", str(key), "--port", "0",
+                             "--rounds", "2"], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        url = line.split("listening on ")[1].strip()
+        assert url.startswith("tcp://127.0.0.1:")
+        chip = Path(shutil.copytree(registry_chips[1][2], tmp_path / "chip"))
+        out = tmp_path / "ev.json"
+        r = _run("chip", "locate", chip, "--landmark", url, "--out", out, "--json")
+        assert r.exit_code == 0, r.output
+        [record] = parse_evidence(out.read_bytes())[2]
+        assert read_record(record).landmark == KEY.public_key.keyid and len(read_record(record).rounds) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

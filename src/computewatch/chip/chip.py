@@ -198,9 +198,20 @@ class Chip:
         self._nv.log_size, self._nv.log_root = size, self._log.root(size).hex()
         # Bind the write to the next counter value: sealed state first, then the counter, so a
         # crash between the two leaves state one ahead (completed at boot), never behind.
-        self._nv.rot_counter = self._rot.read(self._rot_id) + 1
+        counter = self._rot.read(self._rot_id)
+        twin = None
+        if counter > self._nv.rot_counter:
+            # The counter moved since this chip's last write: another copy of it is running.
+            twin = _check_counter(self._nv.rot_counter, counter)
+            if twin is not None and twin not in self._nv.log_damage:
+                self._nv.log_damage.append(twin)
+                if self._nv.tamper is None:
+                    self._nv.tamper = {"reason": f"log damage: {twin}", "clock_ns": str(self._clock_now())}
+        self._nv.rot_counter = counter + 1
         save_nv(self.state_dir, self._nv)
         self._rot.advance(self._rot_id, self._nv.rot_counter)
+        if twin is not None and self._fw is not None:
+            self._append("tamper", {"reason": f"log damage: {twin}"})
 
     @property
     def log_damage(self) -> list[str]:
@@ -247,9 +258,11 @@ class Chip:
                 os.replace(staged, active)
             # Before sealed state is stamped with the log as it is now: compare against the old stamp.
             damage = [d for d in _find_log_damage(self._log, self._nv, self.serial) if d not in self._nv.log_damage]
-            rolled_back = _check_counter(self._nv.rot_counter, self._rot.read(self._rot_id))
+            counter = self._rot.read(self._rot_id)
+            rolled_back = _check_counter(self._nv.rot_counter, counter)
             if rolled_back is not None:
                 damage.append(rolled_back)  # worded with both values: each restore is reported anew
+                self._nv.rot_counter = max(self._nv.rot_counter, counter)  # reported here, not again below
             self._nv.log_damage.extend(damage)
             if damage and self._nv.tamper is None:
                 self._nv.tamper = {"reason": f"log damage: {damage[0]}", "clock_ns": str(self._clock_now())}

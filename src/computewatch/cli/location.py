@@ -7,6 +7,7 @@ radius, 1 on a finding, 2 on unusable input; the others 0 when done, 2 on unusab
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +45,7 @@ def serve(
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     out.print(f"landmark {signing.public_key.keyid[:16]}... listening on {server.url}", highlight=False)
+    sys.stdout.flush()  # the URL line must reach a supervising process before the first chip does
     try:
         server.serve_forever()
     except KeyboardInterrupt:

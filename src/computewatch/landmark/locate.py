@@ -18,7 +18,14 @@ def locate_chip(chip_dir: str | os.PathLike[str], urls: Sequence[str], *, answer
 
     `answer` replaces the chip's own signing (the attack suite's relays and impostors use it)."""
     from computewatch.chip import Chip  # the chip model loads torch: only locating pays for it
+    from computewatch.landmark.client import LandmarkError
+    from computewatch.landmark.wire import parse_url
 
+    for url in urls:  # before the chip is powered on: a bad URL leaves no trace in its log
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise LandmarkError(str(exc)) from None
     chip = Chip.open(chip_dir)
     chip.boot()
     try:
