@@ -72,7 +72,7 @@ def test_a_chip_at_home_is_inside_and_its_evidence_is_stored_and_logged(home, la
     assert doc["speed_km_per_ms"] == {"fibre": 100.0, "vacuum": pytest.approx(149.896, abs=1e-3)}
     assert doc["proven_within_km"]["vacuum"] == pytest.approx(ams["vacuum"] + ams["facility_km"], abs=1e-2)
     stored = world.reg.locations(serial)
-    assert [(s["inside"], s["id"]) for s in stored] == [(True, doc["id"])]
+    assert [(s["inside"], s["id"]) for s in stored] == [(True, doc["id"])] and world.reg.chip(serial)["locations"] == stored
     for sql in ("UPDATE locations SET outcome = 'finding'", "DELETE FROM location_nonces"):
         with pytest.raises(DBAPIError, match="append-only"):  # a used nonce can never be freed again
             with world.reg.engine.begin() as conn:
