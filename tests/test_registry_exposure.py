@@ -90,3 +90,7 @@ def test_exposure_counts_the_register_and_bounds_each_owner(registry) -> None:
     assert acme_later["max_hidden_flops"] == pytest.approx(4 * later["setting"]["a"] * 10.0)
     bad = runner.invoke(app, ["registry", "exposure", "--period", "nope", "--db", db, "--json"])
     assert bad.exit_code == 2 and "nope" in json.loads(bad.stdout)["error"]
+    # A chip of acme's turns up at beta, off its custody trail: acme answers for it (untracked).
+    reg.report_found(acme[2], "beta")
+    moved = {o["name"]: o for o in reg.exposure()["owners"]}
+    assert (moved["acme"]["chips"], moved["acme"]["unaccounted"]) == (3, 3) and moved["beta"]["chips"] == 3
