@@ -85,6 +85,7 @@ def test_a_chip_at_home_is_inside_and_its_evidence_is_stored_and_logged(home, la
     # The same evidence again is a replay: a finding, the holder flagged, the next inspection too.
     again = _run("registry", "locate", serial, "--evidence", evidence, "--db", db, "--json")
     assert again.exit_code == 1 and json.loads(again.stdout)["problems"][0]["check"] == "replay"
+    assert again.stderr.startswith("error:") and "replayed" in again.stderr
     assert any(f["kind"] == "location" for f in world.reg.flags("acme"))
     inspected = world.reg.record_inspection(serial, chip)
     assert inspected["outcome"] == "finding" and [p["check"] for p in inspected["problems"]] == ["location"]

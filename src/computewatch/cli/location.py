@@ -16,7 +16,18 @@ from rich.markup import escape
 
 from computewatch.cli import chip as _chip
 from computewatch.cli import registry as _registry
-from computewatch.cli._common import EXIT_FINDING, Command, Group, check_output_file, fail, guard, out, print_json, write_output
+from computewatch.cli._common import (
+    EXIT_FINDING,
+    Command,
+    Group,
+    check_output_file,
+    err,
+    fail,
+    guard,
+    out,
+    print_json,
+    write_output,
+)
 from computewatch.cli.registry import DbOption, JsonOption, PubOption, with_registry
 
 __all__ = ["landmark_app"]
@@ -61,8 +72,8 @@ def chip_locate(
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the evidence (JSON).")],
     as_json: JsonOption = False,
 ) -> None:
-    """Prove where the chip is: it answers each landmark's nonces with its device key; each
-    landmark's signed record of the round trips goes into the evidence and the chip's log."""
+    """Prove where the chip is. Boots the chip and appends to its log: it answers each landmark's
+    nonces with its device key; each landmark's signed record goes into the evidence and the log."""
     from computewatch.landmark.locate import locate_chip
 
     check_output_file(out_file)
@@ -116,6 +127,7 @@ def locate(
         verdict = "inside" if doc["inside"] else f"FINDING: {doc['finding']}"
         out.print(f"{serial} at {escape(str(doc['facility']))}: {escape(verdict)}")
     if not doc["inside"]:
+        err.print(f"[red]error:[/red] {serial}: {escape(' '.join(str(doc['finding']).split()))}")
         raise typer.Exit(EXIT_FINDING)
 
 
