@@ -152,3 +152,20 @@ def test_a_twin_running_beside_the_chip_is_damage_in_the_running_chip(tmp_path: 
     assert chip.tamper and any("another copy" in d for d in chip.log_damage)
     assert any(e.kind == "tamper" and "root-of-trust counter" in e.body["reason"] for e in Chip.open(state).log)
     assert any("another copy" in d for d in _claims(state).log_damage)
+
+
+def test_a_remote_attestation_reporting_a_restore_flags_the_holder(registry) -> None:
+    chip_dir = registry.fresh_chip(3)
+    serial = registry.register(3, to="acme")
+    backup = chip_dir.parent / "backup"
+    shutil.copytree(chip_dir, backup)
+    _session(chip_dir, 2)
+    shutil.rmtree(chip_dir)
+    shutil.copytree(backup, chip_dir)
+    chip = Chip.open(chip_dir)
+    chip.boot()
+    evidence = chip.attest(b"remote-check-rot")
+    chip.close()
+    head = registry.reg.record_tree_head(serial, evidence)
+    assert any("root-of-trust counter" in p for p in head["problems"])
+    assert {f["kind"] for f in registry.reg.flags("acme")} == {"witness"}

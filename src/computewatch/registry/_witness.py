@@ -95,6 +95,9 @@ class WitnessMixin(RegistryBase):
                     problems.append(f"tree head went backwards: size {claims.log_size} after size {h.size} seen {h.seen_at}")
                 elif h.size == claims.log_size and h.root != root:
                     problems.append(f"fork: two different logs of size {h.size} (the other seen {h.seen_at})")
+            # The chip's own report (tamper flag, log damage such as a restored folder or a twin
+            # found by its root-of-trust counter) flags the holder now, not at the next inspection.
+            problems += [f"the chip reports: {c}" for c in claims.concerns]
             conn.execute(insert(s.tree_heads).values(item_id=item.id, size=claims.log_size, root=root,
                                                       source="attestation", evidence=evidence, seen_at=self.now()))
             for problem in problems:
