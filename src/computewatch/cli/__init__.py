@@ -25,7 +25,9 @@ from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
 from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
 from computewatch.cli import chip as _chip  # noqa: E402
 from computewatch.cli import demo as _demo  # noqa: E402
+from computewatch.cli import exposure as _exposure  # noqa: E402,F401
 from computewatch.cli import inspect as _inspect  # noqa: E402
+from computewatch.cli import location as _location  # noqa: E402
 from computewatch.cli import registry as _registry  # noqa: E402
 from computewatch.cli import sampling as _sampling  # noqa: E402
 from computewatch.cli import serve as _serve  # noqa: E402
@@ -42,6 +44,7 @@ app.add_typer(_sampling.app, name="sampling", help="How many chips to inspect: E
 app.command("verify", cls=_verify.VerifyCommand)(_verify.verify)
 app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
 app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
+app.add_typer(_location.landmark_app, name="landmark", help="Landmarks: signed round trips that bound where a chip is.")
 app.add_typer(_attack.app, name="attack", help="The attack suite: cheating Provers run against the real checks.")
 app.command("serve", cls=Command)(_serve.serve)
 

@@ -66,6 +66,7 @@ ENTRY_KINDS = (
     "checkpoint",
     "tamper",
     "shutdown",
+    "location",  # a landmark's signed round-trip record (formats.location), by its digest
 )
 _ENTRY_FIELDS = {"v", "serial", "counter", "boot", "clock_ns", "busy_ns", "prev", "kind", "body", "sig"}
 

@@ -362,6 +362,7 @@ class SupplyMixin(RegistryBase):
                 peak_flops=int(row.peak_flops),
                 inspections=self._inspection_docs(conn, row.id),  # type: ignore[attr-defined]
                 tree_heads=self._tree_head_docs(conn, row.id),  # type: ignore[attr-defined]
+                locations=self._location_docs(conn, row.id),  # type: ignore[attr-defined]
             )
         return doc
 

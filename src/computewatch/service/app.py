@@ -101,6 +101,7 @@ def create_app(
 
     from computewatch.service import (
         api_chips,
+        api_exposure,
         api_reads,
         api_uploads,
         api_writes,
@@ -112,4 +113,5 @@ def create_app(
     app.include_router(api_uploads.router)
     app.include_router(api_reads.router)
     app.include_router(dashboard.router)
+    app.include_router(api_exposure.router)
     return app
