@@ -186,7 +186,7 @@ def honest_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def register_run(world: World, run: Path, owner: str = "lab") -> tuple[str, str]:
     """Put `run` under the service's data folder, register its chipmaker, its Prover as `owner`
     and its chip (shipped to the owner); returns (the run's path under the data folder, serial)."""
-    dest = world.data / "inputs" / "run"
+    dest = world.data / "inputs" / owner / "run"  # an owner's job names only its own inputs
     shutil.copytree(run, dest, symlinks=True)
     maker = SigningKey.load(run / "chips" / "chipmaker" / "chipmaker.key")
     prover = SigningKey.load(run / "keys" / "prover.key")
@@ -196,7 +196,7 @@ def register_run(world: World, run: Path, owner: str = "lab") -> tuple[str, str]
     world.reg.add_owner(owner, prover.public_key)
     serial = world.reg.register_chip(dest / "chips" / "chip-0000")["serial"]
     world.reg.ship(serial, owner, maker, prover)
-    return "inputs/run", serial
+    return f"inputs/{owner}/run", serial
 
 
 def wait_job(client: Any, job: int, timeout: float = 180.0) -> dict[str, Any]:

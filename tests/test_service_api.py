@@ -297,20 +297,28 @@ def test_transcripts_runs_and_scoped_reads(world: World) -> None:
 def test_jobs_are_validated_and_scoped(world: World) -> None:
     acme, beta, v = world.as_party("acme"), world.as_party("beta"), world.as_party("verifier")
     serial, _ = world.report_chip(0, to="acme")
-    run = world.data / "inputs" / "run"
-    run.mkdir(parents=True)
-    (run / "manifest.dsse.json").write_bytes(b"{}")
+    for who in ("acme", "beta"):
+        run = world.data / "inputs" / who / "run"
+        run.mkdir(parents=True)
+        (run / "manifest.dsse.json").write_bytes(b"{}")
     for body, status in (({"runs": ["../x"], "chips": [{"serial": serial}]}, 403),
                          ({"runs": ["/etc"], "chips": [{"serial": serial}]}, 422),
-                         ({"runs": ["inputs/none"], "chips": [{"serial": serial}]}, 422),
-                         ({"runs": ["inputs/run"], "chips": [{"serial": serial}], "mode": "fast"}, 422),
-                         ({"runs": ["inputs/run"], "chips": [{"serial": serial}], "extra": 1}, 422)):
+                         ({"runs": ["inputs/acme/none"], "chips": [{"serial": serial}]}, 422),
+                         ({"runs": ["inputs/acme/run"], "chips": [{"serial": serial}], "mode": "fast"}, 422),
+                         ({"runs": ["inputs/acme/run"], "chips": [{"serial": serial}], "extra": 1}, 422)):
         r = acme.write("/v1/jobs", "verify", body)
         assert r.status_code == status, (body, r.text)
-    r = beta.write("/v1/jobs", "verify", {"runs": ["inputs/run"], "chips": [{"serial": serial}]})
+    # Another owner's uploads (run or chip folder) are not the submitter's to name.
+    for body in ({"runs": ["inputs/beta/run"], "chips": [{"serial": serial}]},
+                 {"runs": ["inputs/acme/run"], "chips": ["inputs/beta/run"]},
+                 {"runs": ["inputs/acme/../beta/run"], "chips": [{"serial": serial}]},
+                 {"runs": ["inputs/acme/run"], "chips": ["verdicts"]}):
+        r = acme.write("/v1/jobs", "verify", body)
+        assert r.status_code == 403 and "own inputs" in r.json()["error"], (body, r.text)
+    r = beta.write("/v1/jobs", "verify", {"runs": ["inputs/beta/run"], "chips": [{"serial": serial}]})
     assert r.status_code == 403 and "not held" in r.json()["error"]
     assert _rows(world, ss.jobs) == 0
-    r = acme.write("/v1/jobs", "verify", {"runs": ["inputs/run"], "chips": [{"serial": serial}]})
+    r = acme.write("/v1/jobs", "verify", {"runs": ["inputs/acme/run"], "chips": [{"serial": serial}]})
     assert r.status_code == 200, r.text
     job = r.json()["job"]
     assert acme.get(f"/v1/jobs/{job}").json()["status"] == "queued"
@@ -422,6 +430,9 @@ def test_uploads_of_raw_inputs(world: World) -> None:
     assert r.status_code == 401 and "does not match" in r.json()["error"]
     h2 = {**h, "X-CW-Content-SHA256": __import__("hashlib").sha256(other).hexdigest()}
     assert world.client.post("/v1/inputs/run-2", content=other, headers=h2).status_code == 401
+    # The headers were checked (and their nonce spent) before the body was read.
+    assert world.client.post("/v1/inputs/run-2", content=archive, headers=h).status_code == 403
+    h = read_headers("POST", "/v1/inputs/run-2", party="acme", key=world.keys["acme"], register=world.register, body=archive)
     assert world.client.post("/v1/inputs/run-2", content=archive, headers=h).status_code == 200
     r = world.client.post("/v1/inputs/run-3", content=archive, headers=h)
     assert r.status_code in (401, 403)  # signed for run-2 (and its nonce is spent)
