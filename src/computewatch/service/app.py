@@ -58,11 +58,12 @@ def build_service(config: ServiceConfig) -> Service:
     return svc
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    # After a refused body (too large, unreadable length) the rest of it is not read: the
-    # connection is closed instead of draining what the client still sends.
-    headers = {"Connection": "close"} if status in (400, 413) else None
-    return JSONResponse({"error": reason, "status": status}, status_code=status, headers=headers)
+def _error(status: int, reason: str, request: Request | None = None) -> JSONResponse:
+    # A refused request with a body (too large, unsigned upload, ...) is answered without
+    # reading the rest of its body: the connection is closed instead of draining what the
+    # client still sends.
+    close = status in (400, 413) or (request is not None and request.method in ("POST", "PUT", "PATCH"))
+    return JSONResponse({"error": reason, "status": status}, status_code=status, headers={"Connection": "close"} if close else None)
 
 
 def create_app(
@@ -100,7 +101,7 @@ def create_app(
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.url.path[:200], exc.reason)
         if request.url.path.startswith("/v1/") or request.url.path == "/healthz":
-            return _error(exc.status, exc.reason)
+            return _error(exc.status, exc.reason, request)
         from computewatch.service.dashboard import error_page
 
         return error_page(request, exc)  # type: ignore[return-value]
@@ -109,7 +110,7 @@ def create_app(
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reason = {404: f"no such resource: {request.method} {request.url.path[:200]}",
                   405: f"method {request.method} is not allowed on {request.url.path[:200]}"}.get(exc.status_code, str(exc.detail))
-        return _error(exc.status_code, reason)
+        return _error(exc.status_code, reason, request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

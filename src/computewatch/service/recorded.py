@@ -80,6 +80,7 @@ def recorded(svc: Service, write: SignedWrite, effect: Callable[[Connection], An
                                                  statement_sha256=digest, status=kept.status,
                                                  answer=json.dumps(kept.body, sort_keys=True).encode(), answered_at=now))
         _pause_point("service-write")  # test hook: a crash here loses the whole transaction
+    _pause_point("service-answered")  # test hook: a crash here loses only the answer on the wire
     if error is not None:
         log.info("%s of %s refused: %s %s", write.action, write.principal.name, error.status, error.reason)
         raise error
