@@ -37,6 +37,7 @@ __all__ = [
     "available_cores",
     "check_output_dir",
     "check_output_file",
+    "check_register",
     "check_storage_url",
     "err",
     "fail",
@@ -375,6 +376,58 @@ def write_output(path: Path, data: bytes, option: str = "--out", *, mode: int = 
         atomic_write(path, data, mode=mode)
     except OSError as exc:
         fail(f"cannot write {option} {path}: {exc.strerror or exc}")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_register(db: str | None, *, create: bool = False, as_json: bool = False) -> str:
+    """Refuse, before anything is opened or created, a register database that is not one.
+
+    `--db ''`; a SQLite file that does not exist (unless `create`: only `registry init` makes a
+    register, so a mistyped or forgotten --db never silently starts an empty one in the working
+    directory); a FIFO, folder or other non-file; a file that is not SQLite; a database holding
+    another application's tables (its tables are never added to). Returns the resolved URL."""
+    from computewatch.registry import db as reg_db
+
+    if db is not None and not db.strip():
+        fail("--db is empty: give a SQLite file or a postgresql:// URL", as_json=as_json)
+    given = db or os.environ.get(reg_db.ENV_VAR)
+    where = f"--db {given}" if given else f"{reg_db.DEFAULT_FILE} (the default: no --db and no ${reg_db.ENV_VAR})"
+    resolved = reg_db.resolve_url(db)
+    if resolved.startswith("sqlite:///"):
+        path = Path(resolved[len("sqlite:///"):])
+        if not path.exists():
+            if not create:
+                fail(f"no register at {where}: create one with `computewatch registry init --db {path}`", as_json=as_json)
+        else:
+            kind = _special_file(path) or ("a folder" if path.is_dir() else None)
+            if kind is not None:
+                fail(f"{where} is {kind}, not a register database file", as_json=as_json)
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_HEADER))
+            if head and head != _SQLITE_HEADER:
+                fail(f"{where} is not a SQLite database (so not a register)", as_json=as_json)
+    _refuse_foreign_tables(resolved, where, as_json)
+    return resolved
+
+
+def _refuse_foreign_tables(url: str, where: str, as_json: bool) -> None:
+    from sqlalchemy import inspect
+
+    from computewatch.registry import db as reg_db
+
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return
+    engine = reg_db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    if tables and "register_meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        fail(f"{where} holds another application's tables ({shown}), not a register: choose another database", as_json=as_json)
 
 
 def check_storage_url(location: str, what: str = "run directory") -> str:
