@@ -77,12 +77,10 @@ class Command(TyperCommand):
         return _flag_help(super().get_help_option(ctx))
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
-        import click
-
         wants_json = "--json" in args
         try:
             return super().make_context(info_name, list(args), parent=parent, **extra)
-        except click.UsageError as exc:
+        except _USAGE_ERRORS as exc:
             if wants_json:
                 _print_json_safely({"error": " ".join(exc.format_message().split()), "exit": EXIT_UNUSABLE})
             raise
@@ -92,6 +90,7 @@ class Command(TyperCommand):
         with _command_guard(as_json):
             _check_params(ctx.params, as_json)
             made = _new_outputs(ctx.params)
+            plain, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)  # type: ignore[assignment]
             try:
                 result = super().invoke(ctx)
                 _flush_stdout()
@@ -100,6 +99,8 @@ class Command(TyperCommand):
                 if _is_unusable(exc):
                     _remove_partial(made)
                 raise
+            finally:
+                sys.stdout = plain
 
 
 class Group(TyperGroup):
@@ -109,7 +110,23 @@ class Group(TyperGroup):
         return _flag_help(super().get_help_option(ctx))
 
 
-_OUTPUT_PARAMS = ("out", "workdir", "seed_out", "out_file", "output")
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class `name`, from typer's own copy of click and from click itself."""
+    found: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(__import__(module, fromlist=[name]), name)
+        except (ImportError, AttributeError):
+            continue
+        if cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _click_classes("UsageError")
+# Exceptions that are the command line's own way out (usage errors, Exit, Abort): passed through.
+_CLICK_EXITS = (*_click_classes("ClickException"), *_click_classes("Exit"), *_click_classes("Abort"), typer.Exit, typer.Abort)
+_OUTPUT_PARAMS = ("out", "out_dir", "out_file", "workdir", "seed_out", "html")
 _INT64 = 2**63 - 1
 
 
@@ -135,7 +152,6 @@ def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
     except OSError as exc:
-        _abandon_stdout()
         raise _StdoutError(exc.errno, exc.strerror) from None
 
 
@@ -143,16 +159,37 @@ class _StdoutError(OSError):
     """Writing the command's output to standard output failed."""
 
 
-def _is_unusable(exc: BaseException) -> bool:
-    import click
+class _GuardedStdout:
+    """Standard output whose write errors say they are standard output's (a full disk, a
+    closed pipe): they carry no file name of their own."""
 
-    if isinstance(exc, (typer.Exit, click.exceptions.Exit)):
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except OSError as exc:
+            raise _StdoutError(exc.errno, exc.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            raise _StdoutError(exc.errno, exc.strerror) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _is_unusable(exc: BaseException) -> bool:
+    if isinstance(exc, (typer.Exit, *_click_classes("Exit"))):
         return getattr(exc, "exit_code", 0) == EXIT_UNUSABLE
-    if isinstance(exc, click.exceptions.ClickException):
+    if isinstance(exc, _click_classes("ClickException")):
         return True
     if isinstance(exc, SystemExit):
         return exc.code == EXIT_UNUSABLE
-    return not isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort, typer.Abort))
+    return not isinstance(exc, (KeyboardInterrupt, typer.Abort, *_click_classes("Abort")))
 
 
 def _special_file(path: Path) -> str | None:
@@ -213,13 +250,14 @@ def _error_line(exc: BaseException) -> str | None:
     import errno as errno_
 
     if isinstance(exc, _StdoutError):
+        _abandon_stdout()  # what is still buffered goes nowhere: the exit's flush adds no second error
         return f"cannot write standard output: {exc.strerror}"
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         hint = {errno_.ENAMETOOLONG: " (a name is longer than the file system allows)",
                 errno_.ELOOP: " (a symbolic link loop)", errno_.ENOSPC: " (the disk is full)"}.get(exc.errno or 0, "")
         return f"{where}{exc.strerror or exc}{hint}"
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
         return "out of memory: choose smaller sizes (or raise the memory limit)"
     if isinstance(exc, UnicodeError):
         return f"a file that should be text is not UTF-8 text (binary data?): {exc.reason if hasattr(exc, 'reason') else exc}"
@@ -244,9 +282,7 @@ def _command_guard(as_json: bool) -> Iterator[None]:
     except ComputewatchError as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
     except Exception as exc:  # noqa: BLE001 (the command line's one guard: no traceback reaches the user)
-        import click
-
-        if isinstance(exc, (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit, typer.Abort)):
+        if isinstance(exc, _CLICK_EXITS):
             raise
         if os.environ.get("COMPUTEWATCH_DEBUG"):
             raise
@@ -340,7 +376,7 @@ def _check_name(path: Path, option: str) -> None:
         os.lstat(path)
     except OSError as exc:
         if exc.errno in (errno_.ENAMETOOLONG, errno_.ELOOP):
-            fail(f"{option} {path}: {exc.strerror}{' (a symbolic link loop)' if exc.errno == errno_.ELOOP else ''}")
+            fail(f"{option} {path}: {_error_line(exc).split(': ', 1)[-1] if exc.filename else _error_line(exc)}")
     limit = os.pathconf(".", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     too_long = [part for part in path.parts if len(os.fsencode(part)) > limit]
     if too_long:
@@ -413,21 +449,49 @@ def check_register(db: str | None, *, create: bool = False, as_json: bool = Fals
 
 
 def _refuse_foreign_tables(url: str, where: str, as_json: bool) -> None:
-    from sqlalchemy import inspect
+    """Look (without changing a byte: SQLite is opened read-only) at the tables and the schema
+    revision: another application's database, or a register a newer computewatch migrated."""
+    from sqlalchemy import create_engine, inspect, text
 
     from computewatch.registry import db as reg_db
 
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return
-    engine = reg_db.make_engine(url)
+    closed = False  # a SQLite file no process has open (no write-ahead log beside it)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            return
+        closed = not Path(f"{path}-wal").exists()
+        # immutable: reading a closed file must not even leave a -wal or -shm file beside it
+        uri = f"file:{path}?mode=ro" + ("&immutable=1" if closed else "")
+        engine = create_engine("sqlite://", creator=lambda: __import__("sqlite3").connect(uri, uri=True))
+    else:
+        engine = reg_db.make_engine(url)
     try:
         with engine.connect() as conn:
+            if closed:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+                size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
+                if pages * size > path.stat().st_size:
+                    fail(f"{where} is cut short ({path.stat().st_size:,} of {pages * size:,} bytes): a half-written "
+                         "or damaged register; restore it from a backup", as_json=as_json)
             tables = set(inspect(conn).get_table_names())
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar() if "alembic_version" in tables else None
     finally:
         engine.dispose()
     if tables and "register_meta" not in tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         fail(f"{where} holds another application's tables ({shown}), not a register: choose another database", as_json=as_json)
+    if version is not None and version not in _known_revisions():
+        fail(f"{where}: the register's schema is at revision {version!r}, which this computewatch does not know "
+             "(made by a newer computewatch?)", as_json=as_json)
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from computewatch.registry import db as reg_db
+
+    return {r.revision for r in ScriptDirectory.from_config(reg_db._alembic_config()).walk_revisions()}
 
 
 def check_storage_url(location: str, what: str = "run directory") -> str:

@@ -48,9 +48,11 @@ def _read_seed(path: Path | None, as_json: bool) -> bytes | None:
     if path is None:
         return None
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="ascii").strip()
     except OSError as exc:
         fail(f"--seed-file {path}: {exc.strerror}", as_json=as_json)
+    except UnicodeDecodeError:
+        fail(f"--seed-file {path} is not a text seed file (binary data)", as_json=as_json)
     try:
         seed = bytes.fromhex(text)
     except ValueError:

@@ -60,9 +60,7 @@ def registry_guard(as_json: bool) -> Iterator[None]:
         fail(str(exc), EXIT_FINDING, as_json=as_json)
     except ComputewatchError as exc:
         fail(str(exc), as_json=as_json)
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}", as_json=as_json)
+    # OS, database and encoding errors: the command line's one guard (Command) says them.
 
 
 def open_registry(db: str | None, *, create: bool = False, as_json: bool = False) -> Registry:

@@ -93,6 +93,9 @@ class RegistryBase:
         except OperationalError as exc:
             engine.dispose()
             raise RegistryError(f"cannot open the register at {engine.url!r}: {_db_message(exc)}") from None
+        except BaseException:
+            engine.dispose()  # a damaged file or an unknown revision: close it before the error goes up
+            raise
         return cls(engine, clock=clock)
 
     @property
