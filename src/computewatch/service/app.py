@@ -100,6 +100,8 @@ def create_app(
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s %s: %s", request.method, request.url.path[:200], exc.reason)
+        else:
+            log.info("%s %s refused %d: %s", request.method, request.url.path[:200], exc.status, exc.reason)
         if request.url.path.startswith("/v1/") or request.url.path == "/healthz":
             return _error(exc.status, exc.reason, request)
         from computewatch.service.dashboard import error_page

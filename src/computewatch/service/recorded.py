@@ -26,6 +26,7 @@ from computewatch.registry._base import _pause_point, joined
 from computewatch.service import schema as ss
 from computewatch.service.auth import SignedWrite
 from computewatch.service.errors import ServiceError
+from computewatch.service.jobs import scrub_paths
 from computewatch.service.state import Service
 from computewatch.service.statements import format_time
 
@@ -70,6 +71,11 @@ def recorded(svc: Service, write: SignedWrite, effect: Callable[[Connection], An
             error = exc
         if error is not None:
             answer = Answer(error.status, {"error": error.reason, "status": error.status})
+        # Answers name files relative to the data folder, never the server's absolute paths.
+        roots = (svc.config.data_dir.resolve(), svc.config.data_dir)
+        answer = Answer(answer.status, json.loads(scrub_paths(json.dumps(answer.body), *roots)))
+        if error is not None:
+            error = ServiceError(error.status, scrub_paths(error.reason, *roots))
         kept = answer
         if secret and error is None:
             kept = Answer(403, {"error": f"replayed request: this {write.action} request was answered once; sign a new one", "status": 403})
