@@ -104,7 +104,7 @@ class Authenticator:
         """(role, key) of `name`: a Verifier key, or the register's party. 401 if unknown, and
         401 if both hold the name (a key file named like a party never takes over its identity)."""
         if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
-            raise ServiceError(401, f"party name {str(name)[:80]!r}: letters, digits, '_' and '-' only")
+            raise ServiceError(401, f"party name {str(name)[:80]!r}: a letter or digit, then letters, digits, ' ', '.', '_', '@', '-'")
         with reg_db.read(self._engine) as conn:
             row = conn.execute(select(rs.parties.c.role, rs.parties.c.public_key).where(rs.parties.c.name == name)).first()
         if name in self._config.verifiers:

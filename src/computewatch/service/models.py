@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 MAX_INT = 2**63 - 1  # what both databases store in a BIGINT
-PARTY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"  # names folders (inputs/<party>/): no '.', '..' or separators
+# A party's name names its folder (inputs/<party>/): it starts with a letter or digit, so it is
+# never '.', '..' or hidden, and holds no separator.
+PARTY_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,199}$"
 Serial = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Hex32 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -222,7 +224,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    folder = Path((sys.argv[1:] if argv is None else argv or ["docs/schemas"])[0])
+    args = sys.argv[1:] if argv is None else argv
+    folder = Path(args[0] if args else "docs/schemas")
     folder.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
         doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"urn:computewatch:service-body:{name}", **schema}
