@@ -564,7 +564,7 @@ def test_a_database_that_never_answers_times_out(tmp_path: Path) -> None:
 def test_a_ray_address_that_never_answers_is_given_up_on() -> None:
     import threading
 
-    from computewatch.verifier.cluster import ClusterError, _ray_connect
+    from computewatch.verifier.ray_connect import RayConnectError, connect_ray
 
     never = threading.Event()
 
@@ -572,8 +572,8 @@ def test_a_ray_address_that_never_answers_is_given_up_on() -> None:
         def init(self, **_: object) -> None:
             never.wait(30)
 
-    with pytest.raises(ClusterError, match="did not answer within"):
-        _ray_connect(Hanging(), "ray://10.0.0.1:10001", timeout=0.2)
+    with pytest.raises(RayConnectError, match="did not answer within"):
+        connect_ray(Hanging(), "ray://10.0.0.1:10001", timeout=0.2)
     never.set()
 
 

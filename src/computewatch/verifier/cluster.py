@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import shutil
 import socket
@@ -36,8 +35,6 @@ from computewatch.crypto.errors import ComputewatchError
 __all__ = ["ClusterError", "Job", "TrustedCluster"]
 
 _JOB_TIMEOUT_S = 3600
-_RAY_CONNECT_TIMEOUT_S = 30.0  # a Ray address that accepts and never answers is given up on
-log = logging.getLogger("computewatch.verifier.cluster")
 
 
 class ClusterError(ComputewatchError):
@@ -75,7 +72,6 @@ def _run_sandboxed(job: bytes, isolate: bool, timeout: float = _JOB_TIMEOUT_S) -
     try:
         proc = subprocess.run(cmd, input=job, capture_output=True, cwd=work, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        log.error("trusted-cluster job stopped after %.0f s", timeout)
         raise ClusterError(f"a trusted-cluster job ran past {timeout:.0f} s and was stopped") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the job's inputs and scratch space go with it
@@ -86,7 +82,6 @@ def _run_sandboxed(job: bytes, isolate: bool, timeout: float = _JOB_TIMEOUT_S) -
         result = None
     if not isinstance(result, dict):
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        log.error("trusted-cluster job exited with status %s and no result: %s", proc.returncode, " | ".join(tail))
         raise ClusterError(f"a trusted-cluster job exited with status {proc.returncode} and no result: {' | '.join(tail)}")
     return result
 
@@ -140,7 +135,9 @@ class TrustedCluster:
         except ImportError:
             raise ClusterError("--ray-address needs Ray: pip install 'computewatch[ray]'") from None
         if not ray.is_initialized():
-            _ray_connect(ray, self.ray_address)
+            from computewatch.verifier.ray_connect import connect_ray
+
+            connect_ray(ray, self.ray_address)  # an address that never answers is given up on
         remote = ray.remote(num_cpus=1)(_run_sandboxed)
         refs = [remote.remote(job.to_json(), self._netns) for job in jobs]
         results: list[dict[str, Any]] = []
@@ -149,30 +146,6 @@ class TrustedCluster:
             if progress is not None:
                 progress(i, len(jobs))
         return results
-
-
-def _ray_connect(ray: Any, address: str | None, timeout: float = _RAY_CONNECT_TIMEOUT_S) -> None:
-    """`ray.init` with a deadline: an address that accepts and never answers raises ClusterError."""
-    import threading
-
-    failure: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
-            failure.append(exc)
-
-    log.info("connecting to the Ray cluster at %s", address)
-    t = threading.Thread(target=connect, name="computewatch-ray-connect", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        log.error("Ray cluster at %s did not answer within %.0f s", address, timeout)
-        raise ClusterError(f"the Ray cluster at {address} did not answer within {timeout:.0f} s")
-    if failure:
-        log.error("cannot connect to the Ray cluster at %s: %s", address, failure[0])
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(failure[0]).split())[:300]}")
 
 
 # ------------------------------------------------------------------------ inside the sandbox
