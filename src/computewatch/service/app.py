@@ -95,6 +95,7 @@ def create_app(
 
     app = FastAPI(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
     app.state.service = svc
+    _publish_models(app)  # the OpenAPI document is built on first use, after every router is in
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -142,7 +143,6 @@ def create_app(
     app.include_router(api_uploads.router)
     app.include_router(api_reads.router)
     app.include_router(dashboard.router)
-    _publish_models(app)
     return app
 
 
