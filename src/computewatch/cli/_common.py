@@ -37,6 +37,7 @@ __all__ = [
     "available_cores",
     "check_output_dir",
     "check_output_file",
+    "check_register",
     "check_storage_url",
     "err",
     "fail",
@@ -66,10 +67,40 @@ def _flag_help(option: Any) -> Any:
 
 
 class Command(TyperCommand):
-    """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`)."""
+    """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`), and
+    that runs under the command line's one guard (docs/cli.md): usage errors print JSON too
+    with `--json`; paths that would hang a read (FIFOs, sockets, devices) and integers past 64
+    bits are refused before anything runs; every OS, database, encoding or memory error ends in
+    one line and exit 2; an output folder or file the failed command created is removed."""
 
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        wants_json = "--json" in args
+        try:
+            return super().make_context(info_name, list(args), parent=parent, **extra)
+        except _USAGE_ERRORS as exc:
+            if wants_json:
+                _print_json_safely({"error": " ".join(exc.format_message().split()), "exit": EXIT_UNUSABLE})
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        as_json = bool(ctx.params.get("as_json"))
+        with _command_guard(as_json):
+            _check_params(ctx.params, as_json)
+            made = _new_outputs(ctx.params)
+            plain, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)  # type: ignore[assignment]
+            try:
+                result = super().invoke(ctx)
+                _flush_stdout()
+                return result
+            except BaseException as exc:
+                if _is_unusable(exc):
+                    _remove_partial(made)
+                raise
+            finally:
+                sys.stdout = plain
 
 
 class Group(TyperGroup):
@@ -77,6 +108,188 @@ class Group(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
+
+
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class `name`, from typer's own copy of click and from click itself."""
+    found: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            cls = getattr(__import__(module, fromlist=[name]), name)
+        except (ImportError, AttributeError):
+            continue
+        if cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _click_classes("UsageError")
+# Exceptions that are the command line's own way out (usage errors, Exit, Abort): passed through.
+_CLICK_EXITS = (*_click_classes("ClickException"), *_click_classes("Exit"), *_click_classes("Abort"), typer.Exit, typer.Abort)
+_OUTPUT_PARAMS = ("out", "out_dir", "out_file", "workdir", "seed_out", "html")
+_INT64 = 2**63 - 1
+
+
+def _print_json_safely(doc: Any) -> None:
+    try:
+        print_json(doc)
+    except OSError:
+        _abandon_stdout()
+
+
+def _abandon_stdout() -> None:
+    """Stdout cannot be written (a full disk, a closed pipe): send what is left to /dev/null, so
+    the interpreter's own final flush does not add a second error."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _StdoutError(exc.errno, exc.strerror) from None
+
+
+class _StdoutError(OSError):
+    """Writing the command's output to standard output failed."""
+
+
+class _GuardedStdout:
+    """Standard output whose write errors say they are standard output's (a full disk, a
+    closed pipe): they carry no file name of their own."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except OSError as exc:
+            raise _StdoutError(exc.errno, exc.strerror) from None
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            raise _StdoutError(exc.errno, exc.strerror) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _is_unusable(exc: BaseException) -> bool:
+    if isinstance(exc, (typer.Exit, *_click_classes("Exit"))):
+        return getattr(exc, "exit_code", 0) == EXIT_UNUSABLE
+    if isinstance(exc, _click_classes("ClickException")):
+        return True
+    if isinstance(exc, SystemExit):
+        return exc.code == EXIT_UNUSABLE
+    return not isinstance(exc, (KeyboardInterrupt, typer.Abort, *_click_classes("Abort")))
+
+
+def _special_file(path: Path) -> str | None:
+    """What kind of non-regular file `path` is (a read of it could block forever), or None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or str(path) == os.devnull:
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def _option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_params(params: dict[str, Any], as_json: bool) -> None:
+    """Before anything runs: no path that would hang a read or write, no integer past 64 bits."""
+    for name, value in params.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, Path) or (name == "db" and isinstance(v, str) and v and "://" not in v):
+                kind = _special_file(Path(v))
+                if kind is not None:
+                    fail(f"{_option_name(name)} {v} is {kind}, not a regular file or folder", as_json=as_json)
+            elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > _INT64:
+                fail(f"{_option_name(name)} {v}: out of range (at most {_INT64})", as_json=as_json)
+
+
+def _new_outputs(params: dict[str, Any]) -> list[Path]:
+    """The output paths the command will create (they do not exist yet): removed if it fails."""
+    made = []
+    for name in _OUTPUT_PARAMS:
+        v = params.get(name)
+        if isinstance(v, Path) and not os.path.lexists(v):
+            made.append(v)
+    return made
+
+
+def _remove_partial(paths: list[Path]) -> None:
+    import shutil
+
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.lexists(p):
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _error_line(exc: BaseException) -> str | None:
+    """The one line for an error the guard handles (None: not one of them)."""
+    import errno as errno_
+
+    if isinstance(exc, _StdoutError):
+        _abandon_stdout()  # what is still buffered goes nowhere: the exit's flush adds no second error
+        return f"cannot write standard output: {exc.strerror}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = {errno_.ENAMETOOLONG: " (a name is longer than the file system allows)",
+                errno_.ELOOP: " (a symbolic link loop)", errno_.ENOSPC: " (the disk is full)"}.get(exc.errno or 0, "")
+        return f"{where}{exc.strerror or exc}{hint}"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+        return "out of memory: choose smaller sizes (or raise the memory limit)"
+    if isinstance(exc, UnicodeError):
+        return f"a file that should be text is not UTF-8 text (binary data?): {exc.reason if hasattr(exc, 'reason') else exc}"
+    if isinstance(exc, OverflowError):
+        return f"a number is out of range: {exc}"
+    mod = type(exc).__module__
+    if mod.startswith("sqlalchemy"):
+        orig = getattr(exc, "orig", None) or exc
+        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        return f"register database error: {first}"
+    if mod.startswith("alembic"):
+        return f"register database: {' '.join(str(exc).split())} (made by a newer computewatch?)"
+    return None
+
+
+@contextlib.contextmanager
+def _command_guard(as_json: bool) -> Iterator[None]:
+    from computewatch.crypto.errors import ComputewatchError
+
+    try:
+        yield
+    except ComputewatchError as exc:
+        fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
+    except Exception as exc:  # noqa: BLE001 (the command line's one guard: no traceback reaches the user)
+        if isinstance(exc, _CLICK_EXITS):
+            raise
+        if os.environ.get("COMPUTEWATCH_DEBUG"):
+            raise
+        line = _error_line(exc)
+        if line is None:
+            line = f"unexpected failure: {' '.join(str(exc).split())[:300] or type(exc).__name__} (COMPUTEWATCH_DEBUG=1 shows where)"
+        fail(line, EXIT_UNUSABLE, as_json=as_json)
 
 
 def print_json(doc: Any) -> None:
@@ -90,7 +303,7 @@ def fail(message: str, code: int = EXIT_UNUSABLE, *, as_json: bool = False, doc:
     line = " ".join(str(message).split())  # one line, whatever the message held
     err.print(f"[red]error:[/red] {escape(line)}")
     if as_json:
-        print_json({**(doc or {}), "error": line, "exit": code})
+        _print_json_safely({**(doc or {}), "error": line, "exit": code})
     raise typer.Exit(code)
 
 
@@ -107,11 +320,8 @@ def guard(code: int = EXIT_UNUSABLE, *, as_json: bool = False) -> Iterator[None]
         yield
     except ComputewatchError as exc:
         fail(str(exc), code, as_json=as_json)
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}", EXIT_UNUSABLE, as_json=as_json)
-    except MemoryError:
-        fail("out of memory: choose smaller sizes", EXIT_UNUSABLE, as_json=as_json)
+    except (OSError, MemoryError) as exc:
+        fail(_error_line(exc) or str(exc), EXIT_UNUSABLE, as_json=as_json)
 
 
 def available_cores() -> int:
@@ -133,30 +343,53 @@ def _check_parent(path: Path, option: str) -> None:
 
 
 def check_output_file(
-    path: Path, option: str = "--out", *, suffixes: tuple[str, ...] = (), overwrite: bool = True
+    path: Path, option: str = "--out", *, suffixes: tuple[str, ...] = (), overwrite: bool = True, force: str | None = None
 ) -> Path:
     """Refuse, before any work, an output file that cannot be written where the user said.
 
     A directory, a missing or read-only folder, a name without one of `suffixes` (when given:
     a writer that picks its format from the name would otherwise write another file than
     the one named), or an existing file when `overwrite` is False (evidence is never replaced
-    silently).
+    silently; `force` names the option that would replace it, if the command has one). A
+    symbolic link (a loop, a dangling link, or one leading elsewhere) and a name the file
+    system cannot hold are refused too.
     """
     path = Path(path)
+    _check_name(path, option)
+    if path.is_symlink():
+        fail(f"{option} {path} is a symbolic link{' that leads nowhere' if not path.exists() else ''}; give the file itself")
     if path.is_dir():
         fail(f"{option} {path} is a folder; give a file name")
     if suffixes and path.suffix.lower() not in suffixes:
         fail(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
     if path.exists() and not overwrite:
-        fail(f"{option} {path} exists; choose another name (or --force to replace it)")
+        fail(f"{option} {path} exists; choose another name" + (f" (or {force} to replace it)" if force else ""))
     _check_parent(path, option)
     return path
+
+
+def _check_name(path: Path, option: str) -> None:
+    """A name the file system cannot hold is refused up front (not as a traceback later)."""
+    import errno as errno_
+
+    try:
+        os.lstat(path)
+    except OSError as exc:
+        if exc.errno in (errno_.ENAMETOOLONG, errno_.ELOOP):
+            fail(f"{option} {path}: {_error_line(exc).split(': ', 1)[-1] if exc.filename else _error_line(exc)}")
+    limit = os.pathconf(".", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > limit]
+    if too_long:
+        fail(f"{option} {path}: the name {too_long[0][:40]}... is longer than the file system allows ({limit} bytes)")
 
 
 def check_output_dir(path: Path, option: str = "--out", *, may_exist: bool = True) -> Path:
     """Refuse an output folder that is a file, that exists when it must not, or whose nearest
     existing ancestor is not writable (folders are created later, by the command itself)."""
     path = Path(path)
+    _check_name(path, option)
+    if path.is_symlink() and not path.is_dir():
+        fail(f"{option} {path} is a symbolic link{' that leads nowhere' if not path.exists() else ''}; give a folder")
     if path.exists() and not path.is_dir():
         fail(f"{option} {path} is a file, not a folder")
     if path.exists() and not may_exist and any(path.iterdir()):
@@ -179,6 +412,86 @@ def write_output(path: Path, data: bytes, option: str = "--out", *, mode: int = 
         atomic_write(path, data, mode=mode)
     except OSError as exc:
         fail(f"cannot write {option} {path}: {exc.strerror or exc}")
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_register(db: str | None, *, create: bool = False, as_json: bool = False) -> str:
+    """Refuse, before anything is opened or created, a register database that is not one.
+
+    `--db ''`; a SQLite file that does not exist (unless `create`: only `registry init` makes a
+    register, so a mistyped or forgotten --db never silently starts an empty one in the working
+    directory); a FIFO, folder or other non-file; a file that is not SQLite; a database holding
+    another application's tables (its tables are never added to). Returns the resolved URL."""
+    from computewatch.registry import db as reg_db
+
+    if db is not None and not db.strip():
+        fail("--db is empty: give a SQLite file or a postgresql:// URL", as_json=as_json)
+    given = db or os.environ.get(reg_db.ENV_VAR)
+    where = f"--db {given}" if given else f"{reg_db.DEFAULT_FILE} (the default: no --db and no ${reg_db.ENV_VAR})"
+    resolved = reg_db.resolve_url(db)
+    if resolved.startswith("sqlite:///"):
+        path = Path(resolved[len("sqlite:///"):])
+        if not path.exists():
+            if not create:
+                fail(f"no register at {where}: create one with `computewatch registry init --db {path}`", as_json=as_json)
+        else:
+            kind = _special_file(path) or ("a folder" if path.is_dir() else None)
+            if kind is not None:
+                fail(f"{where} is {kind}, not a register database file", as_json=as_json)
+            with open(path, "rb") as fh:
+                head = fh.read(len(_SQLITE_HEADER))
+            if head and head != _SQLITE_HEADER:
+                fail(f"{where} is not a SQLite database (so not a register)", as_json=as_json)
+    _refuse_foreign_tables(resolved, where, as_json)
+    return resolved
+
+
+def _refuse_foreign_tables(url: str, where: str, as_json: bool) -> None:
+    """Look (without changing a byte: SQLite is opened read-only) at the tables and the schema
+    revision: another application's database, or a register a newer computewatch migrated."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from computewatch.registry import db as reg_db
+
+    closed = False  # a SQLite file no process has open (no write-ahead log beside it)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            return
+        closed = not Path(f"{path}-wal").exists()
+        # immutable: reading a closed file must not even leave a -wal or -shm file beside it
+        uri = f"file:{path}?mode=ro" + ("&immutable=1" if closed else "")
+        engine = create_engine("sqlite://", creator=lambda: __import__("sqlite3").connect(uri, uri=True))
+    else:
+        engine = reg_db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if closed:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+                size = conn.exec_driver_sql("PRAGMA page_size").scalar() or 0
+                if pages * size > path.stat().st_size:
+                    fail(f"{where} is cut short ({path.stat().st_size:,} of {pages * size:,} bytes): a half-written "
+                         "or damaged register; restore it from a backup", as_json=as_json)
+            tables = set(inspect(conn).get_table_names())
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar() if "alembic_version" in tables else None
+    finally:
+        engine.dispose()
+    if tables and "register_meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        fail(f"{where} holds another application's tables ({shown}), not a register: choose another database", as_json=as_json)
+    if version is not None and version not in _known_revisions():
+        fail(f"{where}: the register's schema is at revision {version!r}, which this computewatch does not know "
+             "(made by a newer computewatch?)", as_json=as_json)
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from computewatch.registry import db as reg_db
+
+    return {r.revision for r in ScriptDirectory.from_config(reg_db._alembic_config()).walk_revisions()}
 
 
 def check_storage_url(location: str, what: str = "run directory") -> str:

@@ -120,6 +120,8 @@ def _commands(result: Any) -> list[str]:
 
 def _check_workdir(path: Path, as_json: bool) -> None:
     """A new or empty folder whose nearest existing ancestor is writable (before anything runs)."""
+    if path.is_symlink() and not path.is_dir():  # a loop or a dangling link: mkdir would fail later
+        fail(f"--workdir {path} is a symbolic link{' that leads nowhere' if not path.exists() else ''}; give a folder", as_json=as_json)
     if path.exists() and not path.is_dir():
         fail(f"--workdir {path} is a file, not a folder", as_json=as_json)
     if path.is_dir() and any(path.iterdir()):

@@ -23,6 +23,7 @@ from computewatch.cli._common import (
     Command,
     Group,
     check_output_file,
+    err,
     fail,
     out,
     print_json,
@@ -47,9 +48,11 @@ def _read_seed(path: Path | None, as_json: bool) -> bytes | None:
     if path is None:
         return None
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="ascii").strip()
     except OSError as exc:
         fail(f"--seed-file {path}: {exc.strerror}", as_json=as_json)
+    except UnicodeDecodeError:
+        fail(f"--seed-file {path} is not a text seed file (binary data)", as_json=as_json)
     try:
         seed = bytes.fromhex(text)
     except ValueError:
@@ -86,22 +89,30 @@ def commit(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Commit to a period's inspection plan: publish its commitment, keep the seed private."""
-    check_output_file(seed_out, "--seed-out", overwrite=False)
+    """Commit to a period's inspection plan: publish its commitment, keep the seed private.
+    A commit interrupted after its seed file was written is resumed by the same command: a
+    seed file that no committed plan uses is taken up again."""
     when = _start(start, as_json)
     from computewatch.registry.planning import new_seed
 
     # The seed is on disk before the commitment exists: a committed plan whose seed was lost
-    # could never be revealed (and blocks its period).
-    seed = new_seed()
-    write_output(seed_out, (seed.hex() + "\n").encode(), "--seed-out", mode=0o600)
+    # could never be revealed (and blocks its period). The write is atomic (temp file, fsync,
+    # rename), so a killed commit leaves a whole seed file or none.
+    fresh = not seed_out.exists()
+    if fresh:
+        check_output_file(seed_out, "--seed-out", overwrite=False)
+        seed = new_seed()
+        write_output(seed_out, (seed.hex() + "\n").encode(), "--seed-out", mode=0o600)
+    else:
+        seed = _unused_seed(seed_out, db, as_json)
     try:
         doc, _ = with_registry(db, as_json, lambda reg: reg.commit_plan(
             period, owner or None, flops=flops, start=when, T=run_days, T_m=period_days, p=probability,
             f=snapshots_per_day, a=chip_flops_per_day, formula=formula, group_by_facility=group_by_facility, seed=seed,
         ))
     except BaseException:
-        seed_out.unlink(missing_ok=True)  # nothing was committed with it
+        if fresh:
+            seed_out.unlink(missing_ok=True)  # nothing was committed with it
         raise
     doc["seed_file"] = str(seed_out)
     if as_json:
@@ -112,6 +123,27 @@ def commit(
     if doc["reason"]:
         out.print(f"[yellow]note[/yellow]: {escape(doc['reason'])}")
     out.print(f"seed kept in {seed_out}: reveal it only after {doc['end']}")
+
+
+def _unused_seed(seed_out: Path, db: str | None, as_json: bool) -> bytes:
+    """The seed of an interrupted commit: a whole seed file whose seed no committed plan uses
+    (a used one is never reused: its plan would be predictable)."""
+    check_output_file(seed_out, "--seed-out")  # a folder, a link: refused as for a new file
+    try:
+        text = seed_out.read_text(encoding="ascii").strip()
+        seed = bytes.fromhex(text)
+    except (OSError, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        fail(f"--seed-out {seed_out} exists and is not a seed file; choose another name", as_json=as_json)
+    from computewatch.registry.planning import seed_commitment
+
+    mine = seed_commitment(seed)
+    used = with_registry(db, as_json, lambda reg: [p["plan"] for p in reg.plans() if p.get("seed_commitment") == mine])
+    if used:
+        fail(f"--seed-out {seed_out} exists and holds the seed of plan {used[0]}; choose another name", as_json=as_json)
+    err.print(f"resuming an interrupted commit with the unused seed in {seed_out}")
+    return seed
 
 
 def _show_plan(doc: dict, as_json: bool) -> None:
@@ -176,7 +208,7 @@ def record(
             from computewatch.crypto.signing import SigningKey
 
             signer = SigningKey.load(key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             doc = reg.record_inspection(serial, chip_dir, plan=plan_id, inspector=inspector, inspector_key=signer)
     if as_json:
         print_json(doc)
@@ -219,7 +251,7 @@ def status(
     """How a plan's inspections went, or a summary: plans, the explanation queue, investigations."""
     seed = _read_seed(seed_file, as_json)
     with registry_guard(as_json):
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             if plan_id is not None:
                 doc = reg.plan_status(plan_id, seed)
             else:

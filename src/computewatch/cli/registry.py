@@ -21,6 +21,7 @@ from computewatch.cli._common import (
     FLAG,
     Command,
     Group,
+    check_register,
     fail,
     out,
     print_json,
@@ -59,22 +60,22 @@ def registry_guard(as_json: bool) -> Iterator[None]:
         fail(str(exc), EXIT_FINDING, as_json=as_json)
     except ComputewatchError as exc:
         fail(str(exc), as_json=as_json)
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}", as_json=as_json)
+    # OS, database and encoding errors: the command line's one guard (Command) says them.
 
 
-def open_registry(db: str | None) -> Registry:
-    """Open (and migrate) the register; call inside `registry_guard`."""
+def open_registry(db: str | None, *, create: bool = False, as_json: bool = False) -> Registry:
+    """Open (and migrate) the register; call inside `registry_guard`. Only `create` (registry
+    init) makes a new one: see `check_register`."""
     from computewatch.registry import Registry
 
+    check_register(db, create=create, as_json=as_json)
     return Registry.open(db)
 
 
 def with_registry(db: str | None, as_json: bool, action: Callable[[Registry], T]) -> T:
     """Run `action` on the opened register; its errors become `registry_guard`'s one line."""
     with registry_guard(as_json):
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             return action(reg)
 
 
@@ -100,7 +101,7 @@ def init(
 ) -> None:
     """Create the register (or migrate it to the newest schema) and show its id and settings."""
     with registry_guard(as_json):
-        reg = open_registry(db)
+        reg = open_registry(db, create=True, as_json=as_json)
         with reg:
             if loss_threshold is not None:
                 reg.set_setting("loss_investigation_threshold", loss_threshold)
@@ -155,7 +156,11 @@ def produce(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Record a fab's production lot: its wafers (and dies), held by the fab."""
+    """Record a fab's production lot: its wafers (and dies), held by the fab. At most
+    1,000,000 dies per lot (wafers x dies per wafer)."""
+    if wafers * dies_per_wafer > _MAX_DIES_PER_LOT:
+        fail(f"--wafers {wafers} x --dies-per-wafer {dies_per_wafer} = {wafers * dies_per_wafer:,} dies: at most "
+             f"{_MAX_DIES_PER_LOT:,} per lot (record a large lot as several)", as_json=as_json)
     doc = with_registry(db, as_json, lambda reg: reg.produce(fab, lot, wafers, dies_per_wafer))
     _done(doc, as_json, f"lot {escape(lot)}: {len(doc['wafers'])} wafers, {doc['dies']} dies, held by {escape(fab)}")
 
@@ -206,7 +211,7 @@ def _transfer(serial: str, to: str, from_key: Path, to_key: Path, facility: str 
               as_json: bool, first: bool) -> None:
     with registry_guard(as_json):
         giver, receiver = _signing_key(from_key), _signing_key(to_key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             move = reg.ship if first else reg.transfer_with_keys
             doc = move(serial, to, giver, receiver, facility=facility)
     where = f" ({escape(facility)})" if facility else ""
@@ -251,7 +256,7 @@ def transfer(
         return
     with registry_guard(as_json):
         data = envelope.read_bytes()
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             from computewatch.registry import parse_statement
 
             if parse_statement(data).label != serial:
@@ -272,7 +277,7 @@ def report_loss(
     """The holder reports an item lost, damaged or destroyed (it stays responsible for it)."""
     with registry_guard(as_json):
         signer = _signing_key(key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             doc = reg.report_with_key(serial, kind, signer, reason=reason)
     line = f"{serial} reported {kind} by {escape(doc['holder'])}"
     if doc["investigation"] is not None:
@@ -323,9 +328,16 @@ def list_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """List chips (or wafers, dies), parties, lots, investigations, flags, plans, the
-    explanation queue or declared runs."""
+    explanation queue or declared runs. --status takes, by what is listed: chips, wafers,
+    dies: active|packaged|lost|damaged|destroyed; parties: a role
+    (chipmaker|owner|inspector|fab); investigations: open|closed; queue:
+    pending|explained|unexplained."""
+    choices = _STATUSES.get(what, ())
+    if status is not None and status not in choices:
+        allowed = f"one of {'|'.join(choices)}" if choices else "not a filter here"
+        fail(f"--status {status!r} for {what}: {allowed}", as_json=as_json)
     with registry_guard(as_json):
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             rows = _listing(reg, what, owner, status, limit)
     if as_json:
         print_json(rows)
@@ -337,6 +349,14 @@ def list_cmd(
     for r in rows:
         table.add_row(*(escape(_cell(r[c])) for c in columns))
     out.print(table)
+
+
+_ITEM = ("active", "packaged", "lost", "damaged", "destroyed")
+_STATUSES: dict[str, tuple[str, ...]] = {
+    "chips": _ITEM, "wafers": _ITEM, "dies": _ITEM, "parties": ("chipmaker", "owner", "inspector", "fab"),
+    "investigations": ("open", "closed"), "queue": ("pending", "explained", "unexplained"),
+}
+_MAX_DIES_PER_LOT = 1_000_000  # a lot is recorded in one transaction: 10^9 rows would never finish
 
 
 def _listing(reg: Registry, what: str, owner: str | None, status: str | None, limit: int | None) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ def export_hashes_cmd(
     from computewatch.formats.storage import RunStorage
     from computewatch.prover.export import export_hashes, sign_export
 
-    check_output_file(out_file, overwrite=force)
+    check_output_file(out_file, overwrite=force, force="--force")
     _open(run_dir)
     try:
         doc = export_hashes(run_dir)

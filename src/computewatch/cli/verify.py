@@ -20,6 +20,7 @@ from computewatch.cli._common import (
     EXIT_FINDING,
     Command,
     EXIT_UNUSABLE,
+    check_register,
     err,
     fail,
     out,
@@ -90,6 +91,7 @@ def _from_registry(url: str, as_json: bool) -> dict[str, Any]:
     try:
         from computewatch.registry import Registry
 
+        check_register(url, as_json=as_json)
         reg = Registry.open(url)
         return reg.verifier_trust()
     except ComputewatchError as exc:

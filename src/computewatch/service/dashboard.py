@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from computewatch.service.api_reads import job_for, list_chips, list_inspections, queue
@@ -13,6 +13,7 @@ from computewatch.service.api_writes import registry_call
 from computewatch.service.auth import SESSION_COOKIE, Principal
 from computewatch.service.bodies import read_body
 from computewatch.service.errors import ServiceError
+from computewatch.service.models import MAX_INT
 from computewatch.service.regime import regime
 from computewatch.service.state import Service
 from computewatch.service.templates import environment
@@ -21,7 +22,26 @@ __all__ = ["error_page", "router"]
 
 router = APIRouter(include_in_schema=False)
 _ENV = environment()
-_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'self'"
+# Scripts only from the service itself (static/*.js), never inline: an injected <script> does not run.
+_CSP = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# The job page's progress poller (no inline script: the CSP forbids it). It reads the job id
+# from its own tag's data-job attribute.
+_JOB_JS = """(function () {
+  var tag = document.currentScript, job = tag && tag.getAttribute("data-job");
+  if (!job) { return; }
+  function poll() {
+    fetch("/v1/jobs/" + job, {credentials: "same-origin"}).then(function (r) { return r.json(); }).then(function (j) {
+      document.getElementById("status").textContent = j.status;
+      document.getElementById("bar").style.width = Math.round(j.progress.fraction * 100) + "%";
+      document.getElementById("stage").textContent = j.progress.stage + " " + j.progress.done + "/" + j.progress.total;
+      if (j.status === "done" || j.status === "failed") { location.reload(); } else { setTimeout(poll, 1000); }
+    }).catch(function () { setTimeout(poll, 2000); });
+  }
+  poll();
+})();
+"""
+_STATIC = {"job.js": _JOB_JS}
 
 
 def _page(name: str, http_status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -48,11 +68,34 @@ def login_form(request: Request) -> HTMLResponse:
     return _page("login.html", title="Sign in", who=None, message=None)
 
 
+def _same_origin(request: Request) -> bool:
+    """A browser's POST names where the form was: only this service's own pages may sign in
+    (login CSRF: another site must not sign a browser into the attacker's session)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return False
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(source)
+    return bool(parts.scheme in ("http", "https") and parts.netloc and parts.netloc == request.headers.get("host"))
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in _STATIC:
+        raise ServiceError(404, f"no static file {name!r}")
+    return Response(_STATIC[name], media_type="text/javascript", headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     from urllib.parse import parse_qs
 
     svc: Service = request.app.state.service
+    if not _same_origin(request):
+        return _page("login.html", 403, title="Sign in", who=None, message="sign-in refused: the form was not sent from this site")
     body = await read_body(request, 4096)
     token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
     try:
@@ -65,7 +108,12 @@ async def login(request: Request) -> Response:
 
 
 @router.get("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    # The cookie is SameSite=Strict: another site's link arrives without it, so this revokes
+    # only the session of the browser that asked.
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        request.app.state.service.auth.revoke(token)
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE)
     return resp
@@ -129,7 +177,7 @@ def jobs_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/jobs/{job_id}")
-def job_page(job_id: int, request: Request) -> HTMLResponse:
+def job_page(job_id: Annotated[int, Path(ge=1, le=MAX_INT)], request: Request) -> HTMLResponse:
     svc, who = _who(request)
     job = job_for(svc, who, job_id)
     verdict = svc.jobs.verdict(job_id) if job["status"] == "done" else None

@@ -110,13 +110,7 @@ _TEMPLATES = {
 <h2>Figures</h2>
 {% for name in figures %}<figure><img class="plot" alt="{{ name }}" src="/v1/jobs/{{ job.id }}/figures/{{ name }}.png"><figcaption>{{ name }}</figcaption></figure>{% endfor %}
 {% endif %}
-{% if job.status in ("queued", "running") %}<script>
-(function poll(){fetch("/v1/jobs/{{ job.id }}",{credentials:"same-origin"}).then(r=>r.json()).then(j=>{
-document.getElementById("status").textContent=j.status;
-document.getElementById("bar").style.width=Math.round(j.progress.fraction*100)+"%";
-document.getElementById("stage").textContent=j.progress.stage+" "+j.progress.done+"/"+j.progress.total;
-if(j.status==="done"||j.status==="failed"){location.reload();}else{setTimeout(poll,1000);}}).catch(()=>setTimeout(poll,2000));})();
-</script>{% endif %}
+{% if job.status in ("queued", "running") %}<script src="/static/job.js" data-job="{{ job.id }}"></script>{% endif %}
 {% endblock %}""",
     "regime.html": """{% extends "base.html" %}{% block body %}
 <p>Registered stockpile in service: <b id="stockpile">{{ r.stockpile }}</b> chips; a = {{ "%.3g"|format(r.chip_flops_per_day) }} FLOP per chip-day.</p>
