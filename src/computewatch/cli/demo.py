@@ -157,7 +157,7 @@ def demo(
 
     if workdir is not None:
         _check_workdir(workdir, as_json)
-        root = workdir
+        root = workdir.resolve()  # the commands it prints and the Verifier's jobs run elsewhere
     else:
         root = Path(tempfile.mkdtemp(prefix="computewatch-demo-"))
     console = err if as_json else out

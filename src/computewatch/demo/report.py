@@ -10,6 +10,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from computewatch.crypto.atomic import atomic_write
+from computewatch.demo.inspection import plan_note
 
 if TYPE_CHECKING:
     from computewatch.demo.scenario import DemoResult
@@ -74,7 +75,7 @@ everything under <code>{_e(result.root)}</code>.</p>
 <table><tr><th>owner</th><th>run</th><th>chips</th><th>size</th><th>declared</th><th>transcript handed over</th></tr>{''.join(runs)}</table>
 <h2>Inspection plan {_e(plan.get('plan'))} ({_e(plan.get('period'))})</h2>
 <p>{_e(plan.get('samples'))} of {_e(plan.get('population'))} chips drawn; seed commitment <code>{_e(plan.get('seed_commitment'))}</code>;
-revealed: {_e(plan.get('revealed'))}. {_e(plan.get('reason') or '')}</p>
+revealed: {'yes' if plan.get('revealed') else 'no'}. {_e(plan_note(plan) if 'setting' in plan else plan.get('reason') or '')}</p>
 <table><tr><th>chip</th><th>holder</th><th>outcome</th><th>log entries read</th><th>snapshots queued</th></tr>{ins}</table>
 <h2>Chips and custody</h2>
 <table><tr><th>serial</th><th>packaged from die</th><th>holder</th><th>facility</th></tr>{chips}</table>
