@@ -19,11 +19,14 @@ from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
-__all__ = ["PAUSE_ENV", "RegistryBase", "format_time"]
+__all__ = ["MARK_ENV", "PAUSE_ENV", "RegistryBase", "format_time"]
 
 # Test hook: "NAME:DIR" makes the process stop at pause point NAME inside its open transaction,
 # create DIR/paused and wait for DIR/resume (tests kill it there, or race another process).
 PAUSE_ENV = "COMPUTEWATCH_REGISTRY_TEST_PAUSE"
+# Test hook: DIR makes every write transaction create DIR/write-requested just before it asks
+# for the database's write lock (tests then know a second writer is at the lock, not still starting).
+MARK_ENV = "COMPUTEWATCH_REGISTRY_TEST_MARK"
 
 DEFAULT_SETTINGS = {
     # Footnote 22: this many chips reported lost or destroyed by one holder opens an investigation.
@@ -102,6 +105,9 @@ class RegistryBase:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction; a constraint a concurrent writer won first becomes ConflictError."""
+        mark = os.environ.get(MARK_ENV)
+        if mark:
+            (Path(mark) / "write-requested").write_text(str(os.getpid()))
         try:
             with db.write(self._engine) as conn:
                 yield conn
