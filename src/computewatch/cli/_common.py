@@ -65,8 +65,23 @@ def _flag_help(option: Any) -> Any:
     return option
 
 
+def _first_sentence(text: str | None) -> str | None:
+    """A docstring's first sentence on one line: what a group's command list shows."""
+    if not text:
+        return text
+    words = " ".join(text.split("\n\n")[0].split())
+    end = words.find(". ")
+    return words if end < 0 else words[: end + 1]
+
+
 class Command(TyperCommand):
-    """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`)."""
+    """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`), and
+    whose line in its group's list is its first sentence, wrapped to the terminal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.short_help:
+            self.short_help = _first_sentence(self.help)
 
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
