@@ -8,22 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
+
 from computewatch.cli._common import (
     EXIT_FINDING,
-    Command,
     EXIT_UNUSABLE,
-    err,
+    Command,
     fail,
     out,
     print_json,
+    stage_progress,
 )
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
@@ -186,17 +180,10 @@ def verify(
         workers=workers,
         data_dirs=data_dirs,
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(what: str, done: int, total: int) -> None:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(what, total=max(total, 1))
-                bar.update(tasks[what], completed=done, total=max(total, 1))
-
-            doc = run_verify(request, progress)
+        with stages:
+            doc = run_verify(request, report)
     except (EvidenceError, ValueError) as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
     except ComputewatchError as exc:

@@ -126,17 +126,9 @@ class DemoResult:
 
 
 def _verify_progress(hooks: DemoHooks, owner: str) -> tuple[Callable[[str, int, int], None], contextlib.ExitStack]:
-    stack = contextlib.ExitStack()
-    current: dict[str, Any] = {}
+    from computewatch._stages import stages
 
-    def progress(what: str, done: int, total: int) -> None:
-        if current.get("what") != what:
-            stack.close()
-            current["what"] = what
-            current["update"] = stack.enter_context(hooks.task(f"{owner}: trusted cluster, {what}", max(total, 1)))
-        current["update"](done)
-
-    return progress, stack
+    return stages(lambda what, total: hooks.task(f"{owner}: trusted cluster, {what}", total))
 
 
 def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | None = None) -> DemoResult:
