@@ -148,4 +148,7 @@ def test_the_plan_note_says_what_catches_a_hidden_run(demo: dict[str, Any]) -> N
     assert "every chip is inspected" in err and "precommitment before its first step" in err
     assert "detects with probability" not in err  # the register's wording, which the demo contradicts
     index = (demo["work"] / "report.html").read_text()
+    b = json.loads((demo["work"] / "verifier" / "verdict-prover-b.json").read_text())
+    assert index.count("<td class=unexplained>") == 2
+    assert f"<td class=unexplained>{len(b['unexplained_snapshots'])}</td>" in index
     assert "precommitment before its first step" in index and "revealed: yes" in index

@@ -43,6 +43,7 @@ def render_index(result: DemoResult) -> str:
         rows.append(
             f"<tr class={'fail' if p.violations else 'ok'}><td>{_e(p.name)}</td>"
             f"<td><span class='verdict {_e(p.verdict)}'>{_e(p.verdict)}</span></td>"
+            f"<td class=unexplained>{p.snapshots_logged - p.snapshots_explained}</td>"
             f"<td>{p.snapshots_explained} / {p.snapshots_logged}</td><td>{_e(_flops(p.total_flops, result.policy_threshold))}</td>"
             f"<td>{failed}</td><td><a href='{_e(p.report_file.relative_to(result.root))}'>full report</a></td></tr>"
         )
@@ -69,7 +70,7 @@ def render_index(result: DemoResult) -> str:
 <p>Register <code>{_e(w.registry.register_id)}</code>; policy threshold H = {result.policy_threshold:.3g} FLOPs;
 everything under <code>{_e(result.root)}</code>.</p>
 <h2>Verdicts</h2>
-<table><tr><th>Prover</th><th>verdict</th><th>snapshots explained / logged</th><th>training FLOPs</th><th>failed checks</th><th></th></tr>
+<table><tr><th>Prover</th><th>verdict</th><th>snapshots unexplained</th><th>snapshots explained / logged</th><th>training FLOPs</th><th>failed checks</th><th></th></tr>
 {''.join(rows)}</table>
 <h2>Runs</h2>
 <table><tr><th>owner</th><th>run</th><th>chips</th><th>size</th><th>declared</th><th>transcript handed over</th></tr>{''.join(runs)}</table>
