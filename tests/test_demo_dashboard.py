@@ -6,6 +6,7 @@ of the overview is kept in artifacts/screenshots/demo-overview.png."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _service import Server, find_chromium
+from _service import Server, find_chromium, report_chips  # noqa: F401  (fixture)
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 
@@ -107,3 +108,40 @@ def test_the_overview_shows_prover_bs_violation_in_chromium(served: tuple[Server
             context.close()
         finally:
             browser.close()
+
+
+def test_overview_counts_a_verify_jobs_violation_and_owners_see_only_their_own(
+    registry_chips: Any, report_chips: Any, tmp_path: Path,  # noqa: F811
+) -> None:
+    """Without a server: a violation verdict of a verify job makes its Prover's standing a
+    violation on the overview; an owner's page shows its own standing only; every page also
+    opens with a Bearer token."""
+    from _service import make_world
+
+    from sqlalchemy import insert
+
+    from computewatch.registry import db as reg_db
+    from computewatch.service import schema as ss
+
+    gen = make_world(f"sqlite:///{tmp_path / 'register.db'}", registry_chips, report_chips, tmp_path)
+    world = next(gen)
+    try:
+        with reg_db.write(world.app.state.service.engine) as conn:
+            for owner, verdict in (("acme", "violation"), ("beta", "compliant")):
+                conn.execute(insert(ss.jobs).values(owner=owner, status="done", request="{}", stage="done", done=1, total=1,
+                                                    fraction=1.0, verdict=verdict, created_at="2026-01-01T00:00:00Z"))
+        verifier = world.as_party("verifier").session()
+        page = world.client.get("/", headers={"Authorization": f"Bearer {verifier}"}, follow_redirects=False)
+        assert page.status_code == 200
+        text = " ".join(page.text.split())
+        assert "violation verdict" in text and "verify job" in text
+        rows = re.findall(r"<tr><td>(\w+)</td><td class=\"s-([\w-]+)\">", page.text)
+        assert ("acme", "violation") in rows and ("beta", "no-queued-snapshots") in rows
+        owner = world.as_party("beta").session()
+        mine = world.client.get("/", headers={"Authorization": f"Bearer {owner}"}, follow_redirects=False)
+        assert mine.status_code == 200 and "acme" not in mine.text and "No open findings" in mine.text
+        for path in ("/chips", "/owners", "/plans", "/queue", "/jobs"):
+            assert world.client.get(path, headers={"Authorization": f"Bearer {verifier}"}, follow_redirects=False).status_code == 200
+        assert world.client.get("/queue", follow_redirects=False).status_code == 303
+    finally:
+        gen.close()

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from computewatch.registry.standing import open_findings, standing
 from computewatch.service.api_reads import job_for, list_chips, list_inspections, queue
 from computewatch.service.api_writes import registry_call
-from computewatch.registry.standing import open_findings, standing
 from computewatch.service.auth import SESSION_COOKIE, Principal
 from computewatch.service.bodies import read_body
 from computewatch.service.errors import ServiceError
@@ -91,6 +91,12 @@ def index(request: Request) -> HTMLResponse:
                 for owner, job in sorted(latest.items())]
     findings = open_findings(provers, list_inspections(svc, who), svc.reg.investigations() if sees_all else [],
                              svc.reg.flags() if sees_all else [])
+    judged = [p for p in provers if p["job"] and p["job"].get("verdict") == "violation"]
+    for p in judged:  # a verify job's violation counts even where no queued snapshot shows it
+        p["state"] = "violation"
+    at = sum(1 for f in findings if f["kind"] == "unexplained snapshots")
+    findings[at:at] = [{"kind": "violation verdict", "party": p["owner"], "subject": f"verify job {p['job']['id']}",
+                        "detail": "the Verifier's verdict on the transcripts it handed over is a violation"} for p in judged]
     counts = {
         "chips": len(chips), "entries": sum(c["entries"] for c in chips),
         "parties": len(svc.reg.parties()) if who.is_verifier else 1, "plans": len(svc.reg.plans()),
