@@ -101,6 +101,7 @@ def test_progress_off_a_terminal_keeps_talking_and_says_when_it_ends() -> None:
         _wait_for(buffer, "replay: still working after")  # one long unit of work: not silent
         assert "(0/1)" in buffer.getvalue()
         update(1)
+        _wait_for(buffer, "replay: all 1 done, the next step still under way after")
     lines = buffer.getvalue().splitlines()
     assert lines[0] == "replay: started (1 to do)" and lines[-1].startswith("replay: done after")
     buffer = io.StringIO()

@@ -303,8 +303,11 @@ def progress(
         while not stop.wait(min(1.0, heartbeat_s)):
             now = time.monotonic()
             if now - state["printed"] >= heartbeat_s:
-                where = f" ({state['done']:,}/{total:,})" if total else ""
-                say(f"{name}: still working after {now - start:.0f} s{where}")
+                if total and state["done"] >= total:  # its part is done; what follows has not reported yet
+                    say(f"{name}: all {total:,} done, the next step still under way after {now - start:.0f} s")
+                else:
+                    where = f" ({state['done']:,}/{total:,})" if total else ""
+                    say(f"{name}: still working after {now - start:.0f} s{where}")
 
     beat = threading.Thread(target=heartbeat, name="progress-heartbeat", daemon=True)
     beat.start()
