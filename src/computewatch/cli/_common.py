@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "out",
     "print_json",
     "progress",
+    "stage_progress",
     "write_output",
 ]
 
@@ -66,12 +69,52 @@ def _flag_help(option: Any) -> Any:
     return option
 
 
+def _plain_metavar(param: Any) -> None:
+    """docs/cli.md's placeholders: none for a boolean flag, `<path>` (repeatable) rather than
+    typer's `<list[Path]>`, `<int>` rather than `<int range>` (the range is shown beside it)."""
+    if getattr(param, "metavar", None) is not None:
+        return
+    if getattr(param, "is_flag", False):
+        param.metavar = FLAG
+        return
+    try:
+        label = param.display_type(None)
+    except Exception:  # a type typer cannot describe without a context (choices): keep typer's
+        return
+    if not isinstance(label, str) or not ("list[" in label or " range" in label):
+        return
+    inner = re.sub(r"list\[(.*)\]", r"\1", label).replace(" range", "").replace("<Path>", "<path>")
+    if getattr(param, "param_type_name", "") == "argument":
+        # An argument's metavar is its name in the usage line: change only the type shown.
+        shown = inner + ("..." if getattr(param, "nargs", 1) != 1 else "")
+        param.display_type_rich = lambda ctx: shown
+    else:
+        param.metavar = inner
+
+
+def _first_sentence(text: str | None) -> str | None:
+    """A docstring's first sentence on one line: what a group's command list shows."""
+    if not text:
+        return text
+    words = " ".join(text.split("\n\n")[0].split())
+    end = words.find(". ")
+    return words if end < 0 else words[: end + 1]
+
+
 class Command(TyperCommand):
     """A command whose help shows `--help` as the flag it is (`app.command(cls=Command)`), and
     that runs under the command line's one guard (docs/cli.md): usage errors print JSON too
     with `--json`; paths that would hang a read (FIFOs, sockets, devices) and integers past 64
     bits are refused before anything runs; every OS, database, encoding or memory error ends in
-    one line and exit 2; an output folder or file the failed command created is removed."""
+    one line and exit 2; an output folder or file the failed command created is removed. Its line in
+    its group's list is its first sentence, wrapped to the terminal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.short_help:
+            self.short_help = _first_sentence(self.help)
+        for param in self.params:
+            _plain_metavar(param)
 
     def get_help_option(self, ctx: Any) -> Any:
         return _flag_help(super().get_help_option(ctx))
@@ -518,13 +561,16 @@ def check_storage_url(location: str, what: str = "run directory") -> str:
 
 @contextlib.contextmanager
 def progress(
-    description: str, total: int | None, *, console: Console = err, step: float = 0.1, quiet_s: float = 2.0
+    description: str, total: int | None, *, console: Console = err, step: float = 0.1, quiet_s: float = 2.0,
+    heartbeat_s: float = 10.0,
 ) -> Iterator[Callable[[int], None]]:
     """Progress of long work on stderr; yields `update(done)`.
 
-    On a terminal: a transient rich bar. Otherwise (a log file, CI, a pipe): one plain line when
-    the work starts, then one at each `step` share of `total` done (at most one per `quiet_s`
-    seconds), with the elapsed time.
+    On a terminal: a transient rich bar (its clock runs even while `done` stands still).
+    Otherwise (a log file, CI, a pipe): one plain line when the work starts, then one at each
+    `step` share of `total` done (at most one per `quiet_s` seconds), a "still working" line
+    after `heartbeat_s` seconds without one (work of unknown size, or one long unit of it), and
+    a last line with the time it took when it took more than `quiet_s`.
     """
     if console.is_terminal:
         from rich.progress import (
@@ -543,18 +589,56 @@ def progress(
             yield lambda done: bar.update(task, completed=done)
         return
     start = time.monotonic()
-    console.print(f"{escape(description)}: started" + (f" ({total:,} to do)" if total else ""), highlight=False)
-    state = {"mark": step, "printed": start}
+    name = escape(description)
+    console.print(f"{name}: started" + (f" ({total:,} to do)" if total else ""), highlight=False)
+    state: dict[str, Any] = {"mark": step, "printed": start, "done": 0}
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:
+            console.print(line, highlight=False)
+            state["printed"] = time.monotonic()
 
     def update(done: int) -> None:
+        state["done"] = done
         if not total:
             return
         share, now = done / total, time.monotonic()
         # A line per `step` of the work, at most one every `quiet_s`: short work stays quiet.
         if share >= state["mark"] and (now - state["printed"] >= quiet_s or (done >= total and now - start >= quiet_s)):
-            console.print(f"{escape(description)}: {done:,}/{total:,} ({share:.0%}) after {now - start:.1f} s", highlight=False)
-            state["printed"] = now
+            say(f"{name}: {done:,}/{total:,} ({share:.0%}) after {now - start:.1f} s")
         while state["mark"] <= share:
             state["mark"] += step
 
-    yield update
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(min(1.0, heartbeat_s)):
+            now = time.monotonic()
+            if now - state["printed"] >= heartbeat_s:
+                if total and state["done"] >= total:  # its part is done; what follows has not reported yet
+                    say(f"{name}: all {total:,} done, the next step still under way after {now - start:.0f} s")
+                else:
+                    where = f" ({state['done']:,}/{total:,})" if total else ""
+                    say(f"{name}: still working after {now - start:.0f} s{where}")
+
+    beat = threading.Thread(target=heartbeat, name="progress-heartbeat", daemon=True)
+    beat.start()
+    ok = False
+    try:
+        yield update
+        ok = True
+    finally:
+        stop.set()
+        beat.join()
+        took = time.monotonic() - start
+        if took >= quiet_s:
+            say(f"{name}: {'done' if ok else 'stopped'} after {took:.1f} s")
+
+
+def stage_progress(prefix: str = "") -> tuple[Callable[[str, int, int], None], contextlib.ExitStack]:
+    """A `(stage, done, total)` callback (the Verifier's and the service's progress) over
+    `progress`: one bar, or one series of lines, per stage. Close the stack when the work ends."""
+    from computewatch._stages import stages
+
+    return stages(lambda stage, total: progress(f"{prefix}{stage}", total))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from computewatch.cli._common import (
@@ -248,33 +249,75 @@ def status(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """How a plan's inspections went, or a summary: plans, the explanation queue, investigations."""
+    """How a plan's inspections went, or a summary: open findings first (unexplained snapshots,
+    inspection findings, refusals, open investigations), where each Prover stands, the plans."""
     seed = _read_seed(seed_file, as_json)
     with registry_guard(as_json):
         with open_registry(db, as_json=as_json) as reg:
-            if plan_id is not None:
-                doc = reg.plan_status(plan_id, seed)
-            else:
-                doc = {
-                    "plans": reg.plans(),
-                    "queue_pending": len(reg.explanation_queue(status="pending")),
-                    "investigations_open": len(reg.investigations(status="open")),
-                    "inspections": {o: len(reg.inspections(outcome=o)) for o in ("clean", "finding", "refused")},
-                }
+            summary = _summary(reg)
+            doc = summary if plan_id is None else {**reg.plan_status(plan_id, seed), **{
+                k: summary[k] for k in ("findings", "provers", "queue_pending", "queue_unexplained")}}
     if as_json:
         print_json(doc)
         return
-    if plan_id is None:
-        table = Table(title="inspection plans")
-        for col in ("plan", "period", "stockpile", "samples", "population", "revealed"):
-            table.add_column(col)
-        for p in doc["plans"]:
-            table.add_row(str(p["plan"]), escape(p["period"]), escape(p["stockpile"]), str(p["samples"]),
-                          str(p["population"]), "yes" if p["revealed"] else "no")
+    if plan_id is not None:
+        counts = doc["counts"]
+        out.print(f"plan {doc['plan']} ({escape(doc['period'])}): {counts['clean']} clean, {counts['finding']} with "
+                  f"findings, {counts['refused']} refused, {counts['pending']} not yet inspected")
+        for c in doc["chips"]:
+            out.print(f"  {c['serial']}: {c['outcome']} (holder {escape(c['holder'] or '-')}, {c['status']})")
+    _print_summary(doc)
+
+
+def _summary(reg: Any) -> dict[str, Any]:
+    from computewatch.registry.standing import open_findings, standing
+
+    inspections = reg.inspections()
+    investigations = reg.investigations()
+    provers = standing(reg.explanation_queue(status=None))
+    return {
+        "findings": open_findings(provers, inspections, investigations, reg.flags()),
+        "provers": provers,
+        "plans": reg.plans(),
+        "queue_pending": sum(p["pending"] for p in provers),
+        "queue_unexplained": sum(p["unexplained"] for p in provers),
+        "investigations_open": sum(1 for i in investigations if i["status"] == "open"),
+        "inspections": {o: sum(1 for i in inspections if i["outcome"] == o) for o in ("clean", "finding", "refused")},
+    }
+
+
+_STATE_STYLE = {"violation": "bold red", "awaiting explanation": "yellow", "all explained": "green"}
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    findings = doc["findings"]
+    if findings:
+        out.print(f"[bold red]open findings ({len(findings)})[/bold red]")
+        for f in findings:
+            out.print(f"  [red]{escape(f['kind'])}[/red]: {escape(f['party'])}, {escape(f['subject'])}", soft_wrap=False)
+            out.print(Padding(escape(f["detail"]), (0, 0, 0, 4)), soft_wrap=False)
+    else:
+        out.print("[green]no open findings[/green]")
+    if doc["provers"]:
+        table = Table(title="Provers: logged snapshots the register asked them to explain")
+        for col in ("Prover", "standing", "unexplained", "pending", "explained"):
+            table.add_column(col, justify="left" if col in ("Prover", "standing") else "right")
+        for p in doc["provers"]:
+            style = _STATE_STYLE.get(p["state"], "")
+            table.add_row(escape(p["owner"]), f"[{style}]{p['state']}[/{style}]", str(p["unexplained"]),
+                          str(p["pending"]), str(p["explained"]))
         out.print(table)
-        out.print(f"inspections: {doc['inspections']}; snapshots awaiting explanation: {doc['queue_pending']}; "
-                  f"open investigations: {doc['investigations_open']}")
+    if "plans" not in doc:  # one plan's status: its chips are above
+        out.print(f"snapshots unexplained: {doc['queue_unexplained']}, awaiting explanation: {doc['queue_pending']}")
         return
-    out.print(f"plan {doc['plan']} ({escape(doc['period'])}): {doc['counts']}")
-    for c in doc["chips"]:
-        out.print(f"  {c['serial']}: {c['outcome']} (holder {escape(c['holder'])}, {c['status']})")
+    table = Table(title="inspection plans")
+    for col in ("plan", "period", "stockpile", "samples", "population", "revealed"):
+        table.add_column(col)
+    for p in doc["plans"]:
+        table.add_row(str(p["plan"]), escape(p["period"]), escape(p["stockpile"]), str(p["samples"]),
+                      str(p["population"]), "yes" if p["revealed"] else "no")
+    out.print(table)
+    n = doc["inspections"]
+    out.print(f"inspections: {n['clean']} clean, {n['finding']} with findings, {n['refused']} refused; "
+              f"snapshots unexplained: {doc['queue_unexplained']}, awaiting explanation: {doc['queue_pending']}; "
+              f"open investigations: {doc['investigations_open']}")

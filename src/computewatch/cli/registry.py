@@ -8,11 +8,13 @@ in the working directory) and `--json`. Exit status: 0 done; 1 a refusal the reg
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -324,6 +326,7 @@ def list_cmd(
     owner: Annotated[Optional[str], typer.Option(help="Only this holder's (or party's) records.")] = None,
     status: Annotated[Optional[str], typer.Option(help="Only records with this status.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", metavar=FLAG, help="Every column, digests and times in full (wider than 80 columns).")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -331,7 +334,8 @@ def list_cmd(
     explanation queue or declared runs. --status takes, by what is listed: chips, wafers,
     dies: active|packaged|lost|damaged|destroyed; parties: a role
     (chipmaker|owner|inspector|fab); investigations: open|closed; queue:
-    pending|explained|unexplained."""
+    pending|explained|unexplained. The table keeps to the terminal's width (the main
+    columns, digests and times shortened); --wide shows every column in full, --json everything."""
     choices = _STATUSES.get(what, ())
     if status is not None and status not in choices:
         allowed = f"one of {'|'.join(choices)}" if choices else "not a filter here"
@@ -342,13 +346,36 @@ def list_cmd(
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"{what} ({len(rows)})")
-    columns = list(rows[0]) if rows else []
+    if not rows:
+        which = status or ("pending" if what == "queue" else None)
+        out.print(f"{what}: none" + (f" with status {escape(which)}" if which else ""))
+        return
+    columns = list(rows[0]) if wide else [c for c in _NARROW.get(what, list(rows[0])) if c in rows[0]]
+    table = Table(title=f"{what} ({len(rows)})" + ("" if wide else "; --wide for every column"))
     for col in columns:
-        table.add_column(col)
+        table.add_column(col.replace("_", " "), overflow="fold", no_wrap=wide)
     for r in rows:
-        table.add_row(*(escape(_cell(r[c])) for c in columns))
-    out.print(table)
+        table.add_row(*(escape(_cell(r[c] if wide or c != "verdict_ref" else str(r[c] or "").split("#")[0], wide))
+                        for c in columns))
+    if wide:  # every column at its natural width, whatever the terminal's
+        Console(width=100_000, soft_wrap=True, highlight=False).print(table)
+    else:
+        out.print(table)
+
+
+# The columns a listing shows by default (in this order): what fits 80 columns and says most.
+_NARROW: dict[str, list[str]] = {
+    "chips": ["serial", "holder", "status", "facility", "exempt"],
+    "wafers": ["serial", "holder", "status", "facility"],
+    "dies": ["serial", "holder", "status", "facility"],
+    "parties": ["name", "role", "keyid", "created_at"],
+    "lots": ["lot", "fab", "wafers", "dies_per_wafer", "produced_at"],
+    "investigations": ["id", "party", "status", "reason", "opened_at"],
+    "flags": ["id", "serial", "kind", "responsible", "detail"],
+    "plans": ["plan", "period", "stockpile", "samples", "population", "revealed", "end"],
+    "queue": ["serial", "counter", "step", "owner", "status", "verdict_ref"],
+    "runs": ["owner", "run_id", "chips", "declared_at"],
+}
 
 
 _ITEM = ("active", "packaged", "lost", "damaged", "destroyed")
@@ -380,10 +407,26 @@ def _listing(reg: Registry, what: str, owner: str | None, status: str | None, li
     return rows[:limit] if limit is not None else rows
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, wide: bool = True) -> str:
+    """A value as plain text: no Python reprs, no "None"; narrow tables shorten digests to 12
+    hex digits and times to the second."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return "" if value is None else str(value)
+        return ", ".join(_cell(v, wide) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v, wide)}" for k, v in value.items())
+    text = str(value)
+    if not wide:
+        text = _HEX.sub(lambda m: m.group(0)[:12] + "…", text)
+        text = _TIME.sub(lambda m: f"{m.group(1)} {m.group(2)}Z", text)
+    return text
+
+
+_HEX = re.compile(r"\b[0-9a-f]{32,}\b")
+_TIME = re.compile(r"\b(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?Z\b")
 
 
 @app.command(cls=Command)

@@ -8,23 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
+
 from computewatch.cli._common import (
     EXIT_FINDING,
-    Command,
     EXIT_UNUSABLE,
+    Command,
     check_register,
     err,
     fail,
     out,
     print_json,
+    stage_progress,
 )
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
@@ -200,17 +195,10 @@ def verify(
         data_dirs=data_dirs,
         sandbox=not unsafe_no_sandbox,
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(what: str, done: int, total: int) -> None:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(what, total=max(total, 1))
-                bar.update(tasks[what], completed=done, total=max(total, 1))
-
-            doc = run_verify(request, progress)
+        with stages:
+            doc = run_verify(request, report)
     except (EvidenceError, ValueError) as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
     except ComputewatchError as exc:

@@ -20,11 +20,14 @@ from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
-__all__ = ["PAUSE_ENV", "RegistryBase", "format_time", "joined"]
+__all__ = ["MARK_ENV", "PAUSE_ENV", "RegistryBase", "format_time", "joined"]
 
 # Test hook: "NAME:DIR" makes the process stop at pause point NAME inside its open transaction,
 # create DIR/paused and wait for DIR/resume (tests kill it there, or race another process).
 PAUSE_ENV = "COMPUTEWATCH_REGISTRY_TEST_PAUSE"
+# Test hook: DIR makes every write transaction create DIR/write-requested just before it asks
+# for the database's write lock (tests then know a second writer is at the lock, not still starting).
+MARK_ENV = "COMPUTEWATCH_REGISTRY_TEST_MARK"
 
 # A caller's open write transaction the register's operations join (see `joined`).
 _JOINED: ContextVar[Connection | None] = ContextVar("computewatch_registry_joined", default=None)
@@ -123,6 +126,9 @@ class RegistryBase:
     def _write(self) -> Iterator[Connection]:
         """One write transaction; a constraint a concurrent writer won first becomes ConflictError."""
         outer = _JOINED.get()
+        mark = os.environ.get(MARK_ENV)
+        if mark:
+            (Path(mark) / "write-requested").write_text(str(os.getpid()))
         try:
             if outer is not None and outer.engine is self._engine:
                 with outer.begin_nested():

@@ -1,4 +1,5 @@
-"""Server-rendered dashboard pages (Jinja2), read with a session cookie (`/login`)."""
+"""Server-rendered dashboard pages (Jinja2), read with a session: the cookie `/login` sets, or
+`Authorization: Bearer <token>` (or a signed read), as the API accepts (docs/service.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from computewatch.registry.standing import open_findings, standing
 from computewatch.service.api_reads import job_for, list_chips, list_inspections, queue
 from computewatch.service.api_writes import registry_call
 from computewatch.service.auth import SESSION_COOKIE, Principal
@@ -57,10 +59,10 @@ def error_page(request: Request, exc: ServiceError) -> Response:
 
 def _who(request: Request) -> tuple[Service, Principal]:
     svc: Service = request.app.state.service
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
+    who = svc.auth.verify_read(request.method, request.url.path, request.headers, request.cookies)
+    if who is None:
         raise ServiceError(401, "sign in")
-    return svc, svc.auth.session(token)
+    return svc, who
 
 
 @router.get("/login")
@@ -122,13 +124,35 @@ def logout(request: Request) -> Response:
 @router.get("/")
 def index(request: Request) -> HTMLResponse:
     svc, who = _who(request)
+    sees_all = who.is_verifier or who.role == "inspector"
     chips = list_chips(svc, who)
+    rows = queue(svc, who, None)
+    jobs = svc.jobs.list(None if who.is_verifier else who.name)
+    provers = standing(rows)
+    latest: dict[str, dict[str, Any]] = {}
+    for job in sorted(jobs, key=lambda j: j["id"]):
+        if job.get("verdict"):
+            latest[job["owner"]] = job
+    for p in provers:
+        p["job"] = latest.pop(p["owner"], None)
+    provers += [{"owner": owner, "state": "no queued snapshots", "unexplained": 0, "pending": 0, "explained": 0, "job": job}
+                for owner, job in sorted(latest.items())]
+    findings = open_findings(provers, list_inspections(svc, who), svc.reg.investigations() if sees_all else [],
+                             svc.reg.flags() if sees_all else [])
+    judged = [p for p in provers if p["job"] and p["job"].get("verdict") == "violation"]
+    for p in judged:  # a verify job's violation counts even where no queued snapshot shows it
+        p["state"] = "violation"
+    at = sum(1 for f in findings if f["kind"] == "unexplained snapshots")
+    findings[at:at] = [{"kind": "violation verdict", "party": p["owner"], "subject": f"verify job {p['job']['id']}",
+                        "detail": "the Verifier's verdict on the transcripts it handed over is a violation"} for p in judged]
     counts = {
         "chips": len(chips), "entries": sum(c["entries"] for c in chips),
         "parties": len(svc.reg.parties()) if who.is_verifier else 1, "plans": len(svc.reg.plans()),
-        "pending": len(queue(svc, who, "pending")), "jobs": len(svc.jobs.list(None if who.is_verifier else who.name)),
+        "pending": sum(1 for r in rows if r["status"] == "pending"),
+        "unexplained": sum(1 for r in rows if r["status"] == "unexplained"), "jobs": len(jobs),
     }
-    return _page("index.html", title="Overview", who=who, counts=counts, register=svc.reg.register_id, vkey=svc.signer.vkey)
+    return _page("index.html", title="Overview", who=who, counts=counts, findings=findings, provers=provers,
+                 register=svc.reg.register_id, vkey=svc.signer.vkey)
 
 
 @router.get("/chips")

@@ -149,7 +149,25 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         "rules": rules,
         "runs": [_run_doc(runs[r], selections.get(r, []), expectations.get(r, [])) for r in runs],
         "chips": [{"serial": c.serial, "entries": c.audit.entries, "snapshots": len(c.snapshots), "ok": c.audit.ok, "root": c.audit.root} for c in chips],
+        "unexplained_snapshots": _unexplained(chips, runs, expectations),
     }
+
+
+def _unexplained(chips: list[ChipEvidence], runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every logged snapshot no transcript explained, also those of runs never handed over
+    (the report lists them all: they are the violation people must see)."""
+    done = {(e["chip"], e["counter"]): e for rid in expectations for e in expectations[rid]}
+    out = []
+    for c in chips:
+        for s in c.snapshots:
+            e = done.get((c.serial, s.counter))
+            if e is not None and e.get("explained"):
+                continue
+            why = ("belongs to no declared run" if s.run_id is None else
+                   f"run {s.run_id}'s transcript was withheld" if s.run_id not in runs else (e or {}).get("detail") or "not reproduced")
+            out.append({"chip": c.serial, "counter": s.counter, "step": s.step, "run_id": s.run_id,
+                        "clock_ns": str(s.clock_ns), "busy_ns": str(s.busy_ns), "detail": why})
+    return out
 
 
 def _verdict(outcomes: Sequence[CheckOutcome]) -> str:
