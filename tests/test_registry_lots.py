@@ -195,6 +195,7 @@ def test_chipmaker_lot_and_command_line(tmp_path) -> None:
     assert len(chips) == 3 and all((c / "lot-proof.json").exists() for c in chips)
     runner = CliRunner()
     db = ("--db", str(tmp_path / "r.db"))
+    assert runner.invoke(app, ["registry", "init", *db]).exit_code == 0
     assert runner.invoke(app, ["registry", "add-chipmaker", "maker", "--pub", str(tmp_path / "maker" / "chipmaker.pub"), *db]).exit_code == 0
     r = runner.invoke(app, ["registry", "register-lot", str(manifest), *db, "--json"])
     assert r.exit_code == 2 and "--certificates" in r.output
@@ -205,6 +206,7 @@ def test_chipmaker_lot_and_command_line(tmp_path) -> None:
     r = runner.invoke(app, ["registry", "register-lot", str(manifest), "--certificates", str(certs), "--workers", "0", *db])
     assert r.exit_code != 0 and "already registered" in r.output  # chip 0 is in already: nothing more goes in
     fresh = ("--db", str(tmp_path / "fresh.db"))
+    assert runner.invoke(app, ["registry", "init", *fresh]).exit_code == 0
     runner.invoke(app, ["registry", "add-chipmaker", "maker", "--pub", str(tmp_path / "maker" / "chipmaker.pub"), *fresh])
     r = runner.invoke(app, ["registry", "register-lot", str(manifest), "--certificates", str(certs), "--workers", "0",
                             *fresh, "--json"])
