@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandb
 
 
 def test_the_family_is_registered_with_its_checks() -> None:
-    listed = {n for n in attack_names() if get_attack(n).family == "hostile-program"}
+    listed = {n for n in attack_names() if get_attack(n).family == "hostile program"}
     assert listed == set(FAMILY)
     assert {n: get_attack(n).expected for n in FAMILY} == FAMILY
 
