@@ -1,4 +1,4 @@
-"""computewatch.crypto: canonical JSON, BLAKE3/SHA-256 hashing over tensors, Ed25519, DSSE, RFC 9162 Merkle trees.
+"""computewatch.crypto: canonical JSON, BLAKE3/SHA-256 hashing of bytes and tensors, Ed25519, DSSE, RFC 9162 Merkle trees, the XOF sampler.
 
 Formats and test vectors: docs/formats.md. The GPU kernel (`blake3_triton`) is imported
 lazily by `hash_regions` only when a CUDA tensor is hashed.
@@ -26,6 +26,7 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "VerifyKey",
+    "XofSampler",
     "append_durable",
     "atomic_write",
     "blake3_bytes",
@@ -63,6 +64,7 @@ _WHERE = {
     "SignatureError": "errors",
     "SigningKey": "signing",
     "VerifyKey": "signing",
+    "XofSampler": "sampler",
     "append_durable": "atomic",
     "atomic_write": "atomic",
     "blake3_bytes": "digest",
