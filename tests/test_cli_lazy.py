@@ -29,7 +29,7 @@ for args in json.loads(sys.argv[1]):
         app(args, prog_name="computewatch", standalone_mode=False)
     except SystemExit:
         pass
-    seen.append([" ".join(args), "torch" in sys.modules, "computewatch.chip.chip" in sys.modules])
+    seen.append([" ".join(args), "torch" in sys.modules, "computewatch.chip.chip" in sys.modules, "matplotlib" in sys.modules])
 print(json.dumps(seen))
 """
 
@@ -55,9 +55,10 @@ def test_light_commands_start_without_torch(tmp_path: Path) -> None:
     ]
     seen = json.loads(_run_child(_CHILD, json.dumps(commands)).splitlines()[-1])
     assert [s[0] for s in seen] == [" ".join(c) for c in commands]
-    for command, torch_loaded, simulator_loaded in seen:
+    for command, torch_loaded, simulator_loaded, matplotlib_loaded in seen:
         assert not torch_loaded, f"`computewatch {command}` imported torch"
         assert not simulator_loaded, f"`computewatch {command}` imported the chip simulator"
+        assert not matplotlib_loaded, f"`computewatch {command}` imported matplotlib"
 
 
 def test_auditor_policy_engine_and_service_import_neither_torch_nor_the_simulator() -> None:
