@@ -69,7 +69,7 @@ def _copy(reg: Registry, serial: str) -> bytes:
 
 def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseException], pause: float = 0.0) -> None:
     from computewatch.chip import Chip
-    from computewatch.chip.testing import small_shard
+    from computewatch.chip.exercise import small_shard
 
     try:
         chip = Chip.open(state, transport=transport)
@@ -185,16 +185,14 @@ def _cert(state: Path):  # type: ignore[no-untyped-def]
 def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_path: Path) -> None:
     """kill -9 inside the write's transaction (nothing applied) and after its commit (the answer
     lost on the wire): either way the resent envelope ends with the run declared exactly once."""
-    import os
-
-    from computewatch.registry._base import PAUSE_ENV
+    from computewatch import _faults
     from computewatch.service import signed_request
 
     reg, chips, keys, server = server_world
     for point, run_id in (("service-write", "r-before-commit"), ("service-answered", "r-after-commit")):
         pause = tmp_path / point
         pause.mkdir()
-        server.env = {PAUSE_ENV: f"{point}:{pause}"}
+        server.faults = (f"pause={point}:{pause}",)  # tests/_faults.py: the server stops there
         server.start()
         env = signed_request("declare-run", {"run_id": run_id, "serials": [chips[0][0]]}, party="acme", key=keys["acme"],
                              register=reg.register_id)
@@ -206,7 +204,7 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
         assert (pause / "paused").exists(), "the server never reached the pause point"
         server.kill()
         sent.join(timeout=30)
-        server.env = None
+        server.faults = ()
         server.start()
         with httpx.Client(base_url=server.url, timeout=30) as http:
             r = http.post("/v1/runs", content=env.to_json())
@@ -215,7 +213,7 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
             assert http.post("/v1/runs", content=env.to_json()).json() == r.json()
         assert [x["run_id"] for x in reg.runs(owner="acme")].count(run_id) == 1
         server.stop()
-    assert os.environ.get(PAUSE_ENV) is None
+    assert _faults.current() == ()  # the handlers lived in the server process only
 
 
 def _post_quietly(url: str, body: bytes) -> None:

@@ -32,9 +32,9 @@ snapshot of W_{t+1} is filed under.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import signal
 import tempfile
 import time
 import uuid
@@ -57,6 +57,7 @@ from computewatch.formats.checkpoint import (
 )
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.layout import ShardLayout
+from computewatch._faults import fault_point
 from computewatch.formats.manifest import (
     MANIFEST_FILE,
     Manifest,
@@ -73,10 +74,7 @@ from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
 from computewatch.prover.writer import BackgroundWriter
 
-__all__ = ["KILL_ENV", "ChipLike", "Recorder", "local_tensors", "resume_point"]
-
-# Test hook: SIGKILL this process halfway through writing the checkpoint of this step.
-KILL_ENV = "COMPUTEWATCH_TEST_KILL_IN_CHECKPOINT"
+__all__ = ["ChipLike", "Recorder", "local_tensors", "resume_point"]
 
 
 class ChipLike(Protocol):
@@ -417,8 +415,8 @@ class Recorder:
 
     def _write_checkpoint(self, ckpt: Any) -> None:
         data = encode_checkpoint(ckpt)
-        hook = _kill_self if os.environ.get(KILL_ENV) == str(ckpt.step) else None
-        digest = self.store.put(data, _partial_hook=hook)
+        # Crash tests kill the process here, half the checkpoint written (computewatch._faults).
+        digest = self.store.put(data, _partial_hook=functools.partial(fault_point, "checkpoint.half-written", step=ckpt.step))
         CheckpointIndex(self.storage, self.rank).add(ckpt.step, digest, len(data))
 
     def _ingest_snapshot(self, snap: Any) -> None:
@@ -448,7 +446,3 @@ class Recorder:
         if self._writer is not None:
             self._flush_steps()
             self._writer.flush()
-
-
-def _kill_self() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
