@@ -45,6 +45,7 @@ from typing import Any, Protocol
 
 import torch
 
+from computewatch import _faults
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.digest import blake3_bytes
@@ -57,7 +58,6 @@ from computewatch.formats.checkpoint import (
 )
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.layout import ShardLayout
-from computewatch._faults import fault_point
 from computewatch.formats.manifest import (
     MANIFEST_FILE,
     Manifest,
@@ -415,8 +415,10 @@ class Recorder:
 
     def _write_checkpoint(self, ckpt: Any) -> None:
         data = encode_checkpoint(ckpt)
-        # Crash tests kill the process here, half the checkpoint written (computewatch._faults).
-        digest = self.store.put(data, _partial_hook=functools.partial(fault_point, "checkpoint.half-written", step=ckpt.step))
+        # Crash tests kill the process here, half the checkpoint written (computewatch._faults); the
+        # half-write happens only while a test has handlers installed.
+        hook = functools.partial(_faults.fault_point, "checkpoint.half-written", step=ckpt.step) if _faults.current() else None
+        digest = self.store.put(data, _partial_hook=hook)
         CheckpointIndex(self.storage, self.rank).add(ckpt.step, digest, len(data))
 
     def _ingest_snapshot(self, snap: Any) -> None:
