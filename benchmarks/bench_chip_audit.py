@@ -38,7 +38,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def make_log(entries: int) -> Path:
     """A chip state directory whose log holds at least `entries` entries (cached)."""
-    from computewatch.chip.testing import booted_chip, run_steps
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _chips import booted_chip, run_steps  # the tests' reproducible chips (fixed device secrets)
 
     folder = RESULTS / f"chip-audit-{entries}"
     if (folder / "done").exists():

@@ -56,7 +56,7 @@ class _Recorder:
 
 def make_chips(root: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
     from computewatch.chip import Chip, provision_chips
-    from computewatch.chip.testing import small_shard
+    from computewatch.chip.exercise import small_shard
 
     states = provision_chips(root / "chips", count, snapshots_per_day=50.0, log_mode="report", secret_seed=b"bench service load")
     out = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _faults import faulty
 from conftest import registry_key
 
 from computewatch.crypto.signing import SigningKey
@@ -80,7 +81,7 @@ class World:
 
     def run_chip(self, state: Path, steps: int, transport: Any = None) -> Any:
         from computewatch.chip import Chip
-        from computewatch.chip.testing import run_steps, small_shard
+        from computewatch.chip.exercise import run_steps, small_shard
         from computewatch.service import HttpTransport
 
         chip = Chip.open(state, transport=transport or HttpTransport("", client=self.client, retry_s=0.0))
@@ -131,12 +132,13 @@ class Server:
     """`computewatch serve` in a subprocess on 127.0.0.1 and a free port."""
 
     def __init__(self, db_url: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, faults: tuple[str, ...] = ()) -> None:
         self.db_url = db_url
         self.data = data
         self.port = port or free_port()
         self.extra = extra
         self.env = env
+        self.faults = faults  # fault handlers for crash tests (tests/_faults.py), e.g. "pause=service-write:DIR"
         self.proc: subprocess.Popen[bytes] | None = None
         data.mkdir(parents=True, exist_ok=True)
         self.pub = data.parent / "verifier.pub"
@@ -148,7 +150,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> Server:
-        cmd = [sys.executable, "-m", "computewatch", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
+        python = faulty(*self.faults) if self.faults else [sys.executable]
+        cmd = [*python, "-m", "computewatch", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
                "--data", str(self.data), "--verifier-pub", str(self.pub), "--log-level", "warning", *self.extra]
         env = {**os.environ, **self.env} if self.env else None
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data.parent / f"server-{self.port}.log", "ab"))  # noqa: SIM115

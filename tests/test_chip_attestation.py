@@ -7,7 +7,7 @@ import json
 import pytest
 
 from computewatch.chip import AttestationError, Chip, verify_attestation
-from computewatch.chip.testing import booted_chip, run_steps
+from _chips import booted_chip, run_steps
 from computewatch.crypto.signing import SigningKey
 
 NONCE = bytes(range(16))
@@ -85,7 +85,7 @@ def test_tamper_flag_is_sticky_and_read_at_inspection(chip) -> None:
 def _resigned(chip: Chip, mutate) -> dict:
     """Evidence whose statement was changed and signed again with the (leaked) boot key: the
     checks behind the signature must still hold."""
-    from computewatch.chip.testing import leak_boot_key
+    from _chips import leak_boot_key
     from computewatch.crypto.canonical import canonical_json
     from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope
     from computewatch.formats.chip_entry import envelope_to_obj

@@ -14,7 +14,7 @@ from computewatch.chip import (
     verify_attestation,
     verify_chip_certificate,
 )
-from computewatch.chip.testing import booted_chip, leak_boot_key, run_steps
+from _chips import booted_chip, leak_boot_key, run_steps
 from computewatch.chip.trigger import EpochSchedule
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.signing import SigningKey

@@ -21,13 +21,13 @@ from computewatch.chip import (
     provision_chips,
     verify_chip_certificate,
 )
-from computewatch.chip.log import KILL_ENV
-from computewatch.chip.testing import leak_boot_key, small_shard
+from _chips import leak_boot_key, small_shard
+from _faults import faulty
 
 _WRITER = r"""
 import sys
 from computewatch.chip import Chip
-from computewatch.chip.testing import small_shard
+from computewatch.chip.exercise import small_shard
 chip = Chip.open(sys.argv[1])
 chip.boot()
 chip.attach(small_shard(), sys.argv[2])
@@ -59,14 +59,16 @@ def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
     (state,) = provision_chips(tmp_path, 1, snapshots_per_day=50.0, checkpoint_every=7)
     rng = random.Random(1234)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    env.pop(KILL_ENV, None)
     sizes, torn = [], []
+    kill_at = None
     for round_ in range(3):
+        faults = []
         if round_ == 2:
             # The last writer dies half-way through an append (a guaranteed torn tail).
-            env[KILL_ENV] = str(sizes[-1] + 12)
+            kill_at = sizes[-1] + 12
+            faults = [f"kill-append={kill_at}"]
         proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(state), str(tmp_path / "storage")],
+            [*faulty(*faults), "-c", _WRITER, str(state), str(tmp_path / "storage")],
             stdout=subprocess.PIPE,
             env=env,
         )
@@ -97,7 +99,7 @@ def test_sigkill_mid_append_leaves_a_valid_log(tmp_path: Path) -> None:
     assert _only_killed_snapshots(report, final.log_path.read_bytes()), report.problems[:3]
     assert any("unclean stop" in w.problem for w in report.warnings)
     assert sizes == sorted(sizes) and sizes[0] > 3
-    assert torn[2] > 0 and sizes[2] == int(env[KILL_ENV])
+    assert torn[2] > 0 and sizes[2] == kill_at
 
 
 def test_torn_tail_is_cut_and_reported(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from computewatch.chip import Chip, verify_attestation
 from computewatch.chip.rot import ROT_ENV, CounterRollbackError, CounterStore, check
 from computewatch.chip.state import load_identity, load_nv
-from computewatch.chip.testing import booted_chip, run_steps, small_shard
+from _chips import booted_chip, run_steps, small_shard
 from computewatch.chip.vectors import VECTOR_INPUTS
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import SigningKey

@@ -6,7 +6,7 @@ from __future__ import annotations
 from scipy import stats
 
 from computewatch.chip import Chip
-from computewatch.chip.testing import booted_chip, run_steps
+from _chips import booted_chip, run_steps
 from computewatch.formats.schedule import (
     arrivals,
     commitment,
@@ -101,7 +101,7 @@ def test_restart_continues_counters_clock_and_epochs(tmp_path) -> None:
 
 def test_a_clock_supplied_by_the_owner_is_read_not_driven(tmp_path) -> None:
     from computewatch.chip import SimulatedClock, provision_chips
-    from computewatch.chip.testing import small_shard
+    from computewatch.chip.exercise import small_shard
 
     (state,) = provision_chips(tmp_path, 1, snapshots_per_day=1.0)
     clock = SimulatedClock()

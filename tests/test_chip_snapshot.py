@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from computewatch.chip import Chip, ChipError, provision_chips
 from computewatch.chip import snapshot as snapshot_module
-from computewatch.chip.testing import booted_chip, run_steps
+from _chips import booted_chip, run_steps
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.hashing import hash_regions, shard_digest
 

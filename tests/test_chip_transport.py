@@ -15,7 +15,7 @@ from computewatch.chip import (
     provision_chips,
     verify_chip_certificate,
 )
-from computewatch.chip.testing import run_steps, small_shard
+from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.chip.transport import expected_ack
 
 

@@ -29,7 +29,7 @@ import pytest
 from typer.testing import CliRunner
 
 from computewatch.chip import Chip, Chipmaker, FirmwarePolicy, manufacture_chip
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.cli import app
 from computewatch.crypto.canonical import canonical_json
 from computewatch.formats.steps import batch_root

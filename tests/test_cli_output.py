@@ -23,9 +23,11 @@ _REPR = re.compile(r"None|\['|\{'|\{\d+:|<bool>|list\[")
 
 
 def _commands(cmd: Any = None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    # Through list_commands/get_command: the root loads its command groups on demand (cli/_lazy.py).
     cmd = cmd if cmd is not None else typer.main.get_command(app)
-    if hasattr(cmd, "commands"):
-        return [p for name, sub in cmd.commands.items() for p in _commands(sub, (*path, name))]
+    if hasattr(cmd, "list_commands"):
+        ctx = cmd.make_context(path[-1] if path else "computewatch", [], resilient_parsing=True)
+        return [p for name in cmd.list_commands(ctx) for p in _commands(cmd.get_command(ctx, name), (*path, name))]
     return [path]
 
 
@@ -34,6 +36,14 @@ def test_version() -> None:
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"computewatch {version('computewatch')}"
+
+
+def test_every_command_is_walked() -> None:
+    # The parametrised help check below must see every command, not just the lazy root.
+    from computewatch.cli._lazy import LazyGroup
+
+    commands = _commands()
+    assert {c[0] for c in commands} == set(LazyGroup.lazy) and len(commands) > 2 * len(LazyGroup.lazy)
 
 
 @pytest.mark.parametrize("command", _commands(), ids=" ".join)

@@ -157,3 +157,12 @@ def test_gpu_kernel_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_sha256() -> None:
     assert sha256_bytes(b"abc").hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_region_item_sizes_without_torch_match_torch() -> None:
+    # crypto.regions validates regions without torch; its table must agree with torch's dtypes.
+    from computewatch.crypto.regions import ITEMSIZE
+
+    for dtype, name in hashing._DTYPE_NAMES.items():
+        assert ITEMSIZE[name] == torch.empty(0, dtype=dtype).element_size(), name
+    assert set(ITEMSIZE) >= set(hashing._DTYPE_NAMES.values())

@@ -28,7 +28,7 @@ import torch
 from typer.testing import CliRunner
 
 from computewatch.chip import Chip, provision_chips
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.chip.trigger import EpochSchedule
 from computewatch.cli import app
 from computewatch.crypto import merkle

@@ -26,8 +26,8 @@ from computewatch.chip import (
     verify_attestation,
     verify_chip_certificate,
 )
-from computewatch.chip.log import KILL_ENV
-from computewatch.chip.testing import run_steps, small_shard
+from _faults import faulty
+from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.cli import app
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
@@ -162,7 +162,7 @@ def test_a_log_from_another_chip_is_damage_too(maker: Chipmaker, tmp_path: Path)
 _KILLED = r"""
 import sys
 from computewatch.chip import Chip
-from computewatch.chip.testing import small_shard
+from computewatch.chip.exercise import small_shard
 chip = Chip.open(sys.argv[1])
 chip.boot()
 chip.attach(small_shard(), sys.argv[2])
@@ -176,8 +176,8 @@ def test_an_honest_crash_is_never_reported_as_damage(maker: Chipmaker, tmp_path:
     chip = _chip(maker, tmp_path, "CW-CRASH-1")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     for kill_at in (len(chip.log) + 9,):  # mid-append: a torn tail (tests/test_chip_crash.py kills at random too)
-        env[KILL_ENV] = str(kill_at)
-        proc = subprocess.run([sys.executable, "-c", _KILLED, str(chip.state_dir), str(tmp_path / "s")], env=env, timeout=120)
+        proc = subprocess.run([*faulty(f"kill-append={kill_at}"), "-c", _KILLED, str(chip.state_dir), str(tmp_path / "s")],
+                              env=env, timeout=120)
         assert proc.returncode == -signal.SIGKILL
         chip = Chip.open(chip.state_dir)
         chip.boot()
@@ -203,7 +203,7 @@ def test_a_missing_field_is_not_called_a_signature_failure(maker: Chipmaker, tmp
 
 
 def test_v1_evidence_is_refused(maker: Chipmaker, tmp_path: Path) -> None:
-    from computewatch.chip.testing import leak_boot_key
+    from _chips import leak_boot_key
     from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope
     from computewatch.formats.chip_entry import PRED_ATTESTATION, envelope_to_obj
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.cli import app
 from computewatch.crypto.canonical import canonical_json
 from computewatch.formats.steps import batch_root

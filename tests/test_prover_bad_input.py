@@ -13,7 +13,7 @@ import torch
 
 from computewatch.prover.runner import demo_program
 from computewatch.chip.snapshot import SnapshotRecord, capture_shard
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope, statement
 from computewatch.crypto.errors import ComputewatchError, FormatError

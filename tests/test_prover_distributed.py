@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from computewatch.chip import Chip
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.prover.replay import shard_from_checkpoints
 from computewatch.prover.runner import TrainConfig, train

@@ -11,7 +11,7 @@ import torch
 
 from computewatch.prover.runner import demo_program
 from computewatch.chip import Chip
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.hashing import blake3_bytes, hash_regions, shard_digest

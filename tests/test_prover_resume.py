@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from computewatch.chip.testing import TEST_SECRET_SEED
+from _chips import TEST_SECRET_SEED
+from _faults import KillInCheckpoint, faulty, installed
 from computewatch.formats.storage import StoreError
-from computewatch.prover.recorder import KILL_ENV
 from computewatch.prover.runner import TrainConfig, train
 from computewatch.prover.transcript import Transcript
 
@@ -27,15 +25,14 @@ train(TrainConfig(out=Path(sys.argv[1]), preset="mlp", steps=30, checkpoint_ever
 """
 
 
-def _child(out: Path, mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+def _child(out: Path, mode: str, *faults: str) -> subprocess.CompletedProcess[bytes]:
     code = _CHILD.format(nonce=NONCE)
-    return subprocess.run([sys.executable, "-c", code, str(out), mode], env=env, capture_output=True, timeout=120)
+    return subprocess.run([*faulty(*faults), "-c", code, str(out), mode], capture_output=True, timeout=120)
 
 
 def test_killed_mid_checkpoint_then_resumed_matches_uninterrupted(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = dict(os.environ, **{KILL_ENV: "20"})
-    killed = _child(out, "fresh", env)
+    killed = _child(out, "fresh", "kill-checkpoint=20")
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     # The torn checkpoint never became an object or an index entry; the rest reads back clean.
     assert list((out / "objects").rglob("*.tmp")), "the kill should leave a partial temp file behind"
@@ -45,8 +42,7 @@ def test_killed_mid_checkpoint_then_resumed_matches_uninterrupted(tmp_path: Path
     with pytest.raises(StoreError, match="lacks step 20.*killed: resume it"):
         t.verify()  # an unfinished transcript is not called verified
 
-    env.pop(KILL_ENV)
-    resumed = _child(out, "resume", env)
+    resumed = _child(out, "resume")
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert not list((out / "objects").rglob("*.tmp"))
     t = Transcript(out)
@@ -59,15 +55,13 @@ def test_killed_mid_checkpoint_then_resumed_matches_uninterrupted(tmp_path: Path
     assert [r.to_json() for r in Transcript(clean).steps()] == [r.to_json() for r in t.steps()]
 
 
-def test_fsdp_run_killed_mid_checkpoint_resumes_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fsdp_run_killed_mid_checkpoint_resumes_bit_identical(tmp_path: Path) -> None:
     config = dict(preset="mlp", steps=9, nproc=2, strategy="fsdp", checkpoint_every=3, nonce=NONCE, run_id="fsdp-resume",
                   threads=1, chip_seconds_per_step=3600.0, chip_secret_seed=TEST_SECRET_SEED)
     out = tmp_path / "run"
-    monkeypatch.setenv(KILL_ENV, "6")  # both ranks die writing their step-6 shard checkpoints
-    with pytest.raises(Exception, match="SIGKILL"):
+    with installed(KillInCheckpoint(6)), pytest.raises(Exception, match="SIGKILL"):  # both ranks die writing step 6
         train(TrainConfig(out=out, **config))  # type: ignore[arg-type]
     assert [[e["step"] for e in Transcript(out).checkpoints(r)] for r in range(2)] == [[0, 3], [0, 3]]
-    monkeypatch.delenv(KILL_ENV)
     train(TrainConfig(out=out, resume=True, **config))  # type: ignore[arg-type]
     clean = tmp_path / "clean"
     train(TrainConfig(out=clean, monitor=False, **config))  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ def test_registry_and_inspect_command_lines(db_url, registry_chips, tmp_path) ->
 
     # The owner trains; the inspector records the chip it is shown.
     from computewatch.chip import Chip
-    from computewatch.chip.testing import run_steps, small_shard
+    from computewatch.chip.exercise import run_steps, small_shard
 
     c = Chip.open(chip)
     c.boot()

@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import text
 
-from computewatch.registry._base import MARK_ENV, PAUSE_ENV
+from _faults import faulty
 
 # One process of the register: transfer SERIAL to TO, signed by the holder FROM. Prints JSON.
 _TRANSFER = r"""
@@ -42,10 +41,11 @@ def _seed(name: str) -> str:
     return hashlib.sha256(b"computewatch test party " + name.encode()).hexdigest()  # as conftest.registry_key
 
 
-def _spawn(url: str, serial: str, to: str, start: float, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(url: str, serial: str, to: str, start: float, *faults: str) -> subprocess.Popen:
+    """A transfer in a child process, with the crash tests' fault handlers `faults` (tests/_faults.py)."""
     return subprocess.Popen(
-        [sys.executable, "-c", _TRANSFER, url, serial, to, _seed("acme"), _seed(to), str(start)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        [*faulty(*faults), "-c", _TRANSFER, url, serial, to, _seed("acme"), _seed(to), str(start)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )
 
 
@@ -122,9 +122,9 @@ def test_the_second_writer_waits_for_the_first_and_then_gets_a_clear_error(regis
     pause, marks = tmp_path / "pause", tmp_path / "marks"
     pause.mkdir()
     marks.mkdir()
-    first = _spawn(db_url, serial, "beta", 0, {PAUSE_ENV: f"transfer:{pause}"})
+    first = _spawn(db_url, serial, "beta", 0, f"pause=transfer:{pause}")
     _wait_for(pause / "paused", first)  # the first transfer is written, not yet committed
-    second = _spawn(db_url, serial, "gamma", 0, {MARK_ENV: str(marks)})
+    second = _spawn(db_url, serial, "gamma", 0, f"mark={marks}")
     _at_the_lock(registry, second, marks)
     assert second.poll() is None, "the second writer must wait for the first one's lock"
     assert registry.reg.holder(serial) == "acme", "an uncommitted transfer is invisible"
@@ -146,7 +146,7 @@ def test_a_process_killed_inside_a_transaction_loses_nothing_committed(registry,
     before = reg.chip(serial)
     pause = tmp_path / "pause"
     pause.mkdir()
-    victim = _spawn(db_url, serial, "beta", 0, {PAUSE_ENV: f"transfer:{pause}"})
+    victim = _spawn(db_url, serial, "beta", 0, f"pause=transfer:{pause}")
     _wait_for(pause / "paused", victim)
     os.kill(victim.pid, signal.SIGKILL)  # mid-transaction: custody row written, item updated, no commit
     victim.communicate(timeout=60)

@@ -16,7 +16,7 @@ from computewatch.analysis.detection import detection_probability
 from computewatch.analysis.exposure import sampled_hidden_flops
 from computewatch.analysis.montecarlo import simulate
 from computewatch.chip import Chip
-from computewatch.chip.testing import run_steps, small_shard
+from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.cli import app
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from computewatch.chip import Chip, Chipmaker, FirmwarePolicy
-from computewatch.chip.testing import run_steps, small_shard
+from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.chip_entry import LogEntry, split_log
 from computewatch.registry import RegistryError

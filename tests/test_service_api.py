@@ -355,7 +355,7 @@ def test_plans_inspections_refusals_and_the_queue(world: World) -> None:
     import shutil
 
     from computewatch.chip import Chip
-    from computewatch.chip.testing import run_steps, small_shard
+    from computewatch.chip.exercise import run_steps, small_shard
 
     chip_dir = world.data / "presented" / "c0"
     shutil.copytree(world.onchip[0], chip_dir, symlinks=True)

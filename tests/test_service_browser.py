@@ -49,7 +49,7 @@ def populated(registry_chips, report_chips, honest_run_dir: Path, tmp_path: Path
         chip_dir = world.data / "presented" / "c0"
         shutil.copytree(world.onchip[0], chip_dir, symlinks=True)
         from computewatch.chip import Chip
-        from computewatch.chip.testing import run_steps, small_shard
+        from computewatch.chip.exercise import run_steps, small_shard
 
         chip = Chip.open(chip_dir)
         chip.boot()

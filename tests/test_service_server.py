@@ -69,7 +69,7 @@ def _copy(reg: Registry, serial: str) -> bytes:
 
 def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseException], pause: float = 0.0) -> None:
     from computewatch.chip import Chip
-    from computewatch.chip.testing import small_shard
+    from computewatch.chip.exercise import small_shard
 
     try:
         chip = Chip.open(state, transport=transport)
@@ -186,7 +186,7 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
     """kill -9 inside the write's transaction (nothing applied: the resend applies it) and then,
     on that resend, just after its commit (the answer lost on the wire: the next resend gets
     the stored answer): the run is declared exactly once."""
-    from computewatch.registry._base import PAUSE_ENV
+    from computewatch import _faults
     from computewatch.service import signed_request
 
     reg, chips, keys, server = server_world
@@ -195,7 +195,7 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
     for point in ("service-write", "service-answered"):
         pause = tmp_path / point
         pause.mkdir()
-        server.env = {PAUSE_ENV: f"{point}:{pause}"}
+        server.faults = (f"pause={point}:{pause}",)  # tests/_faults.py: the server stops there
         server.start()
         sent = threading.Thread(target=lambda: _post_quietly(server.url + "/v1/runs", env.to_json()))
         sent.start()
@@ -207,13 +207,14 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
         sent.join(timeout=30)
         declared = [x["run_id"] for x in reg.runs(owner="acme")].count("r-killed")
         assert declared == (0 if point == "service-write" else 1), point  # applied or not, never half
-    server.env = None
+    server.faults = ()
     server.start()
     with httpx.Client(base_url=server.url, timeout=30) as http:
         r = http.post("/v1/runs", content=env.to_json())
         assert r.status_code == 200 and r.headers.get("X-CW-Resent") == "1", r.text
         assert r.json()["run_id"] == "r-killed"
     assert [x["run_id"] for x in reg.runs(owner="acme")].count("r-killed") == 1
+    assert _faults.current() == ()  # the handlers lived in the server process only
 
 
 def _post_quietly(url: str, body: bytes) -> None:

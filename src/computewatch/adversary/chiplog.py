@@ -433,7 +433,7 @@ def _late_update(ctx: Context, trials: int, seed: int) -> Any:
         world.reg.ship(serial, "acme", world.keys["maker"], world.keys["acme"])
         chip = Chip.open(chip_dir)
         chip.boot()
-        from computewatch.chip.testing import small_shard
+        from computewatch.chip.exercise import small_shard
 
         chip.attach(small_shard(), chip_dir.parent / "storage")
         for step in range(6):  # a covert run: no epoch, no snapshot

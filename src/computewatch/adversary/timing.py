@@ -26,9 +26,7 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from computewatch.adversary.suite import (
     Context,
@@ -38,6 +36,9 @@ from computewatch.adversary.suite import (
     result_from_trials,
 )
 from computewatch.adversary.world import RUN, verdict_trial, verify_runs
+
+if TYPE_CHECKING:  # torch loads when an attack runs, not when `attack list` names it
+    import torch
 
 __all__ = ["SNAPSHOTS_PER_DAY", "STEPS", "STEP_SECONDS", "illicit_steps", "predicted_rate", "swapping_run"]
 
@@ -92,6 +93,8 @@ class _SwappingChip:
         if step - 1 not in self.illicit:  # the Recorder names the boundary after step t as t + 1
             return self.chip.step_boundary(step, busy_seconds)  # type: ignore[no-any-return]
         declared = [t.detach().clone() for t in self._tensors]
+        import torch
+
         with torch.no_grad():
             for t, p in zip(self._tensors, self.illicit_model.parameters()):
                 t.copy_(p)

@@ -124,7 +124,7 @@ def use_chip(chip_dir: Path, steps: int, start: int = 0, busy_seconds: float = 1
     """The owner trains on the chip for `steps` steps (weights change each step); returns the
     snapshots logged."""
     from computewatch.chip import Chip
-    from computewatch.chip.testing import run_steps, small_shard
+    from computewatch.chip.exercise import run_steps, small_shard
 
     chip = Chip.open(chip_dir)
     chip.boot()

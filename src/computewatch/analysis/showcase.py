@@ -15,7 +15,6 @@ from computewatch.analysis.evasion import figure2_worst
 from computewatch.analysis.inspectors import footnote5
 from computewatch.analysis.montecarlo import simulate
 from computewatch.analysis.params import Setting
-from computewatch.analysis.plots import plot_detection_vs_samples, plot_figure2
 from computewatch.analysis.sampling import samples_exact
 from computewatch.analysis.table1 import STOCKPILES, Table1Row, table1
 
@@ -66,6 +65,9 @@ def table1_rich(rows: list[Table1Row], formula: str) -> Table:
 
 def showcase(console: Console, out_dir: Path) -> dict[str, object]:
     """Print the analysis, write figure2.png and detection_vs_samples.png, return the figures."""
+    # matplotlib loads here, not when `sampling table1` imports this module's table helpers.
+    from computewatch.analysis.plots import plot_detection_vs_samples, plot_figure2
+
     out_dir = Path(out_dir)
     rows = table1("linear")
     console.print(table1_rich(rows, "linear"))

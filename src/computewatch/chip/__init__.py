@@ -3,43 +3,15 @@
 The Prover's API: `provision_chips`, `Chip.open(...).boot()`, `attach`, `log_precommitment`,
 `log_memory_map`, `step_boundary`, `close`. Verifiers use `audit_log` and `verify_attestation`.
 Formats: docs/formats.md.
+
+Names are imported on first use: the simulator (`Chip`, `provision_chips`, `SnapshotRecord`)
+needs torch, while a Verifier that only audits logs (`audit_log`, `LogEntry`, `verify_attestation`)
+does not load it.
 """
 
 from __future__ import annotations
 
-from computewatch.chip.chip import (
-    MAX_STEP_BUSY_S,
-    Chip,
-    load_certificate,
-    manufacture_chip,
-    provision_chips,
-)
-from computewatch.chip.chipmaker import Chipmaker
-from computewatch.chip.clock import (
-    ClockReading,
-    HostMonotonicClock,
-    SecureClock,
-    SimulatedClock,
-)
-from computewatch.chip.errors import (
-    AttestationError,
-    BootError,
-    ChipError,
-    ChipFrozenError,
-    ReportError,
-)
-from computewatch.chip.snapshot import SnapshotRecord
-from computewatch.chip.transport import (
-    FailingTransport,
-    InProcessReceiver,
-    SilentTransport,
-    Transport,
-)
-from computewatch.formats.attestation import AttestationClaims, verify_attestation
-from computewatch.formats.chip_audit import AuditReport, LogVerifier, Problem, audit_log
-from computewatch.formats.chip_entry import LogEntry
-from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy
-from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
+from computewatch._lazy import lazy_exports
 
 __all__ = [
     "MAX_STEP_BUSY_S",
@@ -74,3 +46,39 @@ __all__ = [
     "verify_attestation",
     "verify_chip_certificate",
 ]
+
+_WHERE = {
+    "MAX_STEP_BUSY_S": "chip",
+    "AttestationClaims": "computewatch.formats.attestation",
+    "AttestationError": "errors",
+    "AuditReport": "computewatch.formats.chip_audit",
+    "BootError": "errors",
+    "Chip": "chip",
+    "ChipCertificate": "computewatch.formats.identity",
+    "ChipError": "errors",
+    "ChipFrozenError": "errors",
+    "Chipmaker": "chipmaker",
+    "ClockReading": "clock",
+    "FailingTransport": "transport",
+    "FirmwareImage": "computewatch.formats.firmware",
+    "FirmwarePolicy": "computewatch.formats.firmware",
+    "HostMonotonicClock": "clock",
+    "InProcessReceiver": "transport",
+    "LogEntry": "computewatch.formats.chip_entry",
+    "LogVerifier": "computewatch.formats.chip_audit",
+    "Problem": "computewatch.formats.chip_audit",
+    "ReportError": "errors",
+    "SecureClock": "clock",
+    "SilentTransport": "transport",
+    "SimulatedClock": "clock",
+    "SnapshotRecord": "snapshot",
+    "Transport": "transport",
+    "audit_log": "computewatch.formats.chip_audit",
+    "load_certificate": "chip",
+    "manufacture_chip": "chip",
+    "provision_chips": "chip",
+    "verify_attestation": "computewatch.formats.attestation",
+    "verify_chip_certificate": "computewatch.formats.identity",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -35,7 +35,7 @@ from computewatch.chip.trigger import EpochSchedule
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.attestation import make_evidence
 from computewatch.formats.chip_audit import AuditReport, audit_log

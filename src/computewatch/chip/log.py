@@ -10,11 +10,11 @@ stays. Lines are the Merkle leaves; `prev` is SHA-256 of the previous line.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from computewatch._faults import fault_point
 from computewatch.chip.errors import ChipError
 from computewatch.crypto.atomic import append_durable, fsync_dir
 from computewatch.crypto.canonical import canonical_json
@@ -30,19 +30,7 @@ from computewatch.formats.chip_entry import (
     split_log,
 )
 
-__all__ = ["KILL_ENV", "ChipLog"]
-
-
-# Test hook: when set to N, the process writes half of entry N durably and SIGKILLs itself,
-# a crash at the worst moment of an append (tests/test_chip_crash.py).
-KILL_ENV = "COMPUTEWATCH_CHIP_TEST_KILL_MID_APPEND"
-
-
-def _maybe_die_mid_append(path: Path, counter: int, line: bytes) -> None:
-    target = os.environ.get(KILL_ENV)
-    if target is not None and int(target) == counter:
-        append_durable(path, line[: len(line) // 2])
-        os.kill(os.getpid(), signal.SIGKILL)
+__all__ = ["ChipLog"]
 
 
 class ChipLog:
@@ -123,7 +111,8 @@ class ChipLog:
     ) -> LogEntry:
         """Sign, write and fsync one entry; returns it once it is durable."""
         line = self.build(kind, body, boot=boot, clock_ns=clock_ns, busy_ns=busy_ns, key=key)
-        _maybe_die_mid_append(self.path, len(self._entries), line)
+        # Crash tests kill the chip here, mid-append (tests/test_chip_crash.py; computewatch._faults).
+        fault_point("chip.log.append", path=self.path, counter=len(self._entries), line=line)
         append_durable(self.path, line + b"\n")
         entry = LogEntry.from_line(line)
         self._entries.append(entry)

@@ -9,7 +9,6 @@ and keeps its own copy of each chip's log, which audits like the chip's.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -17,14 +16,13 @@ from typing import Protocol, runtime_checkable
 
 from computewatch.chip.errors import ReportError
 from computewatch.crypto.atomic import append_durable
-from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
 
 log = logging.getLogger("computewatch.chip.transport")
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_audit import LogVerifier
-from computewatch.formats.chip_entry import parse_entry_line, split_log
+from computewatch.formats.chip_entry import expected_ack, parse_entry_line, split_log
 from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
 
 __all__ = ["FailingTransport", "InProcessReceiver", "SilentTransport", "Transport", "check_ack", "expected_ack"]
@@ -36,12 +34,6 @@ class Transport(Protocol):
         """Deliver one signed entry; return the receiver's ack, None when none came (timeout),
         or raise OSError/ConnectionError when the link failed."""
         ...
-
-
-def expected_ack(serial: str, counter: int, line: bytes) -> bytes:
-    return canonical_json(
-        {"v": 1, "serial": serial, "counter": counter, "entry_sha256": hashlib.sha256(line).hexdigest()}
-    )
 
 
 class InProcessReceiver:

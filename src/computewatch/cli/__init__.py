@@ -1,11 +1,11 @@
-"""The `computewatch` command line: one typer app, a module per command group."""
+"""The `computewatch` command line: one typer app, a module per command group, each imported
+only when its command runs (cli/_lazy.py)."""
 
 from __future__ import annotations
 
 import typer
 
-from computewatch.cli import bench as _bench
-from computewatch.cli._common import Group
+from computewatch.cli._lazy import Lazy, LazyGroup
 
 __all__ = ["app", "main"]
 
@@ -13,7 +13,7 @@ app = typer.Typer(
     name="computewatch",
     help="Compute monitoring for large-scale training runs (Shavit 2023).",
     no_args_is_help=True,
-    cls=Group,
+    cls=LazyGroup,
     add_completion=False,
 )
 
@@ -34,39 +34,64 @@ def _main(
     show_version: bool = typer.Option(False, "--version", metavar="", is_eager=True, callback=_version, help="Print the version and exit."),
 ) -> None:
     """Compute monitoring for large-scale training runs (Shavit 2023)."""
-app.add_typer(_bench.app, name="bench", help="Benchmarks, as ratios against a baseline measured in the same run.")
 
-# Command groups register themselves here, one line each.
-from computewatch.cli import attack as _attack  # noqa: E402
-from computewatch.cli import bench_gpu as _bench_gpu  # noqa: E402,F401
-from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
-from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
-from computewatch.cli import chip as _chip  # noqa: E402
-from computewatch.cli import demo as _demo  # noqa: E402
-from computewatch.cli import exposure as _exposure  # noqa: E402,F401
-from computewatch.cli import inspect as _inspect  # noqa: E402
-from computewatch.cli import location as _location  # noqa: E402
-from computewatch.cli import registry as _registry  # noqa: E402
-from computewatch.cli import sampling as _sampling  # noqa: E402
-from computewatch.cli import serve as _serve  # noqa: E402
-from computewatch.cli import session as _session  # noqa: E402
-from computewatch.cli import train as _train  # noqa: E402
-from computewatch.cli import transcript as _transcript  # noqa: E402
-from computewatch.cli import verify as _verify  # noqa: E402
-from computewatch.cli._common import Command  # noqa: E402
 
-app.command("demo", cls=Command)(_demo.demo)
-app.add_typer(_chip.app, name="chip", help="The ML chip model: manufacture, attest, show and audit chip logs.")
-app.command("train", cls=Command)(_train.train)
-app.add_typer(_transcript.app, name="transcript", help="Training transcripts: show, export the hashed transcript.")
-app.add_typer(_sampling.app, name="sampling", help="How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures.")
-app.command("verify", cls=_verify.VerifyCommand)(_verify.verify)
-app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
-app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
-app.add_typer(_location.landmark_app, name="landmark", help="Landmarks: signed round trips that bound where a chip is.")
-app.add_typer(_attack.app, name="attack", help="The attack suite: cheating Provers run against the real checks.")
-app.command("serve", cls=Command)(_serve.serve)
-app.command("session", cls=Command)(_session.session)
+# Every command, in the order `computewatch --help` lists them; each module is imported when its
+# command runs (or its help is asked for), so `sampling table1` never loads torch.
+LazyGroup.lazy = {
+    "demo": Lazy(
+        ("demo",),
+        "demo",
+        "Run the whole chain on embedded defaults (SQLite, local files, CPU): a fab and a chipmaker make and register "
+        "chips; custody passes to Provers A and B; A trains honestly on 4 chips (torch.distributed, one rank per chip); "
+        "B hides a covert run; the Verifier commits an inspection plan, inspects the chips, demands an explanation of "
+        "every logged snapshot, checks the transcripts in the trusted cluster, applies examples/policies/demo.toml and "
+        "writes an HTML report.",
+        command_cls="Command",
+    ),
+    "train": Lazy(
+        ("train",),
+        "train",
+        "Train the demo workload under monitoring and say where the transcript and chip logs are.",
+        command_cls="Command",
+    ),
+    "verify": Lazy(
+        ("verify",),
+        "verify",
+        "Verify runs: explain every snapshot the inspected chips logged, check the transcripts (PoTT) in a trusted "
+        "cluster, count the compute, apply the rules.",
+        command_cls="verify:VerifyCommand",
+    ),
+    "serve": Lazy(
+        ("serve",),
+        "serve",
+        "Serve the register over HTTP: chips report entries, Provers and inspectors send signed statements, the "
+        "dashboard shows the regime.",
+        command_cls="Command",
+    ),
+    "session": Lazy(
+        ("session",),
+        "session",
+        "Sign in to the service's dashboard: prints a session token (valid 12 h by default).",
+        command_cls="Command",
+    ),
+    "bench": Lazy(
+        ("bench", "bench_gpu", "bench_hash", "bench_overhead"),
+        "app",
+        "Benchmarks, as ratios against a baseline measured in the same run.",
+    ),
+    "chip": Lazy(("chip", "location"), "app", "The ML chip model: manufacture, attest, show and audit chip logs."),
+    "transcript": Lazy(("transcript",), "app", "Training transcripts: show, export the hashed transcript."),
+    "sampling": Lazy(("sampling",), "app", "How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures."),
+    "registry": Lazy(
+        ("registry", "location"),
+        "app",
+        "The supply chain and chip-owner directory: parties, chips, custody.",
+    ),
+    "inspect": Lazy(("inspect",), "app", "Inspection plans per monitoring period, inspections, non-compliance."),
+    "landmark": Lazy(("location",), "landmark_app", "Landmarks: signed round trips that bound where a chip is."),
+    "attack": Lazy(("attack",), "app", "The attack suite: cheating Provers run against the real checks."),
+}
 
 
 def main() -> None:

@@ -18,12 +18,9 @@ from rich.table import Table
 from computewatch.chip import (
     AttestationClaims,
     AuditReport,
-    Chip,
     Chipmaker,
     FirmwarePolicy,
     audit_log,
-    load_certificate,
-    manufacture_chip,
     verify_attestation,
 )
 from computewatch.chip.chipmaker import check_serial
@@ -118,6 +115,8 @@ def manufacture(
             maker = Chipmaker.load_or_create(folder)
             verb = "using the existing" if existed else "created a new"
             _out.print(f"{verb} chipmaker key in {folder}/chipmaker.key (public key: {folder}/chipmaker.pub)")
+        from computewatch.chip.chip import Chip, manufacture_chip  # the simulator loads torch: only here
+
         state = manufacture_chip(maker, out, maker.sign_firmware(policy), serial=serial)
         chip = Chip.open(state)
     _out.print(f"chip {chip.serial} manufactured in {state}")
@@ -138,6 +137,8 @@ def attest(
     _chip_dir(state_dir)
     check_output_file(out, overwrite=force, force="--force")
     with guard():
+        from computewatch.chip.chip import Chip
+
         chip = Chip.open(state_dir)
         try:
             chip.boot()
@@ -330,6 +331,8 @@ def verify_log(
         fail(f"--log {log}: no such file", as_json=as_json)
     with guard(as_json=as_json):
         root = VerifyKey.load(chipmaker_pub if chipmaker_pub is not None else state_dir / "chipmaker.pub")
+        from computewatch.chip.chip import load_certificate
+
         cert_envelope = load_certificate(state_dir)
     try:
         cert = verify_chip_certificate(cert_envelope, root)

@@ -465,3 +465,8 @@ def verify(serial: str, db: DbOption = None, as_json: JsonOption = False) -> Non
             out.print(f"[red]{escape(p)}[/red]")
     if not doc["ok"]:
         raise typer.Exit(EXIT_FINDING)
+
+
+# `registry exposure` lives in its own module; importing it here keeps it beside the other register
+# commands whichever command group (chip, landmark, registry) is loaded first.
+from computewatch.cli import exposure as _exposure  # noqa: E402,F401

@@ -1,10 +1,11 @@
-"""computewatch.crypto: canonical JSON, BLAKE3/SHA-256 hashing over tensors, Ed25519, DSSE, RFC 9162 Merkle trees.
+"""computewatch.crypto: canonical JSON, BLAKE3/SHA-256 hashing of bytes and tensors, Ed25519, DSSE, RFC 9162 Merkle trees, the XOF sampler.
 
 Formats and test vectors: docs/formats.md. The GPU kernel (`blake3_triton`) is imported
 lazily by `hash_regions` only when a CUDA tensor is hashed.
 
-Names are imported lazily, so that light users (the analysis, the CLI's start-up) do not load
-torch through `hashing`.
+Names are imported lazily, and bytes are hashed apart from tensors: `digest` (BLAKE3/SHA-256 of
+bytes) and `regions` (a shard's regions and digest) need no torch, `hashing` (tensors) does, so
+the chip-log auditor, the policy engine and the CLI's start-up do not load torch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "VerifyKey",
+    "XofSampler",
     "append_durable",
     "atomic_write",
     "blake3_bytes",
@@ -57,14 +59,15 @@ _WHERE = {
     "MerkleTree": "merkle",
     "PAYLOAD_TYPE_INTOTO": "dsse",
     "ProofError": "errors",
-    "Region": "hashing",
+    "Region": "regions",
     "STATEMENT_TYPE": "dsse",
     "SignatureError": "errors",
     "SigningKey": "signing",
     "VerifyKey": "signing",
+    "XofSampler": "sampler",
     "append_durable": "atomic",
     "atomic_write": "atomic",
-    "blake3_bytes": "hashing",
+    "blake3_bytes": "digest",
     "blake3_tensor": "hashing",
     "canonical_json": "canonical",
     "dtype_name": "hashing",
@@ -75,8 +78,8 @@ _WHERE = {
     "parse_canonical_json": "canonical",
     "predicate_type": "dsse",
     "root_from_leaves": "merkle",
-    "sha256_bytes": "hashing",
-    "shard_digest": "hashing",
+    "sha256_bytes": "digest",
+    "shard_digest": "regions",
     "sign_envelope": "dsse",
     "statement": "dsse",
     "tensor_memory": "hashing",

@@ -1,24 +1,21 @@
-"""BLAKE3-256 over tensor memory (zero-copy on CPU), SHA-256, and shard/region digests.
+"""BLAKE3-256 over tensor memory (zero-copy on CPU, the GPU kernel for CUDA tensors) and the
+regions of a shard made from tensors.
 
-A region is one tensor's bytes as they sit in memory (little-endian, C order). A shard digest
-binds the ordered list of regions, each with its offset, dtype, shape, size and BLAKE3-256
-digest, so the digest records every parameter needed to recompute it (docs/formats.md).
+Hashing bytes (`computewatch.crypto.digest`) and reading regions back (`computewatch.crypto.regions`)
+need no torch; this module does, and re-exports their names so `computewatch.crypto.hashing`
+keeps every name it had.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import blake3 as _blake3
 import torch
 
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.digest import DIGEST_SIZE, MT_THRESHOLD, blake3_bytes, sha256_bytes
 from computewatch.crypto.errors import ComputewatchError, FormatError
+from computewatch.crypto.regions import SHARD_HASH, SHARD_VERSION, Region, shard_digest
 
 __all__ = [
     "DIGEST_SIZE",
@@ -34,12 +31,6 @@ __all__ = [
     "shard_digest",
     "tensor_memory",
 ]
-
-DIGEST_SIZE = 32
-SHARD_VERSION = 1
-SHARD_HASH = "blake3-256"
-# Below ~1 MiB, spinning up blake3's thread pool costs more than it saves.
-MT_THRESHOLD = 1 << 20
 
 # Names as safetensors writes them in its header, so a region's dtype reads the same in both.
 _DTYPE_NAMES: dict[torch.dtype, str] = {
@@ -65,7 +56,6 @@ for _attr, _name in (
     # Newer dtypes: registered only where this torch build has them.
     if hasattr(torch, _attr):
         _DTYPE_NAMES[getattr(torch, _attr)] = _name
-_ITEMSIZE = {name: torch.empty(0, dtype=dt).element_size() for dt, name in _DTYPE_NAMES.items()}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -108,91 +98,11 @@ def tensor_memory(t: torch.Tensor) -> memoryview:
     return memoryview(flat.numpy()).toreadonly()
 
 
-def _hasher(nbytes: int, threads: int | None) -> Any:
-    if threads is None:
-        workers = _blake3.blake3.AUTO if nbytes >= MT_THRESHOLD else 1
-    else:
-        if threads < 1:
-            raise FormatError(f"threads must be >= 1, got {threads}")
-        workers = threads
-    return _blake3.blake3(max_threads=workers)
-
-
-def blake3_bytes(data: bytes | bytearray | memoryview, *, threads: int | None = None) -> bytes:
-    """Standard BLAKE3-256 of a bytes-like object (multithreaded above MT_THRESHOLD)."""
-    view = memoryview(data)
-    hasher = _hasher(view.nbytes, threads)
-    hasher.update(view)
-    return hasher.digest()
-
-
 def blake3_tensor(t: torch.Tensor, *, threads: int | None = None) -> bytes:
     """BLAKE3-256 of a tensor's bytes; CPU tensors in place, CUDA tensors on the GPU kernel."""
     if isinstance(t, torch.Tensor) and t.device.type == "cuda":
         return _gpu_digests([t])[0]
     return blake3_bytes(tensor_memory(t), threads=threads)
-
-
-def sha256_bytes(data: bytes | bytearray | memoryview) -> bytes:
-    """SHA-256 (hashlib) of a bytes-like object."""
-    return hashlib.sha256(data).digest()
-
-
-@dataclass(frozen=True)
-class Region:
-    """One tensor of a shard: where it sits in the packed shard, what it is, and its digest."""
-
-    offset: int
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-    digest: bytes
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.offset, int) or isinstance(self.offset, bool) or self.offset < 0:
-            raise FormatError(f"region offset must be a non-negative integer, got {self.offset!r}")
-        if self.dtype not in _ITEMSIZE:
-            raise FormatError(f"region dtype {self.dtype!r} is not a known safetensors dtype name")
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in self.shape):
-            raise FormatError(f"region shape must be non-negative integers, got {self.shape!r}")
-        if not isinstance(self.nbytes, int) or isinstance(self.nbytes, bool) or self.nbytes < 0:
-            raise FormatError(f"region nbytes must be a non-negative integer, got {self.nbytes!r}")
-        expected = math.prod(self.shape) * _ITEMSIZE[self.dtype]
-        if self.nbytes != expected:
-            raise FormatError(f"region nbytes {self.nbytes} does not match shape {self.shape} of {self.dtype} ({expected})")
-        if not isinstance(self.digest, bytes) or len(self.digest) != DIGEST_SIZE:
-            raise FormatError(f"region digest must be {DIGEST_SIZE} bytes")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "offset": self.offset,
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "nbytes": self.nbytes,
-            "digest": self.digest.hex(),
-        }
-
-    @classmethod
-    def from_json(cls, obj: Any) -> Region:
-        if not isinstance(obj, dict):
-            raise FormatError(f"region must be a JSON object, got {type(obj).__name__}")
-        expected = {"offset", "dtype", "shape", "nbytes", "digest"}
-        if set(obj) != expected:
-            raise FormatError(
-                f"region fields must be exactly {sorted(expected)}; missing {sorted(expected - set(obj))}, "
-                f"unexpected {sorted(set(obj) - expected)}"
-            )
-        shape = obj["shape"]
-        if not isinstance(shape, list):
-            raise FormatError("region shape must be a JSON list")
-        digest_hex = obj["digest"]
-        if not isinstance(digest_hex, str) or len(digest_hex) != 2 * DIGEST_SIZE or digest_hex != digest_hex.lower():
-            raise FormatError("region digest must be 64 lowercase hex characters")
-        try:
-            digest = bytes.fromhex(digest_hex)
-        except ValueError:
-            raise FormatError("region digest is not valid hex") from None
-        return cls(offset=obj["offset"], dtype=obj["dtype"], shape=tuple(shape), nbytes=obj["nbytes"], digest=digest)
 
 
 def _gpu_digests(tensors: Sequence[torch.Tensor]) -> list[bytes]:
@@ -236,9 +146,3 @@ def hash_regions(tensors: Sequence[torch.Tensor], *, threads: int | None = None)
         regions.append(Region(offset, dtype_name(t.dtype), tuple(t.shape), nbytes, digest))
         offset += nbytes
     return regions
-
-
-def shard_digest(regions: Sequence[Region]) -> bytes:
-    """BLAKE3-256 over the canonical JSON of the shard's region list (hash parameters included)."""
-    doc = {"v": SHARD_VERSION, "hash": SHARD_HASH, "regions": [r.to_json() for r in regions]}
-    return blake3_bytes(canonical_json(doc))

@@ -16,7 +16,8 @@ from typing import Any
 
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.canonical import encode_parsed
-from computewatch.crypto.hashing import SHARD_HASH, SHARD_VERSION, Region, blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
+from computewatch.crypto.regions import SHARD_HASH, SHARD_VERSION, Region
 from computewatch.crypto.merkle import MerkleTree, verify_consistency
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_entry import (

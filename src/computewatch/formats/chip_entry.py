@@ -34,6 +34,7 @@ __all__ = [
     "entry_signing_input_from_line",
     "envelope_from_obj",
     "envelope_to_obj",
+    "expected_ack",
     "from_b64",
     "from_hex",
     "int_field",
@@ -200,3 +201,11 @@ def split_log(data: bytes) -> tuple[list[bytes], int]:
     cut = data.rfind(b"\n") + 1
     lines = data[:cut].split(b"\n")[:-1] if cut else []
     return lines, len(data) - cut
+
+
+def expected_ack(serial: str, counter: int, line: bytes) -> bytes:
+    """The receiver's acknowledgement of the chip's reported entry number `counter` (docs/formats.md,
+    reporting): the chip stays frozen until it gets back exactly these bytes."""
+    return canonical_json(
+        {"v": 1, "serial": serial, "counter": counter, "entry_sha256": hashlib.sha256(line).hexdigest()}
+    )

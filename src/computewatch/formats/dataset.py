@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from computewatch.crypto.errors import FormatError, ProofError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import MerkleTree, leaf_hash, verify_inclusion
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import Any
 
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.layout import ShardLayout
 from computewatch.formats.program import ENVIRONMENT_FIELDS, code_digest_of, parse_entry
 

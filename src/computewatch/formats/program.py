@@ -35,7 +35,7 @@ import torch
 
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 
 __all__ = [
     "ENVIRONMENT_FIELDS",

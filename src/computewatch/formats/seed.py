@@ -29,6 +29,7 @@ import blake3 as _blake3
 import torch
 
 from computewatch.crypto.errors import FormatError
+from computewatch.crypto.sampler import XofSampler
 
 __all__ = [
     "NONCE_SIZE",
@@ -58,7 +59,7 @@ ORDER_TAG = b"computewatch/v1/data-order\x00"
 _MAX_NONCE = 1024
 _ROOT_SIZE = 32
 _MASK63 = (1 << 63) - 1
-_WORDS_PER_READ = 8192  # XOF words fetched per read while shuffling (64 KiB)
+_WORDS_PER_READ = 8192  # XOF words fetched per read while shuffling (64 KiB; never changes the stream)
 
 
 def _check_seed(seed: bytes) -> bytes:
@@ -120,37 +121,20 @@ def init_generator(seed: bytes) -> torch.Generator:
 def data_order(seed: bytes, n_samples: int, epoch: int) -> list[int]:
     """The epoch's permutation of sample ids 0..n_samples-1, reproducible from the seed alone.
 
-    Fisher-Yates from the identity: for i = n-1 down to 1, read 64-bit little-endian words from
-    the XOF of BLAKE3-keyed(seed, ORDER_TAG || epoch as 8 bytes little-endian) until one is below
-    2**64 - (2**64 mod (i+1)) (rejection keeps the draw unbiased), then swap positions i and
-    word mod (i+1).
+    Fisher-Yates from the identity: for i = n-1 down to 1, swap positions i and j, where j is
+    the next `crypto.sampler.XofSampler.below(i+1)` of the XOF of BLAKE3-keyed(seed, ORDER_TAG ||
+    epoch as 8 bytes little-endian) (64-bit little-endian words, rejection keeps j unbiased).
     """
     key = _check_seed(seed)
     _check_count("n_samples", n_samples, 0)
     _check_count("epoch", epoch, 0)
     if epoch >= 1 << 64:
         raise FormatError(f"epoch must be below 2**64, got {epoch}")
-    xof = _blake3.blake3(ORDER_TAG + epoch.to_bytes(8, "little"), key=key)
+    sampler = XofSampler(key, ORDER_TAG + epoch.to_bytes(8, "little"), read_words=max(1, min(_WORDS_PER_READ, n_samples)))
+    below = sampler.below
     perm = list(range(n_samples))
-    words: list[int] = []
-    next_word = 0
-    offset = 0
     for i in range(n_samples - 1, 0, -1):
-        bound = i + 1
-        limit = (1 << 64) - ((1 << 64) % bound)
-        while True:
-            if next_word == len(words):
-                # The chunking never changes the stream (the XOF is read by offset); small
-                # permutations just read less.
-                chunk = xof.digest(length=8 * min(_WORDS_PER_READ, n_samples), seek=offset)
-                offset += len(chunk)
-                words = [int.from_bytes(chunk[k : k + 8], "little") for k in range(0, len(chunk), 8)]
-                next_word = 0
-            word = words[next_word]
-            next_word += 1
-            if word < limit:
-                break
-        j = word % bound
+        j = below(i + 1)
         perm[i], perm[j] = perm[j], perm[i]
     return perm
 

@@ -13,7 +13,8 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.crypto.hashing import hash_regions
+from computewatch.crypto.regions import shard_digest
 from computewatch.formats.storage import RunStorage, StoreError
 
 __all__ = ["SNAPSHOTS_DIR", "SNAPSHOT_FIELDS", "load_copy_out", "parse_snapshot_record", "read_snapshot_records", "snapshot_file"]

@@ -26,7 +26,7 @@ import fsspec
 
 from computewatch.crypto.atomic import append_durable, atomic_write, fsync_dir
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 
 __all__ = ["CorruptObjectError", "ObjectStore", "RunStorage", "StoreError"]
 

@@ -43,7 +43,7 @@ from computewatch.crypto.dsse import (
     verify_envelope,
 )
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.manifest import DIGEST_BLAKE3, MANIFEST_FILE

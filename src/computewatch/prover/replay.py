@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.crypto.hashing import hash_regions
+from computewatch.crypto.regions import shard_digest
 from computewatch.formats.checkpoint import restore
 from computewatch.formats.dataset import sample_hash
 from computewatch.formats.seed import init_generator

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from computewatch import _faults
 from computewatch.chip.chip import MAX_STEP_BUSY_S
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.formats.dataset import DatasetCommitment
@@ -221,7 +222,9 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
         import torch.multiprocessing as mp
 
         try:
-            mp.spawn(_spawned_rank, args=(config, chip_dirs, free_port(), os.getpid()), nprocs=config.nproc, join=True)
+            # The ranks inherit the crash tests' fault handlers (computewatch._faults), if any.
+            args = (config, chip_dirs, free_port(), os.getpid(), _faults.current())
+            mp.spawn(_spawned_rank, args=args, nprocs=config.nproc, join=True)
         except mp.ProcessRaisedException as exc:  # a rank's own error, with its traceback as text
             lines = str(exc).strip().splitlines()
             raise ComputewatchError(f"a training process failed: {lines[-1] if lines else exc}") from exc
@@ -231,8 +234,11 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     return TrainResult(Path(config.out), chip_dirs, config.steps, start)
 
 
-def _spawned_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int, parent: int) -> None:
+def _spawned_rank(
+    rank: int, config: TrainConfig, chip_dirs: list[Path], port: int, parent: int, faults: tuple[Any, ...] = ()
+) -> None:
     _die_with_parent(parent)
+    _faults.install(*faults)
     _run_rank(rank, config, chip_dirs, port, None)
 
 

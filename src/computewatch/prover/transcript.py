@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.checkpoint import (
     Checkpoint,

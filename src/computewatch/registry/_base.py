@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from computewatch._faults import fault_point
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import db
 from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
-__all__ = ["MARK_ENV", "PAUSE_ENV", "RegistryBase", "format_time", "joined"]
-
-# Test hook: "NAME:DIR" makes the process stop at pause point NAME inside its open transaction,
-# create DIR/paused and wait for DIR/resume (tests kill it there, or race another process).
-PAUSE_ENV = "COMPUTEWATCH_REGISTRY_TEST_PAUSE"
-# Test hook: DIR makes every write transaction create DIR/write-requested just before it asks
-# for the database's write lock (tests then know a second writer is at the lock, not still starting).
-MARK_ENV = "COMPUTEWATCH_REGISTRY_TEST_MARK"
+__all__ = ["RegistryBase", "format_time", "joined"]
 
 # A caller's open write transaction the register's operations join (see `joined`).
 _JOINED: ContextVar[Connection | None] = ContextVar("computewatch_registry_joined", default=None)
@@ -63,14 +54,9 @@ def _utcnow() -> datetime:
 
 
 def _pause_point(name: str) -> None:
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec or spec.split(":", 1)[0] != name:
-        return
-    folder = Path(spec.split(":", 1)[1])
-    (folder / "paused").write_text(str(os.getpid()))
-    deadline = time.monotonic() + 120
-    while not (folder / "resume").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Inside an open write transaction: crash tests stop or kill the process here (they kill it,
+    or race another writer against it; computewatch._faults, point `registry.transaction`)."""
+    fault_point("registry.transaction", name=name)
 
 
 class RegistryBase:
@@ -126,9 +112,8 @@ class RegistryBase:
     def _write(self) -> Iterator[Connection]:
         """One write transaction; a constraint a concurrent writer won first becomes ConflictError."""
         outer = _JOINED.get()
-        mark = os.environ.get(MARK_ENV)
-        if mark:
-            (Path(mark) / "write-requested").write_text(str(os.getpid()))
+        # Concurrency tests learn here that a second writer is at the lock, not still starting.
+        fault_point("registry.write-requested")
         try:
             if outer is not None and outer.engine is self._engine:
                 with outer.begin_nested():

@@ -15,10 +15,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import blake3
-
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.sampler import XofSampler
 from computewatch.registry.errors import PlanError
 
 __all__ = [
@@ -85,14 +84,14 @@ def plan_commitment(document: dict[str, Any]) -> str:
 def draw(seed: bytes, commitment: str, population: int, samples: int) -> list[int]:
     """Positions (into the sorted population) of the `samples` chips drawn, in draw order.
 
-    A partial Fisher-Yates shuffle of 0..population-1: words are consecutive 64-bit little-endian
-    values of the XOF of BLAKE3-keyed(key = seed, DRAW_TAG || commitment as 32 bytes). For
-    k = 0 .. samples-1 with bound = population - k: take words until one, w, is below
-    2**64 - (2**64 mod bound) (rejection keeps the draw unbiased); swap positions k and
-    k + (w mod bound); position k is the k-th chip drawn. Without replacement, O(samples).
+    A partial Fisher-Yates shuffle of 0..population-1 driven by `crypto.sampler.XofSampler` over
+    the XOF of BLAKE3-keyed(key = seed, DRAW_TAG || commitment as 32 bytes): for
+    k = 0 .. samples-1, swap positions k and k + below(population - k) (64-bit little-endian
+    words, rejection keeps each draw unbiased); position k is the k-th chip drawn. Without
+    replacement, O(samples).
     """
     key = _check_seed(seed)
-    if not (isinstance(population, int) and isinstance(samples, int) and 0 <= samples <= population):
+    if not (isinstance(population, int) and isinstance(samples, int) and 0 <= samples <= population <= 1 << 64):
         raise PlanError(f"cannot draw {samples!r} chips from a population of {population!r}")
     try:
         message = DRAW_TAG + bytes.fromhex(commitment)
@@ -100,24 +99,11 @@ def draw(seed: bytes, commitment: str, population: int, samples: int) -> list[in
         raise PlanError("plan commitment must be 32 bytes of hex") from None
     if len(message) != len(DRAW_TAG) + 32:
         raise PlanError("plan commitment must be 32 bytes of hex")
-    xof = blake3.blake3(message, key=key)
-    offset, words, nxt = 0, [], 0
+    below = XofSampler(key, message, read_words=_READ_WORDS).below
     swapped: dict[int, int] = {}
     out = []
     for k in range(samples):
-        bound = population - k
-        limit = (1 << 64) - ((1 << 64) % bound)
-        while True:
-            if nxt == len(words):
-                chunk = xof.digest(length=8 * _READ_WORDS, seek=offset)
-                offset += len(chunk)
-                words = [int.from_bytes(chunk[i : i + 8], "little") for i in range(0, len(chunk), 8)]
-                nxt = 0
-            w = words[nxt]
-            nxt += 1
-            if w < limit:
-                break
-        j = k + w % bound
+        j = k + below(population - k)
         at_j, at_k = swapped.get(j, j), swapped.get(k, k)
         swapped[j] = at_k
         out.append(at_j)

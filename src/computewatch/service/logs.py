@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
 
-from computewatch.chip.transport import expected_ack
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.merkle import MerkleTree
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_audit import LogVerifier
-from computewatch.formats.chip_entry import parse_entry_line
+from computewatch.formats.chip_entry import expected_ack, parse_entry_line
 from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import db as reg_db
 from computewatch.registry import schema as rs

@@ -24,7 +24,7 @@ import torch
 
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.dataset import DatasetCommitment, sample_hash, verify_sample
 from computewatch.formats.seed import batches
 from computewatch.formats.snapshot_records import load_copy_out

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.crypto.hashing import hash_regions
+from computewatch.crypto.regions import shard_digest
 from computewatch.formats.layout import ShardLayout
 
 __all__ = ["bits_equal", "distance", "distance_parts", "rank_tensors", "shard_digest_of", "states_equal"]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.checkpoint import decode_checkpoint, restore
 from computewatch.formats.program import deterministic_cpu, wrap_ddp
 from computewatch.formats.seed import init_generator

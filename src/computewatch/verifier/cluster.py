@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
 from computewatch.verifier.sandbox import Limits, SandboxError, executor_command, preexec, sandbox_problem
 

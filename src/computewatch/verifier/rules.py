@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier._expr import (
     EvalError,
     Expr,

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 
 __all__ = ["SEED_COMMITMENT_TAG", "Segment", "parse_seed", "seed_commitment", "select_segments"]
 

@@ -1,24 +1,18 @@
-"""Helpers for tests and demos: a provisioned, booted chip over small tensors, and the
-chip-internal key a forger would need (to show that the audit catches even a signed forgery)."""
+"""Chips for tests: reproducible device secrets, a provisioned and booted chip over a small
+shard, and the chip-internal key a forger would need (to show that the audit catches even a
+signed forgery). Test-only: the library has no way to read a chip's keys out."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from computewatch.chip.chip import Chip, provision_chips
+from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.chip.state import load_identity
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.identity import derive_boot_key
 
 __all__ = ["TEST_SECRET_SEED", "booted_chip", "leak_boot_key", "run_steps", "small_shard"]
-
-
-def small_shard(seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(16, 8, generator=g), torch.randn(8, generator=g), torch.arange(4, dtype=torch.int64)]
-
 
 TEST_SECRET_SEED = b"computewatch tests"
 
@@ -34,16 +28,6 @@ def booted_chip(root: Path, *, rate: float = 50.0, index: int = 0, count: int = 
     chip.boot()
     chip.attach(small_shard(index), root / f"storage-{index}")
     return chip
-
-
-def run_steps(chip: Chip, steps: int, busy_seconds: float, start: int = 0) -> int:
-    """Train `steps` steps (weights change each step); returns how many snapshots were taken."""
-    assert chip._tensors is not None
-    taken = 0
-    for s in range(start, start + steps):
-        chip._tensors[0].add_(0.5)
-        taken += len(chip.step_boundary(s, busy_seconds))
-    return taken
 
 
 def leak_boot_key(chip: Chip) -> SigningKey:
