@@ -13,8 +13,11 @@ Baseline in the same run: the same lines checked in this process by the auditor'
 checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is the service's
 rate over that rate. Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
 
+--workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
+database (key `<db>_workers<N>` for N > 1).
+
 Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
-       [--max-seconds 120] [--out result.json]
+       [--workers 1,2] [--max-seconds 120] [--out result.json]
 """
 
 from __future__ import annotations
@@ -97,11 +100,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(url: str, data: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     import httpx
 
     cmd = [sys.executable, "-m", "computewatch", "serve", "--db", url, "--host", "127.0.0.1", "--port", str(port),
-           "--data", str(data), "--no-worker", "--log-level", "warning"]
+           "--data", str(data), "--no-worker", "--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -191,7 +194,8 @@ def stored_lines(url: str) -> dict[str, list[bytes]]:
         engine.dispose()
 
 
-def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float,
+           workers: int = 1) -> dict[str, Any]:
     from computewatch.crypto.signing import SigningKey
     from computewatch.registry import Registry
 
@@ -207,7 +211,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     register_s = time.perf_counter() - t0
     reg.close()
     port = free_port()
-    proc = start_server(url, scratch / f"data-{name}", port, scratch / f"server-{name}.log")
+    proc = start_server(url, scratch / f"data-{name}-{workers}", port, scratch / f"server-{name}-{workers}.log", workers)
     try:
         res = asyncio.run(load(port, chips, max_seconds))
     finally:
@@ -220,7 +224,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     stored = stored_lines(url)
     missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
                   if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
-    res.update({"database": name, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
+    res.update({"database": name, "workers": workers, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
                 "stored_entries": sum(map(len, stored.values()))})
     return res
 
@@ -231,6 +235,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--db", default="sqlite", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--workers", default="1", help="comma-separated server process counts (serve --workers), each run on a fresh database")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -239,6 +244,14 @@ def main() -> None:
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
         ap.error("--db takes sqlite and/or postgresql")
+    try:
+        worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        ap.error("--workers takes comma-separated integers")
+    if not worker_counts or any(not 1 <= w <= 8 for w in worker_counts):
+        ap.error("--workers: 1..8 processes")
+    if args.pg_url and len(worker_counts) > 1:
+        ap.error("--pg-url takes one --workers count (each count needs a fresh database)")
     from computewatch.cli._common import available_cores
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
@@ -255,10 +268,12 @@ def main() -> None:
         base = check_only(maker_dir, chips)
         result["baseline_check_only"] = base
         for name in dbs:
-            with database(name, scratch, args.pg_url, "register.db") as url:
-                entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds)
-            entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
-            result[name] = entry
+            for workers in worker_counts:
+                with database(name, scratch, args.pg_url, f"register-{workers}.db") as url:
+                    entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers)
+                entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
+                entry["load_avg_after"] = os.getloadavg()
+                result[name if workers == 1 else f"{name}_workers{workers}"] = entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(result, indent=2, sort_keys=True)
