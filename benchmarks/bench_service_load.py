@@ -14,10 +14,13 @@ checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is
 rate over that rate. Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
 
 --workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
-database (key `<db>_workers<N>` for N > 1).
+database (key `<db>_workers<N>` for N > 1). --rates 0,800 runs each closed loop (0: every chip
+sends as soon as its previous entry is acked: the throughput) and open loop at 800 entries/s
+offered by the fleet (key suffix `_rate800`: the latency at that load, counted from each
+entry's due time).
 
 Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
-       [--workers 1,2] [--max-seconds 120] [--out result.json]
+       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--out result.json]
 """
 
 from __future__ import annotations
@@ -74,6 +77,19 @@ def make_chips(root: Path, count: int, steps: int) -> tuple[Path, list[tuple[str
         chip.close()
         out.append((chip.serial, state, rec.lines))
     return root / "chips" / "chipmaker", out
+
+
+def cached_chips(cache: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+    """`make_chips` once per (count, steps) in `cache`; later runs read the recorded lines back."""
+    folder = cache / f"chips-{count}x{steps}"
+    index = folder / "lines.json"
+    if index.is_file():
+        doc = json.loads(index.read_text())
+        return folder / "chips" / "chipmaker", [(c["serial"], Path(c["state"]), [x.encode() for x in c["lines"]]) for c in doc]
+    shutil.rmtree(folder, ignore_errors=True)
+    maker_dir, chips = make_chips(folder, count, steps)
+    index.write_text(json.dumps([{"serial": s, "state": str(st), "lines": [x.decode() for x in ls]} for s, st, ls in chips]))
+    return maker_dir, chips
 
 
 def check_only(maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]]) -> dict[str, float]:
@@ -135,21 +151,30 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
+    """Closed loop (`rate` 0): each chip sends its next entry as soon as the previous one is acked.
+    Open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries are due at
+    fixed times, staggered between chips; a chip still waits for its previous ack, and latency
+    counts from the entry's due time (a late send is latency too, no coordinated omission)."""
     from computewatch.chip.transport import expected_ack
 
     latencies: list[float] = []
     acked: dict[str, list[bytes]] = {serial: [] for serial, _, _ in chips}
     problems: list[str] = []
     deadline = time.monotonic() + max_seconds
+    interval = len(chips) / rate if rate > 0 else 0.0
+    start = time.perf_counter() + 0.5  # every connection is open before the first entry is due
 
-    async def chip(serial: str, lines: list[bytes]) -> None:
+    async def chip(index: int, serial: str, lines: list[bytes]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            for line in lines:
+            for k, line in enumerate(lines):
                 if time.monotonic() > deadline:
                     return
-                t0 = time.perf_counter()
+                due = start + (index / len(chips) + k) * interval
+                if interval:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
                 status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
                 dt = time.perf_counter() - t0
                 counter = json.loads(line)["counter"]
@@ -162,7 +187,7 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
             writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(chip(serial, lines) for serial, _, lines in chips))
+    await asyncio.gather(*(chip(i, serial, lines) for i, (serial, _, lines) in enumerate(chips)))
     wall = time.perf_counter() - t0
     lat = sorted(latencies)
 
@@ -195,7 +220,7 @@ def stored_lines(url: str) -> dict[str, list[bytes]]:
 
 
 def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float,
-           workers: int = 1) -> dict[str, Any]:
+           workers: int = 1, rate: float = 0.0) -> dict[str, Any]:
     from computewatch.crypto.signing import SigningKey
     from computewatch.registry import Registry
 
@@ -213,7 +238,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     port = free_port()
     proc = start_server(url, scratch / f"data-{name}-{workers}", port, scratch / f"server-{name}-{workers}.log", workers)
     try:
-        res = asyncio.run(load(port, chips, max_seconds))
+        res = asyncio.run(load(port, chips, max_seconds, rate))
     finally:
         proc.terminate()
         try:
@@ -224,7 +249,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     stored = stored_lines(url)
     missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
                   if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
-    res.update({"database": name, "workers": workers, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
+    res.update({"database": name, "workers": workers, "offered_per_s": rate or None, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
                 "stored_entries": sum(map(len, stored.values()))})
     return res
 
@@ -235,9 +260,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--db", default="sqlite", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--rates", default="0", help="comma-separated offered entries/s of the whole fleet (0: closed loop, as fast as acks come)")
     ap.add_argument("--workers", default="1", help="comma-separated server process counts (serve --workers), each run on a fresh database")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the manufactured chips here and reuse them in later runs")
     args = ap.parse_args()
     if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
         ap.error("--chips 1..2000, --steps 1..50")
@@ -250,14 +277,23 @@ def main() -> None:
         ap.error("--workers takes comma-separated integers")
     if not worker_counts or any(not 1 <= w <= 8 for w in worker_counts):
         ap.error("--workers: 1..8 processes")
-    if args.pg_url and len(worker_counts) > 1:
-        ap.error("--pg-url takes one --workers count (each count needs a fresh database)")
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        ap.error("--rates takes comma-separated numbers")
+    if not rates or any(not 0 <= r <= 100_000 for r in rates):
+        ap.error("--rates: 0..100000 entries/s")
+    if args.pg_url and len(worker_counts) * len(rates) > 1:
+        ap.error("--pg-url takes one --workers count and one rate (each pass needs a fresh database)")
     from computewatch.cli._common import available_cores
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
     try:
         t0 = time.perf_counter()
-        maker_dir, chips = make_chips(scratch, args.chips, args.steps)
+        if args.cache:
+            maker_dir, chips = cached_chips(args.cache.resolve(), args.chips, args.steps)
+        else:
+            maker_dir, chips = make_chips(scratch, args.chips, args.steps)
         result: dict[str, Any] = {
             "benchmark": "service_load",
             "machine": {"python": platform.python_version(), "cores": available_cores(), "platform": platform.platform(),
@@ -269,11 +305,13 @@ def main() -> None:
         result["baseline_check_only"] = base
         for name in dbs:
             for workers in worker_counts:
-                with database(name, scratch, args.pg_url, f"register-{workers}.db") as url:
-                    entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers)
-                entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
-                entry["load_avg_after"] = os.getloadavg()
-                result[name if workers == 1 else f"{name}_workers{workers}"] = entry
+                for rate in rates:
+                    with database(name, scratch, args.pg_url, f"register-{workers}-{rate:g}.db") as url:
+                        entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate)
+                    entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
+                    entry["load_avg_after"] = os.getloadavg()
+                    key = name + (f"_workers{workers}" if workers > 1 else "") + (f"_rate{rate:g}" if rate else "")
+                    result[key] = entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(result, indent=2, sort_keys=True)

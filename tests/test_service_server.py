@@ -85,6 +85,27 @@ def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseE
         errors.append(exc)
 
 
+def _report(chips: list[tuple[str, Path]], transports: list[RecordingTransport], steps: int, errors: list[BaseException],
+            pause: float = 0.0) -> list[threading.Thread]:
+    """Every chip reports from its own thread, all at once (started, not joined)."""
+    threads = [threading.Thread(target=_drive, args=(state, t, steps, errors, pause)) for (_, state), t in zip(chips, transports)]
+    for th in threads:
+        th.start()
+    return threads
+
+
+def _each_copy_is_the_log(reg: Registry, chips: list[tuple[str, Path]], transports: list[RecordingTransport],
+                          threads: list[threading.Thread], errors: list[BaseException]) -> None:
+    """Once the chips are done: each copy is the chip's own log, each entry acked exactly once, in order."""
+    for th in threads:
+        th.join(timeout=180)
+    assert not errors, errors
+    for (serial, state), t in zip(chips, transports):
+        log = (state / "log" / "chip.log").read_bytes()
+        assert _copy(reg, serial) == log  # nothing lost, nothing forked
+        assert t.acked == log.splitlines()
+
+
 @pytest.fixture
 def server_world(db_url: str, report_chips, tmp_path: Path) -> Iterator[tuple[Registry, list[tuple[str, Path]], dict[str, SigningKey], Server]]:  # noqa: F811
     reg, chips, keys = _setup(db_url, report_chips, tmp_path, 3)
@@ -101,15 +122,7 @@ def test_real_server_chips_and_signed_requests(server_world) -> None:
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=5.0) for _ in chips]
-    threads = [threading.Thread(target=_drive, args=(state, t, 5, errors)) for (_, state), t in zip(chips, transports)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert not errors, errors
-    for (serial, state), t in zip(chips, transports):
-        assert _copy(reg, serial) == (state / "log" / "chip.log").read_bytes()
-        assert len(t.acked) == len((state / "log" / "chip.log").read_bytes().splitlines())
+    _each_copy_is_the_log(reg, chips, transports, _report(chips, transports, 5, errors), errors)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         # The served OpenAPI document is the checked-in one.
         assert render(http.get("/openapi.json").json()) == (DOCS / "openapi.json").read_text(encoding="utf-8")
@@ -148,9 +161,7 @@ def test_crash_while_chips_report(server_world) -> None:
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
-    threads = [threading.Thread(target=_drive, args=(state, t, 14, errors, 0.02)) for (_, state), t in zip(chips, transports)]
-    for th in threads:
-        th.start()
+    threads = _report(chips, transports, 14, errors, 0.02)
     deadline = time.monotonic() + 60
     while sum(len(t.acked) for t in transports) < 12 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -324,9 +335,7 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
-    threads = [threading.Thread(target=_drive, args=(state, t, 10, errors)) for (_, state), t in zip(chips, transports)]
-    for th in threads:
-        th.start()
+    threads = _report(chips, transports, 6, errors)
     deadline = time.monotonic() + 90
     while not (pause / "paused").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -341,40 +350,28 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
         assert all(int(counter) >= len(stored) for s, counter in held if s == serial), "a held entry was committed"
     server.env = None
     server.start()
-    for th in threads:
-        th.join(timeout=180)
-    assert not errors, errors
-    for (serial, state), t in zip(chips, transports):
-        log = (state / "log" / "chip.log").read_bytes()
-        assert _copy(reg, serial) == log
-        assert t.acked == log.splitlines()
+    _each_copy_is_the_log(reg, chips, transports, threads, errors)
 
 
-def test_several_server_processes(db_url: str, report_chips, tmp_path: Path) -> None:  # noqa: F811
+def test_several_server_processes(postgres_url: str, report_chips, tmp_path: Path) -> None:  # noqa: F811
     """`serve --workers 2`: chips report through a new connection per entry (so entries of one chip
     land in either process); every copy is the chip's log, each entry acked once, and the tree
     head any process serves is the copy's; kill -9 of the server stops every process."""
-    reg, chips, _ = _setup(db_url, report_chips, tmp_path, 3)
-    server = Server(db_url, tmp_path / "data", extra=("--workers", "2", "--no-worker"))
+    reg, chips, _ = _setup(postgres_url, report_chips, tmp_path, 3)
+    server = Server(postgres_url, tmp_path / "data", extra=("--workers", "2", "--no-worker"))
     try:
         server.start()
         errors: list[BaseException] = []
         transports = [RecordingTransport(server.url, retry_s=30.0, timeout=10.0,
                                          client=httpx.Client(base_url=server.url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)))
                       for _ in chips]
-        threads = [threading.Thread(target=_drive, args=(state, t, 5, errors)) for (_, state), t in zip(chips, transports)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=120)
-        assert not errors, errors
-        for (serial, state), t in zip(chips, transports):
-            log = (state / "log" / "chip.log").read_bytes()
-            assert _copy(reg, serial) == log and t.acked == log.splitlines()
+        _each_copy_is_the_log(reg, chips, transports, _report(chips, transports, 4, errors), errors)
+        for serial, state in chips:
+            size = len((state / "log" / "chip.log").read_bytes().splitlines())
             for _ in range(4):
                 with httpx.Client(base_url=server.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http:
                     head = http.get(f"/v1/chips/{serial}/tree-head").json()
-                assert head["size"] == len(log.splitlines())
+                assert head["size"] == size
         assert server.proc is not None
         children = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
         assert len(children) >= 2
