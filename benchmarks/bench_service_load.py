@@ -11,7 +11,10 @@ entries accepted per second, p50/p99/max acknowledgement latency, and a check th
 acknowledged entry is in the database afterwards, byte for byte (`all_acked_stored`).
 Baseline in the same run: the same lines checked in this process by the auditor's incremental
 checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is the service's
-rate over that rate. Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+rate over that rate. CPU per acknowledged entry (Linux /proc: the server's processes, the
+private PostgreSQL server's, the load generator's) does not depend on what else the machine
+runs; `cpu_bound_per_s_idle_cores` is the rate idle cores would give if the CPU stays the limit
+(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
 
 --workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
 database (key `<db>_workers<N>` for N > 1). --rates 0,800 runs each closed loop (0: every chip
@@ -100,14 +103,14 @@ def check_only(maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]]) -> d
 
     root = VerifyKey.load(maker_dir / "chipmaker.pub")
     n = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _, state, lines in chips:
         v = LogVerifier(verify_chip_certificate(Envelope.from_json((state / "certificate.json").read_bytes()), root), root)
         for line in lines:
             assert not v.feed(line)
             n += 1
-    dt = time.perf_counter() - t0
-    return {"entries": n, "seconds": dt, "per_s": n / dt}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"entries": n, "seconds": dt, "per_s": n / dt, "cpu_ms_per_entry": cpu * 1e3 / n}
 
 
 def free_port() -> int:
@@ -159,6 +162,7 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     from computewatch.chip.transport import expected_ack
 
     latencies: list[float] = []
+    warm: list[float] = []  # after each chip's first entry (that one also loads the chip: certificate, stored copy)
     acked: dict[str, list[bytes]] = {serial: [] for serial, _, _ in chips}
     problems: list[str] = []
     deadline = time.monotonic() + max_seconds
@@ -182,6 +186,8 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
                     problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
                     return  # the chip stays frozen
                 latencies.append(dt)
+                if k:
+                    warm.append(dt)
                 acked[serial].append(line)
         finally:
             writer.close()
@@ -191,14 +197,49 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     wall = time.perf_counter() - t0
     lat = sorted(latencies)
 
-    def q(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+    def q(p: float, of: list[float] = lat) -> float:
+        return of[min(len(of) - 1, int(p * len(of)))] if of else float("nan")
+
+    warm.sort()
 
     n = len(lat)
     return {"entries_acked": n, "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
             "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
-                               "mean": statistics.fmean(lat) * 1e3 if lat else None},
+                               "mean": statistics.fmean(lat) * 1e3 if lat else None,
+                               "p50_warm": q(0.50, warm) * 1e3, "p99_warm": q(0.99, warm) * 1e3},
             "problems": problems[:20], "acked": acked}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its live descendants (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def database_pid(url: str) -> int | None:
+    """The postmaster of the private PostgreSQL server the URL's socket folder belongs to (None: SQLite or elsewhere)."""
+    if "host=/" not in url:
+        return None
+    root = url.split("host=", 1)[1].split("&", 1)[0].rsplit("/", 1)[0]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"{root}/data".encode() in cmd:
+                return int(entry.name)
+    return None
 
 
 def stored_lines(url: str) -> dict[str, list[bytes]]:
@@ -237,8 +278,11 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     reg.close()
     port = free_port()
     proc = start_server(url, scratch / f"data-{name}-{workers}", port, scratch / f"server-{name}-{workers}.log", workers)
+    db_pid = database_pid(url)
     try:
+        cpu0 = (cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time())
         res = asyncio.run(load(port, chips, max_seconds, rate))
+        cpu1 = (cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time())
     finally:
         proc.terminate()
         try:
@@ -249,9 +293,27 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     stored = stored_lines(url)
     missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
                   if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
+    n = max(1, res["entries_acked"])
+    cpu = {part: (b - a) * 1e3 / n for part, a, b in zip(("server", "database", "load_generator"), cpu0, cpu1)}
+    cores = os.cpu_count() or 1
+    # Where the CPU is the limit (it is, on a shared 2-core machine): what idle cores would give,
+    # the server's processes each using at most one core (the GIL).
+    res["cpu_ms_per_entry"] = cpu
+    res["cpu_bound_per_s_idle_cores"] = min(min(workers, cores) * 1e3 / cpu["server"] if cpu["server"] else float("inf"),
+                                            cores * 1e3 / sum(cpu.values()) if sum(cpu.values()) else float("inf"))
     res.update({"database": name, "workers": workers, "offered_per_s": rate or None, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
                 "stored_entries": sum(map(len, stored.values()))})
     return res
+
+
+def _numbers(ap: argparse.ArgumentParser, flag: str, text: str, low: float, high: float) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{flag} takes comma-separated numbers")
+    if not values or any(not low <= v <= high for v in values):
+        ap.error(f"{flag}: {low:g}..{high:g}")
+    return values
 
 
 def main() -> None:
@@ -271,18 +333,8 @@ def main() -> None:
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
         ap.error("--db takes sqlite and/or postgresql")
-    try:
-        worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
-    except ValueError:
-        ap.error("--workers takes comma-separated integers")
-    if not worker_counts or any(not 1 <= w <= 8 for w in worker_counts):
-        ap.error("--workers: 1..8 processes")
-    try:
-        rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    except ValueError:
-        ap.error("--rates takes comma-separated numbers")
-    if not rates or any(not 0 <= r <= 100_000 for r in rates):
-        ap.error("--rates: 0..100000 entries/s")
+    worker_counts = [int(w) for w in _numbers(ap, "--workers", args.workers, 1, 8)]
+    rates = _numbers(ap, "--rates", args.rates, 0, 100_000)
     if args.pg_url and len(worker_counts) * len(rates) > 1:
         ap.error("--pg-url takes one --workers count and one rate (each pass needs a fresh database)")
     from computewatch.cli._common import available_cores

@@ -6,7 +6,10 @@ hash chain, signature under the boot key the device key certified, schedule), th
 many chips arriving together share one transaction: `GroupCommitter`), and only then
 acknowledged. A line resent after a lost ack is the stored line: it is acked again, nothing is
 stored twice. A different line at a stored counter is refused: the copy never forks.
-After a restart each chip's checker is rebuilt from its stored lines on first use.
+After a restart each chip's checker is rebuilt from its stored lines on first use. With several
+server processes on one database, the database is the copy: a process catches its checker up
+with the rows others stored before it refuses an entry as out of order or serves a tree head,
+and the (serial, counter) primary key decides between two processes offered the same counter.
 """
 
 from __future__ import annotations
