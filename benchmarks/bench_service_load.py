@@ -3,7 +3,8 @@ a real `computewatch serve` (uvicorn) on 127.0.0.1.
 
 Setup (not timed): --chips report-mode chips are manufactured and registered (shipped to one
 owner); each runs --steps training steps against a local acking transport, which records the
-exact signed entry lines the chip emits. Timed: every chip sends its lines to the service over
+exact signed entry lines the chip emits. Warm-up (not timed): every chip sends its first entry
+(the server loads the chip then). Timed: every chip sends the rest of its lines to the service over
 HTTP, one at a time, each only after the previous one was acknowledged (a report-mode chip is
 frozen until its ack arrives), all chips at once (asyncio, one kept-alive HTTP/1.1 connection
 per chip, a minimal client so that the load generator costs little). Reported:
@@ -123,7 +124,7 @@ def start_server(url: str, data: Path, port: int, log: Path, workers: int = 1) -
     import httpx
 
     cmd = [sys.executable, "-m", "computewatch", "serve", "--db", url, "--host", "127.0.0.1", "--port", str(port),
-           "--data", str(data), "--no-worker", "--log-level", "warning", "--workers", str(workers)]
+           "--data", str(data), "--no-worker", "--log-level", "warning", *(["--workers", str(workers)] if workers > 1 else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -154,59 +155,76 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float, rate: float = 0.0) -> dict[str, Any]:
-    """Closed loop (`rate` 0): each chip sends its next entry as soon as the previous one is acked.
-    Open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries are due at
+async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float, rate: float = 0.0,
+               sample: Any = None) -> dict[str, Any]:
+    """Warm-up (not timed): every chip opens its connection and sends its first entry (the
+    server loads the chip then: certificate, stored copy). Timed, the rest of the entries:
+    closed loop (`rate` 0): each chip sends its next entry as soon as the previous one is acked;
+    open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries are due at
     fixed times, staggered between chips; a chip still waits for its previous ack, and latency
-    counts from the entry's due time (a late send is latency too, no coordinated omission)."""
+    counts from the entry's due time (a late send is latency too, no coordinated omission).
+    `sample()` is called as the timed phase starts and ends (CPU counters)."""
     from computewatch.chip.transport import expected_ack
 
     latencies: list[float] = []
-    warm: list[float] = []  # after each chip's first entry (that one also loads the chip: certificate, stored copy)
     acked: dict[str, list[bytes]] = {serial: [] for serial, _, _ in chips}
     problems: list[str] = []
-    deadline = time.monotonic() + max_seconds
     interval = len(chips) / rate if rate > 0 else 0.0
-    start = time.perf_counter() + 0.5  # every connection is open before the first entry is due
+    conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
 
-    async def chip(index: int, serial: str, lines: list[bytes]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for k, line in enumerate(lines):
-                if time.monotonic() > deadline:
-                    return
-                due = start + (index / len(chips) + k) * interval
-                if interval:
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
-                status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
-                dt = time.perf_counter() - t0
-                counter = json.loads(line)["counter"]
-                if status != 200 or body != expected_ack(serial, counter, line):
-                    problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
-                    return  # the chip stays frozen
-                latencies.append(dt)
-                if k:
-                    warm.append(dt)
-                acked[serial].append(line)
-        finally:
+    async def send(serial: str, line: bytes) -> bool:
+        reader, writer = conns[serial]
+        status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
+        counter = json.loads(line)["counter"]
+        if status != 200 or body != expected_ack(serial, counter, line):
+            problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
+            return False  # the chip stays frozen
+        acked[serial].append(line)
+        return True
+
+    async def first(serial: str, lines: list[bytes]) -> None:
+        conns[serial] = await asyncio.open_connection("127.0.0.1", port)
+        await send(serial, lines[0])
+
+    async def rest(index: int, serial: str, lines: list[bytes]) -> None:
+        if len(acked[serial]) != 1:
+            return
+        for k, line in enumerate(lines[1:]):
+            if time.monotonic() > deadline:
+                return
+            due = start + (index / len(chips) + k) * interval
+            if interval:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
+            if not await send(serial, line):
+                return
+            latencies.append(time.perf_counter() - t0)
+
+    w0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(first(serial, lines) for serial, _, lines in chips))
+        warmup_s = time.perf_counter() - w0
+        deadline = time.monotonic() + max_seconds
+        if sample:
+            sample()
+        start = t0 = time.perf_counter()
+        await asyncio.gather(*(rest(i, serial, lines) for i, (serial, _, lines) in enumerate(chips)))
+        wall = time.perf_counter() - t0
+        if sample:
+            sample()
+    finally:
+        for _, writer in conns.values():
             writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(chip(i, serial, lines) for i, (serial, _, lines) in enumerate(chips)))
-    wall = time.perf_counter() - t0
     lat = sorted(latencies)
 
-    def q(p: float, of: list[float] = lat) -> float:
-        return of[min(len(of) - 1, int(p * len(of)))] if of else float("nan")
-
-    warm.sort()
+    def q(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 
     n = len(lat)
     return {"entries_acked": n, "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
+            "warmup": {"entries": len(chips), "seconds": warmup_s},
             "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
-                               "mean": statistics.fmean(lat) * 1e3 if lat else None,
-                               "p50_warm": q(0.50, warm) * 1e3, "p99_warm": q(0.99, warm) * 1e3},
+                               "mean": statistics.fmean(lat) * 1e3 if lat else None},
             "problems": problems[:20], "acked": acked}
 
 
@@ -279,10 +297,14 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     port = free_port()
     proc = start_server(url, scratch / f"data-{name}-{workers}", port, scratch / f"server-{name}-{workers}.log", workers)
     db_pid = database_pid(url)
+    samples: list[tuple[float, float, float]] = []
+
+    def sample() -> None:
+        samples.append((cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time()))
+
     try:
-        cpu0 = (cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time())
-        res = asyncio.run(load(port, chips, max_seconds, rate))
-        cpu1 = (cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time())
+        res = asyncio.run(load(port, chips, max_seconds, rate, sample))
+        cpu0, cpu1 = samples
     finally:
         proc.terminate()
         try:
