@@ -3,17 +3,17 @@ waiting request is answered only after the transaction holding its entry has com
 
 One writer thread takes every row queued so far (up to `max_batch`: the rows that arrived while
 the previous transaction was committing), inserts them in one transaction (one multi-row insert
-per table) and commits;
-if that transaction fails, it retries the rows one by one so that only a bad row fails. A
-request blocks in `store` until its row is committed (or raises its error)."""
+per table) and commits; if that transaction fails, it retries the rows one by one so that only a
+bad row fails. A request blocks in `insert` or `store` until its row is committed (or raises
+its error). docs/service.md, Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert
