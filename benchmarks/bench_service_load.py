@@ -3,7 +3,8 @@ a real `computewatch serve` (uvicorn) on 127.0.0.1.
 
 Setup (not timed): --chips report-mode chips are manufactured and registered (shipped to one
 owner); each runs --steps training steps against a local acking transport, which records the
-exact signed entry lines the chip emits. Timed: every chip sends its lines to the service over
+exact signed entry lines the chip emits. Warm-up (not timed): every chip sends its first entry
+(the server loads the chip then). Timed: every chip sends the rest of its lines to the service over
 HTTP, one at a time, each only after the previous one was acknowledged (a report-mode chip is
 frozen until its ack arrives), all chips at once (asyncio, one kept-alive HTTP/1.1 connection
 per chip, a minimal client so that the load generator costs little). Reported:
@@ -11,10 +12,19 @@ entries accepted per second, p50/p99/max acknowledgement latency, and a check th
 acknowledged entry is in the database afterwards, byte for byte (`all_acked_stored`).
 Baseline in the same run: the same lines checked in this process by the auditor's incremental
 checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is the service's
-rate over that rate. Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+rate over that rate. CPU per acknowledged entry (Linux /proc: the server's processes, the
+private PostgreSQL server's, the load generator's) does not depend on what else the machine
+runs; `cpu_bound_per_s_idle_cores` is the rate idle cores would give if the CPU stays the limit
+(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+
+--workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
+database (key `<db>_workers<N>` for N > 1). --rates 0,800 runs each closed loop (0: every chip
+sends as soon as its previous entry is acked: the throughput) and open loop at 800 entries/s
+offered by the fleet (key suffix `_rate800`: the latency at that load, counted from each
+entry's due time).
 
 Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
-       [--max-seconds 120] [--out result.json]
+       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--out result.json]
 """
 
 from __future__ import annotations
@@ -73,6 +83,19 @@ def make_chips(root: Path, count: int, steps: int) -> tuple[Path, list[tuple[str
     return root / "chips" / "chipmaker", out
 
 
+def cached_chips(cache: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+    """`make_chips` once per (count, steps) in `cache`; later runs read the recorded lines back."""
+    folder = cache / f"chips-{count}x{steps}"
+    index = folder / "lines.json"
+    if index.is_file():
+        doc = json.loads(index.read_text())
+        return folder / "chips" / "chipmaker", [(c["serial"], Path(c["state"]), [x.encode() for x in c["lines"]]) for c in doc]
+    shutil.rmtree(folder, ignore_errors=True)
+    maker_dir, chips = make_chips(folder, count, steps)
+    index.write_text(json.dumps([{"serial": s, "state": str(st), "lines": [x.decode() for x in ls]} for s, st, ls in chips]))
+    return maker_dir, chips
+
+
 def check_only(maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]]) -> dict[str, float]:
     from computewatch.crypto.dsse import Envelope
     from computewatch.crypto.signing import VerifyKey
@@ -81,14 +104,14 @@ def check_only(maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]]) -> d
 
     root = VerifyKey.load(maker_dir / "chipmaker.pub")
     n = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _, state, lines in chips:
         v = LogVerifier(verify_chip_certificate(Envelope.from_json((state / "certificate.json").read_bytes()), root), root)
         for line in lines:
             assert not v.feed(line)
             n += 1
-    dt = time.perf_counter() - t0
-    return {"entries": n, "seconds": dt, "per_s": n / dt}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"entries": n, "seconds": dt, "per_s": n / dt, "cpu_ms_per_entry": cpu * 1e3 / n}
 
 
 def free_port() -> int:
@@ -97,11 +120,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(url: str, data: Path, port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
     import httpx
 
     cmd = [sys.executable, "-m", "computewatch", "serve", "--db", url, "--host", "127.0.0.1", "--port", str(port),
-           "--data", str(data), "--no-worker", "--log-level", "warning"]
+           "--data", str(data), "--no-worker", "--log-level", "warning", *(["--workers", str(workers)] if workers > 1 else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -132,35 +155,66 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     return status, await reader.readexactly(length)
 
 
-async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float, rate: float = 0.0,
+               sample: Any = None) -> dict[str, Any]:
+    """Warm-up (not timed): every chip opens its connection and sends its first entry (the
+    server loads the chip then: certificate, stored copy). Timed, the rest of the entries:
+    closed loop (`rate` 0): each chip sends its next entry as soon as the previous one is acked;
+    open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries are due at
+    fixed times, staggered between chips; a chip still waits for its previous ack, and latency
+    counts from the entry's due time (a late send is latency too, no coordinated omission).
+    `sample()` is called as the timed phase starts and ends (CPU counters)."""
     from computewatch.chip.transport import expected_ack
 
     latencies: list[float] = []
     acked: dict[str, list[bytes]] = {serial: [] for serial, _, _ in chips}
     problems: list[str] = []
-    deadline = time.monotonic() + max_seconds
+    interval = len(chips) / rate if rate > 0 else 0.0
+    conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
 
-    async def chip(serial: str, lines: list[bytes]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for line in lines:
-                if time.monotonic() > deadline:
-                    return
-                t0 = time.perf_counter()
-                status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
-                dt = time.perf_counter() - t0
-                counter = json.loads(line)["counter"]
-                if status != 200 or body != expected_ack(serial, counter, line):
-                    problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
-                    return  # the chip stays frozen
-                latencies.append(dt)
-                acked[serial].append(line)
-        finally:
+    async def send(serial: str, line: bytes) -> bool:
+        reader, writer = conns[serial]
+        status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
+        counter = json.loads(line)["counter"]
+        if status != 200 or body != expected_ack(serial, counter, line):
+            problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
+            return False  # the chip stays frozen
+        acked[serial].append(line)
+        return True
+
+    async def first(serial: str, lines: list[bytes]) -> None:
+        conns[serial] = await asyncio.open_connection("127.0.0.1", port)
+        await send(serial, lines[0])
+
+    async def rest(index: int, serial: str, lines: list[bytes]) -> None:
+        if len(acked[serial]) != 1:
+            return
+        for k, line in enumerate(lines[1:]):
+            if time.monotonic() > deadline:
+                return
+            due = start + (index / len(chips) + k) * interval
+            if interval:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
+            if not await send(serial, line):
+                return
+            latencies.append(time.perf_counter() - t0)
+
+    w0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(first(serial, lines) for serial, _, lines in chips))
+        warmup_s = time.perf_counter() - w0
+        deadline = time.monotonic() + max_seconds
+        if sample:
+            sample()
+        start = t0 = time.perf_counter()
+        await asyncio.gather(*(rest(i, serial, lines) for i, (serial, _, lines) in enumerate(chips)))
+        wall = time.perf_counter() - t0
+        if sample:
+            sample()
+    finally:
+        for _, writer in conns.values():
             writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(chip(serial, lines) for serial, _, lines in chips))
-    wall = time.perf_counter() - t0
     lat = sorted(latencies)
 
     def q(p: float) -> float:
@@ -168,9 +222,42 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
 
     n = len(lat)
     return {"entries_acked": n, "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
+            "warmup": {"entries": len(chips), "seconds": warmup_s},
             "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
                                "mean": statistics.fmean(lat) * 1e3 if lat else None},
             "problems": problems[:20], "acked": acked}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its live descendants (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def database_pid(url: str) -> int | None:
+    """The postmaster of the private PostgreSQL server the URL's socket folder belongs to (None: SQLite or elsewhere)."""
+    if "host=/" not in url:
+        return None
+    root = url.split("host=", 1)[1].split("&", 1)[0].rsplit("/", 1)[0]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"{root}/data".encode() in cmd:
+                return int(entry.name)
+    return None
 
 
 def stored_lines(url: str) -> dict[str, list[bytes]]:
@@ -191,7 +278,8 @@ def stored_lines(url: str) -> dict[str, list[bytes]]:
         engine.dispose()
 
 
-def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float) -> dict[str, Any]:
+def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float,
+           workers: int = 1, rate: float = 0.0) -> dict[str, Any]:
     from computewatch.crypto.signing import SigningKey
     from computewatch.registry import Registry
 
@@ -207,9 +295,16 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     register_s = time.perf_counter() - t0
     reg.close()
     port = free_port()
-    proc = start_server(url, scratch / f"data-{name}", port, scratch / f"server-{name}.log")
+    proc = start_server(url, scratch / f"data-{name}-{workers}", port, scratch / f"server-{name}-{workers}.log", workers)
+    db_pid = database_pid(url)
+    samples: list[tuple[float, float, float]] = []
+
+    def sample() -> None:
+        samples.append((cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time()))
+
     try:
-        res = asyncio.run(load(port, chips, max_seconds))
+        res = asyncio.run(load(port, chips, max_seconds, rate, sample))
+        cpu0, cpu1 = samples
     finally:
         proc.terminate()
         try:
@@ -220,9 +315,27 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     stored = stored_lines(url)
     missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
                   if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
-    res.update({"database": name, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
+    n = max(1, res["entries_acked"])
+    cpu = {part: (b - a) * 1e3 / n for part, a, b in zip(("server", "database", "load_generator"), cpu0, cpu1)}
+    cores = os.cpu_count() or 1
+    # Where the CPU is the limit (it is, on a shared 2-core machine): what idle cores would give,
+    # the server's processes each using at most one core (the GIL).
+    res["cpu_ms_per_entry"] = cpu
+    res["cpu_bound_per_s_idle_cores"] = min(min(workers, cores) * 1e3 / cpu["server"] if cpu["server"] else float("inf"),
+                                            cores * 1e3 / sum(cpu.values()) if sum(cpu.values()) else float("inf"))
+    res.update({"database": name, "workers": workers, "offered_per_s": rate or None, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
                 "stored_entries": sum(map(len, stored.values()))})
     return res
+
+
+def _numbers(ap: argparse.ArgumentParser, flag: str, text: str, low: float, high: float) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"{flag} takes comma-separated numbers")
+    if not values or any(not low <= v <= high for v in values):
+        ap.error(f"{flag}: {low:g}..{high:g}")
+    return values
 
 
 def main() -> None:
@@ -231,20 +344,30 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--db", default="sqlite", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--rates", default="0", help="comma-separated offered entries/s of the whole fleet (0: closed loop, as fast as acks come)")
+    ap.add_argument("--workers", default="1", help="comma-separated server process counts (serve --workers), each run on a fresh database")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the manufactured chips here and reuse them in later runs")
     args = ap.parse_args()
     if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
         ap.error("--chips 1..2000, --steps 1..50")
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
         ap.error("--db takes sqlite and/or postgresql")
+    worker_counts = [int(w) for w in _numbers(ap, "--workers", args.workers, 1, 8)]
+    rates = _numbers(ap, "--rates", args.rates, 0, 100_000)
+    if args.pg_url and len(worker_counts) * len(rates) > 1:
+        ap.error("--pg-url takes one --workers count and one rate (each pass needs a fresh database)")
     from computewatch.cli._common import available_cores
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
     try:
         t0 = time.perf_counter()
-        maker_dir, chips = make_chips(scratch, args.chips, args.steps)
+        if args.cache:
+            maker_dir, chips = cached_chips(args.cache.resolve(), args.chips, args.steps)
+        else:
+            maker_dir, chips = make_chips(scratch, args.chips, args.steps)
         result: dict[str, Any] = {
             "benchmark": "service_load",
             "machine": {"python": platform.python_version(), "cores": available_cores(), "platform": platform.platform(),
@@ -255,10 +378,14 @@ def main() -> None:
         base = check_only(maker_dir, chips)
         result["baseline_check_only"] = base
         for name in dbs:
-            with database(name, scratch, args.pg_url, "register.db") as url:
-                entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds)
-            entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
-            result[name] = entry
+            for workers in worker_counts:
+                for rate in rates:
+                    with database(name, scratch, args.pg_url, f"register-{workers}-{rate:g}.db") as url:
+                        entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate)
+                    entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
+                    entry["load_avg_after"] = os.getloadavg()
+                    key = name + (f"_workers{workers}" if workers > 1 else "") + (f"_rate{rate:g}" if rate else "")
+                    result[key] = entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(result, indent=2, sort_keys=True)

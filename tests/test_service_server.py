@@ -85,6 +85,27 @@ def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseE
         errors.append(exc)
 
 
+def _report(chips: list[tuple[str, Path]], transports: list[RecordingTransport], steps: int, errors: list[BaseException],
+            pause: float = 0.0) -> list[threading.Thread]:
+    """Every chip reports from its own thread, all at once (started, not joined)."""
+    threads = [threading.Thread(target=_drive, args=(state, t, steps, errors, pause)) for (_, state), t in zip(chips, transports)]
+    for th in threads:
+        th.start()
+    return threads
+
+
+def _each_copy_is_the_log(reg: Registry, chips: list[tuple[str, Path]], transports: list[RecordingTransport],
+                          threads: list[threading.Thread], errors: list[BaseException]) -> None:
+    """Once the chips are done: each copy is the chip's own log, each entry acked exactly once, in order."""
+    for th in threads:
+        th.join(timeout=180)
+    assert not errors, errors
+    for (serial, state), t in zip(chips, transports):
+        log = (state / "log" / "chip.log").read_bytes()
+        assert _copy(reg, serial) == log  # nothing lost, nothing forked
+        assert t.acked == log.splitlines()
+
+
 @pytest.fixture
 def server_world(db_url: str, report_chips, tmp_path: Path) -> Iterator[tuple[Registry, list[tuple[str, Path]], dict[str, SigningKey], Server]]:  # noqa: F811
     reg, chips, keys = _setup(db_url, report_chips, tmp_path, 3)
@@ -101,15 +122,7 @@ def test_real_server_chips_and_signed_requests(server_world) -> None:
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=5.0) for _ in chips]
-    threads = [threading.Thread(target=_drive, args=(state, t, 5, errors)) for (_, state), t in zip(chips, transports)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert not errors, errors
-    for (serial, state), t in zip(chips, transports):
-        assert _copy(reg, serial) == (state / "log" / "chip.log").read_bytes()
-        assert len(t.acked) == len((state / "log" / "chip.log").read_bytes().splitlines())
+    _each_copy_is_the_log(reg, chips, transports, _report(chips, transports, 5, errors), errors)
     with httpx.Client(base_url=server.url, timeout=30) as http:
         # The served OpenAPI document is the checked-in one.
         assert render(http.get("/openapi.json").json()) == (DOCS / "openapi.json").read_text(encoding="utf-8")
@@ -148,9 +161,7 @@ def test_crash_while_chips_report(server_world) -> None:
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
-    threads = [threading.Thread(target=_drive, args=(state, t, 14, errors, 0.02)) for (_, state), t in zip(chips, transports)]
-    for th in threads:
-        th.start()
+    threads = _report(chips, transports, 14, errors, 0.02)
     deadline = time.monotonic() + 60
     while sum(len(t.acked) for t in transports) < 12 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -248,3 +259,133 @@ def test_an_oversized_body_is_not_read_the_connection_closes(server_world) -> No
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 413") or answer.startswith(b"HTTP/1.1 401"), answer[:200]
             assert b'"status":' in answer and closed, "the server kept the connection open to read the rest"
+
+
+class _LocalAcks:
+    """A transport that acks at once and keeps every line (to make a chip's log without a server)."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def send(self, line: bytes) -> bytes:
+        import json
+
+        from computewatch.chip.transport import expected_ack
+
+        self.lines.append(line)
+        entry = json.loads(line)
+        return expected_ack(entry["serial"], entry["counter"], line)
+
+
+def test_two_processes_share_one_log_copy(db_url: str, report_chips, tmp_path: Path) -> None:  # noqa: F811
+    """Two server processes' log copies (two `ChipLogs` over one database) take one chip's entries
+    in turn: each catches up from the database, the primary key decides a race, duplicates are
+    acked again, a fork is refused, and both serve the same tree head."""
+    from computewatch.service import db as service_db
+    from computewatch.service.commit import GroupCommitter
+    from computewatch.service.errors import ServiceError
+    from computewatch.service.logs import ChipLogs
+
+    reg, chips, _ = _setup(db_url, report_chips, tmp_path, 2)
+    service_db.upgrade(reg.engine)
+    (serial, state), (other, other_state) = chips
+    rec = _LocalAcks()
+    _drive(state, rec, 4, [])  # type: ignore[arg-type]
+    lines = rec.lines
+    assert len(lines) >= 5
+    a, b = ChipLogs(reg.engine, GroupCommitter(reg.engine)), ChipLogs(reg.engine, GroupCommitter(reg.engine))
+    try:
+        assert not a.append(serial, lines[0]).duplicate
+        assert a.count(serial) == 1
+        assert not b.append(serial, lines[1]).duplicate  # b loads entry 0 from the database
+        assert not a.append(serial, lines[2]).duplicate  # a catches up with entry 1 (b stored it)
+        assert b.append(serial, lines[1]).duplicate and a.append(serial, lines[2]).duplicate
+        # b still believes the log holds 2 entries: offered entry 2 it loses to the key and acks the stored copy.
+        assert b.append(serial, lines[2]).duplicate
+        with pytest.raises(ServiceError) as exc:
+            b.append(serial, lines[4])  # a gap is a gap in the database too
+        assert exc.value.status == 409
+        fork = _LocalAcks()
+        _drive(other_state, fork, 1, [])  # type: ignore[arg-type]
+        with pytest.raises(ServiceError) as exc:
+            a.append(serial, fork.lines[0].replace(other.encode(), serial.encode()))
+        assert exc.value.status in (401, 409, 422)
+        assert not a.append(serial, lines[3]).duplicate
+        for logs in (a, b):
+            tree, size = logs.tree(serial)
+            assert size == 4 and tree.root(4) == a.tree(serial)[0].root(4)
+        assert _copy(reg, serial).splitlines() == lines[:4]
+    finally:
+        a.close()
+        b.close()
+        reg.engine.dispose()
+
+
+def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> None:
+    """kill -9 while a group commit holds entries of two or more chips, written and not committed:
+    every acknowledged entry is stored, none of the held batch is (the transaction is all or
+    nothing), and after a restart the chips resend and every copy is the chip's own log."""
+    from computewatch.registry._base import PAUSE_ENV
+
+    reg, chips, keys, server = server_world
+    pause = tmp_path / "batch-pause"
+    pause.mkdir()
+    server.env = {PAUSE_ENV: f"service-batch:{pause}"}
+    server.start()
+    errors: list[BaseException] = []
+    transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
+    threads = _report(chips, transports, 6, errors)
+    deadline = time.monotonic() + 90
+    while not (pause / "paused").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (pause / "paused").exists(), "no batch of two or more entries formed"
+    server.kill()
+    held = [label.rsplit("#", 1) for label in (pause / "batch").read_text().split()]
+    assert len(held) >= 2
+    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports)}
+    for serial, lines in acked_before.items():
+        stored = _copy(reg, serial).splitlines()  # counters 0..n-1: no gap, nothing half-applied
+        assert stored[: len(lines)] == lines
+        assert all(int(counter) >= len(stored) for s, counter in held if s == serial), "a held entry was committed"
+    server.env = None
+    server.start()
+    _each_copy_is_the_log(reg, chips, transports, threads, errors)
+
+
+def test_several_server_processes(postgres_url: str, report_chips, tmp_path: Path) -> None:  # noqa: F811
+    """`serve --workers 2`: chips report through a new connection per entry (so entries of one chip
+    land in either process); every copy is the chip's log, each entry acked once, and the tree
+    head any process serves is the copy's; kill -9 of the server stops every process."""
+    reg, chips, _ = _setup(postgres_url, report_chips, tmp_path, 3)
+    server = Server(postgres_url, tmp_path / "data", extra=("--workers", "2", "--no-worker"))
+    try:
+        server.start()
+        errors: list[BaseException] = []
+        transports = [RecordingTransport(server.url, retry_s=30.0, timeout=10.0,
+                                         client=httpx.Client(base_url=server.url, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)))
+                      for _ in chips]
+        _each_copy_is_the_log(reg, chips, transports, _report(chips, transports, 4, errors), errors)
+        for serial, state in chips:
+            size = len((state / "log" / "chip.log").read_bytes().splitlines())
+            for _ in range(4):
+                with httpx.Client(base_url=server.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+                    head = http.get(f"/v1/chips/{serial}/tree-head").json()
+                assert head["size"] == size
+        assert server.proc is not None
+        children = [int(p) for p in Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()]
+        assert len(children) >= 2
+        server.kill()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, children)), "a worker process outlived the killed server"
+    finally:
+        server.stop()
+        reg.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
@@ -22,6 +22,7 @@ def serve(
     verifier_pub: Annotated[Optional[list[Path]], typer.Option("--verifier-pub", help="Public key (PEM) of the Verifier role, named after the file's stem; repeatable.")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", metavar=FLAG, help="Do not run verify jobs in this process.")] = False,
     verify_workers: Annotated[int, typer.Option("--verify-workers", min=1, max=256, help="Trusted-cluster jobs a verify job runs at once.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Server processes sharing the port (more than 1: best on PostgreSQL; verify jobs run in the parent).")] = 1,
     log_level: Annotated[Literal["critical", "error", "warning", "info", "debug"], typer.Option("--log-level", help="Log level of the service and uvicorn (logs go to stderr).")] = "info",
 ) -> None:
     """Serve the register over HTTP: chips report entries, Provers and inspectors send signed
@@ -44,10 +45,41 @@ def serve(
         from computewatch.service import create_app
     except ModuleNotFoundError as exc:
         fail(f"the service needs its extras ({exc.name} is missing): pip install 'computewatch[service]'")
+    if workers > 1:
+        _serve_workers(db or "computewatch.db", data, verifier_pub or [], verifiers, host, port, workers, not no_worker, verify_workers, log_level)
+        return
     with guard():
         app = create_app(db or "computewatch.db", data, verifiers=verifiers, worker=not no_worker, verify_workers=verify_workers)
     err.print(f"computewatch service on http://{host}:{port} (register {app.state.service.reg.register_id}, data {data})")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _serve_workers(db: str, data: Path, pubs: list[Path], verifiers: dict[str, Any], host: str, port: int, workers: int, run_jobs: bool,
+                   verify_workers: int, log_level: str) -> None:
+    """`workers` uvicorn processes on one port; this process migrates first and runs verify jobs."""
+    import os
+
+    import uvicorn
+
+    from computewatch.service.app import build_service
+    from computewatch.service.config import ServiceConfig
+    from computewatch.service.serving import CONFIG_ENV, config_for_workers
+
+    with guard():
+        os.environ[CONFIG_ENV] = config_for_workers(db, data, pubs, verify_workers)
+        svc = build_service(ServiceConfig(db_url=db, data_dir=data, worker=run_jobs, verify_workers=verify_workers,
+                                          verifiers=verifiers))
+    err.print(f"computewatch service on http://{host}:{port} (register {svc.reg.register_id}, data {data}, {workers} processes)")
+    if svc.worker is not None:
+        svc.worker.start()
+    try:
+        uvicorn.run("computewatch.service.serving:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level)
+    finally:
+        if svc.worker is not None:
+            svc.worker.stop()
+        svc.logs.close()
+        svc.reg.close()
 
 
 def _check_listen(host: str, port: int) -> None:

@@ -1,27 +1,35 @@
 """Group commit: entries from many chips share one database transaction (one fsync), and each
 waiting request is answered only after the transaction holding its entry has committed.
 
-One writer thread takes every row queued so far, inserts them in one transaction and commits;
-if that transaction fails, it retries the rows one by one so that only a bad row fails. A
-request blocks in `store` until its row is committed (or raises its error)."""
+One writer thread takes every row queued so far (up to `max_batch`: the rows that arrived while
+the previous transaction was committing), inserts them in one transaction (one multi-row insert
+per table) and commits; if that transaction fails, it retries the rows one by one so that only a
+bad row fails. A request blocks in `insert` or `store` until its row is committed (or raises
+its error). docs/service.md, Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Table, insert
 
 from computewatch.registry import db as reg_db
+from computewatch.registry._base import PAUSE_ENV, _pause_point
 
 __all__ = ["GroupCommitter"]
 
 
 @dataclass
 class _Pending:
-    write: Callable[[Connection], Any]
+    write: Callable[[Connection], Any] | None  # None: insert `row` into `table`
+    label: str = ""
+    table: Table | None = None
+    row: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -38,9 +46,17 @@ class GroupCommitter:
         self.batches = 0
         self.rows = 0
 
-    def store(self, write: Callable[[Connection], Any]) -> None:
-        """Run `write(conn)` inside a committed transaction; returns once it is durable."""
-        p = _Pending(write)
+    def store(self, write: Callable[[Connection], Any], label: str = "") -> None:
+        """Run `write(conn)` inside a committed transaction; returns once it is durable.
+        `label` names the row in the test hook's record of a held batch."""
+        self._wait(_Pending(write, label))
+
+    def insert(self, table: Table, row: dict[str, Any], label: str = "") -> None:
+        """Insert `row` into `table` in a committed transaction; returns once it is durable. The
+        rows of one batch go to the database as one multi-row insert per table."""
+        self._wait(_Pending(None, label, table, row))
+
+    def _wait(self, p: _Pending) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the service is shutting down")
@@ -69,8 +85,8 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending]) -> None:
         try:
             with reg_db.write(self._engine) as conn:
-                for p in batch:
-                    p.write(conn)
+                _apply(conn, batch)
+                _pause_in_batch(batch)
             self.batches += 1
             self.rows += len(batch)
         except BaseException:  # noqa: BLE001
@@ -86,7 +102,29 @@ class GroupCommitter:
     def _single(self, p: _Pending) -> None:
         try:
             with reg_db.write(self._engine) as conn:
-                p.write(conn)
+                _apply(conn, [p])
         except BaseException as exc:  # noqa: BLE001 (handed to the waiting request)
             p.error = exc
         p.done.set()
+
+
+def _apply(conn: Connection, batch: list[_Pending]) -> None:
+    rows: dict[Table, list[dict[str, Any]]] = {}
+    for p in batch:
+        if p.write is not None:
+            p.write(conn)
+        else:
+            assert p.table is not None and p.row is not None
+            rows.setdefault(p.table, []).append(p.row)
+    for table, values in rows.items():
+        conn.execute(insert(table), values)  # executemany: one round of the protocol, not one per row
+
+
+def _pause_in_batch(batch: list[_Pending]) -> None:
+    """Test hook (pause point `service-batch`): a batch of two or more rows, written and not yet
+    committed, records its rows' labels in DIR/batch and waits (the crash test kills it there)."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec or not spec.startswith("service-batch:") or len(batch) < 2:
+        return
+    Path(spec.split(":", 1)[1], "batch").write_text("\n".join(p.label for p in batch) + "\n")
+    _pause_point("service-batch")

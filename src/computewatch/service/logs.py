@@ -6,7 +6,10 @@ hash chain, signature under the boot key the device key certified, schedule), th
 many chips arriving together share one transaction: `GroupCommitter`), and only then
 acknowledged. A line resent after a lost ack is the stored line: it is acked again, nothing is
 stored twice. A different line at a stored counter is refused: the copy never forks.
-After a restart each chip's checker is rebuilt from its stored lines on first use.
+After a restart each chip's checker is rebuilt from its stored lines on first use. With several
+server processes on one database, the database is the copy: a process catches its checker up
+with the rows others stored before it refuses an entry as out of order or serves a tree head,
+and the (serial, counter) primary key decides between two processes offered the same counter.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
@@ -93,6 +97,19 @@ class ChipLogs:
             self._chips[serial] = chip
             return chip
 
+    def _catch_up(self, serial: str, chip: _Chip) -> None:
+        """Feed the chip's checker the rows other server processes stored since (caller holds
+        `chip.lock`): with several processes on one database, the database is the log copy."""
+        v = chip.verifier
+        t = ss.log_entries
+        with reg_db.read(self._engine) as conn:
+            rows = conn.execute(select(t.c.counter, t.c.line).where(t.c.serial == serial, t.c.counter >= v.position)
+                                .order_by(t.c.counter)).all()
+        for row in rows:
+            if row.counter != v.position or v.feed(bytes(row.line)):
+                self._chips.pop(serial, None)
+                raise ServiceError(500, f"stored copy of chip {serial}'s log fails its check at entry {row.counter}")
+
     # ------------------------------------------------------------------ entries
     def append(self, serial: str, line: bytes) -> Ack:
         try:
@@ -105,11 +122,10 @@ class ChipLogs:
         counter = entry["counter"]
         with chip.lock:
             v = chip.verifier
+            if counter > v.position:  # another server process may have stored the ones before
+                self._catch_up(serial, chip)
             if counter < v.position:
-                stored = self.line(serial, counter)
-                if stored == line:
-                    return Ack(expected_ack(serial, counter, line), counter, True)
-                raise ServiceError(409, f"entry {counter} of chip {serial} is already stored with other content: refused (the log copy never forks)")
+                return self._resent(serial, counter, line)
             if counter > v.position:
                 raise ServiceError(409, f"entry {counter} of chip {serial} arrives before entry {v.position}: send the entries in order")
             saved = v.save_state()
@@ -123,16 +139,29 @@ class ChipLogs:
                    "received_at": format_time()}
             try:
                 if self._committer is not None:
-                    self._committer.store(lambda conn: conn.execute(insert(ss.log_entries).values(**row)))
+                    self._committer.insert(ss.log_entries, row, label=f"{serial}#{counter}")
                 else:
                     with reg_db.write(self._engine) as conn:
                         conn.execute(insert(ss.log_entries).values(**row))
-            except BaseException:
+            except IntegrityError:
+                # Another server process stored this counter first: the database decides.
                 v.restore_state(saved)
-                # Another process may have stored it; forget this chip so it is reloaded from the database.
+                self._catch_up(serial, chip)
+                if counter < v.position:
+                    return self._resent(serial, counter, line)
                 self._chips.pop(serial, None)
                 raise
+            except BaseException:
+                v.restore_state(saved)
+                self._chips.pop(serial, None)  # reloaded from the database on next use
+                raise
             return Ack(expected_ack(serial, counter, line), counter, False)
+
+    def _resent(self, serial: str, counter: int, line: bytes) -> Ack:
+        """A line at a stored counter: the stored line is acked again; any other is a fork, refused."""
+        if self.line(serial, counter) == line:
+            return Ack(expected_ack(serial, counter, line), counter, True)
+        raise ServiceError(409, f"entry {counter} of chip {serial} is already stored with other content: refused (the log copy never forks)")
 
     def line(self, serial: str, counter: int) -> bytes | None:
         t = ss.log_entries
@@ -149,12 +178,14 @@ class ChipLogs:
         return [bytes(r.line) for r in rows]
 
     def count(self, serial: str) -> int:
-        return self._chip(serial).verifier.position
+        return self.tree(serial)[1]
 
     def tree(self, serial: str) -> tuple[MerkleTree, int]:
-        """The chip's Merkle tree and its size, read under the chip's lock (proofs use sizes up to it)."""
+        """The chip's Merkle tree and its size, read under the chip's lock after catching up with
+        the database (proofs use sizes up to it; another server process may have stored more)."""
         chip = self._chip(serial)
         with chip.lock:
+            self._catch_up(serial, chip)
             return chip.verifier.tree, chip.verifier.position
 
     def counts(self) -> dict[str, int]:
