@@ -45,6 +45,8 @@ class PauseAt:
         if point != "registry.transaction" or info.get("name") != self.name:
             return
         folder = Path(self.folder)
+        if "labels" in info:  # a group commit's batch: which entries it holds
+            (folder / "batch").write_text("\n".join(info["labels"]) + "\n")
         (folder / "paused").write_text(str(os.getpid()))
         deadline = time.monotonic() + 120
         while not (folder / "resume").exists() and time.monotonic() < deadline:

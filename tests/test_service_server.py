@@ -325,12 +325,10 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
     """kill -9 while a group commit holds entries of two or more chips, written and not committed:
     every acknowledged entry is stored, none of the held batch is (the transaction is all or
     nothing), and after a restart the chips resend and every copy is the chip's own log."""
-    from computewatch.registry._base import PAUSE_ENV
-
     reg, chips, keys, server = server_world
     pause = tmp_path / "batch-pause"
     pause.mkdir()
-    server.env = {PAUSE_ENV: f"service-batch:{pause}"}
+    server.faults = (f"pause=service-batch:{pause}",)  # tests/_faults.py: the server stops there
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]
@@ -347,7 +345,7 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
         stored = _copy(reg, serial).splitlines()  # counters 0..n-1: no gap, nothing half-applied
         assert stored[: len(lines)] == lines
         assert all(int(counter) >= len(stored) for s, counter in held if s == serial), "a held entry was committed"
-    server.env = None
+    server.faults = ()
     server.start()
     _each_copy_is_the_log(reg, chips, transports, threads, errors)
 

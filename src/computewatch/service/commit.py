@@ -9,17 +9,15 @@ its error). docs/service.md, Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert
 
 from computewatch.registry import db as reg_db
-from computewatch.registry._base import PAUSE_ENV, _pause_point
+from computewatch._faults import fault_point
 
 __all__ = ["GroupCommitter"]
 
@@ -121,10 +119,7 @@ def _apply(conn: Connection, batch: list[_Pending]) -> None:
 
 
 def _pause_in_batch(batch: list[_Pending]) -> None:
-    """Test hook (pause point `service-batch`): a batch of two or more rows, written and not yet
-    committed, records its rows' labels in DIR/batch and waits (the crash test kills it there)."""
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec or not spec.startswith("service-batch:") or len(batch) < 2:
-        return
-    Path(spec.split(":", 1)[1], "batch").write_text("\n".join(p.label for p in batch) + "\n")
-    _pause_point("service-batch")
+    """Fault point `registry.transaction` named `service-batch`: a batch of two or more rows,
+    written and not yet committed (the crash test records the labels and kills it there)."""
+    if len(batch) >= 2:
+        fault_point("registry.transaction", name="service-batch", labels=[p.label for p in batch])
