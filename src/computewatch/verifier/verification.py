@@ -29,7 +29,7 @@ from typing import Any
 from computewatch.crypto.signing import VerifyKey
 from computewatch.verifier.cluster import Job, TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
-from computewatch.verifier.selection import Segment, seed_commitment, select_segments
+from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
@@ -50,7 +50,8 @@ class VerifyRequest:
     known_heads: Mapping[str, Sequence[tuple[int, bytes]]] = field(default_factory=dict)
     policy_text: str | None = None  # the policy file's bytes, decoded as UTF-8
     mode: str = "exact"
-    segments: int | str = 1  # random segments besides snapshot and top-Q ones, or "all"
+    segments: int | str | None = None  # random segments besides snapshot and top-Q ones, "all", or None: from detection_target
+    detection_target: float = DEFAULT_SEGMENT_DETECTION  # one-segment forgery detection the default draw reaches
     threads: int | None = None  # tolerance mode: replay with this many threads
     ray_address: str | None = None
     workers: int = 1
@@ -163,6 +164,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
             "seed": request.seed.hex(),
             "segments_total": sum(max(0, len(r.get("checkpoint_steps", [])) - 1) for r in runs.values()),
             "segments_replayed": len(seg_keys),
+            "detection_target": request.detection_target if request.segments is None else None,
+            "forgery_detection": {r: selection_summary(selections.get(r, []), runs[r].get("checkpoint_steps", [])) for r in runs},
         },
         "tolerance": tolerance,
         "policy": _policy_info(request),
@@ -271,7 +274,7 @@ def _select(runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[s
     out = {}
     for rid, run in runs.items():
         steps = [e["step"] for e in expectations[rid] if e["object"] is not None]
-        out[rid] = select_segments(rid, run["checkpoint_steps"], steps, run["update_norms"], request.seed, count=request.segments)
+        out[rid] = select_segments(rid, run["checkpoint_steps"], steps, run["update_norms"], request.seed, count=request.segments, detection_target=request.detection_target)
     return out
 
 

@@ -1,0 +1,47 @@
+"""What a training program may claim (issue 18): sampling that samples, identity binding, no
+check that passes on nothing, busy time the chip measures, templates and audited programs."""
+
+from __future__ import annotations
+
+import pytest
+
+from computewatch.analysis.segments import forgery_detection, segments_for_detection
+from computewatch.verifier.selection import select_segments, selection_summary
+
+
+# ------------------------------------------------------------------------------ sampling (item 7)
+def _norms(steps: list[int], big: int) -> list[list[float]]:
+    return [[a, b, 9.0 if a == big else 1.0] for a, b in zip(steps, steps[1:])]
+
+
+def test_top_q_skips_a_segment_already_chosen_for_a_snapshot() -> None:
+    steps = list(range(0, 130, 10))  # twelve segments
+    # The largest update is the first segment, which a snapshot already selects.
+    chosen = select_segments("run", steps, [5], _norms(steps, 0), b"k" * 32, count=0)
+    reasons = {(s.start, s.end): s.reasons for s in chosen}
+    assert reasons[(0, 10)] == ["snapshot"]
+    assert [k for k, r in reasons.items() if "top-q" in r] == [(10, 20)]  # the next largest, not the first again
+
+
+def test_default_draw_meets_the_stated_target_and_the_measured_rate_agrees() -> None:
+    steps = list(range(0, 130, 10))
+    norms = _norms(steps, 0)
+    chosen = select_segments("run", steps, [], norms, b"k" * 32)
+    summary = selection_summary(chosen, steps)
+    # top-q takes (0, 10); 11 eligible segments; half of them (rounded up) drawn at random.
+    assert summary["eligible"] == 11 and summary["random"] == segments_for_detection(11, 0.5) == 6
+    assert summary["one_segment_forgery_detection"] == pytest.approx(6 / 11)
+    forged = 70
+    hits = sum(any(s.start == forged for s in select_segments("run", steps, [], norms, bytes([i]) * 32)) for i in range(256))
+    assert abs(hits / 256 - 6 / 11) < 0.1
+    high = select_segments("run", steps, [], norms, b"k" * 32, detection_target=0.9)
+    assert selection_summary(high, steps)["one_segment_forgery_detection"] >= 0.9
+
+
+def test_forgery_detection_closed_form() -> None:
+    assert forgery_detection(10, 1) == pytest.approx(0.1)
+    assert forgery_detection(10, 3, forged=2) == pytest.approx(1 - (8 * 7 * 6) / (10 * 9 * 8))
+    assert forgery_detection(0, 0) == 1.0 and forgery_detection(5, 5) == 1.0
+    assert segments_for_detection(12, 0.99) == 12 and segments_for_detection(0) == 0
+    with pytest.raises(ValueError, match="target"):
+        segments_for_detection(4, 0.0)
