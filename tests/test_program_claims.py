@@ -45,3 +45,27 @@ def test_forgery_detection_closed_form() -> None:
     assert segments_for_detection(12, 0.99) == 12 and segments_for_detection(0) == 0
     with pytest.raises(ValueError, match="target"):
         segments_for_detection(4, 0.0)
+
+
+# ----------------------------------------------------------------------- identity binding (item 6)
+def test_register_refuses_a_run_id_another_owner_holds(registry) -> None:
+    from computewatch.registry import RegistryError
+
+    reg = registry.reg
+    a, b = registry.register(0, to="acme"), registry.register(1, to="beta")
+    reg.declare_run("acme", "frontier-1", [a], precommitment="ab" * 32)
+    with pytest.raises(RegistryError, match="already held by 'acme'"):
+        reg.declare_run("beta", "frontier-1", [b], precommitment="cd" * 32)
+    assert [r["owner"] for r in reg.runs()] == ["acme"]
+
+
+def test_held_conflicts_name_another_provers_run_id() -> None:
+    from computewatch.verifier.binding import RunBinding, held_conflicts
+
+    runs = {"r": {"provers": ["b" * 64], "precommitment_digest": "d" * 64}}
+    held = [RunBinding("r", "a" * 64, "d" * 64, source="policy approval")]
+    (finding,) = held_conflicts(runs, held)
+    assert "held by Prover aaaa" in finding and "another Prover's run id" in finding
+    assert held_conflicts(runs, [RunBinding("r", "b" * 64, "d" * 64)]) == []
+    assert "one id names one run" in held_conflicts(runs, [RunBinding("r", "b" * 64, "e" * 64)])[0]
+    assert held_conflicts(runs, [RunBinding("r")]) == []  # unbound: decides nothing

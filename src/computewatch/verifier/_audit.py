@@ -27,12 +27,14 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.hashing import blake3_bytes
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.dataset import DatasetCommitment, sample_hash, verify_sample
+from computewatch.formats.manifest import MANIFEST_FILE
 from computewatch.formats.program import ProgramError, deterministic_cpu, load_program
 from computewatch.formats.seed import batches, init_generator
 from computewatch.formats.snapshot_records import load_copy_out
 from computewatch.formats.steps import batch_root
 from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
+from computewatch.verifier.binding import manifest_signers
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -67,6 +69,7 @@ def inventory(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
             "environment": pre.environment,
             "program_entry": pre.program_entry,
             "code_digest": pre.code_digest,
+            "provers": manifest_signers(run.storage.read(MANIFEST_FILE), keys),
             "chips": list(run.manifest.chips),
             "memory_maps": [blake3_bytes(canonical_json(run.layout.memory_map(r))).hex() for r in range(run.world_size)],
             "problems": [],
@@ -328,5 +331,7 @@ def _rules(run: StagedRun, program: Any, steps: Sequence[Any], hashes: list[byte
         benchmarks=benchmarks,
         world_size=run.world_size,
         chips=run.world_size,
+        prover=spec.get("prover"),
+        precommitment_digest=run.precommitment.digest().hex(),
     )
     return [o.to_json() for o in policy.evaluate(facts)]

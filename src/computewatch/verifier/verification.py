@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.signing import VerifyKey
+from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
 from computewatch.verifier.cluster import Job, TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
 from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
@@ -58,6 +59,7 @@ class VerifyRequest:
     isolate: bool = True
     in_process: bool = False  # tests of the check logic: jobs run in this process, unsandboxed
     data_dirs: Mapping[str, str] = field(default_factory=dict)  # run id -> the Prover's raw data folder
+    held_runs: Sequence[RunBinding] = ()  # (Prover key, run id, precommitment) the Verifier holds, e.g. from the register
 
 
 class _Checks:
@@ -127,6 +129,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         runs[inv["run_id"]] = inv
         for problem in inv["problems"]:
             checks.bad("data" if problem.startswith("step records") else "segments", f"run {inv['run_id']}: {problem}")
+    for finding in binding_findings(runs, request.policy_text, request.held_runs):
+        checks.bad("precommitment", finding)
     expectations = _map_chips_to_runs(chips, runs, checks)
     selections = _select(runs, expectations, request)
     tolerance = _calibrate(cluster, runs, selections, request, keys, report) if request.mode == "tolerance" else None
@@ -390,6 +394,7 @@ def _run_audits(cluster: TrustedCluster, runs: dict[str, dict[str, Any]], select
             "data_dir": request.data_dirs.get(rid),
             "policy": request.policy_text,
             "total_flops": flops.get(rid),
+            "prover": sole_prover(run),
         }
         jobs.append(Job("audit", spec, keys))
     return cluster.run(jobs, lambda d, t: report("audit", d, t))
@@ -512,6 +517,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
     return {
         "run_id": run["run_id"],
         "run_dir": run["run_dir"],
+        "provers": run.get("provers", []),
         "steps": run["steps"],
         "world_size": run["world_size"],
         "strategy": run["strategy"],
