@@ -69,3 +69,32 @@ def test_held_conflicts_name_another_provers_run_id() -> None:
     assert held_conflicts(runs, [RunBinding("r", "b" * 64, "d" * 64)]) == []
     assert "one id names one run" in held_conflicts(runs, [RunBinding("r", "b" * 64, "e" * 64)])[0]
     assert held_conflicts(runs, [RunBinding("r")]) == []  # unbound: decides nothing
+
+
+# ------------------------------------------------------------- no check passes on nothing (item 5)
+def test_null_or_missing_losses_are_findings_unless_the_replay_diverged_too() -> None:
+    from computewatch.verifier.losses import loss_findings
+
+    assert loss_findings("r", [[0, 1.0], [1, 0.9]], 2, []) == []
+    (null,) = loss_findings("r", [[0, None], [1, None]], 2, [[0, 1.2]])
+    assert "2 of 2 steps record a null loss" in null
+    assert loss_findings("r", [[0, None], [1, 0.9]], 2, [[0, None]]) == []  # both diverged: consistent
+    (missing,) = loss_findings("r", [[0, 1.0]], 3, [])
+    assert "no loss recorded for steps 1, 2" in missing
+
+
+def test_epsilon_is_capped_and_a_false_accept_rate_above_the_bound_is_a_finding() -> None:
+    from computewatch.verifier.tolerance import EPSILON_CAP, bound_tolerance, tolerance_findings
+
+    honest = {"epsilon": 2.4e-4, "honest_relative": [2.4e-5], "spoof_relative": [9e-3, 0.25], "false_accept_rate": 0.0, "false_reject_rate": 0.0}
+    assert bound_tolerance(honest)["epsilon"] == 2.4e-4 and tolerance_findings(bound_tolerance(honest)) == []
+    # A program that adds noise only under other thread counts (the calibration replays).
+    inflated = {"epsilon": 15.1, "honest_relative": [1.51], "spoof_relative": [0.3, 1.4], "false_accept_rate": 1.0, "false_reject_rate": 0.0}
+    bounded = bound_tolerance(inflated)
+    assert bounded["epsilon"] == EPSILON_CAP and bounded["epsilon_calibrated"] == 15.1
+    assert bounded["false_accept_rate"] == 0.0 and bounded["false_reject_rate"] == 1.0  # against the cap
+    findings = tolerance_findings(bounded)
+    assert len(findings) == 1 and "above the cap" in findings[0]
+    # A false-accept rate above the bound, epsilon under the cap: the spoofs pass, a finding.
+    loose = bound_tolerance({"epsilon": 5e-4, "spoof_relative": [4e-4, 0.3], "false_accept_rate": 0.5})
+    assert any("cannot tell a forgery from noise" in f for f in tolerance_findings(loose))

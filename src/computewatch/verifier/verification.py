@@ -30,7 +30,9 @@ from computewatch.crypto.signing import VerifyKey
 from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
 from computewatch.verifier.cluster import Job, TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
+from computewatch.verifier.losses import run_loss_findings
 from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
+from computewatch.verifier.tolerance import bound_tolerance, tolerance_findings
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
@@ -134,6 +136,10 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     expectations = _map_chips_to_runs(chips, runs, checks)
     selections = _select(runs, expectations, request)
     tolerance = _calibrate(cluster, runs, selections, request, keys, report) if request.mode == "tolerance" else None
+    if tolerance is not None:
+        tolerance = bound_tolerance(tolerance)
+        for finding in tolerance_findings(tolerance):
+            checks.bad("segments", finding)
     seg_jobs, seg_keys = [], []
     for run_id, segs in selections.items():
         inv = runs[run_id]
@@ -145,6 +151,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     results = cluster.run(seg_jobs, lambda d, t: report("replay", d, t))
     flops = _judge_segments(runs, seg_keys, results, expectations, request, checks, tolerance)
     _judge_unreplayed_snapshots(runs, expectations, seg_keys, results, checks)
+    for finding in run_loss_findings(runs):
+        checks.bad("loss", finding)
     audits = _run_audits(cluster, runs, selections, flops, request, keys, report)
     rules = _judge_audits(runs, audits, checks)
     if request.policy_text is None:
