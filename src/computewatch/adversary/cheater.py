@@ -12,7 +12,7 @@ claims, leaving only what the Verifier recomputes to catch it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,12 +91,14 @@ def train_with_deviation(
     nonce: bytes | None = None,
     run_id: str | None = None,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    chip_wrapper: Callable[[Any], Any] | None = None,
 ) -> Path:
     """Train one process on one fresh chip under `out/chips`, deviating as told; returns `out`.
 
     `nonce` and `run_id` fix what is otherwise random (two runs with the same ones and the same
     settings share their precommitment); `init_state` loads these weights over W0 before the
-    first step (a run that really starts where another ended)."""
+    first step (a run that really starts where another ended); `chip_wrapper` wraps the chip the
+    Recorder talks to (an owner who drives the chip differently from what the run needs)."""
     out = Path(out)
     honest = preset(preset_name, total_steps=max(steps, 1), **(overrides or {}))
     really = replace(honest, lr=honest.lr * deviation.lr_scale)
@@ -130,7 +132,7 @@ def train_with_deviation(
                 nonce=nonce,
                 program=demo_program(),
                 checkpoint_every=checkpoint_every,
-                chip=_DeviousChip(chip, deviation.precommitment),
+                chip=(chip_wrapper or (lambda c: c))(_DeviousChip(chip, deviation.precommitment)),
                 chip_seconds_per_step=chip_seconds_per_step,
                 run_id=run_id,
             ) as rec:

@@ -28,6 +28,7 @@ from typing import Any
 
 from computewatch.crypto.signing import VerifyKey
 from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
+from computewatch.verifier.busy import busy_findings
 from computewatch.verifier.cluster import Job, TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
 from computewatch.verifier.losses import run_loss_findings
@@ -158,6 +159,9 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     if request.policy_text is None:
         checks.unsure("rules", "not run: no policy given (--policy), so no rule was applied")
     _judge_compute(runs, chips, flops, checks)
+    busy_bad, _busy_notes = busy_findings(chips, runs)
+    for check, finding in busy_bad:
+        checks.bad(check, finding)
     doc_checks = checks.to_json()
     logged = sum(len(c.snapshots) for c in chips)
     explained = sum(1 for rid in expectations for e in expectations[rid] if e.get("explained"))
