@@ -35,6 +35,10 @@ def _run_attack(name: str, make: Any, **verify: Any) -> Any:
     return run
 
 
+def _claim(name: str, paper_ref: str, expected: str, make: Any, *, summary: str, max_trials: int = 5) -> None:
+    register(name, paper_ref=paper_ref, family=_FAMILY, kind="caught", expected=expected, summary=summary, max_trials=max_trials)(_run_attack(name, make))
+
+
 # ------------------------------------------------------------------------------ null losses
 def _null_losses(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
     from computewatch.adversary.transcript import edit_steps
@@ -44,16 +48,9 @@ def _null_losses(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str
     return [spoof], {"segments": "all"}
 
 
-register(
-    "losses-recorded-null",
-    paper_ref="§5.1 (the transcript's losses); issue 18",
-    family=_FAMILY,
-    kind="caught",
-    expected="verifier.loss",
-    summary="Records every step's loss as null (the step format's 'not finite'), so the replay has nothing to compare "
-    "and a policy rule on the loss nothing to read; before, the loss check passed with nothing compared.",
-    max_trials=5,
-)(_run_attack("losses-recorded-null", _null_losses))
+_claim("losses-recorded-null", "§5.1 (the transcript's losses); issue 18", "verifier.loss", _null_losses, max_trials=5,
+       summary="Records every step's loss as null (the step format's 'not finite'), so the replay has nothing to compare "
+               "and a policy rule on the loss nothing to read; before, the loss check passed with nothing compared.")
 
 
 # ---------------------------------------------------------------------- borrowed run id
@@ -73,15 +70,8 @@ def _borrowed_id(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str
     return [run], {"policy_text": policy}
 
 
-register(
-    "borrowed-run-id",
-    paper_ref="§2.1 (approval requirements); issue 18 (identity binding)",
-    family=_FAMILY,
-    kind="caught",
-    expected="verifier.precommitment",
-    summary="Prover B names its run after Prover A's approved run id, hoping to inherit A's approval.",
-    max_trials=5,
-)(_run_attack("borrowed-run-id", _borrowed_id))
+_claim("borrowed-run-id", "§2.1 (approval requirements); issue 18 (identity binding)", "verifier.precommitment", _borrowed_id, max_trials=5,
+       summary="Prover B names its run after Prover A's approved run id, hoping to inherit A's approval.")
 
 
 # ------------------------------------------------------------------------- chip busy time
@@ -92,14 +82,8 @@ class _ExtraWorkChip:
     def __init__(self, chip: Any, factor: int) -> None:
         self.chip, self.serial, self.factor = chip, chip.serial, factor
 
-    def attach(self, tensors: Any, storage_dir: Any) -> Any:
-        return self.chip.attach(tensors, storage_dir)
-
-    def log_precommitment(self, digest: bytes, run_id: str) -> Any:
-        return self.chip.log_precommitment(digest, run_id)
-
-    def log_memory_map(self, memory_map: dict[str, Any], run_id: str) -> Any:
-        return self.chip.log_memory_map(memory_map, run_id)
+    def __getattr__(self, name: str) -> Any:  # attach, log_precommitment, log_memory_map: unchanged
+        return getattr(self.chip, name)
 
     def step_boundary(self, step: int, busy_seconds: float) -> list[Any]:
         return [s for _ in range(self.factor) for s in self.chip.step_boundary(step, busy_seconds)]
@@ -121,24 +105,10 @@ def _busy_beyond(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str
     return [run], {"segments": "all"}
 
 
-register(
-    "chip-busy-zero",
-    paper_ref="§3 (snapshots at random busy times); issue 18 (busy time the chip measures)",
-    family=_FAMILY,
-    kind="caught",
-    expected="verifier.snapshots",
-    summary="The owner tells a simulated chip it was busy 0 seconds per step: no snapshot can fire, so the run leaves "
-    "no trace for an inspection. (On hardware the chip's clock measures busy time and no number is taken.)",
-    max_trials=3,
-)(_run_attack("chip-busy-zero", _zero_busy))
+_claim("chip-busy-zero", "§3 (snapshots at random busy times); issue 18 (busy time the chip measures)", "verifier.snapshots", _zero_busy, max_trials=3,
+       summary="The owner tells a simulated chip it was busy 0 seconds per step: no snapshot can fire, so the run leaves "
+               "no trace for an inspection. (On hardware the chip's clock measures busy time and no number is taken.)")
 
-register(
-    "chip-busy-beyond-transcript",
-    paper_ref="§3, §5.1 (compute accounting); issue 18",
-    family=_FAMILY,
-    kind="caught",
-    expected="verifier.compute",
-    summary="The chip trains three steps for every step the transcript records (48 beside 16): its clock shows three "
-    "times the busy time the transcript explains, while every snapshot still replays.",
-    max_trials=3,
-)(_run_attack("chip-busy-beyond-transcript", _busy_beyond))
+_claim("chip-busy-beyond-transcript", "§3, §5.1 (compute accounting); issue 18", "verifier.compute", _busy_beyond, max_trials=3,
+       summary="The chip trains three steps for every step the transcript records (48 beside 16): its clock shows three "
+               "times the busy time the transcript explains, while every snapshot still replays.")
