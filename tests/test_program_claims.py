@@ -98,3 +98,44 @@ def test_epsilon_is_capped_and_a_false_accept_rate_above_the_bound_is_a_finding(
     # A false-accept rate above the bound, epsilon under the cap: the spoofs pass, a finding.
     loose = bound_tolerance({"epsilon": 5e-4, "spoof_relative": [4e-4, 0.3], "false_accept_rate": 0.5})
     assert any("cannot tell a forgery from noise" in f for f in tolerance_findings(loose))
+
+
+# ---------------------------------------------------------------- trusted templates (item 3)
+def test_precommitment_v3_vector_names_the_template_and_v2_stays_readable() -> None:
+    import json
+    import re
+    from dataclasses import replace
+    from pathlib import Path
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.errors import FormatError
+    from computewatch.formats.precommitment import Precommitment
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+    text = re.search(r"```json precommitment-v3\n(.*?)\n```", page, re.S).group(1)  # type: ignore[union-attr]
+    pre = Precommitment.from_json(json.loads(text))
+    assert (pre.program_template, pre.program_kind) == ("computewatch/demo-preset", "template")
+    assert canonical_json(pre.to_json()).decode() == text
+    assert pre.digest().hex() == re.search(r"precommitment v3 digest: `([0-9a-f]{64})`", page).group(1)  # type: ignore[union-attr]
+    custom = replace(pre, program_template=None)
+    assert custom.to_json()["v"] == 2 and custom.program_kind == "custom"  # a custom program: v2, digest unchanged
+    assert Precommitment.from_json(custom.to_json()) == custom
+    bad = dict(json.loads(text), program={"entry": "program:make_program"})
+    with pytest.raises(FormatError, match="v3: program must be"):
+        Precommitment.from_json(bad)
+
+
+def test_a_template_runs_the_verifiers_pinned_code_not_the_provers_files() -> None:
+    from computewatch.formats.program import ProgramError, load_program
+    from computewatch.formats.templates import get_template
+    from computewatch.prover.runner import demo_program
+
+    t = get_template("computewatch/demo-preset")
+    assert demo_program().template == t.name and demo_program().code_digest == t.code_digest
+    # The Prover's copy says something else; named as the template, the Verifier's copy runs.
+    hostile = dict(t.files(), **{"program.py": b"raise SystemExit('the Prover's code ran')\n"})
+    with load_program(hostile, t.entry, t.code_digest, t.name) as loaded:
+        assert loaded.factory.__module__.endswith(".program") and callable(loaded.factory)
+    with pytest.raises(ProgramError, match="pins version"):
+        with load_program(hostile, t.entry, "00" * 32, t.name):
+            pass

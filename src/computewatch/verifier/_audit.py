@@ -35,6 +35,7 @@ from computewatch.formats.steps import batch_root
 from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import manifest_signers
+from computewatch.verifier.program_scan import program_facts
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -70,6 +71,7 @@ def inventory(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
             "program_entry": pre.program_entry,
             "code_digest": pre.code_digest,
             "provers": manifest_signers(run.storage.read(MANIFEST_FILE), keys),
+            "program": _program_facts(run),
             "chips": list(run.manifest.chips),
             "memory_maps": [blake3_bytes(canonical_json(run.layout.memory_map(r))).hex() for r in range(run.world_size)],
             "problems": [],
@@ -122,6 +124,15 @@ def _snapshot_record(run: StagedRun, rec: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def _program_facts(run: StagedRun) -> dict[str, Any]:
+    """Template or custom, and a custom program's static scan (verifier/program_scan.py)."""
+    try:
+        files = run.program_files()
+    except ComputewatchError:
+        files = None  # the audit names the missing program; a template needs none
+    return program_facts(run.precommitment, files)
+
+
 # ---------------------------------------------------------------------------------------- audit
 def audit(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
     with staged_run(spec["run_dir"], keys, checkpoints="all") as run:
@@ -133,7 +144,7 @@ def audit(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
         except ComputewatchError as exc:
             return {"program_error": str(exc), "program_tampered": True}
         try:
-            with load_program(files, pre.program_entry, pre.code_digest) as loaded:
+            with load_program(files, pre.program_entry, pre.code_digest, pre.program_template) as loaded:
                 program = loaded.make(pre.hyperparameters, spec.get("data_dir"))
                 steps = run.steps()
                 hashes = run.sample_hashes()
@@ -332,6 +343,7 @@ def _rules(run: StagedRun, program: Any, steps: Sequence[Any], hashes: list[byte
         world_size=run.world_size,
         chips=run.world_size,
         prover=spec.get("prover"),
+        program=_program_facts(run),
         precommitment_digest=run.precommitment.digest().hex(),
     )
     return [o.to_json() for o in policy.evaluate(facts)]

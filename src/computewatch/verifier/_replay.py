@@ -130,7 +130,7 @@ def _replay_rank_inner(rank: int, spec: dict[str, Any], run: StagedRun, world: i
     hashes = run.sample_hashes()
     want = {int(s["step"]): s for s in spec["snapshots"] if int(s["rank"]) == rank}
     out: dict[str, Any] = {"rank": rank, "snapshots": [], "losses": [], "lr_ok": True, "rng_ok": True, "samples_ok": True, "loss_ok": True}
-    with load_program(run.program_files(), pre.program_entry, pre.code_digest) as loaded:
+    with load_program(run.program_files(), pre.program_entry, pre.code_digest, pre.program_template) as loaded:
         program = loaded.make(pre.hyperparameters, spec.get("data_dir"))
         model = program.build_model(init_generator(pre.seed))
         model = wrap_model(model, run.layout.strategy) if world > 1 else model

@@ -56,7 +56,10 @@ _READABLE_VERSIONS = (1, 2)
 KINDS = ("reporting", "ban", "approval", "mitigation", "requirement")
 OUTCOMES = ("ok", "violation", "report", "not-applicable", "error")
 
-_NAMES = frozenset({"run_id", "compute", "hp", "steps", "lr", "world_size", "chips", "benchmarks", "approved"})
+_NAMES = frozenset({"run_id", "compute", "hp", "steps", "lr", "world_size", "chips", "benchmarks", "approved", "program"})
+# program.kind: "template" | "custom"; program.template: the template's name ("" if custom);
+# program.uses: the scan's categories (verifier/program_scan.py); program.imports: top-level modules.
+_PROGRAM_KEYS = frozenset({"kind", "template", "uses", "imports"})
 _COMPUTE_KEYS = frozenset({"flops", "H", "ratio", "over_threshold", "detectable"})
 _DATA_FUNCTIONS = frozenset({"data_fraction", "data_size"})
 _FUNCTIONS: dict[str, Signature] = {
@@ -104,6 +107,7 @@ class RunFacts:
     chips: int = 1
     prover: str | None = None  # key id of the pinned key the run's manifest verifies under
     precommitment_digest: str | None = None  # hex digest of the run's precommitment
+    program: Mapping[str, Any] | None = None  # verifier/program_scan.program_facts (None: not established)
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ class Policy:
 
         vocabulary = Vocabulary(
             names=_NAMES,
-            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks)},
+            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks), "program": _PROGRAM_KEYS},
             functions=_FUNCTIONS,
         )
         rules_doc = doc.get("rules", [])
@@ -389,7 +393,14 @@ def _environment(facts: RunFacts, policy: Policy) -> dict[str, Any]:
         "chips": facts.chips,
         "benchmarks": benchmarks,
         "approved": False,
+        "program": _program(facts.program),
     }
+
+
+def _program(facts: Mapping[str, Any] | None) -> dict[str, Any]:
+    if facts is None:
+        return {k: Unknown(f"program.{k}", "the program was not established by the trusted cluster") for k in _PROGRAM_KEYS}
+    return {"kind": facts.get("kind"), "template": facts.get("template") or "", "uses": list(facts.get("uses") or []), "imports": list(facts.get("imports") or [])}
 
 
 def _numbers(values: Any, what: str) -> list[int | float]:

@@ -530,6 +530,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
         "run_id": run["run_id"],
         "run_dir": run["run_dir"],
         "provers": run.get("provers", []),
+        "program": run.get("program"),
         "steps": run["steps"],
         "world_size": run["world_size"],
         "strategy": run["strategy"],
