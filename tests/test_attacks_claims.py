@@ -18,7 +18,8 @@ def ctx() -> Iterator[Context]:
 
 
 def test_the_family_is_registered() -> None:
-    assert {"losses-recorded-null", "borrowed-run-id", "chip-busy-zero", "chip-busy-beyond-transcript"} <= set(CLAIMS)
+    assert {"losses-recorded-null", "borrowed-run-id", "chip-busy-zero", "chip-busy-beyond-transcript",
+            "split-run-embedded-init", "custom-program-banned-by-policy"} <= set(CLAIMS)
 
 
 @pytest.mark.parametrize("name", CLAIMS)

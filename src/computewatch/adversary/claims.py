@@ -112,3 +112,57 @@ _claim("chip-busy-zero", "§3 (snapshots at random busy times); issue 18 (busy t
 _claim("chip-busy-beyond-transcript", "§3, §5.1 (compute accounting); issue 18", "verifier.compute", _busy_beyond, max_trials=3,
        summary="The chip trains three steps for every step the transcript records (48 beside 16): its clock shows three "
                "times the busy time the transcript explains, while every snapshot still replays.")
+
+
+# ------------------------------------------------------------------ custom training programs
+_INIT = "        model.init_weights(generator)\n"
+
+
+def _custom_program(ctx: Context, name: str, replace_init: str = _INIT, extra: str = "") -> Any:
+    """The demo workloads as a custom program, edited as the cheating Prover wants."""
+    import shutil
+
+    from computewatch.formats.program import ProgramSource
+    from computewatch.formats.templates import get_template
+
+    folder = ctx.scratch(name) / "program"
+    shutil.copytree(get_template("computewatch/demo-preset").root, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    presets = folder / "presets.py"
+    text = presets.read_text()
+    assert _INIT in text, "the demo preset's build_model changed: update this attack"
+    presets.write_text(text.replace(_INIT, replace_init) + extra)
+    return ProgramSource.from_folder(folder, "program:make_program")
+
+
+# Run splitting (§5.1): W0 drawn from the committed generator, then overwritten by "run 1's final
+# weights" carried in the program (here a deterministic shift stands in for the embedded state).
+_SPLIT_INIT = _INIT + "        with torch.no_grad():\n            for p in model.parameters():\n                p.mul_(0.5).add_(0.01)\n"
+# A helper that hides work from a FLOP counter; never called here: the scan reads, it does not run.
+_HIDE = "\n\ndef _off_the_books(fn):\n    with torch._C._DisableTorchDispatch():\n        return fn()\n"
+
+
+def _split_run(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
+    program = _custom_program(ctx, "split-run", _SPLIT_INIT)
+    return [_cheat_run(ctx, "split-run", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)], {}
+
+
+def _custom_under_policy(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
+    program = _custom_program(ctx, "custom-program", extra=_HIDE)
+    run = _cheat_run(ctx, "custom-program", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
+    policy = (
+        '[policy]\nname = "templates"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[[rules]]\nid = "templates-only"\nkind = "requirement"\nrequire = \'program.kind == "template"\'\n'
+        '[[rules]]\nid = "no-dispatch-tricks"\nkind = "requirement"\nrequire = \'"dispatch" not in program.uses\'\n'
+    )
+    return [run], {"policy_text": policy}
+
+
+_claim("split-run-embedded-init", "§5.1 (a long run as several short runs); issue 18", "verifier.init", _split_run, max_trials=3,
+       summary="A custom program whose build_model draws from the committed generator and then loads weights it carries "
+               "(run 1's end): replaying the same code agrees with itself, but the architecture is a template's and W0 "
+               "is not the template's initialisation from the committed seed.")
+
+_claim("custom-program-banned-by-policy", "§2.1 (mandated mitigations); issue 18 (templates, audited programs)", "verifier.rules",
+       _custom_under_policy, max_trials=3,
+       summary="A custom program (the demo workloads plus a helper that disables torch dispatch) under a policy that "
+               "requires a trusted template and bans dispatch manipulation: the scan lists it, the rules fail it.")

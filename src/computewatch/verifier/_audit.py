@@ -36,6 +36,7 @@ from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import manifest_signers
 from computewatch.verifier.program_scan import program_facts
+from computewatch.verifier.template_init import template_init_mismatch
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -149,6 +150,8 @@ def audit(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
                 steps = run.steps()
                 hashes = run.sample_hashes()
                 results["init"] = _check_init(run, program)
+                if results["init"]["passed"] and pre.program_kind == "custom":
+                    results["init"] = _check_template_init(run, program) or results["init"]
                 results["data"] = _check_data(run, program, steps, hashes, spec["seed"])
                 results["hyperparameters"] = _check_hyperparameters(run, program, steps)
                 results["memorization"] = _memorization(run, program, steps, hashes, spec.get("memorization", []), spec["seed"])
@@ -189,6 +192,13 @@ def _check_init(run: StagedRun, program: Any) -> dict[str, Any]:
         if ckpt.optimizer_tensors:
             return {"passed": False, "detail": f"rank {rank}'s step-0 checkpoint carries optimizer state: training did not start fresh"}
     return {"passed": True, "detail": f"W0 equals the program's initialisation from the committed seed on {run.world_size} rank(s)"}
+
+
+def _check_template_init(run: StagedRun, program: Any) -> dict[str, Any] | None:
+    """A custom program with a template's architecture: W0 must be the template's (verifier/template_init.py)."""
+    w0 = _full_state(program.build_model(init_generator(run.precommitment.seed)))
+    problem = template_init_mismatch(run.precommitment.hyperparameters, run.precommitment.seed, w0)
+    return {"passed": False, "detail": problem} if problem else None
 
 
 def _check_data(run: StagedRun, program: Any, steps: Sequence[Any], hashes: list[bytes], seed_hex: str) -> dict[str, Any]:
