@@ -139,3 +139,36 @@ def test_a_template_runs_the_verifiers_pinned_code_not_the_provers_files() -> No
     with pytest.raises(ProgramError, match="pins version"):
         with load_program(hostile, t.entry, "00" * 32, t.name):
             pass
+
+
+# ------------------------------------------------------------------ audited programs (item 4)
+def test_the_scan_lists_what_a_custom_program_does() -> None:
+    from computewatch.verifier.program_scan import BLOB_BYTES, scan_program
+
+    src = (
+        "import os, socket\nfrom torch.utils._python_dispatch import TorchDispatchMode\nfrom .model import Net\n"
+        "import torch\nTEXT = '" + "x" * (BLOB_BYTES + 1) + "'\n"
+        "def f():\n    open('w.bin').read()\n    torch._C._DisableTorchDispatch()\n    n = torch.get_num_threads()\n"
+        "    os.system('ls')\n    exec('1')\n    import computewatch.verifier.flops\n"
+    )
+    scan = scan_program({"train.py": src.encode(), "weights.bin": bytes(BLOB_BYTES + 1), "model.py": b"import torch\n"})
+    assert scan["uses"] == ["file", "socket", "process", "dispatch", "dynamic", "environment", "blob", "verifier"]
+    assert scan["imports"] == ["computewatch", "os", "socket", "torch"]  # `.model` is the program's own
+    assert "train.py:8: dispatch: uses _DisableTorchDispatch" in scan["findings"]
+    assert scan["counts"]["blob"] == 2
+    clean = scan_program({"train.py": b"import torch\nfrom torch import nn\ndef f(x):\n    return nn.functional.relu(x)\n"})
+    assert clean["uses"] == [] and clean["imports"] == ["torch"]
+
+
+def test_policies_read_the_program_facts() -> None:
+    from computewatch.verifier.rules import Policy, RunFacts
+
+    policy = Policy.from_toml(
+        '[policy]\nname = "p"\nthreshold_flops = 1.0\n[[rules]]\nid = "t"\nkind = "requirement"\n'
+        "require = 'program.kind == \"template\" or (\"socket\" not in program.uses and len(program.imports) < 3)'\n"
+    )
+    outcome = lambda **program: policy.evaluate(RunFacts("r", 10, program=program))[0].outcome  # noqa: E731
+    assert outcome(kind="template", uses=[], imports=[]) == "ok"
+    assert outcome(kind="custom", uses=["file"], imports=["torch"]) == "ok"
+    assert outcome(kind="custom", uses=["socket"], imports=["torch"]) == "violation"
+    assert policy.evaluate(RunFacts("r", 10))[0].outcome == "error"  # not established: never a pass
