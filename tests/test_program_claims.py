@@ -57,6 +57,12 @@ def test_register_refuses_a_run_id_another_owner_holds(registry) -> None:
     with pytest.raises(RegistryError, match="already held by 'acme'"):
         reg.declare_run("beta", "frontier-1", [b], precommitment="cd" * 32)
     assert [r["owner"] for r in reg.runs()] == ["acme"]
+    from computewatch.verifier.binding import RunBinding, held_conflicts, register_bindings
+
+    (held,) = register_bindings(reg)
+    assert held == RunBinding("frontier-1", registry.keys["acme"].public_key.keyid, "ab" * 32, held.source)
+    beta_run = {"frontier-1": {"provers": [registry.keys["beta"].public_key.keyid], "precommitment_digest": "cd" * 32}}
+    assert "another Prover's run id" in held_conflicts(beta_run, [held])[0]
 
 
 def test_held_conflicts_name_another_provers_run_id() -> None:

@@ -23,7 +23,7 @@ from computewatch.crypto.dsse import Envelope, pae
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.signing import VerifyKey
 
-__all__ = ["RunBinding", "binding_findings", "held_conflicts", "manifest_signers", "sole_prover"]
+__all__ = ["RunBinding", "binding_findings", "held_conflicts", "manifest_signers", "register_bindings", "sole_prover"]
 
 
 def _hex64(value: Any) -> bool:
@@ -121,3 +121,13 @@ def binding_findings(runs: Mapping[str, Mapping[str, Any]], policy_text: str | N
         policy = Policy.from_bytes(policy_text.encode("utf-8"), source="policy")
         bindings += list(policy.approvals) + [b for rule in policy.rules for b in rule.approvals]
     return held_conflicts(runs, bindings)
+
+
+def register_bindings(registry: Any) -> list[RunBinding]:
+    """The register's declared runs as bindings (`VerifyRequest.held_runs`): the owner's
+    registered key, the run id and the declared precommitment (unbound if none was declared)."""
+    out = []
+    for row in registry.runs():
+        key = registry.owner_key(row["owner"])
+        out.append(RunBinding(row["run_id"], key.keyid if row.get("precommitment") else None, row.get("precommitment"), source=f"register: declared by {row['owner']}"))
+    return out

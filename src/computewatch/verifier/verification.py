@@ -159,9 +159,11 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     if request.policy_text is None:
         checks.unsure("rules", "not run: no policy given (--policy), so no rule was applied")
     _judge_compute(runs, chips, flops, checks)
-    busy_bad, _busy_notes = busy_findings(chips, runs)
+    busy_bad, busy_notes = busy_findings(chips, runs)
     for check, finding in busy_bad:
         checks.bad(check, finding)
+    for note in busy_notes:
+        checks.good("compute", note)
     doc_checks = checks.to_json()
     logged = sum(len(c.snapshots) for c in chips)
     explained = sum(1 for rid in expectations for e in expectations[rid] if e.get("explained"))
