@@ -136,7 +136,7 @@ def scan_program(files: Mapping[str, bytes]) -> dict[str, Any]:
     counts = {use: sum(1 for f in unique if f.use == use) for use in USES}
     return {
         "uses": [use for use in USES if counts[use]],
-        "imports": sorted(i for i in imports if i),
+        "imports": sorted(i for i in imports if i and i != "__future__"),
         "counts": {k: v for k, v in counts.items() if v},
         "findings": [str(f) for f in unique[:_MAX_LISTED]],
     }
