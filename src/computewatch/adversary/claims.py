@@ -118,7 +118,7 @@ _claim("chip-busy-beyond-transcript", "§3, §5.1 (compute accounting); issue 18
 _INIT = "        model.init_weights(generator)\n"
 
 
-def _custom_program(ctx: Context, name: str, replace_init: str = _INIT, extra: str = "") -> Any:
+def _custom_program(ctx: Context, name: str, replace_init: str = _INIT, extra: str = "", edits: tuple[tuple[str, str], ...] = ()) -> Any:
     """The demo workloads as a custom program, edited as the cheating Prover wants."""
     import shutil
 
@@ -130,6 +130,9 @@ def _custom_program(ctx: Context, name: str, replace_init: str = _INIT, extra: s
     presets = folder / "presets.py"
     text = presets.read_text()
     assert _INIT in text, "the demo preset's build_model changed: update this attack"
+    for old, new in edits:
+        assert old in text, "the demo preset changed: update this attack"
+        text = text.replace(old, new)
     presets.write_text(text.replace(_INIT, replace_init) + extra)
     return ProgramSource.from_folder(folder, "program:make_program")
 
@@ -139,6 +142,22 @@ def _custom_program(ctx: Context, name: str, replace_init: str = _INIT, extra: s
 _SPLIT_INIT = _INIT + "        with torch.no_grad():\n            for p in model.parameters():\n                p.mul_(0.5).add_(0.01)\n"
 # A helper that hides work from a FLOP counter; never called here: the scan reads, it does not run.
 _HIDE = "\n\ndef _off_the_books(fn):\n    with torch._C._DisableTorchDispatch():\n        return fn()\n"
+
+
+# Tolerance inflation: noise only under another thread count than the recorded one (1), that is
+# only in the Verifier's calibration replays; the recorded run and an exact replay are clean.
+_STEP = "        scheduler.step()\n        return loss.item()\n"
+_NOISY_STEP = (
+    "        scheduler.step()\n        if torch.get_num_threads() != 1:\n            with torch.no_grad():\n"
+    "                for p in model.parameters():\n                    p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(7)) * 0.05)\n"
+    "        return loss.item()\n"
+)
+
+
+def _inflated_tolerance(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
+    program = _custom_program(ctx, "inflate-epsilon", edits=((_STEP, _NOISY_STEP),))
+    run = _cheat_run(ctx, "inflate-epsilon", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
+    return [run], {"mode": "tolerance", "segments": 0}
 
 
 def _split_run(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
@@ -166,3 +185,9 @@ _claim("custom-program-banned-by-policy", "§2.1 (mandated mitigations); issue 1
        _custom_under_policy, max_trials=3,
        summary="A custom program (the demo workloads plus a helper that disables torch dispatch) under a policy that "
                "requires a trusted template and bans dispatch manipulation: the scan lists it, the rules fail it.")
+
+_claim("tolerance-inflated-by-threads", "ANCHORS (Fang et al.), docs/verifier.md (tolerance mode); issue 18", "verifier.segments",
+       _inflated_tolerance, max_trials=3,
+       summary="A custom program that adds noise only when the thread count differs from the recorded one, that is only "
+               "in the Verifier's calibration replays, to inflate epsilon until forgeries pass: epsilon is capped "
+               "absolutely and a calibration above the cap (or accepting a spoof) fails segments.")
