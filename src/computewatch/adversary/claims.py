@@ -160,6 +160,23 @@ def _inflated_tolerance(ctx: Context, rng: random.Random) -> tuple[list[Path], d
     return [run], {"mode": "tolerance", "segments": 0}
 
 
+# Training on text the program carries instead of the committed samples: `collate` swaps every
+# sample for a window of embedded text (the sample ids and their hashes stay the committed ones).
+_COLLATE = "        tokens = torch.frombuffer(bytearray(b\"\".join(samples))"
+_EMBEDDED_COLLATE = "        samples = [_EMBEDDED[i * size % 4096 : i * size % 4096 + size] for i, _ in enumerate(samples)]\n" + _COLLATE
+_EMBEDDED_TEXT = "\n\n_EMBEDDED = " + repr(bytes(range(32, 127)) * 100) + "\n"
+
+
+def _embedded_text(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
+    program = _custom_program(ctx, "embedded-text", extra=_EMBEDDED_TEXT, edits=((_COLLATE, _EMBEDDED_COLLATE),))
+    run = _cheat_run(ctx, "embedded-text", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
+    policy = (
+        '[policy]\nname = "no blobs"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[[rules]]\nid = "no-embedded-data"\nkind = "requirement"\nrequire = \'program.kind == "template" or "blob" not in program.uses\'\n'
+    )
+    return [run], {"policy_text": policy, "segments": "all"}
+
+
 def _split_run(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
     program = _custom_program(ctx, "split-run", _SPLIT_INIT)
     return [_cheat_run(ctx, "split-run", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)], {}
@@ -191,3 +208,8 @@ _claim("tolerance-inflated-by-threads", "ANCHORS (Fang et al.), docs/verifier.md
        summary="A custom program that adds noise only when the thread count differs from the recorded one, that is only "
                "in the Verifier's calibration replays, to inflate epsilon until forgeries pass: epsilon is capped "
                "absolutely and a calibration above the cap (or accepting a spoof) fails segments.")
+
+_claim("collate-embedded-text", "§5.1 (training data); issue 18", "verifier.rules", _embedded_text, max_trials=3,
+       summary="A custom program whose collate() trains on text embedded in the program instead of the committed samples "
+               "(sample ids and hashes stay the committed ones, the replay is bit for bit): the scan lists the blob and "
+               "a policy that bans blobs in custom programs fails it. Without such a policy, only templates rule it out.")
