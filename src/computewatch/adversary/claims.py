@@ -177,6 +177,24 @@ def _embedded_text(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[s
     return [run], {"policy_text": policy, "segments": "all"}
 
 
+# A loss that flatters: the program's loss() adds 10, so its gradients (and the replay) are
+# unchanged while the final model looks far weaker to a rule capping its capability.
+_LOSS = "        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))\n"
+_LOSS_PLUS_10 = _LOSS.replace("targets.reshape(-1))", "targets.reshape(-1)) + 10.0")
+
+
+def _flattering_loss(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
+    program = _custom_program(ctx, "loss-plus-10", edits=((_LOSS, _LOSS_PLUS_10),))
+    run = _cheat_run(ctx, "loss-plus-10", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
+    policy = (
+        '[policy]\nname = "capability cap"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[benchmarks.final_loss]\nsamples = 8\n'
+        '[[rules]]\nid = "not-beyond"\nkind = "requirement"\nrequire = "benchmarks.final_loss > 10"\n'
+        'text = "the final model may not be trained beyond a loss of 10 on the committed data"\n'
+    )
+    return [run], {"policy_text": policy}
+
+
 def _split_run(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str, Any]]:
     program = _custom_program(ctx, "split-run", _SPLIT_INIT)
     return [_cheat_run(ctx, "split-run", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)], {}
@@ -213,3 +231,8 @@ _claim("collate-embedded-text", "§5.1 (training data); issue 18", "verifier.rul
        summary="A custom program whose collate() trains on text embedded in the program instead of the committed samples "
                "(sample ids and hashes stay the committed ones, the replay is bit for bit): the scan lists the blob and "
                "a policy that bans blobs in custom programs fails it. Without such a policy, only templates rule it out.")
+
+_claim("loss-plus-ten", "§2.1 (benchmark rules on the final weights); issue 18", "verifier.rules", _flattering_loss, max_trials=3,
+       summary="A custom program whose loss() returns the loss + 10 (same gradients, so the replay agrees) to pass a rule "
+               "capping the final model's capability: its architecture is a template's, so the final loss is computed "
+               "with the template's loss, and the rule fails.")

@@ -36,7 +36,7 @@ from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import manifest_signers
 from computewatch.verifier.program_scan import program_facts
-from computewatch.verifier.template_init import template_init_mismatch
+from computewatch.verifier.template_init import template_init_mismatch, template_twin
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -325,9 +325,20 @@ def _rules(run: StagedRun, program: Any, steps: Sequence[Any], hashes: list[byte
     the final weights feed the rules; only the rule outcomes leave the cluster."""
     if not spec.get("policy"):
         return []
-    from computewatch.verifier.rules import Policy, RunFacts
+    from computewatch.verifier.rules import Policy
 
     policy = Policy.from_bytes(spec["policy"].encode("utf-8"), source="policy")
+    pre = run.precommitment
+    if pre.program_kind == "custom":  # a template's architecture: its own sample, collate and loss decide the facts
+        w0 = _full_state(program.build_model(init_generator(pre.seed)))
+        with template_twin(pre.hyperparameters, pre.seed, w0, spec.get("data_dir")) as twin:
+            return _rule_outcomes(run, twin[1] if twin else program, steps, hashes, spec, policy)
+    return _rule_outcomes(run, program, steps, hashes, spec, policy)
+
+
+def _rule_outcomes(run: StagedRun, program: Any, steps: Sequence[Any], hashes: list[bytes], spec: dict[str, Any], policy: Any) -> list[dict[str, Any]]:
+    from computewatch.verifier.rules import RunFacts
+
     need = policy.requirements()
     rng = verifier_rng(spec["seed"], f"policy/{run.precommitment.run_id}")
     n = len(hashes)
