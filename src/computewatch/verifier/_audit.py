@@ -36,7 +36,7 @@ from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import manifest_signers
 from computewatch.verifier.program_scan import program_facts
-from computewatch.verifier.template_init import template_init_mismatch, template_twin
+from computewatch.verifier.template_twin import template_init_mismatch, template_twin
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -195,7 +195,7 @@ def _check_init(run: StagedRun, program: Any) -> dict[str, Any]:
 
 
 def _check_template_init(run: StagedRun, program: Any) -> dict[str, Any] | None:
-    """A custom program with a template's architecture: W0 must be the template's (verifier/template_init.py)."""
+    """A custom program with a template's architecture: W0 must be the template's (verifier/template_twin.py)."""
     w0 = _full_state(program.build_model(init_generator(run.precommitment.seed)))
     problem = template_init_mismatch(run.precommitment.hyperparameters, run.precommitment.seed, w0)
     return {"passed": False, "detail": problem} if problem else None
