@@ -147,6 +147,52 @@ def test_a_template_runs_the_verifiers_pinned_code_not_the_provers_files() -> No
             pass
 
 
+def test_the_sandboxed_executor_runs_the_named_templates_pinned_copy(tmp_path) -> None:
+    """The executor gets the precommitment's template in its Hello and imports the Verifier's
+    pinned copy; the staged files, here the Prover's hostile ones, are not what runs."""
+    from computewatch.formats.program import code_digest_of
+    from computewatch.formats.templates import get_template
+    from computewatch.prover.runner import TrainConfig, _workload, run_hyperparameters
+    from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession
+    from computewatch.verifier.protocol import Hello, decode, encode
+    from computewatch.verifier.sandbox import Limits, sandbox_problem
+
+    t = get_template("computewatch/demo-preset")
+    hello = Hello("hello", t.entry, t.code_digest, {}, "00" * 32, 1, "single", 1, None, t.name)
+    assert decode(encode(hello), Hello) == hello  # the field travels the typed channel
+    if sandbox_problem() is not None:
+        pytest.skip(f"no sandbox here: {sandbox_problem()}")
+    config = TrainConfig(out=tmp_path, steps=2)
+    hp = run_hyperparameters(_workload(config), config)
+    hostile = dict(t.files(), **{"program.py": b"raise SystemExit('the Prover code ran')\n"})
+    limits = Limits(cpu_seconds=120, address_space=6 << 30, file_size=64 << 20, processes=128)
+    outcomes = {}
+    for template, digest in ((t.name, t.code_digest), (None, code_digest_of(hostile))):
+        session = ExecutorSession(sandbox=True, limits=limits, max_output=1 << 20)
+        for rel, data in hostile.items():
+            session.put(f"program/{rel}", data)
+        with session:
+            try:
+                outcomes[template] = session.start(Hello("hello", t.entry, digest, hp, "00" * 32, 1, "single", 1, None, template), 120).batch_size
+            except ExecutorFailure as exc:
+                outcomes[template] = str(exc)
+    assert isinstance(outcomes[t.name], int) and outcomes[t.name] > 0  # the pinned copy answered Ready
+    assert not isinstance(outcomes[None], int)  # the control: the staged files themselves do not start
+
+
+def test_a_template_of_another_version_is_undecided_not_replayed_with_the_provers_copy() -> None:
+    from types import SimpleNamespace
+
+    from computewatch.formats.templates import get_template
+    from computewatch.verifier._examine import _template_problem
+
+    t = get_template("computewatch/demo-preset")
+    pre = SimpleNamespace(program_entry=t.entry, code_digest="00" * 32, program_template=t.name)
+    run = SimpleNamespace(precommitment=pre, program_files=t.files)
+    assert "pins version" in (_template_problem(run) or "")
+    assert _template_problem(SimpleNamespace(precommitment=SimpleNamespace(program_entry=t.entry, code_digest=t.code_digest, program_template=t.name), program_files=t.files)) is None
+
+
 # ------------------------------------------------------------------ audited programs (item 4)
 def test_the_scan_lists_what_a_custom_program_does() -> None:
     from computewatch.verifier.program_scan import BLOB_BYTES, scan_program
