@@ -1,6 +1,6 @@
 """Attack family "hostile training program" (issue 17), end to end through the command line and
 the sandbox: each attack commits a program whose hostile lines act only under the Verifier's
-replay; it is caught by the named check, or contained by the sandbox. Four of the family run
+replay; it is caught by the named check, or contained by the sandbox. Three of the family run
 here (each costs a training and a CLI verification); `computewatch attack run --all` runs all."""
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ FAMILY = {
     "program-forges-result-lines": "verifier.segments",
     "program-detects-replay": "verifier.snapshots",
 }
-RUN_HERE = ("program-rebinds-flop-counting", "program-rebinds-judge", "program-reads-secrets", "program-opens-network")
+RUN_HERE = ("program-rebinds-flop-counting", "program-rebinds-judge", "program-reads-secrets")
 
 pytestmark = pytest.mark.skipif(sandbox_problem() is not None, reason=f"no sandbox here: {sandbox_problem()}")
 
 
 def test_the_family_is_registered_with_its_checks() -> None:
-    listed = {n for n in attack_names() if get_attack(n).family == "hostile-program"}
+    listed = {n for n in attack_names() if get_attack(n).family == "hostile program"}
     assert listed == set(FAMILY)
     assert {n: get_attack(n).expected for n in FAMILY} == FAMILY
 

@@ -1,8 +1,8 @@
 """`computewatch demo`, the whole chain in one command: the honest Prover is compliant, the one
 that hides a run is in violation, and the world it leaves is readable by the other commands.
 
-One demo run (a subprocess, exactly as a user runs it, with a relative --workdir; conftest's
-`demo_world`, half the default size) is shared by the tests; its chips' secrets come from a
+One demo run (a subprocess, exactly as a user runs it, with a relative --workdir, at the default
+size; conftest's `demo_world`) is shared by the tests; its chips' secrets come from a
 fixed seed so their snapshot schedules repeat.
 """
 

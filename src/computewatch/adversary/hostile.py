@@ -344,7 +344,7 @@ def _replay_detection(ctx: Context, attack: Any) -> Trial:
     return _caught(doc, attack.expected)
 
 
-_FAMILY = "hostile-program"
+_FAMILY = "hostile program"
 _REF = "issue 17; DESIGN.md (Trust boundaries)"
 for _name, _fn, _expected, _summary in (
     ("program-rebinds-flop-counting", _rebind_flops, "verifier.compute",
