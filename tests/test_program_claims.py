@@ -224,3 +224,18 @@ def test_policies_read_the_program_facts() -> None:
     assert outcome(kind="custom", uses=["file"], imports=["torch"]) == "ok"
     assert outcome(kind="custom", uses=["socket"], imports=["torch"]) == "violation"
     assert policy.evaluate(RunFacts("r", 10))[0].outcome == "error"  # not established: never a pass
+
+
+def test_the_detection_target_is_the_default_for_users() -> None:
+    """`verify` on the command line and the service's verify job draw by the detection target
+    unless a number (or all) is asked for; the library's default is the same."""
+    import inspect
+
+    from computewatch.cli.verify import _segments, verify
+    from computewatch.service.models import VerifyJob
+    from computewatch.verifier import VerifyRequest
+
+    assert inspect.signature(verify).parameters["segments"].default == "auto"
+    assert _segments("auto", False) is None and _segments("3", False) == 3 and _segments("all", False) == "all"
+    assert VerifyJob(runs=["inputs/a/run"], chips=["inputs/a/chip"]).segments == "auto"
+    assert VerifyRequest(runs=[], chips=[], chipmaker_roots=[], prover_keys=[], seed=b"").segments is None
