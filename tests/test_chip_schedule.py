@@ -99,7 +99,7 @@ def test_restart_continues_counters_clock_and_epochs(tmp_path) -> None:
     assert again.audit().ok
 
 
-def test_a_clock_supplied_by_the_owner_is_read_not_driven(tmp_path) -> None:
+def test_a_clock_supplied_by_the_owner_is_read_not_driven_and_busy_time_follows_it(tmp_path) -> None:
     from computewatch.chip import SimulatedClock, provision_chips
     from computewatch.chip.exercise import small_shard
 
@@ -108,9 +108,11 @@ def test_a_clock_supplied_by_the_owner_is_read_not_driven(tmp_path) -> None:
     chip = Chip.open(state, clock=clock)
     chip.boot()
     chip.attach(small_shard(), tmp_path / "s")
+    # Busy time is what the secure clock measured since the last boundary, not the owner's number.
     chip.step_boundary(0, 100.0)
-    assert chip.clock_reading().clock_ns == 0 and chip.busy_ns == 100 * 10**9
+    assert chip.clock_reading().clock_ns == 0 and chip.busy_ns == 0
     clock.advance(5.0)
-    assert chip.clock_reading().clock_ns == 5 * 10**9
+    chip.step_boundary(1, 0.0)
+    assert chip.clock_reading().clock_ns == 5 * 10**9 and chip.busy_ns == 5 * 10**9
     chip.close()
     assert chip.audit().ok

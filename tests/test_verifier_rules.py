@@ -23,11 +23,12 @@ from computewatch.verifier.rules import (
 H = 1e12
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 
+PROVER, DIGEST = "a1" * 32, "d1" * 32
 _HEAD = f"""
 [policy]
 name = "test"
 threshold_flops = {H}
-approvals = ["approved-run"]
+approvals = [{{run_id = "approved-run", prover = "{PROVER}", precommitment = "{DIGEST}"}}]
 
 [data]
 subset = 4
@@ -50,6 +51,8 @@ def facts(flops: int | None = int(0.5 * H), **kw: Any) -> RunFacts:
         "benchmarks": {"final_loss": 1.5},
         "world_size": 2,
         "chips": 2,
+        "prover": PROVER,
+        "precommitment_digest": DIGEST,
     }
     base.update(kw)
     return RunFacts(**base)
@@ -96,7 +99,16 @@ def test_approval_rule() -> None:
     assert one("approval", "compute.over_threshold", f=facts(big)).outcome == "violation"
     assert one("approval", "compute.over_threshold", f=facts(big, run_id="approved-run")).outcome == "ok"
     # Approvals listed on the rule itself.
-    assert one("approval", "compute.over_threshold", f=facts(big, run_id="x"), approvals=["x"]).outcome == "ok"
+    bound = f'approvals = [{{run_id = "x", prover = "{PROVER}", precommitment = "{DIGEST}"}}]\n'
+    (out,) = policy(rule("approval", "compute.over_threshold") + bound).evaluate(facts(big, run_id="x"))
+    assert out.outcome == "ok"
+    # Identity binding: the approved run id under another Prover key or precommitment is not approved.
+    for other in ({"prover": "b2" * 32}, {"precommitment_digest": "e2" * 32}, {"prover": None}):
+        out = one("approval", "compute.over_threshold", f=facts(big, run_id="approved-run", **other))
+        assert out.outcome == "violation" and "bound to another Prover key or precommitment" in out.detail
+    # A v1 approval by run id alone is read but approves nothing, and says why.
+    out = one("approval", "compute.over_threshold", f=facts(big, run_id="x"), approvals=["x"])
+    assert out.outcome == "violation" and "names the run id only" in out.detail
     # Conditional approval (§2.1): approved, but the condition does not hold.
     out = one("approval", "compute.over_threshold", "max(lr) <= 1e-3", f=facts(big, run_id="approved-run"))
     assert out.outcome == "violation" and "condition" in out.detail
@@ -314,7 +326,7 @@ def test_policy_fields_digest_and_requirements(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(text)
     p = Policy.load(path)
-    assert (p.name, p.threshold_flops, p.approvals) == ("test", H, ("approved-run",))
+    assert (p.name, p.threshold_flops, [a.to_json() for a in p.approvals]) == ("test", H, [{"run_id": "approved-run", "prover": PROVER, "precommitment": DIGEST}])
     assert p.digest == blake3_bytes(path.read_bytes()).hex() == Policy.from_toml(text).digest
     assert Policy.from_toml(text + "# a comment\n").digest != p.digest  # the file's bytes, exactly
     assert p.requirements() == {"data_subset": 4, "benchmarks": {"final_loss": 8}}
@@ -339,7 +351,7 @@ _GOOD_RULE = rule("reporting", "compute.over_threshold")
         ('[policy]\nname = "n"\nthreshold_flops = inf\n', "positive finite"),
         ('[policy]\nname = "n"\nthreshold_flops = "1e12"\n', "positive finite"),
         ('[policy]\nname = "n"\nthreshold_flops = true\n', "positive finite"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\nversion = 2\n', "unsupported version"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\nversion = 3\n', "unsupported version"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\ncolour = "red"\n', "unknown key(s) 'colour'"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\napprovals = "x"\n', "approvals"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\n[extra]\n', "unknown key(s) 'extra'"),

@@ -12,7 +12,8 @@ claims, leaving only what the Verifier recomputes to catch it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from computewatch.adversary.transcript import edit_checkpoint, edit_steps
 from computewatch.chip import Chip, provision_chips
 from computewatch.formats.dataset import DatasetCommitment
-from computewatch.formats.program import deterministic_cpu
+from computewatch.formats.program import ProgramSource, deterministic_cpu, load_program
 from computewatch.formats.seed import batches, derive_run_seed, init_generator
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import demo_program, isolated_torch_state
@@ -91,12 +92,16 @@ def train_with_deviation(
     nonce: bytes | None = None,
     run_id: str | None = None,
     init_state: Mapping[str, torch.Tensor] | None = None,
+    chip_wrapper: Callable[[Any], Any] | None = None,
+    program: ProgramSource | None = None,
 ) -> Path:
     """Train one process on one fresh chip under `out/chips`, deviating as told; returns `out`.
 
     `nonce` and `run_id` fix what is otherwise random (two runs with the same ones and the same
     settings share their precommitment); `init_state` loads these weights over W0 before the
-    first step (a run that really starts where another ended)."""
+    first step (a run that really starts where another ended); `chip_wrapper` wraps the chip the
+    Recorder talks to (an owner who drives the chip differently from what the run needs);
+    `program` trains with (and records) that training program instead of the demo's."""
     out = Path(out)
     honest = preset(preset_name, total_steps=max(steps, 1), **(overrides or {}))
     really = replace(honest, lr=honest.lr * deviation.lr_scale)
@@ -111,14 +116,17 @@ def train_with_deviation(
     if deviation.swap_steps is not None:
         i, j = deviation.swap_steps
         trained[i], trained[j] = trained[j], trained[i]
-    with isolated_torch_state():
+    source = program or demo_program()
+    hyperparameters = {"workload": honest.hyperparameters, "run": {"steps": steps, "world_size": 1, "strategy": "single"}}
+    with isolated_torch_state(), ExitStack() as stack:
         deterministic_cpu(threads)
+        if program is not None:
+            really = stack.enter_context(load_program(source.read(), source.entry, source.code_digest)).make(hyperparameters)
         model = really.build_model(init_generator(deviation.init_seed or seed))
         if init_state is not None:
             model.load_state_dict(dict(init_state))
         optimizer = really.build_optimizer(model)
         scheduler = really.build_scheduler(optimizer)
-        hyperparameters = {"workload": honest.hyperparameters, "run": {"steps": steps, "world_size": 1, "strategy": "single"}}
         try:
             with Recorder(
                 out,
@@ -128,9 +136,9 @@ def train_with_deviation(
                 hyperparameters=hyperparameters,
                 dataset=commitment,
                 nonce=nonce,
-                program=demo_program(),
+                program=source,
                 checkpoint_every=checkpoint_every,
-                chip=_DeviousChip(chip, deviation.precommitment),
+                chip=(chip_wrapper or (lambda c: c))(_DeviousChip(chip, deviation.precommitment)),
                 chip_seconds_per_step=chip_seconds_per_step,
                 run_id=run_id,
             ) as rec:

@@ -21,6 +21,7 @@ from typing import Any
 import blake3
 import torch
 
+from computewatch.chip.busy import BusyMeter
 from computewatch.chip.chipmaker import Chipmaker
 from computewatch.chip.clock import ClockReading, SecureClock, SimulatedClock
 from computewatch.chip.errors import BootError, ChipError, ChipFrozenError, ReportError
@@ -103,6 +104,7 @@ class Chip:
         # the epoch is revealed up to it, so the audit names the snapshot that is missing.
         self._busy_ns = max(last.busy_ns if last else 0, self._nv.trigger_busy_ns)
         self._source_at_boot = self._source.elapsed_ns()
+        self._meter = BusyMeter()  # busy time from the secure clock (chip/busy.py)
         self._open_epoch: tuple[int, int] | None = None
         self._since_checkpoint = 0
         for e in self._log:
@@ -287,6 +289,7 @@ class Chip:
             )
             self._fw = fw
             self._clock_base, self._source_at_boot = self._clock_now(), self._source.elapsed_ns()
+            self._meter.start(self._source_at_boot)  # powered on: computing until told it rests
             body = {
                 "boot_certificate": envelope_to_obj(self._boot_cert),
                 "firmware": envelope_to_obj(fw.manifest),
@@ -454,6 +457,7 @@ class Chip:
             pinned = allocate_pinned(tensors)
         with self._lock:
             self._tensors, self._storage, self._pinned = tensors, storage, pinned
+            self._meter.start(self._source.elapsed_ns())
 
     def idle(self, seconds: float) -> None:
         """Chip time passes without training (own simulated clock only): no triggers fire."""
@@ -461,11 +465,17 @@ class Chip:
             raise ChipError(f"idle seconds must be a finite number >= 0, got {seconds!r}")
         if self._own_clock:
             assert isinstance(self._source, SimulatedClock)
+            self._meter.lap(self._source.elapsed_ns())  # the compute period so far stays busy
             self._source.advance(seconds)
+            self._meter.start(self._source.elapsed_ns())
 
-    def step_boundary(self, step: int, busy_seconds: float) -> list[SnapshotRecord]:
-        """Called after each optimizer step: busy time advances; triggers that fell inside the
-        step snapshot the state at this boundary (one copy-out for all of them)."""
+    def step_boundary(self, step: int, busy_seconds: float | None = None) -> list[SnapshotRecord]:
+        """Called after each optimizer step: busy time advances by what the secure clock measured
+        since the last boundary (chip/busy.py); triggers that fell inside the step snapshot the
+        state at this boundary (one copy-out for all of them). `busy_seconds` is read only by a
+        simulated chip that owns its clock, as the time the simulated step took."""
+        if busy_seconds is None:
+            busy_seconds = 0.0
         if not math.isfinite(busy_seconds) or not 0 <= busy_seconds <= MAX_STEP_BUSY_S:
             raise ChipError(f"busy_seconds must be a finite number from 0 to {MAX_STEP_BUSY_S:g} (a day), got {busy_seconds!r}")
         with self._lock:  # freeze: the owner's next step waits for this to return
@@ -476,10 +486,10 @@ class Chip:
             if fw.policy.logging and self._tensors is None:
                 raise ChipError("attach() the weight regions before training: the firmware must be able to snapshot")
             prev = self._busy_ns
-            self._busy_ns += int(round(busy_seconds * 1e9))
             if self._own_clock:
                 assert isinstance(self._source, SimulatedClock)
                 self._source.advance(busy_seconds)
+            self._busy_ns += self._meter.lap(self._source.elapsed_ns())
             records: list[SnapshotRecord] = []
             if self._schedule is not None:
                 fired = self._schedule.fire_until(self._busy_ns)

@@ -73,12 +73,15 @@ def _seed(text: str | None, as_json: bool) -> bytes:
         fail(f"--seed: {exc}", as_json=as_json)
 
 
-def _segments(text: str, as_json: bool) -> int | str:
+def _segments(text: str, as_json: bool) -> int | str | None:
+    """None for `auto`: as many random segments as reach the default forgery-detection target."""
+    if text == "auto":
+        return None
     if text == "all":
         return "all"
     if text.isdigit() and int(text) <= 1_000_000:
         return int(text)
-    fail(f"--segments must be a number of random segments (0..1000000) or 'all', got {text!r}", as_json=as_json)
+    fail(f"--segments must be 'auto', a number of random segments (0..1000000) or 'all', got {text!r}", as_json=as_json)
 
 
 def _from_registry(url: str, as_json: bool) -> dict[str, Any]:
@@ -111,6 +114,8 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
         out.print(f"training compute: {doc['total_flops']:.3e} FLOPs; verification replayed {doc['verification_flops']:.3e} FLOPs")
     sel = doc["selection"]
     out.print(f"segments replayed: {sel['segments_replayed']} of {sel['segments_total']} (seed commitment {sel['seed_commitment']}, seed {sel['seed']})")
+    for rid, det in (sel.get("forgery_detection") or {}).items():
+        out.print(f"run {rid}: a single forged segment among {det['eligible']} eligible is caught with probability {det['one_segment_forgery_detection']:.2f} ({det['random']} random draw(s))")
     out.print(f"isolation: {doc['isolation']}")
     if html is not None:
         out.print(f"report: {html}")
@@ -124,7 +129,7 @@ def verify(
     db: Annotated[Optional[str], typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
     mode: Annotated[_Mode, typer.Option("--mode", help="exact (bit-identical CPU replay) or tolerance (calibrated epsilon).")] = _Mode.exact,
-    segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones (N), or 'all'.")] = "1",
+    segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones: 'auto' (enough that a single forged segment is caught with probability 0.5 per verification), N, or 'all'.")] = "auto",
     seed: Annotated[Optional[str], typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,

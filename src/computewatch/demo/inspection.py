@@ -199,8 +199,7 @@ def verify_owner(
         known_heads=trust["known_heads"],
         seed=os.urandom(32),
         policy_text=policy_text,
-        mode="exact",
-        segments=1,
+        mode="exact",  # segments: the default draw (one segment per run here, so the same work as 1)
         workers=workers,
     )
     return verify(request, progress)

@@ -13,6 +13,11 @@ cannot later pick a different transcript that happens to end at a logged shard.
      "dataset": {summary of the DatasetCommitment},
      "seed_derivation": {"scheme": ..., "nonce": hex, "seed": hex},
      "checkpoint_every": k, "layout": {ShardLayout JSON}}
+
+Version 3 differs only in ``program``: ``{"entry": ..., "template": name}`` names the trusted
+template (formats/templates.py) the run declares, whose code the Verifier executes from its own
+pinned copy. A run of a custom program is still written as v2 (its digest unchanged); both
+versions are read.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from computewatch.formats.program import ENVIRONMENT_FIELDS, code_digest_of, par
 __all__ = ["PRECOMMIT_KIND", "PRECOMMIT_VERSION", "SEED_SCHEME", "Precommitment", "code_digest"]
 
 PRECOMMIT_KIND = "computewatch/precommitment"
-PRECOMMIT_VERSION = 2
+PRECOMMIT_VERSION = 3  # with a template; a custom program's precommitment is written as v2
+_CUSTOM_VERSION = 2
 # Names the derivation in computewatch.formats.seed: BLAKE3 derive_key over dataset_root || nonce.
 SEED_SCHEME = "computewatch-potd-v1"
 
@@ -74,14 +80,22 @@ class Precommitment:
     layout: ShardLayout
     program_entry: str  # "module:attribute" inside the files code_digest binds
     environment: dict[str, Any]  # formats.program.current_environment() of the recording run
+    program_template: str | None = None  # a trusted template's name (v3); None: a custom program (v2)
+
+    @property
+    def program_kind(self) -> str:
+        return "template" if self.program_template is not None else "custom"
 
     def to_json(self) -> dict[str, Any]:
+        program: dict[str, Any] = {"entry": self.program_entry}
+        if self.program_template is not None:
+            program["template"] = self.program_template
         return {
-            "v": PRECOMMIT_VERSION,
+            "v": PRECOMMIT_VERSION if self.program_template is not None else _CUSTOM_VERSION,
             "kind": PRECOMMIT_KIND,
             "run_id": self.run_id,
             "hyperparameters": self.hyperparameters,
-            "program": {"entry": self.program_entry},
+            "program": program,
             "code_digest": self.code_digest,
             "environment": self.environment,
             "dataset": self.dataset,
@@ -104,11 +118,16 @@ class Precommitment:
         expected = {"v", "kind", "run_id", "hyperparameters", "program", "code_digest", "environment", "dataset", "seed_derivation", "checkpoint_every", "layout"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise FormatError(f"precommitment must have exactly the fields {sorted(expected)}")
-        if obj["v"] != PRECOMMIT_VERSION or obj["kind"] != PRECOMMIT_KIND:
-            raise FormatError(f"not a v{PRECOMMIT_VERSION} precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        if obj["v"] not in (_CUSTOM_VERSION, PRECOMMIT_VERSION) or isinstance(obj["v"], bool) or obj["kind"] != PRECOMMIT_KIND:
+            raise FormatError(f"not a v{_CUSTOM_VERSION} or v{PRECOMMIT_VERSION} precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
         program, env = obj["program"], obj["environment"]
-        if not isinstance(program, dict) or set(program) != {"entry"}:
-            raise FormatError("precommitment: program must be {\"entry\": \"module:attribute\"}")
+        fields = {"entry", "template"} if obj["v"] == PRECOMMIT_VERSION else {"entry"}
+        if not isinstance(program, dict) or set(program) != fields:
+            want = '{"entry": "module:attribute", "template": name}' if obj["v"] == PRECOMMIT_VERSION else '{"entry": "module:attribute"}'
+            raise FormatError(f"precommitment v{obj['v']}: program must be {want}")
+        template = program.get("template")
+        if template is not None and (not isinstance(template, str) or not template):
+            raise FormatError("precommitment: program.template must be a non-empty string")
         parse_entry(program["entry"])
         if not isinstance(env, dict) or set(env) != set(ENVIRONMENT_FIELDS):
             raise FormatError(f"precommitment: environment must have exactly the fields {sorted(ENVIRONMENT_FIELDS)}")
@@ -142,4 +161,5 @@ class Precommitment:
             layout=ShardLayout.from_json(obj["layout"]),
             program_entry=program["entry"],
             environment=dict(env),
+            program_template=template,
         )

@@ -53,6 +53,7 @@ __all__ = [
     "load_program",
     "parse_entry",
     "read_program_files",
+    "resolve_program",
 ]
 
 PROGRAM_DIR = "program"  # where a run directory keeps its training program's files
@@ -116,6 +117,14 @@ class ProgramSource:
     entry: str
     root: Path
     files: tuple[str, ...]  # relative POSIX paths under root
+
+    @property
+    def template(self) -> str | None:
+        """The trusted template these files are (formats/templates.py), None for a custom program."""
+        from computewatch.formats.templates import template_for
+
+        found = template_for(self.entry, self.code_digest)
+        return found.name if found is not None else None
 
     def __post_init__(self) -> None:
         parse_entry(self.entry)
@@ -190,13 +199,33 @@ class LoadedProgram:
         return program
 
 
+def resolve_program(files: dict[str, bytes], entry: str, code_digest: str, template: str | None = None) -> dict[str, bytes]:
+    """The files to execute: for a trusted template (named, or whose pinned digest and entry
+    these are) the Verifier's own installed copy, never the Prover's; otherwise `files`."""
+    from computewatch.formats.templates import get_template, template_for
+
+    if template is not None:
+        pinned = get_template(template)
+        if pinned.entry != entry:
+            raise ProgramError(f"template {template}: entry {entry!r} is not the template's {pinned.entry!r}")
+        if pinned.code_digest != code_digest:
+            # Not tampering: the run was recorded with another version of the template.
+            raise ProgramError(f"template {template}: this Verifier pins version {pinned.code_digest[:16]} of it, the run was recorded with {code_digest[:16]}; verify with the computewatch release that recorded it")
+        return pinned.files()
+    found = template_for(entry, code_digest)
+    return found.files() if found is not None else files
+
+
 @contextmanager
-def load_program(files: dict[str, bytes], entry: str, code_digest: str) -> Iterator[LoadedProgram]:
+def load_program(files: dict[str, bytes], entry: str, code_digest: str, template: str | None = None) -> Iterator[LoadedProgram]:
     """Check `files` against `code_digest`, then import `entry` from a private copy of them.
+    A trusted template (`template`, or files that are one) is imported from the Verifier's own
+    pinned copy instead (`resolve_program`).
 
     The copy and its modules are removed when the context ends.
     """
     module, attr = parse_entry(entry)
+    files = resolve_program(files, entry, code_digest, template)
     actual = code_digest_of(files)
     if actual != code_digest:
         raise ProgramError(f"training program files hash to code digest {actual}, the precommitment binds {code_digest}")

@@ -84,7 +84,7 @@ def _check_rank(rank: int, world: int, run_dir: str, data_dir: Any) -> dict[str,
     index = CheckpointIndex(transcript.storage, rank)
     problems: list[str] = []
     files = read_program_files(Path(run_dir) / "program")
-    with load_program(files, pre.program_entry, pre.code_digest) as loaded:
+    with load_program(files, pre.program_entry, pre.code_digest, pre.program_template) as loaded:
         program = loaded.make(pre.hyperparameters, data_dir)
         deterministic_cpu(pre.environment["threads"])
         model = program.build_model(init_generator(pre.seed))

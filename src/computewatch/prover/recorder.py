@@ -194,6 +194,7 @@ class Recorder:
             layout=self.layout,
             program_entry=program.entry,
             environment=current_environment(),
+            program_template=program.template,  # a trusted template's files: precommitment v3 names it
         )
         self.precommitment.encode()  # fail now, not mid-run, on hyperparameters JSON cannot carry
         self.start_step = 0

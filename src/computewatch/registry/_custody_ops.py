@@ -441,8 +441,13 @@ class CustodyMixin(RegistryBase):
                 if item.holder_id != party.id:
                     raise RegistryError(f"chip {serial} is held by {self._name(conn, item.holder_id)!r}, not {owner!r}")
             t = s.declared_runs
-            if conn.execute(select(t.c.id).where(t.c.owner_id == party.id, t.c.run_id == run_id)).first() is not None:
+            held = conn.execute(select(t.c.owner_id).where(t.c.run_id == run_id)).first()
+            if held is not None and held.owner_id == party.id:
                 raise RegistryError(f"{owner!r} already declared run {run_id!r}")
+            if held is not None:
+                # A run id names one run of one owner: otherwise a second owner could declare A's
+                # (approved) run id and be mistaken for A's run (issue 18, identity binding).
+                raise RegistryError(f"run id {run_id!r} is already held by {self._name(conn, held.owner_id)!r}; choose another run id")
             conn.execute(insert(t).values(owner_id=party.id, run_id=run_id, precommitment=precommitment,
                                           chips=json.dumps(sorted(serials)), declared_at=self.now()))
         return {"owner": owner, "run_id": run_id, "chips": sorted(serials), "precommitment": precommitment}

@@ -271,7 +271,7 @@ class Worker:
             seed=os.urandom(32),
             known_heads=trust["known_heads"],
             mode=body["mode"],
-            segments=body["segments"],
+            segments=None if body.get("segments", "auto") == "auto" else body["segments"],
             workers=self._config.verify_workers,
             in_process=self._config.verify_in_process,
         )

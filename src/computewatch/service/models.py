@@ -122,7 +122,7 @@ class VerifyJob(_Body):
     runs: Annotated[list[RelPath], Field(min_length=1, max_length=64)]
     chips: Annotated[list[Union[RelPath, ChipCopy]], Field(min_length=1, max_length=4096)]
     mode: Literal["exact", "tolerance"] = "exact"
-    segments: Union[Annotated[int, Field(ge=0, le=10_000)], Literal["all"]] = 1
+    segments: Union[Annotated[int, Field(ge=0, le=10_000)], Literal["all", "auto"]] = "auto"  # auto: the detection target decides
 
 
 def _utc(text: str) -> datetime:

@@ -25,15 +25,20 @@ import torch
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
+from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.dataset import DatasetCommitment, sample_hash, verify_sample
-from computewatch.formats.seed import batches
+from computewatch.formats.manifest import MANIFEST_FILE
+from computewatch.formats.seed import batches, init_generator
 from computewatch.formats.snapshot_records import load_copy_out
 from computewatch.formats.steps import batch_root
 from computewatch.verifier._run import StagedRun
+from computewatch.verifier.binding import manifest_signers
+from computewatch.verifier.program_scan import program_facts
+from computewatch.verifier.template_twin import template_init_mismatch, template_twin
 
 __all__ = [
-    "check_init", "check_order", "check_samples", "check_schedule", "inventory", "memorization", "memorization_ids",
-    "policy_needs", "rules", "spot_check_ids", "verifier_rng",
+    "check_init", "check_order", "check_samples", "check_schedule", "check_template_init", "inventory", "program_facts_of", "memorization", "memorization_ids",
+    "policy_needs", "rules", "spot_check_ids", "twin_benchmarks", "verifier_rng",
 ]
 
 _MEMO_SAMPLES = 24  # trained and held-out samples per memorization segment
@@ -55,8 +60,9 @@ def _json_norm(obj: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------ inventory
-def inventory(run: StagedRun) -> dict[str, Any]:
-    """What the judge holds about a staged run (no Prover code runs)."""
+def inventory(run: StagedRun, keys: Sequence[VerifyKey] = ()) -> dict[str, Any]:
+    """What the judge holds about a staged run (no Prover code runs); `provers` are the pinned
+    `keys` whose signature the manifest carries (verifier/binding.py)."""
     pre = run.precommitment
     out: dict[str, Any] = {
         "run_id": pre.run_id,
@@ -67,6 +73,8 @@ def inventory(run: StagedRun) -> dict[str, Any]:
         "environment": pre.environment,
         "program_entry": pre.program_entry,
         "code_digest": pre.code_digest,
+        "provers": manifest_signers(run.storage.read(MANIFEST_FILE), keys),
+        "program": program_facts_of(run),
         "chips": list(run.manifest.chips),
         "memory_maps": [blake3_bytes(canonical_json(run.layout.memory_map(r))).hex() for r in range(run.world_size)],
         "problems": [],
@@ -95,6 +103,15 @@ def inventory(run: StagedRun) -> dict[str, Any]:
     out["update_norms"] = _update_norms(run, common) if not bad_shapes else []
     out["snapshot_records"] = [_snapshot_record(run, rec) for rec in run.snapshot_records()]
     return out
+
+
+def program_facts_of(run: StagedRun) -> dict[str, Any]:
+    """Template or custom, and a custom program's static scan (verifier/program_scan.py)."""
+    try:
+        files = run.program_files()
+    except ComputewatchError:
+        files = None  # the examination names the missing program; a template needs none
+    return program_facts(run.precommitment, files)
 
 
 def _shape_problems(run: StagedRun, steps: Sequence[int]) -> list[str]:
@@ -171,6 +188,46 @@ def check_init(run: StagedRun, w0: dict[str, torch.Tensor]) -> tuple[bool, str]:
         if ckpt.optimizer_tensors:
             return False, f"rank {rank}'s step-0 checkpoint carries optimizer state: training did not start fresh"
     return True, f"W0 equals the program's initialisation from the committed seed on {run.world_size} rank(s)"
+
+
+def check_template_init(run: StagedRun, w0: dict[str, torch.Tensor]) -> str | None:
+    """A custom program with a template's architecture: W0 must be the template's own
+    initialisation from the committed seed (verifier/template_twin.py); None when it is, or
+    when no template has this architecture."""
+    if run.precommitment.program_kind != "custom":
+        return None
+    return template_init_mismatch(run.precommitment.hyperparameters, run.precommitment.seed, w0)
+
+
+def twin_benchmarks(run: StagedRun, w0: dict[str, torch.Tensor], bench: dict[str, list[int]], samples: dict[int, bytes], data_dir: str | None) -> dict[str, float | None] | None:
+    """A custom program with a template's architecture: the policy's benchmarks on the final
+    weights computed with the template's collate and loss (the Verifier's pinned code, run in the
+    judge) on the committed sample bytes, never the program's own `loss`; None when the run is
+    a template or no template has its architecture."""
+    pre = run.precommitment
+    if pre.program_kind != "custom" or not bench:
+        return None
+    with template_twin(pre.hyperparameters, pre.seed, w0, data_dir) as twin:
+        if twin is None:
+            return None
+        program = twin[1]
+        final = max(e["step"] for e in run.checkpoint_entries(0))
+        model = program.build_model(init_generator(pre.seed))
+        weights = run.full_weights(final)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(weights[name])
+        model.eval()
+        out: dict[str, float | None] = {}
+        for name, ids in bench.items():
+            if any(i not in samples for i in ids):
+                out[name] = None
+                continue
+            with torch.no_grad():
+                losses = [float(program.loss(model, program.collate([samples[i]]))) for i in ids]
+            finite = [v for v in losses if math.isfinite(v)]
+            out[name] = sum(finite) / len(finite) if finite and len(finite) == len(losses) else None
+        return out
 
 
 def check_order(run: StagedRun, steps: Sequence[Any], hashes: list[bytes], batch_size: int) -> tuple[bool, str]:
@@ -262,8 +319,10 @@ def _welch_z(a: Sequence[float], b: Sequence[float]) -> float:
     return (ma - mb) / se if se > 0 else 0.0
 
 
-def rules(run: StagedRun, steps: Sequence[Any], policy_text: str, total_flops: int | None, data: Sequence[bytes] | None, benchmarks: dict[str, float | None]) -> list[dict[str, Any]]:
-    """Evaluate the policy in the judge, on facts it established itself."""
+def rules(run: StagedRun, steps: Sequence[Any], policy_text: str, total_flops: int | None, data: Sequence[bytes] | None, benchmarks: dict[str, float | None],
+          prover: str | None = None) -> list[dict[str, Any]]:
+    """Evaluate the policy in the judge, on facts it established itself; `prover` is the one
+    pinned key the run's manifest verifies under (None: none or several)."""
     from computewatch.verifier.rules import Policy, RunFacts
 
     policy = Policy.from_bytes(policy_text.encode("utf-8"), source="policy")
@@ -277,6 +336,9 @@ def rules(run: StagedRun, steps: Sequence[Any], policy_text: str, total_flops: i
         benchmarks=benchmarks,
         world_size=run.world_size,
         chips=run.world_size,
+        prover=prover,
+        program=program_facts_of(run),
+        precommitment_digest=run.precommitment.digest().hex(),
     )
     return [o.to_json() for o in policy.evaluate(facts)]
 

@@ -23,7 +23,7 @@ import torch
 
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.formats.checkpoint import encode_safetensors
-from computewatch.formats.program import code_digest_of, environment_mismatch, parse_entry
+from computewatch.formats.program import code_digest_of, environment_mismatch, parse_entry, resolve_program
 from computewatch.verifier import _audit
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
@@ -175,11 +175,12 @@ class _Run:
         self.plan, self.session, self.budget, self.threads = plan, session, budget, threads
         self.run = plan.run
         self.ranks_started = False
+        self.w0: dict[str, torch.Tensor] | None = None  # the program's W0, once the program job answered
 
     def start(self) -> int:
         pre = self.run.precommitment
         hello = Hello("hello", pre.program_entry, pre.code_digest, dict(pre.hyperparameters), pre.seed.hex(), self.run.world_size,
-                      self.run.layout.strategy, self.threads, "data" if self.plan.data_dir else None)
+                      self.run.layout.strategy, self.threads, "data" if self.plan.data_dir else None, pre.program_template)
         return self.session.start(hello, self.budget.startup).batch_size
 
     def program(self, steps: int, settings_at: list[int]) -> tuple[ProgramReply, dict[str, torch.Tensor]]:
@@ -255,10 +256,23 @@ def _program_problem(run: StagedRun) -> str | None:
     return None
 
 
+def _template_problem(run: StagedRun) -> str | None:
+    """A named template this Verifier does not pin in that version (formats/templates.py): the
+    run is to be verified with the release that recorded it, not replayed with the Prover's copy."""
+    pre = run.precommitment
+    try:
+        resolve_program(run.program_files(), pre.program_entry, pre.code_digest, pre.program_template)
+    except ComputewatchError as exc:
+        return f"the training program cannot be loaded: {exc}"
+    return None
+
+
 def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
     n = sum(spec.numel for spec in plan.run.layout.params)
     session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n)
-    for rel, data in plan.run.program_files().items():
+    pre = plan.run.precommitment
+    # A trusted template's files are staged from the Verifier's pinned copy, never the Prover's.
+    for rel, data in resolve_program(plan.run.program_files(), pre.program_entry, pre.code_digest, pre.program_template).items():
         session.put(f"program/{rel}", data)
     if plan.data_dir:
         _stage_data(session, plan.data_dir)
@@ -281,6 +295,15 @@ def examine(plan: RunPlan) -> RunResult:
     if problem is not None:
         for name in _PROGRAM_CHECKS:
             res.add(name, Status.FAILED, f"run {rid}: {problem}")
+        return res
+    problem = _template_problem(run)
+    if problem is not None:  # not tampering: another version of a trusted template
+        for name in _PROGRAM_CHECKS:
+            res.add(name, Status.UNDECIDED, f"run {rid}: {problem}")
+        for e in plan.expectations:
+            if e["object"] is not None and not e["explained"] and not e["detail"]:
+                e["detail"] = "not replayed: the run's program template is not the version this Verifier pins"
+                res.add("snapshots", Status.UNDECIDED, f"{e['chip']} snapshot {e['counter']} (step {e['step']}): {e['detail']}")
         return res
     threads = int(plan.threads or run.precommitment.environment.get("threads") or 1) if plan.mode == "tolerance" else int(run.precommitment.environment.get("threads") or 1)
     budget = _Budget.of(run, steps, threads, plan.time_scale)
@@ -326,7 +349,11 @@ def _program_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[b
     run, rid = conv.run, conv.run.precommitment.run_id
     settings_at = [e["step"] for e in run.checkpoint_entries(0) if e["step"] <= len(steps)]
     reply, w0 = conv.program(len(steps), settings_at)
+    conv.w0 = w0
     ok, detail = _audit.check_init(run, w0)
+    if ok:  # a custom program with a template's architecture must start from the template's W0
+        problem = _audit.check_template_init(run, w0)
+        ok, detail = (False, problem) if problem else (ok, detail)
     res.add("init", Status.PASSED if ok else Status.FAILED, f"run {rid}: {detail}")
     pending.remove("init")
     ok, detail, res.expected_lr = _audit.check_schedule(run, steps, reply.lr, settings_at, reply.settings)
@@ -474,8 +501,9 @@ def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: li
         drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after)]
         rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
     res.memorization = _audit.memorization(rows)
-    benchmarks: dict[str, float | None] = {}
-    for name, ids in bench.items():
+    twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None
+    benchmarks: dict[str, float | None] = dict(twin or {})
+    for name, ids in ({} if twin is not None else bench).items():
         final = max(e["step"] for e in run.checkpoint_entries(0))
         (vals,) = conv.losses([run.full_weights(final)], ids, samples)
         finite = [v for v in vals if v is not None]
@@ -546,7 +574,7 @@ def replay_steps(run: StagedRun, start: int, count: int, keep: list[int], *, san
     steps = run.steps()
     if not 0 <= start < start + count <= len(steps):
         raise ValueError(f"steps {start}..{start + count} are not in the run's {len(steps)} recorded steps")
-    problem = _program_problem(run)
+    problem = _program_problem(run) or _template_problem(run)
     if problem is not None:
         raise ComputewatchError(problem)
     plan = RunPlan(run=run, inv={}, segments=[], expectations=[], mode="exact", threads=None, seed_hex="00", data_dir=data_dir,

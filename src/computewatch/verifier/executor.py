@@ -5,7 +5,8 @@ It runs inside the sandbox (`computewatch.verifier.sandbox`), started once per r
 knows only what the judge staged read-only under its inputs folder (the program's files, the
 starting checkpoints, the committed sample bytes, full weights for loss evaluations) and what the
 `Hello` message says (entry point, code digest, precommitted hyperparameters, the run's own
-committed seed, world size, strategy, thread count). It never sees an expected end checkpoint,
+committed seed, world size, strategy, thread count, and the trusted template the run names, whose
+pinned copy from the Verifier's own installation then runs instead of the staged files). It never sees an expected end checkpoint,
 a logged digest, a recorded loss or learning rate, another run, a key or the Verifier's secret.
 
 API (one JSON line per message on stdin, one reply line on the pipe `--reply-fd` names; protocol.py):
@@ -99,7 +100,7 @@ class _Executor:
         self.hello: Hello = channel.receive(Hello)
         deterministic_cpu(self.hello.threads)
         files = read_program_files(self.inputs / "program")
-        self._loaded = load_program(files, self.hello.entry, self.hello.code_digest)
+        self._loaded = load_program(files, self.hello.entry, self.hello.code_digest, self.hello.template)
         loaded = self._loaded.__enter__()
         data_dir = self.inputs / "data" if self.hello.data_dir else None
         self.program = loaded.make(self.hello.hyperparameters, data_dir)
@@ -245,7 +246,7 @@ def _rank_main(args: argparse.Namespace) -> None:
     deterministic_cpu(hello.threads)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(args.port)
     dist.init_process_group("gloo", rank=args.rank, world_size=hello.world_size)
-    with load_program(read_program_files(inputs / "program"), hello.entry, hello.code_digest) as loaded:
+    with load_program(read_program_files(inputs / "program"), hello.entry, hello.code_digest, hello.template) as loaded:
         program = loaded.make(hello.hyperparameters, inputs / "data" if hello.data_dir else None)
         seed = bytes.fromhex(hello.seed)
         for line in sys.stdin.buffer:

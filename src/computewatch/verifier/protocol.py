@@ -88,6 +88,7 @@ class Hello:
     strategy: str
     threads: int
     data_dir: str | None
+    template: str | None = None  # a trusted template's name: the executor runs the Verifier's pinned copy
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.digest import blake3_bytes
+from computewatch.verifier.binding import RunBinding
 from computewatch.verifier._expr import (
     EvalError,
     Expr,
@@ -48,11 +49,17 @@ __all__ = [
     "rules_check",
 ]
 
-POLICY_VERSION = 1
+# v2: approvals may be bound tables {run_id, prover, precommitment}; a v1 approval (a run id
+# alone) is still read but approves nothing (docs/rules.md, "Approvals").
+POLICY_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 KINDS = ("reporting", "ban", "approval", "mitigation", "requirement")
 OUTCOMES = ("ok", "violation", "report", "not-applicable", "error")
 
-_NAMES = frozenset({"run_id", "compute", "hp", "steps", "lr", "world_size", "chips", "benchmarks", "approved"})
+_NAMES = frozenset({"run_id", "compute", "hp", "steps", "lr", "world_size", "chips", "benchmarks", "approved", "program"})
+# program.kind: "template" | "custom"; program.template: the template's name ("" if custom);
+# program.uses: the scan's categories (verifier/program_scan.py); program.imports: top-level modules.
+_PROGRAM_KEYS = frozenset({"kind", "template", "uses", "imports"})
 _COMPUTE_KEYS = frozenset({"flops", "H", "ratio", "over_threshold", "detectable"})
 _DATA_FUNCTIONS = frozenset({"data_fraction", "data_size"})
 _FUNCTIONS: dict[str, Signature] = {
@@ -98,6 +105,9 @@ class RunFacts:
     benchmarks: Mapping[str, float | None] = field(default_factory=dict)
     world_size: int = 1
     chips: int = 1
+    prover: str | None = None  # key id of the pinned key the run's manifest verifies under
+    precommitment_digest: str | None = None  # hex digest of the run's precommitment
+    program: Mapping[str, Any] | None = None  # verifier/program_scan.program_facts (None: not established)
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,7 @@ class Rule:
     when: Expr | None
     require: Expr | None
     text: str
-    approvals: tuple[str, ...]
+    approvals: tuple[RunBinding, ...]
 
     @property
     def uses_compute(self) -> bool:
@@ -163,12 +173,6 @@ def _count(value: Any, source: str, where: str, *, upper: int) -> int:
     return value
 
 
-def _strings(value: Any, source: str, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(source, where, "must be a list of non-empty strings")
-    return tuple(value)
-
-
 class Policy:
     """A parsed, checked policy. Build with `Policy.load(path)` or `Policy.from_toml(text)`."""
 
@@ -178,7 +182,7 @@ class Policy:
         name: str,
         threshold_flops: float,
         rules: tuple[Rule, ...],
-        approvals: tuple[str, ...],
+        approvals: tuple[RunBinding, ...],
         data_subset: int,
         benchmarks: Mapping[str, int],
         digest: str,
@@ -227,13 +231,13 @@ class Policy:
             raise _fail(source, "top level", "missing the [policy] table")
         head = _table(doc["policy"], source, "[policy]", _POLICY_KEYS)
         version = head.get("version", POLICY_VERSION)
-        if version != POLICY_VERSION or isinstance(version, bool):
-            raise _fail(source, "[policy] version", f"unsupported version {version!r} (this reader knows {POLICY_VERSION})")
+        if version not in _READABLE_VERSIONS or isinstance(version, bool):
+            raise _fail(source, "[policy] version", f"unsupported version {version!r} (this reader knows {', '.join(map(str, _READABLE_VERSIONS))})")
         name = _string(head.get("name"), source, "[policy] name")
         h = head.get("threshold_flops")
         if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
             raise _fail(source, "[policy] threshold_flops", f"H must be a positive finite number of FLOPs, got {h!r}")
-        approvals = _strings(head.get("approvals", []), source, "[policy] approvals")
+        approvals = _approvals(head.get("approvals", []), source, "[policy] approvals")
         description = _string(head.get("description", ""), source, "[policy] description", empty=True)
 
         data_subset = 0
@@ -251,7 +255,7 @@ class Policy:
 
         vocabulary = Vocabulary(
             names=_NAMES,
-            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks)},
+            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks), "program": _PROGRAM_KEYS},
             functions=_FUNCTIONS,
         )
         rules_doc = doc.get("rules", [])
@@ -295,8 +299,11 @@ class Policy:
         margin = _margin_note(facts.total_flops, self.threshold_flops)
         outcomes = []
         for rule in self.rules:
-            env["approved"] = facts.run_id in self.approvals or facts.run_id in rule.approvals
+            held = self.approvals + rule.approvals
+            env["approved"] = any(b.grants(facts.run_id, facts.prover, facts.precommitment_digest) for b in held)
             outcome = _evaluate_rule(rule, facts.run_id, env, functions)
+            if rule.kind == "approval" and outcome.outcome == "violation" and not env["approved"]:
+                outcome = dataclasses.replace(outcome, detail=outcome.detail + _unbound_note(facts, held))
             if margin and rule.uses_compute and outcome.outcome != "error":
                 outcome = dataclasses.replace(outcome, detail=f"{outcome.detail}; {margin}")
             outcomes.append(outcome)
@@ -339,8 +346,27 @@ def _rule(entry: Any, i: int, source: str, vocabulary: Vocabulary, data_subset: 
         when=expression("when"),
         require=expression("require"),
         text=_string(entry.get("text", ""), source, f"{where} text", empty=True),
-        approvals=_strings(entry.get("approvals", []), source, f"{where} approvals"),
+        approvals=_approvals(entry.get("approvals", []), source, f"{where} approvals"),
     )
+
+
+def _approvals(value: Any, source: str, where: str) -> tuple[RunBinding, ...]:
+    if not isinstance(value, list):
+        raise _fail(source, where, "must be a list of run ids or {run_id, prover, precommitment} tables")
+    try:
+        return tuple(RunBinding.from_json(v, f"{source}: {where}[{i}]", source="policy approval") for i, v in enumerate(value))
+    except FormatError as exc:
+        raise FormatError(str(exc)) from None
+
+
+def _unbound_note(facts: RunFacts, held: Sequence[RunBinding]) -> str:
+    """Why an approval naming this run id did not approve it."""
+    named = [b for b in held if b.run_id == facts.run_id]
+    if not named:
+        return ""
+    if any(not b.bound for b in named):
+        return f"; the approval of {facts.run_id!r} names the run id only and binds no Prover key and precommitment digest, so it approves nothing (docs/rules.md, Approvals)"
+    return f"; the approval of {facts.run_id!r} is bound to another Prover key or precommitment than this run's"
 
 
 def _compute(flops: int | None, h: float) -> dict[str, Any]:
@@ -367,7 +393,14 @@ def _environment(facts: RunFacts, policy: Policy) -> dict[str, Any]:
         "chips": facts.chips,
         "benchmarks": benchmarks,
         "approved": False,
+        "program": _program(facts.program),
     }
+
+
+def _program(facts: Mapping[str, Any] | None) -> dict[str, Any]:
+    if facts is None:
+        return {k: Unknown(f"program.{k}", "the program was not established by the trusted cluster") for k in _PROGRAM_KEYS}
+    return {"kind": facts.get("kind"), "template": facts.get("template") or "", "uses": list(facts.get("uses") or []), "imports": list(facts.get("imports") or [])}
 
 
 def _numbers(values: Any, what: str) -> list[int | float]:

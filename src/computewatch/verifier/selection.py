@@ -2,9 +2,14 @@
 has committed to its transcript.
 
 Three sources, as in DESIGN.md: every segment that holds a logged snapshot (the chip's shard must
-be reproduced from the checkpoint before it), the Q largest updates (PoL's top-Q, from update
-norms the cluster computed itself, not the Prover's claim), and `count` segments drawn with the
-Verifier's secret seed. The seed is committed (SHA-256, published in the report) and revealed
+be reproduced from the checkpoint before it), the Q largest updates among the segments not
+already chosen (PoL's top-Q, from update norms the cluster computed itself, not the Prover's
+claim; a top-Q pick that only repeats a snapshot segment would add nothing), and `count`
+segments drawn with the Verifier's secret seed. The snapshot and top-Q picks are predictable to
+the Prover, so only the random draws protect against a forged segment: `count` defaults to the
+fewest draws that catch a one-segment forgery with the stated detection target
+(`computewatch.analysis.segments`), and `selection_summary` reports the detection the choice
+gives. The seed is committed (SHA-256, published in the report) and revealed
 with the verdict, so anyone can re-derive the choice and nobody could predict it beforehand.
 """
 
@@ -13,10 +18,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from computewatch.analysis.segments import DEFAULT_SEGMENT_DETECTION, forgery_detection, segments_for_detection
 from computewatch.crypto.digest import blake3_bytes
 
-__all__ = ["SEED_COMMITMENT_TAG", "Segment", "parse_seed", "seed_commitment", "select_segments"]
+__all__ = [
+    "DEFAULT_SEGMENT_DETECTION",
+    "SEED_COMMITMENT_TAG",
+    "Segment",
+    "parse_seed",
+    "seed_commitment",
+    "select_segments",
+    "selection_summary",
+]
 
 SEED_COMMITMENT_TAG = b"computewatch verifier segment seed v1\x00"
 
@@ -65,10 +80,13 @@ def select_segments(
     update_norms: Sequence[Sequence[float]],
     seed: bytes,
     *,
-    count: int | str = 1,
+    count: int | str | None = None,
     top_q: int = 1,
+    detection_target: float = DEFAULT_SEGMENT_DETECTION,
 ) -> list[Segment]:
-    """Segments to replay, in step order, each with the reasons it was chosen."""
+    """Segments to replay, in step order, each with the reasons it was chosen. `count`: random
+    segments besides the snapshot and top-Q ones, "all", or None for the fewest that catch a
+    one-segment forgery with probability `detection_target`."""
     steps = sorted(set(checkpoint_steps))
     pairs = list(zip(steps, steps[1:]))
     chosen: dict[tuple[int, int | None], Segment] = {}
@@ -90,11 +108,27 @@ def select_segments(
         for pair in pairs:
             pick(pair, "all")
     else:
-        ranked = sorted(update_norms, key=lambda row: -row[2])
-        for a, b, _ in ranked[:top_q]:
-            if (int(a), int(b)) in pairs:
-                pick((int(a), int(b)), "top-q")
+        # Top-Q among the segments not chosen yet: a pick that lands on a snapshot segment
+        # (typically the first, whose early updates are largest) would replay nothing new.
+        ranked = [(int(a), int(b)) for a, b, _ in sorted(update_norms, key=lambda row: -row[2])]
+        fresh = [pair for pair in dict.fromkeys(ranked) if pair in pairs and pair not in chosen]
+        for pair in fresh[:top_q]:
+            pick(pair, "top-q")
         rest = [i for i, pair in enumerate(pairs) if pair not in chosen]
-        for i in _draw(seed, run_id, rest, int(count)):
+        draws = segments_for_detection(len(rest), detection_target) if count is None else int(count)
+        for i in _draw(seed, run_id, rest, draws):
             pick(pairs[i], "random")
     return sorted(chosen.values(), key=lambda s: (s.start, s.end if s.end is not None else 1 << 62))
+
+
+def selection_summary(segments: Sequence[Segment], checkpoint_steps: Sequence[int]) -> dict[str, Any]:
+    """What the choice gives against a one-segment forgery: the segments the Prover could
+    forge unseen by the deterministic picks (eligible), the random draws among them, and the
+    probability one draw replays the forged segment (`analysis.segments.forgery_detection`)."""
+    total = max(0, len(set(checkpoint_steps)) - 1)
+    fixed = sum(1 for s in segments if s.end is not None and "random" not in s.reasons and "all" not in s.reasons)
+    drawn = sum(1 for s in segments if "random" in s.reasons)
+    if any("all" in s.reasons for s in segments):
+        return {"segments": total, "eligible": 0, "random": 0, "one_segment_forgery_detection": 1.0}
+    eligible = max(0, total - fixed)
+    return {"segments": total, "eligible": eligible, "random": drawn, "one_segment_forgery_detection": forgery_detection(eligible, min(drawn, eligible))}

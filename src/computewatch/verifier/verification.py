@@ -30,10 +30,14 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
 from computewatch.verifier import _audit, _examine
 from computewatch.verifier._run import StagedRun, staged_run
+from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
+from computewatch.verifier.busy import busy_findings
 from computewatch.verifier.cluster import TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
+from computewatch.verifier.losses import run_loss_findings
 from computewatch.verifier.protocol import CheckOutcome, Status
-from computewatch.verifier.selection import Segment, seed_commitment, select_segments
+from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
+from computewatch.verifier.tolerance import bound_tolerance, tolerance_findings
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
@@ -55,7 +59,8 @@ class VerifyRequest:
     known_heads: Mapping[str, Sequence[tuple[int, bytes]]] = field(default_factory=dict)
     policy_text: str | None = None  # the policy file's bytes, decoded as UTF-8
     mode: str = "exact"
-    segments: int | str = 1  # random segments besides snapshot and top-Q ones, or "all"
+    segments: int | str | None = None  # random segments besides snapshot and top-Q ones, "all", or None: from detection_target
+    detection_target: float = DEFAULT_SEGMENT_DETECTION  # one-segment forgery detection the default draw reaches
     threads: int | None = None  # tolerance mode: replay with this many threads
     ray_address: str | None = None
     workers: int = 1
@@ -64,6 +69,7 @@ class VerifyRequest:
     isolate: bool = True  # kept for callers of the previous interface; sandbox decides
     data_dirs: Mapping[str, str] = field(default_factory=dict)  # run id -> the Prover's raw data folder
     time_scale: float = 1.0  # multiplies every executor time limit (tests of the limits use less)
+    held_runs: Sequence[RunBinding] = ()  # (Prover key, run id, precommitment) the Verifier holds, e.g. from the register
 
 
 class _Checks:
@@ -116,15 +122,28 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process)
     with ExitStack() as stack:
         runs, staged = _inventory(request, checks, stack, report)
+        for finding in binding_findings(runs, request.policy_text, request.held_runs):
+            checks.bad("precommitment", finding)
         expectations = _map_chips_to_runs(chips, runs, checks)
         selections = _select(runs, expectations, request)
         tolerance = _calibrate(cluster, runs, staged, selections, expectations, request, report) if request.mode == "tolerance" else None
+        if tolerance is not None:
+            tolerance = bound_tolerance(tolerance)
+            for finding in tolerance_findings(tolerance):
+                checks.bad("segments", finding)
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
         for rid, res in zip(runs, results):
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
+        for finding in run_loss_findings(runs):
+            checks.bad("loss", finding)
         _judge_compute(runs, staged, chips, checks)
+        busy_bad, busy_notes = busy_findings(chips, runs)
+        for check, finding in busy_bad:
+            checks.bad(check, finding)
+        for note in busy_notes:
+            checks.good("compute", note)
         rules = _judge_rules(runs, staged, results, request, checks)
     outcomes = checks.outcomes()
     logged = sum(len(c.snapshots) for c in chips)
@@ -143,6 +162,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
             "seed": request.seed.hex(),
             "segments_total": sum(max(0, len(r.get("checkpoint_steps", [])) - 1) for r in runs.values()),
             "segments_replayed": sum(len(selections.get(r, [])) for r in runs),
+            "detection_target": request.detection_target if request.segments is None else None,
+            "forgery_detection": {r: selection_summary(selections.get(r, []), runs[r].get("checkpoint_steps", [])) for r in runs},
         },
         "tolerance": tolerance,
         "policy": _policy_info(request),
@@ -188,7 +209,7 @@ def _inventory(request: VerifyRequest, checks: _Checks, stack: ExitStack, report
         report("inventory", i - 1, len(dirs))
         try:
             run = stack.enter_context(staged_run(run_dir, request.prover_keys, checkpoints="all", snapshot_objects=False))
-            inv = _audit.inventory(run)
+            inv = _audit.inventory(run, request.prover_keys)
             run.stager = None  # from here on only the judge's private copy is read
         except ComputewatchError as exc:
             checks.bad("precommitment", f"{run_dir}: the transcript is not authentic or not readable: {exc}")
@@ -308,7 +329,7 @@ def _select(runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[s
     out = {}
     for rid, run in runs.items():
         steps = [e["step"] for e in expectations[rid] if e["object"] is not None]
-        out[rid] = select_segments(rid, run["checkpoint_steps"], steps, run["update_norms"], request.seed, count=request.segments)
+        out[rid] = select_segments(rid, run["checkpoint_steps"], steps, run["update_norms"], request.seed, count=request.segments, detection_target=request.detection_target)
     return out
 
 
@@ -412,7 +433,8 @@ def _judge_rules(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun], 
         except ComputewatchError:
             checks.bad("rules", f"run {rid}: the step records cannot be read, so no rule can be applied")
             continue
-        for rule in _audit.rules(staged[rid], steps, request.policy_text, run.get("total_flops"), facts.get("data"), facts.get("benchmarks") or {}):
+        for rule in _audit.rules(staged[rid], steps, request.policy_text, run.get("total_flops"), facts.get("data"), facts.get("benchmarks") or {},
+                                 prover=sole_prover(run)):
             outcomes.append(dict(rule, run_id=rid))
             if rule["outcome"] == "violation":
                 checks.bad("rules", f"run {rid}: rule {rule['id']}: {rule['detail']}")
@@ -466,6 +488,8 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
     return {
         "run_id": run["run_id"],
         "run_dir": run["run_dir"],
+        "provers": run.get("provers", []),
+        "program": run.get("program"),
         "steps": run["steps"],
         "world_size": run["world_size"],
         "strategy": run["strategy"],
