@@ -23,6 +23,7 @@ from computewatch.cli import attack as _attack  # noqa: E402
 from computewatch.cli import bench_gpu as _bench_gpu  # noqa: E402,F401
 from computewatch.cli import bench_hash as _bench_hash  # noqa: E402,F401
 from computewatch.cli import bench_overhead as _bench_overhead  # noqa: E402,F401
+from computewatch.cli import challenge as _challenge  # noqa: E402
 from computewatch.cli import chip as _chip  # noqa: E402
 from computewatch.cli import demo as _demo  # noqa: E402
 from computewatch.cli import inspect as _inspect  # noqa: E402
@@ -40,6 +41,8 @@ app.command("train", cls=Command)(_train.train)
 app.add_typer(_transcript.app, name="transcript", help="Training transcripts: show, export the hashed transcript.")
 app.add_typer(_sampling.app, name="sampling", help="How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures.")
 app.command("verify", cls=_verify.VerifyCommand)(_verify.verify)
+app.command("challenge", cls=Command)(_challenge.challenge)
+app.command("respond", cls=Command)(_challenge.respond)
 app.add_typer(_registry.app, name="registry", help="The supply chain and chip-owner directory: parties, chips, custody.")
 app.add_typer(_inspect.app, name="inspect", help="Inspection plans per monitoring period, inspections, non-compliance.")
 app.add_typer(_attack.app, name="attack", help="The attack suite: cheating Provers run against the real checks.")

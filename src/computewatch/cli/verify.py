@@ -113,6 +113,12 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
         out.print(f"training compute: {doc['total_flops']:.3e} FLOPs; verification replayed {doc['verification_flops']:.3e} FLOPs")
     sel = doc["selection"]
     out.print(f"segments replayed: {sel['segments_replayed']} of {sel['segments_total']} (seed commitment {sel['seed_commitment']}, seed {sel['seed']})")
+    spot = doc.get("spot_checks")
+    if spot:
+        share = f"{spot['cost_share']:.3%}" if spot["cost_share"] is not None else "unknown"
+        out.print(f"step challenges: {spot['passed']} of {spot['drawn']} drawn steps passed, {spot['replayed_steps']} replayed ({share} of the training FLOPs)")
+    for loc in doc.get("localized") or []:
+        out.print(f"localized: run {loc['run']} step {loc['step']} operator {loc.get('operator')} (index {loc.get('operator_index')}, {loc.get('rounds')} rounds)")
     out.print(f"trusted cluster isolation: {doc['isolation']}")
     if html is not None:
         out.print(f"report: {html}")
@@ -132,6 +138,7 @@ def verify(
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    responses: Annotated[Optional[list[Path]], typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
 ) -> None:
@@ -171,6 +178,9 @@ def verify(
         if not sep or not run_id or not Path(folder).is_dir():
             fail(f"--data {item!r}: expected RUN_ID=DIR with an existing folder", as_json=as_json)
         data_dirs[run_id] = folder
+    for folder in responses or []:
+        if not (folder / "response.json").is_file():
+            fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
     request = VerifyRequest(
         runs=runs,
         chips=chips,
@@ -185,6 +195,7 @@ def verify(
         ray_address=ray_address,
         workers=workers,
         data_dirs=data_dirs,
+        responses=[str(r) for r in responses or []],
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:

@@ -20,17 +20,20 @@ the commitment of step s - 1. Both digests can be recomputed from a checkpoint
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import blake3 as _blake3
 import torch
 
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import hash_regions, shard_digest
+from computewatch.crypto.hashing import SHARD_HASH, SHARD_VERSION, dtype_name, hash_regions, shard_digest, tensor_memory
 
 __all__ = [
+    "ShardHasher",
     "StateCommitment",
     "checkpoint_commitment",
     "live_commitment",
@@ -104,9 +107,20 @@ def live_optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.
     return out
 
 
-def live_commitment(rank: int, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer | None, update_norm: float) -> StateCommitment:
+def live_commitment(
+    rank: int,
+    params: Sequence[torch.Tensor],
+    optimizer: torch.optim.Optimizer | None,
+    update_norm: float,
+    hashers: tuple[ShardHasher, ShardHasher] | None = None,
+) -> StateCommitment:
+    """The commitment of live state; `hashers` (weights, optimizer) make repeated calls cheap."""
     opt = live_optimizer_tensors(optimizer) if optimizer is not None else {}
-    return StateCommitment(rank, weights_digest(params), optimizer_digest(opt), round_norm(update_norm))
+    if hashers is None:
+        return StateCommitment(rank, weights_digest(params), optimizer_digest(opt), round_norm(update_norm))
+    weights = hashers[0].digest(params)
+    state = hashers[1].digest([opt[k] for k in sorted(opt)])
+    return StateCommitment(rank, weights, state, round_norm(update_norm))
 
 
 def checkpoint_commitment(model: Mapping[str, torch.Tensor], param_names: Sequence[str], optimizer_tensors: Mapping[str, torch.Tensor]) -> tuple[str, str]:
@@ -116,3 +130,44 @@ def checkpoint_commitment(model: Mapping[str, torch.Tensor], param_names: Sequen
     if missing:
         raise FormatError(f"the state lacks parameters {missing[:3]}")
     return weights_digest([model[n] for n in param_names]), optimizer_digest(optimizer_tensors)
+
+
+class ShardHasher:
+    """`shard_digest(hash_regions(tensors))` for tensors hashed again and again in place (every
+    step): the regions' offsets, dtypes and shapes and the memory views are prepared once, so a
+    digest costs one BLAKE3 call per tensor plus one over the region list, with no per-region
+    Python objects. The preparation is redone whenever a tensor's storage moved or its size
+    changed. CPU tensors only (a CUDA state goes through `hash_regions`, i.e. the GPU kernel)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[tuple[int, int, Any], ...] | None = None
+        self._views: list[Any] = []
+        self._pieces: list[str] = []
+
+    def digest(self, tensors: Sequence[torch.Tensor]) -> str:
+        key = tuple((t.data_ptr(), t.numel(), t.dtype) for t in map(_local, tensors))
+        if key != self._key:
+            local = [_local(t).detach() for t in tensors]
+            if any(t.device.type != "cpu" or not t.is_contiguous() for t in local):
+                return shard_digest(hash_regions(local)).hex()
+            self._prepare(local)
+            self._key = key
+        pieces = self._pieces
+        parts = [pieces[0]]
+        for view, piece in zip(self._views, pieces[1:]):
+            parts.append(_blake3.blake3(view, max_threads=1).hexdigest())
+            parts.append(piece)
+        return _blake3.blake3("".join(parts).encode()).hexdigest()
+
+    def _prepare(self, tensors: Sequence[torch.Tensor]) -> None:
+        # The canonical JSON of the region list with a placeholder for each digest: keys sorted,
+        # no spaces, only ASCII strings and integers, so json.dumps writes the canonical bytes.
+        marker = "\x00DIGEST\x00"
+        regions, offset = [], 0
+        for t in tensors:
+            nbytes = t.numel() * t.element_size()
+            regions.append({"digest": marker, "dtype": dtype_name(t.dtype), "nbytes": nbytes, "offset": offset, "shape": list(t.shape)})
+            offset += nbytes
+        text = json.dumps({"hash": SHARD_HASH, "regions": regions, "v": SHARD_VERSION}, separators=(",", ":"), sort_keys=True)
+        self._pieces = text.split(json.dumps(marker)[1:-1])
+        self._views = [tensor_memory(t) for t in tensors]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from computewatch.formats.commitments import StateCommitment, live_commitment
+from computewatch.formats.commitments import ShardHasher, StateCommitment, live_commitment
 
 __all__ = ["StepCommitter"]
 
@@ -37,11 +37,13 @@ class StepCommitter:
         self._params = params
         self._optimizer = optimizer
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"computewatch-commit-{rank}")
+        self._cached: list[torch.Tensor] | None = None  # detached views of the parameters' memory
         self._prev = [_local(p).detach().clone() for p in params()]
         self._last: Future[StateCommitment] | None = None
         self._pending: list[tuple[int, Future[StateCommitment]]] = []
         self._lock = threading.Lock()
         self._hook = optimizer.register_step_pre_hook(lambda *_: self.wait())
+        self._hashers = (ShardHasher(), ShardHasher())
         self.wait_s = 0.0  # critical-path time spent waiting for a late commitment
 
     def start(self, step: int) -> None:
@@ -53,13 +55,15 @@ class StepCommitter:
             self._pending.append((step, fut))
 
     def _commit(self) -> StateCommitment:
-        params = [_local(p).detach() for p in self._params()]
+        if self._cached is None:
+            self._cached = [_local(p).detach() for p in self._params()]
+        params = self._cached
         with torch.no_grad():
             diffs = torch._foreach_sub(params, self._prev) if params else []
             norms = torch._foreach_norm(diffs) if diffs else []
             norm = math.sqrt(sum(float(n) ** 2 for n in norms))
             del diffs
-            commitment = live_commitment(self.rank, params, self._optimizer, norm)
+            commitment = live_commitment(self.rank, params, self._optimizer, norm, self._hashers)
             if params:
                 torch._foreach_copy_(self._prev, params)
         return commitment

@@ -33,6 +33,7 @@ from computewatch.formats.snapshot_records import load_copy_out
 from computewatch.formats.steps import batch_root
 from computewatch.verifier._replay import advance_scheduler
 from computewatch.verifier._run import StagedRun, staged_run
+from computewatch.verifier.challenges import commitment_summary
 
 __all__ = ["audit", "inventory", "verifier_rng"]
 
@@ -89,6 +90,7 @@ def inventory(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
         out["checkpoint_steps"] = common
         out["update_norms"] = _update_norms(run, common)
         out["snapshot_records"] = [_snapshot_record(run, rec) for rec in run.snapshot_records()]
+        out["step_commitments"] = commitment_summary(run)  # issue 19: the committed chain
     return out
 
 

@@ -43,7 +43,7 @@ class ClusterError(ComputewatchError):
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "inventory" | "audit" | "segment"
+    kind: str  # "inventory" | "audit" | "segment" | "step" (one step from an answered state)
     spec: dict[str, Any]
     prover_keys: tuple[bytes, ...]  # PEM of the keys the Verifier pinned
 
@@ -175,10 +175,11 @@ def _probe(spec: dict[str, Any], keys: list[Any]) -> dict[str, Any]:
 def execute(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job (a decoded `Job`) here; evidence that fails its format is a result, not a crash."""
     from computewatch.crypto.signing import VerifyKey
-    from computewatch.verifier import _audit, _replay
+    from computewatch.verifier import _audit, _replay, step_replay
 
     keys = [VerifyKey.from_pem(k.encode()) for k in job["prover_keys"]]
-    handlers = {"inventory": _audit.inventory, "audit": _audit.audit, "segment": _replay.replay_segment, "probe": _probe}
+    handlers = {"inventory": _audit.inventory, "audit": _audit.audit, "segment": _replay.replay_segment, "probe": _probe,
+                "step": step_replay.step_job}
     try:
         return handlers[job["kind"]](job["spec"], keys)
     except ComputewatchError as exc:

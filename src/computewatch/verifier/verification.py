@@ -33,7 +33,7 @@ from computewatch.verifier.selection import Segment, seed_commitment, select_seg
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
-CHECKS = ("chip-logs", "precommitment", "snapshots", "init", "data", "hyperparameters", "segments", "memorization", "loss", "compute", "rules")
+CHECKS = ("chip-logs", "precommitment", "snapshots", "init", "data", "hyperparameters", "segments", "steps", "memorization", "loss", "compute", "rules")
 _MEMORIZATION_SEGMENTS = 4
 _CALIBRATION_THREADS = (1, 2, 3)
 
@@ -57,6 +57,8 @@ class VerifyRequest:
     isolate: bool = True
     in_process: bool = False  # tests of the check logic: jobs run in this process, unsandboxed
     data_dirs: Mapping[str, str] = field(default_factory=dict)  # run id -> the Prover's raw data folder
+    responses: Sequence[str | os.PathLike[str]] = ()  # step-challenge response folders (issue 19)
+    now_ns: int | None = None  # the judge's clock for response deadlines (default: now)
 
 
 class _Checks:
@@ -145,6 +147,9 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     if request.policy_text is None:
         checks.unsure("rules", "not run: no policy given (--policy), so no rule was applied")
     _judge_compute(runs, chips, flops, checks)
+    from computewatch.verifier.spot_checks import verify_hook  # step commitments and challenges (issue 19)
+
+    step_evidence = verify_hook(request, runs, cluster, keys, checks, tolerance)
     doc_checks = checks.to_json()
     logged = sum(len(c.snapshots) for c in chips)
     explained = sum(1 for rid in expectations for e in expectations[rid] if e.get("explained"))
@@ -165,6 +170,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
             "segments_replayed": len(seg_keys),
         },
         "tolerance": tolerance,
+        **step_evidence,
         "policy": _policy_info(request),
         "rules": rules,
         "runs": [_run_doc(runs[r], selections.get(r, []), expectations.get(r, [])) for r in runs],
