@@ -184,7 +184,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "step_forgery")
 
 
 def register(

@@ -90,7 +90,7 @@ def inventory(spec: dict[str, Any], keys: list[VerifyKey]) -> dict[str, Any]:
         out["checkpoint_steps"] = common
         out["update_norms"] = _update_norms(run, common)
         out["snapshot_records"] = [_snapshot_record(run, rec) for rec in run.snapshot_records()]
-        out["step_commitments"] = commitment_summary(run)  # issue 19: the committed chain
+        out["step_commitments"] = commitment_summary(run, out["update_norms"])  # issue 19: the committed chain
     return out
 
 

@@ -40,8 +40,11 @@ def step_norm(state: Sequence[dict[str, Any]], strategy: str) -> float:
     return max(float(c["update_norm"]) for c in state)
 
 
-def commitment_summary(run: Any) -> dict[str, Any]:
-    """Inside the cluster: the run's step commitments and the chain findings (see module doc)."""
+def commitment_summary(run: Any, checkpoint_norms: Sequence[Sequence[float]] = ()) -> dict[str, Any]:
+    """Inside the cluster: the run's step commitments and the chain findings (see module doc).
+    `checkpoint_norms` ([from, to, L2 of the weight change]) check the committed update norms by
+    the triangle inequality: the step norms of an interval add up to at least its change, so a
+    large update hidden behind small claimed norms (to dodge top-Q) shows."""
     out: dict[str, Any] = {"committed": False, "count": 0, "records_root": None, "state": [], "norms": [], "initial": [], "problems": [], "pins": 0}
     try:
         records = run.steps()
@@ -68,6 +71,10 @@ def commitment_summary(run: Any) -> dict[str, Any]:
             out["problems"].append(f"step {r.step}: commitments of {len(state)} ranks, the run has {world}")
         out["state"].append([[c["weights"], c["optimizer"]] for c in state])
         out["norms"].append(step_norm(state, run.layout.strategy))
+    for a, b, l2 in checkpoint_norms:
+        claimed = sum(out["norms"][int(a) : int(b)])
+        if claimed * (1 + 1e-6) + 1e-12 < float(l2):
+            out["problems"].append(f"steps {int(a)}-{int(b) - 1}: committed update norms add up to {claimed:.6g}, less than the {float(l2):.6g} the checkpoints changed by")
     names = [[reg.param for reg in run.layout.chips[rank]] for rank in range(world)]
     for rank in range(world):
         for entry in run.checkpoint_entries(rank):

@@ -42,7 +42,13 @@ class OpTrace(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         index = len(self.ops)
+        # Outputs, and every argument the operator wrote in place (in-place and foreach ops
+        # return nothing or an alias: their result is the argument they modified).
         tensors = [t for t in _flatten(out) if isinstance(t, torch.Tensor)]
+        for i, arg in enumerate(func._schema.arguments):
+            info = arg.alias_info
+            if info is not None and info.is_write and i < len(args):
+                tensors.extend(t for t in _flatten(args[i]) if isinstance(t, torch.Tensor))
         digest = blake3_bytes(b"".join(_bytes(t) for t in tensors)).hex()
         self.ops.append((str(func.overloadpacket.__name__), digest))
         if index in self.keep:
