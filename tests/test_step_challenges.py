@@ -126,6 +126,10 @@ def test_a_forged_step_is_caught_and_localized_to_its_operator(tmp_path: Path) -
     assert [f["step"] for f in spot["failed"]] == [13] and spot["passed"] == 23
     (loc,) = localized
     assert loc["step"] == 13 and loc["operator"] == "mul_" and loc["rounds"] <= loc["round_bound"]
+    from computewatch.verifier.report import render_html
+
+    page = render_html({"verdict": "violation", "spot_checks": spot, "localized": localized}, figures={})
+    assert "mul_" in page and "13" in page and f"{loc['rounds']} of at most {loc['round_bound']}" in page
 
 
 def test_closed_form() -> None:
