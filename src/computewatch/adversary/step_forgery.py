@@ -26,7 +26,7 @@ import torch
 
 from computewatch.adversary.suite import Context, Trial, get_attack, register, result_from_trials
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.formats.challenge import read_response, response_object, write_response
+from computewatch.formats.challenge import challenge_tag, read_response, response_object, write_response
 from computewatch.formats.checkpoint import decode_checkpoint, encode_checkpoint
 from computewatch.formats.program import deterministic_cpu
 from computewatch.formats.seed import batches
@@ -139,11 +139,16 @@ def challenge_and_judge(
     tamper: Callable[[Path, dict[str, Any]], None] | None = None,
     refuse: Callable[[int], str | None] | None = None,
     late: bool = False,
+    steps: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], dict[str, Any]]:
     """One challenge, the cheater's response and the real judge; returns (spot_checks,
-    localized, findings, challenge)."""
+    localized, findings, challenge). `steps` replaces the drawn steps (a benchmark judging
+    chosen steps), the challenge re-tagged with the same secret."""
     inv = run.inventory(keys)
     challenge = make_challenge(inv["step_commitments"], inv["run_id"], inv["precommitment_digest"], seed, count, top_q=top_q, deadline_s=3600, now_ns=0)
+    if steps is not None:
+        challenge["steps"] = [{"step": int(t), "reasons": ["chosen"]} for t in sorted(set(steps))]
+        challenge["tag"] = challenge_tag(challenge, seed)
     folder = work / f"response-{seed.hex()[:12]}"
     shared = work / "answers"
     cache = answers_cache if answers_cache is not None else {}

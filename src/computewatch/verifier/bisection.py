@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.merkle import leaf_hash, node_hash, root_from_leaves
 
-__all__ = ["OperatorDivergence", "StepDivergence", "bisect_operators", "bisect_steps", "op_leaves", "ops_root"]
+__all__ = ["OperatorDivergence", "StepDivergence", "bisect_operators", "bisect_segment", "bisect_steps", "op_leaves", "ops_root"]
 
 
 def op_leaves(ops: Sequence[Sequence[str]]) -> list[bytes]:
@@ -99,3 +99,29 @@ def bisect_operators(mine: Sequence[Sequence[str]], theirs: Sequence[Sequence[st
     name = mine[index][0] if index < len(mine) else (theirs[index][0] if index < len(theirs) else None)
     return OperatorDivergence(index, str(name) if name is not None else None, rounds, bound)
 
+
+
+def bisect_segment(
+    lo: int,
+    hi: int,
+    ask_state: Callable[[int], object],
+    state_digest: Callable[[object], tuple[str, str]],
+    replay: Callable[[object, int, int], tuple[str, str]],
+    committed: Callable[[int], tuple[str, str]],
+) -> StepDivergence:
+    """Bisection over a segment's committed step digests (exact mode). `ask_state(s)` is the
+    Prover's answer for the state at step s (a challenge/response round), `state_digest` its
+    (weights, optimizer) digests, `replay(state, a, b)` the judge's replay of [a, b) from it,
+    `committed(s)` the committed digests of the state at s. An answer that does not hash to its
+    commitment is itself a violation: `ValueError` names the step."""
+    states: dict[int, object] = {}
+
+    def at(s: int) -> object:
+        if s not in states:
+            state = ask_state(s)
+            if state_digest(state) != committed(s):
+                raise ValueError(f"the Prover's state at step {s} does not hash to its commitment")
+            states[s] = state
+        return states[s]
+
+    return bisect_steps(lo, hi, lambda a, b: replay(at(a), a, b) == committed(b))
