@@ -120,3 +120,26 @@ def test_distributed_runs_commit_per_rank(tmp_path: Path) -> None:
     assert all(r.state[0].weights != r.state[1].weights for r in records)  # each rank its own shard
     summary = _summary(out)
     assert summary["committed"] and summary["problems"] == [], summary["problems"]
+
+
+def test_formats_page_vectors() -> None:
+    import re
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.formats.commitments import optimizer_digest, weights_digest
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+
+    def quoted(label: str) -> str:
+        m = re.search(re.escape(label) + r"\s*`([0-9a-f]{64})`", page)
+        assert m, label
+        return m.group(1)
+
+    weights = weights_digest([torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([[1.0, -1.0], [0.5, 0.25]])])
+    opt = optimizer_digest({"0/step": torch.tensor(3.0), "1/exp_avg": torch.zeros(2, 2), "0/exp_avg": torch.full((4,), 0.5)})
+    assert quoted("give weights digest") == weights and quoted("give optimizer digest") == opt
+    block = re.search(r"```json step-v2\n(.*?)\n```", page, re.S).group(1)  # type: ignore[union-attr]
+    record = StepRecord.from_json(json.loads(block))
+    assert record.state == (StateCommitment(0, weights, opt, 0.125),)
+    assert canonical_json(record.to_json()).decode() == block
+    assert "`urn:computewatch:transcript-manifest:v3`" in page and MANIFEST_PREDICATE_V3 == "urn:computewatch:transcript-manifest:v3"
