@@ -142,3 +142,15 @@ def test_closed_form() -> None:
 def test_attacks_are_caught_by_the_steps_check(ctx: Context, name: str) -> None:
     result = run_attack(name, context=ctx)
     assert result.ok and result.detected_by == "verifier.steps", result.detail
+
+
+def test_a_failed_segment_names_the_first_step_off_the_committed_chain(tmp_path: Path) -> None:
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier import VerifyRequest, verify
+
+    run = forged_run(tmp_path / "forged", 24, [13], "break", checkpoint_every=8)
+    request = VerifyRequest(runs=[run.run_dir], chips=[], chipmaker_roots=[], prover_keys=[VerifyKey.load(run.run_dir / "keys" / "prover.pub")],
+                            seed=SECRET, in_process=True, segments="all")
+    doc = verify(request)
+    assert doc["verdict"] == "violation"
+    assert [(loc["segment"], loc["step"]) for loc in doc["localized"]] == [([8, 16], 13)]

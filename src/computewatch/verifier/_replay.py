@@ -177,6 +177,8 @@ def _replay_rank_inner(rank: int, spec: dict[str, Any], run: StagedRun, world: i
                     out["loss_ok"] = False
                 if spec["mode"] == "tolerance" and recorded is not None and not math.isclose(loss, recorded, rel_tol=1e-3, abs_tol=1e-6):
                     out["loss_ok"] = False
+            if spec.get("step_digests"):  # issue 19: locate the first step off the committed chain
+                out.setdefault("step_digests", []).append(shard_digest(hash_regions([p.detach() for p in local_parameters(model)])).hex())
             if t + 1 in want:
                 out["snapshots"].append(_compare_snapshot(run, model, want[t + 1], spec["mode"], begin))
         out["flops"] = flops.to_json() if flops is not None else None
@@ -312,6 +314,7 @@ def _merge(spec: dict[str, Any], ranks: list[dict[str, Any]], mismatch: list[str
     result["unknown_ops"] = unknown
     result["snapshots"] = [s for r in ranks for s in r["snapshots"]]
     result["losses"] = ranks[0]["losses"]
+    result["step_digests"] = [r.get("step_digests", []) for r in ranks]
     for key in ("lr_ok", "rng_ok", "samples_ok", "loss_ok"):
         result[key] = all(r[key] for r in ranks)
     result["problems"] = [p for r in ranks for p in r.get("problems", [])][:20]

@@ -33,7 +33,7 @@ from computewatch.crypto.errors import FormatError
 from computewatch.formats.challenge import check_challenge, read_response, response_object
 from computewatch.verifier.bisection import bisect_operators
 
-__all__ = ["judge_chain", "judge_responses"]
+__all__ = ["judge_chain", "judge_responses", "localize_segments", "verify_hook"]
 
 Finding = Callable[[str, str], None]
 
@@ -211,11 +211,12 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], cluster: Any, key
     from computewatch.verifier.cluster import Job
 
     judge_chain(runs, checks.bad, checks.good)
+    located = localize_segments(runs, request.mode)
     responses = list(getattr(request, "responses", ()) or ())
     if not responses:
         if not any((r.get("step_commitments") or {}).get("committed") for r in runs.values()):
             checks.unsure("steps", "not run: no step commitments (v1 step records) and no challenge responses")
-        return {"spot_checks": None, "localized": []}
+        return {"spot_checks": None, "localized": located}
 
     def run_jobs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return cluster.run([Job("step", s, keys) for s in specs])
@@ -225,4 +226,35 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], cluster: Any, key
         mode=request.mode, epsilon=(tolerance or {}).get("epsilon"), now_ns=getattr(request, "now_ns", None),
         data_dirs=dict(request.data_dirs),
     )
-    return {"spot_checks": spot, "localized": localized}
+    return {"spot_checks": spot, "localized": located + localized}
+
+
+def localize_segments(runs: dict[str, dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """The first step of each failed exact-mode segment whose replayed weights leave the
+    committed chain: the replay (which ran from the agreed checkpoint) reports its weights digest
+    after every step, and the step commitments say what they should be. No Prover round is
+    needed; the operator inside that step takes a challenge of that step (`computewatch
+    challenge`, then `verify --responses`). Tolerance mode has no digests to compare (every step
+    differs in its last bits): there the step is found by `bisection.bisect_segment`."""
+    out: list[dict[str, Any]] = []
+    if mode != "exact":
+        return out
+    for rid, run in runs.items():
+        summary = run.get("step_commitments") or {}
+        if not summary.get("committed"):
+            continue
+        for seg, res in run.get("segments", []):
+            if res.get("passed") is not False or seg.end is None:
+                continue
+            first = None
+            for rank, digests in enumerate(res.get("step_digests") or []):
+                for i, digest in enumerate(digests):
+                    t = seg.start + i
+                    state = summary["state"][t] if t < len(summary["state"]) else []
+                    if rank < len(state) and state[rank][0] != digest:
+                        first = t if first is None else min(first, t)
+                        break
+            if first is not None:
+                out.append({"run": rid, "segment": [seg.start, seg.end], "step": first, "operator": None, "distance": None,
+                            "note": "first step whose replayed weights leave the committed chain; challenge this step to name the operator"})
+    return out

@@ -294,6 +294,7 @@ def _segment_spec(inv: dict[str, Any], seg: Segment, wanted: list[dict[str, Any]
         "strategy": inv["strategy"],
         "data_dir": request.data_dirs.get(inv["run_id"]),
         "count_flops": True,
+        "step_digests": True,  # issue 19: the replay's weights digest after every step
     }
 
 
