@@ -154,3 +154,11 @@ def test_a_failed_segment_names_the_first_step_off_the_committed_chain(tmp_path:
     doc = verify(request)
     assert doc["verdict"] == "violation"
     assert [(loc["segment"], loc["step"]) for loc in doc["localized"]] == [([8, 16], 13)]
+
+
+def test_tolerance_mode_judges_by_distance_to_the_answered_after_state(tmp_path: Path) -> None:
+    run = forged_run(tmp_path / "forged", 12, [5], "break", checkpoint_every=4)
+    spot, localized, findings, _ = challenge_and_judge(run, _keys(run.run_dir), SECRET, 0, tmp_path / "judge", steps=[3, 5], mode="tolerance")
+    assert [f["step"] for f in spot["failed"]] == [5] and spot["passed"] == 1, findings
+    (loc,) = localized
+    assert loc["step"] == 5 and loc["distance"] > 1e-4 and loc["operator"] == "mul_"

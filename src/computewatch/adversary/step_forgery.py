@@ -140,12 +140,13 @@ def challenge_and_judge(
     refuse: Callable[[int], str | None] | None = None,
     late: bool = False,
     steps: Sequence[int] | None = None,
+    mode: str = "exact",
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], dict[str, Any]]:
     """One challenge, the cheater's response and the real judge; returns (spot_checks,
     localized, findings, challenge). `steps` replaces the drawn steps (a benchmark judging
     chosen steps), the challenge re-tagged with the same secret."""
     inv = run.inventory(keys)
-    challenge = make_challenge(inv["step_commitments"], inv["run_id"], inv["precommitment_digest"], seed, count, top_q=top_q, deadline_s=3600, now_ns=0)
+    challenge = make_challenge(inv["step_commitments"], inv["run_id"], inv["precommitment_digest"], seed, count, top_q=top_q, deadline_s=3600, now_ns=0, mode=mode)
     if steps is not None:
         challenge["steps"] = [{"step": int(t), "reasons": ["chosen"]} for t in sorted(set(steps))]
         challenge["tag"] = challenge_tag(challenge, seed)
@@ -181,7 +182,7 @@ def challenge_and_judge(
     findings: list[str] = []
     runs = {inv["run_id"]: dict(inv, steps=run.steps)}
     now = (3600 * 2 if late else 60) * 1_000_000_000
-    spot, localized = judge_responses(runs, [str(folder)], seed, memo or _Memo(keys), lambda n, d: findings.append(d), lambda n, d: None, now_ns=now)
+    spot, localized = judge_responses(runs, [str(folder)], seed, memo or _Memo(keys), lambda n, d: findings.append(d), lambda n, d: None, now_ns=now, mode=mode)
     return spot, localized, findings, challenge
 
 
