@@ -52,6 +52,7 @@ def commitment_summary(run: Any, checkpoint_norms: Sequence[Sequence[float]] = (
         out["problems"].append(f"step records unreadable: {exc}")
         return out
     out["count"] = len(records)
+    out["rng"] = [r.rng for r in records]  # rank 0's RNG digest at each step's start
     root = root_from_leaves([canonical_json(r.to_json()) for r in records]) if records else None
     out["records_root"] = root.hex() if root is not None else None
     signed = run.manifest.steps

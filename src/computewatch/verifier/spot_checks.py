@@ -162,6 +162,8 @@ def _judge_one(summary: dict[str, Any], mode: str, epsilon: float | None, t: int
         return f"the answered state is unusable: {res['error']}", None
     if res["before"] != _expected_before(summary, t, rank):
         return "the answered state before the step does not hash to its commitment", None
+    if rank == 0 and t < len(summary.get("rng", [])) and res.get("rng") != summary["rng"][t]:
+        return "the answered RNG state is not the one the step record commits", None
     if not res.get("replayed"):
         return None, None
     if not res.get("samples_ok", True):
