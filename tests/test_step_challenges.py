@@ -162,3 +162,10 @@ def test_tolerance_mode_judges_by_distance_to_the_answered_after_state(tmp_path:
     assert [f["step"] for f in spot["failed"]] == [5] and spot["passed"] == 1, findings
     (loc,) = localized
     assert loc["step"] == 5 and loc["distance"] > 1e-4 and loc["operator"] == "mul_"
+
+
+def test_top_q_ranks_a_late_jump_above_early_large_updates() -> None:
+    norms = [10.0] * 20 + [0.99**i for i in range(300)]
+    norms[250] *= 10  # far below the warm-up's norms in absolute terms
+    drawn = draw_steps(SECRET, "run", len(norms), 0, norms, top_q=1)
+    assert [s["step"] for s in drawn] == [250]

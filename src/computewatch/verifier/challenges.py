@@ -9,8 +9,9 @@ snapshot record against the commitment of the step that produced its weights. On
 norms and findings leave the cluster.
 
 `draw_steps` picks the challenged steps after the Prover has committed: K distinct steps drawn
-from the Verifier's secret (BLAKE3 counter mode, rejection-free modulo over 256-bit words) plus
-the Q steps with the largest committed update norms (PoL's top-Q). `make_challenge` builds the
+from the Verifier's secret (BLAKE3 counter mode, modulo over 256-bit words) plus the Q steps
+whose committed update norm is largest relative to their neighbours' (PoL's top-Q, made local:
+`relative_norms`). `make_challenge` builds the
 tagged challenge document (`computewatch.formats.challenge`).
 """
 
@@ -28,7 +29,7 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.formats.challenge import CHALLENGE_KIND, challenge_tag
 from computewatch.formats.commitments import checkpoint_commitment
 
-__all__ = ["commitment_summary", "draw_steps", "make_challenge", "step_norm"]
+__all__ = ["commitment_summary", "draw_steps", "make_challenge", "relative_norms", "step_norm"]
 
 
 def step_norm(state: Sequence[dict[str, Any]], strategy: str) -> float:
@@ -100,12 +101,28 @@ def commitment_summary(run: Any, checkpoint_norms: Sequence[Sequence[float]] = (
     return out
 
 
+def relative_norms(norms: Sequence[float], window: int = 16) -> list[float]:
+    """Each step's update norm over the median norm of the `window` steps on either side.
+
+    PoL ranks updates by size within an epoch; over a whole run the learning-rate schedule moves
+    every norm by orders of magnitude (warm-up peaks dwarf a late 10x jump), so top-Q ranks each
+    step against its neighbours instead: an honest step scores about 1, a jump its factor."""
+    norms = [float(x) for x in norms]
+    out = []
+    for t, n in enumerate(norms):
+        near = sorted(norms[max(0, t - window) : t] + norms[t + 1 : t + 1 + window])
+        med = near[len(near) // 2] if near else 0.0
+        out.append(n / med if med > 0 else (math.inf if n > 0 else 0.0))
+    return out
+
+
 def draw_steps(seed: bytes, run_id: str, n_steps: int, count: int, norms: Sequence[float] = (), top_q: int = 0) -> list[dict[str, Any]]:
     """`count` distinct random steps of 0..n_steps-1 from the secret, plus the `top_q` largest
     committed updates; each with the reasons it was drawn, in step order."""
     chosen: dict[int, list[str]] = {}
     if top_q > 0 and norms:
-        for t in sorted(range(len(norms)), key=lambda i: (-norms[i], i))[:top_q]:
+        score = relative_norms(norms)
+        for t in sorted(range(len(norms)), key=lambda i: (-score[i], i))[:top_q]:
             chosen.setdefault(t, []).append("top-q")
     pool = list(range(n_steps))
     counter = 0
