@@ -29,27 +29,51 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
+def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer itself, also inside a wrapper (accelerate, Lightning) that keeps it
+    as ``optimizer`` or ``_optimizer``."""
+    seen = 0
+    while not isinstance(optimizer, torch.optim.Optimizer) and seen < 4:
+        optimizer = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        seen += 1
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def _pre_hook(optimizer: Any, fn: Callable[..., None]) -> Any:
+    """An optimizer step pre-hook on the real torch optimizer, or None where there is none
+    (then commitments are computed on the step itself)."""
+    inner = _inner_optimizer(optimizer)
+    try:
+        return inner.register_step_pre_hook(fn) if inner is not None else None
+    except AttributeError:  # a subclass that skipped Optimizer.__init__
+        return None
+
+
 class StepCommitter:
     """One rank's commitments, one per recorded step, in step order."""
 
     def __init__(self, rank: int, params: Callable[[], Sequence[torch.Tensor]], optimizer: torch.optim.Optimizer) -> None:
         self.rank = rank
         self._params = params
-        self._optimizer = optimizer
+        self._optimizer = _inner_optimizer(optimizer) or optimizer
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"computewatch-commit-{rank}")
         self._cached: list[torch.Tensor] | None = None  # detached views of the parameters' memory
         self._prev = [_local(p).detach().clone() for p in params()]
         self._last: Future[StateCommitment] | None = None
         self._pending: list[tuple[int, Future[StateCommitment]]] = []
         self._lock = threading.Lock()
-        self._hook = optimizer.register_step_pre_hook(lambda *_: self.wait())
+        self._hook = _pre_hook(optimizer, lambda *_: self.wait())
         self._hashers = (ShardHasher(), ShardHasher())
         self.wait_s = 0.0  # critical-path time spent waiting for a late commitment
 
     def start(self, step: int) -> None:
         """Commit the state after `step` (call right after the optimizer step)."""
         self.wait()
-        fut = self._pool.submit(self._commit)
+        if self._hook is None:  # no way to hold the next optimizer step back: commit now
+            fut: Future[StateCommitment] = Future()
+            fut.set_result(self._commit())
+        else:
+            fut = self._pool.submit(self._commit)
         self._last = fut
         with self._lock:
             self._pending.append((step, fut))
@@ -86,7 +110,8 @@ class StepCommitter:
         return [(step, fut.result()) for step, fut in pending]
 
     def close(self) -> None:
-        self._hook.remove()
+        if self._hook is not None:
+            self._hook.remove()
         self._pool.shutdown(wait=True)
 
     def __del__(self) -> None:  # a Recorder that was never closed must not leave the hook behind
