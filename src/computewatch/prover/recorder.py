@@ -25,6 +25,13 @@ and stores the checkpoint. With ``resume=True`` an existing run directory is con
 latest complete checkpoint (see `resume_point`), and the snapshots its chip logged and copied out
 that the killed process never recorded are recorded then.
 
+Step commitments (issue 19; ``step_commitments=True``, the default): after every step each rank
+commits the digest of its weights (the chip's shard digest), of its optimizer state and the
+update norm (`computewatch.prover.commitments`, computed on a background thread that the next
+optimizer step waits for); rank 0 gathers them once per checkpoint into the step records
+(format v2) and re-signs the manifest over the step records (predicate v3). Under
+torch.distributed every rank must reach `flush()` together (it gathers commitments).
+
 Step numbering: step t consumes batch t and produces W_{t+1}; the chip is told the boundary
 ``t + 1`` (the number of optimizer steps completed), which is also the step a checkpoint or a
 snapshot of W_{t+1} is filed under.
