@@ -76,7 +76,7 @@ def check_challenge(doc: Any, secret: bytes | None = None) -> dict[str, Any]:
     if doc["mode"] not in ("exact", "tolerance"):
         raise FormatError("challenge mode must be exact or tolerance")
     if secret is not None and not hmac.compare_digest(str(doc["tag"]), challenge_tag(doc, secret)):
-        raise FormatError("the challenge's tag does not verify under the Verifier's secret: it was altered or made with another secret")
+        raise FormatError("the challenge's tag does not verify under the Verifier's secret: it was altered, or made with another secret (give `verify` the challenge's secret with --seed)")
     return doc
 
 
