@@ -299,3 +299,36 @@ for _kind, _summary in (("refuses", "refuses to answer a drawn step"), ("late", 
     register(f"step-responder-{_kind}", paper_ref="§5.2 fn 21", family="step-challenges", kind="caught", expected="verifier.steps",
              summary=f"a responder that {_summary}", default_trials=1, max_trials=20)(_caught(f"step-responder-{_kind}", _responder(_kind)))
 
+
+
+def recommit_checkpoint(run_dir: Path, rank: int, step: int) -> None:
+    """After editing the checkpoint at `step`, make the chain agree with it again, as a careful
+    cheater would: the commitment of step - 1 takes the edited checkpoint's digests, and the
+    manifest is re-signed (Prover key) over the rewritten step records."""
+    from dataclasses import replace as _replace
+
+    from computewatch.adversary.transcript import edit_steps
+    from computewatch.formats.checkpoint import CheckpointIndex
+    from computewatch.formats.commitments import checkpoint_commitment
+    from computewatch.formats.manifest import prover_key, read_manifest, write_manifest
+    from computewatch.formats.steps import StepLog, records_root
+    from computewatch.formats.storage import ObjectStore, RunStorage
+
+    storage = RunStorage(run_dir, create=False)
+    manifest = read_manifest(storage)
+    names = [reg.param for reg in manifest.precommitment.layout.chips[rank]]
+    ckpt = CheckpointIndex(storage, rank).load(ObjectStore(storage), step)
+    weights, opt = checkpoint_commitment(ckpt.model, names, ckpt.optimizer_tensors)
+
+    def fix(records: list[Any]) -> list[Any]:
+        rec = records[step - 1]
+        state = list(rec.state)
+        state[rank] = _replace(state[rank], weights=weights, optimizer=opt)
+        records[step - 1] = _replace(rec, state=tuple(state))
+        return records
+
+    edit_steps(run_dir, fix)
+    records = list(StepLog(storage).read())
+    root = records_root(records)
+    steps = {"count": len(records), "records_root": root.hex() if root is not None else None}
+    write_manifest(storage, _replace(manifest, steps=steps), prover_key(storage))
