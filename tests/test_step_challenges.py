@@ -169,3 +169,9 @@ def test_top_q_ranks_a_late_jump_above_early_large_updates() -> None:
     norms[250] *= 10  # far below the warm-up's norms in absolute terms
     drawn = draw_steps(SECRET, "run", len(norms), 0, norms, top_q=1)
     assert [s["step"] for s in drawn] == [250]
+
+
+def test_verify_with_responses_but_no_secret_is_unusable_input(run: Path, answered: tuple[Path, Path]) -> None:
+    res = _cli("verify", str(run), "--chips", str(run / "chips"), "--chipmaker-pub", str(run / "chips" / "chipmaker" / "chipmaker.pub"),
+               "--prover-pub", str(run / "keys" / "prover.pub"), "--responses", str(answered[1]))
+    assert res.exit_code == 2 and "--seed" in res.output

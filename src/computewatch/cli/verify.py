@@ -178,6 +178,8 @@ def verify(
         if not sep or not run_id or not Path(folder).is_dir():
             fail(f"--data {item!r}: expected RUN_ID=DIR with an existing folder", as_json=as_json)
         data_dirs[run_id] = folder
+    if responses and seed is None:
+        fail("--responses needs --seed: the secret the challenges were drawn with (64 hex digits, as in the --seed-file of `challenge`)", as_json=as_json)
     for folder in responses or []:
         if not (folder / "response.json").is_file():
             fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
