@@ -6,7 +6,7 @@ Method.
    100), whose cheater nudges the weights (x (1 + 1e-3)) after a fraction b of the steps
    (0.1%, 1%, 10%, positions drawn at random) and records everything else honestly, so the
    commitment chain is internally consistent.
-2. The real judge (`spot_checks.judge_responses`, step jobs run in this process) decides every
+2. The real judge (`spot_checks.judge_responses`, replays in the sandboxed executor) decides every
    forged step and a random sample of honest steps, answered by the cheater's own `respond`:
    every forged step must fail and be localized (step, first diverging operator, rounds within
    ceil(log2 ops)), and no honest step may fail. The first diverging operator is checked
@@ -20,7 +20,8 @@ Method.
    caught when a challenge with top-Q = 2 and K = 0 draws it and the judge fails it.
 5. Step bisection: for segments (checkpoint to checkpoint) that hold a forged step of the 1%
    run, the judge bisects over the committed step digests, asking the cheater for each midpoint
-   state (a challenge/response round), replaying from the agreed state; it must name the first
+   state (a challenge/response round), replaying from the agreed state in the sandboxed executor
+   (`step_replay.state_replayer`); it must name the first
    forged step of the segment within ceil(log2 L) rounds.
 
     python benchmarks/bench_spot_checks.py --json [--steps 2000] [--trials 2000] [--jump-trials 5]
@@ -38,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from computewatch.adversary.step_forgery import _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
 from computewatch.verifier.bisection import bisect_segment
@@ -83,56 +83,50 @@ def _check_localization(localized: list[dict[str, Any]], forged: set[int], memo:
 
 
 def _segment_bisection(run: Any, forged: list[int], every: int, work: Path, limit: int) -> list[dict[str, Any]]:
+    from computewatch.crypto.signing import VerifyKey
     from computewatch.formats.checkpoint import decode_checkpoint
     from computewatch.formats.commitments import checkpoint_commitment
-    from computewatch.formats.manifest import read_manifest
-    from computewatch.formats.program import deterministic_cpu, load_program, read_program_files
-    from computewatch.formats.steps import StepLog
-    from computewatch.formats.storage import RunStorage
     from computewatch.prover.respond import respond
-    from computewatch.verifier.step_replay import replay_step
+    from computewatch.verifier._run import staged_run
+    from computewatch.verifier.sandbox import sandbox_problem
+    from computewatch.verifier.step_replay import state_replayer
 
-    storage = RunStorage(run.run_dir, create=False)
-    pre = read_manifest(storage).precommitment
-    records = list(StepLog(storage).read())
-    names = [reg.param for reg in pre.layout.chips[0]]
-    inv = run.inventory(_keys(run.run_dir))
+    keys = _keys(run.run_dir)
+    inv = run.inventory(keys)
     summary = inv["step_commitments"]
-    deterministic_cpu(1)
     out = []
     segments = sorted({(t // every) * every for t in forged})[:limit]
-    with load_program(read_program_files(run.run_dir / "program"), pre.program_entry, pre.code_digest) as loaded:
-        program = loaded.make(pre.hyperparameters, None)
+    with staged_run(str(run.run_dir), [VerifyKey.from_pem(k) for k in keys]) as staged:
+        names = [reg.param for reg in staged.layout.chips[0]]
+        # The judge's replays run in the sandboxed executor, started once for every round.
+        with state_replayer(staged, sandbox=sandbox_problem() is None) as replay_state:
 
-        def ask(s: int) -> Any:
-            folder = work / f"ask-{s}"
-            shutil.rmtree(folder, ignore_errors=True)
-            challenge = {"v": 1, "kind": "computewatch/step-challenge", "run_id": inv["run_id"], "precommitment_digest": inv["precommitment_digest"],
-                         "records_root": summary["records_root"], "steps_count": summary["count"], "mode": "exact", "issued_ns": "0",
-                         "deadline_s": 3600, "steps": [{"step": s, "reasons": ["bisection"]}], "tag": ""}
-            respond(run.run_dir, challenge, folder, step_fn=run.step_fn)
-            answer = json.loads((folder / "response.json").read_bytes())["answers"][0]
-            return decode_checkpoint((folder / "objects" / answer["before"]).read_bytes())
+            def ask(s: int) -> Any:
+                folder = work / f"ask-{s}"
+                shutil.rmtree(folder, ignore_errors=True)
+                challenge = {"v": 1, "kind": "computewatch/step-challenge", "run_id": inv["run_id"], "precommitment_digest": inv["precommitment_digest"],
+                             "records_root": summary["records_root"], "steps_count": summary["count"], "mode": "exact", "issued_ns": "0",
+                             "deadline_s": 3600, "steps": [{"step": s, "reasons": ["bisection"]}], "tag": ""}
+                respond(run.run_dir, challenge, folder, step_fn=run.step_fn)
+                answer = json.loads((folder / "response.json").read_bytes())["answers"][0]
+                raw = (folder / "objects" / answer["before"]).read_bytes()
+                return raw, decode_checkpoint(raw)
 
-        def digest(state: Any) -> tuple[str, str]:
-            return checkpoint_commitment(state.model, names, state.optimizer_tensors)
+            def digest(state: Any) -> tuple[str, str]:
+                return checkpoint_commitment(state[1].model, names, state[1].optimizer_tensors)
 
-        def replay(state: Any, a: int, b: int) -> tuple[str, str]:
-            for t in range(a, b):
-                outcome = replay_step(program, state, [program.sample(i) for i in records[t].sample_ids], t, pre.seed)
-                state = type(state)(t + 1, 0, 1, outcome.model, outcome.optimizer_tensors, state.optimizer_meta, state.scheduler,
-                                    {"torch": torch.get_rng_state()})
-            return outcome.commitment(names)
+            def replay(state: Any, a: int, b: int) -> tuple[str, str]:
+                return replay_state(state[0], a, b)
 
-        def committed(s: int) -> tuple[str, str]:
-            return tuple(summary["initial"][0]) if s == 0 else tuple(summary["state"][s - 1][0])  # type: ignore[return-value]
+            def committed(s: int) -> tuple[str, str]:
+                return tuple(summary["initial"][0]) if s == 0 else tuple(summary["state"][s - 1][0])  # type: ignore[return-value]
 
-        for lo in segments:
-            hi = min(lo + every, summary["count"])
-            found = bisect_segment(lo, hi, ask, digest, replay, committed)
-            first = min(t for t in forged if lo <= t < hi)
-            out.append({"segment": [lo, hi], "first_forged": first, "named": found.step, "rounds": found.rounds, "bound": found.bound,
-                        "ok": found.step == first and found.rounds <= found.bound})
+            for lo in segments:
+                hi = min(lo + every, summary["count"])
+                found = bisect_segment(lo, hi, ask, digest, replay, committed)
+                first = min(t for t in forged if lo <= t < hi)
+                out.append({"segment": [lo, hi], "first_forged": first, "named": found.step, "rounds": found.rounds, "bound": found.bound,
+                            "ok": found.step == first and found.rounds <= found.bound})
     return out
 
 

@@ -1,4 +1,5 @@
-"""Small monitored runs for the Verifier's tests, and a one-call `verify` on them."""
+"""Small monitored runs for the Verifier's tests, and a one-call `verify` on them (through the
+real sandbox: the Prover's program runs in a bubblewrap executor, the checks in this process)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def run_verify(*runs: Path, chips: list[Path] | None = None, prover: Path | None
         chipmaker_roots=[VerifyKey.load(r / "chips" / "chipmaker" / "chipmaker.pub") for r in runs],
         prover_keys=[VerifyKey.load(prover or first / "keys" / "prover.pub")],
         seed=options.pop("seed", b"verifier seed for the tests....."),
-        in_process=options.pop("in_process", True),
+        sandbox=options.pop("sandbox", True),
         **options,
     )
     return verify(request)

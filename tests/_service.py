@@ -130,11 +130,13 @@ def free_port() -> int:
 class Server:
     """`computewatch serve` in a subprocess on 127.0.0.1 and a free port."""
 
-    def __init__(self, db_url: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, db_url: str, data: Path, *, port: int | None = None, extra: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.db_url = db_url
         self.data = data
         self.port = port or free_port()
         self.extra = extra
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         data.mkdir(parents=True, exist_ok=True)
         self.pub = data.parent / "verifier.pub"
@@ -148,7 +150,8 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         cmd = [sys.executable, "-m", "computewatch", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
                "--data", str(self.data), "--verifier-pub", str(self.pub), "--log-level", "warning", *self.extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.data.parent / f"server-{self.port}.log", "ab"))  # noqa: SIM115
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data.parent / f"server-{self.port}.log", "ab"))  # noqa: SIM115
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,7 +189,7 @@ def honest_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def register_run(world: World, run: Path, owner: str = "lab") -> tuple[str, str]:
     """Put `run` under the service's data folder, register its chipmaker, its Prover as `owner`
     and its chip (shipped to the owner); returns (the run's path under the data folder, serial)."""
-    dest = world.data / "inputs" / "run"
+    dest = world.data / "inputs" / owner / "run"  # an owner's job names only its own inputs
     shutil.copytree(run, dest, symlinks=True)
     maker = SigningKey.load(run / "chips" / "chipmaker" / "chipmaker.key")
     prover = SigningKey.load(run / "keys" / "prover.key")
@@ -196,7 +199,7 @@ def register_run(world: World, run: Path, owner: str = "lab") -> tuple[str, str]
     world.reg.add_owner(owner, prover.public_key)
     serial = world.reg.register_chip(dest / "chips" / "chip-0000")["serial"]
     world.reg.ship(serial, owner, maker, prover)
-    return "inputs/run", serial
+    return f"inputs/{owner}/run", serial
 
 
 def wait_job(client: Any, job: int, timeout: float = 180.0) -> dict[str, Any]:

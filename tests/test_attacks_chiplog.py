@@ -1,5 +1,6 @@
 """Chip-log attacks (paper §4, §3.1, footnote 11): each tampering is caught at the inspection by
-the named check; a backup restored with no tree head witnessed in between is the documented gap."""
+the named check, including a backup restored with no tree head witnessed in between, a root-of-trust
+counter the owner tries to lower or reset, and two copies of one chip (chip.rot); no gap is left."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ CAUGHT = {
     "firmware-unsigned": "inspection.boot",
     "firmware-rollback": "inspection.boot",
     "firmware-late-update": "inspection.log",
+    "log-restored-unwitnessed": "inspection.log",
+    "rot-counter-lowered": "inspection.log",
+    "rot-counter-reset": "inspection.log",
+    "chip-two-copies": "inspection.log",
 }
 
 
@@ -29,7 +34,7 @@ def ctx() -> Iterator[Context]:
 
 @pytest.mark.parametrize("name", sorted(CAUGHT))
 def test_chip_log_attack_is_caught_by_its_check(ctx: Context, name: str) -> None:
-    trials = 2 if name == "log-restored-backup" else 1  # both ways the witness learns a head
+    trials = 2 if name in ("log-restored-backup", "chip-two-copies") else 1  # both variants
     result = run_attack(name, trials, seed=3, context=ctx)
     assert result.detected_by == CAUGHT[name] == get_attack(name).expected, result.to_json()
     assert result.detected and result.ok and result.detection_rate == 1.0 and result.trials == trials
@@ -45,8 +50,15 @@ def test_late_update_is_named_as_unmonitored_compute(ctx: Context) -> None:
     assert "unmonitored compute" in run_attack("firmware-late-update", 1, context=ctx).detail
 
 
-def test_backup_restored_without_a_witnessed_head_is_the_documented_gap(ctx: Context) -> None:
-    result = run_attack("log-restored-unwitnessed", 1, context=ctx)
-    assert get_attack("log-restored-unwitnessed").kind == "gap" and "remote attestation" in get_attack("log-restored-unwitnessed").why
-    assert not result.detected and result.detection_rate == 0.0 and result.detected_by is None
-    assert result.ok  # the measurement matches the documented limit
+def test_no_chip_log_attack_is_a_gap_and_the_counter_is_named() -> None:
+    from computewatch.adversary.suite import attack_names
+
+    assert [n for n in attack_names() if get_attack(n).family == "chip log" and get_attack(n).kind == "gap"] == []
+    assert set(CAUGHT) == {n for n in attack_names() if get_attack(n).family == "chip log"}
+
+
+def test_restores_and_twins_are_named_by_the_root_of_trust_counter(ctx: Context) -> None:
+    for name in ("log-restored-unwitnessed", "rot-counter-reset", "chip-two-copies"):
+        assert "root-of-trust counter" in run_attack(name, 1, context=ctx).detail, name
+    lowered = run_attack("rot-counter-lowered", 1, context=ctx)
+    assert "chip.root-of-trust" in lowered.checks  # the hardware refused to lower the counter

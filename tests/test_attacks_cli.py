@@ -27,7 +27,8 @@ def test_list_names_every_attack_of_the_issue() -> None:
     assert result.exit_code == 0, result.output
     listed = {a["attack"]: a for a in json.loads(result.stdout)}
     assert set(listed) == set(attack_names()) and len(listed) >= 30
-    assert {a["family"] for a in listed.values()} == {"chip log", "hiding", "timing", "appendix C", "transcripts", "step-challenges"}
+    assert {a["family"] for a in listed.values()} == {"chip log", "hiding", "timing", "appendix C", "transcripts", "hostile program", "lots", "location", "service",
+                                                      "step-challenges"}
     assert all(a["paper_ref"] and a["summary"] and a["kind"] in ("caught", "rate", "gap") for a in listed.values())
     assert all(a["why"] for a in listed.values() if a["kind"] == "gap")
     table = runner.invoke(app, ["attack", "list"])

@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +238,52 @@ CASES += [
     _c("demo-zero-steps", "demo --workdir {new}/w --steps 0", 2, "--steps"),
 ]
 
+# The command line's one guard (issue 20), by class: names the file system cannot hold, links as
+# outputs, FIFOs where a file is read, registers that are not (yet) registers, numbers and dates
+# out of range, binary files where text belongs, choices, --json on a parse error, sizes that
+# would mean 10^9 rows. Subprocess classes (stdout on a full disk, memory, file size limits,
+# hangs) are the tests after the table.
+LONG = "n" * 300
+CASES += [
+    _c("long-name-attest-out", f"chip attest {{chip}} --nonce {NONCE} --out {{new}}/{LONG}.json", 2, "longer than the file system allows"),
+    _c("long-name-train-out", f"train --preset mlp --steps 2 --out {{new}}/{LONG}", 2, "longer than the file system allows"),
+    _c("long-name-json", f"registry init --db {{new}}/{LONG}.db --json", 2, "longer than", as_json=True),
+    _c("loop-as-attest-out", f"chip attest {{chip}} --nonce {NONCE} --out {{loop}}", 2, "symbolic link"),
+    _c("dangling-as-attest-out", f"chip attest {{chip}} --nonce {NONCE} --out {{dangling}}", 2, "leads nowhere"),
+    _c("dangling-as-train-out", "train --preset mlp --steps 2 --out {dangling}", 2, "leads nowhere"),
+    _c("loop-as-demo-workdir", "demo --workdir {loop}", 2, "symbolic link"),
+    _c("loop-as-figure-out", "sampling figure2 --out {loop}", 2, "symbolic link"),
+    _c("fifo-as-evidence", f"chip verify-attestation {{fifo}} --nonce {NONCE} --chipmaker-pub {{pub}}", 2, "is a FIFO"),
+    _c("fifo-as-chipmaker-pub", "chip verify-log {chip} --chipmaker-pub {fifo}", 2, "is a FIFO"),
+    _c("fifo-as-seed-file", "inspect plan 1 --seed-file {fifo} --db {db}", 2, "is a FIFO"),
+    _c("fifo-as-db", "registry list chips --db {fifo}", 2, "is a FIFO"),
+    _c("fifo-as-db-json", "registry list chips --db {fifo} --json", 2, "is a FIFO", as_json=True),
+    _c("db-empty", "registry list chips --db=", 2, "--db is empty"),
+    _c("db-missing", "registry list chips --db {new}/none.db", 2, "registry init"),
+    _c("db-missing-show", "registry show CW-X --db {new}/none.db --json", 2, "no register at", as_json=True),
+    _c("db-not-sqlite", "registry list chips --db {file}", 2, "not a SQLite database"),
+    _c("db-folder", "registry list chips --db {new}", 2, "is a folder"),
+    _c("db-half-written", "registry list chips --db {half_db}", 2, "malformed"),
+    _c("db-unknown-revision", "registry list chips --db {future_db}", 2, "newer computewatch"),
+    _c("init-on-foreign-db", "registry init --db {foreign_db}", 2, "another application's tables"),
+    _c("add-on-foreign-db", "registry add-owner x --pub {pub} --db {foreign_db}", 2, "another application's tables"),
+    _c("verify-db-missing", "verify {run} --chips {chip} --db {new}/none.db", 2, "registry init"),
+    _c("int-past-64-bits", "inspect plan 99999999999999999999999 --db {db}", 2, "out of range"),
+    _c("int-past-64-bits-status", "inspect status 99999999999999999999999 --db {db} --json", 2, "out of range", as_json=True),
+    _c("date-past-9999", "inspect commit --period p --flops 1e20 --seed-out {new}/s.hex --start 9999-12-31T00:00:00Z --db {db}", 2, "out of range"),
+    _c("binary-seed-file", "inspect plan 1 --seed-file {binary} --db {db}", 2, "binary"),
+    _c("status-not-a-choice", "registry list chips --status weird --db {db}", 2, "--status 'weird' for chips: one of"),
+    _c("status-queue-choice", "registry list queue --status done --db {db} --json", 2, "pending|explained|unexplained", as_json=True),
+    _c("status-no-filter", "registry list lots --status x --db {db}", 2, "not a filter"),
+    _c("log-level-not-a-choice", "serve --log-level loud --db {db}", 2, "--log-level"),
+    _c("serve-bad-host", "serve --host no.such.host.invalid --db {db} --data {new}/d", 2, "--host"),
+    _c("serve-missing-register", "serve --db {new}/none.db --data {new}/d", 2, "registry init"),
+    _c("json-bad-number", "sampling plan --flops 5.76e23 --chips lots --json", 2, "--chips", as_json=True),
+    _c("json-bad-choice", "registry list chips --db {db} --json --limit 0", 2, "--limit", as_json=True),
+    _c("lot-of-a-billion-dies", "registry produce fab --lot L --wafers 10000 --dies-per-wafer 100000 --db {db}", 2, "at most 1,000,000"),
+    _c("seed-out-of-a-committed-plan", "inspect commit --period q --flops 1e20 --seed-out {used_seed} --db {db}", 2, "holds the seed of plan"),
+]
+
 
 def _hashes(root: Path) -> dict[str, str]:
     return {
@@ -253,6 +301,48 @@ def _unwritable(root: Path) -> Path | None:
         return ro
     # Root ignores modes: a kernel folder nobody may write into serves instead.
     return Path("/proc/sys") if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK) else None
+
+
+def _hostile(w: dict[str, Path], root: Path) -> None:
+    """Links, a FIFO, a binary file and registers that are not (usable) registers."""
+    import sqlite3
+
+    from computewatch.registry import Registry
+
+    h = root / "hostile"
+    h.mkdir()
+    (h / "loop").symlink_to(h / "loop")
+    (h / "dangling").symlink_to(h / "nowhere" / "x")
+    os.mkfifo(h / "fifo")
+    (h / "binary.seed").write_bytes(bytes(range(256)))
+    w.update(loop=h / "loop", dangling=h / "dangling", fifo=h / "fifo", binary=h / "binary.seed")
+    w["db"] = h / "register.db"
+    with Registry.open(str(w["db"])) as reg:
+        from computewatch.crypto.signing import SigningKey
+
+        maker, acme = SigningKey.load(root / "chipmaker" / "chipmaker.key"), SigningKey.generate()
+        reg.add_fab("fab", SigningKey.generate().public_key)
+        reg.add_chipmaker("maker", maker.public_key)
+        reg.add_owner("acme", acme.public_key)
+        reg.ship(reg.register_chip(w["chip"])["serial"], "acme", maker, acme)
+        seed = bytes(range(32))
+        plan, _ = reg.commit_plan("used", None, flops=1e20, seed=seed)
+    (h / "used.seed").write_text(seed.hex() + "\n")
+    w["used_seed"] = h / "used.seed"
+    full = (w["db"]).read_bytes()
+    (h / "half.db").write_bytes(full[: len(full) // 3])
+    w["half_db"] = h / "half.db"
+    (h / "future.db").write_bytes(full)
+    con = sqlite3.connect(h / "future.db")
+    con.execute("UPDATE alembic_version SET version_num = 'z9999'")
+    con.commit()
+    con.close()
+    w["future_db"] = h / "future.db"
+    con = sqlite3.connect(h / "foreign.db")
+    con.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
+    con.commit()
+    con.close()
+    w["foreign_db"] = h / "foreign.db"
 
 
 def _damage(world: dict[str, Path], root: Path) -> None:
@@ -346,6 +436,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train(TrainConfig(out=w["run"], preset="mlp", steps=6, checkpoint_every=2, threads=1, snapshots_per_day=24.0,
                       chip_seconds_per_step=3600.0, chip_secret_seed=TEST_SECRET_SEED, nonce=b"bad-inputs"))
     _damage(w, root)
+    _hostile(w, root)
     ro = _unwritable(root)
     if ro is not None:
         w["ro"] = ro
@@ -393,3 +484,120 @@ def test_bad_input(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
     assert _hashes(world["root"]) == before, "a failed command changed what was stored"
     # Nothing was made in the case's own scratch folder either (no half-made chip, run or file).
     assert not any(new.iterdir()), sorted(new.iterdir())
+
+
+# ---------------------------------------------------------------------- classes a subprocess shows
+def _cli(args: list[str], *, stdout: object = subprocess.PIPE, env: dict[str, str] | None = None, preexec=None,  # noqa: ANN001
+         timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "computewatch", *args], stdout=stdout, stderr=subprocess.PIPE,  # type: ignore[arg-type]
+                          env={**os.environ, **(env or {})}, preexec_fn=preexec, timeout=timeout, check=False)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess[bytes], needle: str) -> None:
+    text = proc.stderr.decode()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], text
+
+
+def test_stdout_on_a_full_disk_is_one_line_exit_2() -> None:
+    for extra in ([], ["--json"]):
+        with open("/dev/full", "wb") as full:
+            proc = _cli(["sampling", "plan", "--flops", "5.76e23", "--chips", "1e5", *extra], stdout=full)
+        assert proc.returncode == 2
+        _one_error_line(proc, "cannot write standard output: No space left on device")
+
+
+def test_out_of_memory_is_one_line_exit_2() -> None:
+    import resource
+
+    from computewatch.cli.bench_hash import max_buffer_mib
+
+    limit = 2 << 30
+    mib = max_buffer_mib()
+    assert mib << 20 > limit, "this test needs a machine with more than 8 GiB of memory"
+    proc = _cli(["bench", "hash", "--mib", str(mib), "--repeats", "1"],
+                preexec=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert proc.returncode == 2
+    _one_error_line(proc, "out of memory")
+
+
+def test_a_run_cut_off_by_a_full_disk_is_removed(tmp_path: Path) -> None:
+    import resource
+    import signal
+
+    def small_files() -> None:  # every file write past 64 KiB fails, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    out = tmp_path / "run"
+    proc = _cli(["train", "--preset", "mlp", "--steps", "2", "--out", str(out)], preexec=small_files, timeout=300)
+    assert proc.returncode == 2, proc.stderr.decode()
+    assert "File too large" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no half-written run left
+
+
+def test_the_default_register_is_never_created_silently(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "COMPUTEWATCH_DB"}
+    proc = subprocess.run([sys.executable, "-m", "computewatch", "registry", "list", "chips"], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 2 and not (tmp_path / "computewatch.db").exists()
+    _one_error_line(proc, "no register at computewatch.db (the default")
+
+
+def test_a_database_that_never_answers_times_out(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # accepts (the kernel completes the handshake) and never answers
+        port = server.getsockname()[1]
+        t0 = time.monotonic()
+        proc = _cli(["registry", "list", "chips", "--db", f"postgresql://cw@127.0.0.1:{port}/cw"],
+                    env={"COMPUTEWATCH_DB_CONNECT_TIMEOUT": "2"}, timeout=60)
+        took = time.monotonic() - t0
+    assert proc.returncode == 2 and took < 40, (took, proc.stderr)
+    _one_error_line(proc, "timeout")
+
+
+def test_a_ray_address_that_never_answers_is_given_up_on() -> None:
+    import threading
+
+    from computewatch.verifier.ray_connect import RayConnectError, connect_ray
+
+    never = threading.Event()
+
+    class Hanging:
+        def init(self, **_: object) -> None:
+            never.wait(30)
+
+    with pytest.raises(RayConnectError, match="did not answer within"):
+        connect_ray(Hanging(), "ray://10.0.0.1:10001", timeout=0.2)
+    never.set()
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_creates_nothing(world: dict[str, Path], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = CliRunner().invoke(app, ["serve", "--db", str(world["db"]), "--port", str(port), "--data", str(tmp_path / "d")])
+    assert r.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_interrupted_inspect_commit_is_resumed(world: dict[str, Path], tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    shutil.copy(world["db"], db)
+    seed_file = tmp_path / "seed.hex"
+    seed_file.write_text("ab" * 32 + "\n")  # what a commit killed after writing its seed leaves
+    args = ["inspect", "commit", "--period", "resumed", "--flops", "1e20", "--seed-out", str(seed_file), "--db", str(db), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.stderr and seed_file.read_text().strip() == "ab" * 32
+    # The retry of a commit that went through is refused, and points at no option that does not exist.
+    r = CliRunner().invoke(app, [*args[:3], "again", *args[4:]])
+    assert r.exit_code == 2 and "holds the seed of plan" in r.stderr and "--force" not in r.stderr

@@ -58,7 +58,7 @@ def test_plan_json_contract() -> None:
     assert ">= 1" in infeasible["reason"]
     custom = _json([
         "plan", "--flops", "1e24", "--chips", "1e5", "--chip-flops-per-day", "1e20", "--snapshots-per-day", "1",
-        "--run-days", "60", "--period-days", "20", "--probability", "0.5", "--json",
+        "--run-days", "60", "--period-days", "20", "--probability", "0.5", "--formula", "linear", "--json",
     ])
     b = 1e24 / (1e20 * 60 * 1e5)
     assert custom["samples_per_period"] == pytest.approx(-math.log(0.5) / (b * (1 - math.exp(-20))) * 20 / 60)
@@ -103,7 +103,8 @@ def test_simulate_json_contract() -> None:
         "simulate", "--flops", "5.76e23", "--chips", "1e7", "--samples", "109045", "--trials", "20000",
         "--seed", "3", "--json",
     ])
-    assert set(out) == {"trials", "detected", "estimate", "ci95", "closed_form"}
+    assert set(out) == {"trials", "detected", "estimate", "ci95", "closed_form", "samples", "start_offset", "windowed"}
+    assert out["samples"] == 109045 and out["start_offset"] == 0.0
     assert out["trials"] == 20000 and out["estimate"] == out["detected"] / 20000
     lo, hi = out["ci95"]
     assert lo <= out["estimate"] <= hi
@@ -135,3 +136,33 @@ def test_figures_from_the_command_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sampling", "detection-plot", "--flops", "2.56e24", "--chips", "1e5", "--out", str(curve)])
     assert result.exit_code == 0, result.output
     assert fig2.read_bytes()[:4] == curve.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plan_and_simulate_share_their_defaults() -> None:
+    """Without options, simulate samples what plan says and compares with the number plan prints;
+    a run starting at a period's start is the world both describe, so the estimate agrees."""
+    args = ["--flops", "5.76e23", "--chips", "1e5"]
+    planned = _json(["plan", *args, "--json"])
+    simulated = _json(["simulate", *args, "--trials", "20000", "--seed", "5", "--json"])
+    assert simulated["samples"] == math.ceil(planned["samples_per_period"])
+    assert simulated["closed_form"] == pytest.approx(planned["detection_probability"], rel=1e-12)
+    lo, hi = simulated["ci95"]
+    assert lo <= planned["detection_probability"] <= hi
+    linear = _json(["plan", *args, "--formula", "linear", "--json"])
+    assert _json(["simulate", *args, "--formula", "linear", "--trials", "100", "--json"])["samples"] == math.ceil(
+        linear["samples_per_period"])
+    uniform = _json(["simulate", *args, "--trials", "20000", "--seed", "5", "--start-offset", "uniform", "--json"])
+    assert uniform["start_offset"] is None and uniform["ci95"][0] > uniform["closed_form"]  # conservative closed form
+
+
+def test_simulate_says_what_it_compares_with_and_why_they_differ() -> None:
+    base = ["sampling", "simulate", "--flops", "5.76e23", "--chips", "1e5", "--trials", "2000"]
+    aligned = " ".join(runner.invoke(app, base, env={"COLUMNS": "200"}).stdout.split())
+    assert "Appendix B closed form (what `sampling plan` reports): 0.9001" in aligned
+    assert "sampling noise only" in aligned and "conservative" not in aligned
+    uniform = " ".join(runner.invoke(app, [*base, "--start-offset", "uniform"], env={"COLUMNS": "200"}).stdout.split())
+    assert "starts inside a period" in uniform and "windowed form for the same start: 0.97" in uniform
+    longer = " ".join(runner.invoke(app, [*base, "--run-days", "31"], env={"COLUMNS": "200"}).stdout.split())
+    assert "T is not a multiple of T_m" in longer
+    bad = runner.invoke(app, [*base, "--start-offset", "soon"])
+    assert bad.exit_code == 2 and "--start-offset 'soon'" in " ".join(bad.output.split())

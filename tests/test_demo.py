@@ -1,16 +1,15 @@
 """`computewatch demo`, the whole chain in one command: the honest Prover is compliant, the one
 that hides a run is in violation, and the world it leaves is readable by the other commands.
 
-One demo run (a subprocess, exactly as a user runs it, at the default size) is shared by the
-tests; its chips' secrets come from a fixed seed so their snapshot schedules repeat.
+One demo run (a subprocess, exactly as a user runs it, with a relative --workdir, at the default
+size; conftest's `demo_world`) is shared by the tests; its chips' secrets come from a
+fixed seed so their snapshot schedules repeat.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,9 @@ from computewatch.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "computewatch", *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    work = tmp_path_factory.mktemp("demo") / "world"
-    proc = _cli("demo", "--workdir", str(work), "--json", "--chip-secret-seed", "computewatch demo tests")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"work": work, "doc": json.loads(proc.stdout), "stderr": proc.stderr}
+@pytest.fixture
+def demo(demo_world: dict[str, Any]) -> dict[str, Any]:
+    return demo_world
 
 
 def _db(work: Path) -> str:
@@ -129,3 +120,35 @@ def test_the_embedded_policy_is_the_example_policy() -> None:
     from computewatch.demo.policy import DEMO_POLICY
 
     assert DEMO_POLICY.encode() == (ROOT / "examples" / "policies" / "demo.toml").read_bytes()
+
+
+def test_the_violation_is_in_plain_sight(demo: dict[str, Any]) -> None:
+    """`inspect status` and B's report lead with what B left unexplained, one snapshot at a time."""
+    work = demo["work"]
+    b = json.loads((work / "verifier" / "verdict-prover-b.json").read_text())
+    missing = b["snapshots"]["logged"] - b["snapshots"]["explained"]
+    assert missing > 0 and len(b["unexplained_snapshots"]) == missing
+    status = _json("inspect", "status", "--db", _db(work))
+    assert status["queue_unexplained"] == missing
+    assert [p["owner"] for p in status["provers"]] == ["prover-b", "prover-a"]
+    assert status["provers"][0]["state"] == "violation" and status["provers"][1]["state"] == "all explained"
+    assert status["findings"][0]["kind"] == "unexplained snapshots" and status["findings"][0]["party"] == "prover-b"
+    text = CliRunner().invoke(app, ["inspect", "status", "1", "--db", _db(work)], env={"COLUMNS": "80"}).stdout
+    assert text.index("open findings") < text.index("Provers")
+    assert "unexplained snapshots: prover-b" in text and "{" not in text and "None" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    page = (work / "verifier" / "report-prover-b.html").read_text()
+    section = page[page.index("id=unexplained"):page.index("<h2>checks</h2>")]
+    assert f"snapshots not explained ({missing})" in section
+    assert len(re.findall(r"<tr class=bad>", section)) == missing
+
+
+def test_the_plan_note_says_what_catches_a_hidden_run(demo: dict[str, Any]) -> None:
+    err = " ".join(demo["stderr"].split())
+    assert "every chip is inspected" in err and "precommitment before its first step" in err
+    assert "detects with probability" not in err  # the register's wording, which the demo contradicts
+    index = (demo["work"] / "report.html").read_text()
+    b = json.loads((demo["work"] / "verifier" / "verdict-prover-b.json").read_text())
+    assert index.count("<td class=unexplained>") == 2
+    assert f"<td class=unexplained>{len(b['unexplained_snapshots'])}</td>" in index
+    assert "precommitment before its first step" in index and "revealed: yes" in index

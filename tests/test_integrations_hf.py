@@ -129,6 +129,17 @@ def test_an_optimizer_the_program_does_not_rebuild_is_refused_before_recording(t
     assert not (tmp_path / "run" / "manifest.dsse.json").exists()
 
 
+def test_a_model_w0_the_verifier_cannot_rebuild_is_refused_before_the_first_step(tmp_path: Path) -> None:
+    """A buffer the lab set after construction (here a random one) is not what the Verifier's
+    rebuild from class and config gives: refused at train start, naming it, not at verification."""
+    with isolated_torch_state():
+        trainer = _trainer(tmp_path)
+        trainer.model.register_buffer("calibration", torch.randn(4))
+        with pytest.raises(IntegrationError, match=r"W0: the model holds other tensors .*calibration.*config alone"):
+            trainer.train()
+    assert not (tmp_path / "run" / "manifest.dsse.json").exists()
+
+
 def test_a_data_order_other_than_the_committed_one_stops_the_run(tmp_path: Path) -> None:
     with isolated_torch_state():
         trainer = _trainer(tmp_path, cls=_ShuffledOrder)

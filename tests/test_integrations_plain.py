@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 import computewatch
 from computewatch.chip import Chip
@@ -114,6 +115,66 @@ class _NoLength:
 
 class _NotAProgram:
     def __init__(self, hp: dict, data_dir: object = None) -> None: ...
+
+
+class _DefaultInit:
+    """A program whose W0 comes from PyTorch's default initialisation (the global RNG)."""
+
+    batch_size = 2
+
+    def __init__(self, hyperparameters: dict, data_dir: Path | None = None) -> None:
+        self.hp = hyperparameters
+
+    def __len__(self) -> int:
+        return 4
+
+    def sample(self, index: int) -> bytes:
+        return bytes([index, index])
+
+    def build_model(self, generator: torch.Generator) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> None:
+        return None
+
+    def collate(self, samples: list[bytes]) -> torch.Tensor:
+        return torch.tensor([list(s) for s in samples], dtype=torch.float32)
+
+    def loss(self, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return model(batch).pow(2).mean()
+
+    def train_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: None, batch: torch.Tensor) -> float:
+        optimizer.zero_grad()
+        loss = self.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+
+class _SeededInit(_DefaultInit):
+    """The same model with W0 drawn from the committed seed's generator: accepted."""
+
+    def build_model(self, generator: torch.Generator) -> torch.nn.Module:
+        from computewatch.integrations.program.init import init_weights
+
+        model = super().build_model(generator)
+        init_weights(model, generator, 0.02)
+        return model
+
+
+def test_w0_from_pytorchs_default_init_is_refused_before_the_first_step(tmp_path: Path) -> None:
+    with isolated_torch_state():
+        with pytest.raises(IntegrationError, match=r"W0: '0\.weight' is not what the committed seed gives.*init_weights"):
+            computewatch.monitor(_DefaultInit, {}, out=tmp_path / "default", chips=False, threads=1)
+        m = computewatch.monitor(_SeededInit, {}, out=tmp_path / "seeded", chips=False, threads=1)
+        with m:
+            for _, batch in m.batches(2):
+                m.step(m.program.train_step(m.model, m.optimizer, m.scheduler, batch))
+    assert check_run(tmp_path / "seeded")["problems"] == []
+    assert not (tmp_path / "default").exists() or not any((tmp_path / "default").iterdir())
 
 
 def test_monitor_refuses_what_it_cannot_record(example: ModuleType, run: Path, tmp_path: Path) -> None:

@@ -135,6 +135,10 @@ def test_default_database_env_var_and_bad_input(tmp_path, monkeypatch, registry_
     assert _run("registry", "init").exit_code == 0
     assert (tmp_path / "computewatch.db").exists()
     other = tmp_path / "elsewhere.db"
+    # Only `registry init` makes a register: another command on a missing file is refused.
+    r = _run("registry", "add-chipmaker", "maker", "--pub", maker_dir / "chipmaker.pub", env={"COMPUTEWATCH_DB": str(other)})
+    assert r.exit_code == 2 and "registry init" in r.stderr and not other.exists()
+    assert _run("registry", "init", env={"COMPUTEWATCH_DB": str(other)}).exit_code == 0
     r = _run("registry", "add-chipmaker", "maker", "--pub", maker_dir / "chipmaker.pub", env={"COMPUTEWATCH_DB": str(other)})
     assert r.exit_code == 0 and other.exists()
     r = _run("registry", "list", "parties", "--json", env={"COMPUTEWATCH_DB": str(other)})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from computewatch.registry._base import PAUSE_ENV
+from computewatch.registry._base import MARK_ENV, PAUSE_ENV
 
 # One process of the register: transfer SERIAL to TO, signed by the holder FROM. Prints JSON.
 _TRANSFER = r"""
@@ -85,15 +85,47 @@ def test_two_processes_race_for_one_chip_exactly_one_wins(registry, db_url) -> N
     assert registry.reg.verify_custody(serial)["ok"]
 
 
+def _at_the_lock(registry, second: subprocess.Popen, marks: Path) -> None:
+    """Wait for the observable event "the second writer is waiting on the first one's lock":
+    on PostgreSQL a backend waiting on a row lock; on SQLite the second writer asking for the
+    write lock (its mark) while the database's write lock is held (a probe cannot take it)."""
+    _wait_for(marks / "write-requested", second)
+    engine = registry.reg.engine
+    deadline = time.monotonic() + 60
+    if engine.dialect.name == "postgresql":
+        while True:
+            with engine.connect() as conn:
+                waiting = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).scalar()
+            if waiting:
+                return
+            assert second.poll() is None, second.communicate()
+            assert time.monotonic() < deadline, "the second writer never waited on a lock"
+            time.sleep(0.01)
+    import sqlite3
+
+    probe = sqlite3.connect(engine.url.database, timeout=0, isolation_level=None)
+    try:
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+        else:
+            probe.execute("ROLLBACK")
+            raise AssertionError("the first writer does not hold the database's write lock")
+    finally:
+        probe.close()
+
+
 def test_the_second_writer_waits_for_the_first_and_then_gets_a_clear_error(registry, db_url, tmp_path) -> None:
     _third_owner(registry)
     serial = registry.register(0, to="acme")
-    pause = tmp_path / "pause"
+    pause, marks = tmp_path / "pause", tmp_path / "marks"
     pause.mkdir()
+    marks.mkdir()
     first = _spawn(db_url, serial, "beta", 0, {PAUSE_ENV: f"transfer:{pause}"})
     _wait_for(pause / "paused", first)  # the first transfer is written, not yet committed
-    second = _spawn(db_url, serial, "gamma", 0)
-    time.sleep(1.0)
+    second = _spawn(db_url, serial, "gamma", 0, {MARK_ENV: str(marks)})
+    _at_the_lock(registry, second, marks)
     assert second.poll() is None, "the second writer must wait for the first one's lock"
     assert registry.reg.holder(serial) == "acme", "an uncommitted transfer is invisible"
     (pause / "resume").touch()
@@ -101,6 +133,7 @@ def test_the_second_writer_waits_for_the_first_and_then_gets_a_clear_error(regis
     lost = _result(second)
     assert not lost["ok"] and second.returncode == 1
     assert f"transfer of {serial} refused" in lost["error"]
+    # It read the state the first one committed: it waited, it did not race past the lock.
     assert "already used" in lost["error"] or "held by 'beta'" in lost["error"], lost
     assert registry.reg.holder(serial) == "beta"
 

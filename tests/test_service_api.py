@@ -297,20 +297,28 @@ def test_transcripts_runs_and_scoped_reads(world: World) -> None:
 def test_jobs_are_validated_and_scoped(world: World) -> None:
     acme, beta, v = world.as_party("acme"), world.as_party("beta"), world.as_party("verifier")
     serial, _ = world.report_chip(0, to="acme")
-    run = world.data / "inputs" / "run"
-    run.mkdir(parents=True)
-    (run / "manifest.dsse.json").write_bytes(b"{}")
+    for who in ("acme", "beta"):
+        run = world.data / "inputs" / who / "run"
+        run.mkdir(parents=True)
+        (run / "manifest.dsse.json").write_bytes(b"{}")
     for body, status in (({"runs": ["../x"], "chips": [{"serial": serial}]}, 403),
                          ({"runs": ["/etc"], "chips": [{"serial": serial}]}, 422),
-                         ({"runs": ["inputs/none"], "chips": [{"serial": serial}]}, 422),
-                         ({"runs": ["inputs/run"], "chips": [{"serial": serial}], "mode": "fast"}, 422),
-                         ({"runs": ["inputs/run"], "chips": [{"serial": serial}], "extra": 1}, 422)):
+                         ({"runs": ["inputs/acme/none"], "chips": [{"serial": serial}]}, 422),
+                         ({"runs": ["inputs/acme/run"], "chips": [{"serial": serial}], "mode": "fast"}, 422),
+                         ({"runs": ["inputs/acme/run"], "chips": [{"serial": serial}], "extra": 1}, 422)):
         r = acme.write("/v1/jobs", "verify", body)
         assert r.status_code == status, (body, r.text)
-    r = beta.write("/v1/jobs", "verify", {"runs": ["inputs/run"], "chips": [{"serial": serial}]})
+    # Another owner's uploads (run or chip folder) are not the submitter's to name.
+    for body in ({"runs": ["inputs/beta/run"], "chips": [{"serial": serial}]},
+                 {"runs": ["inputs/acme/run"], "chips": ["inputs/beta/run"]},
+                 {"runs": ["inputs/acme/../beta/run"], "chips": [{"serial": serial}]},
+                 {"runs": ["inputs/acme/run"], "chips": ["verdicts"]}):
+        r = acme.write("/v1/jobs", "verify", body)
+        assert r.status_code == 403 and "own inputs" in r.json()["error"], (body, r.text)
+    r = beta.write("/v1/jobs", "verify", {"runs": ["inputs/beta/run"], "chips": [{"serial": serial}]})
     assert r.status_code == 403 and "not held" in r.json()["error"]
     assert _rows(world, ss.jobs) == 0
-    r = acme.write("/v1/jobs", "verify", {"runs": ["inputs/run"], "chips": [{"serial": serial}]})
+    r = acme.write("/v1/jobs", "verify", {"runs": ["inputs/acme/run"], "chips": [{"serial": serial}]})
     assert r.status_code == 200, r.text
     job = r.json()["job"]
     assert acme.get(f"/v1/jobs/{job}").json()["status"] == "queued"
@@ -422,6 +430,9 @@ def test_uploads_of_raw_inputs(world: World) -> None:
     assert r.status_code == 401 and "does not match" in r.json()["error"]
     h2 = {**h, "X-CW-Content-SHA256": __import__("hashlib").sha256(other).hexdigest()}
     assert world.client.post("/v1/inputs/run-2", content=other, headers=h2).status_code == 401
+    # The headers were checked (and their nonce spent) before the body was read.
+    assert world.client.post("/v1/inputs/run-2", content=archive, headers=h).status_code == 403
+    h = read_headers("POST", "/v1/inputs/run-2", party="acme", key=world.keys["acme"], register=world.register, body=archive)
     assert world.client.post("/v1/inputs/run-2", content=archive, headers=h).status_code == 200
     r = world.client.post("/v1/inputs/run-3", content=archive, headers=h)
     assert r.status_code in (401, 403)  # signed for run-2 (and its nonce is spent)
@@ -443,3 +454,155 @@ def test_uploads_of_raw_inputs(world: World) -> None:
     assert acme.upload("big", b"x" * 1001).status_code == 413
     leftovers = [p.name for p in (world.data / "inputs").rglob(".*")]
     assert leftovers == []  # no temp files or half-unpacked folders stay behind
+
+
+# ---------------------------------------------------------------------- trust boundaries (issue 20)
+def test_hostile_bodies_and_numbers_are_4xx_with_the_error_body_and_store_nothing(world: World) -> None:
+    acme, insp, v = world.as_party("acme"), world.as_party("insp"), world.as_party("verifier")
+    serial, _ = world.report_chip(2, to="acme")
+    before = (_rows(world, ss.requests), _rows(world, ss.responses))
+    plan = {"period": "2026-Q1", "flops": 1e24}
+    bad_writes = [
+        ("/v1/plans", "commit-plan", {**plan, "start": "9999-12-01T00:00:00Z"}, "start"),
+        ("/v1/plans", "commit-plan", {**plan, "flops": "nan"}, "flops"),
+        ("/v1/plans", "commit-plan", {**plan, "flops": "inf"}, "flops"),
+        ("/v1/plans", "commit-plan", {**plan, "p": "0.9"}, "p"),
+        ("/v1/plans", "commit-plan", {**plan, "group_by_facility": "no"}, "group_by_facility"),
+        ("/v1/plans", "commit-plan", {**plan, "owners": ["acme", "acme"]}, "distinct"),
+        ("/v1/plans/1/draw", "draw-plan", {"plan": 1, "seed": ["00"]}, "seed"),
+        ("/v1/runs", "declare-run", {"run_id": "r", "serials": [serial], "precommitment": "not hex"}, "precommitment"),
+        ("/v1/runs", "declare-run", {"run_id": "r", "serials": [serial], "precommitment": ["ab" * 32]}, "precommitment"),
+        ("/v1/runs", "declare-run", {"run_id": "r", "serials": [serial, serial]}, "distinct"),
+        ("/v1/explanations", "explain", {"serial": serial, "counter": -1, "run_id": "r"}, "counter"),
+        ("/v1/explanations/mark", "mark-explained", {"serial": serial, "counter": 1, "status": "explained", "verdict_ref": "x",
+                                                     "shard_digest": ["ab" * 32]}, "shard_digest"),
+        ("/v1/jobs", "verify", {"runs": ["inputs/acme/run"], "chips": [{"serial": serial}], "segments": "9"}, "segments"),
+    ]
+    for path, action, body, word in bad_writes:
+        who = v if action == "mark-explained" else insp if "plan" in action or action == "draw-plan" else acme
+        r = who.write(path, action, body)
+        assert r.status_code == 422, (action, body, r.text)
+        assert set(r.json()) == {"error", "status"} and word in r.json()["error"], r.text
+    # Numbers past 64 bits in paths and queries; unknown routes and methods: the same error body.
+    for path in ("/v1/jobs/99999999999999999999999", "/v1/plans/123456789012345678901234567890",
+                 "/v1/transcripts/-1", f"/v1/chips/{serial}/entries?start=99999999999999999999"):
+        r = acme.get(path)
+        assert r.status_code == 422 and set(r.json()) == {"error", "status"}, (path, r.text)
+    r = world.client.get(f"/v1/chips/{serial}/proofs/inclusion", params={"index": 10**30})
+    assert r.status_code == 422 and "error" in r.json()
+    for method, path, status in (("GET", "/v1/nowhere", 404), ("POST", "/healthz", 405), ("DELETE", "/v1/chips", 405)):
+        r = world.client.request(method, path)
+        assert r.status_code == status and r.json() == {"error": r.json()["error"], "status": status}, r.text
+    assert (_rows(world, ss.requests), _rows(world, ss.responses)) == before
+
+
+def test_envelopes_with_many_signatures_are_refused_unread(world: World) -> None:
+    from computewatch.crypto.dsse import Envelope
+    from computewatch.service.auth import MAX_SIGNATURES
+
+    env = signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)
+    junk = [("", b"\x00" * 64)] * 20_000
+    r = world.client.post("/v1/sessions", content=Envelope(env.payload_type, env.payload, [*junk, *env.signatures]).to_json())
+    assert r.status_code == 422 and f"at most {MAX_SIGNATURES}" in r.json()["error"]
+    # A few are fine (a custody transfer has two signers).
+    r = world.client.post("/v1/sessions", content=Envelope(env.payload_type, env.payload, [junk[0], *env.signatures]).to_json())
+    assert r.status_code == 200, r.text
+
+
+def test_party_names_are_safe_and_a_verifier_key_never_takes_over_a_party(world: World, tmp_path: Path) -> None:
+    from computewatch.registry.errors import RegistryError
+    from computewatch.service.app import build_service
+    from computewatch.service.config import ServiceConfig
+
+    for name in (".", "..", ".hidden", "a\\b", "a/b"):
+        with pytest.raises(RegistryError):
+            world.reg.add_owner(name, SigningKey.generate().public_key)
+    # A Verifier key file named like a register party: the service refuses to start ...
+    with pytest.raises(RegistryError, match="acme"):
+        build_service(ServiceConfig(db_url=world.reg.url, data_dir=tmp_path / "d2", verifiers={"acme": world.keys["beta"].public_key}))
+    # ... and a party registered later under a Verifier's name takes over nothing: both are refused.
+    world.reg.add_owner("verifier", SigningKey.generate().public_key)
+    r = world.as_party("verifier").get("/v1/me")
+    assert r.status_code == 401 and "both" in r.json()["error"]
+
+
+def test_a_resend_gets_the_stored_answer_and_applies_once(world: World) -> None:
+    acme = world.as_party("acme")
+    serial, _ = world.report_chip(4, to="acme")
+    post = lambda env: world.client.post("/v1/runs", content=env.to_json())  # noqa: E731
+    env = signed_request("declare-run", {"run_id": "r1", "serials": [serial]}, party="acme", key=world.keys["acme"], register=world.register)
+    first, again = post(env), post(env)
+    assert first.status_code == again.status_code == 200 and first.json() == again.json()
+    assert again.headers.get("X-CW-Resent") == "1" and "X-CW-Resent" not in first.headers
+    assert [r["run_id"] for r in acme.get("/v1/runs").json()] == ["r1"]  # applied once
+    # Another statement under the used nonce is a replay.
+    other = signed_request("declare-run", {"run_id": "r2", "serials": [serial]}, party="acme", key=world.keys["acme"],
+                           register=world.register, nonce=json.loads(env.payload)["predicate"]["nonce"])
+    r = post(other)
+    assert r.status_code == 403 and "replayed" in r.json()["error"]
+    # A refusal the register decided is recorded too: the resend gets the same refusal.
+    bad = signed_request("declare-run", {"run_id": "r3", "serials": ["CW-NOPE"]}, party="acme", key=world.keys["acme"], register=world.register)
+    r1, r2 = post(bad), post(bad)
+    assert r1.status_code == r2.status_code and r1.status_code in (404, 422) and r1.json() == r2.json()
+    # A session token is never stored: its resend is refused.
+    s = signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)
+    assert world.client.post("/v1/sessions", content=s.to_json()).status_code == 200
+    r = world.client.post("/v1/sessions", content=s.to_json())
+    assert r.status_code == 403 and "token" not in r.json()
+
+
+def test_login_needs_this_sites_origin_logout_revokes_and_no_inline_script(world: World) -> None:
+    from computewatch.service.jobs import JobStore
+
+    acme = world.as_party("acme")
+    token = acme.session()
+    form = {"content": f"token={token}", "headers": {"content-type": "application/x-www-form-urlencoded"}}
+    for headers in ({}, {"origin": "http://evil.example"}, {"referer": "http://evil.example/x"},
+                    {"origin": "http://testserver", "sec-fetch-site": "cross-site"}):
+        r = world.client.post("/login", content=form["content"], headers={**form["headers"], **headers}, follow_redirects=False)
+        assert r.status_code == 403 and "cw_session" not in r.headers.get("set-cookie", ""), headers
+    r = world.client.post("/login", content=form["content"], headers={**form["headers"], "origin": "http://testserver"}, follow_redirects=False)
+    assert r.status_code == 303 and "cw_session" in r.headers["set-cookie"]
+    # The job page polls through a static script; the CSP allows no inline script.
+    job = JobStore(world.reg.engine, world.data)
+    from computewatch.registry import db as reg_db2
+
+    with reg_db2.write(world.reg.engine) as conn:
+        job_id = job.create(conn, "acme", {"runs": [], "chips": [], "mode": "exact", "segments": 1})
+    page = world.client.get(f"/jobs/{job_id}")
+    csp = page.headers["content-security-policy"]
+    assert page.status_code == 200 and "script-src 'self'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert "<script>" not in page.text and 'src="/static/job.js"' in page.text
+    assert world.client.get("/static/job.js").status_code == 200
+    # Logout revokes the token on the server: it reads nothing afterwards, cookie or bearer.
+    assert world.client.get("/logout", follow_redirects=False).status_code == 303
+    assert world.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    other = acme.session()
+    assert world.client.delete("/v1/sessions", headers={"Authorization": f"Bearer {other}"}).json() == {"revoked": True}
+    assert world.client.get("/v1/me", headers={"Authorization": f"Bearer {other}"}).status_code == 401
+
+
+def test_an_unsigned_upload_is_refused_before_its_body_touches_the_disk(world: World) -> None:
+    inputs = world.data / "inputs"
+    body = b"\0" * (1 << 20)
+    assert world.client.post("/v1/inputs/big", content=body).status_code == 401
+    h = read_headers("POST", "/v1/inputs/big", party="acme", key=world.keys["beta"], register=world.register, body=body)
+    assert world.client.post("/v1/inputs/big", content=body, headers=h).status_code == 401
+    assert not inputs.exists() or not any(inputs.rglob("*")), sorted(inputs.rglob("*"))
+
+
+def test_verdicts_name_no_server_paths() -> None:
+    from computewatch.service.jobs import scrub_paths
+
+    root = Path("/srv/computewatch")
+    text = scrub_paths('{"run": "/srv/computewatch/inputs/acme/run", "data": "/srv/computewatch"}', root)
+    assert "/srv" not in text and "inputs/acme/run" in text
+
+
+def test_published_body_schemas_match_the_models() -> None:
+    from computewatch.service.models import json_schemas
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+    for name, schema in json_schemas().items():
+        doc = json.loads((folder / f"service-{name}.schema.json").read_text())
+        assert {k: v for k, v in doc.items() if k not in ("$schema", "$id")} == schema, name

@@ -4,6 +4,8 @@ polled; a broken job records why; a job a crash left running is queued again."""
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,22 +48,24 @@ def test_a_verify_job_records_its_verdict_report_and_figures(world: World, hones
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert lab.get(f"/v1/jobs/{job}/figures/nope.png").status_code == 404
     assert acme.get(f"/v1/jobs/{job}/verdict").status_code == 403  # another owner's verdict
+    assert str(world.data.resolve()) not in json.dumps(verdict) + json.dumps(doc)  # no server paths in answers
     assert v.get(f"/v1/jobs/{job}/verdict").status_code == 200
 
 
 def test_a_broken_job_fails_with_its_reason_and_interrupted_jobs_rerun(world: World, honest_run_dir: Path) -> None:  # noqa: F811
     run, _ = register_run(world, honest_run_dir)
     lab = world.as_party("lab")
-    (world.data / "inputs" / "empty-chip").mkdir()
-    r = lab.write("/v1/jobs", "verify", {"runs": [run], "chips": ["inputs/empty-chip"]})
+    (world.data / "inputs" / "lab" / "empty-chip").mkdir()
+    r = lab.write("/v1/jobs", "verify", {"runs": [run], "chips": ["inputs/lab/empty-chip"]})
     assert r.status_code == 200, r.text
     doc = wait_job(lab, r.json()["job"])
     assert doc["status"] == "failed" and doc["error"]
+    assert str(world.data.resolve()) not in doc["error"] and "/tmp" not in doc["error"], doc["error"]
     # A job a crashed server left `running` is queued again by the next worker.
     svc = world.app.state.service
     with reg_db.write(svc.engine) as conn:
         res = conn.execute(insert(ss.jobs).values(
-            owner="lab", status="running", request='{"chips":["inputs/empty-chip"],"mode":"exact","runs":["inputs/run"],"segments":1}',
+            owner="lab", status="running", request='{"chips":["inputs/lab/empty-chip"],"mode":"exact","runs":["inputs/lab/run"],"segments":1}',
             stage="replay", done=1, total=3, fraction=0.3, created_at="2026-01-01T00:00:00Z"))
         stuck = int(res.inserted_primary_key[0])
     assert svc.jobs.requeue_interrupted() == 1

@@ -180,3 +180,70 @@ def _cert(state: Path):  # type: ignore[no-untyped-def]
     from computewatch.crypto.dsse import Envelope
 
     return Envelope.from_json((state / "certificate.json").read_bytes())
+
+
+def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_path: Path) -> None:
+    """kill -9 inside the write's transaction (nothing applied: the resend applies it) and then,
+    on that resend, just after its commit (the answer lost on the wire: the next resend gets
+    the stored answer): the run is declared exactly once."""
+    from computewatch.registry._base import PAUSE_ENV
+    from computewatch.service import signed_request
+
+    reg, chips, keys, server = server_world
+    env = signed_request("declare-run", {"run_id": "r-killed", "serials": [chips[0][0]]}, party="acme", key=keys["acme"],
+                         register=reg.register_id)
+    for point in ("service-write", "service-answered"):
+        pause = tmp_path / point
+        pause.mkdir()
+        server.env = {PAUSE_ENV: f"{point}:{pause}"}
+        server.start()
+        sent = threading.Thread(target=lambda: _post_quietly(server.url + "/v1/runs", env.to_json()))
+        sent.start()
+        deadline = time.monotonic() + 60
+        while not (pause / "paused").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (pause / "paused").exists(), f"the server never reached {point}"
+        server.kill()
+        sent.join(timeout=30)
+        declared = [x["run_id"] for x in reg.runs(owner="acme")].count("r-killed")
+        assert declared == (0 if point == "service-write" else 1), point  # applied or not, never half
+    server.env = None
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post("/v1/runs", content=env.to_json())
+        assert r.status_code == 200 and r.headers.get("X-CW-Resent") == "1", r.text
+        assert r.json()["run_id"] == "r-killed"
+    assert [x["run_id"] for x in reg.runs(owner="acme")].count("r-killed") == 1
+
+
+def _post_quietly(url: str, body: bytes) -> None:
+    try:
+        httpx.post(url, content=body, timeout=60)
+    except httpx.TransportError:
+        pass  # the server was killed under it
+
+
+def test_an_oversized_body_is_not_read_the_connection_closes(server_world) -> None:
+    import socket
+
+    reg, _, _, server = server_world
+    server.start()
+    # Over the limit (declared), and an unsigned upload under it (refused before its body is read).
+    for path, size in (("/v1/sessions", 10**10), ("/v1/inputs/big", 10**10), ("/v1/inputs/big", 500 << 20)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode() + b"x" * 65536)
+            answer = b""
+            closed = False
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except (ConnectionResetError, TimeoutError):
+                    closed = True
+                    break
+                if not chunk:
+                    closed = True
+                    break
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 413") or answer.startswith(b"HTTP/1.1 401"), answer[:200]
+            assert b'"status":' in answer and closed, "the server kept the connection open to read the rest"

@@ -175,3 +175,24 @@ def test_verify_with_responses_but_no_secret_is_unusable_input(run: Path, answer
     res = _cli("verify", str(run), "--chips", str(run / "chips"), "--chipmaker-pub", str(run / "chips" / "chipmaker" / "chipmaker.pub"),
                "--prover-pub", str(run / "keys" / "prover.pub"), "--responses", str(answered[1]))
     assert res.exit_code == 2 and "--seed" in res.output
+
+
+def test_the_judge_hashes_an_answered_state_before_the_sandboxed_replay(run: Path, answered: tuple[Path, Path]) -> None:
+    """judge_steps: a state that matches its commitment is replayed in the executor (digests of
+    the returned state, the operator trace); one that does not is never replayed."""
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier._audit import inventory
+    from computewatch.verifier._run import staged_run
+    from computewatch.verifier.step_replay import judge_steps
+
+    _, response = answered
+    answer = json.loads((response / "response.json").read_bytes())["answers"][0]
+    t = answer["step"]
+    with staged_run(str(run), [VerifyKey.load(run / "keys" / "prover.pub")], checkpoints="all") as staged:
+        summary = inventory(staged)["step_commitments"]
+        expected = summary["initial"][0] if t == 0 else summary["state"][t - 1][0]
+        spec = {"step": t, "rank": 0, "response_dir": str(response), "before": answer["before"], "after": None}
+        good, wrong = judge_steps(staged, [dict(spec, expected_before=expected), dict(spec, expected_before=["0" * 64, "0" * 64])])
+    assert good["before"] == expected and good["replayed"] is True and good["after"] == summary["state"][t][0]
+    assert good["lr_ok"] and good["samples_ok"] and good["ops"] and all(len(op) == 2 for op in good["ops"])
+    assert wrong["before"] == expected and wrong["replayed"] is False and "after" not in wrong

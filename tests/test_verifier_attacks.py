@@ -133,7 +133,7 @@ def test_a_withheld_transcript(honest: Path) -> None:
         runs=[], chips=[honest / "chips"],
         chipmaker_roots=[VerifyKey.load(honest / "chips" / "chipmaker" / "chipmaker.pub")],
         prover_keys=[VerifyKey.load(honest / "keys" / "prover.pub")],
-        seed=b"s" * 32, in_process=True,
+        seed=b"s" * 32,
     ))
     detail = _caught(doc, "snapshots")
     assert "withheld" in detail or "no transcript" in detail, detail
@@ -229,3 +229,48 @@ def test_another_recording_environment_makes_a_non_reproduction_inconclusive_nev
     assert undecided and "torch" in undecided[0] and "exact replay is impossible here" in undecided[0]
     # Tolerance mode needs no identical environment: the same edit is a violation there.
     _caught(run_verify(run, segments="all", mode="tolerance"), "segments")
+
+
+# ------------------------------------------------------------------------ evidence that fails is a violation
+def test_a_checkpoint_index_cut_down_to_w0(copy: Path) -> None:
+    from computewatch.formats.checkpoint import CheckpointIndex
+
+    CheckpointIndex(RunStorage(copy, create=False), 0).truncate(0)
+    doc = run_verify(copy, segments=0)
+    assert "no checkpoint of every rank at steps [4, 8, 12, 16]" in _caught(doc, "segments")
+    # The snapshots are still explained, by one replay from W0: the evidence withheld is the finding.
+    assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"] > 0
+
+
+def test_a_well_formed_checkpoint_with_other_tensor_shapes_is_a_finding_not_a_crash(copy: Path) -> None:
+    def reshape(ckpt) -> None:
+        name = next(k for k, v in ckpt.model.items() if v.dim() == 2)
+        ckpt.model[name] = torch.zeros(ckpt.model[name].shape[0] + 1, ckpt.model[name].shape[1])
+
+    edit_checkpoint(copy, 0, 8, reshape)
+    assert "another shape or dtype than the precommitted layout" in _caught(run_verify(copy, segments=0), "segments")
+
+
+def test_a_fifo_in_the_run_is_a_violation_and_never_waited_on(copy: Path) -> None:
+    import os
+
+    index = copy / "checkpoints" / "rank-00000.json"
+    index.unlink()
+    os.mkfifo(index)  # nobody ever writes to it: reading it would hang for ever
+    assert "not a regular file" in _caught(run_verify(copy, segments=0), "precommitment")
+
+
+def test_a_garbled_or_foreign_chip_certificate_is_a_chip_logs_violation(honest: Path, tmp_path: Path) -> None:
+    import shutil
+
+    chips = tmp_path / "chips"
+    shutil.copytree(honest / "chips", chips, symlinks=True)
+    serial = next(p for p in chips.iterdir() if (p / "certificate.json").exists())
+    (serial / "certificate.json").write_text('{"garbled": ')
+    doc = verify(VerifyRequest(runs=[], chips=[chips], chipmaker_roots=[VerifyKey.load(honest / "chips" / "chipmaker" / "chipmaker.pub")],
+                               prover_keys=[VerifyKey.load(honest / "keys" / "prover.pub")], seed=b"s" * 32))
+    assert "malformed chip certificate" in _caught(doc, "chip-logs")
+    foreign = SigningKey.generate().public_key  # the Verifier pins another chipmaker: no chip chains to it
+    doc = verify(VerifyRequest(runs=[], chips=[honest / "chips"], chipmaker_roots=[foreign],
+                               prover_keys=[VerifyKey.load(honest / "keys" / "prover.pub")], seed=b"s" * 32))
+    assert "not signed by any pinned chipmaker root" in _caught(doc, "chip-logs")

@@ -1,9 +1,9 @@
 """Honest runs are compliant (single process, DDP and FSDP over gloo; exact and tolerance mode),
-and the Verifier's own parts: import boundary, segment selection, FLOP counting, the sandbox."""
+and the Verifier's own parts: import boundary, segment selection, FLOP counting. Every replay
+here runs the program in the bubblewrap executor (tests/_runs.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,6 @@ import torch
 from _runs import failed, honest_run, run_verify
 
 from computewatch.verifier import count_flops, select_segments
-from computewatch.verifier.cluster import Job, TrustedCluster
 from computewatch.verifier.selection import seed_commitment
 
 KEYS = {"verdict", "checks", "total_flops", "verification_flops", "snapshots"}
@@ -27,7 +26,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_verifier_loads_no_prover_or_chip_code() -> None:
     code = (
         "import sys, computewatch.verifier as v\n"
-        "from computewatch.verifier import verification, cluster, evidence, _audit, _replay, _run, rules, report, plots, selection, flops\n"
+        "from computewatch.verifier import verification, cluster, evidence, _audit, _replay, _run, rules, report, plots, selection, flops, executor, protocol, sandbox, _examine, _compare\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('computewatch.prover', 'computewatch.chip')))\n"
         "print(bad)\n"
     )
@@ -45,6 +44,11 @@ def test_single_process_run_is_compliant_in_exact_mode(single: Path) -> None:
         assert names[name] is True, (name, doc["checks"])
     assert doc["total_flops"] > 0 and doc["verification_flops"] == doc["total_flops"]  # --segments all replays everything
     assert doc["selection"]["segments_replayed"] == doc["selection"]["segments_total"] == 4
+    assert doc["isolation"].startswith("bubblewrap sandbox")
+    # Compute: the judge's 6·N·D estimate is the floor, the executor's count a claim beside it.
+    compute = doc["runs"][0]["compute"]
+    assert doc["total_flops"] == max(compute["judge_estimate"], compute["executor_count"])
+    assert compute["executor_count"] > 0.5 * compute["judge_estimate"]
 
 
 def test_single_process_run_is_compliant_in_tolerance_mode(single: Path) -> None:
@@ -93,13 +97,18 @@ def test_flops_follow_two_per_multiply_accumulate_and_name_unknown_ops() -> None
     assert not count.complete and count.unknown  # never silently zero
 
 
-def test_cluster_jobs_run_without_network() -> None:
-    cluster = TrustedCluster(isolate=True)
-    probe = cluster.run([Job("probe", {}, ())])[0]
-    assert probe["loopback"] is True
-    if "own network namespace" in cluster.isolation:
-        assert probe["network_unreachable"] is True
-    else:  # the machine forbids namespaces: the verdict must say so
-        assert "NO network namespace" in cluster.isolation
-    result = cluster.run([Job("inventory", {"run_dir": "/nonexistent/run"}, ())])[0]
-    assert "error" in result and "no run directory" in json.dumps(result)
+def test_replay_steps_returns_the_states_a_spot_check_compares(single: Path) -> None:
+    # The executor API another check (a spot check of a few steps) builds on: from checkpoint 4,
+    # four steps, the parameters after step 6 and the full state after step 8.
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.verifier import replay_steps
+    from computewatch.verifier._compare import states_equal
+    from computewatch.verifier._run import staged_run
+
+    with staged_run(str(single), [VerifyKey.load(single / "keys" / "prover.pub")], checkpoints="all") as run:
+        states = replay_steps(run, 4, 4, [6])
+        end = run.checkpoint(8, 0)
+    assert sorted(states[0]) == [-1, 6]
+    model = {k[len("model/"):]: v for k, v in states[0][-1].items() if k.startswith("model/")}
+    assert states_equal(model, end.model)
+    assert not states_equal(states[0][6], {k: end.model[k] for k in states[0][6]})  # step 6 is not step 8

@@ -33,11 +33,8 @@ run = computewatch.monitor(make_program, hp, out={out!r}, data_dir={data!r}, sam
 with run:
     for step, batch in run.batches(12):
         run.step(run.program.train_step(run.model, run.optimizer, run.scheduler, batch))
+print(run.verify_command())
 """
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "computewatch", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -49,17 +46,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     x = torch.randn(128, 3, generator=g)
     y = x @ torch.tensor([[0.5], [-1.0], [2.0]]) + 0.1 * torch.randn(128, 1, generator=g)
     (data / "records.bin").write_bytes(torch.cat([x, y], dim=1).to(torch.float32).numpy().astype("<f4").tobytes())
-    out = root / "run"
-    done = subprocess.run([sys.executable, "-c", TRAIN.format(programs=str(PROGRAMS), out=str(out), data=str(data))],
+    # Relative paths, as a lab would type them: the run under runs/lab, the data in data/.
+    out = root / "runs" / "lab"
+    done = subprocess.run([sys.executable, "-c", TRAIN.format(programs=str(PROGRAMS), out="runs/lab", data="data")], cwd=root,
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = read_manifest(RunStorage(out, create=False)).precommitment.run_id
-    return {"out": out, "data": data, "run_id": run_id}
+    return {"out": out, "data": data, "run_id": run_id, "root": root, "printed": done.stdout.strip().splitlines()[-1]}
 
 
 def _verify_in_process(lab: dict, data: Path | None = None, **options) -> dict:
-    """The same pins through the Python API, without the sandbox (the check logic is the same;
-    the sandboxed command line is exercised once above)."""
+    """The same pins through the Python API (the judge in this process, the program in the
+    sandbox)."""
     from computewatch.crypto.signing import VerifyKey
     from computewatch.verifier import VerifyRequest, verify
 
@@ -68,17 +66,8 @@ def _verify_in_process(lab: dict, data: Path | None = None, **options) -> dict:
         runs=[out], chips=[out / "chips"],
         chipmaker_roots=[VerifyKey.load(out / "chips" / "chipmaker" / "chipmaker.pub")],
         prover_keys=[VerifyKey.load(out / "keys" / "prover.pub")],
-        seed=b"lab" * 11, data_dirs={lab["run_id"]: str(data or lab["data"])}, in_process=True, **options,
+        seed=b"lab" * 11, data_dirs={lab["run_id"]: str(data or lab["data"])}, **options,
     ))
-
-
-def _verify(lab: dict, *extra: str, data: Path | None = None) -> tuple[int, dict]:
-    out = Path(lab["out"])
-    proc = _cli("verify", str(out), "--chips", str(out / "chips"),
-                "--chipmaker-pub", str(out / "chips" / "chipmaker" / "chipmaker.pub"),
-                "--prover-pub", str(out / "keys" / "prover.pub"),
-                "--data", f"{lab['run_id']}={data or lab['data']}", "--seed", "lab", "--json", *extra)
-    return proc.returncode, json.loads(proc.stdout)
 
 
 def test_the_run_records_the_programs_files_outside_the_package(lab: dict) -> None:
@@ -86,12 +75,18 @@ def test_the_run_records_the_programs_files_outside_the_package(lab: dict) -> No
     assert files == ["model.py", "train.py"]
 
 
-def test_a_lab_program_is_compliant_in_the_sandbox(lab: dict, tmp_path: Path) -> None:
+def test_the_printed_verify_command_works_verbatim_with_relative_paths_in_the_sandbox(lab: dict, tmp_path: Path) -> None:
+    import shlex
+
+    printed = shlex.split(lab["printed"])
+    assert printed[:3] == ["computewatch", "verify", "runs/lab"] and "runs/lab/chips" in printed, printed
     html = tmp_path / "report.html"
-    code, doc = _verify(lab, "--segments", "all", "--html", str(html))
+    proc = subprocess.run([sys.executable, "-m", "computewatch", *printed[1:], "--json", "--html", str(html)], cwd=lab["root"],
+                          capture_output=True, text=True, timeout=600)
+    code, doc = proc.returncode, json.loads(proc.stdout)
     assert code == 0 and doc["verdict"] == "compliant", doc["checks"]
     assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"] > 0
-    assert doc["isolation"] != "in-process"
+    assert doc["isolation"].startswith("bubblewrap sandbox")
     assert html.read_text().startswith("<!DOCTYPE html>") and doc["verdict"] in html.read_text()
 
 
@@ -113,6 +108,6 @@ def test_an_edited_program_file_is_refused_before_it_is_imported(lab: dict, tmp_
     shutil.copytree(lab["out"], copy)
     model = copy / "program" / "model.py"
     model.write_text(model.read_text() + "\nimport socket  # a program that phones home\n")
-    doc = _verify_in_process({**lab, "out": copy}, segments=0)
-    assert doc["verdict"] == "violation"
+    doc = _verify_in_process({**lab, "out": copy}, segments=0, sandbox=False)  # the judge refuses it: nothing runs
+    assert doc["verdict"] == "violation" and doc["isolation"].startswith("NO sandbox")
     assert any("code digest" in c["detail"] for c in doc["checks"] if c["passed"] is False), doc["checks"]

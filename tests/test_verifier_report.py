@@ -276,3 +276,39 @@ def test_render_does_not_mutate_the_verdict() -> None:
     render_html(doc, figures={})
     assert doc == before
     assert re.search(r"3\.840e\+10", render_html(doc, figures={}))  # total FLOPs shown
+
+
+def _withheld(n: int) -> list[dict[str, Any]]:
+    """Snapshots a chip logged for a run whose transcript never reached the Verifier."""
+    return [{"chip": "CW-HIDDEN", "counter": 10 + i, "step": 3 * i + 1, "run_id": "covert-run", "clock_ns": str(i),
+             "busy_ns": str(1000 * i), "detail": "run covert-run's transcript was withheld"} for i in range(n)]
+
+
+def test_page_lists_every_unexplained_snapshot_before_the_checks() -> None:
+    unexplained = _withheld(8) + [{"chip": "CW-0002", "counter": 4, "step": 9, "run_id": "run-a", "clock_ns": "9000",
+                                   "busy_ns": "8000", "detail": "not reproduced"}]
+    page = render_html(_verdict(unexplained_snapshots=unexplained), figures={})
+    section = page[page.index("id=unexplained"):page.index("<h2>checks</h2>")]
+    assert "snapshots not explained (9)" in section
+    rows = re.findall(r"<tr class=bad>(.*?)</tr>", section)
+    assert len(rows) == 9
+    assert sum("CW-HIDDEN" in r and "covert-run" in r for r in rows) == 8
+    assert all(f"<td>{10 + i}</td>" in "".join(rows) for i in range(8))
+    clean = render_html(_verdict(unexplained_snapshots=[]), figures={})
+    assert "snapshots not explained (0)" in clean and "every logged snapshot was explained" in clean
+
+
+def test_snapshot_timeline_draws_the_snapshots_of_withheld_runs() -> None:
+    import matplotlib
+
+    from computewatch.verifier import plots
+
+    drawn: list[Any] = []
+    fig = plots._draw_snapshots(_verdict(unexplained_snapshots=_withheld(8)))
+    for ax in fig.axes:
+        drawn += [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
+    crosses = [c for c in drawn if len(c.get_offsets()) and c.get_facecolor()[0][0] > 0.7]  # red: not explained
+    assert sum(len(c.get_offsets()) for c in crosses) == 1 + 1 + 8  # one per run's table, plus the eight withheld
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "CW-HIDDEN" in labels
+    assert figure(_verdict(unexplained_snapshots=_withheld(8)), "snapshots") != figure(_verdict(), "snapshots")

@@ -1,5 +1,5 @@
-"""Chip-log attacks: the owner edits, cuts, splices or restores its chips' logs, or runs firmware
-that does not log (paper §4 and footnote 11, §3.1; attack table rows "tamper with chip
+"""Chip-log attacks: the owner edits, cuts, splices or restores its chips' logs, rolls the root
+of trust's counter back or runs two copies of one chip, or runs firmware that does not log (paper §4 and footnote 11, §3.1; attack table rows "tamper with chip
 hardware", "unsigned or old firmware", "delay firmware update").
 
 Each trial: a chip is registered and shipped to the owner, trains, and is inspected once (the
@@ -205,33 +205,112 @@ def _restored_backup(ctx: Context, trials: int, seed: int) -> Any:
     return result_from_trials(attack, out, extra={"variants": ["head from an inspection", "head from a remote attestation"][: min(2, trials)]})
 
 
-@register(
+def _restore_attack(name: str, restore: Callable[[Context, Path, Path, list[str]], Path]) -> Callable[[Context, int, int], Any]:
+    """A runner: per trial, back up an inspected chip's whole folder, train covertly on it, then
+    `restore(ctx, chip, backup, refused)` returns the folder presented at the next inspection
+    (`refused` collects what the chip's hardware refused on the way)."""
+
+    def run(ctx: Context, trials: int, seed: int) -> Any:
+        attack = get_attack(name)
+        world = chip_world(ctx, name)
+        out = []
+        for _ in range(trials):
+            serial, chip, _size = _inspected_chip(world, steps_after=0)
+            backup = chip.parent / f"{chip.name}-backup"
+            shutil.copytree(chip, backup)
+            use_chip(chip, 3, start=_STEPS, shard_seed=5)  # the covert run
+            refused: list[str] = []
+            trial = inspect_trial(world, serial, restore(ctx, chip, backup, refused), attack.expected)
+            checks = ("chip.root-of-trust", *trial.checks) if refused else trial.checks
+            out.append(Trial(trial.caught, trial.by, checks, trial.detail))
+        return result_from_trials(attack, out)
+
+    return run
+
+
+def _put_back(ctx: Context, chip: Path, backup: Path, refused: list[str]) -> Path:
+    shutil.rmtree(chip)
+    shutil.copytree(backup, chip)
+    return chip
+
+
+def _lower_then_put_back(ctx: Context, chip: Path, backup: Path, refused: list[str]) -> Path:
+    """Ask the root of trust to set the counter back to the backup's value, then restore."""
+    from computewatch.chip.rot import CounterRollbackError, CounterStore
+    from computewatch.chip.state import load_identity, load_nv
+
+    store, chip_id = CounterStore.for_chip(chip), load_identity(chip).device_key.public_key.keyid
+    try:
+        store.advance(chip_id, load_nv(backup).rot_counter)
+    except CounterRollbackError as exc:
+        refused.append(str(exc))
+    return _put_back(ctx, chip, backup, refused)
+
+
+def _put_back_elsewhere(ctx: Context, chip: Path, backup: Path, refused: list[str]) -> Path:
+    """Restore into another rack, whose root of trust never counted for this chip."""
+    return Path(shutil.copytree(backup, ctx.scratch("other-rack") / chip.name))
+
+
+# The restored log extends every witnessed head; what catches these is the root of trust's
+# monotonic counter, which the copy did not carry (chip.rot).
+register(
     "log-restored-unwitnessed",
-    paper_ref="§4, §3.1; docs/registry.md 'Limits'",
+    paper_ref="§4, §6.2 (rollback-protected storage); docs/registry.md 'Root of trust'",
     family="chip log",
-    kind="gap",
-    expected="inspection.witness",
+    kind="caught",
+    expected="inspection.log",
     summary="Takes the backup after the last inspection and restores it before the next one, with no tree head "
     "reaching the register in between (no remote attestation, on-chip log mode).",
     default_trials=1,
-    why="The restored log extends every tree head the witness holds, so it is indistinguishable from a chip that "
-    "sat idle; remote attestations during the period or report-to-server mode close the gap "
-    "(measured by `log-restored-backup`).",
+)(_restore_attack("log-restored-unwitnessed", _put_back))
+
+register(
+    "rot-counter-lowered",
+    paper_ref="§6.2 (rollback-protected storage); docs/registry.md 'Root of trust'",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Backs up the chip folder after an inspection, trains covertly, asks the root of trust to set the "
+    "monotonic counter back to the backup's value (refused), then restores the backup anyway.",
+    default_trials=1,
+)(_restore_attack("rot-counter-lowered", _lower_then_put_back))
+
+register(
+    "rot-counter-reset",
+    paper_ref="§6.2 (rollback-protected storage); docs/registry.md 'Root of trust'",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Trains covertly after an inspection, then restores the earlier backup into another rack whose root "
+    "of trust never counted for this chip (a counter reset to zero), and presents it from there.",
+    default_trials=1,
+)(_restore_attack("rot-counter-reset", _put_back_elsewhere))
+
+
+@register(
+    "chip-two-copies",
+    paper_ref="§4, §6.2; docs/registry.md 'Root of trust'",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Keeps two copies of one chip's folder: trains covertly on the twin, innocently on the original, "
+    "and presents the original (then, in a second trial, the twin) at the inspection.",
+    default_trials=2,
 )
-def _restored_unwitnessed(ctx: Context, trials: int, seed: int) -> Any:
-    attack = get_attack("log-restored-unwitnessed")
+def _two_copies(ctx: Context, trials: int, seed: int) -> Any:
+    attack = get_attack("chip-two-copies")
     world = chip_world(ctx, attack.name)
     out = []
-    for _ in range(trials):
+    for i in range(trials):
         serial, chip, _size = _inspected_chip(world, steps_after=0)
-        backup = chip.parent / f"{chip.name}-backup"
-        shutil.copytree(chip, backup)
-        use_chip(chip, 3, start=_STEPS, shard_seed=5)
-        shutil.rmtree(chip)
-        shutil.copytree(backup, chip)
-        out.append(inspect_trial(world, serial, chip, attack.expected))
-    caught = sum(t.caught for t in out)
-    return result_from_trials(attack, out, ok=caught == 0, detail="not caught: the restored log extends every witnessed head" if not caught else "")
+        twin = chip.parent / f"{chip.name}-twin"
+        shutil.copytree(chip, twin)
+        use_chip(twin, 3, start=_STEPS, shard_seed=5)  # the covert run, on the twin
+        use_chip(chip, 2, start=_STEPS)  # innocent work on the original
+        presented = chip if i % 2 == 0 else twin
+        out.append(inspect_trial(world, serial, presented, attack.expected))
+    return result_from_trials(attack, out, extra={"presented": ["original", "twin"][: min(2, trials)]})
 
 
 # ----------------------------------------------------------------------------- firmware

@@ -10,8 +10,8 @@ consistent chain: no digest of its own exposes it. Two forgeries:
 
 And three responders: one that refuses a drawn step, one that answers after the deadline, one
 that answers a state that does not hash to its commitment. The judge is the real one
-(`verifier.spot_checks.judge_responses`), fed by the real inventory and step jobs (in this
-process: the attack measures the checks, not the sandbox).
+(`verifier.spot_checks.judge_responses`), fed by the real inventory and the judge's step checks,
+whose replays run in the sandboxed executor (unconfined only where this machine has no sandbox).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ from computewatch.prover.recorder import Recorder
 from computewatch.prover.respond import respond
 from computewatch.prover.runner import TrainConfig, build_run, demo_program, isolated_torch_state, run_hyperparameters
 from computewatch.verifier.challenges import make_challenge
-from computewatch.verifier.cluster import execute
+from computewatch.crypto.signing import VerifyKey
+from computewatch.verifier._audit import inventory
+from computewatch.verifier._run import staged_run
+from computewatch.verifier.sandbox import sandbox_problem
+from computewatch.verifier.step_replay import judge_steps
 from computewatch.verifier.spot_checks import judge_responses
 
 __all__ = ["ForgedRun", "challenge_and_judge", "detection_closed_form", "forged_run", "forged_step_fn"]
@@ -76,7 +80,8 @@ class ForgedRun:
 
     def inventory(self, keys: tuple[bytes, ...]) -> dict[str, Any]:
         if self._inventory is None:
-            inv = execute({"kind": "inventory", "spec": {"run_dir": str(self.run_dir)}, "prover_keys": [k.decode() for k in keys]})
+            with staged_run(str(self.run_dir), [VerifyKey.from_pem(k) for k in keys], checkpoints="all") as staged:
+                inv = inventory(staged)
             inv["run_dir"] = str(self.run_dir)
             self._inventory = inv
         return self._inventory
@@ -110,20 +115,22 @@ def detection_closed_form(n: int, bad: int, k: int) -> float:
 
 
 class _Memo:
-    """Step jobs run once per (step, rank, answered state) across trials."""
+    """The judge's step checks (`step_replay.judge_steps`, the sandboxed executor) run once per
+    (step, rank, answered state) across trials; the new ones of a call share one executor."""
 
-    def __init__(self, keys: tuple[bytes, ...]) -> None:
-        self.keys = [k.decode() for k in keys]
+    def __init__(self, keys: tuple[bytes, ...], *, sandbox: bool = True) -> None:
+        self.keys = [VerifyKey.from_pem(k) for k in keys]
+        self.sandbox = sandbox and sandbox_problem() is None  # the attack measures the checks, not the sandbox
         self.cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def __call__(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for spec in specs:
-            key = (spec["run_dir"], spec["step"], spec["rank"], spec["before"], spec["after"])
-            if key not in self.cache:
-                self.cache[key] = execute({"kind": "step", "spec": spec, "prover_keys": self.keys})
-            out.append(self.cache[key])
-        return out
+        key = lambda spec: (spec["run_dir"], spec["step"], spec["rank"], spec["before"], spec["after"])  # noqa: E731
+        todo = {key(s): s for s in specs if key(s) not in self.cache}
+        if todo:
+            with staged_run(specs[0]["run_dir"], self.keys) as staged:
+                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox)):
+                    self.cache[k] = res
+        return [self.cache[key(s)] for s in specs]
 
 
 def challenge_and_judge(

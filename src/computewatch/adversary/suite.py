@@ -24,7 +24,12 @@ snapshots, init, data, hyperparameters, segments, loss, compute ...);
 log, witness) and ``inspection.refused``; ``chip.verified-boot`` the chip refusing an image;
 ``registry.<flag kind>`` a flag raised when a chip turns up (custody-mismatch, reported-lost,
 no-custody-trail); ``registry.investigation`` an investigation opened by loss reports;
-``sampling.inspection`` / ``sampling.snapshot`` a random draw that hit the cheat.
+``location.<check>`` a problem
+of a location check (`Registry.locate`: radius, disc, replay, chip-signature, landmark, ...);
+``chip.root-of-trust`` the root of trust refusing to lower its counter;
+``sampling.inspection`` / ``sampling.snapshot`` a random draw that hit the cheat;
+``sandbox.<what>`` (filesystem, network) a hostile program's attempt the Verifier's sandbox
+contained (nothing it tried happened, and the verdict is the one its run deserves).
 """
 
 from __future__ import annotations
@@ -184,7 +189,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "step_forgery")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "hostile", "lots", "location", "service_attacks", "step_forgery")
 
 
 def register(

@@ -74,8 +74,8 @@ def copy_run(src: Path, dst: Path) -> Path:
 def verify_runs(runs: Sequence[Path], *, chips: Sequence[Path] | None = None, prover: Path | None = None, **options: Any) -> dict[str, Any]:
     """The Verifier on submitted runs against inspected chips. Trust roots are the chipmaker
     roots of the chips (pinned as a registry would) and the Prover's registered key (the honest
-    run's key unless `prover` names another run whose key to pin). Jobs run in this process
-    (`in_process`), which runs the same checks as the sandboxed cluster."""
+    run's key unless `prover` names another run whose key to pin). The Prover's program runs in
+    the Verifier's sandbox; the checks are decided in this process."""
     from computewatch.crypto.signing import VerifyKey
     from computewatch.verifier import VerifyRequest, verify
 
@@ -95,7 +95,7 @@ def verify_runs(runs: Sequence[Path], *, chips: Sequence[Path] | None = None, pr
         chipmaker_roots=roots,
         prover_keys=[VerifyKey.load(pinned / "keys" / "prover.pub")],
         seed=options.pop("seed", VERIFIER_SEED),
-        in_process=options.pop("in_process", True),
+        sandbox=options.pop("sandbox", True),
         **options,
     )
     return verify(request)

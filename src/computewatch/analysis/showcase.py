@@ -1,5 +1,6 @@
-"""The analysis in one screen, for `computewatch demo`: Table 1, footnote 5, Figure 2, a Monte
-Carlo check, and two figures written to a folder."""
+"""The analysis in one screen, for notebooks and talks: `showcase(console, out_dir)` prints
+Table 1, footnote 5, Figure 2's worst case and a Monte Carlo check, writes two figures into
+`out_dir` and returns the numbers (docs/analysis.md)."""
 
 from __future__ import annotations
 

@@ -25,6 +25,8 @@ from computewatch.chip.chipmaker import Chipmaker
 from computewatch.chip.clock import ClockReading, SecureClock, SimulatedClock
 from computewatch.chip.errors import BootError, ChipError, ChipFrozenError, ReportError
 from computewatch.chip.log import ChipLog
+from computewatch.chip.rot import CounterStore
+from computewatch.chip.rot import check as _check_counter
 from computewatch.chip.selfcheck import log_damage as _find_log_damage
 from computewatch.chip.snapshot import SnapshotRecord, capture_shard, on_one_cuda_device
 from computewatch.chip.state import load_identity, load_nv, save_nv
@@ -70,10 +72,15 @@ def load_certificate(state_dir: str | os.PathLike[str]) -> Envelope:
 class Chip:
     """One ML chip running the monitoring firmware. Use `Chip.open`."""
 
-    def __init__(self, state_dir: Path, clock: SecureClock | None, transport: Transport | None) -> None:
+    def __init__(
+        self, state_dir: Path, clock: SecureClock | None, transport: Transport | None, rot_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self.state_dir = state_dir
         self._ident = load_identity(state_dir)
         self._nv = load_nv(state_dir)
+        # The root of trust's monotonic counter (outside the chip folder): see chip.rot.
+        self._rot = CounterStore.for_chip(state_dir, rot_dir)
+        self._rot_id = self._ident.device_key.public_key.keyid
         self._certificate = load_certificate(state_dir)
         self._own_clock = clock is None
         self._source: SecureClock = clock if clock is not None else SimulatedClock()
@@ -108,10 +115,16 @@ class Chip:
     # ----------------------------------------------------------------- identity and state
     @classmethod
     def open(
-        cls, state_dir: str | os.PathLike[str], clock: SecureClock | None = None, transport: Transport | None = None
+        cls,
+        state_dir: str | os.PathLike[str],
+        clock: SecureClock | None = None,
+        transport: Transport | None = None,
+        *,
+        rot_dir: str | os.PathLike[str] | None = None,
     ) -> Chip:
-        """Power on the chip whose state lives in `state_dir` (not yet booted)."""
-        return cls(Path(state_dir), clock, transport)
+        """Power on the chip whose state lives in `state_dir` (not yet booted); `rot_dir` is
+        where its root of trust keeps the monotonic counter (default: see chip.rot)."""
+        return cls(Path(state_dir), clock, transport, rot_dir)
 
     @property
     def serial(self) -> str:
@@ -165,6 +178,11 @@ class Chip:
     def busy_ns(self) -> int:
         return self._busy_ns
 
+    @property
+    def rot_counter(self) -> int:
+        """The root-of-trust counter value sealed state is bound to."""
+        return self._nv.rot_counter
+
     def clock_reading(self) -> ClockReading:
         return ClockReading(self._clock_now(), self._busy_ns, self._nv.reset_count, self._nv.restart_count, self._safe)
 
@@ -178,7 +196,22 @@ class Chip:
         every later log must extend; see chip.selfcheck)."""
         size = len(self._log)
         self._nv.log_size, self._nv.log_root = size, self._log.root(size).hex()
+        # Bind the write to the next counter value: sealed state first, then the counter, so a
+        # crash between the two leaves state one ahead (completed at boot), never behind.
+        counter = self._rot.read(self._rot_id)
+        twin = None
+        if counter > self._nv.rot_counter:
+            # The counter moved since this chip's last write: another copy of it is running.
+            twin = _check_counter(self._nv.rot_counter, counter)
+            if twin is not None and twin not in self._nv.log_damage:
+                self._nv.log_damage.append(twin)
+                if self._nv.tamper is None:
+                    self._nv.tamper = {"reason": f"log damage: {twin}", "clock_ns": str(self._clock_now())}
+        self._nv.rot_counter = counter + 1
         save_nv(self.state_dir, self._nv)
+        self._rot.advance(self._rot_id, self._nv.rot_counter)
+        if twin is not None and self._fw is not None:
+            self._append("tamper", {"reason": f"log damage: {twin}"})
 
     @property
     def log_damage(self) -> list[str]:
@@ -225,6 +258,11 @@ class Chip:
                 os.replace(staged, active)
             # Before sealed state is stamped with the log as it is now: compare against the old stamp.
             damage = [d for d in _find_log_damage(self._log, self._nv, self.serial) if d not in self._nv.log_damage]
+            counter = self._rot.read(self._rot_id)
+            rolled_back = _check_counter(self._nv.rot_counter, counter)
+            if rolled_back is not None:
+                damage.append(rolled_back)  # worded with both values: each restore is reported anew
+                self._nv.rot_counter = max(self._nv.rot_counter, counter)  # reported here, not again below
             self._nv.log_damage.extend(damage)
             if damage and self._nv.tamper is None:
                 self._nv.tamper = {"reason": f"log damage: {damage[0]}", "clock_ns": str(self._clock_now())}
@@ -363,6 +401,31 @@ class Chip:
             self._settle()
             return entry
 
+    @property
+    def certificate_device_key(self) -> bytes:
+        """The raw public device key (as the chip certificate names it)."""
+        return self._ident.device_key.public_key.raw
+
+    def answer_location(self, landmark: str, nonce: bytes) -> bytes:
+        """Sign a landmark's location nonce with the device key (formats.location.answer_input)."""
+        from computewatch.formats.location import answer_input
+
+        with self._lock:
+            self._require_boot()
+            return self._ident.device_key.sign(answer_input(landmark, self.serial, bytes(nonce)))
+
+    def log_location(self, record: Envelope) -> LogEntry:
+        """Log a landmark's signed record of this chip's round trips (its digest and shortest RTT)."""
+        from computewatch.formats.location import read_record
+
+        rec = read_record(record)
+        if rec.serial != self.serial:
+            raise ChipError(f"the landmark record is for chip {rec.serial}, not {self.serial}")
+        with self._lock:
+            entry = self._append("location", {"landmark": rec.landmark, "rtt_ns": str(rec.rtt_ns), "record_sha256": rec.digest})
+            self._settle()
+            return entry
+
     def trip_tamper(self, reason: str) -> None:
         """The tamper sensor fired: the flag is sticky and is read at inspection."""
         with self._lock:
@@ -490,6 +553,7 @@ class Chip:
                 "log": {"size": size, "root": self._log.root(size).hex()},
                 "tamper": self.tamper,
                 "log_damage": list(self._nv.log_damage),
+                "root_of_trust": {"counter": self._nv.rot_counter},
             }
             assert self._boot_cert is not None and self._boot_key is not None
             return make_evidence(

@@ -18,6 +18,7 @@ from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy, build_image
 from computewatch.formats.identity import issue_chip_certificate
+from computewatch.formats.lot import LotProof, check_lot_id, issue_lot
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "MAX_SERIAL_LENGTH", "Chipmaker", "LOGGING_FIRMWARE_CODE", "check_serial"]
 
@@ -87,6 +88,43 @@ class Chipmaker:
             out.mkdir(exist_ok=True)
             image.save(out / f"{name}-{version}-sv{security_version}-{image.measurement.hex()[:12]}.json")
         return image
+
+    def issue_lot(self, lot: str, certificates: list[bytes], *, name: str = "chipmaker") -> tuple[Envelope, list[LotProof]]:
+        """Sign the manifest of a lot of chip certificates (their exact bytes, in order) and
+        return it with every chip's inclusion proof (docs/formats.md, "Lot certificate")."""
+        return issue_lot(self._key, lot, name, certificates)
+
+    def manufacture_lot(
+        self,
+        folder: str | os.PathLike[str],
+        count: int,
+        lot: str,
+        *,
+        name: str = "chipmaker",
+        model: str = DEFAULT_MODEL,
+        peak_flops: int = DEFAULT_PEAK_FLOPS,
+    ) -> Path:
+        """Manufacture `count` chips into `folder/<serial>/`, each with its own certificate and
+        its `lot-proof.json`; write the signed manifest `folder/lot-<lot>.dsse.json` and the
+        certificates in lot order, one per line, `folder/lot-<lot>-certificates.jsonl`.
+        Returns the manifest's path."""
+        check_lot_id(lot)
+        if not isinstance(count, int) or not 1 <= count <= 1_000_000:
+            raise ChipError(f"a manufactured lot holds 1 to 1000000 chips, got {count!r}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        chips = []
+        for _ in range(count):
+            serial = check_serial(f"CW-{secrets.token_hex(6).upper()}")
+            chips.append(self.manufacture(folder / serial, serial=serial, model=model, peak_flops=peak_flops))
+        certs = [(d / "certificate.json").read_bytes() for d in chips]
+        manifest, proofs = self.issue_lot(lot, certs, name=name)
+        for d, proof in zip(chips, proofs):
+            atomic_write(d / "lot-proof.json", proof.to_json(), mode=0o644)
+        atomic_write(folder / f"lot-{lot}-certificates.jsonl", b"".join(c + b"\n" for c in certs), mode=0o644)
+        path = folder / f"lot-{lot}.dsse.json"
+        atomic_write(path, manifest.to_json(), mode=0o644)
+        return path
 
     def manufacture(
         self,

@@ -6,7 +6,8 @@ manufacture (serial, device secret, device key, the chipmaker root the boot ROM 
 `nv.json` holds the fuse-like anti-rollback counter, boot counters, the next schedule epoch,
 the tamper flag, the "running" marker that reveals an unclean stop, and the log's size and
 RFC 9162 root at every write (the firmware's own record of how far the log reached: a log cut
-or edited behind its back no longer extends it) with the sticky list of damage found.
+or edited behind its back no longer extends it) with the sticky list of damage found, and the
+root-of-trust counter value the write is bound to (chip.rot: a restored copy is behind it).
 In software anyone with the owner's file permissions can read these files; on a real chip they
 sit behind the hardware root of trust (the paper's §6.2 assumption).
 """
@@ -61,6 +62,10 @@ class NVState:
     log_size: int = 0
     log_root: str = EMPTY_LOG_ROOT
     log_damage: list[str] = field(default_factory=list)  # sticky: damage the firmware found
+    # The root-of-trust counter value this state is bound to (chip.rot): raised at every write,
+    # so a copy of this state put back later is behind the hardware counter. State written
+    # before the field existed reads as 0, bound to a counter never raised.
+    rot_counter: int = 0
 
     def to_json(self) -> dict[str, Any]:
         # Busy time in ns passes 2**53 after about 104 days: a decimal string, as in the log.
@@ -134,6 +139,8 @@ def load_nv(state_dir: Path) -> NVState:
         nv = NVState(**doc)
         if not isinstance(nv.log_size, int) or nv.log_size < 0 or not isinstance(nv.log_damage, list):
             raise ValueError("log_size must be a whole number >= 0 and log_damage a list")
+        if not isinstance(nv.rot_counter, int) or isinstance(nv.rot_counter, bool) or nv.rot_counter < 0:
+            raise ValueError("rot_counter must be a whole number >= 0")
         return nv
     except (TypeError, ValueError) as exc:
         raise ChipError(f"sealed state {str(path)!r} is malformed: {exc}") from None

@@ -10,6 +10,7 @@ and keeps its own copy of each chip's log, which audits like the chip's.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -19,6 +20,8 @@ from computewatch.crypto.atomic import append_durable
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
+
+log = logging.getLogger("computewatch.chip.transport")
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import parse_entry_line, split_log
@@ -79,10 +82,12 @@ class InProcessReceiver:
             serial = parse_entry_line(line)["serial"]
         except ComputewatchError as exc:
             self.rejected.append(f"malformed entry: {exc}")
+            log.warning("receiver refused a malformed entry: %s", exc)
             return None
         verifier = self._chips.get(serial)
         if verifier is None:
             self.rejected.append(f"unregistered chip {serial!r}")
+            log.warning("receiver refused an entry of the unregistered chip %r", serial)
             return None
         saved = verifier.save_state()
         problems = verifier.feed(line)
@@ -91,11 +96,13 @@ class InProcessReceiver:
             # The refused line must not move the chain either, or the genuine entry would fail next.
             verifier.restore_state(saved)
             self.rejected.extend(p.problem for p in problems)
+            log.warning("receiver refused entry of chip %s: %s", serial, problems[0].problem)
             return None
         try:
             append_durable(self.log_path(serial), line + b"\n")
         except BaseException:
             verifier.restore_state(saved)
+            log.exception("receiver could not store entry of chip %s", serial)
             raise
         return expected_ack(serial, verifier.position - 1, line)
 

@@ -51,7 +51,9 @@ def challenge(
     """Draw the steps the Prover must answer for, after it has committed (Verifier side)."""
     from computewatch.crypto.signing import VerifyKey
     from computewatch.verifier.challenges import make_challenge
-    from computewatch.verifier.cluster import Job, TrustedCluster
+    from computewatch.crypto.errors import ComputewatchError
+    from computewatch.verifier._audit import inventory
+    from computewatch.verifier._run import staged_run
 
     if not (run / "manifest.dsse.json").is_file():
         fail(f"{run}: not a transcript (no manifest.dsse.json)", as_json=as_json)
@@ -60,10 +62,12 @@ def challenge(
     if not prover_pub:
         fail("no Prover key pinned: give --prover-pub FILE (a key found beside the evidence is never trusted)", as_json=as_json)
     with guard(EXIT_UNUSABLE, as_json=as_json):
-        keys = tuple(VerifyKey.load(p).to_pem() for p in prover_pub)
-        inv = TrustedCluster().run([Job("inventory", {"run_dir": str(run)}, keys)])[0]
-        if "error" in inv:
-            fail(f"{run}: the transcript is not authentic or not readable: {inv['error']}", as_json=as_json)
+        keys = [VerifyKey.load(p) for p in prover_pub]
+        try:  # the judge's own reading of a staged copy: no Prover code runs
+            with staged_run(str(run.resolve()), keys, checkpoints="all") as staged:
+                inv = inventory(staged)
+        except ComputewatchError as exc:
+            fail(f"{run}: the transcript is not authentic or not readable: {exc}", as_json=as_json)
         summary = inv.get("step_commitments") or {}
         try:
             doc = make_challenge(summary, inv["run_id"], inv["precommitment_digest"], secret, steps, top_q=top_q, mode=mode.value, deadline_s=deadline_s)

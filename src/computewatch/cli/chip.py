@@ -136,7 +136,7 @@ def attest(
     (shutdown and a final checkpoint), and its boot counter goes up."""
     raw = _nonce(nonce)
     _chip_dir(state_dir)
-    check_output_file(out, overwrite=force)
+    check_output_file(out, overwrite=force, force="--force")
     with guard():
         chip = Chip.open(state_dir)
         try:

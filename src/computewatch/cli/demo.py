@@ -69,17 +69,20 @@ def _first(detail: str) -> str:
 
 def _print_verdicts(console: Console, result: Any) -> None:
     table = Table(title="Verdict per Prover")
-    for col in ("Prover", "verdict", "failed checks", "snapshots explained/logged", "FLOPs handed over", "queue"):
-        table.add_column(col)
+    for col in ("Prover", "verdict", "failed checks", "snapshots unexplained", "explained / logged"):
+        table.add_column(col, overflow="fold")
     colour = {"compliant": "green", "violation": "red", "inconclusive": "yellow"}
     for p in result.provers:
         failed = ", ".join(v["check"] for v in p.violations) or "none"
-        flops = "unknown" if p.total_flops is None else f"{p.total_flops:.2e} = {p.total_flops / result.policy_threshold:.2f} H"
-        queue = f"{p.queue['explained']} explained, {p.queue['unexplained']} not"
         c = colour.get(p.verdict, "white")
+        missing = p.snapshots_logged - p.snapshots_explained
         table.add_row(p.name, f"[bold {c}]{escape(p.verdict)}[/bold {c}]", escape(failed),
-                      f"{p.snapshots_explained}/{p.snapshots_logged}", flops, queue)
+                      f"[red]{missing}[/red]" if missing else "0", f"{p.snapshots_explained} / {p.snapshots_logged}")
     console.print(table)
+    for p in result.provers:
+        flops = "unknown" if p.total_flops is None else f"{p.total_flops:.2e} FLOPs = {p.total_flops / result.policy_threshold:.2f} H"
+        console.print(f"{escape(p.name)}: runs handed over {flops}; the register's queue: {p.queue['explained']} "
+                      f"explained, {p.queue['unexplained']} unexplained", highlight=False)
     for p in result.provers:
         for v in p.violations:
             console.print(f"{escape(p.name)} [red]{escape(v['check'])}[/red]: {escape(_first(v['detail']))}", highlight=False)
@@ -120,6 +123,8 @@ def _commands(result: Any) -> list[str]:
 
 def _check_workdir(path: Path, as_json: bool) -> None:
     """A new or empty folder whose nearest existing ancestor is writable (before anything runs)."""
+    if path.is_symlink() and not path.is_dir():  # a loop or a dangling link: mkdir would fail later
+        fail(f"--workdir {path} is a symbolic link{' that leads nowhere' if not path.exists() else ''}; give a folder", as_json=as_json)
     if path.exists() and not path.is_dir():
         fail(f"--workdir {path} is a file, not a folder", as_json=as_json)
     if path.is_dir() and any(path.iterdir()):
@@ -157,7 +162,7 @@ def demo(
 
     if workdir is not None:
         _check_workdir(workdir, as_json)
-        root = workdir
+        root = workdir.resolve()  # the commands it prints and the Verifier's jobs run elsewhere
     else:
         root = Path(tempfile.mkdtemp(prefix="computewatch-demo-"))
     console = err if as_json else out

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from computewatch.cli._common import (
@@ -23,6 +24,7 @@ from computewatch.cli._common import (
     Command,
     Group,
     check_output_file,
+    err,
     fail,
     out,
     print_json,
@@ -47,9 +49,11 @@ def _read_seed(path: Path | None, as_json: bool) -> bytes | None:
     if path is None:
         return None
     try:
-        text = path.read_text().strip()
+        text = path.read_text(encoding="ascii").strip()
     except OSError as exc:
         fail(f"--seed-file {path}: {exc.strerror}", as_json=as_json)
+    except UnicodeDecodeError:
+        fail(f"--seed-file {path} is not a text seed file (binary data)", as_json=as_json)
     try:
         seed = bytes.fromhex(text)
     except ValueError:
@@ -86,22 +90,30 @@ def commit(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Commit to a period's inspection plan: publish its commitment, keep the seed private."""
-    check_output_file(seed_out, "--seed-out", overwrite=False)
+    """Commit to a period's inspection plan: publish its commitment, keep the seed private.
+    A commit interrupted after its seed file was written is resumed by the same command: a
+    seed file that no committed plan uses is taken up again."""
     when = _start(start, as_json)
     from computewatch.registry.planning import new_seed
 
     # The seed is on disk before the commitment exists: a committed plan whose seed was lost
-    # could never be revealed (and blocks its period).
-    seed = new_seed()
-    write_output(seed_out, (seed.hex() + "\n").encode(), "--seed-out", mode=0o600)
+    # could never be revealed (and blocks its period). The write is atomic (temp file, fsync,
+    # rename), so a killed commit leaves a whole seed file or none.
+    fresh = not seed_out.exists()
+    if fresh:
+        check_output_file(seed_out, "--seed-out", overwrite=False)
+        seed = new_seed()
+        write_output(seed_out, (seed.hex() + "\n").encode(), "--seed-out", mode=0o600)
+    else:
+        seed = _unused_seed(seed_out, db, as_json)
     try:
         doc, _ = with_registry(db, as_json, lambda reg: reg.commit_plan(
             period, owner or None, flops=flops, start=when, T=run_days, T_m=period_days, p=probability,
             f=snapshots_per_day, a=chip_flops_per_day, formula=formula, group_by_facility=group_by_facility, seed=seed,
         ))
     except BaseException:
-        seed_out.unlink(missing_ok=True)  # nothing was committed with it
+        if fresh:
+            seed_out.unlink(missing_ok=True)  # nothing was committed with it
         raise
     doc["seed_file"] = str(seed_out)
     if as_json:
@@ -112,6 +124,27 @@ def commit(
     if doc["reason"]:
         out.print(f"[yellow]note[/yellow]: {escape(doc['reason'])}")
     out.print(f"seed kept in {seed_out}: reveal it only after {doc['end']}")
+
+
+def _unused_seed(seed_out: Path, db: str | None, as_json: bool) -> bytes:
+    """The seed of an interrupted commit: a whole seed file whose seed no committed plan uses
+    (a used one is never reused: its plan would be predictable)."""
+    check_output_file(seed_out, "--seed-out")  # a folder, a link: refused as for a new file
+    try:
+        text = seed_out.read_text(encoding="ascii").strip()
+        seed = bytes.fromhex(text)
+    except (OSError, ValueError):
+        seed = b""
+    if len(seed) != 32:
+        fail(f"--seed-out {seed_out} exists and is not a seed file; choose another name", as_json=as_json)
+    from computewatch.registry.planning import seed_commitment
+
+    mine = seed_commitment(seed)
+    used = with_registry(db, as_json, lambda reg: [p["plan"] for p in reg.plans() if p.get("seed_commitment") == mine])
+    if used:
+        fail(f"--seed-out {seed_out} exists and holds the seed of plan {used[0]}; choose another name", as_json=as_json)
+    err.print(f"resuming an interrupted commit with the unused seed in {seed_out}")
+    return seed
 
 
 def _show_plan(doc: dict, as_json: bool) -> None:
@@ -176,7 +209,7 @@ def record(
             from computewatch.crypto.signing import SigningKey
 
             signer = SigningKey.load(key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             doc = reg.record_inspection(serial, chip_dir, plan=plan_id, inspector=inspector, inspector_key=signer)
     if as_json:
         print_json(doc)
@@ -216,33 +249,75 @@ def status(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """How a plan's inspections went, or a summary: plans, the explanation queue, investigations."""
+    """How a plan's inspections went, or a summary: open findings first (unexplained snapshots,
+    inspection findings, refusals, open investigations), where each Prover stands, the plans."""
     seed = _read_seed(seed_file, as_json)
     with registry_guard(as_json):
-        with open_registry(db) as reg:
-            if plan_id is not None:
-                doc = reg.plan_status(plan_id, seed)
-            else:
-                doc = {
-                    "plans": reg.plans(),
-                    "queue_pending": len(reg.explanation_queue(status="pending")),
-                    "investigations_open": len(reg.investigations(status="open")),
-                    "inspections": {o: len(reg.inspections(outcome=o)) for o in ("clean", "finding", "refused")},
-                }
+        with open_registry(db, as_json=as_json) as reg:
+            summary = _summary(reg)
+            doc = summary if plan_id is None else {**reg.plan_status(plan_id, seed), **{
+                k: summary[k] for k in ("findings", "provers", "queue_pending", "queue_unexplained")}}
     if as_json:
         print_json(doc)
         return
-    if plan_id is None:
-        table = Table(title="inspection plans")
-        for col in ("plan", "period", "stockpile", "samples", "population", "revealed"):
-            table.add_column(col)
-        for p in doc["plans"]:
-            table.add_row(str(p["plan"]), escape(p["period"]), escape(p["stockpile"]), str(p["samples"]),
-                          str(p["population"]), "yes" if p["revealed"] else "no")
+    if plan_id is not None:
+        counts = doc["counts"]
+        out.print(f"plan {doc['plan']} ({escape(doc['period'])}): {counts['clean']} clean, {counts['finding']} with "
+                  f"findings, {counts['refused']} refused, {counts['pending']} not yet inspected")
+        for c in doc["chips"]:
+            out.print(f"  {c['serial']}: {c['outcome']} (holder {escape(c['holder'] or '-')}, {c['status']})")
+    _print_summary(doc)
+
+
+def _summary(reg: Any) -> dict[str, Any]:
+    from computewatch.registry.standing import open_findings, standing
+
+    inspections = reg.inspections()
+    investigations = reg.investigations()
+    provers = standing(reg.explanation_queue(status=None))
+    return {
+        "findings": open_findings(provers, inspections, investigations, reg.flags()),
+        "provers": provers,
+        "plans": reg.plans(),
+        "queue_pending": sum(p["pending"] for p in provers),
+        "queue_unexplained": sum(p["unexplained"] for p in provers),
+        "investigations_open": sum(1 for i in investigations if i["status"] == "open"),
+        "inspections": {o: sum(1 for i in inspections if i["outcome"] == o) for o in ("clean", "finding", "refused")},
+    }
+
+
+_STATE_STYLE = {"violation": "bold red", "awaiting explanation": "yellow", "all explained": "green"}
+
+
+def _print_summary(doc: dict[str, Any]) -> None:
+    findings = doc["findings"]
+    if findings:
+        out.print(f"[bold red]open findings ({len(findings)})[/bold red]")
+        for f in findings:
+            out.print(f"  [red]{escape(f['kind'])}[/red]: {escape(f['party'])}, {escape(f['subject'])}", soft_wrap=False)
+            out.print(Padding(escape(f["detail"]), (0, 0, 0, 4)), soft_wrap=False)
+    else:
+        out.print("[green]no open findings[/green]")
+    if doc["provers"]:
+        table = Table(title="Provers: logged snapshots the register asked them to explain")
+        for col in ("Prover", "standing", "unexplained", "pending", "explained"):
+            table.add_column(col, justify="left" if col in ("Prover", "standing") else "right")
+        for p in doc["provers"]:
+            style = _STATE_STYLE.get(p["state"], "")
+            table.add_row(escape(p["owner"]), f"[{style}]{p['state']}[/{style}]", str(p["unexplained"]),
+                          str(p["pending"]), str(p["explained"]))
         out.print(table)
-        out.print(f"inspections: {doc['inspections']}; snapshots awaiting explanation: {doc['queue_pending']}; "
-                  f"open investigations: {doc['investigations_open']}")
+    if "plans" not in doc:  # one plan's status: its chips are above
+        out.print(f"snapshots unexplained: {doc['queue_unexplained']}, awaiting explanation: {doc['queue_pending']}")
         return
-    out.print(f"plan {doc['plan']} ({escape(doc['period'])}): {doc['counts']}")
-    for c in doc["chips"]:
-        out.print(f"  {c['serial']}: {c['outcome']} (holder {escape(c['holder'])}, {c['status']})")
+    table = Table(title="inspection plans")
+    for col in ("plan", "period", "stockpile", "samples", "population", "revealed"):
+        table.add_column(col)
+    for p in doc["plans"]:
+        table.add_row(str(p["plan"]), escape(p["period"]), escape(p["stockpile"]), str(p["samples"]),
+                      str(p["population"]), "yes" if p["revealed"] else "no")
+    out.print(table)
+    n = doc["inspections"]
+    out.print(f"inspections: {n['clean']} clean, {n['finding']} with findings, {n['refused']} refused; "
+              f"snapshots unexplained: {doc['queue_unexplained']}, awaiting explanation: {doc['queue_pending']}; "
+              f"open investigations: {doc['investigations_open']}")

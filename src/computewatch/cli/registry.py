@@ -8,11 +8,13 @@ in the working directory) and `--json`. Exit status: 0 done; 1 a refusal the reg
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -21,6 +23,7 @@ from computewatch.cli._common import (
     FLAG,
     Command,
     Group,
+    check_register,
     fail,
     out,
     print_json,
@@ -59,22 +62,22 @@ def registry_guard(as_json: bool) -> Iterator[None]:
         fail(str(exc), EXIT_FINDING, as_json=as_json)
     except ComputewatchError as exc:
         fail(str(exc), as_json=as_json)
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        fail(f"{where}{exc.strerror or exc}", as_json=as_json)
+    # OS, database and encoding errors: the command line's one guard (Command) says them.
 
 
-def open_registry(db: str | None) -> Registry:
-    """Open (and migrate) the register; call inside `registry_guard`."""
+def open_registry(db: str | None, *, create: bool = False, as_json: bool = False) -> Registry:
+    """Open (and migrate) the register; call inside `registry_guard`. Only `create` (registry
+    init) makes a new one: see `check_register`."""
     from computewatch.registry import Registry
 
+    check_register(db, create=create, as_json=as_json)
     return Registry.open(db)
 
 
 def with_registry(db: str | None, as_json: bool, action: Callable[[Registry], T]) -> T:
     """Run `action` on the opened register; its errors become `registry_guard`'s one line."""
     with registry_guard(as_json):
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             return action(reg)
 
 
@@ -100,7 +103,7 @@ def init(
 ) -> None:
     """Create the register (or migrate it to the newest schema) and show its id and settings."""
     with registry_guard(as_json):
-        reg = open_registry(db)
+        reg = open_registry(db, create=True, as_json=as_json)
         with reg:
             if loss_threshold is not None:
                 reg.set_setting("loss_investigation_threshold", loss_threshold)
@@ -155,9 +158,42 @@ def produce(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Record a fab's production lot: its wafers (and dies), held by the fab."""
+    """Record a fab's production lot: its wafers (and dies), held by the fab. At most
+    1,000,000 dies per lot (wafers x dies per wafer)."""
+    if wafers * dies_per_wafer > _MAX_DIES_PER_LOT:
+        fail(f"--wafers {wafers} x --dies-per-wafer {dies_per_wafer} = {wafers * dies_per_wafer:,} dies: at most "
+             f"{_MAX_DIES_PER_LOT:,} per lot (record a large lot as several)", as_json=as_json)
     doc = with_registry(db, as_json, lambda reg: reg.produce(fab, lot, wafers, dies_per_wafer))
     _done(doc, as_json, f"lot {escape(lot)}: {len(doc['wafers'])} wafers, {doc['dies']} dies, held by {escape(fab)}")
+
+
+@app.command("register-lot", cls=Command)
+def register_lot(
+    manifest: Annotated[Path, typer.Argument(help="The chipmaker's signed lot manifest (lot-LOT.dsse.json).")],
+    chip_dirs: Annotated[Optional[list[Path]], typer.Argument(
+        help="Chip state directories of the lot, each with its lot-proof.json (or give --certificates).")] = None,
+    certificates: Annotated[Optional[Path], typer.Option(
+        help="The whole lot: every certificate in lot order, one per line (lot-LOT-certificates.jsonl).")] = None,
+    fab: Annotated[Optional[str], typer.Option(help="The fab that made the chips.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes reading certificates (default: one per core).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register chips by signed lot: one chipmaker signature per lot, one Merkle inclusion check per chip."""
+    if (certificates is None) == (not chip_dirs):
+        fail("give the whole lot with --certificates FILE, or chip directories with their lot-proof.json (not both)",
+             as_json=as_json)
+
+    def run(reg: Registry) -> dict[str, Any]:
+        data = manifest.read_bytes()
+        if certificates is not None:
+            with certificates.open("rb") as fh:
+                return reg.register_lot(data, (line.rstrip(b"\n") for line in fh), fab=fab, workers=workers)
+        chips = [reg.register_lot_chip_dir(data, d, fab=fab)["serial"] for d in chip_dirs or []]
+        return {"chips": len(chips), "serials": chips}
+
+    doc = with_registry(db, as_json, run)
+    _done(doc, as_json, f"{doc['chips']} chip(s) registered by lot")
 
 
 @app.command("register-chip", cls=Command)
@@ -177,7 +213,7 @@ def _transfer(serial: str, to: str, from_key: Path, to_key: Path, facility: str 
               as_json: bool, first: bool) -> None:
     with registry_guard(as_json):
         giver, receiver = _signing_key(from_key), _signing_key(to_key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             move = reg.ship if first else reg.transfer_with_keys
             doc = move(serial, to, giver, receiver, facility=facility)
     where = f" ({escape(facility)})" if facility else ""
@@ -222,7 +258,7 @@ def transfer(
         return
     with registry_guard(as_json):
         data = envelope.read_bytes()
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             from computewatch.registry import parse_statement
 
             if parse_statement(data).label != serial:
@@ -243,7 +279,7 @@ def report_loss(
     """The holder reports an item lost, damaged or destroyed (it stays responsible for it)."""
     with registry_guard(as_json):
         signer = _signing_key(key)
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             doc = reg.report_with_key(serial, kind, signer, reason=reason)
     line = f"{serial} reported {kind} by {escape(doc['holder'])}"
     if doc["investigation"] is not None:
@@ -290,24 +326,64 @@ def list_cmd(
     owner: Annotated[Optional[str], typer.Option(help="Only this holder's (or party's) records.")] = None,
     status: Annotated[Optional[str], typer.Option(help="Only records with this status.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows.")] = None,
+    wide: Annotated[bool, typer.Option("--wide", metavar=FLAG, help="Every column, digests and times in full (wider than 80 columns).")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List chips (or wafers, dies), parties, lots, investigations, flags, plans, the
-    explanation queue or declared runs."""
+    explanation queue or declared runs. --status takes, by what is listed: chips, wafers,
+    dies: active|packaged|lost|damaged|destroyed; parties: a role
+    (chipmaker|owner|inspector|fab); investigations: open|closed; queue:
+    pending|explained|unexplained. The table keeps to the terminal's width (the main
+    columns, digests and times shortened); --wide shows every column in full, --json everything."""
+    choices = _STATUSES.get(what, ())
+    if status is not None and status not in choices:
+        allowed = f"one of {'|'.join(choices)}" if choices else "not a filter here"
+        fail(f"--status {status!r} for {what}: {allowed}", as_json=as_json)
     with registry_guard(as_json):
-        with open_registry(db) as reg:
+        with open_registry(db, as_json=as_json) as reg:
             rows = _listing(reg, what, owner, status, limit)
     if as_json:
         print_json(rows)
         return
-    table = Table(title=f"{what} ({len(rows)})")
-    columns = list(rows[0]) if rows else []
+    if not rows:
+        which = status or ("pending" if what == "queue" else None)
+        out.print(f"{what}: none" + (f" with status {escape(which)}" if which else ""))
+        return
+    columns = list(rows[0]) if wide else [c for c in _NARROW.get(what, list(rows[0])) if c in rows[0]]
+    table = Table(title=f"{what} ({len(rows)})" + ("" if wide else "; --wide for every column"))
     for col in columns:
-        table.add_column(col)
+        table.add_column(col.replace("_", " "), overflow="fold", no_wrap=wide)
     for r in rows:
-        table.add_row(*(escape(_cell(r[c])) for c in columns))
-    out.print(table)
+        table.add_row(*(escape(_cell(r[c] if wide or c != "verdict_ref" else str(r[c] or "").split("#")[0], wide))
+                        for c in columns))
+    if wide:  # every column at its natural width, whatever the terminal's
+        Console(width=100_000, soft_wrap=True, highlight=False).print(table)
+    else:
+        out.print(table)
+
+
+# The columns a listing shows by default (in this order): what fits 80 columns and says most.
+_NARROW: dict[str, list[str]] = {
+    "chips": ["serial", "holder", "status", "facility", "exempt"],
+    "wafers": ["serial", "holder", "status", "facility"],
+    "dies": ["serial", "holder", "status", "facility"],
+    "parties": ["name", "role", "keyid", "created_at"],
+    "lots": ["lot", "fab", "wafers", "dies_per_wafer", "produced_at"],
+    "investigations": ["id", "party", "status", "reason", "opened_at"],
+    "flags": ["id", "serial", "kind", "responsible", "detail"],
+    "plans": ["plan", "period", "stockpile", "samples", "population", "revealed", "end"],
+    "queue": ["serial", "counter", "step", "owner", "status", "verdict_ref"],
+    "runs": ["owner", "run_id", "chips", "declared_at"],
+}
+
+
+_ITEM = ("active", "packaged", "lost", "damaged", "destroyed")
+_STATUSES: dict[str, tuple[str, ...]] = {
+    "chips": _ITEM, "wafers": _ITEM, "dies": _ITEM, "parties": ("chipmaker", "owner", "inspector", "fab"),
+    "investigations": ("open", "closed"), "queue": ("pending", "explained", "unexplained"),
+}
+_MAX_DIES_PER_LOT = 1_000_000  # a lot is recorded in one transaction: 10^9 rows would never finish
 
 
 def _listing(reg: Registry, what: str, owner: str | None, status: str | None, limit: int | None) -> list[dict[str, Any]]:
@@ -331,10 +407,26 @@ def _listing(reg: Registry, what: str, owner: str | None, status: str | None, li
     return rows[:limit] if limit is not None else rows
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, wide: bool = True) -> str:
+    """A value as plain text: no Python reprs, no "None"; narrow tables shorten digests to 12
+    hex digits and times to the second."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return "" if value is None else str(value)
+        return ", ".join(_cell(v, wide) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v, wide)}" for k, v in value.items())
+    text = str(value)
+    if not wide:
+        text = _HEX.sub(lambda m: m.group(0)[:12] + "…", text)
+        text = _TIME.sub(lambda m: f"{m.group(1)} {m.group(2)}Z", text)
+    return text
+
+
+_HEX = re.compile(r"\b[0-9a-f]{32,}\b")
+_TIME = re.compile(r"\b(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.\d+)?Z\b")
 
 
 @app.command(cls=Command)

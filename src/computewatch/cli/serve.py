@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from computewatch.cli._common import FLAG, Command, check_output_dir, err, fail, guard
+from computewatch.cli._common import FLAG, Command, check_output_dir, check_register, err, fail, guard
 
 __all__ = ["Command", "serve"]
 
@@ -20,7 +22,7 @@ def serve(
     verifier_pub: Annotated[Optional[list[Path]], typer.Option("--verifier-pub", help="Public key (PEM) of the Verifier role, named after the file's stem; repeatable.")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", metavar=FLAG, help="Do not run verify jobs in this process.")] = False,
     verify_workers: Annotated[int, typer.Option("--verify-workers", min=1, max=256, help="Trusted-cluster jobs a verify job runs at once.")] = 1,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+    log_level: Annotated[Literal["critical", "error", "warning", "info", "debug"], typer.Option("--log-level", help="Log level of the service and uvicorn (logs go to stderr).")] = "info",
 ) -> None:
     """Serve the register over HTTP: chips report entries, Provers and inspectors send signed
     statements, the dashboard shows the regime. Stops on Ctrl-C."""
@@ -31,6 +33,11 @@ def serve(
     for path in verifier_pub or []:
         with guard():
             verifiers[path.stem] = VerifyKey.load(path)
+    # Before anything is created or migrated: the address can be listened on, the register exists.
+    _check_listen(host, port)
+    with guard():
+        check_register(db)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvicorn
 
@@ -41,3 +48,18 @@ def serve(
         app = create_app(db or "computewatch.db", data, verifiers=verifiers, worker=not no_worker, verify_workers=verify_workers)
     err.print(f"computewatch service on http://{host}:{port} (register {app.state.service.reg.register_id}, data {data})")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """A host that does not resolve, or a port in use, is one clear line before anything is made."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"--host {host}: not an address of this machine ({getattr(exc, 'strerror', None) or exc})")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
+        try:
+            s.bind(address)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

@@ -67,8 +67,10 @@ def show(
     except ComputewatchError as exc:
         fail(f"{run_dir}: {exc}", EXIT_FINDING)
     table = Table(title=f"transcript {summary['run_id']}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # digests and paths whole, wrapped, never cut
     for key, value in summary.items():
-        table.add_row(key, escape(str(value)))
+        table.add_row(key.replace("_", " "), escape(_plain(value)))
     if counts is not None:
         checked = (
             f"{counts['steps']} steps (batch roots, data order), {counts['checkpoints']} checkpoints "
@@ -80,6 +82,17 @@ def show(
     else:
         table.add_row("verified", "nothing (--no-verify)")
     out.print(table)
+
+
+def _plain(value: object) -> str:
+    """A summary value as text: lists joined, a mapping as "key: value; ...", no Python reprs."""
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"rank {k}: {_plain(v)}" if isinstance(k, int) else f"{k}: {_plain(v)}" for k, v in value.items())
+    return str(value)
 
 
 @app.command("export-hashes", cls=Command)
@@ -96,7 +109,7 @@ def export_hashes_cmd(
     from computewatch.formats.storage import RunStorage
     from computewatch.prover.export import export_hashes, sign_export
 
-    check_output_file(out_file, overwrite=force)
+    check_output_file(out_file, overwrite=force, force="--force")
     _open(run_dir)
     try:
         doc = export_hashes(run_dir)

@@ -8,22 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
+
 from computewatch.cli._common import (
     EXIT_FINDING,
-    Command,
     EXIT_UNUSABLE,
+    Command,
+    check_register,
     err,
     fail,
     out,
     print_json,
+    stage_progress,
 )
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
@@ -90,6 +86,7 @@ def _from_registry(url: str, as_json: bool) -> dict[str, Any]:
     try:
         from computewatch.registry import Registry
 
+        check_register(url, as_json=as_json)
         reg = Registry.open(url)
         return reg.verifier_trust()
     except ComputewatchError as exc:
@@ -104,7 +101,8 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for c in doc["checks"]:
-        mark = {True: "[green]passed[/green]", False: "[red]FAILED[/red]", None: "[yellow]undecided[/yellow]"}[c["passed"]]
+        status = c.get("status") or {True: "passed", False: "failed", None: "undecided"}[c["passed"]]
+        mark = {"passed": "[green]passed[/green]", "failed": "[red]FAILED[/red]", "undecided": "[yellow]undecided[/yellow]", "not-run": "[dim]not run[/dim]"}[status]
         table.add_row(c["name"], mark, c["detail"])
     out.print(table)
     snaps = doc["snapshots"]
@@ -119,7 +117,7 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
         out.print(f"step challenges: {spot['passed']} of {spot['drawn']} drawn steps passed, {spot['replayed_steps']} replayed ({share} of the training FLOPs)")
     for loc in doc.get("localized") or []:
         out.print(f"localized: run {loc['run']} step {loc['step']} operator {loc.get('operator')} (index {loc.get('operator_index')}, {loc.get('rounds')} rounds)")
-    out.print(f"trusted cluster isolation: {doc['isolation']}")
+    out.print(f"isolation: {doc['isolation']}")
     if html is not None:
         out.print(f"report: {html}")
 
@@ -139,6 +137,7 @@ def verify(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
     responses: Annotated[Optional[list[Path]], typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
+    unsafe_no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="Run the Prover's program without the bubblewrap sandbox (it can then read this machine's files and reach its network); the verdict's isolation says so.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
 ) -> None:
@@ -148,8 +147,11 @@ def verify(
     from computewatch.verifier import EvidenceError, VerifyRequest
     from computewatch.verifier import verify as run_verify
 
+    # Paths are resolved here, before anything runs elsewhere: relative paths mean this folder.
+    runs = [r.resolve() for r in runs]
+    chips = [c.resolve() for c in chips]
     for r in runs:
-        if not (r / "manifest.dsse.json").is_file():
+        if not os.path.lexists(r / "manifest.dsse.json"):  # a manifest that is not a regular file is the Prover's finding
             fail(f"{r}: not a transcript (no manifest.dsse.json)", as_json=as_json)
     if html is not None and (html.is_dir() or not html.parent.is_dir()):
         fail(f"--html {html}: not a writable file path (is it a folder, or does its folder not exist?)", as_json=as_json)
@@ -177,7 +179,13 @@ def verify(
         run_id, sep, folder = item.partition("=")
         if not sep or not run_id or not Path(folder).is_dir():
             fail(f"--data {item!r}: expected RUN_ID=DIR with an existing folder", as_json=as_json)
-        data_dirs[run_id] = folder
+        data_dirs[run_id] = str(Path(folder).resolve())
+    if not unsafe_no_sandbox:
+        from computewatch.verifier.sandbox import sandbox_problem
+
+        problem = sandbox_problem()
+        if problem is not None:
+            fail(f"cannot sandbox the Prover's program: {problem}; refusing to replay (--unsafe-no-sandbox runs it unconfined)", EXIT_UNUSABLE, as_json=as_json)
     if responses and seed is None:
         fail("--responses needs --seed: the secret the challenges were drawn with (64 hex digits, as in the --seed-file of `challenge`)", as_json=as_json)
     for folder in responses or []:
@@ -197,19 +205,13 @@ def verify(
         ray_address=ray_address,
         workers=workers,
         data_dirs=data_dirs,
-        responses=[str(r) for r in responses or []],
+        responses=[str(r.resolve()) for r in responses or []],
+        sandbox=not unsafe_no_sandbox,
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(what: str, done: int, total: int) -> None:
-                if what not in tasks:
-                    tasks[what] = bar.add_task(what, total=max(total, 1))
-                bar.update(tasks[what], completed=done, total=max(total, 1))
-
-            doc = run_verify(request, progress)
+        with stages:
+            doc = run_verify(request, report)
     except (EvidenceError, ValueError) as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
     except ComputewatchError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 
 from computewatch.crypto.errors import FormatError
 
-__all__ = ["MAX_SAFE_INTEGER", "canonical_json", "parse_canonical_json"]
+__all__ = ["MAX_SAFE_INTEGER", "canonical_json", "encode_parsed", "parse_canonical_json"]
 
 # Beyond 2**53 doubles lose integers; readers in other languages would silently round.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -56,11 +56,51 @@ def _reject_constant(name: str) -> Any:
     raise FormatError(f"canonical JSON: {name} is not allowed")
 
 
+class _NotCanonical(Exception):
+    pass
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_SAFE_INTEGER:
+        raise _NotCanonical
+    return value
+
+
+_fast_loads = json.JSONDecoder(parse_int=_safe_int, parse_constant=lambda name: _reject_fast(name)).decode
+_fast_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _reject_fast(name: str) -> Any:
+    raise _NotCanonical
+
+
+def encode_parsed(obj: Any) -> bytes:
+    """The canonical JSON of a value built only from what `parse_canonical_json` returned (and
+    strings and small integers): the same bytes as `canonical_json`, without re-walking a value
+    already checked. A value of any other origin must go through `canonical_json`."""
+    return _fast_dumps(obj).encode("utf-8")
+
+
 def parse_canonical_json(data: bytes) -> Any:
     """Parse `data`, requiring it to be exactly the canonical encoding of what it contains."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"canonical JSON: expected bytes, got {type(data).__name__}")
     raw = bytes(data)
+    # Fast path, one C parse and one C encode: integers are range-checked as they are parsed;
+    # a duplicate key, a non-finite float or any other departure makes the re-encoding differ
+    # (or fail). Accepting here implies the careful path below accepts the same value; on any
+    # doubt that path runs and names the problem.
+    try:
+        obj = _fast_loads(raw.decode("utf-8"))
+        if _fast_dumps(obj).encode("utf-8") == raw:
+            return obj
+    except (_NotCanonical, ValueError, RecursionError):
+        pass
+    return _parse_careful(raw)
+
+
+def _parse_careful(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -15,8 +15,10 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MerkleTree",
+    "RootBuilder",
     "leaf_hash",
     "node_hash",
+    "root_from_leaf_hashes",
     "root_from_leaves",
     "verify_consistency",
     "verify_inclusion",
@@ -141,6 +143,47 @@ class MerkleTree:
 def root_from_leaves(leaves: Sequence[bytes]) -> bytes:
     """Root of the tree over raw leaf data (each hashed with leaf_hash)."""
     return MerkleTree(leaves).root()
+
+
+class RootBuilder:
+    """The root of a tree whose leaf hashes arrive one at a time, in O(log n) memory.
+
+    A stack of perfect subtrees merged as they fill (the largest power of two below n is always
+    the leftmost full subtree), folded right to left for the root: the same root as MerkleTree.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: list[int] = []
+        self._stack: list[bytes] = []
+        self.size = 0
+
+    def add(self, leaf: bytes) -> None:
+        if len(leaf) != HASH_SIZE:
+            raise FormatError(f"a Merkle leaf hash is {HASH_SIZE} bytes")
+        sizes, stack, size = self._sizes, self._stack, 1
+        while sizes and sizes[-1] == size:
+            leaf = hashlib.sha256(b"\x01" + stack.pop() + leaf).digest()
+            sizes.pop()
+            size *= 2
+        stack.append(leaf)
+        sizes.append(size)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        h = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            h = hashlib.sha256(b"\x01" + left + h).digest()
+        return h
+
+
+def root_from_leaf_hashes(hashes: Iterable[bytes]) -> bytes:
+    """Root of the tree over already hashed leaves (RootBuilder over all of them)."""
+    builder = RootBuilder()
+    for h in hashes:
+        builder.add(h)
+    return builder.root()
 
 
 def _check_proof(proof: Sequence[bytes]) -> list[bytes]:

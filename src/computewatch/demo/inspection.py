@@ -30,6 +30,7 @@ __all__ = [
     "explanation_queue",
     "export_evidence",
     "inspect_chips",
+    "plan_note",
     "reveal_plan",
     "settle_queue",
     "verify_owner",
@@ -82,6 +83,35 @@ def commit_plan(world: World, *, flops: float, period: str = "demo-period-1", T:
     with os.fdopen(fd, "w") as fh:
         fh.write(seed.hex() + "\n")
     return PlanCommitment(plan, seed, seed_file)
+
+
+def plan_note(plan: dict[str, Any]) -> str:
+    """Why the plan draws what it draws, in words that match what the demo goes on to show.
+
+    The register's reason is Eq. 1's: a run of the demo's H is too small for snapshot sampling
+    (Appendix B's model, where only Poisson-timed snapshots during the run reveal it) to find
+    with any useful probability, so every chip is inspected. The demo catches a hidden run
+    anyway, by another route the model leaves out: the precommitment every chip logs before a
+    run's first step, which an inspection always reads.
+    """
+    from computewatch.analysis.detection import detection_probability
+    from computewatch.analysis.params import Setting
+
+    st = {k: float(v) for k, v in plan["setting"].items()}
+    population = int(plan["population"])
+    if int(plan["samples"]) < population:
+        return str(plan.get("reason") or "")
+    setting = Setting(H=st["H"], C=st["C"], a=st["a"], f=st["f"], T=st["T"], T_m=st["T_m"], p=st["p"])
+    by_snapshots = detection_probability(setting, population)
+    run_s = st["H"] / st["a"] * 86400.0
+    return (
+        f"Eq. 1 with H = {st['H']:.3g} FLOPs: such a run takes {run_s:.2g} s of one chip's time at the certified "
+        f"peak rate, so Eq. 1 asks for more samples than the {population} chips and every chip is inspected. "
+        f"In Eq. 1's model, where only a snapshot taken during the run (f = {st['f']:g} a day) reveals it, even "
+        f"that finds such a run with probability {by_snapshots:.2g}. The demo's inspections catch a hidden run "
+        "another way: every chip logs a run's precommitment before its first step, and an inspection reads the "
+        "whole log (the demo's chips also count 20 simulated minutes of busy time per step, so they log snapshots too)."
+    )
 
 
 def inspect_chips(world: World, commitment: PlanCommitment, *, progress: Progress | None = None) -> list[Inspected]:

@@ -10,6 +10,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from computewatch.crypto.atomic import atomic_write
+from computewatch.demo.inspection import plan_note
 
 if TYPE_CHECKING:
     from computewatch.demo.scenario import DemoResult
@@ -42,6 +43,7 @@ def render_index(result: DemoResult) -> str:
         rows.append(
             f"<tr class={'fail' if p.violations else 'ok'}><td>{_e(p.name)}</td>"
             f"<td><span class='verdict {_e(p.verdict)}'>{_e(p.verdict)}</span></td>"
+            f"<td class=unexplained>{p.snapshots_logged - p.snapshots_explained}</td>"
             f"<td>{p.snapshots_explained} / {p.snapshots_logged}</td><td>{_e(_flops(p.total_flops, result.policy_threshold))}</td>"
             f"<td>{failed}</td><td><a href='{_e(p.report_file.relative_to(result.root))}'>full report</a></td></tr>"
         )
@@ -68,13 +70,13 @@ def render_index(result: DemoResult) -> str:
 <p>Register <code>{_e(w.registry.register_id)}</code>; policy threshold H = {result.policy_threshold:.3g} FLOPs;
 everything under <code>{_e(result.root)}</code>.</p>
 <h2>Verdicts</h2>
-<table><tr><th>Prover</th><th>verdict</th><th>snapshots explained / logged</th><th>training FLOPs</th><th>failed checks</th><th></th></tr>
+<table><tr><th>Prover</th><th>verdict</th><th>snapshots unexplained</th><th>snapshots explained / logged</th><th>training FLOPs</th><th>failed checks</th><th></th></tr>
 {''.join(rows)}</table>
 <h2>Runs</h2>
 <table><tr><th>owner</th><th>run</th><th>chips</th><th>size</th><th>declared</th><th>transcript handed over</th></tr>{''.join(runs)}</table>
 <h2>Inspection plan {_e(plan.get('plan'))} ({_e(plan.get('period'))})</h2>
 <p>{_e(plan.get('samples'))} of {_e(plan.get('population'))} chips drawn; seed commitment <code>{_e(plan.get('seed_commitment'))}</code>;
-revealed: {_e(plan.get('revealed'))}. {_e(plan.get('reason') or '')}</p>
+revealed: {'yes' if plan.get('revealed') else 'no'}. {_e(plan_note(plan) if 'setting' in plan else plan.get('reason') or '')}</p>
 <table><tr><th>chip</th><th>holder</th><th>outcome</th><th>log entries read</th><th>snapshots queued</th></tr>{ins}</table>
 <h2>Chips and custody</h2>
 <table><tr><th>serial</th><th>packaged from die</th><th>holder</th><th>facility</th></tr>{chips}</table>

@@ -20,6 +20,7 @@ from computewatch.demo.inspection import (
     explanation_queue,
     export_evidence,
     inspect_chips,
+    plan_note,
     reveal_plan,
     settle_queue,
     verify_owner,
@@ -125,17 +126,9 @@ class DemoResult:
 
 
 def _verify_progress(hooks: DemoHooks, owner: str) -> tuple[Callable[[str, int, int], None], contextlib.ExitStack]:
-    stack = contextlib.ExitStack()
-    current: dict[str, Any] = {}
+    from computewatch._stages import stages
 
-    def progress(what: str, done: int, total: int) -> None:
-        if current.get("what") != what:
-            stack.close()
-            current["what"] = what
-            current["update"] = stack.enter_context(hooks.task(f"{owner}: trusted cluster, {what}", max(total, 1)))
-        current["update"](done)
-
-    return progress, stack
+    return stages(lambda what, total: hooks.task(f"{owner}: trusted cluster, {what}", total))
 
 
 def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | None = None) -> DemoResult:
@@ -157,7 +150,7 @@ def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | 
         timings[name] = round(now - last, 2)
         last = now
 
-    root = Path(root)
+    root = Path(root).resolve()  # the trusted cluster's jobs do not run in this working directory
     root.mkdir(parents=True, exist_ok=True)
     sizes = options.sizes()
 
@@ -172,8 +165,9 @@ def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | 
     p = commitment.plan
     hooks.say(f"plan {p['plan']} for period {p['period']}: {p['samples']} of {p['population']} chips; seed commitment "
               f"{p['seed_commitment']} published, the seed kept in {commitment.seed_file.relative_to(root)}")
-    if p.get("reason"):
-        hooks.say(f"Eq. 1 with H = {policy.threshold_flops:.3g} FLOPs: {p['reason']}")
+    note = plan_note(p)
+    if note:
+        hooks.say(note)
     lap("plan")
 
     hooks.step("3. Prover A trains honestly on 4 chips (torch.distributed, gloo, one rank per chip) and declares its run")
@@ -230,7 +224,7 @@ def run_demo(root: Path, options: DemoOptions | None = None, hooks: DemoHooks | 
             name=owner,
             verdict=verdict["verdict"],
             violations=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c["passed"] is False],
-            undecided=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c["passed"] is None],
+            undecided=[{"check": c["name"], "detail": c["detail"]} for c in verdict["checks"] if c.get("status", "undecided") == "undecided" and c["passed"] is None],
             snapshots_logged=int(verdict["snapshots"]["logged"]),
             snapshots_explained=int(verdict["snapshots"]["explained"]),
             total_flops=verdict["total_flops"],

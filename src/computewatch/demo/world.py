@@ -4,7 +4,8 @@ custody of every chip from the fab's wafer to the Prover that runs it (paper §3
 Everything lives under one folder (docs/demo.md):
 
     registry.db                 the register (SQLite)
-    keys/<party>.key, .pub      every party's Ed25519 key (the chipmaker's is in chipmaker/)
+    keys/<party>.key, .pub      every party's Ed25519 key (the chipmaker's is in chipmaker/), and
+                                the Verifier's (verifier.key: it signs in to the dashboard)
     chipmaker/                  the chipmaker's root key and signed firmware
     sites/<owner>/<rack>/chip-N the chips, moved to the site of the owner that holds them
     runs/<owner>/<run>          the Provers' transcripts
@@ -155,6 +156,9 @@ def build_world(root: Path, plan: WorldPlan | None = None, *, say: Say | None = 
     root = Path(root)
     (root / "keys").mkdir(parents=True, exist_ok=True)
     keys = {name: _party_key(root, name) for name in (FAB, PROVER_A, PROVER_B, INSPECTOR)}
+    # The Verifier's own key (no register party): `computewatch serve --verifier-pub keys/verifier.pub`
+    # and `computewatch session --key keys/verifier.key` open the dashboard on this world.
+    _party_key(root, "verifier")
     maker = Chipmaker.create(root / "chipmaker")
     keys[CHIPMAKER] = SigningKey.load(root / "chipmaker" / "chipmaker.key")
     clock = WorldClock()

@@ -2,8 +2,9 @@
 
 The evidence statement carries the verifier's nonce, the firmware measurement, version and
 security version, the anti-rollback fuse, any staged (not yet booted) firmware, the secure clock
-with its reset/restart counters and safe flag, the log's tree head, the tamper flag and (v2)
-the damage the firmware found comparing its log against its sealed state. It is signed by the
+with its reset/restart counters and safe flag, the log's tree head, the tamper flag, (v2)
+the damage the firmware found comparing its log against its sealed state and (v3) the
+root-of-trust counter value its sealed state is bound to (chip.rot). It is signed by the
 boot key; the bundle carries the certificate chain that makes it checkable:
 chipmaker root -> chip certificate (device key) -> boot certificate (boot key + measurement).
 Bundle file: canonical JSON {"v":1,"certificate","boot_certificate","firmware","evidence"}, each a
@@ -40,11 +41,22 @@ from computewatch.formats.identity import (
     verify_chip_certificate,
 )
 
-__all__ = ["PRED_ATTESTATION_V2", "AttestationClaims", "BundleFormatError", "make_evidence", "verify_attestation"]
+__all__ = [
+    "PRED_ATTESTATION_V2",
+    "PRED_ATTESTATION_V3",
+    "AttestationClaims",
+    "BundleFormatError",
+    "make_evidence",
+    "verify_attestation",
+]
 
 # v2 adds "log_damage": v1 evidence could say "tamper clear" over a log the firmware's own
 # sealed state showed was cut. v1 is refused: it cannot tell the Verifier about such damage.
 PRED_ATTESTATION_V2 = PRED_ATTESTATION.removesuffix(":v1") + ":v2"
+# v3 adds "root_of_trust": {"counter"}: the monotonic counter value sealed state is bound to, so
+# the register can see the counter move (and never back). v2 stays readable (no counter claim).
+PRED_ATTESTATION_V3 = PRED_ATTESTATION.removesuffix(":v1") + ":v3"
+_ACCEPTED = (PRED_ATTESTATION_V2, PRED_ATTESTATION_V3)
 _BUNDLE_FIELDS = ("certificate", "boot_certificate", "firmware", "evidence")
 
 
@@ -59,7 +71,7 @@ def make_evidence(
 ) -> bytes:
     """Sign `claims` (which include the nonce) and bundle the chain; returns the bundle bytes."""
     subject_digest = {"sha256": claims["log"]["root"]}
-    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION_V2, claims)
+    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION_V3, claims)
     evidence = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), boot_key)
     return canonical_json(
         {
@@ -91,6 +103,7 @@ class AttestationClaims:
     tamper: bool
     log_damage: tuple[str, ...]
     raw: dict[str, Any]
+    rot_counter: int | None = None  # v3: the root-of-trust counter; None in v2 evidence
 
     @property
     def concerns(self) -> list[str]:
@@ -180,10 +193,11 @@ def verify_attestation(
     if isinstance(stmt, dict) and stmt.get("predicateType") == PRED_ATTESTATION:
         raise AttestationError(
             f"evidence: predicate type {PRED_ATTESTATION} predates the firmware's log self-check; "
-            f"only {PRED_ATTESTATION_V2} is accepted"
+            f"only {' and '.join(_ACCEPTED)} are accepted"
         )
-    if not isinstance(stmt, dict) or stmt.get("predicateType") != PRED_ATTESTATION_V2:
-        raise AttestationError(f"evidence: predicate type is not {PRED_ATTESTATION_V2}")
+    if not isinstance(stmt, dict) or stmt.get("predicateType") not in _ACCEPTED:
+        raise AttestationError(f"evidence: predicate type is not {' or '.join(_ACCEPTED)}")
+    v3 = stmt["predicateType"] == PRED_ATTESTATION_V3
     c = stmt.get("predicate")
     if not isinstance(c, dict):
         raise AttestationError("evidence: predicate is not a JSON object")
@@ -208,6 +222,7 @@ def verify_attestation(
             tamper=_bool(c["tamper"]),
             log_damage=_strings(c["log_damage"], "log_damage"),
             raw=c,
+            rot_counter=uint(c["root_of_trust"]["counter"], "root_of_trust counter") if v3 else None,
         ),
     )
     if c.get("serial") != cert.serial or boot.serial != cert.serial:

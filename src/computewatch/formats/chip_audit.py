@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from computewatch.crypto.errors import ComputewatchError, FormatError
-from computewatch.crypto.hashing import Region, shard_digest
+from computewatch.crypto.canonical import encode_parsed
+from computewatch.crypto.hashing import SHARD_HASH, SHARD_VERSION, Region, blake3_bytes
 from computewatch.crypto.merkle import MerkleTree, verify_consistency
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_entry import (
     GENESIS_PREV,
     decimal,
-    entry_signing_input,
+    entry_signing_input_from_line,
     envelope_from_obj,
     from_b64,
     from_hex,
@@ -181,7 +182,7 @@ class LogVerifier:
                 bad(f"entry of boot {e['boot']} precedes every boot entry")
             elif e["boot"] != self._boot:
                 bad(f"entry claims boot {e['boot']} during boot {self._boot}")
-            self._check_sig(e, bad)
+            self._check_sig(e, bad, line)
             self._check_clock(e, bad)
             handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
             if handler is not None:
@@ -189,12 +190,13 @@ class LogVerifier:
         except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
             bad(f"{kind} entry rejected: {exc}")
 
-    def _check_sig(self, e: dict[str, Any], bad: Any) -> None:
+    def _check_sig(self, e: dict[str, Any], bad: Any, line: bytes) -> None:
         if self._boot_key is None:
             bad("entry precedes any valid boot entry: no boot key to verify it")
             return
         try:
-            self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input(e))
+            # The signed bytes are cut from the (already canonical) line, not encoded again.
+            self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
         except ComputewatchError:
             bad("signature does not verify under the boot key of this boot (altered or forged entry)")
 
@@ -344,6 +346,8 @@ class LogVerifier:
             if t in ep.triggers:
                 bad(f"trigger at busy {t} ns already served by entry {ep.triggers[t]}")
             ep.triggers[t] = i
+        if not isinstance(body["regions"], list):
+            raise FormatError("snapshot regions must be a list")
         regions = [Region.from_json(r) for r in body["regions"]]
         offset = 0
         for k, r in enumerate(regions):
@@ -351,7 +355,10 @@ class LogVerifier:
                 bad(f"region {k} starts at offset {r.offset}, not {offset}: regions must be packed in order")
                 break
             offset += r.nbytes
-        if body["hash"] != "blake3-256" or shard_digest(regions).hex() != body["shard_digest"]:
+        # Each region object passed Region.from_json, so it is exactly Region.to_json(): its
+        # canonical bytes come straight from the parsed line (same digest as shard_digest).
+        doc = {"v": SHARD_VERSION, "hash": SHARD_HASH, "regions": body["regions"]}
+        if body["hash"] != "blake3-256" or blake3_bytes(encode_parsed(doc)).hex() != body["shard_digest"]:
             bad("shard digest does not match the listed regions")
 
     def _on_schedule_reveal(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "b64",
     "decimal",
     "entry_signing_input",
+    "entry_signing_input_from_line",
     "envelope_from_obj",
     "envelope_to_obj",
     "from_b64",
@@ -65,6 +66,7 @@ ENTRY_KINDS = (
     "checkpoint",
     "tamper",
     "shutdown",
+    "location",  # a landmark's signed round-trip record (formats.location), by its digest
 )
 _ENTRY_FIELDS = {"v", "serial", "counter", "boot", "clock_ns", "busy_ns", "prev", "kind", "body", "sig"}
 
@@ -131,6 +133,19 @@ def entry_signing_input(entry: dict[str, Any]) -> bytes:
     """What the boot key signs for an entry: PAE over the canonical entry without its `sig`."""
     unsigned = {k: v for k, v in entry.items() if k != "sig"}
     return pae(ENTRY_PAYLOAD_TYPE, canonical_json(unsigned))
+
+
+def entry_signing_input_from_line(line: bytes, entry: dict[str, Any]) -> bytes:
+    """`entry_signing_input` of a line `parse_entry_line` accepted, cut from the line's own bytes.
+
+    Canonical JSON sorts keys, so the line ends `,"sig":"<sig>","v":1}` and the entry without
+    `sig` is the line without `,"sig":"<sig>"`: no second encoding. Any other ending (it cannot
+    occur for an accepted line of version 1) takes the general path."""
+    sig = entry["sig"]
+    tail = b',"sig":"' + sig.encode("ascii") + b'","v":1}' if isinstance(sig, str) and sig.isascii() else b""
+    if not tail or not line.endswith(tail):
+        return entry_signing_input(entry)
+    return pae(ENTRY_PAYLOAD_TYPE, line[: len(line) - len(tail)] + b',"v":1}')
 
 
 def parse_entry_line(line: bytes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ Recorder deletes them before a resumed run writes again.
 from __future__ import annotations
 
 import os
+import stat
 import posixpath
 import tempfile
 import uuid
@@ -77,7 +78,7 @@ class RunStorage:
         target = self.path(rel)
         try:
             if self.local:
-                return Path(target).read_bytes()
+                return _read_regular(target)
             with self.fs.open(target, "rb") as fh:
                 return fh.read()
         except FileNotFoundError:
@@ -150,6 +151,18 @@ class RunStorage:
                     os.unlink(os.path.join(folder, name))
                     removed += 1
         return removed
+
+
+def _read_regular(target: str) -> bytes:
+    # O_NONBLOCK + fstat: a FIFO or device planted in a run is refused, never waited on.
+    fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"transcript file {target} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

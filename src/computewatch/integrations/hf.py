@@ -55,6 +55,7 @@ from computewatch.integrations.session import (
     MonitorOptions,
     RunRecording,
     check_same_optimizer,
+    check_w0,
     commit_samples,
     seed_process,
 )
@@ -119,6 +120,13 @@ def _check_args(args: TrainingArguments) -> None:
         problems.append(f"device {args.device} (exact replay is on the CPU; pass use_cpu=True)")
     if problems:
         raise IntegrationError("MonitoredTrainer cannot record this run replayably: " + "; ".join(problems) + " (monitored_args() sets workable defaults)")
+
+
+_W0_FIX = (
+    "MonitoredTrainer overwrites every parameter with W0 from the committed seed, and the Verifier rebuilds "
+    "the model from its class and config: build the model from its config alone (Model(config), not "
+    "from_pretrained or a model whose buffers were changed after construction)"
+)
 
 
 class MonitoredTrainer(Trainer):
@@ -257,6 +265,7 @@ class ComputewatchCallback(TrainerCallback):
         t = self.trainer
         seed_process(t.seed, 0, t.monitor_options.threads or torch.get_num_threads())
         init_weights(model, init_generator(t.seed), t.program.std)
+        check_w0(lambda: t.program.build_model(init_generator(t.seed)), model, _W0_FIX)
         expected = t.program.build_optimizer(model)
         check_same_optimizer(optimizer, lr_scheduler, expected, t.program.build_scheduler(expected))
         t.recording.start(

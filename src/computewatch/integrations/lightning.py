@@ -58,6 +58,7 @@ from computewatch.integrations.session import (
     MonitorOptions,
     RunRecording,
     check_same_optimizer,
+    check_w0,
     commit_samples,
     program_of,
     seed_process,
@@ -87,6 +88,12 @@ _STEP_HOOKS = (
     "on_after_batch_transfer",
 )
 
+
+_W0_FIX = (
+    "the callback overwrites every parameter with W0 from the committed seed, and the Verifier rebuilds the "
+    "module as ModuleClass(**hparams): keep every buffer a function of the hparams alone (set nothing "
+    "random or loaded in __init__ or after it)"
+)
 
 class ComputewatchCallback(L.Callback):
     """Records a Lightning run under monitoring (see the module doc)."""
@@ -156,6 +163,7 @@ class ComputewatchCallback(L.Callback):
         self.program = LightningProgram(self.hyperparameters, getattr(self.data, "folder", None), module_class=type(pl_module))
         seed_process(self.seed, self.rank, self.options.threads or torch.get_num_threads())
         init_weights(pl_module, init_generator(self.seed), self.init_std)
+        check_w0(lambda: self.program.build_model(init_generator(self.seed)), pl_module, _W0_FIX)
 
     def _hyperparameters(self, trainer: L.Trainer, pl_module: L.LightningModule, module: str, size: int) -> dict[str, Any]:
         algorithm = trainer.gradient_clip_algorithm

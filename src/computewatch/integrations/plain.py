@@ -14,7 +14,9 @@ the Verifier will call it. `monitor` decides the rest:
 
 - dataset commitment over ``program.sample(i)`` for ``i < len(program)`` (or ``samples=N``);
 - a fresh nonce (rank 0's under torch.distributed), hence the run seed; W0 from
-  ``program.build_model(init_generator(seed))``; the batches in the committed order
+  ``program.build_model(init_generator(seed))``, built twice (under two global RNG states) and
+  refused, naming the tensor, unless both agree: the Verifier rebuilds it in its own process;
+  the batches in the committed order
   (`computewatch.formats.seed.batches`), rank r taking its contiguous part of each;
 - the code digest over the defining file and the modules imported from its folder;
 - deterministic CPU kernels at the current thread count, the global RNG seeded per rank;
@@ -49,6 +51,7 @@ from computewatch.integrations.session import (
     IntegrationError,
     MonitorOptions,
     RunRecording,
+    check_w0,
     commit_samples,
     program_of,
     rank_and_world,
@@ -112,6 +115,7 @@ class Monitor:
         self.seed = derive_run_seed(self.commitment.root, self.nonce)
         seed_process(self.seed, self.rank, seed_threads)
         model = self.program.build_model(init_generator(self.seed))
+        check_w0(lambda: self.program.build_model(init_generator(self.seed)), model)  # before the first step
         layout = None
         if self.world_size > 1:
             model, layout = shard_model(model, strategy, self.world_size)

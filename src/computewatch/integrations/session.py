@@ -11,6 +11,10 @@
 - a check that the framework built the optimizer and scheduler the precommitted
   hyperparameters rebuild (`check_same_optimizer`), so a setting the program does not model
   fails before the first step instead of in the Verifier's replay;
+- a check that W0 is what the Verifier rebuilds from the committed seed (`check_w0`), so an
+  initialisation that draws from anything but the seed's generator (PyTorch's default
+  initialisation draws from the global RNG) fails before the first step, naming the tensor,
+  instead of as ``init`` failed at verification;
 - the `computewatch verify` command that checks the run (`verify_command`).
 """
 
@@ -43,7 +47,9 @@ __all__ = [
     "IntegrationError",
     "MonitorOptions",
     "RunRecording",
+    "W0_FIX",
     "check_same_optimizer",
+    "check_w0",
     "chips_in",
     "commit_samples",
     "open_chip",
@@ -236,6 +242,43 @@ def check_same_optimizer(actual: Any, actual_scheduler: Any, expected: Any, expe
             f"the trainer's learning-rate scheduler ({_scheduler_state(actual_scheduler)}) differs from the one the "
             f"recorded program builds ({_scheduler_state(expected_scheduler)})"
         )
+
+
+# ---- W0 check ----------------------------------------------------------------------------------------
+W0_FIX = (
+    "build_model(generator) must draw every initial value from the generator it is given (the Verifier "
+    "rebuilds W0 as program.build_model(init_generator(seed)) in a process of its own); PyTorch's default "
+    "initialisation of nn.Linear, nn.Embedding, ... draws from the global RNG instead: re-initialise every "
+    "parameter from the generator, e.g. computewatch.integrations.program.init.init_weights(model, generator, "
+    "std=0.02), or torch.nn.init.normal_(param, 0.0, 0.02, generator=generator) per parameter"
+)
+_OTHER_RNG_SEED = 0x5EED_0F_0E1C_C0DE  # any global RNG state unlike the run's: the Verifier's is its own
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
+def check_w0(rebuild: Any, model: torch.nn.Module, how_to_fix: str = W0_FIX) -> None:
+    """`model`'s tensors (parameters and buffers) must equal, bit for bit, what `rebuild()` (the
+    Verifier's ``program.build_model(init_generator(seed))``) gives under another global RNG
+    state; the first one that differs is named, with `how_to_fix`. The global RNG is restored."""
+    state = torch.get_rng_state()
+    try:
+        torch.manual_seed(_OTHER_RNG_SEED)
+        again = {k: v.detach() for k, v in rebuild().state_dict().items()}
+    finally:
+        torch.set_rng_state(state)
+    have = {k: v.detach() for k, v in model.state_dict().items()}
+    if set(have) != set(again):
+        odd = sorted(set(have) ^ set(again))
+        raise IntegrationError(f"W0: the model holds other tensors than the program builds from the committed seed "
+                               f"({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''}); {how_to_fix}")
+    for name, want in again.items():
+        got = have[name]
+        if got.dtype != want.dtype or got.shape != want.shape or not torch.equal(_bits(got), _bits(want)):
+            raise IntegrationError(f"W0: {name!r} is not what the committed seed gives (the Verifier's rebuild "
+                                   f"differs), so verification would fail its init check; {how_to_fix}")
 
 
 def verify_command(out: str | Path, chips: str | Path | None = None, data: tuple[str, str | Path] | None = None) -> str:

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,30 @@ from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
-__all__ = ["PAUSE_ENV", "RegistryBase", "format_time"]
+__all__ = ["MARK_ENV", "PAUSE_ENV", "RegistryBase", "format_time", "joined"]
 
 # Test hook: "NAME:DIR" makes the process stop at pause point NAME inside its open transaction,
 # create DIR/paused and wait for DIR/resume (tests kill it there, or race another process).
 PAUSE_ENV = "COMPUTEWATCH_REGISTRY_TEST_PAUSE"
+# Test hook: DIR makes every write transaction create DIR/write-requested just before it asks
+# for the database's write lock (tests then know a second writer is at the lock, not still starting).
+MARK_ENV = "COMPUTEWATCH_REGISTRY_TEST_MARK"
+
+# A caller's open write transaction the register's operations join (see `joined`).
+_JOINED: ContextVar[Connection | None] = ContextVar("computewatch_registry_joined", default=None)
+
+
+@contextmanager
+def joined(conn: Connection) -> Iterator[None]:
+    """Inside the block, the register's operations on `conn`'s database run in `conn`'s open
+    write transaction (each in a savepoint) instead of their own: a caller (the service) commits
+    a request's record and its effect together, so a crash leaves both or neither."""
+    token = _JOINED.set(conn)
+    try:
+        yield
+    finally:
+        _JOINED.reset(token)
+
 
 DEFAULT_SETTINGS = {
     # Footnote 22: this many chips reported lost or destroyed by one holder opens an investigation.
@@ -76,6 +96,9 @@ class RegistryBase:
         except OperationalError as exc:
             engine.dispose()
             raise RegistryError(f"cannot open the register at {engine.url!r}: {_db_message(exc)}") from None
+        except BaseException:
+            engine.dispose()  # a damaged file or an unknown revision: close it before the error goes up
+            raise
         return cls(engine, clock=clock)
 
     @property
@@ -102,7 +125,15 @@ class RegistryBase:
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction; a constraint a concurrent writer won first becomes ConflictError."""
+        outer = _JOINED.get()
+        mark = os.environ.get(MARK_ENV)
+        if mark:
+            (Path(mark) / "write-requested").write_text(str(os.getpid()))
         try:
+            if outer is not None and outer.engine is self._engine:
+                with outer.begin_nested():
+                    yield outer
+                return
             with db.write(self._engine) as conn:
                 yield conn
         except IntegrityError as exc:
@@ -110,6 +141,10 @@ class RegistryBase:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        outer = _JOINED.get()
+        if outer is not None and outer.engine is self._engine:
+            yield outer  # the joined transaction sees its own uncommitted writes
+            return
         with db.read(self._engine) as conn:
             yield conn
 

@@ -41,8 +41,10 @@ def as_verify_key(pub: VerifyKey | bytes | str | os.PathLike[str]) -> VerifyKey:
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX or name != name.strip():
         raise RegistryError(f"{what} name {name!r}: 1 to {_NAME_MAX} characters, no leading or trailing spaces")
-    if any(ch in name for ch in "\n\r\t/") or name == "*" or "+" in name:
-        raise RegistryError(f"{what} name {name!r} must not contain line breaks, tabs, '/', '+' or be '*'")
+    if any(ch in name for ch in "\n\r\t/\\\x00") or name == "*" or "+" in name:
+        raise RegistryError(f"{what} name {name!r} must not contain line breaks, tabs, '/', '\\', NUL, '+' or be '*'")
+    if name.startswith("."):  # names become folder names (the service's inputs/<party>/): never '.', '..' or hidden
+        raise RegistryError(f"{what} name {name!r} must not start with '.'")
     return name
 
 
@@ -362,6 +364,7 @@ class SupplyMixin(RegistryBase):
                 peak_flops=int(row.peak_flops),
                 inspections=self._inspection_docs(conn, row.id),  # type: ignore[attr-defined]
                 tree_heads=self._tree_head_docs(conn, row.id),  # type: ignore[attr-defined]
+                locations=self._location_docs(conn, row.id),  # type: ignore[attr-defined]
             )
         return doc
 

@@ -26,6 +26,7 @@ from computewatch.formats.chip_entry import envelope_from_obj, from_hex
 from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import schema as s
 from computewatch.registry._base import RegistryBase
+from computewatch.registry._location import location_problems
 from computewatch.registry.errors import NotFoundError, RegistryError
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class WitnessMixin(RegistryBase):
                     problems.append(f"tree head went backwards: size {claims.log_size} after size {h.size} seen {h.seen_at}")
                 elif h.size == claims.log_size and h.root != root:
                     problems.append(f"fork: two different logs of size {h.size} (the other seen {h.seen_at})")
+            # The chip's own report (tamper flag, log damage such as a restored folder or a twin
+            # found by its root-of-trust counter) flags the holder now, not at the next inspection.
+            problems += [f"the chip reports: {c}" for c in claims.concerns]
             conn.execute(insert(s.tree_heads).values(item_id=item.id, size=claims.log_size, root=root,
                                                       source="attestation", evidence=evidence, seen_at=self.now()))
             for problem in problems:
@@ -132,6 +136,11 @@ class WitnessMixin(RegistryBase):
             known = self._known_heads(conn, item.id)
             since = self._last_inspected_size(conn, item.id)
             result = check(expected, presented, known, since)
+            # The chip's latest location check (registry._location): a chip last placed outside
+            # its declared facility is a finding here too.
+            location = self._latest_location(conn, item.id)  # type: ignore[attr-defined]
+            result.problems += location_problems(location)
+            result.outcome = "finding" if result.problems else result.outcome
             predicate = {
                 "register": self.register_id,
                 "serial": serial,
@@ -152,6 +161,7 @@ class WitnessMixin(RegistryBase):
                 "evidence_sha256": _sha256(presented.evidence),
                 "log_sha256": _sha256(presented.log),
                 "boot_error": presented.boot_error,
+                "location": None if location is None else {k: location[k] for k in ("id", "recorded_at", "inside", "finding")},
             }
             inspection_id = self._store_inspection(
                 conn, item, predicate, inspector, inspector_key, plan=plan, evidence=presented.evidence,
@@ -295,6 +305,8 @@ class WitnessMixin(RegistryBase):
             known = [KnownHead(h["size"], h["root"], h["seen_at"], h["source"]) for h in p["known_heads"]]
             presented = Presented(bytes.fromhex(p["nonce"]), evidence, log, p["boot_error"])
             again = check(expected, presented, known, p["since"])
+            again.problems += location_problems(p.get("location"))
+            again.outcome = "finding" if again.problems else again.outcome
             if (again.outcome, again.problems, again.tree_size, again.root) != (
                 p["outcome"], p["problems"], p["tree_size"], p["root"]
             ):

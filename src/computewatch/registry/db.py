@@ -58,6 +58,14 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+def connect_timeout_s() -> int:
+    """Seconds a PostgreSQL connection may take to open ($COMPUTEWATCH_DB_CONNECT_TIMEOUT, default 10; libpq's minimum is 2)."""
+    try:
+        return max(2, int(os.environ.get("COMPUTEWATCH_DB_CONNECT_TIMEOUT", "10")))
+    except ValueError:
+        return 10
+
+
 def is_postgresql(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
@@ -74,7 +82,8 @@ def make_engine(url: str | None = None) -> Engine:
         return _sqlite_engine(resolved, parsed.database)
     if backend == "postgresql":
         try:
-            return create_engine(resolved)
+            # A server that accepts and never answers must not hang the caller forever.
+            return create_engine(resolved, connect_args={"connect_timeout": connect_timeout_s()})
         except ModuleNotFoundError as exc:  # the driver is an optional dependency
             raise RegistryError(f"PostgreSQL needs the psycopg driver ({exc}): pip install 'psycopg[binary]'") from None
     raise RegistryError(f"database {backend!r} is not supported: use a SQLite file or a postgresql:// URL")

@@ -168,7 +168,11 @@ def _check_evidence(expected: Expected, presented: Presented, problems: list[dic
         )
         return None
     if claims.tamper:
-        problems.append(_problem("tamper", "the chip's tamper flag is set: its sensor detected physical tampering"))
+        why = "its firmware found its log or sealed state damaged" if claims.log_damage else "its sensor detected physical tampering"
+        problems.append(_problem("tamper", f"the chip's tamper flag is set: {why}"))
+    # The firmware's own finding against sealed state and the root-of-trust counter (chip.rot):
+    # a restored chip folder, a second copy of the chip, a reset counter.
+    problems += [_problem("log", f"the chip's firmware reports: {d}") for d in claims.log_damage]
     return {"size": claims.log_size, "root": claims.log_root.hex()}
 
 

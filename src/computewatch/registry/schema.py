@@ -34,6 +34,7 @@ __all__ = [
     "ITEM_KINDS",
     "ITEM_STATUSES",
     "ROLES",
+    "chip_lots",
     "custody",
     "declared_runs",
     "exemptions",
@@ -43,6 +44,9 @@ __all__ = [
     "inspections",
     "investigations",
     "items",
+    "landmarks",
+    "location_nonces",
+    "locations",
     "lots",
     "metadata",
     "parties",
@@ -57,13 +61,14 @@ ITEM_KINDS = ("wafer", "die", "chip")
 # answers for it; damaged: still exists (and can be inspected).
 ITEM_STATUSES = ("active", "packaged", "lost", "damaged", "destroyed")
 CUSTODY_KINDS = ("create", "transfer", "carried", "lost", "damaged", "destroyed", "found", "packaged")
-APPEND_ONLY_TABLES = ("custody", "exemptions", "tree_heads", "inspections")
+APPEND_ONLY_TABLES = ("custody", "exemptions", "tree_heads", "inspections", "locations", "location_nonces")
 
 _TIME = 32  # length of an ISO-8601 UTC time string
 # 64-bit keys on PostgreSQL (a world register outgrows 2**31 custody records); on SQLite a key must
 # be declared INTEGER to be the rowid, which is 64-bit anyway.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 _HEX32 = 64
+_COORD = 32  # a coordinate or distance as Python's repr of a float: exact on every backend
 
 metadata = MetaData(
     naming_convention={
@@ -107,6 +112,9 @@ facilities = Table(
     Column("owner_id", _ID, ForeignKey("parties.id"), nullable=False),
     Column("name", String(200), nullable=False),
     Column("created_at", String(_TIME), nullable=False),
+    # Revision 0003: the declared site (degrees), against which location evidence is checked.
+    Column("latitude", String(_COORD), nullable=True),
+    Column("longitude", String(_COORD), nullable=True),
     UniqueConstraint("owner_id", "name"),
 )
 
@@ -119,6 +127,20 @@ lots = Table(
     Column("wafers", Integer, nullable=False),
     Column("dies_per_wafer", Integer, nullable=False),
     Column("produced_at", String(_TIME), nullable=False),
+)
+
+# Lot certificates a chipmaker signed (docs/registry.md, "Lots"): one per (chipmaker, lot id).
+chip_lots = Table(
+    "chip_lots",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("chipmaker_id", _ID, ForeignKey("parties.id"), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("root", String(_HEX32), nullable=False),
+    Column("manifest", LargeBinary, nullable=False),  # the DSSE envelope as received
+    Column("registered_at", String(_TIME), nullable=False),
+    UniqueConstraint("chipmaker_id", "label"),
 )
 
 items = Table(
@@ -288,4 +310,45 @@ declared_runs = Table(
     Column("chips", Text, nullable=False),  # JSON list of serials
     Column("declared_at", String(_TIME), nullable=False),
     UniqueConstraint("owner_id", "run_id"),
+)
+
+# Revision 0003: landmarks (registered parties with a key and declared coordinates), the
+# location checks the register made from their signed round trips, and every nonce it accepted
+# (a record whose nonce was seen before is a replay).
+landmarks = Table(
+    "landmarks",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("public_key", LargeBinary, nullable=False, unique=True),
+    Column("keyid", String(_HEX32), nullable=False, unique=True),
+    Column("latitude", String(_COORD), nullable=False),
+    Column("longitude", String(_COORD), nullable=False),
+    Column("created_at", String(_TIME), nullable=False),
+)
+
+locations = Table(
+    "locations",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("item_id", _ID, ForeignKey("items.id"), nullable=False),
+    Column("facility_id", _ID, ForeignKey("facilities.id"), nullable=True),
+    Column("holder_id", _ID, ForeignKey("parties.id"), nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("finding", Text, nullable=True),
+    Column("result", Text, nullable=False),  # canonical JSON of the check's result
+    Column("evidence", LargeBinary, nullable=False),  # the evidence file, as submitted
+    Column("recorded_at", String(_TIME), nullable=False),
+    CheckConstraint("outcome IN ('inside', 'finding')", name="outcome"),
+    Index("ix_locations_item_id", "item_id"),
+)
+
+location_nonces = Table(
+    "location_nonces",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("landmark_keyid", String(_HEX32), nullable=False),
+    Column("nonce", String(_HEX32), nullable=False),
+    Column("location_id", _ID, ForeignKey("locations.id"), nullable=False),
+    UniqueConstraint("landmark_keyid", "nonce"),
 )

@@ -12,6 +12,7 @@ from computewatch.crypto.errors import FormatError
 from computewatch.service.bodies import entry_doc, read_body
 from computewatch.service.checkpoint import origin
 from computewatch.service.errors import ServiceError
+from computewatch.service.models import MAX_INT
 from computewatch.service.state import Service
 
 __all__ = ["router"]
@@ -77,7 +78,7 @@ def checkpoint(serial: str, request: Request) -> PlainTextResponse:
 
 
 @router.get("/v1/chips/{serial}/proofs/inclusion", tags=["public"], summary="RFC 9162 inclusion proof of entry `index` in the tree of `size`")
-def inclusion(serial: str, request: Request, index: int = Query(ge=0), size: int | None = Query(default=None, ge=1)) -> dict[str, Any]:
+def inclusion(serial: str, request: Request, index: int = Query(ge=0, le=MAX_INT), size: int | None = Query(default=None, ge=1, le=MAX_INT)) -> dict[str, Any]:
     svc = _svc(request)
     tree, have = svc.logs.tree(serial)
     size = have if size is None else size
@@ -92,7 +93,7 @@ def inclusion(serial: str, request: Request, index: int = Query(ge=0), size: int
 
 
 @router.get("/v1/chips/{serial}/proofs/consistency", tags=["public"], summary="RFC 9162 consistency proof from tree size `old` to `new`")
-def consistency(serial: str, request: Request, old: int = Query(ge=1), new: int | None = Query(default=None, ge=1)) -> dict[str, Any]:
+def consistency(serial: str, request: Request, old: int = Query(ge=1, le=MAX_INT), new: int | None = Query(default=None, ge=1, le=MAX_INT)) -> dict[str, Any]:
     svc = _svc(request)
     tree, have = svc.logs.tree(serial)
     new = have if new is None else new

@@ -4,9 +4,9 @@ findings and jobs; inspectors see chips, plans and inspections. Anonymous reads 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
 
@@ -15,12 +15,14 @@ from computewatch.service import schema as ss
 from computewatch.service.api_writes import registry_call
 from computewatch.service.auth import Principal
 from computewatch.service.errors import ServiceError
+from computewatch.service.models import MAX_INT
 from computewatch.service.regime import regime
 from computewatch.service.state import Service
 
 __all__ = ["reader", "router"]
 
 router = APIRouter(tags=["reads"])
+Id = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 
 def reader(request: Request) -> tuple[Service, Principal]:
@@ -75,7 +77,7 @@ def chip(serial: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/chips/{serial}/entries", summary="Entries of the service's log copy (lines as text)")
-def entries(serial: str, request: Request, start: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+def entries(serial: str, request: Request, start: int = Query(0, ge=0, le=MAX_INT), limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
     svc, who = reader(request)
     registry_call(lambda: svc.reg.chip(serial))
     svc.may_read_chip(who, serial)
@@ -114,7 +116,7 @@ def transcripts(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/transcripts/{tid}", summary="One hashed transcript, as submitted (signed)")
-def transcript(tid: int, request: Request) -> dict[str, Any]:
+def transcript(tid: Id, request: Request) -> dict[str, Any]:
     svc, who = reader(request)
     t = ss.transcripts
     with reg_db.read(svc.engine) as conn:
@@ -151,7 +153,7 @@ def plans(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/plans/{plan_id}", summary="A plan: document, commitment and, once revealed, the drawn chips")
-def plan(plan_id: int, request: Request) -> dict[str, Any]:
+def plan(plan_id: Id, request: Request) -> dict[str, Any]:
     svc, _ = reader(request)
     return registry_call(lambda: svc.reg.plan(plan_id))
 
@@ -163,7 +165,7 @@ def list_inspections(svc: Service, who: Principal, plan: int | None = None) -> l
 
 
 @router.get("/v1/inspections", summary="Inspection outcomes (findings, refusals)")
-def inspections(request: Request, plan: int | None = None) -> list[dict[str, Any]]:
+def inspections(request: Request, plan: int | None = Query(None, ge=1, le=MAX_INT)) -> list[dict[str, Any]]:
     svc, who = reader(request)
     return list_inspections(svc, who, plan)
 
@@ -182,20 +184,20 @@ def jobs(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/jobs/{job_id}", summary="One job: status and progress (poll this)")
-def job(job_id: int, request: Request) -> dict[str, Any]:
+def job(job_id: Id, request: Request) -> dict[str, Any]:
     svc, who = reader(request)
     return job_for(svc, who, job_id)
 
 
 @router.get("/v1/jobs/{job_id}/verdict", summary="The job's verdict document (JSON)")
-def verdict(job_id: int, request: Request) -> dict[str, Any]:
+def verdict(job_id: Id, request: Request) -> dict[str, Any]:
     svc, who = reader(request)
     job_for(svc, who, job_id)
     return svc.jobs.verdict(job_id)
 
 
 @router.get("/v1/jobs/{job_id}/report", summary="The job's self-contained HTML report", response_class=HTMLResponse)
-def report(job_id: int, request: Request) -> FileResponse:
+def report(job_id: Id, request: Request) -> FileResponse:
     svc, who = reader(request)
     job_for(svc, who, job_id)
     path = svc.jobs.folder(job_id) / "report.html"
@@ -205,7 +207,7 @@ def report(job_id: int, request: Request) -> FileResponse:
 
 
 @router.get("/v1/jobs/{job_id}/figures/{name}.png", summary="One figure of the job's verdict", response_class=FileResponse)
-def figure(job_id: int, name: str, request: Request) -> FileResponse:
+def figure(job_id: Id, name: str, request: Request) -> FileResponse:
     svc, who = reader(request)
     job_for(svc, who, job_id)
     if name not in svc.jobs.figure_names(job_id):

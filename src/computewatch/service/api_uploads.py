@@ -9,6 +9,7 @@ members or `max_unpacked` bytes; a refused archive leaves nothing behind."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from computewatch.service.state import Service
 __all__ = ["router", "unpack"]
 
 router = APIRouter(tags=["writes"])
+log = logging.getLogger("computewatch.service")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _DOC = {"requestBody": {"required": True, "description": "A tar archive (optionally gzip-compressed) of one folder's contents; "
                         "signed with the X-CW-* headers including X-CW-Content-SHA256.",
@@ -68,10 +70,22 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
         raise ServiceError(422, "input name: letters, digits, '.', '_', '-' (at most 100), not starting with a dot or dash")
     limit = svc.config.max_upload
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and (not declared.isdigit() or len(declared) > 20):
+        raise ServiceError(400, "Content-Length is not a number")
+    if declared is not None and int(declared) > limit:
         raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    # Who is uploading is settled from the signed headers before a byte of the body is read:
+    # an anonymous or forged upload is refused without touching the disk.
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers)
+    if not who.is_verifier and who.role != "owner":
+        raise ServiceError(403, f"role {who.role!r} may not upload inputs (owners and the Verifier may)")
     inputs = svc.config.data_dir / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
+    folder = inputs / who.name  # a safe name (auth checked it): never '.', '..' or a separator
+    dest = folder / name
+    if dest.exists():
+        raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=inputs)
     tmp = Path(tmp_name)
     try:
@@ -83,16 +97,12 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
                     raise ServiceError(413, f"upload exceeds the limit of {limit} bytes")
                 digest.update(chunk)
                 fh.write(chunk)
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        who = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers, digest.hexdigest())
-        if not who.is_verifier and who.role != "owner":
-            raise ServiceError(403, f"role {who.role!r} may not upload inputs (owners and the Verifier may)")
-        folder = inputs / who.name
-        folder.mkdir(exist_ok=True)
-        dest = folder / name
+        if digest.hexdigest() != claimed:
+            raise ServiceError(401, "X-CW-Content-SHA256 does not match the body received")
         if dest.exists():
             raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
         count = await run_in_threadpool(unpack, tmp, dest, max_members=svc.config.max_members, max_unpacked=svc.config.max_unpacked)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": f"inputs/{who.name}/{name}", "members": count, "sha256": digest.hexdigest(), "bytes": size}
+    log.info("upload inputs/%s/%s: %d members, %d bytes", who.name, name, count, size)
+    return {"path": f"inputs/{who.name}/{name}", "members": count, "sha256": claimed, "bytes": size}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import Registry
@@ -24,6 +26,8 @@ from computewatch.service.logs import ChipLogs
 from computewatch.service.state import Service
 
 __all__ = ["API_VERSION", "build_service", "create_app"]
+
+log = logging.getLogger("computewatch.service")
 
 API_VERSION = "1.0.0"
 _DESCRIPTION = (
@@ -40,6 +44,13 @@ def build_service(config: ServiceConfig) -> Service:
     engine = reg.engine
     logs = ChipLogs(engine, GroupCommitter(engine))
     jobs = JobStore(engine, config.data_dir)
+    clash = sorted(name for name in config.verifiers if name in {p["name"] for p in reg.parties()})
+    if clash:
+        reg.close()
+        from computewatch.registry.errors import RegistryError
+
+        raise RegistryError(f"Verifier key name(s) {', '.join(clash)} are also register parties: a Verifier key must not "
+                            "take over a party's identity; rename the key file(s)")
     signer = NoteSigner(load_service_key(config.data_dir), reg.register_id)
     svc = Service(config, reg, Authenticator(engine, reg.register_id, config), logs, jobs, signer)
     if config.worker:
@@ -47,8 +58,12 @@ def build_service(config: ServiceConfig) -> Service:
     return svc
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason, "status": status}, status_code=status)
+def _error(status: int, reason: str, request: Request | None = None) -> JSONResponse:
+    # A refused request with a body (too large, unsigned upload, ...) is answered without
+    # reading the rest of its body: the connection is closed instead of draining what the
+    # client still sends.
+    close = status in (400, 413) or (request is not None and request.method in ("POST", "PUT", "PATCH"))
+    return JSONResponse({"error": reason, "status": status}, status_code=status, headers={"Connection": "close"} if close else None)
 
 
 def create_app(
@@ -80,14 +95,30 @@ def create_app(
 
     app = FastAPI(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
     app.state.service = svc
+    _publish_models(app)  # the OpenAPI document is built on first use, after every router is in
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path[:200], exc.reason)
+        else:
+            log.info("%s %s refused %d: %s", request.method, request.url.path[:200], exc.status, exc.reason)
         if request.url.path.startswith("/v1/") or request.url.path == "/healthz":
-            return _error(exc.status, exc.reason)
+            return _error(exc.status, exc.reason, request)
         from computewatch.service.dashboard import error_page
 
         return error_page(request, exc)  # type: ignore[return-value]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        reason = {404: f"no such resource: {request.method} {request.url.path[:200]}",
+                  405: f"method {request.method} is not allowed on {request.url.path[:200]}"}.get(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, reason, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path[:200])
+        return _error(500, "internal error (the server's log says more)")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,6 +132,7 @@ def create_app(
 
     from computewatch.service import (
         api_chips,
+        api_exposure,
         api_reads,
         api_uploads,
         api_writes,
@@ -112,4 +144,26 @@ def create_app(
     app.include_router(api_uploads.router)
     app.include_router(api_reads.router)
     app.include_router(dashboard.router)
+    app.include_router(api_exposure.router)
     return app
+
+
+def _publish_models(app: FastAPI) -> None:
+    """The declared request-body models join the OpenAPI document's components."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = plain()
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            from computewatch.service.models import ACTION_MODELS, HashedTranscriptHead
+
+            for model in (*ACTION_MODELS.values(), HashedTranscriptHead):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, sub)
+                schemas[model.__name__] = schema
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

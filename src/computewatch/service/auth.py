@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,6 +31,7 @@ from computewatch.registry import schema as rs
 from computewatch.service import schema as ss
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
+from computewatch.service.models import PARTY_NAME
 from computewatch.service.statements import (
     HEADER_CONTENT_SHA256,
     HEADER_NONCE,
@@ -44,9 +47,13 @@ from computewatch.service.statements import (
     read_signing_input,
 )
 
-__all__ = ["SESSION_COOKIE", "Authenticator", "Principal", "SignedWrite"]
+__all__ = ["MAX_SIGNATURES", "SESSION_COOKIE", "Authenticator", "Principal", "SignedWrite", "check_signature_count"]
 
 SESSION_COOKIE = "cw_session"
+# Signatures one envelope may carry: a request has one signer, a custody transfer two; each
+# costs a verification, so an envelope with thousands of bogus ones is refused unread.
+MAX_SIGNATURES = 4
+_SAFE_NAME = re.compile(PARTY_NAME)
 
 
 _PRUNE_EVERY = 1000  # claims between two prunes of old nonces
@@ -71,6 +78,16 @@ class SignedWrite:
     envelope: bytes
 
 
+log = logging.getLogger("computewatch.service")
+
+
+def check_signature_count(env: Envelope, what: str = "envelope") -> None:
+    if not env.signatures:
+        raise ServiceError(422, f"{what} carries no signature")
+    if len(env.signatures) > MAX_SIGNATURES:
+        raise ServiceError(422, f"{what} carries {len(env.signatures)} signatures; at most {MAX_SIGNATURES} are accepted")
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
@@ -84,11 +101,17 @@ class Authenticator:
 
     # ------------------------------------------------------------------ keys
     def party_key(self, name: str) -> tuple[str, VerifyKey]:
-        """(role, registered key) of `name`; the Verifier keys first. 401 if unknown."""
-        if name in self._config.verifiers:
-            return "verifier", self._config.verifiers[name]
+        """(role, key) of `name`: a Verifier key, or the register's party. 401 if unknown, and
+        401 if both hold the name (a key file named like a party never takes over its identity)."""
+        if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+            raise ServiceError(401, f"party name {str(name)[:80]!r}: a letter or digit, then letters, digits, ' ', '.', '_', '@', '-'")
         with reg_db.read(self._engine) as conn:
             row = conn.execute(select(rs.parties.c.role, rs.parties.c.public_key).where(rs.parties.c.name == name)).first()
+        if name in self._config.verifiers:
+            if row is not None:
+                log.error("Verifier key %r collides with the register's party of that name: both refused", name)
+                raise ServiceError(401, f"{name!r} names both a Verifier key and a register party: refused (rename the key file)")
+            return "verifier", self._config.verifiers[name]
         if row is None:
             raise ServiceError(401, f"unknown party {name!r}: not registered")
         return str(row.role), VerifyKey.from_raw(bytes(row.public_key))
@@ -114,6 +137,7 @@ class Authenticator:
             env = Envelope.from_json(data)
         except ComputewatchError as exc:
             raise ServiceError(422, f"body is not a DSSE envelope: {exc}") from None
+        check_signature_count(env, "request envelope")
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
             raise ServiceError(422, f"payload type {env.payload_type!r} is not {PAYLOAD_TYPE_INTOTO}")
         try:
@@ -153,15 +177,6 @@ class Authenticator:
             raise ServiceError(403, f"party {p['party']!r} has role {role!r}; {action!r} needs one of: {allowed}")
         return SignedWrite(Principal(p["party"], role), action, p["body"], p["nonce"], bytes(data))
 
-    def claim(self, conn: Connection, write: SignedWrite) -> None:
-        """Inside the write's transaction: claim its nonce (403 on a replay) and keep the statement."""
-        self.claim_nonce(conn, write.principal.name, write.nonce)
-        conn.execute(
-            insert(ss.requests).values(
-                party=write.principal.name, action=write.action, nonce=write.nonce, statement=write.envelope, received_at=format_time()
-            )
-        )
-
     def claim_nonce(self, conn: Connection, party: str, nonce: str) -> None:
         t = ss.nonces
         if conn.execute(select(t.c.id).where(t.c.party == party, t.c.nonce == nonce)).first() is not None:
@@ -183,11 +198,6 @@ class Authenticator:
         cutoff = format_time(now - timedelta(seconds=2 * self._config.max_skew_s))
         return int(conn.execute(delete(ss.nonces).where(ss.nonces.c.seen_at < cutoff)).rowcount or 0)
 
-    def claim_alone(self, write: SignedWrite) -> None:
-        """Claim the nonce in a transaction of its own (for effects made by the register's own transactions)."""
-        with reg_db.write(self._engine) as conn:
-            self.claim(conn, write)
-
     # ------------------------------------------------------------------ reads
     def verify_read(self, method: str, path: str, headers: Any, cookies: Any) -> Principal | None:
         """The reader, from signed headers, a bearer token or the session cookie; None if anonymous."""
@@ -202,15 +212,17 @@ class Authenticator:
             return self.session(token)
         return None
 
-    def verify_upload(self, method: str, path: str, headers: Any, body_sha256: str) -> Principal:
-        """An upload: signed headers whose signature covers the body's SHA-256."""
+    def verify_upload(self, method: str, path: str, headers: Any) -> tuple[Principal, str]:
+        """An upload, checked before a byte of its body is read: signed headers whose signature
+        covers the body's SHA-256 as claimed in X-CW-Content-SHA256 (the caller compares the
+        body it then reads with that digest). Returns the uploader and the claimed digest."""
         party = headers.get(HEADER_PARTY)
         if party is None:
             raise ServiceError(401, f"an upload is signed: {HEADER_PARTY}, {HEADER_TIME}, {HEADER_NONCE}, {HEADER_SIGNATURE}")
-        claimed = headers.get(HEADER_CONTENT_SHA256)
-        if claimed != body_sha256:
-            raise ServiceError(401, f"{HEADER_CONTENT_SHA256} does not match the body received")
-        return self._signed_read(method, path, headers, party, body_sha256)
+        claimed = headers.get(HEADER_CONTENT_SHA256, "")
+        if not re.fullmatch(r"[0-9a-f]{64}", claimed):
+            raise ServiceError(401, f"{HEADER_CONTENT_SHA256}: the body's SHA-256, 64 lowercase hex digits")
+        return self._signed_read(method, path, headers, party, claimed), claimed
 
     def _signed_read(self, method: str, path: str, headers: Any, party: str, body_sha256: str | None = None) -> Principal:
         time, nonce, sig_b64 = headers.get(HEADER_TIME), headers.get(HEADER_NONCE), headers.get(HEADER_SIGNATURE)
@@ -245,6 +257,13 @@ class Authenticator:
             )
         )
         return token, expires
+
+    def revoke(self, token: str) -> bool:
+        """Forget a session token (logout): it authenticates nothing afterwards."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with reg_db.write(self._engine) as conn:
+            n = conn.execute(delete(ss.sessions).where(ss.sessions.c.token_sha256 == digest)).rowcount
+        return bool(n)
 
     def session(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).hexdigest()

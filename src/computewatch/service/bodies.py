@@ -17,7 +17,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it exceeds `limit` bytes (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not declared.isdigit() or len(declared) > 20:
             raise ServiceError(400, "Content-Length is not a number")
         if int(declared) > limit:
             raise ServiceError(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")

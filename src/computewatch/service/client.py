@@ -11,6 +11,7 @@ A refusal (4xx) returns None (no ack): the chip stays frozen and `last_error` sa
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from computewatch.service.bodies import ENTRY_TYPE
 from computewatch.service.statements import read_headers, signed_request
 
 __all__ = ["HttpTransport", "ServiceClient"]
+
+log = logging.getLogger("computewatch.chip.transport")
 
 
 class HttpTransport:
@@ -60,13 +63,16 @@ class HttpTransport:
                 if r.status_code < 500:
                     try:
                         self.last_error = str(r.json().get("error"))
-                    except ValueError:
+                    except (ValueError, AttributeError):
                         self.last_error = f"HTTP {r.status_code}"
+                    log.warning("chip %s: the service refused an entry (HTTP %d): %s", serial, r.status_code, self.last_error)
                     return None
                 problem = f"service answered HTTP {r.status_code}"
             self.last_error = problem
             if time.monotonic() + backoff > deadline:
+                log.error("chip %s: giving up after %.0f s: %s", serial, self.retry_s, problem)
                 raise ConnectionError(problem)
+            log.info("chip %s: %s; retrying in %.2f s", serial, problem, backoff)
             self.retries += 1
             time.sleep(backoff)
             backoff = min(backoff * 2, 1.0)

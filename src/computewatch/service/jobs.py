@@ -10,6 +10,7 @@ report-mode chip's log. A job left `running` by a crash is queued again at the n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,54 +30,60 @@ from computewatch.service import schema as ss
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
 from computewatch.service.logs import ChipLogs
+from computewatch.service.models import ChipCopy, VerifyJob
 from computewatch.service.statements import format_time
 
-__all__ = ["JobStore", "Worker", "check_job_body"]
+__all__ = ["JobStore", "Worker", "check_job_body", "scrub_paths"]
+
+log = logging.getLogger("computewatch.service.worker")
 
 _MODES = ("exact", "tolerance")
 
 
-def _inside(data_dir: Path, rel: Any, what: str) -> Path:
-    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or len(rel) > 1000:
+def _inside(data_dir: Path, rel: Any, what: str, under: str | None = None) -> Path:
+    """`rel` resolved under the data folder (and under `under`, a subfolder, when given: an
+    owner may name only what it uploaded, `inputs/<owner>/...`); 403 outside, 422 if missing."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel or len(rel) > 1000:
         raise ServiceError(422, f"{what}: a path relative to the service's data folder, got {rel!r:.80}")
     root = data_dir.resolve()
     path = (root / rel).resolve()
     if path != root and root not in path.parents:
         raise ServiceError(403, f"{what} {rel!r} leads outside the service's data folder")
+    if under is not None:
+        mine = (root / under).resolve()
+        if path != mine and mine not in path.parents:
+            raise ServiceError(403, f"{what} {rel!r} is not among the submitter's own inputs ({under}/...)")
     if not path.is_dir():
         raise ServiceError(422, f"{what} {rel!r}: no such folder under the service's data folder")
     return path
 
 
-def check_job_body(body: dict[str, Any], data_dir: Path, held: set[str] | None) -> dict[str, Any]:
-    """Validate a job request; `held`: the serials the submitter holds (None: the Verifier, any)."""
-    unknown = set(body) - {"runs", "chips", "mode", "segments"}
-    if unknown:
-        raise ServiceError(422, f"unknown job fields {sorted(unknown)}")
-    runs, chips = body.get("runs"), body.get("chips")
-    if not isinstance(runs, list) or not runs or len(runs) > 64:
-        raise ServiceError(422, "runs: a list of 1 to 64 run directories")
-    if not isinstance(chips, list) or not chips or len(chips) > 4096:
-        raise ServiceError(422, "chips: a list of 1 to 4096 chip directories or {\"serial\": S}")
-    for r in runs:
-        if not (_inside(data_dir, r, "run") / "manifest.dsse.json").is_file():
+def check_job_body(body: VerifyJob, data_dir: Path, owner: str | None, held: set[str] | None) -> dict[str, Any]:
+    """Validate a job request. `owner`: the submitting owner, whose paths must lie under its
+    own `inputs/<owner>/` (None: the Verifier, anywhere under the data folder); `held`: the
+    serials the submitter holds (None: any)."""
+    under = None if owner is None else f"inputs/{owner}"
+    for r in body.runs:
+        if not (_inside(data_dir, r, "run", under) / "manifest.dsse.json").is_file():
             raise ServiceError(422, f"run {r!r} is not a transcript (no manifest.dsse.json)")
-    for c in chips:
-        if isinstance(c, dict):
-            serial = c.get("serial")
-            if set(c) != {"serial"} or not isinstance(serial, str):
-                raise ServiceError(422, "a chip named by the service's log copy is {\"serial\": S}")
-            if held is not None and serial not in held:
-                raise ServiceError(403, f"chip {serial!r} is not held by the submitter")
+    chips: list[Any] = []
+    for c in body.chips:
+        if isinstance(c, ChipCopy):
+            if held is not None and c.serial not in held:
+                raise ServiceError(403, f"chip {c.serial!r} is not held by the submitter")
+            chips.append({"serial": c.serial})
         else:
-            _inside(data_dir, c, "chip")
-    mode = body.get("mode", "exact")
-    if mode not in _MODES:
-        raise ServiceError(422, f"mode must be one of {_MODES}")
-    segments = body.get("segments", 1)
-    if not (segments == "all" or (isinstance(segments, int) and not isinstance(segments, bool) and 0 <= segments <= 10000)):
-        raise ServiceError(422, "segments: 0..10000 random segments, or 'all'")
-    return {"runs": runs, "chips": chips, "mode": mode, "segments": segments}
+            _inside(data_dir, c, "chip", under)
+            chips.append(c)
+    return {"runs": list(body.runs), "chips": chips, "mode": body.mode, "segments": body.segments}
+
+
+def scrub_paths(text: str, *roots: Path) -> str:
+    """`text` with the server's absolute folders replaced by names relative to them: answers
+    never show where the service keeps its files."""
+    for root in sorted({str(r) for r in roots}, key=len, reverse=True):
+        text = text.replace(root + "/", "").replace(root, ".")
+    return text
 
 
 class JobStore:
@@ -193,6 +200,7 @@ class Worker:
             try:
                 job = self._store.claim_next()
             except Exception:  # noqa: BLE001 (the database is briefly unavailable: try again)
+                log.warning("verify worker cannot read the job queue; retrying", exc_info=True)
                 job = None
             if job is None:
                 self._stop.wait(self._config.job_poll_s)
@@ -202,12 +210,19 @@ class Worker:
     def run(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
         scratch = Path(tempfile.mkdtemp(prefix=f"computewatch-job-{job_id}-"))
+        roots = (self._config.data_dir.resolve(), self._config.data_dir, scratch)
+        log.info("job %d of %s started: %d run(s), %d chip(s)", job_id, job["owner"], len(job["request"]["runs"]), len(job["request"]["chips"]))
         try:
             doc = self._verify(job, scratch)
+            # The verdict names inputs relative to the data folder, never the server's paths.
+            doc = json.loads(scrub_paths(json.dumps(doc), *roots))
             self._store.record(job_id, doc)
             self._store.finish(job_id, doc.get("verdict"), None)
+            log.info("job %d finished: %s", job_id, doc.get("verdict"))
         except Exception as exc:  # noqa: BLE001 (a failed job records why; the worker goes on)
-            self._store.finish(job_id, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000])
+            log.exception("job %d failed", job_id)
+            reason = exc.reason if isinstance(exc, ServiceError) else " ".join(str(exc).split()) or type(exc).__name__
+            self._store.finish(job_id, None, scrub_paths(reason, *roots)[:2000])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "sessions", "transcripts"]
+__all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "responses", "sessions", "transcripts"]
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -64,6 +64,22 @@ requests = Table(
     Column("nonce", String(128), nullable=False),
     Column("statement", LargeBinary, nullable=False),
     Column("received_at", _TIME, nullable=False),
+)
+
+# The answer given to each accepted signed write (revision s0002): a resend of the same envelope
+# gets it back; the write's effect, its request row and this row commit together.
+responses = Table(
+    "service_responses",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("party", String(200), nullable=False),
+    Column("nonce", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("statement_sha256", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("answer", LargeBinary, nullable=False),
+    Column("answered_at", _TIME, nullable=False),
+    UniqueConstraint("party", "nonce", name="uq_service_responses_party_nonce"),
 )
 
 transcripts = Table(

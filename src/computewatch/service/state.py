@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from computewatch.registry import Registry
-from computewatch.service.auth import Authenticator, Principal
+from computewatch.service.auth import MAX_SIGNATURES, Authenticator, Principal
 from computewatch.service.checkpoint import NoteSigner
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
@@ -50,6 +50,8 @@ class Service:
         return {
             "register": self.reg.register_id,
             "checkpoint_key": {"name": self.signer.name, "vkey": self.signer.vkey, "pem": self.signer.key.public_key.to_pem().decode()},
-            "limits": {"max_body": c.max_body, "max_entry": c.max_entry, "max_skew_s": c.max_skew_s, "session_ttl_s": c.session_ttl_s},
+            "limits": {"max_body": c.max_body, "max_entry": c.max_entry, "max_upload": c.max_upload, "max_unpacked": c.max_unpacked,
+                       "max_members": c.max_members, "max_signatures": MAX_SIGNATURES, "max_skew_s": c.max_skew_s,
+                       "session_ttl_s": c.session_ttl_s},
             "verifiers": sorted(c.verifiers),
         }

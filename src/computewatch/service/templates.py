@@ -26,6 +26,8 @@ code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-al
 figure{background:#fff;border:1px solid #e0e0e0;padding:8px;margin:10px 0}figure img{max-width:100%}
 .cards{display:flex;gap:12px;flex-wrap:wrap}.card{background:#fff;border:1px solid #e0e0e0;padding:10px 16px;min-width:140px}
 .card b{font-size:22px;display:block}
+.alert{background:#ffebee;border:1px solid #c62828;padding:4px 12px;margin:8px 0}
+.s-violation{color:#c62828;font-weight:700}.s-awaiting-explanation{color:#ef6c00}.s-all-explained{color:#2e7d32}
 </style></head><body>
 <nav>{% if who %}<a href="/">Overview</a><a href="/chips">Chips</a><a href="/owners">Owners</a><a href="/plans">Inspections</a>
 <a href="/queue">Explanation queue</a><a href="/jobs">Verdicts</a><a href="/regime">Regime</a>
@@ -35,18 +37,29 @@ figure{background:#fff;border:1px solid #e0e0e0;padding:8px;margin:10px 0}figure
 _TEMPLATES = {
     "base.html": _BASE,
     "login.html": """{% extends "base.html" %}{% block body %}
-<p>Paste a session token (<code>POST /v1/sessions</code> with a request signed by your registered key; docs/service.md).</p>
+<p>Paste a session token: <code>computewatch session --url URL --key YOUR.key</code> prints one (it signs
+<code>POST /v1/sessions</code> with your registered key; docs/service.md).</p>
 {% if message %}<p class="finding">{{ message }}</p>{% endif %}
 <form method="post" action="/login"><input name="token" id="token" size="60" autocomplete="off"> <button type="submit">Sign in</button></form>
 {% endblock %}""",
     "error.html": """{% extends "base.html" %}{% block body %}<p id="error">{{ status }}: {{ reason }}</p>{% endblock %}""",
     "index.html": """{% extends "base.html" %}{% block body %}
+{% if findings %}<section id="findings" class="alert"><h2>Open findings ({{ findings|length }})</h2>
+<table><thead><tr><th>finding</th><th>party</th><th>what</th><th>detail</th></tr></thead><tbody>
+{% for f in findings %}<tr><td class="finding">{{ f.kind }}</td><td>{{ f.party }}</td><td>{{ f.subject }}</td><td>{{ f.detail }}</td></tr>{% endfor %}
+</tbody></table></section>{% else %}<p id="findings" class="clean">No open findings.</p>{% endif %}
+<h2>Provers</h2>
+<table id="provers"><thead><tr><th>Prover</th><th>standing</th><th>snapshots unexplained</th><th>awaiting explanation</th><th>explained</th><th>latest verify job</th></tr></thead><tbody>
+{% for p in provers %}<tr><td>{{ p.owner }}</td><td class="s-{{ p.state|replace(' ', '-') }}">{{ p.state }}</td><td>{{ p.unexplained }}</td><td>{{ p.pending }}</td><td>{{ p.explained }}</td>
+<td>{% if p.job %}<a href="/jobs/{{ p.job.id }}">job {{ p.job.id }}</a>: <span class="v-{{ p.job.verdict }}">{{ p.job.verdict }}</span>{% else %}none{% endif %}</td></tr>
+{% else %}<tr><td colspan="6">no Prover has logged snapshots to explain yet</td></tr>{% endfor %}</tbody></table>
 <div class="cards">
+<div class="card"><b id="n-unexplained" class="{{ 'finding' if counts.unexplained else 'clean' }}">{{ counts.unexplained }}</b>snapshots unexplained</div>
+<div class="card"><b id="n-pending">{{ counts.pending }}</b>snapshots awaiting explanation</div>
 <div class="card"><b id="n-chips">{{ counts.chips }}</b>chips</div>
 <div class="card"><b id="n-entries">{{ counts.entries }}</b>log entries received</div>
 <div class="card"><b>{{ counts.parties }}</b>parties</div>
 <div class="card"><b>{{ counts.plans }}</b>plans</div>
-<div class="card"><b>{{ counts.pending }}</b>snapshots to explain</div>
 <div class="card"><b>{{ counts.jobs }}</b>verify jobs</div>
 </div>
 <p>Register <code>{{ register }}</code>. Checkpoint key <code>{{ vkey }}</code>.</p>
@@ -80,7 +93,7 @@ _TEMPLATES = {
     "plans.html": """{% extends "base.html" %}{% block body %}
 <h2>Plans</h2>
 <table id="plans"><thead><tr><th>id</th><th>period</th><th>stockpile</th><th>samples</th><th>detection probability</th><th>commitment</th><th>revealed</th></tr></thead><tbody>
-{% for p in plans %}<tr><td>{{ p.plan }}</td><td>{{ p.period }}</td><td>{{ p.stockpile }}</td><td>{{ p.samples }}</td><td>{{ p.detection_probability }}</td>
+{% for p in plans %}<tr><td>{{ p.plan }}</td><td>{{ p.period }}</td><td>{{ p.stockpile }}</td><td>{{ p.samples }}</td><td>{{ "%.4g"|format(p.detection_probability|float) if p.detection_probability is not none else "—" }}</td>
 <td class="mono">{{ p.commitment }}</td><td>{{ "yes" if p.revealed else "no" }}</td></tr>{% else %}<tr><td colspan="7">no plans</td></tr>{% endfor %}</tbody></table>
 <h2>Inspection outcomes</h2>
 <table id="inspections"><thead><tr><th>id</th><th>chip</th><th>plan</th><th>outcome</th><th>problems</th><th>recorded</th></tr></thead><tbody>
@@ -106,24 +119,18 @@ _TEMPLATES = {
 <p>Verdict: <span id="verdict" class="v-{{ verdict.verdict }}">{{ verdict.verdict }}</span> · <a href="/v1/jobs/{{ job.id }}/report">full report</a> · <a href="/v1/jobs/{{ job.id }}/verdict">JSON</a></p>
 <h2>Checks</h2>
 <table id="checks"><thead><tr><th>check</th><th>passed</th><th>detail</th></tr></thead><tbody>
-{% for c in verdict.checks or [] %}<tr><td>{{ c.name }}</td><td>{{ c.passed }}</td><td>{{ c.detail }}</td></tr>{% endfor %}</tbody></table>
+{% for c in verdict.checks or [] %}<tr><td>{{ c.name }}</td><td class="{{ 'clean' if c.passed is true else 'finding' if c.passed is false else '' }}">{{ "pass" if c.passed is true else "FAIL" if c.passed is false else "not decided" }}</td><td>{{ c.detail }}</td></tr>{% endfor %}</tbody></table>
 <h2>Figures</h2>
 {% for name in figures %}<figure><img class="plot" alt="{{ name }}" src="/v1/jobs/{{ job.id }}/figures/{{ name }}.png"><figcaption>{{ name }}</figcaption></figure>{% endfor %}
 {% endif %}
-{% if job.status in ("queued", "running") %}<script>
-(function poll(){fetch("/v1/jobs/{{ job.id }}",{credentials:"same-origin"}).then(r=>r.json()).then(j=>{
-document.getElementById("status").textContent=j.status;
-document.getElementById("bar").style.width=Math.round(j.progress.fraction*100)+"%";
-document.getElementById("stage").textContent=j.progress.stage+" "+j.progress.done+"/"+j.progress.total;
-if(j.status==="done"||j.status==="failed"){location.reload();}else{setTimeout(poll,1000);}}).catch(()=>setTimeout(poll,2000));})();
-</script>{% endif %}
+{% if job.status in ("queued", "running") %}<script src="/static/job.js" data-job="{{ job.id }}"></script>{% endif %}
 {% endblock %}""",
     "regime.html": """{% extends "base.html" %}{% block body %}
 <p>Registered stockpile in service: <b id="stockpile">{{ r.stockpile }}</b> chips; a = {{ "%.3g"|format(r.chip_flops_per_day) }} FLOP per chip-day.</p>
 <h2>Eq. 1: chips to inspect per period (f = 0.1/day, T = T<sub>m</sub> = 30 days, p = 0.9)</h2>
 <table id="eq1"><thead><tr><th>run</th><th>H (FLOP)</th><th>samples per period</th><th>detection probability</th><th>feasible</th><th>reason</th></tr></thead><tbody>
 {% for e in r.eq1 %}<tr><td>{{ e.run }}</td><td>{{ "%.3g"|format(e.H) }}</td><td>{{ e.samples_per_period if e.samples_per_period is not none else "—" }}</td>
-<td>{{ "%.4f"|format(e.detection_probability) if e.detection_probability is not none else "—" }}</td><td>{{ e.feasible }}</td><td>{{ e.reason or "" }}</td></tr>{% endfor %}</tbody></table>
+<td>{{ "%.4f"|format(e.detection_probability) if e.detection_probability is not none else "—" }}</td><td>{{ "yes" if e.feasible else "no" }}</td><td>{{ e.reason or "" }}</td></tr>{% endfor %}</tbody></table>
 <h2>Achieved so far</h2>
 <table id="achieved"><thead><tr><th>plan</th><th>period</th><th>samples</th><th>inspected</th><th>planned p</th><th>achieved p</th></tr></thead><tbody>
 {% for p in r.plans %}<tr><td>{{ p.id }}</td><td>{{ p.period }}</td><td>{{ p.samples }}</td><td>{{ p.inspected }}</td><td>{{ p.planned_probability }}</td>
@@ -132,5 +139,9 @@ if(j.status==="done"||j.status==="failed"){location.reload();}else{setTimeout(po
 }
 
 
+def _finalize(value: object) -> object:
+    return "—" if value is None else value  # a missing value reads as a dash, never "None"
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES), autoescape=True)
+    return jinja2.Environment(loader=jinja2.DictLoader(_TEMPLATES), autoescape=True, finalize=_finalize)

@@ -9,7 +9,9 @@ which it deletes when the job ends. The Prover's private key is never copied.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,14 +43,22 @@ class _Stager:
         self.target = RunStorage(target)
         self.dst_store = ObjectStore(self.target)
 
+    def _regular(self, rel: str) -> None:
+        # The judge reads only regular files of the run: a link could point at another run or at
+        # the Verifier's own files, a FIFO or device would never finish reading.
+        local = self.source.local_path
+        if local is not None and os.path.lexists(local / rel) and not stat.S_ISREG(os.lstat(local / rel).st_mode):
+            raise StoreError(f"{rel} in the run directory is not a regular file (links, FIFOs and devices are refused)")
+
     def file(self, rel: str) -> None:
-        if self.source.exists(rel):
+        if self.source.exists(rel) or os.path.lexists(self.source.path(rel)):
+            self._regular(rel)
             self.target.write_atomic(rel, self.source.read(rel))
 
     def folder(self, rel: str) -> None:
         for name in self.source.listdir(rel):
             sub = f"{rel}/{name}"
-            if self.source.fs.isdir(self.source.path(sub)):
+            if self.source.fs.isdir(self.source.path(sub)) and not os.path.islink(self.source.path(sub)):
                 self.folder(sub)
             else:
                 self.file(sub)
@@ -56,6 +66,7 @@ class _Stager:
     def objects(self, digests: Iterable[str]) -> None:
         for digest in digests:
             if not self.dst_store.has(digest):
+                self._regular(self.src_store._rel(digest))
                 self.dst_store.put(self.src_store.get(digest))  # get() re-hashes: a bad object is refused
 
 

@@ -11,7 +11,9 @@ the busy time each run accounts for.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,18 +80,30 @@ class ChipEvidence:
         return self.certificate.peak_flops
 
 
+def _read_regular(path: Path) -> bytes:
+    # A chip owner could leave a FIFO or device where the log should be: refused, never waited on.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def find_chip_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Chip state directories: each path is one, or a folder whose sub-folders are (name order)."""
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if (path / CERTIFICATE_FILE).is_file():
+        if os.path.lexists(path / CERTIFICATE_FILE):
             out.append(path)
             continue
         if not path.is_dir():
             raise EvidenceError(f"{path}: no such chip directory")
         # Hidden folders are a chip half-made by `chip manufacture` (".NAME.partial"), not a chip.
-        found = sorted(p for p in path.iterdir() if not p.name.startswith(".") and (p / CERTIFICATE_FILE).is_file())
+        found = sorted(p for p in path.iterdir() if not p.name.startswith(".") and os.path.lexists(p / CERTIFICATE_FILE))
         if not found:
             raise EvidenceError(f"{path}: neither a chip state directory ({CERTIFICATE_FILE}) nor a folder of them")
         out.extend(found)
@@ -104,7 +118,7 @@ def find_chip_dirs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def _certificate(path: Path, roots: Sequence[VerifyKey]) -> tuple[ChipCertificate, VerifyKey]:
     try:
-        env = envelope_from_obj(parse_canonical_json((path / CERTIFICATE_FILE).read_bytes()), "chip certificate")
+        env = envelope_from_obj(parse_canonical_json(_read_regular(path / CERTIFICATE_FILE)), "chip certificate")
     except OSError as exc:
         raise EvidenceError(f"{path / CERTIFICATE_FILE}: cannot read ({exc.strerror})") from None
     except ComputewatchError as exc:
@@ -129,7 +143,7 @@ def read_chip(
     cert, root = _certificate(path, chipmaker_roots)
     heads = list((known_heads or {}).get(cert.serial, ()))
     try:
-        data = (path / LOG_FILE).read_bytes()
+        data = _read_regular(path / LOG_FILE)
     except FileNotFoundError:
         data = b""  # a missing log audits like an empty one: no boot entry, a finding
     except OSError as exc:

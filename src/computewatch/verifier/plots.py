@@ -226,6 +226,17 @@ def _draw_snapshots(verdict: Mapping[str, Any]) -> Figure:
                 continue
             row = chips.setdefault(str(snap.get("chip", "?")), len(chips))
             points.append((step, row, snap.get("explained") is True))
+    seen = {(str(_dict(s).get("chip", "?")), _num(_dict(s).get("counter"))) for r in _runs(verdict) for s in _list(r.get("snapshots"))}
+    for snap in _list(verdict.get("unexplained_snapshots")):  # also those of runs never handed over
+        snap = _dict(snap)
+        step = _num(snap.get("step"))
+        if (str(snap.get("chip", "?")), _num(snap.get("counter"))) in seen:
+            continue
+        if step is None:
+            stepless += 1
+            continue
+        row = chips.setdefault(str(snap.get("chip", "?")), len(chips))
+        points.append((step, row, False))
     title = "Logged snapshots per chip" + (f" ({stepless} without a step not shown)" if stepless else "")
     fig, ax = _new(title, "step the snapshot saw", "chip", height=max(2.4, 1.2 + 0.35 * len(chips)))
     if not points:

@@ -206,6 +206,18 @@ def _run(run: Mapping[str, Any]) -> str:
     )
 
 
+def _unexplained(v: Mapping[str, Any]) -> str:
+    """Every logged snapshot no transcript explained, those of withheld runs included."""
+    snaps = [_dict(s) for s in _list(v.get("unexplained_snapshots"))]
+    rows = [
+        [f"<span class=mono>{_e(s.get('chip', ''))}</span>", _value(s.get("counter")), _value(s.get("step")),
+         f"<span class=mono>{_e(s.get('run_id') or 'none')}</span>", _value(s.get("busy_ns")), _e(s.get("detail", ""))]
+        for s in snaps
+    ]
+    return _table(["chip", "log entry", "step", "run logged", "busy ns", "why not explained"], rows,
+                  bad=[True] * len(rows), empty="none: every logged snapshot was explained")
+
+
 def _selection(v: Mapping[str, Any]) -> str:
     sel = _dict(v.get("selection"))
     tol = v.get("tolerance")
@@ -265,6 +277,8 @@ def render_html(verdict: Mapping[str, Any], *, figures: Mapping[str, bytes | str
         "<h1>computewatch verdict</h1>",
         f"<p><span class='verdict v-{cls}'>{_e(word.upper())}</span></p>",
         _summary(v),
+        f"<h2 id=unexplained>snapshots not explained ({len(_list(v.get('unexplained_snapshots')))})</h2>",
+        _unexplained(v),
         "<h2>checks</h2>",
         _checks(v),
         "<h2>rules</h2>",

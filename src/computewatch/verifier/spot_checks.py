@@ -9,7 +9,7 @@ Two kinds of evidence, both decided here in the Verifier's own process:
 2. Answers to a challenge (`--responses DIR`): the challenge must carry the Verifier's tag, the
    run's step records must still be the ones drawn from (same root), the response must arrive
    within the deadline (the judge's clock), and for every drawn step and rank the answered state
-   must hash to the committed state before the step; the trusted cluster replays exactly that
+   must hash to the committed state before the step; a sandboxed executor replays exactly that
    one step, whose result must hash to the committed state after it (exact mode) or lie within
    epsilon of the answered after-state, itself hashing to its commitment (tolerance mode). A
    refused, missing, late or inconsistent answer is a violation. On a failed replay the first
@@ -75,8 +75,9 @@ def judge_responses(
     now_ns: int | None = None,
     data_dirs: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Judge the response folders; returns (spot_checks, localized). `run_jobs` runs "step"
-    job specs in the trusted cluster and returns their results in order."""
+    """Judge the response folders; returns (spot_checks, localized). `run_jobs` checks and
+    replays the answered states of one run (`step_replay.judge_steps`, in the sandboxed
+    executor) and returns their results in order."""
     now = time.time_ns() if now_ns is None else now_ns
     drawn = passed = replayed = 0
     failed: list[dict[str, Any]] = []
@@ -118,6 +119,7 @@ def judge_responses(
                     continue
                 spec = {"run_dir": run["run_dir"], "step": t, "rank": rank, "response_dir": str(Path(folder).resolve()),
                         "before": a["before"], "after": a["after"] if challenge["mode"] == "tolerance" else None,
+                        "expected_before": _expected_before(summary, t, rank),
                         "data_dir": (data_dirs or {}).get(rid)}
                 jobs.append(spec)
                 keys.append((t, rank, a))
@@ -207,26 +209,34 @@ def _attach_folders(resp: dict[str, Any], folder: str) -> None:
 
 
 
-def verify_hook(request: Any, runs: dict[str, dict[str, Any]], cluster: Any, keys: tuple[bytes, ...], checks: Any, tolerance: dict[str, Any] | None) -> dict[str, Any]:
+def verify_hook(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str, Any], checks: Any, tolerance: dict[str, Any] | None,
+                *, sandbox: bool = True) -> dict[str, Any]:
     """What `verifier.verify` adds to its verdict: the `steps` findings, and `spot_checks` and
-    `localized` when the request carries responses (None and [] otherwise)."""
-    from computewatch.verifier.cluster import Job
+    `localized` when the request carries responses (None and [] otherwise). Every replay runs in
+    the sandboxed executor (`step_replay.judge_steps`), one per run and response."""
+    from computewatch.verifier.protocol import Status
+    from computewatch.verifier.step_replay import judge_steps
 
     judge_chain(runs, checks.bad, checks.good)
     located = localize_segments(runs, request.mode)
     responses = list(getattr(request, "responses", ()) or ())
     if not responses:
         if not any((r.get("step_commitments") or {}).get("committed") for r in runs.values()):
-            checks.unsure("steps", "not run: no step commitments (v1 step records) and no challenge responses")
+            checks.add("steps", Status.NOT_RUN, "not run: no step commitments (v1 step records) and no challenge responses")
         return {"spot_checks": None, "localized": located}
+    by_dir = {str(Path(r["run_dir"]).resolve()): rid for rid, r in runs.items()}
+    data_dirs = dict(request.data_dirs)
 
     def run_jobs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return cluster.run([Job("step", s, keys) for s in specs])
+        rid = by_dir[str(Path(specs[0]["run_dir"]).resolve())]
+        data = data_dirs.get(rid)
+        return judge_steps(staged[rid], specs, sandbox=sandbox, data_dir=str(Path(data).resolve()) if data else None,
+                           time_scale=getattr(request, "time_scale", 1.0))
 
     spot, localized = judge_responses(
         runs, responses, request.seed, run_jobs, checks.bad, checks.good,
         mode=request.mode, epsilon=(tolerance or {}).get("epsilon"), now_ns=getattr(request, "now_ns", None),
-        data_dirs=dict(request.data_dirs),
+        data_dirs=data_dirs,
     )
     return {"spot_checks": spot, "localized": located + localized}
 

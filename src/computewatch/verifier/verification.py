@@ -18,22 +18,28 @@ Order of work (paper §3, §5.1-5.2, Appendix D):
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.signing import VerifyKey
-from computewatch.verifier.cluster import Job, TrustedCluster
-from computewatch.verifier.evidence import ChipEvidence, find_chip_dirs, read_chip
+from computewatch.verifier import _audit, _examine
+from computewatch.verifier._run import StagedRun, staged_run
+from computewatch.verifier.cluster import TrustedCluster
+from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
+from computewatch.verifier.protocol import CheckOutcome, Status
+from computewatch.verifier.spot_checks import verify_hook
 from computewatch.verifier.selection import Segment, seed_commitment, select_segments
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
 CHECKS = ("chip-logs", "precommitment", "snapshots", "init", "data", "hyperparameters", "segments", "steps", "memorization", "loss", "compute", "rules")
+ADVISORY = ("memorization",)  # never decides a verdict (docs/verifier.md)
 _MEMORIZATION_SEGMENTS = 4
 _CALIBRATION_THREADS = (1, 2, 3)
 
@@ -54,42 +60,44 @@ class VerifyRequest:
     threads: int | None = None  # tolerance mode: replay with this many threads
     ray_address: str | None = None
     workers: int = 1
-    isolate: bool = True
-    in_process: bool = False  # tests of the check logic: jobs run in this process, unsandboxed
+    sandbox: bool = True  # False: --unsafe-no-sandbox (the Prover's program runs unconfined)
+    in_process: bool = False  # tests of the check logic: the same as sandbox=False
+    isolate: bool = True  # kept for callers of the previous interface; sandbox decides
     data_dirs: Mapping[str, str] = field(default_factory=dict)  # run id -> the Prover's raw data folder
+    time_scale: float = 1.0  # multiplies every executor time limit (tests of the limits use less)
     responses: Sequence[str | os.PathLike[str]] = ()  # step-challenge response folders (issue 19)
     now_ns: int | None = None  # the judge's clock for response deadlines (default: now)
 
 
 class _Checks:
-    """Check outcomes: a check fails if any finding fails it; None if it could not be decided."""
+    """Typed outcomes per check: failed if any finding failed it, else undecided if any was
+    undecided, else passed if any passed, else not run."""
 
     def __init__(self) -> None:
-        self.fail: dict[str, list[str]] = defaultdict(list)
-        self.undecided: dict[str, list[str]] = defaultdict(list)
-        self.ok: dict[str, list[str]] = defaultdict(list)
+        self.items: dict[str, list[tuple[Status, str]]] = defaultdict(list)
+
+    def add(self, name: str, status: Status, detail: str) -> None:
+        if name not in CHECKS:
+            raise ValueError(f"unknown check {name!r}")
+        self.items[name].append((status, detail))
 
     def bad(self, name: str, detail: str) -> None:
-        self.fail[name].append(detail)
+        self.add(name, Status.FAILED, detail)
 
     def unsure(self, name: str, detail: str) -> None:
-        self.undecided[name].append(detail)
+        self.add(name, Status.UNDECIDED, detail)
 
     def good(self, name: str, detail: str) -> None:
-        self.ok[name].append(detail)
+        self.add(name, Status.PASSED, detail)
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def outcomes(self) -> list[CheckOutcome]:
         out = []
         for name in CHECKS:
-            if self.fail[name]:
-                passed, details = False, self.fail[name]
-            elif self.undecided[name]:
-                passed, details = None, self.undecided[name]
-            elif self.ok[name]:
-                passed, details = True, self.ok[name]
-            else:
-                passed, details = None, ["not run: nothing to check"]
-            out.append({"name": name, "passed": passed, "detail": "; ".join(_short(d) for d in details[:6]) + (f"; and {len(details) - 6} more" if len(details) > 6 else "")})
+            entries = self.items[name]
+            status = next((s for s in (Status.FAILED, Status.UNDECIDED, Status.PASSED, Status.NOT_RUN) if any(e[0] is s for e in entries)), Status.NOT_RUN)
+            details = [d for s, d in entries if s is status] or ["not run: nothing to check"]
+            text = "; ".join(_short(d) for d in details[:6]) + (f"; and {len(details) - 6} more" if len(details) > 6 else "")
+            out.append(CheckOutcome(name, status, text))
         return out
 
 
@@ -98,66 +106,37 @@ def _short(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _pem(keys: Sequence[VerifyKey]) -> tuple[bytes, ...]:
-    return tuple(k.to_pem() for k in keys)
-
-
 def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str, Any]:
     """Verify the runs against the inspected chips; returns the verdict document
-    (docs/verifier.md). Raises EvidenceError / ValueError for unusable input."""
+    (docs/verifier.md). Raises EvidenceError / ValueError for unusable input, ClusterError when
+    no sandbox can be made and `sandbox` was not turned off."""
     if request.mode not in ("exact", "tolerance"):
         raise ValueError(f"mode must be exact or tolerance, got {request.mode!r}")
     report = progress or (lambda what, done, total: None)
     checks = _Checks()
-    chips = [read_chip(p, request.chipmaker_roots, request.known_heads) for p in find_chip_dirs(request.chips)]
+    chips = _read_chips(request, checks)
     _check_chip_logs(chips, checks)
-    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, isolate=request.isolate, in_process=request.in_process)
-    keys = _pem(request.prover_keys)
-    report("inventory", 0, len(request.runs))
-    runs_dirs = [str(Path(r)) for r in request.runs]
-    inventories = cluster.run([Job("inventory", {"run_dir": d}, keys) for d in runs_dirs], lambda d, t: report("inventory", d, t))
-    runs: dict[str, dict[str, Any]] = {}
-    for run_dir, inv in zip(runs_dirs, inventories):
-        if "error" in inv:
-            checks.bad("precommitment", f"{run_dir}: the transcript is not authentic or not readable: {inv['error']}")
-            continue
-        if inv["run_id"] in runs:
-            checks.bad("precommitment", f"run {inv['run_id']} submitted twice ({runs[inv['run_id']]['run_dir']} and {run_dir})")
-            continue
-        inv["run_dir"] = run_dir
-        runs[inv["run_id"]] = inv
-        for problem in inv["problems"]:
-            checks.bad("data" if problem.startswith("step records") else "segments", f"run {inv['run_id']}: {problem}")
-    expectations = _map_chips_to_runs(chips, runs, checks)
-    selections = _select(runs, expectations, request)
-    tolerance = _calibrate(cluster, runs, selections, request, keys, report) if request.mode == "tolerance" else None
-    seg_jobs, seg_keys = [], []
-    for run_id, segs in selections.items():
-        inv = runs[run_id]
-        for seg in segs:
-            wanted = [e for e in expectations[run_id] if (seg.start < e["step"] <= (seg.end if seg.end is not None else seg.stop or 0))]
-            spec = _segment_spec(inv, seg, wanted, request, tolerance)
-            seg_jobs.append(Job("segment", spec, keys))
-            seg_keys.append((run_id, seg))
-    results = cluster.run(seg_jobs, lambda d, t: report("replay", d, t))
-    flops = _judge_segments(runs, seg_keys, results, expectations, request, checks, tolerance)
-    _judge_unreplayed_snapshots(runs, expectations, seg_keys, results, checks)
-    audits = _run_audits(cluster, runs, selections, flops, request, keys, report)
-    rules = _judge_audits(runs, audits, checks)
-    if request.policy_text is None:
-        checks.unsure("rules", "not run: no policy given (--policy), so no rule was applied")
-    _judge_compute(runs, chips, flops, checks)
-    from computewatch.verifier.spot_checks import verify_hook  # step commitments and challenges (issue 19)
-
-    step_evidence = verify_hook(request, runs, cluster, keys, checks, tolerance)
-    doc_checks = checks.to_json()
+    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process)
+    with ExitStack() as stack:
+        runs, staged = _inventory(request, checks, stack, report)
+        expectations = _map_chips_to_runs(chips, runs, checks)
+        selections = _select(runs, expectations, request)
+        tolerance = _calibrate(cluster, runs, staged, selections, expectations, request, report) if request.mode == "tolerance" else None
+        plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
+        results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
+        for rid, res in zip(runs, results):
+            _absorb(runs[rid], res, checks)
+        _judge_unreplayed_snapshots(expectations, checks)
+        _judge_compute(runs, staged, chips, checks)
+        rules = _judge_rules(runs, staged, results, request, checks)
+        step_evidence = verify_hook(request, runs, staged, checks, tolerance, sandbox=cluster.sandbox)  # step commitments and challenges (issue 19)
+    outcomes = checks.outcomes()
     logged = sum(len(c.snapshots) for c in chips)
     explained = sum(1 for rid in expectations for e in expectations[rid] if e.get("explained"))
-    verdict = _verdict(doc_checks, request.mode)
     total = [runs[r].get("total_flops") for r in runs]
     return {
-        "verdict": verdict,
-        "checks": doc_checks,
+        "verdict": _verdict(outcomes),
+        "checks": [o.to_json() for o in outcomes],
         "total_flops": sum(t for t in total if t is not None) if runs and all(t is not None for t in total) else None,
         "verification_flops": sum(r.get("verification_flops", 0) for r in runs.values()) if runs else None,
         "snapshots": {"logged": logged, "explained": explained},
@@ -167,7 +146,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
             "seed_commitment": seed_commitment(request.seed),
             "seed": request.seed.hex(),
             "segments_total": sum(max(0, len(r.get("checkpoint_steps", [])) - 1) for r in runs.values()),
-            "segments_replayed": len(seg_keys),
+            "segments_replayed": sum(len(selections.get(r, [])) for r in runs),
         },
         "tolerance": tolerance,
         **step_evidence,
@@ -175,19 +154,76 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         "rules": rules,
         "runs": [_run_doc(runs[r], selections.get(r, []), expectations.get(r, [])) for r in runs],
         "chips": [{"serial": c.serial, "entries": c.audit.entries, "snapshots": len(c.snapshots), "ok": c.audit.ok, "root": c.audit.root} for c in chips],
+        "unexplained_snapshots": _unexplained(chips, runs, expectations),
     }
 
 
-def _verdict(checks: list[dict[str, Any]], mode: str) -> str:
-    if any(c["passed"] is False for c in checks):
+def _unexplained(chips: list[ChipEvidence], runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every logged snapshot no transcript explained, also those of runs never handed over
+    (the report lists them all: they are the violation people must see)."""
+    done = {(e["chip"], e["counter"]): e for rid in expectations for e in expectations[rid]}
+    out = []
+    for c in chips:
+        for s in c.snapshots:
+            e = done.get((c.serial, s.counter))
+            if e is not None and e.get("explained"):
+                continue
+            why = ("belongs to no declared run" if s.run_id is None else
+                   f"run {s.run_id}'s transcript was withheld" if s.run_id not in runs else (e or {}).get("detail") or "not reproduced")
+            out.append({"chip": c.serial, "counter": s.counter, "step": s.step, "run_id": s.run_id,
+                        "clock_ns": str(s.clock_ns), "busy_ns": str(s.busy_ns), "detail": why})
+    return out
+
+
+def _verdict(outcomes: Sequence[CheckOutcome]) -> str:
+    if any(o.status is Status.FAILED for o in outcomes):
         return "violation"
-    decisive = [c for c in checks if c["name"] not in ("memorization",)]  # advisory: see docs/verifier.md
-    if any(c["passed"] is None and not c["detail"].startswith("not run") for c in decisive):
+    if any(o.status is Status.UNDECIDED for o in outcomes if o.name not in ADVISORY):
         return "inconclusive"
     return "compliant"
 
 
+def _inventory(request: VerifyRequest, checks: _Checks, stack: ExitStack, report: Progress) -> tuple[dict[str, dict[str, Any]], dict[str, StagedRun]]:
+    """Stage every run into the judge's private storage (re-hashed, regular files only) and take
+    its inventory; a run that cannot be staged is a precommitment finding."""
+    runs: dict[str, dict[str, Any]] = {}
+    staged: dict[str, StagedRun] = {}
+    dirs = [str(Path(r).resolve()) for r in request.runs]
+    for i, run_dir in enumerate(dirs, 1):
+        report("inventory", i - 1, len(dirs))
+        try:
+            run = stack.enter_context(staged_run(run_dir, request.prover_keys, checkpoints="all", snapshot_objects=False))
+            inv = _audit.inventory(run)
+            run.stager = None  # from here on only the judge's private copy is read
+        except ComputewatchError as exc:
+            checks.bad("precommitment", f"{run_dir}: the transcript is not authentic or not readable: {exc}")
+            continue
+        if inv["run_id"] in runs:
+            checks.bad("precommitment", f"run {inv['run_id']} submitted twice ({runs[inv['run_id']]['run_dir']} and {run_dir})")
+            continue
+        inv["run_dir"] = run_dir
+        runs[inv["run_id"]] = inv
+        staged[inv["run_id"]] = run
+        for check, problem in inv["problems"]:
+            checks.bad(check, f"run {inv['run_id']}: {problem}")
+    report("inventory", len(dirs), len(dirs))
+    return runs, staged
+
+
 # ----------------------------------------------------------------------------------- chip logs
+def _read_chips(request: VerifyRequest, checks: _Checks) -> list[ChipEvidence]:
+    """The inspected chips' evidence. A folder the Verifier named that holds no chip is its own
+    unusable input (EvidenceError); a chip whose certificate is garbled, from a chipmaker the
+    Verifier did not pin, or whose files are unreadable is the chip owner's failing evidence."""
+    chips = []
+    for path in find_chip_dirs(request.chips):
+        try:
+            chips.append(read_chip(path, request.chipmaker_roots, request.known_heads))
+        except EvidenceError as exc:
+            checks.bad("chip-logs", f"{path.name}: the chip's evidence is not usable: {exc}")
+    return chips
+
+
 def _check_chip_logs(chips: list[ChipEvidence], checks: _Checks) -> None:
     if not chips:
         checks.bad("chip-logs", "no inspected chip: a verdict needs chip evidence to start from")
@@ -281,96 +317,37 @@ def _select(runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[s
     return out
 
 
-def _segment_spec(inv: dict[str, Any], seg: Segment, wanted: list[dict[str, Any]], request: VerifyRequest, tolerance: dict[str, Any] | None) -> dict[str, Any]:
-    eps = tolerance["epsilon"] if tolerance else None
-    return {
-        "run_dir": inv["run_dir"],
-        "start": seg.start,
-        "end": seg.end,
-        "snapshots": [{"rank": e["rank"], "step": e["step"], "digest": e["digest"], "object": e["object"], "epsilon": eps} for e in wanted if e["object"] is not None],
-        "mode": request.mode,
-        "threads": request.threads if request.mode == "tolerance" else None,
-        "world_size": inv["world_size"],
-        "strategy": inv["strategy"],
-        "data_dir": request.data_dirs.get(inv["run_id"]),
-        "count_flops": True,
-        "step_digests": True,  # issue 19: the replay's weights digest after every step
-    }
+def _plan(run: StagedRun, inv: dict[str, Any], segs: list[Segment], expectations: list[dict[str, Any]], request: VerifyRequest,
+          tolerance: dict[str, Any] | None, cluster: TrustedCluster) -> _examine.RunPlan:
+    data = request.data_dirs.get(inv["run_id"])
+    return _examine.RunPlan(
+        run=run, inv=inv, segments=segs, expectations=expectations, mode=request.mode, threads=request.threads,
+        seed_hex=request.seed.hex(), data_dir=str(Path(data).resolve()) if data else None, policy_text=request.policy_text,
+        epsilon=tolerance["epsilon"] if tolerance else None, sandbox=cluster.sandbox, time_scale=request.time_scale,
+        memorization=[[s.start, s.end] for s in segs if s.end is not None][:_MEMORIZATION_SEGMENTS],
+    )
 
 
-# -------------------------------------------------------------------------------- replay verdict
-def _segment_passed(res: dict[str, Any], mode: str, tolerance: dict[str, Any] | None) -> bool:
-    if mode == "exact":
-        return bool(res.get("end_model_equal") and res.get("end_optimizer_equal"))
-    assert tolerance is not None
-    d = res.get("distance") or {}
-    return d.get("relative", math.inf) <= tolerance["epsilon"]
-
-
-def _judge_segments(
-    runs: dict[str, dict[str, Any]],
-    seg_keys: list[tuple[str, Segment]],
-    results: list[dict[str, Any]],
-    expectations: dict[str, list[dict[str, Any]]],
-    request: VerifyRequest,
-    checks: _Checks,
-    tolerance: dict[str, Any] | None,
-) -> dict[str, int | None]:
-    per_step: dict[str, list[int]] = defaultdict(list)
-    for (rid, seg), res in zip(seg_keys, results):
-        run = runs[rid]
-        run.setdefault("segments", []).append((seg, res))
-        label = f"run {rid} segment {seg.start}->{seg.end if seg.end is not None else seg.stop}"
-        mismatch = res.get("environment_mismatch") or []
-        unsure = request.mode == "exact" and bool(mismatch)
-        if "error" in res:
-            (checks.unsure if unsure else checks.bad)("segments", f"{label}: replay failed: {res['error']}")
-            continue
-        if res.get("flops_per_step"):
-            per_step[rid].append(int(res["flops_per_step"]))
-        steps = (seg.end if seg.end is not None else seg.stop or seg.start) - seg.start
-        run["verification_flops"] = run.get("verification_flops", 0) + (res.get("flops_per_step") or 0) * steps
-        for key, check, what in (("samples_ok", "data", "replayed samples differ from the committed ones"),
-                                 ("lr_ok", "hyperparameters", "the recorded lr differs from the precommitted schedule"),
-                                 ("rng_ok", "segments", "the recorded RNG states differ from the replay's")):
-            if not res.get(key, True):
-                checks.bad(check, f"{label}: {what} ({'; '.join(res.get('problems', [])[:2])})")
-        if not res.get("loss_ok", True):
-            (checks.unsure if unsure else checks.bad)("loss", f"{label}: recorded losses differ from the replayed ones")
+def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> None:
+    for f in res.findings:
+        checks.add(f.check, f.status, f.detail)
+    run["segments"] = res.segments
+    run["expected_lr"] = res.expected_lr
+    run["flops_claims"] = res.flops_claims
+    run["unknown_ops"] = res.unknown_ops
+    run["replayed_steps"] = res.replayed_steps
+    run["policy_facts"] = res.policy_facts
+    memo = res.memorization
+    run["memorization"] = memo
+    if memo:
+        text = f"run {run['run_id']}: z = {memo['statistic']:.2f} over {memo['segments']} segment(s), p = {memo['p_value']:.3g}"
+        if memo["p_value"] < 0.05:
+            checks.good("memorization", text + ": trained samples' loss dropped more than held-out samples'")
         else:
-            checks.good("loss", f"{label}: recorded losses equal the replayed ones")
-        if seg.end is not None:
-            res["passed"] = None if unsure else _segment_passed(res, request.mode, tolerance)
-            if res["passed"]:
-                checks.good("segments", f"{label} replays to the next checkpoint" + (f" (relative distance {res['distance']['relative']:.2e})" if request.mode == "tolerance" else " bit for bit"))
-            elif unsure:
-                checks.unsure("segments", f"{label}: not reproduced, but this machine differs from the recording one ({'; '.join(mismatch)}): exact replay is impossible here")
-            else:
-                what = "bit for bit" if request.mode == "exact" else f"within epsilon (relative distance {res['distance']['relative']:.3e})"
-                checks.bad("segments", f"{label}: replay does not reproduce the next checkpoint {what}")
-        replayed = {(s["rank"], s["step"]): s for s in res.get("snapshots", [])}
-        for e in expectations[rid]:
-            s = replayed.get((e["rank"], e["step"]))
-            if s is None or e["object"] is None:
-                continue
-            if s["explained"]:
-                e["explained"], e["detail"] = True, f"reproduced by replaying {seg.start}->{e['step']}"
-            elif unsure:
-                e["detail"] = "not reproduced on this (different) machine"
-                checks.unsure("snapshots", f"{e['chip']} snapshot {e['counter']} (step {e['step']}): {e['detail']}")
-            else:
-                e["detail"] = "the transcript does not reproduce it"
-                checks.bad("snapshots", f"{e['chip']} snapshot {e['counter']} (step {e['step']}): replay from checkpoint {seg.start} does not reproduce the logged shard")
-    out: dict[str, int | None] = {}
-    for rid, run in runs.items():
-        measured = per_step.get(rid)
-        run["flops_per_step"] = round(sum(measured) / len(measured)) if measured else None
-        run["total_flops"] = run["flops_per_step"] * run["steps"] if measured else None
-        out[rid] = run["total_flops"]
-    return out
+            checks.unsure("memorization", text + ": no significant memorization signal (advisory; short segments have little power)")
 
 
-def _judge_unreplayed_snapshots(runs: dict[str, dict[str, Any]], expectations: dict[str, list[dict[str, Any]]], seg_keys: list[tuple[str, Segment]], results: list[dict[str, Any]], checks: _Checks) -> None:
+def _judge_unreplayed_snapshots(expectations: dict[str, list[dict[str, Any]]], checks: _Checks) -> None:
     explained = sum(1 for rid in expectations for e in expectations[rid] if e["explained"])
     total = sum(len(v) for v in expectations.values())
     for rid in expectations:
@@ -382,46 +359,65 @@ def _judge_unreplayed_snapshots(runs: dict[str, dict[str, Any]], expectations: d
         checks.good("snapshots", f"all {total} logged snapshots map to a run, a rank and a record, and replay reproduces them")
 
 
-# -------------------------------------------------------------------------------- audit verdict
-def _run_audits(cluster: TrustedCluster, runs: dict[str, dict[str, Any]], selections: dict[str, list[Segment]], flops: dict[str, int | None], request: VerifyRequest, keys: tuple[bytes, ...], report: Progress) -> list[dict[str, Any]]:
-    jobs = []
+def _judge_compute(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun], chips: list[ChipEvidence], checks: _Checks) -> None:
+    """Compute the judge can stand behind: its own 6·N·D estimate is the floor of the reported
+    total, the executor's count (a claim) can only raise it, and an executor count far below the
+    estimate is a finding; the chips' busy time times their certified peak is the ceiling."""
+    by_serial = {c.serial: c for c in chips}
     for rid, run in runs.items():
-        memo = [[s.start, s.end] for s in selections[rid] if s.end is not None][:_MEMORIZATION_SEGMENTS]
-        spec = {
-            "run_dir": run["run_dir"],
-            "seed": request.seed.hex(),
-            "memorization": memo,
-            "data_dir": request.data_dirs.get(rid),
-            "policy": request.policy_text,
-            "total_flops": flops.get(rid),
-        }
-        jobs.append(Job("audit", spec, keys))
-    return cluster.run(jobs, lambda d, t: report("audit", d, t))
-
-
-def _judge_audits(runs: dict[str, dict[str, Any]], audits: list[dict[str, Any]], checks: _Checks) -> list[dict[str, Any]]:
-    outcomes: list[dict[str, Any]] = []
-    for (rid, run), res in zip(runs.items(), audits):
-        if "program_error" in res or "error" in res:
-            msg = res.get("program_error") or res.get("error")
-            for name in ("init", "data", "hyperparameters"):
-                (checks.bad if res.get("program_tampered", True) else checks.unsure)(name, f"run {rid}: {msg}")
+        try:
+            steps = staged[rid].steps()
+        except ComputewatchError:
+            checks.bad("compute", f"run {rid}: the step records cannot be read, so the committed samples cannot be counted")
             continue
-        for name in ("init", "data", "hyperparameters"):
-            item = res[name]
-            (checks.good if item["passed"] else checks.bad)(name, f"run {rid}: {item['detail']}")
-        run["expected_lr"] = res["hyperparameters"].get("expected_lr", [])
-        memo = res.get("memorization")
-        run["memorization"] = memo
-        if memo and memo.get("passed") is False:
-            checks.bad("data", f"run {rid}: memorization test: {memo['detail']}")
-        elif memo:
-            text = f"run {rid}: z = {memo['statistic']:.2f} over {memo['segments']} segment(s), p = {memo['p_value']:.3g}"
-            if memo["p_value"] < 0.05:
-                checks.good("memorization", text + ": trained samples' loss dropped more than held-out samples'")
-            else:
-                checks.unsure("memorization", text + ": no significant memorization signal (advisory; short segments have little power)")
-        for rule in res.get("rules", []):
+        params, estimate = _examine.judge_estimate(staged[rid], steps)
+        claims = run.get("flops_claims") or []
+        claim_step = round(sum(claims) / len(claims)) if claims else None
+        claim_total = claim_step * run["steps"] if claim_step is not None else None
+        total = max(estimate, claim_total or 0)
+        run["judge_flops"] = estimate
+        run["executor_flops"] = claim_total
+        run["total_flops"] = total
+        run["flops_per_step"] = total / run["steps"] if run["steps"] else None
+        run["verification_flops"] = round(total / run["steps"] * run.get("replayed_steps", 0)) if run["steps"] else 0
+        inspected = [by_serial[s] for s in run["chips"] if s in by_serial]
+        busy_s = sum(c.busy_by_run.get(rid, 0) for c in inspected) / 1e9
+        capacity = sum(c.busy_by_run.get(rid, 0) / 1e9 * c.peak_flops for c in inspected)
+        if inspected and len(inspected) < run["world_size"]:
+            capacity *= run["world_size"] / len(inspected)  # the uninspected chips' share, assumed alike
+        utilization = total / capacity if capacity > 0 else None
+        run["compute"] = {"busy_seconds": busy_s, "peak_flops_seconds": capacity, "utilization": utilization,
+                          "judge_estimate": estimate, "executor_count": claim_total, "parameters": params}
+        detail = f"run {rid}: {total:.3e} FLOPs (judge's estimate 6 x {params} parameters x {sum(len(r.sample_ids) for r in steps)} committed samples = {estimate:.3e}"
+        detail += f"; executor's count {claim_total:.3e})" if claim_total is not None else "; no segment replayed, so no executor count)"
+        unknown = run.get("unknown_ops") or {}
+        if unknown:
+            detail += f"; NOT counted by the executor (unknown to the counter): {', '.join(f'{k} x{v}' for k, v in sorted(unknown.items()))}"
+            run["flops_complete"] = False
+        if claim_total is not None and claim_total < _examine._FAR_BELOW * estimate:
+            checks.bad("compute", detail + ": the executor's count is far below the judge's estimate (a program that under-counts itself)")
+            continue
+        if utilization is not None:
+            detail += f"; {utilization:.2e} of the inspected chips' certified peak over their logged busy time"
+            if utilization > 1.0:
+                checks.bad("compute", detail + ": more compute than the chips could deliver")
+                continue
+        checks.good("compute", detail)
+
+
+def _judge_rules(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun], results: list[_examine.RunResult], request: VerifyRequest, checks: _Checks) -> list[dict[str, Any]]:
+    if request.policy_text is None:
+        checks.add("rules", Status.NOT_RUN, "not run: no policy given (--policy), so no rule was applied")
+        return []
+    outcomes: list[dict[str, Any]] = []
+    for rid, run in runs.items():
+        facts = run.get("policy_facts") or {}
+        try:
+            steps = staged[rid].steps()
+        except ComputewatchError:
+            checks.bad("rules", f"run {rid}: the step records cannot be read, so no rule can be applied")
+            continue
+        for rule in _audit.rules(staged[rid], steps, request.policy_text, run.get("total_flops"), facts.get("data"), facts.get("benchmarks") or {}):
             outcomes.append(dict(rule, run_id=rid))
             if rule["outcome"] == "violation":
                 checks.bad("rules", f"run {rid}: rule {rule['id']}: {rule['detail']}")
@@ -432,65 +428,24 @@ def _judge_audits(runs: dict[str, dict[str, Any]], audits: list[dict[str, Any]],
     return outcomes
 
 
-def _judge_compute(runs: dict[str, dict[str, Any]], chips: list[ChipEvidence], flops: dict[str, int | None], checks: _Checks) -> None:
-    by_serial = {c.serial: c for c in chips}
-    for rid, run in runs.items():
-        total = flops.get(rid)
-        if total is None:
-            checks.unsure("compute", f"run {rid}: no segment was replayed, so its FLOPs were not measured")
-            continue
-        unknown: dict[str, int] = {}
-        for _seg, res in run.get("segments", []):
-            for k, v in (res.get("unknown_ops") or {}).items():
-                unknown[k] = unknown.get(k, 0) + v
-        inspected = [by_serial[s] for s in run["chips"] if s in by_serial]
-        busy_s = sum(c.busy_by_run.get(rid, 0) for c in inspected) / 1e9
-        capacity = sum(c.busy_by_run.get(rid, 0) / 1e9 * c.peak_flops for c in inspected)
-        if inspected and len(inspected) < run["world_size"]:
-            capacity *= run["world_size"] / len(inspected)  # the uninspected chips' share, assumed alike
-        utilization = total / capacity if capacity > 0 else None
-        run["compute"] = {"busy_seconds": busy_s, "peak_flops_seconds": capacity, "utilization": utilization}
-        detail = f"run {rid}: {total:.3e} FLOPs ({run['flops_per_step']:.3e} per step x {run['steps']} steps, 1 FMA = 2 FLOP)"
-        if unknown:
-            detail += f"; NOT counted (unknown to the counter): {', '.join(f'{k} x{v}' for k, v in sorted(unknown.items()))}"
-            run["flops_complete"] = False
-        if utilization is not None:
-            detail += f"; {utilization:.2e} of the inspected chips' certified peak over their logged busy time"
-            if utilization > 1.0:
-                checks.bad("compute", detail + ": more compute than the chips could deliver")
-                continue
-        checks.good("compute", detail)
-
-
 # ------------------------------------------------------------------------------- tolerance mode
-def _calibrate(cluster: TrustedCluster, runs: dict[str, dict[str, Any]], selections: dict[str, list[Segment]], request: VerifyRequest, keys: tuple[bytes, ...], report: Progress) -> dict[str, Any]:
-    """Epsilon for tolerance mode from honest reproduction noise on one selected segment: the
-    distance between the Verifier's own replays under different thread counts (never a distance
-    to the Prover's checkpoint, which a drift built into the transcript would inflate). The
-    false-reject and false-accept rates are measured against spoofed replays of the same
-    segment (lr +1%, one batch swapped) compared with the recorded checkpoint."""
+def _calibrate(cluster: TrustedCluster, runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun], selections: dict[str, list[Segment]],
+               expectations: dict[str, list[dict[str, Any]]], request: VerifyRequest, report: Progress) -> dict[str, Any]:
+    """Epsilon for tolerance mode from honest reproduction noise on one selected segment
+    (`_examine.calibrate`); the false-reject and false-accept rates are measured against spoofed
+    replays of the same segment."""
     target = next(((rid, s) for rid, segs in selections.items() for s in segs if s.end is not None), None)
     if target is None:
         return {"epsilon": 1e-6, "false_reject_rate": None, "false_accept_rate": None, "samples": 0, "note": "no segment to calibrate on"}
     rid, seg = target
-    inv = runs[rid]
-    base = _segment_spec(inv, seg, [], request, None) | {"mode": "tolerance", "count_flops": False}
-    honest = [Job("segment", base | {"threads": t, "reference_threads": _CALIBRATION_THREADS[0]}, keys) for t in _CALIBRATION_THREADS[1:]]
-    spoofs = [Job("segment", base | {"threads": _CALIBRATION_THREADS[0], "perturb": p}, keys) for p in ({"lr_scale": 1.01}, {"swap_batch": True})]
-    results = cluster.run(honest + spoofs, lambda d, t: report("calibrate", d, t))
-    h = [r["distance"]["relative"] for r in results[: len(honest)] if "distance" in r]
-    s = [r["distance"]["relative"] for r in results[len(honest) :] if "distance" in r]
-    noise = max(h) if h else 0.0
-    epsilon = max(10 * noise, 1e-6)
-    return {
-        "epsilon": epsilon,
-        "false_reject_rate": sum(d > epsilon for d in h) / len(h) if h else None,
-        "false_accept_rate": sum(d <= epsilon for d in s) / len(s) if s else None,
-        "samples": len(h) + len(s),
-        "honest_relative": h,
-        "spoof_relative": s,
-        "segment": {"run_id": rid, "from": seg.start, "to": seg.end},
-    }
+    report("calibrate", 0, 1)
+    plan = _plan(staged[rid], runs[rid], [seg], [], request, None, cluster)
+    try:
+        out = _examine.calibrate(plan, seg, _CALIBRATION_THREADS)
+    except ComputewatchError as exc:  # the Prover's program failed: no epsilon can be had from it
+        out = {"epsilon": 0.0, "false_reject_rate": None, "false_accept_rate": None, "samples": 0, "note": f"calibration failed: {exc}"}
+    report("calibrate", 1, 1)
+    return out
 
 
 # ---------------------------------------------------------------------------------- documents
