@@ -27,7 +27,8 @@ def test_list_names_every_attack_of_the_issue() -> None:
     assert result.exit_code == 0, result.output
     listed = {a["attack"]: a for a in json.loads(result.stdout)}
     assert set(listed) == set(attack_names()) and len(listed) >= 30
-    assert {a["family"] for a in listed.values()} == {"chip log", "hiding", "timing", "appendix C", "transcripts", "program claims", "hostile program", "lots", "location", "service"}
+    assert {a["family"] for a in listed.values()} == {"chip log", "hiding", "timing", "appendix C", "transcripts", "program claims", "hostile program", "lots", "location", "service",
+                                                      "step-challenges"}
     assert all(a["paper_ref"] and a["summary"] and a["kind"] in ("caught", "rate", "gap") for a in listed.values())
     assert all(a["why"] for a in listed.values() if a["kind"] == "gap")
     table = runner.invoke(app, ["attack", "list"])
@@ -93,4 +94,5 @@ def test_every_attack_of_the_issue_is_in_the_suite() -> None:
     }
     assert issue <= set(attack_names())
     rates = {n for n in attack_names() if get_attack(n).kind == "rate"}
-    assert rates == {"swap-before-snapshot", "fewer-chips-longer", "more-chips-shorter", "collusion"}
+    assert rates == {"swap-before-snapshot", "fewer-chips-longer", "more-chips-shorter", "collusion",
+                     "step-forgery-0.001", "step-forgery-0.01", "step-forgery-0.1"}

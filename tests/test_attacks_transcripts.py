@@ -43,8 +43,9 @@ def test_spoof_is_caught_by_its_check(results: dict, name: str) -> None:
 
 
 def test_forged_consistent_chain_fails_only_against_the_chip(results: dict) -> None:
-    # Every segment of the forged chain replays: only the chip-logged snapshots catch it.
-    assert results["forged-consistent-chain"].checks == ["verifier.snapshots"]
+    # Every segment of the forged chain replays: only the chip-logged snapshots catch it, both
+    # directly and where they pin the step commitments (issue 19).
+    assert results["forged-consistent-chain"].checks == ["verifier.snapshots", "verifier.steps"]
 
 
 def test_seeded_init_is_the_only_thing_that_catches_a_run_restarted_from_trained_weights(results: dict) -> None:

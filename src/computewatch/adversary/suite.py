@@ -189,7 +189,7 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {}
-_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "claims", "hostile", "lots", "location", "service_attacks")
+_FAMILY_MODULES = ("chiplog", "hiding", "timing", "appendix_c", "spoofs", "claims", "hostile", "lots", "location", "service_attacks", "step_forgery")
 
 
 def register(

@@ -62,6 +62,18 @@ LazyGroup.lazy = {
         "cluster, count the compute, apply the rules.",
         command_cls="verify:VerifyCommand",
     ),
+    "challenge": Lazy(
+        ("challenge",),
+        "challenge",
+        "Draw the steps the Prover must answer for, after it has committed (Verifier side).",
+        command_cls="Command",
+    ),
+    "respond": Lazy(
+        ("challenge",),
+        "respond",
+        "Answer a step challenge: the state before each drawn step, recomputed from the nearest checkpoint (Prover side).",
+        command_cls="Command",
+    ),
     "serve": Lazy(
         ("serve",),
         "serve",

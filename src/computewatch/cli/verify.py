@@ -116,6 +116,12 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
     out.print(f"segments replayed: {sel['segments_replayed']} of {sel['segments_total']} (seed commitment {sel['seed_commitment']}, seed {sel['seed']})")
     for rid, det in (sel.get("forgery_detection") or {}).items():
         out.print(f"run {rid}: a single forged segment among {det['eligible']} eligible is caught with probability {det['one_segment_forgery_detection']:.2f} ({det['random']} random draw(s))")
+    spot = doc.get("spot_checks")
+    if spot:
+        share = f"{spot['cost_share']:.3%}" if spot["cost_share"] is not None else "unknown"
+        out.print(f"step challenges: {spot['passed']} of {spot['drawn']} drawn steps passed, {spot['replayed_steps']} replayed ({share} of the training FLOPs)")
+    for loc in doc.get("localized") or []:
+        out.print(f"localized: run {loc['run']} step {loc['step']} operator {loc.get('operator')} (index {loc.get('operator_index')}, {loc.get('rounds')} rounds)")
     out.print(f"isolation: {doc['isolation']}")
     if html is not None:
         out.print(f"report: {html}")
@@ -135,6 +141,7 @@ def verify(
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    responses: Annotated[Optional[list[Path]], typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
     unsafe_no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="Run the Prover's program without the bubblewrap sandbox (it can then read this machine's files and reach its network); the verdict's isolation says so.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
@@ -184,6 +191,11 @@ def verify(
         problem = sandbox_problem()
         if problem is not None:
             fail(f"cannot sandbox the Prover's program: {problem}; refusing to replay (--unsafe-no-sandbox runs it unconfined)", EXIT_UNUSABLE, as_json=as_json)
+    if responses and seed is None:
+        fail("--responses needs --seed: the secret the challenges were drawn with (64 hex digits, as in the --seed-file of `challenge`)", as_json=as_json)
+    for folder in responses or []:
+        if not (folder / "response.json").is_file():
+            fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
     request = VerifyRequest(
         runs=runs,
         chips=chips,
@@ -198,6 +210,7 @@ def verify(
         ray_address=ray_address,
         workers=workers,
         data_dirs=data_dirs,
+        responses=[str(r.resolve()) for r in responses or []],
         sandbox=not unsafe_no_sandbox,
     )
     report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere

@@ -11,7 +11,10 @@ is the precommitment digest (digest set ``{"blake3-256": hex}``) and whose predi
 The precommitment carries the hyperparameters, code digest, dataset commitment, seed derivation,
 checkpoint interval k and shard layout, so the manifest repeats none of them. Predicate type v1
 named BLAKE3 ``"blake3"`` in the subject's digest set; v2 uses ``"blake3-256"``, the one name every
-computewatch digest set uses, and a v1 manifest is refused with a message saying so. The Prover's key
+computewatch digest set uses, and a v1 manifest is refused with a message saying so. Predicate
+type v3 (same predicate plus ``"steps": {"count": n, "records_root": hex}``) also signs the step
+records, step commitments included: a Recorder re-signs it each time it writes step records, so
+the Prover's signature covers every committed state digest; v2 stays readable. The Prover's key
 lives in ``keys/prover.key`` (mode 0600; never part of an export) unless the caller brings its
 own; its public half is ``keys/prover.pub``.
 """
@@ -39,6 +42,7 @@ __all__ = [
     "DIGEST_BLAKE3",
     "MANIFEST_FILE",
     "MANIFEST_PREDICATE",
+    "MANIFEST_PREDICATE_V3",
     "PROVER_KEY",
     "PROVER_PUB",
     "Manifest",
@@ -52,6 +56,7 @@ MANIFEST_FILE = "manifest.dsse.json"
 # The name of BLAKE3-256 in every in-toto digest set computewatch writes (docs/formats.md).
 DIGEST_BLAKE3 = "blake3-256"
 MANIFEST_PREDICATE = predicate_type("transcript-manifest", 2)
+MANIFEST_PREDICATE_V3 = predicate_type("transcript-manifest", 3)
 _MANIFEST_PREDICATE_V1 = predicate_type("transcript-manifest", 1)
 PROVER_KEY = "keys/prover.key"
 PROVER_PUB = "keys/prover.pub"
@@ -62,6 +67,7 @@ class Manifest:
     precommitment: Precommitment
     chips: tuple[str | None, ...]  # chip id per rank
     sample_hashes: str
+    steps: dict[str, Any] | None = None  # v3: {"count", "records_root"} of the signed step records
 
     @property
     def run_id(self) -> str:
@@ -75,13 +81,30 @@ class Manifest:
             "precommitment_digest": self.precommitment.digest().hex(),
             "chips": [{"rank": r, "chip_id": c} for r, c in enumerate(self.chips)],
             "sample_hashes": self.sample_hashes,
-        }
+        } | ({"steps": dict(self.steps)} if self.steps is not None else {})
+
+    @property
+    def predicate_type(self) -> str:
+        return MANIFEST_PREDICATE if self.steps is None else MANIFEST_PREDICATE_V3
 
     @classmethod
-    def from_predicate(cls, obj: Any) -> Manifest:
-        expected = {"v", "run_id", "precommitment", "precommitment_digest", "chips", "sample_hashes"}
+    def from_predicate(cls, obj: Any, *, with_steps: bool = False) -> Manifest:
+        expected = {"v", "run_id", "precommitment", "precommitment_digest", "chips", "sample_hashes"} | ({"steps"} if with_steps else set())
         if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
             raise FormatError(f"manifest predicate must be v1 with exactly the fields {sorted(expected)}")
+        steps = obj.get("steps")
+        if with_steps:
+            root = steps.get("records_root") if isinstance(steps, dict) else None
+            count = steps.get("count") if isinstance(steps, dict) else None
+            if (
+                not isinstance(steps, dict)
+                or set(steps) != {"count", "records_root"}
+                or not isinstance(count, int)
+                or isinstance(count, bool)
+                or count < 0
+                or not (root is None if count == 0 else isinstance(root, str) and len(root) == 64 and set(root) <= set("0123456789abcdef"))
+            ):
+                raise FormatError("manifest: steps must be {count, records_root} (64 lowercase hex, null for no steps)")
         pre = Precommitment.from_json(obj["precommitment"])
         if pre.digest().hex() != obj["precommitment_digest"]:
             raise FormatError("manifest: precommitment_digest does not match the precommitment it carries")
@@ -100,7 +123,7 @@ class Manifest:
         digest = obj["sample_hashes"]
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
             raise FormatError("manifest: sample_hashes must be an object digest (64 lowercase hex characters)")
-        return cls(pre, tuple(c["chip_id"] for c in chips), digest)
+        return cls(pre, tuple(c["chip_id"] for c in chips), digest, dict(steps) if with_steps else None)
 
 
 def prover_key(storage: RunStorage) -> SigningKey:
@@ -137,7 +160,7 @@ def write_public_key(storage: RunStorage, key: SigningKey) -> None:
 
 def write_manifest(storage: RunStorage, manifest: Manifest, key: SigningKey) -> Envelope:
     subject = ("precommitment", {DIGEST_BLAKE3: manifest.precommitment.digest().hex()})
-    stmt = statement([subject], MANIFEST_PREDICATE, manifest.predicate())
+    stmt = statement([subject], manifest.predicate_type, manifest.predicate())
     env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
     storage.write_atomic(MANIFEST_FILE, env.to_json())
     return env
@@ -164,10 +187,10 @@ def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> M
                 f"{where} is a v1 manifest ({_MANIFEST_PREDICATE_V1}), whose subject names BLAKE3 'blake3'; this "
                 f"version reads only {MANIFEST_PREDICATE} (digest sets name it {DIGEST_BLAKE3!r}): re-sign the same predicate as v2 with the Prover key"
             )
-        if not isinstance(stmt, dict) or stmt.get("predicateType") != MANIFEST_PREDICATE:
+        if not isinstance(stmt, dict) or stmt.get("predicateType") not in (MANIFEST_PREDICATE, MANIFEST_PREDICATE_V3):
             got = stmt.get("predicateType") if isinstance(stmt, dict) else type(stmt).__name__
             raise StoreError(f"{where} has predicate type {got!r}")
-        manifest = Manifest.from_predicate(stmt.get("predicate"))
+        manifest = Manifest.from_predicate(stmt.get("predicate"), with_steps=stmt["predicateType"] == MANIFEST_PREDICATE_V3)
         subjects = stmt.get("subject")
         first = subjects[0] if isinstance(subjects, list) and subjects else None
         digest = first.get("digest") if isinstance(first, dict) else None

@@ -9,7 +9,9 @@ W_{t+1}. Its record, one canonical-JSON line::
 ``batch_root`` is the RFC 9162 Merkle root over the batch's per-sample hashes in batch order
 (so it commits to the sequence of sample hashes, Appendix D step 2); ``lr`` the learning rate
 the step used; ``loss`` rank 0's training loss (null if not finite); ``rng`` the BLAKE3-256 of
-torch's CPU RNG state just before the step.
+torch's CPU RNG state just before the step. Version 2 records add ``"state": [commitment per
+rank]``, each rank's state after the step (`computewatch.formats.commitments`); version 1
+records (no ``state``) stay readable.
 
 Records live in segment files ``steps/<first step>-<last step>.jsonl`` (10-digit numbers), each
 written atomically once complete (at each checkpoint and at the end of the run): a crash loses
@@ -27,12 +29,14 @@ from typing import Any
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
+from computewatch.formats.commitments import StateCommitment
 from computewatch.formats.storage import RunStorage, StoreError
 
-__all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root"]
+__all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root", "records_root"]
 
 STEPS_DIR = "steps"
 _FIELDS = frozenset({"step", "sample_ids", "batch_root", "lr", "loss", "rng"})
+_FIELDS_V2 = _FIELDS | {"state"}
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -43,6 +47,11 @@ def batch_root(sample_hashes: Sequence[bytes]) -> bytes:
     return root_from_leaves(list(sample_hashes))
 
 
+def records_root(records: Sequence[StepRecord]) -> bytes | None:
+    """RFC 9162 root whose leaf t is step record t's canonical JSON (null without records)."""
+    return root_from_leaves([canonical_json(r.to_json()) for r in records]) if records else None
+
+
 @dataclass(frozen=True)
 class StepRecord:
     step: int
@@ -51,10 +60,11 @@ class StepRecord:
     lr: float
     loss: float | None
     rng: str
+    state: tuple[StateCommitment, ...] | None = None  # v2: per-rank commitment of the state after the step
 
     def to_json(self) -> dict[str, Any]:
         loss = self.loss if self.loss is not None and math.isfinite(self.loss) else None
-        return {
+        out: dict[str, Any] = {
             "step": self.step,
             "sample_ids": list(self.sample_ids),
             "batch_root": self.batch_root,
@@ -62,14 +72,17 @@ class StepRecord:
             "loss": loss,
             "rng": self.rng,
         }
+        if self.state is not None:
+            out["state"] = [c.to_json() for c in self.state]
+        return out
 
     def encode(self) -> bytes:
         return canonical_json(self.to_json()) + b"\n"
 
     @classmethod
     def from_json(cls, obj: Any) -> StepRecord:
-        if not isinstance(obj, dict) or set(obj) != _FIELDS:
-            raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)}")
+        if not isinstance(obj, dict) or set(obj) not in (_FIELDS, _FIELDS_V2):
+            raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)} (v1) or those and 'state' (v2)")
         ids = obj["sample_ids"]
         if not _count(obj["step"]) or not isinstance(ids, list) or not ids or not all(_count(i) for i in ids):
             raise FormatError("step record: step and sample_ids must be non-negative integers (at least one sample)")
@@ -78,7 +91,15 @@ class StepRecord:
                 raise FormatError(f"step record {obj['step']}: {name} must be 64 lowercase hex characters")
         if not _number(obj["lr"]) or not (obj["loss"] is None or _number(obj["loss"])):
             raise FormatError(f"step record {obj['step']}: lr and loss must be numbers")
-        return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"])
+        state = None
+        if "state" in obj:
+            items = obj["state"]
+            if not isinstance(items, list) or not items:
+                raise FormatError(f"step record {obj['step']}: state must be a non-empty list of per-rank commitments")
+            state = tuple(StateCommitment.from_json(c, f"step record {obj['step']} state") for c in items)
+            if [c.rank for c in state] != list(range(len(state))):
+                raise FormatError(f"step record {obj['step']}: state must list ranks 0..W-1 in order")
+        return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"], state)
 
 
 def _count(value: Any) -> bool:

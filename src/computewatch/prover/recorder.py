@@ -25,6 +25,13 @@ and stores the checkpoint. With ``resume=True`` an existing run directory is con
 latest complete checkpoint (see `resume_point`), and the snapshots its chip logged and copied out
 that the killed process never recorded are recorded then.
 
+Step commitments (issue 19; ``step_commitments=True``, the default): after every step each rank
+commits the digest of its weights (the chip's shard digest), of its optimizer state and the
+update norm (`computewatch.prover.commitments`, computed on a background thread that the next
+optimizer step waits for); rank 0 gathers them once per checkpoint into the step records
+(format v2) and re-signs the manifest over the step records (predicate v3). Under
+torch.distributed every rank must reach `flush()` together (it gathers commitments).
+
 Step numbering: step t consumes batch t and produces W_{t+1}; the chip is told the boundary
 ``t + 1`` (the number of optimizer steps completed), which is also the step a checkpoint or a
 snapshot of W_{t+1} is filed under.
@@ -39,6 +46,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, Protocol
@@ -50,12 +58,14 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.signing import SigningKey
+from computewatch.crypto.merkle import root_from_leaves
 from computewatch.formats.checkpoint import (
     CheckpointIndex,
     capture,
     encode_checkpoint,
     restore,
 )
+from computewatch.formats.commitments import StateCommitment
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.layout import ShardLayout
 from computewatch.formats.manifest import (
@@ -72,6 +82,7 @@ from computewatch.formats.seed import derive_run_seed
 from computewatch.formats.snapshot_records import snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
+from computewatch.prover.commitments import StepCommitter
 from computewatch.prover.writer import BackgroundWriter
 
 __all__ = ["ChipLike", "Recorder", "local_tensors", "resume_point"]
@@ -146,6 +157,7 @@ class Recorder:
         resume: bool = False,
         chip_seconds_per_step: float | None = None,
         copyout_dir: str | os.PathLike[str] | None = None,
+        step_commitments: bool = True,
     ) -> None:
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise FormatError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
@@ -171,6 +183,11 @@ class Recorder:
         self._key = key
         self._chip_ids = list(chip_ids) if chip_ids is not None else None
         self._copyout_dir = copyout_dir
+        self._commit_steps = step_commitments
+        self._committer: StepCommitter | None = None
+        self._manifest: Manifest | None = None
+        self._signing_key: SigningKey | None = None
+        self._leaves: list[bytes] = []  # canonical JSON of every durable step record (rank 0)
         if not isinstance(program, ProgramSource):
             raise FormatError("Recorder needs program=ProgramSource(...): the training program a Verifier replays the run with")
         self.program = program
@@ -242,7 +259,8 @@ class Recorder:
                 key = self._key or prover_key(self.storage)
                 if self._key is not None:
                     write_public_key(self.storage, key)  # keys/prover.pub verifies the manifest
-                write_manifest(self.storage, Manifest(self.precommitment, tuple(chip_ids), sample_hashes), key)
+                self._manifest, self._signing_key = Manifest(self.precommitment, tuple(chip_ids), sample_hashes), key
+                write_manifest(self.storage, self._manifest, key)
             if _dist_ready():
                 torch.distributed.barrier()  # no rank trains before the manifest and resume point are settled
             self._next = self.start_step
@@ -250,6 +268,8 @@ class Recorder:
                 self._bind_chip()
             if self.start_step == 0:
                 self._checkpoint(0)
+            if self._commit_steps:
+                self._committer = StepCommitter(self.rank, lambda: local_tensors(self.model), self.optimizer)
         except BaseException:
             self._writer = None
             writer.close_quietly()  # a failed start (e.g. a corrupted checkpoint) leaves no thread behind
@@ -270,6 +290,9 @@ class Recorder:
                 self._flush_steps()
         finally:
             self._writer = None
+            if self._committer is not None:
+                self._committer.close()
+                self._committer = None
             if exc_type is None:
                 writer.close()
             else:
@@ -307,7 +330,18 @@ class Recorder:
             torch.distributed.barrier()  # every rank has read the resume point before anyone truncates
         index.truncate(step)
         if self.rank == 0:
-            StepLog(self.storage).truncate(step)
+            log = StepLog(self.storage)
+            log.truncate(step)
+            if self._commit_steps:
+                self._leaves = [canonical_json(r.to_json()) for r in log.read()]
+                self._manifest = read_manifest(self.storage)
+                try:
+                    self._signing_key = self._key or prover_key(self.storage)
+                except StoreError:
+                    if self._manifest.steps is not None:
+                        raise  # a signed step root must follow the truncation: pass key=
+                    self._signing_key = None  # a v2 manifest signs no steps: nothing to keep current
+                self._sign_steps()  # the signed step root follows the truncation
         self._repair_snapshot_file()
         return step
 
@@ -373,6 +407,8 @@ class Recorder:
             self._pending.append((step, ids, self._lr, loss, self._rng))
         self._lr, self._rng = self._current_lr(), torch.get_rng_state()
         self._next = step + 1
+        if self._committer is not None:
+            self._committer.start(step)
         snaps = self.chip.step_boundary(self._next, busy) if self.chip is not None else []
         for snap in snaps:
             self.snapshots.append(snap)
@@ -387,12 +423,40 @@ class Recorder:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _flush_steps(self) -> None:
+        # Every rank comes here at the same steps (checkpoints, clean exit): the commitments of
+        # the other ranks travel to rank 0 in one collective per checkpoint, not per step.
+        states = self._gather_commitments()
         pending, self._pending = self._pending, []
         if pending:
             assert self._writer is not None
-            self._writer.submit(lambda: self._write_steps(pending))
+            self._writer.submit(lambda: self._write_steps(pending, states))
 
-    def _write_steps(self, pending: list[tuple[int, tuple[int, ...], float, Any, torch.Tensor]]) -> None:
+    def _gather_commitments(self) -> dict[int, tuple[StateCommitment, ...]] | None:
+        if self._committer is None:
+            return None
+        mine = [(step, c.to_json()) for step, c in self._committer.take()]
+        everyone: list[Any] = [mine]
+        if self.world_size > 1 and _dist_ready():
+            everyone = [None] * self.world_size
+            torch.distributed.all_gather_object(everyone, mine)
+        if self.rank != 0:
+            return None
+        by_step: dict[int, list[StateCommitment]] = {}
+        for rank_items in everyone:
+            for step, doc in rank_items:
+                by_step.setdefault(step, []).append(StateCommitment.from_json(doc))
+        full = len(everyone)
+        return {step: tuple(sorted(cs, key=lambda c: c.rank)) for step, cs in by_step.items() if len(cs) == full}
+
+    def _sign_steps(self) -> None:
+        """Re-sign the manifest over the durable step records (predicate v3, rank 0)."""
+        if self._manifest is None or self._signing_key is None:
+            return
+        root = root_from_leaves(self._leaves).hex() if self._leaves else None
+        self._manifest = replace(self._manifest, steps={"count": len(self._leaves), "records_root": root})
+        write_manifest(self.storage, self._manifest, self._signing_key)
+
+    def _write_steps(self, pending: list[tuple[int, tuple[int, ...], float, Any, torch.Tensor]], states: dict[int, tuple[StateCommitment, ...]] | None = None) -> None:
         hashes = self.dataset.sample_hashes
         # float() here, not in step(): a loss tensor on an accelerator would force a sync per step.
         records = [
@@ -403,10 +467,14 @@ class Recorder:
                 lr,
                 None if loss is None else float(loss),
                 blake3_bytes(rng.numpy().tobytes()).hex(),
+                (states or {}).get(step),
             )
             for step, ids, lr, loss, rng in pending
         ]
         StepLog(self.storage).write_segment(records)
+        if self._commit_steps:
+            self._leaves.extend(canonical_json(r.to_json()) for r in records)
+            self._sign_steps()
 
     def _checkpoint(self, step: int) -> None:
         assert self._writer is not None

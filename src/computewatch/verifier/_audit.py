@@ -32,6 +32,7 @@ from computewatch.formats.seed import batches, init_generator
 from computewatch.formats.snapshot_records import load_copy_out
 from computewatch.formats.steps import batch_root
 from computewatch.verifier._run import StagedRun
+from computewatch.verifier.challenges import commitment_summary
 from computewatch.verifier.binding import manifest_signers
 from computewatch.verifier.program_scan import program_facts
 from computewatch.verifier.template_twin import template_init_mismatch, template_twin
@@ -102,6 +103,7 @@ def inventory(run: StagedRun, keys: Sequence[VerifyKey] = ()) -> dict[str, Any]:
     out["checkpoint_steps"] = common
     out["update_norms"] = _update_norms(run, common) if not bad_shapes else []
     out["snapshot_records"] = [_snapshot_record(run, rec) for rec in run.snapshot_records()]
+    out["step_commitments"] = commitment_summary(run, out["update_norms"])  # issue 19: the committed chain
     return out
 
 

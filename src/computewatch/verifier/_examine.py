@@ -203,20 +203,25 @@ class _Run:
         return out
 
     def replay(self, start: int, batches: list[list[int]], samples: dict[int, bytes], keep: list[int], final: bool, *,
-               threads: int | None = None, lr_scale: float = 1.0, count_flops: bool = True) -> tuple[ReplayReply, list[dict[int, dict[str, torch.Tensor]]]]:
-        """Replay from the checkpoint at `start`; returns the reply and, per rank, the tensors by
-        kept step (and -1 for the final state)."""
+               threads: int | None = None, lr_scale: float = 1.0, count_flops: bool = True, start_states: list[bytes] | None = None,
+               trace: bool = False) -> tuple[ReplayReply, list[dict[int, dict[str, torch.Tensor]]]]:
+        """Replay from the checkpoint at `start` (or from `start_states`, one checkpoint-encoded
+        state per rank: a Prover's answered state the caller has already hashed); returns the
+        reply and, per rank, the tensors by kept step (and -1 for the final state). `trace`: the
+        executor also hashes every operator's outputs of the last step (bisection)."""
         job_id = self.session.next_job()
-        start_files = [self.session.put(f"job-{job_id}/start-r{r}.ckpt", _ckpt_bytes(self.run, start, r)) for r in range(self.run.world_size)]
+        start_bytes = start_states if start_states is not None else [_ckpt_bytes(self.run, start, r) for r in range(self.run.world_size)]
+        start_files = [self.session.put(f"job-{job_id}/start-r{r}.ckpt", data) for r, data in enumerate(start_bytes)]
         ids, payload, lengths = _samples_payload([i for b in batches for i in b], samples)
         self.session.put(f"job-{job_id}/samples.bin", payload)
         job = ReplayJob("replay", job_id, start, start_files, batches, f"job-{job_id}/samples.bin", ids, lengths, sorted(keep), final,
-                        threads or self.threads, lr_scale, count_flops)
+                        threads or self.threads, lr_scale, count_flops, trace)
         timeout = self.budget.job(len(batches)) + (0 if self.ranks_started or self.run.world_size == 1 else self.budget.startup)
         self.ranks_started = True
         reply = self.session.request(job, ReplayReply, timeout)
         n = len(batches)
-        if len(reply.losses) != n or len(reply.lr) != n or len(reply.rng) != n or len(reply.files) != self.run.world_size:
+        if (len(reply.losses) != n or len(reply.lr) != n or len(reply.rng) != n or len(reply.files) != self.run.world_size
+                or (reply.ops is not None and not trace)):
             raise self.session.fail(FailureReason.MALFORMED_REPLY)
         labels = sorted(keep) + ([-1] if final else [])
         states = []
@@ -407,6 +412,26 @@ def _replays(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, by
         reply, states = conv.replay(seg.start, batches, samples, keep, seg.end is not None)
         res.replayed_steps += stop - seg.start
         _judge_segment(conv, res, seg, label, steps, reply, states, wanted, mismatch)
+        doc = res.segments[-1][1]
+        if doc.get("passed") is False and plan.mode == "exact" and (plan.inv.get("step_commitments") or {}).get("committed"):
+            doc["step_digests"] = _step_digests(conv, seg.start, batches, samples)
+
+
+def _step_digests(conv: _Run, start: int, batches: list[list[int]], samples: dict[int, bytes]) -> list[list[str]]:
+    """Per rank, the digest (hashed here, by the judge) of the replayed weights after every step
+    of a failed segment: `spot_checks.localize_segments` finds the first one off the committed
+    chain (issue 19). A second replay, run only for segments that already failed."""
+    layout = conv.run.layout
+    keep = list(range(start + 1, start + len(batches) + 1))
+    _, states = conv.replay(start, batches, samples, keep, False, count_flops=False)
+    out = []
+    for rank, by_step in enumerate(states):
+        digests = []
+        for t in keep:
+            got = rank_tensors(layout, rank, by_step.get(t, {}))
+            digests.append(shard_digest_of(got) if got is not None else "")
+        out.append(digests)
+    return out
 
 
 def _begin(run: StagedRun, step: int, rank: int) -> list[torch.Tensor]:

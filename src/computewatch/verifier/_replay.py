@@ -87,6 +87,20 @@ def staged_samples(inputs: Path, name: str, ids: Sequence[int], lengths: Sequenc
     return out
 
 
+def _traced(step: Any, out: dict[str, Any]) -> Any:
+    """`step` under the operator trace (`step_replay.OpTrace`); the trace lands in out["ops"]."""
+    from computewatch.verifier.step_replay import OpTrace
+
+    def run() -> Any:
+        tracer = OpTrace()
+        with tracer:
+            loss = step()
+        out["ops"] = [list(op) for op in tracer.ops]
+        return loss
+
+    return run
+
+
 def replay_rank(program: Any, seed: bytes, strategy: str, rank: int, world: int, job: ReplayJob, inputs: Path, folder: Path, count_flops: Any) -> dict[str, Any]:
     """Replay the job's steps on one rank; writes its tensors into `folder`, returns what it saw."""
     deterministic_cpu(job.threads)
@@ -109,11 +123,14 @@ def replay_rank(program: Any, seed: bytes, strategy: str, rank: int, world: int,
         out["rng"].append(blake3_bytes(torch.get_rng_state().numpy().tobytes()).hex())
         out["lr"].append(float(optimizer.param_groups[0]["lr"]))
         batch = program.collate([samples[s] for s in split_batch(ids, rank, world)])
+        step = lambda: program.train_step(model, optimizer, scheduler, batch)  # noqa: E731
+        if job.trace and i == len(job.batches) - 1:  # bisection to an operator: digests only leave
+            step = _traced(step, out)
         if job.count_flops and out["flops"] is None:
-            loss, count = count_flops(lambda: program.train_step(model, optimizer, scheduler, batch))
+            loss, count = count_flops(step)
             out["flops"] = count.to_json()
         else:
-            loss = program.train_step(model, optimizer, scheduler, batch)
+            loss = step()
         loss = float(loss)
         out["losses"].append(loss if math.isfinite(loss) else None)
         if t + 1 in keep:

@@ -181,7 +181,7 @@ class _Executor:
         if world == 1:
             r = replay_rank(self.program, self.seed, self.hello.strategy, 0, 1, job, self.inputs, folder, count_flops)
             files = [[f"job-{job.job}/{f}" for f in r["files"]]]
-            return ReplayReply("replay-reply", job.job, r["losses"], r["lr"], r["rng"], files, r["flops"])
+            return ReplayReply("replay-reply", job.job, r["losses"], r["lr"], r["rng"], files, r["flops"], r.get("ops"))
         if not self.ranks:
             self._start_ranks()
         line = json.dumps({"job": job.__dict__}).encode() + b"\n"
@@ -200,7 +200,7 @@ class _Executor:
                      "unknown_ops": {k: sum(f["unknown_ops"].get(k, 0) for f in flops) for f in flops for k in f["unknown_ops"]}}
         files = [[f"job-{job.job}/{f}" for f in r["files"]] for r in results]
         first = results[0]
-        return ReplayReply("replay-reply", job.job, first["losses"], first["lr"], first["rng"], files, total)
+        return ReplayReply("replay-reply", job.job, first["losses"], first["lr"], first["rng"], files, total, first.get("ops"))
 
     def _start_ranks(self) -> None:
         from computewatch.verifier.protocol import encode

@@ -132,6 +132,7 @@ class ReplayJob:
     threads: int
     lr_scale: float
     count_flops: bool
+    trace: bool = False  # hash every operator's outputs of the last step (step bisection, issue 19)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class ReplayReply:
     rng: list[str]
     files: list[list[str]]  # per rank: file names in scratch (params after kept steps, then final)
     flops: dict[str, Any] | None  # the program's own count: a claim
+    ops: list[list[str]] | None = None  # with `trace`: [operator, BLAKE3 of its outputs] of the last step, in dispatch order (a claim)
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,8 @@ def render_html(verdict: Mapping[str, Any], *, figures: Mapping[str, bytes | str
         "".join(_run(r) for r in runs) or "<p class=note>no runs</p>",
         "<h2>segment selection</h2>",
         _selection(v),
+        "<h2>step challenges</h2>",
+        _steps_section(v),
         "<p class=note>The JSON verdict is the record; this page shows it.</p>",
     ]
     return (
@@ -298,6 +300,12 @@ def render_html(verdict: Mapping[str, Any], *, figures: Mapping[str, bytes | str
         f"<title>computewatch verdict: {_e(word)}</title><style>{_CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
+
+
+def _steps_section(v: Mapping[str, Any]) -> str:
+    from computewatch.verifier.report_steps import render_steps  # issue 19
+
+    return render_steps(v)
 
 
 def write_report(verdict: Mapping[str, Any], path: str | Path, *, figures: Mapping[str, bytes | str] | None = None) -> Path:

@@ -38,10 +38,11 @@ from computewatch.verifier.losses import run_loss_findings
 from computewatch.verifier.protocol import CheckOutcome, Status
 from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
 from computewatch.verifier.tolerance import bound_tolerance, tolerance_findings
+from computewatch.verifier.spot_checks import verify_hook
 
 __all__ = ["CHECKS", "VerifyRequest", "verify"]
 
-CHECKS = ("chip-logs", "precommitment", "snapshots", "init", "data", "hyperparameters", "segments", "memorization", "loss", "compute", "rules")
+CHECKS = ("chip-logs", "precommitment", "snapshots", "init", "data", "hyperparameters", "segments", "steps", "memorization", "loss", "compute", "rules")
 ADVISORY = ("memorization",)  # never decides a verdict (docs/verifier.md)
 _MEMORIZATION_SEGMENTS = 4
 _CALIBRATION_THREADS = (1, 2, 3)
@@ -70,6 +71,8 @@ class VerifyRequest:
     data_dirs: Mapping[str, str] = field(default_factory=dict)  # run id -> the Prover's raw data folder
     time_scale: float = 1.0  # multiplies every executor time limit (tests of the limits use less)
     held_runs: Sequence[RunBinding] = ()  # (Prover key, run id, precommitment) the Verifier holds, e.g. from the register
+    responses: Sequence[str | os.PathLike[str]] = ()  # step-challenge response folders (issue 19)
+    now_ns: int | None = None  # the judge's clock for response deadlines (default: now)
 
 
 class _Checks:
@@ -145,6 +148,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         for note in busy_notes:
             checks.good("compute", note)
         rules = _judge_rules(runs, staged, results, request, checks)
+        step_evidence = verify_hook(request, runs, staged, checks, tolerance, sandbox=cluster.sandbox)  # step commitments and challenges (issue 19)
     outcomes = checks.outcomes()
     logged = sum(len(c.snapshots) for c in chips)
     explained = sum(1 for rid in expectations for e in expectations[rid] if e.get("explained"))
@@ -166,6 +170,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
             "forgery_detection": {r: selection_summary(selections.get(r, []), runs[r].get("checkpoint_steps", [])) for r in runs},
         },
         "tolerance": tolerance,
+        **step_evidence,
         "policy": _policy_info(request),
         "rules": rules,
         "runs": [_run_doc(runs[r], selections.get(r, []), expectations.get(r, [])) for r in runs],
