@@ -90,8 +90,12 @@ def _from_registry(url: str, as_json: bool) -> dict[str, Any]:
         from computewatch.registry import Registry
 
         check_register(url, as_json=as_json)
+        from computewatch.verifier.binding import register_bindings
+
         reg = Registry.open(url)
-        return reg.verifier_trust()
+        # The register's declared runs bind (owner key, run id, precommitment): a run whose id
+        # another owner holds is a finding (issue 18).
+        return {**reg.verifier_trust(), "held_runs": register_bindings(reg)}
     except ComputewatchError as exc:
         fail(f"--db {url}: {exc}", as_json=as_json)
 
@@ -211,6 +215,7 @@ def verify(
         workers=workers,
         data_dirs=data_dirs,
         responses=[str(r.resolve()) for r in responses or []],
+        held_runs=trust.get("held_runs", ()),
         sandbox=not unsafe_no_sandbox,
     )
     report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere
