@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 
-from computewatch.adversary.step_forgery import _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
+from computewatch.adversary._step_forgery_runs import _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
 from computewatch.verifier.bisection import bisect_segment
 from computewatch.verifier.challenges import draw_steps
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _runs import honest_run, run_verify
-from computewatch.adversary.step_forgery import _keys, challenge_and_judge, detection_closed_form, forged_run
+from computewatch.adversary._step_forgery_runs import _keys, challenge_and_judge, detection_closed_form, forged_run
 from computewatch.adversary.suite import Context, run_attack
 from computewatch.cli import app
 from computewatch.verifier.bisection import bisect_operators, bisect_steps
