@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer.rich_utils
 from _postgres import PostgresServer, PostgresUnavailable
+
+# typer freezes $TERMINAL_WIDTH when typer.rich_utils is first imported, so a test that sets it
+# for one invocation would fix the help width of every later test (an order-dependent failure):
+# help width follows $COLUMNS per invocation instead.
+typer.rich_utils.MAX_WIDTH = None
 
 
 @pytest.fixture(scope="session")
