@@ -78,6 +78,10 @@ class _SwappingChip:
         self.chip, self.serial = chip, chip.serial
         self.illicit_model, self.illicit = illicit_model, illicit
         self._tensors: list[torch.Tensor] = []
+        # A careful cheater lets its step commitment (issue 19) finish hashing the declared
+        # weights before it loads the illicit ones, so its committed chain stays consistent and
+        # only a snapshot can expose the swap (what this attack measures).
+        self.before_swap: Any = None
 
     def attach(self, tensors: Sequence[torch.Tensor], storage_dir: Any) -> Any:
         self._tensors = list(tensors)
@@ -92,6 +96,8 @@ class _SwappingChip:
     def step_boundary(self, step: int, busy_seconds: float) -> list[Any]:
         if step - 1 not in self.illicit:  # the Recorder names the boundary after step t as t + 1
             return self.chip.step_boundary(step, busy_seconds)  # type: ignore[no-any-return]
+        if self.before_swap is not None:
+            self.before_swap()
         declared = [t.detach().clone() for t in self._tensors]
         import torch
 
@@ -137,10 +143,13 @@ def swapping_run(out: Path, chip_secret: bytes, illicit: set[int]) -> Path:
         shadow_opt = really.build_optimizer(shadow)
         shadow_sched = really.build_scheduler(shadow_opt)
         hyperparameters = {"workload": declared.hyperparameters, "run": {"steps": STEPS, "world_size": 1, "strategy": "single"}}
+        swapping = _SwappingChip(chip, shadow, illicit)
         try:
             with Recorder(out, model=model, optimizer=optimizer, scheduler=scheduler, hyperparameters=hyperparameters,
                           dataset=commitment, nonce=nonce, program=demo_program(), checkpoint_every=RUN["checkpoint_every"],
-                          chip=_SwappingChip(chip, shadow, illicit), chip_seconds_per_step=STEP_SECONDS) as rec:
+                          chip=swapping, chip_seconds_per_step=STEP_SECONDS) as rec:
+                committer = getattr(rec, "_committer", None)
+                swapping.before_swap = committer.wait if committer is not None else None
                 for t, ids in batches(seed, len(corpus), declared.batch_size, STEPS):
                     batch = declared.collate([corpus.sample(i) for i in ids])
                     really.train_step(shadow, shadow_opt, shadow_sched, batch)
