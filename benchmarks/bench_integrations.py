@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 from typing import Any
 
 import torch
@@ -291,11 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             if name not in benches:
                 parser.error(f"unknown framework {name!r}; choose from {sorted(benches)}")
             result[name] = benches[name](args.steps, Path(tmp) / name, options)
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_integrations.json").write_text(text + "\n")
+    publish("bench_integrations", result)
     return 0
 
 

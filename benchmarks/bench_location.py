@@ -28,12 +28,13 @@ Prints JSON and writes benchmarks/results/bench_location.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 from typing import Any
 
 import numpy as np
@@ -133,11 +134,7 @@ def main() -> None:
         "loopback": loopback(args.loopback) if args.loopback else None,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
-    text = json.dumps(doc, indent=2)
-    print(text)
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "bench_location.json").write_text(text + "\n")
+    publish("bench_location", doc)
 
 
 if __name__ == "__main__":

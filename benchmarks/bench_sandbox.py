@@ -15,12 +15,13 @@ Prints JSON and writes benchmarks/results/bench_sandbox.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.steps, args.rounds, args.nproc)
     result["process_start"] = bwrap_start()
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_sandbox.json").write_text(text + "\n")
+    publish("bench_sandbox", result)
 
 
 if __name__ == "__main__":

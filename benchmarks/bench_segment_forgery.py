@@ -16,8 +16,8 @@ Prints JSON and writes benchmarks/results/bench_segment_forgery.json.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 
 from computewatch.verifier.selection import select_segments, selection_summary
 
@@ -50,11 +50,7 @@ def main() -> None:
         "target=0.5": measure(args.segments, args.trials, None, 0.5),
         "target=0.9": measure(args.segments, args.trials, None, 0.9),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    results = Path(__file__).resolve().parent / "results"
-    results.mkdir(exist_ok=True)
-    (results / "bench_segment_forgery.json").write_text(text + "\n")
+    publish("bench_segment_forgery", out)
 
 
 if __name__ == "__main__":
