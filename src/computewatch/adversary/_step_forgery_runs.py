@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from computewatch.adversary.suite import Context, Trial, get_attack, result_from_trials
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.challenge import challenge_tag, read_response, response_object, write_response
 from computewatch.formats.checkpoint import decode_checkpoint, encode_checkpoint
 from computewatch.formats.program import deterministic_cpu
@@ -199,8 +199,6 @@ def _keys(run_dir: Path) -> tuple[bytes, ...]:
 
 
 def _seed(seed: int, i: int) -> bytes:
-    from computewatch.crypto.hashing import blake3_bytes
-
     return blake3_bytes(f"step-forgery trial {seed} {i}".encode())
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from computewatch.crypto.atomic import atomic_write
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.errors import FormatError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 
 __all__ = [
     "CHALLENGE_KIND",

@@ -23,7 +23,7 @@ import torch
 
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.challenge import check_challenge, write_response
 from computewatch.formats.checkpoint import CheckpointIndex, capture, encode_checkpoint, restore
 from computewatch.formats.manifest import read_manifest

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.hashing import blake3_bytes
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.crypto.canonical import canonical_json
 from computewatch.formats.challenge import CHALLENGE_KIND, challenge_tag

@@ -29,6 +29,7 @@ from computewatch.crypto.hashing import blake3_bytes, tensor_memory
 from computewatch.formats.checkpoint import Checkpoint, restore
 from computewatch.formats.commitments import live_optimizer_tensors, optimizer_digest, weights_digest
 from computewatch.formats.seed import init_generator
+from computewatch.verifier._replay import advance_scheduler as advance  # one way to put a fresh scheduler at a step
 
 __all__ = ["OpTrace", "StepOutcome", "advance", "judge_steps", "replay_step", "state_of", "state_replayer"]
 
@@ -90,18 +91,6 @@ class StepOutcome:
 
     def commitment(self, param_names: Sequence[str]) -> tuple[str, str]:
         return weights_digest([self.model[n] for n in param_names]), optimizer_digest(self.optimizer_tensors)
-
-
-def advance(scheduler: Any, steps: int) -> None:
-    """A fresh scheduler put at step `steps` (its lr is a function of the step count)."""
-    import warnings
-
-    if scheduler is None:
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(steps):
-            scheduler.step()
 
 
 def state_of(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
