@@ -35,4 +35,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("chip_lots")
+    raise NotImplementedError("the register is never downgraded: restore a backup instead")
