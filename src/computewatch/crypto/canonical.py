@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 from computewatch.crypto.errors import FormatError
 
-__all__ = ["MAX_SAFE_INTEGER", "canonical_json", "encode_parsed", "parse_canonical_json"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "canonical_json",
+    "canonical_json_v2",
+    "encode_parsed",
+    "encode_parsed_v2",
+    "parse_canonical_json",
+    "parse_canonical_json_v2",
+]
 
 # Beyond 2**53 doubles lose integers; readers in other languages would silently round.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -129,4 +138,131 @@ def _parse_careful(raw: bytes) -> Any:
         raise FormatError("canonical JSON: nested too deeply") from None
     if again != raw:
         raise FormatError("canonical JSON: input is valid JSON but not in canonical form")
+    return obj
+
+
+# --- Version 2: RFC 8785 (JSON Canonicalization Scheme) -------------------------------------
+# What changes against version 1: numbers are laid out as ECMAScript's Number::toString does
+# (so 1.0 is `1`, 1e-7 is `1e-7`) and object keys sort by UTF-16 code unit. Strings, separators
+# and the integer range are the same, so a value with no float and no key above U+FFFF encodes
+# to the same bytes under both versions; that lets the hot paths use one C encode.
+
+
+def _es6_number(x: float) -> str:
+    # Shortest round-trip digits (Python's repr gives them), laid out per ECMA-262 Number::toString.
+    if x == 0:
+        return "0"
+    if x < 0:
+        return "-" + _es6_number(-x)
+    _sign, digit_tuple, exponent = Decimal(repr(x)).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    assert isinstance(exponent, int)
+    exponent += len("".join(map(str, digit_tuple))) - len(digits)
+    k = len(digits)
+    n = exponent + k  # value = 0.d1..dk * 10**n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * (-n) + digits
+    e = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be")
+
+
+def _needs_slow_path(obj: Any) -> bool:
+    # True where RFC 8785 and version 1 would differ: a float anywhere, or a key above U+FFFF.
+    if isinstance(obj, float):
+        return True
+    if isinstance(obj, dict):
+        return any(
+            any(ord(ch) > 0xFFFF for ch in key) or _needs_slow_path(value) for key, value in obj.items()
+        )
+    if isinstance(obj, (list, tuple)):
+        return any(_needs_slow_path(value) for value in obj)
+    return False
+
+
+def _encode_v2(obj: Any, out: list[str]) -> None:
+    if isinstance(obj, float):
+        out.append(_es6_number(obj))
+    elif isinstance(obj, dict):
+        out.append("{")
+        for i, key in enumerate(sorted(obj, key=_utf16_key)):
+            if i:
+                out.append(",")
+            out.append(_fast_dumps(key))
+            out.append(":")
+            _encode_v2(obj[key], out)
+        out.append("}")
+    elif isinstance(obj, (list, tuple)):
+        out.append("[")
+        for i, value in enumerate(obj):
+            if i:
+                out.append(",")
+            _encode_v2(value, out)
+        out.append("]")
+    else:
+        out.append(_fast_dumps(obj))
+
+
+def canonical_json_v2(obj: Any) -> bytes:
+    """Encode `obj` per RFC 8785 (format version 2); raises FormatError on values it forbids
+    (non-finite floats, integers beyond 2**53, non-string keys, other types)."""
+    _check(obj, "$")
+    if not _needs_slow_path(obj):
+        return _fast_dumps(obj).encode("utf-8")
+    out: list[str] = []
+    _encode_v2(obj, out)
+    return "".join(out).encode("utf-8")
+
+
+def encode_parsed_v2(obj: Any) -> bytes:
+    """`canonical_json_v2` of a value that `parse_canonical_json_v2` returned, without the walk
+    that checks types and ranges (the parse already did)."""
+    if not _needs_slow_path(obj):
+        return _fast_dumps(obj).encode("utf-8")
+    out: list[str] = []
+    _encode_v2(obj, out)
+    return "".join(out).encode("utf-8")
+
+
+def parse_canonical_json_v2(data: bytes) -> Any:
+    """Parse `data`, requiring it to be exactly the RFC 8785 encoding of what it contains.
+
+    A number with a fraction or exponent comes back as a float, any other as an int; since
+    RFC 8785 writes integral doubles without `.0`, a reader that needs a float must accept an
+    int where a float is expected (`float(value)`)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"canonical JSON v2: expected bytes, got {type(data).__name__}")
+    raw = bytes(data)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"canonical JSON v2: not valid UTF-8 ({exc})") from None
+
+    def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise FormatError(f"canonical JSON v2: duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        again = canonical_json_v2(obj)
+    except FormatError:
+        raise
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise FormatError(f"canonical JSON v2: malformed ({exc})") from None
+    except RecursionError:
+        raise FormatError("canonical JSON v2: nested too deeply") from None
+    if again != raw:
+        raise FormatError("canonical JSON v2: input is valid JSON but not in RFC 8785 form")
     return obj
