@@ -5,6 +5,7 @@ Rules are written in CEL (policy version 3); test_verifier_rules_legacy.py cover
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -436,9 +437,21 @@ def test_rules_report_and_plots_do_not_load_prover_or_chip() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_docs_cel_test_vector_matches_the_code() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    section = doc.split("### Version 3 (CEL)", 1)[1].split("###", 1)[0]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    p = Policy.from_toml(text)
+    assert f"has digest `{p.digest}`" in section and len(text.splitlines()) == 9
+    (out,) = p.evaluate(RunFacts(run_id="run-1", total_flops=2500000000000))
+    assert json.dumps(out.to_json()) in section.replace("\n", " ")
+    (out,) = p.evaluate(RunFacts(run_id="run-1", total_flops=1500000000000))
+    assert out.outcome == "not-applicable" and "margin" in out.detail
+
+
 def test_docs_test_vector_matches_the_code() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
-    section = doc.split("## Test vector", 1)[1]
+    section = doc.split("### Version 2 (legacy language", 1)[1]
     text = section.split("```toml\n", 1)[1].split("```", 1)[0]
     p = Policy.from_toml(text)
     assert f"has digest `{p.digest}`" in section
