@@ -460,3 +460,35 @@ def test_docs_test_vector_matches_the_code() -> None:
     assert expected in section.replace("\n", " ")
     assert (out.id, out.run_id, out.kind, out.applies, out.outcome) == ("report-over-H", "run-1", "reporting", True, "report")
     assert "margin" in out.detail
+
+
+# -- the language is not an attack surface (docs/rules.md) ---------------------------------
+
+
+def test_policy_language_is_not_an_attack_surface() -> None:
+    # Prover text is a value in the context, never expression text: CEL syntax in a run id or a
+    # hyperparameter is a string that equals nothing the rule compares it with.
+    injected = '" || true || "'
+    assert one("requirement", require="run_id == 'approved'", f=facts(run_id=injected)).outcome == "violation"
+    hp = {**HP, "objective": "x') || true || ('"}
+    assert one("requirement", require="hp.objective == 'safe'", f=facts(hyperparameters=hp)).outcome == "violation"
+    # A legacy literal holding quotes is re-escaped when translated, so it stays one string.
+    expr = """run_id == 'a" || true || "b'"""
+    legacy = f'[policy]\nname = "n"\nthreshold_flops = 1\n[[rules]]\nid = "r"\nkind = "requirement"\nrequire = {json.dumps(expr)}\n'
+    assert Policy.from_toml(legacy).evaluate(facts(run_id="run-1"))[0].outcome == "violation"
+    assert Policy.from_toml(legacy).evaluate(facts(run_id='a" || true || "b'))[0].outcome == "ok"
+    # Type confusion by the Prover fails closed: a string where the rule expects a number is an
+    # error (inconclusive) and a string "true" is not true.
+    confused = {**HP, "workload": {"optimizer": {"lr": "0"}}, "safety_finetune": "true", "objective": ["rl"]}
+    assert one("requirement", require="hp.workload.optimizer.lr <= 1e-2", f=facts(hyperparameters=confused)).outcome == "error"
+    assert one("mitigation", "true", "hp.safety_finetune == true", f=facts(hyperparameters=confused)).outcome == "violation"
+    # CEL's == across types is false, so a ban keyed on a claim guards its type (docs/rules.md).
+    assert one("ban", "hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "not-applicable"
+    assert one("ban", "type(hp.objective) != string || hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "violation"
+    # A Prover-chosen regex never reaches Python's backtracking engine; CEL's matches() is RE2.
+    with pytest.raises(FormatError, match="literal string regex"):
+        policy(rule("ban", "data_fraction(hp.objective) > 0.0"))
+    evil = {**HP, "pattern": "(a+)+$"}
+    subject = "a" * 60 + "b"  # exponential for a backtracking engine
+    out = one("requirement", require=f"!'{subject}'.matches(hp.pattern)", f=facts(hyperparameters=evil))
+    assert out.outcome == "ok"  # linear time: RE2 does not backtrack

@@ -95,6 +95,15 @@ def test_legacy_evaluation_errors_are_still_error_outcomes(expr: str) -> None:
     assert (out.outcome, out.applies) == ("error", True) and expr in out.detail, out.detail
 
 
+def test_legacy_equality_across_kinds_stays_an_error() -> None:
+    # CEL's == would be false here and let a mistyped claim slip past the ban; the legacy meaning holds.
+    confused = facts(hyperparameters={"objective": ["rl"], "flag": "true"})
+    out = one("hp.objective == 'rl'", confused, kind="ban")
+    assert (out.outcome, out.applies) == ("error", False) and "cannot compare a list with a string using '=='" in out.detail
+    assert one("hp.flag != True", confused).outcome == "error"
+    assert one("hp.objective == ['rl'] and 1 == 1.0 and steps != 11", confused).outcome == "ok"
+
+
 def test_legacy_unknown_facts_and_kleene_logic() -> None:
     out = one("compute.over_threshold", facts(None), kind="ban")
     assert (out.outcome, out.applies) == ("error", False) and "compute.over_threshold is unknown" in out.detail
@@ -155,8 +164,8 @@ _VOCABULARY = Vocabulary(
         ("'AdamW' in ['AdamW', 'Adam']", '("AdamW" in ["AdamW", "Adam"])'),
         ("'socket' not in program.uses", '!("socket" in program.uses)'),
         ("'x' in run_id", '(type(run_id) == string ? run_id.contains("x") : "x" in run_id)'),
-        ("len(hp.tags) == 2 and max(1, steps) == steps", "((double(size(hp.tags)) == 2.0) && (max([1.0, steps]) == steps))"),
-        ("matches(run_id, '^a\"b') and get(hp, 'k', True) == True", '(run_id.matches("^a\\"b") && (get(hp, "k", true) == true))'),
+        ("len(hp.tags) == 2 and max(1, steps) == steps", "(legacy_equal(double(size(hp.tags)), 2.0) && legacy_equal(max([1.0, steps]), steps))"),
+        ("matches(run_id, '^a\"b') and get(hp, 'k', True) == True", '(run_id.matches("^a\\"b") && legacy_equal(get(hp, "k", true), true))'),
         ("hp['lr-max'] > +1", '(hp["lr-max"] > (0.0 + 1.0))'),
     ],
 )

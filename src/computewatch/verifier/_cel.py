@@ -30,6 +30,7 @@ import cel
 
 __all__ = [
     "CEL_FUNCTIONS",
+    "LEGACY_FUNCTIONS",
     "MAX_DEPTH",
     "MAX_LENGTH",
     "CelExpr",
@@ -80,6 +81,8 @@ CEL_FUNCTIONS = frozenset({
     "min", "max", "sum", "mean", "abs", "fraction_above", "fraction_below", "get", "data_fraction", "data_size",
 })  # fmt: skip
 _TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"})
+# Only in translations of legacy expressions: the legacy `==`, an error across kinds (CEL's is false).
+LEGACY_FUNCTIONS = frozenset({"legacy_equal"})
 _REGEX_FUNCTIONS = frozenset({"data_fraction"})  # run Python `re` on the Prover's bytes: literal patterns only
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
 
@@ -145,7 +148,7 @@ def _one_line(exc: Exception) -> str:
     text = str(exc)
     m = re.search(r"Function '(\w+)' error: Python function call failed: \w+: (.*?)(?:\. Check function arguments.*)?$", text, re.DOTALL)
     if m:  # one of our functions refused its input
-        return f"{m.group(1)}(): {m.group(2)}"
+        return m.group(2) if m.group(1) in LEGACY_FUNCTIONS else f"{m.group(1)}(): {m.group(2)}"
     if isinstance(exc, KeyError):
         return f"no such key {text}"
     if isinstance(exc, ZeroDivisionError):
@@ -299,7 +302,7 @@ def compile_cel(
     for i, t in enumerate(tokens[:-1]):
         if t.kind == "ident" and tokens[i + 1].text == "(":
             called.add(t.text)
-    bad = sorted(called - _BUILTINS - CEL_FUNCTIONS)
+    bad = sorted(called - _BUILTINS - CEL_FUNCTIONS - (LEGACY_FUNCTIONS if legacy else frozenset()))
     if bad:
         raise ExprError(f"unknown function {bad[0]!r}; known: {', '.join(sorted(_BUILTINS | CEL_FUNCTIONS))}")
     expr = CelExpr(
@@ -370,6 +373,21 @@ def _bytes_regex(pattern: str) -> re.Pattern[bytes]:
     return re.compile(pattern.encode("utf-8"))
 
 
+def _legacy_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _kind(value)
+
+
+def _legacy_equal(a: Any, b: Any) -> bool:
+    """The legacy `==`: values of different kinds cannot be compared (an error, not false)."""
+    if _legacy_kind(a) != _legacy_kind(b):
+        raise ValueError(f"cannot compare {_legacy_kind(a)} with {_legacy_kind(b)} using '=='")
+    return bool(a == b)
+
+
 def _get(table: Any, key: Any, default: Any) -> Any:
     if not isinstance(table, dict) or not isinstance(key, str):
         raise ValueError("needs a map and a string key")
@@ -410,6 +428,7 @@ def extension_functions(data: Sequence[bytes] | None) -> dict[str, Callable[...,
         "get": _get,
         "data_fraction": data_fraction,
         "data_size": lambda: float(len(subset())),
+        "legacy_equal": _legacy_equal,
     }
 
 

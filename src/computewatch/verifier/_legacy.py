@@ -4,7 +4,9 @@ One evaluator decides every policy: a version 1 or 2 rule is parsed by the legac
 rewritten node by node into CEL text that means the same on the Verifier's typed context
 (docs/rules.md, "Legacy expressions"). Numbers become double literals (the context's numbers are
 doubles), except list indexes; `len(x)` becomes `double(size(x))`; `a < b < c` becomes
-`(a < b) && (b < c)`; `in` becomes CEL `in` on lists and maps and `contains()` on strings.
+`(a < b) && (b < c)`; `in` becomes CEL `in` on lists and maps and `contains()` on strings; `==`
+becomes `legacy_equal(a, b)`, which refuses values of different kinds as the legacy language did
+(CEL's `==` is false there, which would let a Prover's mistyped claim slip past a ban).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _RESERVED = frozenset({
     "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if",
     "import", "let", "loop", "package", "namespace", "return", "var", "void", "while",
 })  # fmt: skip
-_COMPARE = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _BINOP = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _LISTS = frozenset({"lr", "program.uses", "program.imports"})  # facts known to be lists
 
@@ -120,6 +122,8 @@ class _Translator:
 
     def _compare(self, op: ast.cmpop, left: ast.expr, right: ast.expr) -> str:
         a, b = self.node(left), self.node(right)
+        if isinstance(op, (ast.Eq, ast.NotEq)):  # an error across kinds, as it always was (CEL's == is false)
+            return f"legacy_equal({a}, {b})" if isinstance(op, ast.Eq) else f"!legacy_equal({a}, {b})"
         if type(op) in _COMPARE:
             return f"({a} {_COMPARE[type(op)]} {b})"
         if isinstance(right, (ast.List, ast.Tuple)) or b in _LISTS:
