@@ -330,7 +330,7 @@ def _hostile(w: dict[str, Path], root: Path) -> None:
         reg.add_owner("acme", acme.public_key)
         reg.ship(reg.register_chip(w["chip"])["serial"], "acme", maker, acme)
         seed = bytes(range(32))
-        plan, _ = reg.commit_plan("used", None, flops=1e20, seed=seed)
+        _plan, _ = reg.commit_plan("used", None, flops=1e20, seed=seed)
     (h / "used.seed").write_text(seed.hex() + "\n")
     w["used_seed"] = h / "used.seed"
     full = (w["db"]).read_bytes()
@@ -497,7 +497,7 @@ def test_bad_input(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- classes a subprocess shows
-def _cli(args: list[str], *, stdout: object = subprocess.PIPE, env: dict[str, str] | None = None, preexec=None,  # noqa: ANN001
+def _cli(args: list[str], *, stdout: object = subprocess.PIPE, env: dict[str, str] | None = None, preexec=None,
          timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "computewatch", *args], stdout=stdout, stderr=subprocess.PIPE,  # type: ignore[arg-type]
                           env={**os.environ, **(env or {})}, preexec_fn=preexec, timeout=timeout, check=False)

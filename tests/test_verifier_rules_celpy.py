@@ -34,8 +34,8 @@ def _celpy_function(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _celpy(source: str, context: dict[str, Any], functions: dict[str, Callable[..., Any]]) -> bool | str:
     program = _ENV.program(_ENV.compile(source), functions={k: _celpy_function(f) for k, f in functions.items()})
     try:
-        value = program.evaluate(celpy.json_to_cel(context))
-    except Exception:  # noqa: BLE001 - cel-python raises its evaluation errors (or returns them)
+        value = program.evaluate({name: celpy.json_to_cel(v) for name, v in context.items()})
+    except Exception:
         return "error"
     return bool(value) if isinstance(value, celtypes.BoolType) else "error"
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import cel
-
 __all__ = [
     "CEL_FUNCTIONS",
     "LEGACY_FUNCTIONS",
@@ -42,7 +40,17 @@ __all__ = [
     "compile_cel",
     "context_value",
     "extension_functions",
+    "interpreter",
 ]
+
+@lru_cache(maxsize=1)
+def interpreter() -> Any:
+    """The `cel` package, imported on first use: it loads its own command line (typer, rich,
+    prompt_toolkit), which importing the policy engine should not pay for."""
+    import cel
+
+    return cel
+
 
 MAX_LENGTH = 1000  # characters of one expression
 MAX_DEPTH = 24  # nesting of (), [] and {}
@@ -130,8 +138,8 @@ class CelExpr:
     def evaluate(self, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]], unknown: Sequence[Unknown] = ()) -> bool:
         """True/false, or EvalError naming why the expression has no value on these facts."""
         try:
-            value = self.program.execute(cel.Context(dict(context), dict(functions)))
-        except Exception as exc:  # noqa: BLE001 - the cel package raises plain Python errors of several types
+            value = self.program.execute(interpreter().Context(dict(context), dict(functions)))
+        except Exception as exc:
             raise EvalError(self._explain(exc, unknown)) from None
         if not isinstance(value, bool):
             raise EvalError(f"evaluates to {_kind(value)}, not true/false")
@@ -248,7 +256,7 @@ def _fixed_key(namespace: str, after: Sequence[_Token], allowed: frozenset[str])
 
 
 def _literal(token: str) -> str:
-    value = cel.evaluate(token)  # CEL decodes its own escapes
+    value = interpreter().evaluate(token)  # CEL decodes its own escapes
     if not isinstance(value, str):
         raise ExprError(f"{token} is not a string literal")
     return value
@@ -288,7 +296,7 @@ def compile_cel(
         raise ExprError(f"expression longer than {MAX_LENGTH} characters")
     paths, _ = _static_checks(source, vocabulary, MAX_DEPTH * scale)
     try:
-        program = cel.compile(source)
+        program = interpreter().compile(source)
     except (ValueError, RuntimeError) as exc:
         raise ExprError(_syntax(exc)) from None
     refs = program.references()
@@ -320,7 +328,7 @@ def compile_cel(
 
 def _probe(expr: CelExpr, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> None:
     try:
-        value = expr.program.execute(cel.Context(dict(context), dict(functions)))
+        value = expr.program.execute(interpreter().Context(dict(context), dict(functions)))
     except (TypeError, RuntimeError, ValueError) as exc:
         text = str(exc)
         if any(m in text for m in ("No such overload", "Unsupported operation", "Unexpected type")):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import ast
 
-import cel
-
-from computewatch.verifier._cel import ExprError, cel_string
+from computewatch.verifier._cel import ExprError, cel_string, interpreter
 from computewatch.verifier._expr import Expr
 
 __all__ = ["to_cel"]
@@ -46,7 +44,7 @@ def _cel_regex(arg: ast.expr) -> None:
     """CEL's `matches` uses RE2 syntax: a Python-only construct (look-around, backreference) is refused now."""
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         try:
-            cel.evaluate(f'"".matches({cel_string(arg.value)})')
+            interpreter().evaluate(f'"".matches({cel_string(arg.value)})')
         except (RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).split("\n")[0]
             raise ExprError(f"matches(): regex {arg.value!r} is not RE2 syntax, which CEL uses ({first})") from None
