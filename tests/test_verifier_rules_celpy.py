@@ -12,7 +12,7 @@ import celpy
 import pytest
 from celpy import celtypes
 
-from computewatch.verifier._cel import EvalError, Vocabulary, compile_cel, extension_functions
+from computewatch.verifier._cel import EvalError, Vocabulary, compile_cel, extension_functions, make_context
 from computewatch.verifier.rules import _COMPUTE_KEYS, _NAMES, _PROGRAM_KEYS, Policy, RunFacts, _environment
 from test_verifier_rules import EXAMPLES
 from test_verifier_rules_legacy import _runs
@@ -42,7 +42,7 @@ def _celpy(source: str, context: dict[str, Any], functions: dict[str, Callable[.
 
 def _ours(expr: Any, context: dict[str, Any], functions: dict[str, Callable[..., Any]], unknown: Any) -> bool | str:
     try:
-        return bool(expr.evaluate(context, functions, unknown))
+        return bool(expr.evaluate(make_context(context, functions), unknown))
     except EvalError:
         return "error"
 

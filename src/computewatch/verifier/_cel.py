@@ -41,6 +41,7 @@ __all__ = [
     "context_value",
     "extension_functions",
     "interpreter",
+    "make_context",
 ]
 
 @lru_cache(maxsize=1)
@@ -135,10 +136,10 @@ class CelExpr:
     functions: frozenset[str]  # our extension functions it calls
     paths: frozenset[str]  # fixed-namespace keys it reads, e.g. "compute.flops"
 
-    def evaluate(self, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]], unknown: Sequence[Unknown] = ()) -> bool:
-        """True/false, or EvalError naming why the expression has no value on these facts."""
+    def evaluate(self, context: Any, unknown: Sequence[Unknown] = ()) -> bool:
+        """True/false on a `make_context` context, or EvalError naming why there is no value."""
         try:
-            value = self.program.execute(interpreter().Context(dict(context), dict(functions)))
+            value = self.program.execute(context)
         except Exception as exc:
             raise EvalError(self._explain(exc, unknown)) from None
         if not isinstance(value, bool):
@@ -150,6 +151,12 @@ class CelExpr:
             if u.name in self.paths or u.name in self.names or any(p.startswith(u.name + ".") for p in self.paths):
                 return f"{u.name} is unknown ({u.why})"
         return _one_line(exc)
+
+
+def make_context(variables: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> Any:
+    """A `cel.Context`: built once per run (converting a long `lr` list costs milliseconds), then
+    shared by every rule; `approved` is set per rule with `add_variable`."""
+    return interpreter().Context(dict(variables), dict(functions))
 
 
 def _one_line(exc: Exception) -> str:
@@ -328,7 +335,7 @@ def compile_cel(
 
 def _probe(expr: CelExpr, context: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> None:
     try:
-        value = expr.program.execute(interpreter().Context(dict(context), dict(functions)))
+        value = expr.program.execute(make_context(context, functions))
     except (TypeError, RuntimeError, ValueError) as exc:
         text = str(exc)
         if any(m in text for m in ("No such overload", "Unsupported operation", "Unexpected type")):
@@ -367,6 +374,8 @@ def _numbers(values: Any, what: str) -> list[float]:
         raise ValueError(f"needs a list, got {_kind(values)}")
     if not values:
         raise ValueError(f"{what} of an empty list")
+    if all(type(v) is float for v in values):  # the context's numbers are doubles already
+        return values
     return [_number(v) for v in values]
 
 

@@ -34,6 +34,7 @@ from computewatch.verifier._cel import (
     compile_cel,
     context_value,
     extension_functions,
+    make_context,
 )
 from computewatch.verifier._expr import Signature, parse
 from computewatch.verifier._expr import Vocabulary as LegacyVocabulary
@@ -300,14 +301,17 @@ class Policy:
     def evaluate(self, facts: RunFacts) -> list[RuleOutcome]:
         """Every rule's outcome on one run, in policy order."""
         env, unknown = _environment(facts, self.threshold_flops, self.benchmarks)
-        functions = extension_functions(facts.data)
+        used = {n for r in self.rules for e in (r.when, r.require) if e is not None for n in e.names}
+        # only the facts some rule reads: converting a long `lr` list into CEL costs milliseconds
+        context = make_context({k: v for k, v in env.items() if k in used}, extension_functions(facts.data))
         margin = _margin_note(facts.total_flops, self.threshold_flops)
         outcomes = []
         for rule in self.rules:
             held = self.approvals + rule.approvals
-            env["approved"] = any(b.grants(facts.run_id, facts.prover, facts.precommitment_digest) for b in held)
-            outcome = _evaluate_rule(rule, facts.run_id, _Facts(env, functions, unknown))
-            if rule.kind == "approval" and outcome.outcome == "violation" and not env["approved"]:
+            approved = any(b.grants(facts.run_id, facts.prover, facts.precommitment_digest) for b in held)
+            context.add_variable("approved", approved)
+            outcome = _evaluate_rule(rule, facts.run_id, _Facts(context, approved, unknown))
+            if rule.kind == "approval" and outcome.outcome == "violation" and not approved:
                 outcome = dataclasses.replace(outcome, detail=outcome.detail + _unbound_note(facts, held))
             if margin and rule.uses_compute and outcome.outcome != "error":
                 outcome = dataclasses.replace(outcome, detail=f"{outcome.detail}; {margin}")
@@ -335,8 +339,8 @@ class _Language:
 class _Facts:
     """One run's evaluation context: CEL variables, our functions, the facts that have no value."""
 
-    env: dict[str, Any]
-    functions: dict[str, Callable[..., Any]]
+    context: Any  # a cel.Context (verifier/_cel.py, make_context)
+    approved: bool
     unknown: tuple[Unknown, ...]
 
 
@@ -454,7 +458,7 @@ def _evaluate_rule(rule: Rule, run_id: str, facts: _Facts) -> RuleOutcome:
         return RuleOutcome(id=rule.id, run_id=run_id, kind=rule.kind, applies=applies, outcome=outcome, detail=detail)
 
     try:
-        applies = True if rule.when is None else rule.when.evaluate(facts.env, facts.functions, facts.unknown)
+        applies = True if rule.when is None else rule.when.evaluate(facts.context, facts.unknown)
     except EvalError as exc:
         return result(False, "error", f"cannot evaluate `when` ({rule.when.shown if rule.when else ''}): {exc}")
     if not applies:
@@ -463,12 +467,12 @@ def _evaluate_rule(rule: Rule, run_id: str, facts: _Facts) -> RuleOutcome:
         return result(True, "report", f"reporting duty{text}")
     if rule.kind == "ban":
         return result(True, "violation", f"banned{text}")
-    if rule.kind == "approval" and not facts.env.get("approved"):
+    if rule.kind == "approval" and not facts.approved:
         return result(True, "violation", f"needs approval and run {run_id!r} is not approved{text}")
     if rule.require is None:  # an unconditional approval
         return result(True, "ok", f"approved{text}")
     try:
-        satisfied = rule.require.evaluate(facts.env, facts.functions, facts.unknown)
+        satisfied = rule.require.evaluate(facts.context, facts.unknown)
     except EvalError as exc:
         return result(True, "error", f"cannot evaluate `require` ({rule.require.shown}): {exc}")
     failed = {
