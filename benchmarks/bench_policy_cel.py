@@ -77,10 +77,14 @@ def main() -> None:
     def python_run() -> None:
         h, flops = policy.threshold_flops, float(run.total_flops or 0)
         rx = [s for s in run.data or [] if b"def " in s or b"import " in s or b"return " in s]
+        loss = run.benchmarks["final_loss"]
         _ = (flops >= h, flops >= 2 * h, run.hyperparameters["workload"]["optimizer"]["lr"] <= 1e-2 and max(run.lr) <= 1e-2,
-             len(rx) / len(data) > 0.02, flops > 0.5 * h and run.benchmarks["final_loss"] > 0.5)
+             len(rx) / len(data) > 0.02, flops > 0.5 * h and loss is not None and loss > 0.5)
 
-    loads = {name: _median_ms(lambda raw=raw: Policy.from_bytes(raw), args.rounds, 5) for name, raw in texts.items()}
+    def loader(raw: bytes) -> Callable[[], Any]:
+        return lambda: Policy.from_bytes(raw)
+
+    loads = {name: _median_ms(loader(raw), args.rounds, 5) for name, raw in texts.items()}
     evaluate = _median_ms(lambda: policy.evaluate(run), args.rounds, 20)
     celpy_ms = _median_ms(celpy_run, args.rounds, 1)
     python_ms = _median_ms(python_run, args.rounds, 200)
