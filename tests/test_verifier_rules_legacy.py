@@ -144,7 +144,7 @@ def test_legacy_refusals_still_hold(expr: str, message: str) -> None:
 def test_cel_text_in_a_legacy_policy_is_refused_and_legacy_text_in_a_cel_policy_too() -> None:
     with pytest.raises(FormatError, match="syntax error"):
         Policy.from_toml(HEADS["unstated"] + rule("ban", "compute.over_threshold && true"))
-    with pytest.raises(FormatError, match="syntax error at column 25: mismatched input 'and'"):
+    with pytest.raises(FormatError, match="syntax error at column 24: mismatched input 'and'"):
         Policy.from_toml(HEADS["v3"] + rule("ban", "compute.over_threshold and True"))
 
 

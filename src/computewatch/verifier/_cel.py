@@ -275,7 +275,7 @@ def _syntax(exc: Exception) -> str:
     if not m:
         return f"syntax error: {' '.join(text.split())[:200]}"
     detail = re.sub(r" expecting \{.*", "", m.group(3))
-    return f"syntax error at column {int(m.group(2)) + 1}: {detail}"
+    return f"syntax error at column {m.group(2)}: {detail}"  # cel reports 1-based columns
 
 
 def compile_cel(
@@ -309,11 +309,11 @@ def compile_cel(
     refs = program.references()
     tokens = _tokens(source)
     bound = _binders(tokens)
-    unknown = sorted(set(refs["variables"]) - vocabulary.names - bound - CEL_FUNCTIONS - _TYPE_NAMES)
+    unknown = sorted(set(refs["variables"]) - vocabulary.names - bound - _TYPE_NAMES)
     if unknown:
         raise ExprError(f"unknown name {unknown[0]!r}; known names: {', '.join(sorted(vocabulary.names))}")
     called = {f for f in refs["functions"] if re.fullmatch(r"[A-Za-z][\w.]*", f)}
-    # `names()` of a call also lists the callee as a variable in some forms; resolve by the token stream
+    # a call written as a method (`x.f(...)`) or a free function: the token stream names them all
     for i, t in enumerate(tokens[:-1]):
         if t.kind == "ident" and tokens[i + 1].text == "(":
             called.add(t.text)
