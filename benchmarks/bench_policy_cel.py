@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import publish  # noqa: E402
 
-from computewatch.verifier._cel import extension_functions  # noqa: E402
+from computewatch.verifier._cel_functions import extension_functions  # noqa: E402
 from computewatch.verifier.rules import Policy, RunFacts, _environment  # noqa: E402
 
 

@@ -12,7 +12,8 @@ import celpy
 import pytest
 from celpy import celtypes
 
-from computewatch.verifier._cel import EvalError, Vocabulary, compile_cel, extension_functions, make_context
+from computewatch.verifier._cel import EvalError, Vocabulary, compile_cel, make_context
+from computewatch.verifier._cel_functions import extension_functions
 from computewatch.verifier.rules import _COMPUTE_KEYS, _NAMES, _PROGRAM_KEYS, Policy, RunFacts, _environment
 from test_verifier_rules import EXAMPLES
 from test_verifier_rules_legacy import _runs

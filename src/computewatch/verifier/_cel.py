@@ -19,16 +19,15 @@ evaluation on a typed stand-in context that catches type errors and non-boolean 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from computewatch.verifier._cel_functions import CEL_FUNCTIONS, LEGACY_FUNCTIONS, kind_of
+
 __all__ = [
-    "CEL_FUNCTIONS",
-    "LEGACY_FUNCTIONS",
     "MAX_DEPTH",
     "MAX_LENGTH",
     "CelExpr",
@@ -38,8 +37,6 @@ __all__ = [
     "Vocabulary",
     "cel_string",
     "compile_cel",
-    "context_value",
-    "extension_functions",
     "interpreter",
     "make_context",
 ]
@@ -86,12 +83,7 @@ _BUILTINS = frozenset({
     "size", "contains", "startsWith", "endsWith", "matches", "int", "double", "string", "bool", "type", "dyn",
     "has", "all", "exists", "exists_one", "map", "filter",
 })  # fmt: skip
-CEL_FUNCTIONS = frozenset({
-    "min", "max", "sum", "mean", "abs", "fraction_above", "fraction_below", "get", "data_fraction", "data_size",
-})  # fmt: skip
 _TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type"})
-# Only in translations of legacy expressions: the legacy `==`, an error across kinds (CEL's is false).
-LEGACY_FUNCTIONS = frozenset({"legacy_equal"})
 _REGEX_FUNCTIONS = frozenset({"data_fraction"})  # run Python `re` on the Prover's bytes: literal patterns only
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
 
@@ -143,7 +135,7 @@ class CelExpr:
         except Exception as exc:
             raise EvalError(self._explain(exc, unknown)) from None
         if not isinstance(value, bool):
-            raise EvalError(f"evaluates to {_kind(value)}, not true/false")
+            raise EvalError(f"evaluates to {kind_of(value)}, not true/false")
         return value
 
     def _explain(self, exc: Exception, unknown: Sequence[Unknown]) -> str:
@@ -170,22 +162,6 @@ def _one_line(exc: Exception) -> str:
         return "division by zero"
     first = re.split(r"\.(?:\s|$)", " ".join(text.split()), maxsplit=1)[0]  # CEL's advice follows the first sentence
     return first[:300]
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int):
-        return "an int"
-    if isinstance(value, float):
-        return "a double"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a map"
-    return "null" if value is None else type(value).__name__
 
 
 def cel_string(value: str) -> str:
@@ -344,109 +320,7 @@ def _probe(expr: CelExpr, context: Mapping[str, Any], functions: Mapping[str, Ca
     except (KeyError, ZeroDivisionError, OverflowError):
         return
     if not isinstance(value, bool):
-        raise ExprError(f"expression does not evaluate to true/false (it gives {_kind(value)}; compare it: x > 1.0, x == 'a')")
-
-
-# -- the context: our own measurements, typed ----------------------------------------------
-
-
-def context_value(value: Any) -> Any:
-    """A JSON-like value in CEL's terms: numbers as doubles, nulls in maps dropped (absent)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        f = float(value)
-        if not math.isfinite(f):
-            raise OverflowError("number out of the double range")
-        return f
-    if isinstance(value, Mapping):
-        return {str(k): context_value(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple)):
-        return [context_value(v) for v in value]
-    raise TypeError(f"no CEL value for {type(value).__name__}")
-
-
-# -- our extension functions ---------------------------------------------------------------
-
-
-def _numbers(values: Any, what: str) -> list[float]:
-    if not isinstance(values, list):
-        raise ValueError(f"needs a list, got {_kind(values)}")
-    if not values:
-        raise ValueError(f"{what} of an empty list")
-    if all(type(v) is float for v in values):  # the context's numbers are doubles already
-        return values
-    return [_number(v) for v in values]
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"needs a number, got {_kind(value)}")
-    return float(value)
-
-
-@lru_cache(maxsize=256)
-def _bytes_regex(pattern: str) -> re.Pattern[bytes]:
-    return re.compile(pattern.encode("utf-8"))
-
-
-def _legacy_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return _kind(value)
-
-
-def _legacy_equal(a: Any, b: Any) -> bool:
-    """The legacy `==`: values of different kinds cannot be compared (an error, not false)."""
-    if _legacy_kind(a) != _legacy_kind(b):
-        raise ValueError(f"cannot compare {_legacy_kind(a)} with {_legacy_kind(b)} using '=='")
-    return bool(a == b)
-
-
-def _get(table: Any, key: Any, default: Any) -> Any:
-    if not isinstance(table, dict) or not isinstance(key, str):
-        raise ValueError("needs a map and a string key")
-    value = table.get(key)
-    return default if value is None else value
-
-
-def extension_functions(data: Sequence[bytes] | None) -> dict[str, Callable[..., Any]]:
-    """Our functions over the run's facts; `data` is the cluster's random subset (None: not drawn)."""
-
-    def subset() -> Sequence[bytes]:
-        if data is None:
-            raise ValueError("the data subset was not drawn by the trusted cluster")
-        return data
-
-    def data_fraction(pattern: str) -> float:
-        samples = subset()
-        if not samples:
-            raise ValueError("the data subset is empty")
-        rx = _bytes_regex(pattern)  # a UTF-8 pattern over raw sample bytes
-        return sum(1 for s in samples if rx.search(bytes(s)) is not None) / len(samples)
-
-    def fraction(compare: Callable[[float, float], bool]) -> Callable[[Any, Any], float]:
-        def fn(values: Any, x: Any) -> float:
-            xs, bound = _numbers(values, "fraction"), _number(x)
-            return sum(1 for v in xs if compare(v, bound)) / len(xs)
-
-        return fn
-
-    return {
-        "min": lambda xs: min(_numbers(xs, "min")),
-        "max": lambda xs: max(_numbers(xs, "max")),
-        "sum": lambda xs: math.fsum(_numbers(xs, "sum")),
-        "mean": lambda xs: math.fsum(_numbers(xs, "mean")) / len(xs),
-        "abs": lambda x: abs(_number(x)),
-        "fraction_above": fraction(lambda v, b: v > b),
-        "fraction_below": fraction(lambda v, b: v < b),
-        "get": _get,
-        "data_fraction": data_fraction,
-        "data_size": lambda: float(len(subset())),
-        "legacy_equal": _legacy_equal,
-    }
+        raise ExprError(f"expression does not evaluate to true/false (it gives {kind_of(value)}; compare it: x > 1.0, x == 'a')")
 
 
 class _QuietFunctionErrors(logging.Filter):

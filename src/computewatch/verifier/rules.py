@@ -32,10 +32,9 @@ from computewatch.verifier._cel import (
     Unknown,
     Vocabulary,
     compile_cel,
-    context_value,
-    extension_functions,
     make_context,
 )
+from computewatch.verifier._cel_functions import context_value, extension_functions
 from computewatch.verifier._expr import Signature, parse
 from computewatch.verifier._expr import Vocabulary as LegacyVocabulary
 from computewatch.verifier._legacy import to_cel
