@@ -486,6 +486,10 @@ def test_policy_language_is_not_an_attack_surface() -> None:
     # CEL's == across types is false, so a ban keyed on a claim guards its type (docs/rules.md).
     assert one("ban", "hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "not-applicable"
     assert one("ban", "type(hp.objective) != string || hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "violation"
+    # A number beyond the double range is absent (an error where read), not a crash of the evaluation.
+    huge = facts(hyperparameters={**HP, "big": 10**400, "nested": [10**400, 1.0]})
+    assert one("requirement", require="hp.big > 1.0", f=huge).outcome == "error"
+    assert one("requirement", require="hp.nested[1] == 1.0 && !has(hp.big)", f=huge).outcome == "ok"
     # A Prover-chosen regex never reaches Python's backtracking engine; CEL's matches() is RE2.
     with pytest.raises(FormatError, match="literal string regex"):
         policy(rule("ban", "data_fraction(hp.objective) > 0.0"))

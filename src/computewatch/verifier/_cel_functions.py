@@ -22,37 +22,35 @@ CEL_FUNCTIONS = frozenset({
 LEGACY_FUNCTIONS = frozenset({"legacy_equal"})
 
 
+_KINDS = ((bool, "true/false"), (int, "an int"), (float, "a double"), (str, "a string"), (list, "a list"), (dict, "a map"))
+
+
 def kind_of(value: Any) -> str:
-    """How an error names a value's CEL type."""
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int):
-        return "an int"
-    if isinstance(value, float):
-        return "a double"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a map"
-    return "null" if value is None else type(value).__name__
+    """How an error names a value's CEL type (bool before int: a bool is an int in Python)."""
+    if value is None:
+        return "null"
+    return next((name for t, name in _KINDS if isinstance(value, t)), type(value).__name__)
 
 
 def context_value(value: Any) -> Any:
-    """A JSON-like value in CEL's terms: numbers as doubles, nulls in maps dropped (absent)."""
+    """A JSON-like value in CEL's terms: numbers as doubles, nulls in maps dropped (absent).
+
+    A number beyond the double range (a Prover's `1e400` written as an integer) becomes null too,
+    so reading it is an error on that run rather than a crash of the evaluation."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, (int, float)):
-        f = float(value)
-        if not math.isfinite(f):
-            raise OverflowError("number out of the double range")
-        return f
+        try:
+            f = float(value)
+        except OverflowError:
+            return None
+        return f if math.isfinite(f) else None
     if isinstance(value, Mapping):
-        return {str(k): context_value(v) for k, v in value.items() if v is not None}
+        converted = ((str(k), context_value(v)) for k, v in value.items())
+        return {k: v for k, v in converted if v is not None}
     if isinstance(value, (list, tuple)):
         return [context_value(v) for v in value]
-    raise TypeError(f"no CEL value for {type(value).__name__}")
+    return None  # not a JSON value: absent
 
 
 def _numbers(values: Any, what: str) -> list[float]:
@@ -76,7 +74,7 @@ def _bytes_regex(pattern: str) -> re.Pattern[bytes]:
     return re.compile(pattern.encode("utf-8"))
 
 
-def _legacykind_of(value: Any) -> str:
+def _legacy_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, (int, float)):
@@ -86,8 +84,8 @@ def _legacykind_of(value: Any) -> str:
 
 def _legacy_equal(a: Any, b: Any) -> bool:
     """The legacy `==`: values of different kinds cannot be compared (an error, not false)."""
-    if _legacykind_of(a) != _legacykind_of(b):
-        raise ValueError(f"cannot compare {_legacykind_of(a)} with {_legacykind_of(b)} using '=='")
+    if _legacy_kind(a) != _legacy_kind(b):
+        raise ValueError(f"cannot compare {_legacy_kind(a)} with {_legacy_kind(b)} using '=='")
     return bool(a == b)
 
 
