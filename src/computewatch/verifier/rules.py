@@ -9,6 +9,10 @@ of at least 2H, so an outcome on a run between H and 2H says so.
 Appendix D step 6: the trusted cluster computes the facts (a random data subset, benchmarks on
 the final weights) and returns only each rule's outcome, never the values behind it: details
 name the rule and which condition decided it, not the benchmark or data figures.
+
+Conditions are CEL expressions (policy version 3, verifier/_cel.py) evaluated on a context the
+Verifier builds from its own measurements; a version 1 or 2 policy's expressions are parsed by
+the legacy parser (verifier/_expr.py) and translated to CEL (verifier/_legacy.py).
 """
 
 from __future__ import annotations
