@@ -268,6 +268,10 @@ CASES += [
     _c("init-on-foreign-db", "registry init --db {foreign_db}", 2, "another application's tables"),
     _c("add-on-foreign-db", "registry add-owner x --pub {pub} --db {foreign_db}", 2, "another application's tables"),
     _c("verify-db-missing", "verify {run} --chips {chip} --db {new}/none.db", 2, "registry init"),
+    _c("verify-policy-cel-type", "verify {run} --chips {chip} --chipmaker-pub {pub} --prover-pub {pub} --policy {bad_policy_type}", 2,
+       "rule 'cap' when: type error"),
+    _c("verify-policy-cel-syntax", "verify {run} --chips {chip} --chipmaker-pub {pub} --prover-pub {pub} --policy {bad_policy_syntax} --json", 2,
+       "rule 'cap' when: syntax error at column", as_json=True),
     _c("int-past-64-bits", "inspect plan 99999999999999999999999 --db {db}", 2, "out of range"),
     _c("int-past-64-bits-status", "inspect status 99999999999999999999999 --db {db} --json", 2, "out of range", as_json=True),
     _c("date-past-9999", "inspect commit --period p --flops 1e20 --seed-out {new}/s.hex --start 9999-12-31T00:00:00Z --db {db}", 2, "out of range"),
@@ -326,7 +330,7 @@ def _hostile(w: dict[str, Path], root: Path) -> None:
         reg.add_owner("acme", acme.public_key)
         reg.ship(reg.register_chip(w["chip"])["serial"], "acme", maker, acme)
         seed = bytes(range(32))
-        plan, _ = reg.commit_plan("used", None, flops=1e20, seed=seed)
+        _plan, _ = reg.commit_plan("used", None, flops=1e20, seed=seed)
     (h / "used.seed").write_text(seed.hex() + "\n")
     w["used_seed"] = h / "used.seed"
     full = (w["db"]).read_bytes()
@@ -363,6 +367,12 @@ def _damage(world: dict[str, Path], root: Path) -> None:
     ev["evidence"]["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
     (bad / "ev-sig.json").write_bytes(canonical_json(ev))
     world["bad_ev_field"], world["bad_ev_sig"] = bad / "ev-field.json", bad / "ev-sig.json"
+    # a CEL policy (version 3) whose rule multiplies an int by a double: refused when it loads
+    (bad / "policy-type.toml").write_text('[policy]\nname = "p"\nversion = 3\nthreshold_flops = 1e12\n'
+                                          '[[rules]]\nid = "cap"\nkind = "ban"\nwhen = "compute.flops > 4 * compute.H"\n')
+    (bad / "policy-syntax.toml").write_text('[policy]\nname = "p"\nversion = 3\nthreshold_flops = 1e12\n'
+                                            '[[rules]]\nid = "cap"\nkind = "ban"\nwhen = "compute.flops >"\n')
+    world["bad_policy_type"], world["bad_policy_syntax"] = bad / "policy-type.toml", bad / "policy-syntax.toml"
 
     def run_copy(name: str) -> Path:
         copy = Path(shutil.copytree(world["run"], bad / name))
@@ -487,7 +497,7 @@ def test_bad_input(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- classes a subprocess shows
-def _cli(args: list[str], *, stdout: object = subprocess.PIPE, env: dict[str, str] | None = None, preexec=None,  # noqa: ANN001
+def _cli(args: list[str], *, stdout: object = subprocess.PIPE, env: dict[str, str] | None = None, preexec=None,
          timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "computewatch", *args], stdout=stdout, stderr=subprocess.PIPE,  # type: ignore[arg-type]
                           env={**os.environ, **(env or {})}, preexec_fn=preexec, timeout=timeout, check=False)

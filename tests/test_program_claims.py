@@ -3,6 +3,8 @@ check that passes on nothing, busy time the chip measures, templates and audited
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from computewatch.analysis.segments import forgery_detection, segments_for_detection
@@ -11,7 +13,7 @@ from computewatch.verifier.selection import select_segments, selection_summary
 
 # ------------------------------------------------------------------------------ sampling (item 7)
 def _norms(steps: list[int], big: int) -> list[list[float]]:
-    return [[a, b, 9.0 if a == big else 1.0] for a, b in zip(steps, steps[1:])]
+    return [[a, b, 9.0 if a == big else 1.0] for a, b in itertools.pairwise(steps)]
 
 
 def test_top_q_skips_a_segment_already_chosen_for_a_snapshot() -> None:
@@ -142,9 +144,8 @@ def test_a_template_runs_the_verifiers_pinned_code_not_the_provers_files() -> No
     hostile = dict(t.files(), **{"program.py": b"raise SystemExit('the Prover's code ran')\n"})
     with load_program(hostile, t.entry, t.code_digest, t.name) as loaded:
         assert loaded.factory.__module__.endswith(".program") and callable(loaded.factory)
-    with pytest.raises(ProgramError, match="pins version"):
-        with load_program(hostile, t.entry, "00" * 32, t.name):
-            pass
+    with pytest.raises(ProgramError, match="pins version"), load_program(hostile, t.entry, "00" * 32, t.name):
+        pass
 
 
 def test_the_sandboxed_executor_runs_the_named_templates_pinned_copy(tmp_path) -> None:
@@ -216,8 +217,8 @@ def test_policies_read_the_program_facts() -> None:
     from computewatch.verifier.rules import Policy, RunFacts
 
     policy = Policy.from_toml(
-        '[policy]\nname = "p"\nthreshold_flops = 1.0\n[[rules]]\nid = "t"\nkind = "requirement"\n'
-        "require = 'program.kind == \"template\" or (\"socket\" not in program.uses and len(program.imports) < 3)'\n"
+        '[policy]\nname = "p"\nversion = 3\nthreshold_flops = 1.0\n[[rules]]\nid = "t"\nkind = "requirement"\n'
+        "require = 'program.kind == \"template\" || (!(\"socket\" in program.uses) && size(program.imports) < 3)'\n"
     )
     outcome = lambda **program: policy.evaluate(RunFacts("r", 10, program=program))[0].outcome  # noqa: E731
     assert outcome(kind="template", uses=[], imports=[]) == "ok"

@@ -142,7 +142,7 @@ def test_a_withheld_transcript(honest: Path) -> None:
 POLICY = """
 [policy]
 name = "compute-cap"
-version = 1
+version = 3
 threshold_flops = {h}
 
 [[rules]]

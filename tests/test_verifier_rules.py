@@ -1,7 +1,11 @@
-"""Policies: the paper's rule kinds, the 2H margin, the expression language's safety, bad files."""
+"""Policies: the paper's rule kinds, the 2H margin, CEL expressions and their safety, bad files.
+
+Rules are written in CEL (policy version 3); test_verifier_rules_legacy.py covers versions 1 and 2.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +15,7 @@ import pytest
 
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_bytes
-from computewatch.verifier._expr import MAX_DEPTH, MAX_LENGTH
+from computewatch.verifier._cel import MAX_DEPTH, MAX_LENGTH
 from computewatch.verifier.rules import (
     OUTCOMES,
     Policy,
@@ -27,6 +31,7 @@ PROVER, DIGEST = "a1" * 32, "d1" * 32
 _HEAD = f"""
 [policy]
 name = "test"
+version = 3
 threshold_flops = {H}
 approvals = [{{run_id = "approved-run", prover = "{PROVER}", precommitment = "{DIGEST}"}}]
 
@@ -119,18 +124,18 @@ def test_approval_rule() -> None:
 
 
 def test_mitigation_rule() -> None:
-    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', False)", f=facts(int(3 * H)))
+    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', false)", f=facts(int(3 * H)))
     assert out.outcome == "violation" and "mitigation missing" in out.detail
     hp = {**HP, "safety_finetune": True}
-    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', False)", f=facts(int(3 * H), hyperparameters=hp))
+    out = one("mitigation", "compute.over_threshold", "get(hp, 'safety_finetune', false)", f=facts(int(3 * H), hyperparameters=hp))
     assert out.outcome == "ok"
-    assert one("mitigation", "compute.over_threshold", "False").outcome == "not-applicable"
+    assert one("mitigation", "compute.over_threshold", "false").outcome == "not-applicable"
 
 
 def test_requirement_rule_and_compound_template() -> None:
     # "if trained on RL-for-code-generation for more than X FLOPs, then it must not be trained
     # beyond Y performance on Z benchmarks"
-    when = "'rl' in hp.workload.tags and compute.flops > 0.5 * compute.H"
+    when = "'rl' in hp.workload.tags && compute.flops > 0.5 * compute.H"
     require = "benchmarks.final_loss >= 1.2"
     assert one("requirement", when, require, f=facts(int(0.6 * H))).outcome == "ok"
     too_good = facts(int(0.6 * H), benchmarks={"final_loss": 0.9})
@@ -148,7 +153,7 @@ def test_outcome_json_is_the_contract() -> None:
 
 
 def test_rules_evaluate_in_order_with_run_id() -> None:
-    p = policy(rule("reporting", "compute.over_threshold", id="a"), rule("ban", "False", id="b"))
+    p = policy(rule("reporting", "compute.over_threshold", id="a"), rule("ban", "false", id="b"))
     assert [(o.id, o.run_id) for o in p.evaluate(facts(run_id="zz"))] == [("a", "zz"), ("b", "zz")]
 
 
@@ -156,7 +161,7 @@ def test_rules_evaluate_in_order_with_run_id() -> None:
 
 
 def test_compute_facts_and_the_2h_margin() -> None:
-    p = policy(rule("ban", "compute.over_threshold", id="ban"), rule("requirement", require="steps > 0", id="plain"))
+    p = policy(rule("ban", "compute.over_threshold", id="ban"), rule("requirement", require="steps > 0.0", id="plain"))
     between = p.evaluate(facts(int(1.5 * H)))
     assert between[0].outcome == "violation"  # judged by the rule, margin or not
     assert "margin" in between[0].detail and "2H" in between[0].detail and "1.50 H" in between[0].detail
@@ -165,21 +170,22 @@ def test_compute_facts_and_the_2h_margin() -> None:
         assert all("margin" not in o.detail for o in p.evaluate(facts(flops)))
     exact = {"flops": int(1.5 * H), "H": H, "ratio": 1.5, "over_threshold": True, "detectable": False}
     for key, value in exact.items():
-        assert one("requirement", require=f"compute.{key} == {value!r}", f=facts(int(1.5 * H))).outcome == "ok", key
+        literal = str(value).lower() if isinstance(value, bool) else repr(value)
+        assert one("requirement", require=f"compute.{key} == {literal}", f=facts(int(1.5 * H))).outcome == "ok", key
 
 
 def test_unknown_flops_is_an_error_unless_decided_without_them() -> None:
     out = one("ban", "compute.over_threshold", f=facts(None))
     assert (out.outcome, out.applies) == ("error", False) and "FLOP count is unknown" in out.detail
-    # Kleene `and`: a false conjunct decides, whatever the unknown one would be.
-    assert one("ban", "compute.over_threshold and data_fraction('nothing-matches') > 0", f=facts(None)).outcome == "not-applicable"
-    assert one("ban", "data_fraction('nothing-matches') > 0 or compute.over_threshold", f=facts(None)).outcome == "error"
-    assert one("reporting", "compute.over_threshold or steps > 5", f=facts(None)).outcome == "report"
+    # CEL's `&&`/`||` absorb errors: a false conjunct decides, whatever the unknown one would be.
+    assert one("ban", "compute.over_threshold && data_fraction('nothing-matches') > 0.0", f=facts(None)).outcome == "not-applicable"
+    assert one("ban", "data_fraction('nothing-matches') > 0.0 || compute.over_threshold", f=facts(None)).outcome == "error"
+    assert one("reporting", "compute.over_threshold || steps > 5.0", f=facts(None)).outcome == "report"
     assert one("requirement", require="compute.H == 1e12", f=facts(None)).outcome == "ok"  # H is always known
 
 
 def test_rules_check_summarises_outcomes() -> None:
-    p = policy(rule("reporting", "True", id="rep"), rule("ban", "compute.detectable", id="ban"))
+    p = policy(rule("reporting", "true", id="rep"), rule("ban", "compute.detectable", id="ban"))
     passed, detail = rules_check(p.evaluate(facts(int(0.1 * H))))
     assert passed is True and "rep (run-1)" in detail
     passed, detail = rules_check(p.evaluate(facts(int(3 * H))))
@@ -188,28 +194,31 @@ def test_rules_check_summarises_outcomes() -> None:
     assert passed is None and "ban (run-1)" in detail
 
 
-# -- the expression language --------------------------------------------------------------
+# -- CEL expressions ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "expr",
     [
-        "1e11 < compute.flops < 1e12 <= compute.H",
-        "hp['workload']['optimizer']['lr'] == 3e-3 and hp.workload.optimizer.name == 'AdamW'",
-        "hp.workload.tags[0] == 'rl' and hp.workload.tags[-1] == 'code' and len(hp.workload.tags) == 2",
-        "'code' in hp.workload.tags and 'vision' not in hp.workload.tags and 'Adam' in hp.workload.optimizer.name",
-        "'optimizer' in hp.workload and hp.run.steps in [5, 10]",
-        "max(lr) == 3e-3 and min(lr) == 1e-3 and max(1, 2, 3) == 3 and abs(-2) == 2",
-        "abs(sum(lr) - 9e-3) < 1e-12 and abs(mean(lr) - 2.25e-3) < 1e-12",
-        "fraction_above(lr, 2e-3) == 0.5 and fraction_below(lr, 2e-3) == 0.25",
-        "data_fraction('exploit') == 0.25 and data_fraction('(?i)DEF|IMPORT') == 0.5 and data_size() == 4",
-        "data_fraction('\\xff\\xfe') == 0",  # bytes regex from a UTF-8 pattern: U+00FF is two bytes
-        "matches(hp.workload.optimizer.name, '^Adam') and not matches(run_id, 'x')",
-        "get(hp, 'missing', 7) == 7 and get(hp, 'note', 'n') == 'n'",
-        "(compute.flops + 1) * 2 - 2 == 2 * compute.flops and compute.flops / compute.H == compute.ratio",
-        "-steps < 0 and +steps == 10 and world_size == 2 and chips == 2 and run_id == 'run-1'",
-        "benchmarks.final_loss > 1 and benchmarks['final_loss'] < 2",
-        "True",
+        "1e11 < compute.flops && compute.flops < 1e12 && 1e12 <= compute.H",
+        "hp['workload']['optimizer']['lr'] == 3e-3 && hp.workload.optimizer.name == 'AdamW'",
+        "hp.workload.tags[0] == 'rl' && hp.workload.tags[size(hp.workload.tags) - 1] == 'code' && size(hp.workload.tags) == 2",
+        "'code' in hp.workload.tags && !('vision' in hp.workload.tags) && hp.workload.optimizer.name.contains('Adam')",
+        "'optimizer' in hp.workload && hp.run.steps in [5.0, 10.0] && has(hp.run.steps) && !has(hp.note)",
+        "max(lr) == 3e-3 && min(lr) == 1e-3 && max([1.0, 2.0, 3.0]) == 3.0 && abs(-2.0) == 2.0",
+        "abs(sum(lr) - 9e-3) < 1e-12 && abs(mean(lr) - 2.25e-3) < 1e-12",
+        "fraction_above(lr, 2e-3) == 0.5 && fraction_below(lr, 2e-3) == 0.25",
+        "data_fraction('exploit') == 0.25 && data_fraction('(?i)DEF|IMPORT') == 0.5 && data_size() == 4.0",
+        "data_fraction('\\xff\\xfe') == 0.0",  # bytes regex from a UTF-8 pattern: U+00FF is two bytes
+        "hp.workload.optimizer.name.matches('^Adam') && !run_id.matches('x')",
+        "get(hp, 'missing', 7.0) == 7.0 && get(hp, 'note', 'n') == 'n'",  # a null is absent
+        "(compute.flops + 1.0) * 2.0 - 2.0 == 2.0 * compute.flops && compute.flops / compute.H == compute.ratio",
+        "-steps < 0.0 && steps == 10.0 && steps > 5 && world_size == 2.0 && chips == 2.0 && run_id == 'run-1'",
+        "benchmarks.final_loss > 1.0 && benchmarks['final_loss'] < 2.0",
+        "lr.all(x, x <= 3e-3) && lr.exists(x, x == 1e-3) && lr.filter(x, x > 1e-3).size() == 3 && lr.exists_one(x, x == 2e-3)",
+        "type(steps) == double && type(compute.flops) == double && type(hp.run.steps) == double && type(size(lr)) == int",
+        "(compute.over_threshold ? 1.0 : 2.0) == 2.0 && double(size(lr)) / 2.0 == 2.0",
+        "true",
     ],
 )
 def test_expressions_evaluate(expr: str) -> None:
@@ -217,89 +226,90 @@ def test_expressions_evaluate(expr: str) -> None:
     assert out.outcome == "ok", out.detail
 
 
+def test_the_context_is_typed_so_frontier_thresholds_read_naturally() -> None:
+    # Every number in the context is a double: FLOPs beyond 2^63 and literals like 1e25 compare
+    # directly, and an int literal still compares with a double (CEL's cross-type ordering).
+    for expr, flops, outcome in [
+        ("compute.flops > 1e25", 2 * 10**25, "ok"),
+        ("compute.flops > 1e25", 10**24, "violation"),
+        ("compute.flops >= 4.0 * compute.H", int(4 * H), "ok"),
+        ("compute.flops > 100", 10**20, "ok"),
+        ("compute.flops == 1500000000000", int(1.5 * H), "ok"),
+    ]:
+        assert one("requirement", require=expr, f=facts(flops)).outcome == outcome, expr
+
+
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("steps / 0 > 1", "division by zero"),
-        ("hp.workload.missing == 1", "has no key 'missing'"),
-        ("hp.note == 1", "hp.note is unknown"),
-        ("hp.workload.optimizer.name > 1", "cannot compare a string with a number"),
+        ("hp.workload.missing == 1.0", "no such key 'missing'"),
+        ("hp.note == 1.0", "no such key 'note'"),  # a JSON null is absent, not a value
+        ("hp.workload.optimizer.name > 1.0", "No such overload"),
         ("hp.run.steps", "not true/false"),
-        ("max(hp.workload.tags) > 1", "needs a number"),
-        ("hp.run.steps + 'x' == 1", "needs a number"),
-        ("compute.flops * 1e300 * 1e300 > 1", "overflow"),
-        ("hp.workload.tags[5] == 1", "out of range"),
-        ("hp.workload.tags['a'] == 1", "index it with an integer"),
-        ("steps.x == 1", "has no keys"),
-        ("not steps", "'not' needs true/false"),
-        ("steps and True", "not true/false"),
-        ("mean(hp.missing_list) > 0", "has no key"),
-        ("len(steps) > 0", "len() needs"),
+        ("max(hp.workload.tags) > 1.0", "max(): needs a number, got a string"),
+        ("hp.run.steps + 'x' == 1.0", "Unsupported operation: float + string"),
+        ("hp.workload.tags[5] == 'x'", "index out of bounds"),
+        ("hp.workload.tags['a'] == 'x'", "Unexpected type"),
+        ("!hp.run.steps", "No such overload"),
+        ("hp.run.steps && true", "No such overload"),
+        ("mean(hp.missing_list) > 0.0", "no such key 'missing_list'"),
+        ("1 / 0 == 1", "division by zero"),
     ],
 )
 def test_evaluation_errors_are_error_outcomes(expr: str, message: str) -> None:
     out = one("requirement", require=expr)
     assert out.outcome == "error" and out.applies is True, out.detail
-    assert message in out.detail and expr in out.detail
+    assert message in out.detail and expr in out.detail and "\n" not in out.detail
 
 
 def test_missing_facts_are_error_outcomes() -> None:
-    assert "not drawn" in one("requirement", require="data_fraction('x') < 1", f=facts(data=None)).detail
-    assert "empty" in one("requirement", require="data_fraction('x') < 1", f=facts(data=[])).detail
-    out = one("requirement", require="benchmarks.final_loss > 1", f=facts(benchmarks={}))
-    assert out.outcome == "error" and "not computed by the trusted cluster" in out.detail
-    assert "empty list" in one("requirement", require="max(lr) < 1", f=facts(lr=[])).detail
-    out = one("ban", "steps / 0 > 1")
+    assert "data_fraction(): the data subset was not drawn" in one("requirement", require="data_fraction('x') < 1.0", f=facts(data=None)).detail
+    assert "empty" in one("requirement", require="data_fraction('x') < 1.0", f=facts(data=[])).detail
+    out = one("requirement", require="benchmarks.final_loss > 1.0", f=facts(benchmarks={}))
+    assert out.outcome == "error" and "benchmarks.final_loss is unknown (not computed by the trusted cluster)" in out.detail
+    assert "empty list" in one("requirement", require="max(lr) < 1.0", f=facts(lr=[])).detail
+    out = one("requirement", require="program.kind == 'template'", f=facts(program=None))
+    assert out.outcome == "error" and "program.kind is unknown" in out.detail
+    out = one("ban", "1 / 0 == 1")
     assert (out.outcome, out.applies) == ("error", False) and "`when`" in out.detail
+
+
+def test_doubles_follow_ieee_754() -> None:
+    # CEL doubles: a division by zero or an overflow is an infinity, not an error (docs/rules.md);
+    # int arithmetic overflows and divides by zero as an error.
+    assert one("requirement", require="steps / 0.0 > 1e308 && compute.flops * 1e300 * 1e300 > 1e308").outcome == "ok"
+    assert one("requirement", require="9223372036854775807 + 1 > 0").outcome == "error"
 
 
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("__import__('os') == 1", "unknown function '__import__'"),
-        ("__import__('os').system('true')", "a method cannot be called"),
+        ("__import__('os') == 1", "names starting with '_' are refused"),
+        ("hp.__class__ == 1", "names starting with '_' are refused"),
+        ("lr.all(_x, _x > 0.0)", "names starting with '_' are refused"),
         ("open('/etc/passwd') == ''", "unknown function 'open'"),
-        ("eval('1') == 1", "unknown function 'eval'"),
-        ("hp.__class__ == 1", "names starting with '_'"),
-        ("hp.__class__.__mro__[1].__subclasses__() == []", "only named functions"),
-        ("run_id.__len__() == 1", "only named functions"),
-        ("hp.get('x') == 1", "only named functions"),
+        ("bogus(1.0) == 1.0", "unknown function 'bogus'"),
         ("os == 1", "unknown name 'os'"),
-        ("__builtins__ == 1", "unknown name '__builtins__'"),
-        ("2 ** 100000 > 1", "operator Pow"),
-        ("9 ** 9 ** 9 > 1", "operator Pow"),
-        ("1e999 > 1", "not finite"),
-        (f"{10 ** 400} > 1", "too large"),
-        ("(lambda: 1)() == 1", "lambda"),
-        ("[x for x in lr] == []", "comprehension"),
-        ("max(x for x in lr) > 1", "comprehension"),
-        ("(y := 1) == 1", "':='"),
-        ("f'{steps}' == '1'", "f-string"),
-        ("1 if steps else 2 == 1", "'x if c else y'"),
-        ("{'a': 1} == 1", "dict literal"),
-        ("lr[0:2] == []", "slicing"),
-        ("max(lr, key=abs) > 1", "keyword"),
-        ("steps << 2 == 1", "operator LShift"),
-        ("~steps == 1", "unary operator Invert"),
-        ("steps is None", "comparison Is"),
-        ("None == None", "literal None"),
-        ("b'x' == b'x'", "literal b'x'"),
-        ("max == 1", "is a function"),
-        ("max() > 1", "takes 1 to 16"),
-        ("data_fraction(run_id) > 0", "literal string regex"),
-        ("data_fraction('(') > 0", "bad regex"),
-        ("compute.secret == 1", "compute has no key 'secret'"),
-        ("benchmarks.mmlu > 1", "benchmarks has no key 'mmlu'"),
-        ("benchmarks[run_id] > 1", "needs a literal key"),
-        ("steps + 1", "does not evaluate to true/false"),
+        ("compute.secret == 1.0", "compute has no key 'secret'"),
+        ("benchmarks.mmlu > 1.0", "benchmarks has no key 'mmlu'"),
+        ("benchmarks[run_id] > 1.0", "needs a literal key"),
+        ("data_fraction(run_id) > 0.0", "literal string regex"),
+        ("data_fraction(hp.pattern) > 0.0", "literal string regex"),
+        ("data_fraction('(') > 0.0", "bad regex"),
+        ("compute.flops > 4 * compute.H", "type error: No such overload"),
+        ("run_id * 1000000000.0 == 'x'", "type error: Unsupported operation: string * float"),  # no huge string is built
+        ("steps + 1 > 2.0", "type error"),
+        ("steps && true", "type error"),
+        ("program.kind > 1.0", "type error"),
+        ("steps + 1.0", "does not evaluate to true/false"),
         ("'yes'", "does not evaluate to true/false"),
-        ("steps >", "syntax error"),
+        ("steps >", "syntax error at column 8: mismatched input '<EOF>'"),
+        ("max == 1.0", "unknown name 'max'"),
+        ("steps === 1.0", "syntax error"),
         ("import os", "syntax error"),
+        ("steps @ 1", "unexpected character '@'"),
         ("", "empty expression"),
-        ("not " * (MAX_DEPTH + 1) + "True", "nested too deeply"),
-        ("-(" * 30 + "1" + ")" * 30 + " > 0", "nested too deeply"),
-        ("(" * 300 + "1" + ")" * 300 + " > 0", "too many nested parentheses"),
-        (" + ".join(["1"] * 120) + " > 0", "too large"),
+        ("(" * (MAX_DEPTH + 1) + "true" + ")" * (MAX_DEPTH + 1), "nested too deeply"),
         ("steps > " + "9" * MAX_LENGTH, f"longer than {MAX_LENGTH}"),
     ],
 )
@@ -307,15 +317,7 @@ def test_unsafe_or_malformed_expressions_are_refused_at_load(expr: str, message:
     with pytest.raises(FormatError) as info:
         policy(rule("requirement", require=expr, id="bad-rule"))
     text = str(info.value)
-    assert text.startswith("test.toml: rule 'bad-rule' require:") and message in text, text
-
-
-def test_string_repetition_and_big_numbers_do_not_explode() -> None:
-    # '*' on a string is refused at evaluation (numbers only), so no huge string is ever built.
-    out = one("requirement", require="run_id * 1000000000 == 'x'")
-    assert out.outcome == "error" and "needs a number" in out.detail
-    out = one("requirement", require=" * ".join(["1" + "0" * 30] * 12) + " > 1")
-    assert out.outcome == "error" and "integer too large" in out.detail
+    assert text.startswith("test.toml: rule 'bad-rule' require:") and message in text and "\n" not in text, text
 
 
 # -- policy files -------------------------------------------------------------------------
@@ -336,6 +338,7 @@ def test_policy_fields_digest_and_requirements(tmp_path: Path) -> None:
 
 
 _GOOD_RULE = rule("reporting", "compute.over_threshold")
+_V3 = '[policy]\nname = "n"\nversion = 3\nthreshold_flops = 1\n'
 
 
 @pytest.mark.parametrize(
@@ -351,7 +354,7 @@ _GOOD_RULE = rule("reporting", "compute.over_threshold")
         ('[policy]\nname = "n"\nthreshold_flops = inf\n', "positive finite"),
         ('[policy]\nname = "n"\nthreshold_flops = "1e12"\n', "positive finite"),
         ('[policy]\nname = "n"\nthreshold_flops = true\n', "positive finite"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\nversion = 3\n', "unsupported version"),
+        ('[policy]\nname = "n"\nthreshold_flops = 1\nversion = 4\n', "unsupported version"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\ncolour = "red"\n', "unknown key(s) 'colour'"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\napprovals = "x"\n', "approvals"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\n[extra]\n', "unknown key(s) 'extra'"),
@@ -361,16 +364,16 @@ _GOOD_RULE = rule("reporting", "compute.over_threshold")
         ('[policy]\nname = "n"\nthreshold_flops = 1\n[benchmarks.x]\n', "[benchmarks.x] samples"),
         ('[policy]\nname = "n"\nthreshold_flops = 1\n[benchmarks."a b"]\nsamples = 1\n', "benchmark name"),
         ('rules = 3\n[policy]\nname = "n"\nthreshold_flops = 1\n', "array of tables"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("reporting", "True", colour="red"), "unknown key(s) 'colour'"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("embargo", "True"), "unknown kind 'embargo'"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", id="a b"), "id must be"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", "True"), "takes no `require`"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("mitigation", "True"), "needs `require`"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", approvals=["x"]), "approval rules only"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "True", id="d") + rule("ban", "False", id="d"),
+        (_V3 + rule("reporting", "true", colour="red"), "unknown key(s) 'colour'"),
+        (_V3 + rule("embargo", "true"), "unknown kind 'embargo'"),
+        (_V3 + rule("ban", "true", id="a b"), "id must be"),
+        (_V3 + rule("ban", "true", "true"), "takes no `require`"),
+        (_V3 + rule("mitigation", "true"), "needs `require`"),
+        (_V3 + rule("ban", "true", approvals=["x"]), "approval rules only"),
+        (_V3 + rule("ban", "true", id="d") + rule("ban", "false", id="d"),
          "duplicate rule id 'd'"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "data_fraction('x') > 0"), "needs a [data] table"),
-        ('[policy]\nname = "n"\nthreshold_flops = 1\n' + rule("ban", "bogus > 1"), "unknown name 'bogus'"),
+        (_V3 + rule("ban", "data_fraction('x') > 0.0"), "needs a [data] table"),
+        (_V3 + rule("ban", "bogus > 1.0"), "unknown name 'bogus'"),
     ],
 )
 def test_bad_policies_are_refused_naming_file_and_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -435,9 +438,21 @@ def test_rules_report_and_plots_do_not_load_prover_or_chip() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_docs_cel_test_vector_matches_the_code() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
+    section = doc.split("### Version 3 (CEL)", 1)[1].split("###", 1)[0]
+    text = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    p = Policy.from_toml(text)
+    assert f"has digest `{p.digest}`" in section and len(text.splitlines()) == 9
+    (out,) = p.evaluate(RunFacts(run_id="run-1", total_flops=2500000000000))
+    assert json.dumps(out.to_json()) in section.replace("\n", " ")
+    (out,) = p.evaluate(RunFacts(run_id="run-1", total_flops=1500000000000))
+    assert out.outcome == "not-applicable" and "margin" in out.detail
+
+
 def test_docs_test_vector_matches_the_code() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "rules.md").read_text()
-    section = doc.split("## Test vector", 1)[1]
+    section = doc.split("### Version 2 (legacy language", 1)[1]
     text = section.split("```toml\n", 1)[1].split("```", 1)[0]
     p = Policy.from_toml(text)
     assert f"has digest `{p.digest}`" in section
@@ -446,3 +461,39 @@ def test_docs_test_vector_matches_the_code() -> None:
     assert expected in section.replace("\n", " ")
     assert (out.id, out.run_id, out.kind, out.applies, out.outcome) == ("report-over-H", "run-1", "reporting", True, "report")
     assert "margin" in out.detail
+
+
+# -- the language is not an attack surface (docs/rules.md) ---------------------------------
+
+
+def test_policy_language_is_not_an_attack_surface() -> None:
+    # Prover text is a value in the context, never expression text: CEL syntax in a run id or a
+    # hyperparameter is a string that equals nothing the rule compares it with.
+    injected = '" || true || "'
+    assert one("requirement", require="run_id == 'approved'", f=facts(run_id=injected)).outcome == "violation"
+    hp = {**HP, "objective": "x') || true || ('"}
+    assert one("requirement", require="hp.objective == 'safe'", f=facts(hyperparameters=hp)).outcome == "violation"
+    # A legacy literal holding quotes is re-escaped when translated, so it stays one string.
+    expr = """run_id == 'a" || true || "b'"""
+    legacy = f'[policy]\nname = "n"\nthreshold_flops = 1\n[[rules]]\nid = "r"\nkind = "requirement"\nrequire = {json.dumps(expr)}\n'
+    assert Policy.from_toml(legacy).evaluate(facts(run_id="run-1"))[0].outcome == "violation"
+    assert Policy.from_toml(legacy).evaluate(facts(run_id='a" || true || "b'))[0].outcome == "ok"
+    # Type confusion by the Prover fails closed: a string where the rule expects a number is an
+    # error (inconclusive) and a string "true" is not true.
+    confused = {**HP, "workload": {"optimizer": {"lr": "0"}}, "safety_finetune": "true", "objective": ["rl"]}
+    assert one("requirement", require="hp.workload.optimizer.lr <= 1e-2", f=facts(hyperparameters=confused)).outcome == "error"
+    assert one("mitigation", "true", "hp.safety_finetune == true", f=facts(hyperparameters=confused)).outcome == "violation"
+    # CEL's == across types is false, so a ban keyed on a claim guards its type (docs/rules.md).
+    assert one("ban", "hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "not-applicable"
+    assert one("ban", "type(hp.objective) != string || hp.objective == 'rl'", f=facts(hyperparameters=confused)).outcome == "violation"
+    # A number beyond the double range is absent (an error where read), not a crash of the evaluation.
+    huge = facts(hyperparameters={**HP, "big": 10**400, "nested": [10**400, 1.0]})
+    assert one("requirement", require="hp.big > 1.0", f=huge).outcome == "error"
+    assert one("requirement", require="hp.nested[1] == 1.0 && !has(hp.big)", f=huge).outcome == "ok"
+    # A Prover-chosen regex never reaches Python's backtracking engine; CEL's matches() is RE2.
+    with pytest.raises(FormatError, match="literal string regex"):
+        policy(rule("ban", "data_fraction(hp.objective) > 0.0"))
+    evil = {**HP, "pattern": "(a+)+$"}
+    subject = "a" * 60 + "b"  # exponential for a backtracking engine
+    out = one("requirement", require=f"!'{subject}'.matches(hp.pattern)", f=facts(hyperparameters=evil))
+    assert out.outcome == "ok"  # linear time: RE2 does not backtrack

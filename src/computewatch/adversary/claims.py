@@ -63,7 +63,7 @@ def _borrowed_id(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[str
     prover_a = party_key("prover-a").public_key.keyid
     digest_a = bytes(rng.randrange(256) for _ in range(32)).hex()  # A's run: its own precommitment
     policy = (
-        '[policy]\nname = "approvals"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[policy]\nname = "approvals"\nversion = 3\nthreshold_flops = 1.0\n'
         f'approvals = [{{run_id = "{pre.run_id}", prover = "{prover_a}", precommitment = "{digest_a}"}}]\n'
         '[[rules]]\nid = "needs-approval"\nkind = "approval"\n'
     )
@@ -171,8 +171,8 @@ def _embedded_text(ctx: Context, rng: random.Random) -> tuple[list[Path], dict[s
     program = _custom_program(ctx, "embedded-text", extra=_EMBEDDED_TEXT, edits=((_COLLATE, _EMBEDDED_COLLATE),))
     run = _cheat_run(ctx, "embedded-text", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
     policy = (
-        '[policy]\nname = "no blobs"\nversion = 2\nthreshold_flops = 1.0\n'
-        '[[rules]]\nid = "no-embedded-data"\nkind = "requirement"\nrequire = \'program.kind == "template" or "blob" not in program.uses\'\n'
+        '[policy]\nname = "no blobs"\nversion = 3\nthreshold_flops = 1.0\n'
+        '[[rules]]\nid = "no-embedded-data"\nkind = "requirement"\nrequire = \'program.kind == "template" || !("blob" in program.uses)\'\n'
     )
     return [run], {"policy_text": policy, "segments": "all"}
 
@@ -187,9 +187,9 @@ def _flattering_loss(ctx: Context, rng: random.Random) -> tuple[list[Path], dict
     program = _custom_program(ctx, "loss-plus-10", edits=((_LOSS, _LOSS_PLUS_10),))
     run = _cheat_run(ctx, "loss-plus-10", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
     policy = (
-        '[policy]\nname = "capability cap"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[policy]\nname = "capability cap"\nversion = 3\nthreshold_flops = 1.0\n'
         '[benchmarks.final_loss]\nsamples = 8\n'
-        '[[rules]]\nid = "not-beyond"\nkind = "requirement"\nrequire = "benchmarks.final_loss > 10"\n'
+        '[[rules]]\nid = "not-beyond"\nkind = "requirement"\nrequire = "benchmarks.final_loss > 10.0"\n'
         'text = "the final model may not be trained beyond a loss of 10 on the committed data"\n'
     )
     return [run], {"policy_text": policy}
@@ -204,9 +204,9 @@ def _custom_under_policy(ctx: Context, rng: random.Random) -> tuple[list[Path], 
     program = _custom_program(ctx, "custom-program", extra=_HIDE)
     run = _cheat_run(ctx, "custom-program", chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program)
     policy = (
-        '[policy]\nname = "templates"\nversion = 2\nthreshold_flops = 1.0\n'
+        '[policy]\nname = "templates"\nversion = 3\nthreshold_flops = 1.0\n'
         '[[rules]]\nid = "templates-only"\nkind = "requirement"\nrequire = \'program.kind == "template"\'\n'
-        '[[rules]]\nid = "no-dispatch-tricks"\nkind = "requirement"\nrequire = \'"dispatch" not in program.uses\'\n'
+        '[[rules]]\nid = "no-dispatch-tricks"\nkind = "requirement"\nrequire = \'!("dispatch" in program.uses)\'\n'
     )
     return [run], {"policy_text": policy}
 

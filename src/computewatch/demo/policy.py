@@ -17,7 +17,7 @@ DEMO_POLICY = """# A policy sized for the project's demo runs (docs/rules.md), e
 
 [policy]
 name = "demo-policy"
-version = 1
+version = 3  # expressions in CEL (Common Expression Language)
 threshold_flops = 4e11
 
 [data]
@@ -42,7 +42,7 @@ text = "No run of 2H or more."
 id = "lr-cap"
 kind = "requirement"
 # Hyperparameter property: the precommitted and the recorded learning rates stay at or below 1e-2.
-require = "hp.workload.optimizer.lr <= 1e-2 and max(lr) <= 1e-2"
+require = "hp.workload.optimizer.lr <= 1e-2 && max(lr) <= 1e-2"
 text = "Learning rate at most 1e-2."
 
 [[rules]]

@@ -1,11 +1,9 @@
-"""The policy expression language: a small, safe subset of Python expressions (docs/rules.md).
+"""The legacy policy expression language (policy versions 1 and 2): a parser and checker only.
 
-Parsed with `ast` and walked by hand: nothing is ever passed to eval/exec, no Python attribute
-is ever read (``a.b`` is a key lookup in a facts dict), and only whitelisted functions can be
-called. Size, depth and number magnitude are bounded so that a policy cannot stall the Verifier.
-
-A fact that is missing (JSON null, a FLOP count the counter could not establish) is an
-`Unknown`; using it raises `EvalError`, except where ``and``/``or`` is decided without it.
+Policies of version 3 are written in CEL (verifier/_cel.py). A version 1 or 2 expression, a
+small subset of Python expressions, is parsed here with `ast` (nothing is ever passed to
+eval/exec), checked against the vocabulary, and translated to CEL by verifier/_legacy.py, so
+one evaluator decides every policy. Size, depth and number magnitude are bounded.
 """
 
 from __future__ import annotations
@@ -13,22 +11,18 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from computewatch.verifier._cel import ExprError
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_LENGTH",
     "MAX_NODES",
-    "EvalError",
     "Expr",
     "ExprError",
     "Signature",
-    "Unknown",
     "Vocabulary",
-    "known",
-    "number",
     "parse",
 ]
 
@@ -36,25 +30,6 @@ MAX_LENGTH = 1000  # characters of one expression
 MAX_NODES = 200  # AST nodes of one expression
 MAX_DEPTH = 24  # AST nesting
 _MAX_INT_BITS = 1024  # integers beyond ~1e308 are refused (floats overflow there anyway)
-
-
-class ExprError(ValueError):
-    """An expression that is not in the language (detected before any evaluation)."""
-
-
-class EvalError(ValueError):
-    """An expression that could not be evaluated on these facts."""
-
-
-@dataclass(frozen=True)
-class Unknown:
-    """A fact with no value; `name` is its path in the facts, `why` says what is missing."""
-
-    name: str
-    why: str
-
-    def error(self) -> EvalError:
-        return EvalError(f"{self.name} is unknown ({self.why})")
 
 
 @dataclass(frozen=True)
@@ -221,9 +196,6 @@ class Expr:
     functions: frozenset[str]
     keys: Mapping[str, frozenset[str]]  # fixed-namespace keys it reads (e.g. benchmarks)
 
-    def evaluate(self, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> Any:
-        return _Evaluator(env, functions).eval(self.tree.body)
-
 
 def parse(source: str, vocabulary: Vocabulary, *, boolean: bool = True) -> Expr:
     """Parse and check `source`; `boolean` refuses expressions that cannot be true/false."""
@@ -260,202 +232,3 @@ def parse(source: str, vocabulary: Vocabulary, *, boolean: bool = True) -> Expr:
         functions=frozenset(checker.functions),
         keys={k: frozenset(v) for k, v in checker.keys.items()},
     )
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def known(value: Any) -> Any:
-    """`value`, or the EvalError an Unknown stands for."""
-    if isinstance(value, Unknown):
-        raise value.error()
-    return value
-
-
-def number(value: Any, what: str) -> int | float:
-    value = known(value)
-    if not _is_number(value):
-        raise EvalError(f"{what} needs a number, got {_kind(value)}")
-    return value
-
-
-def _checked(value: int | float) -> int | float:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EvalError("arithmetic overflow (result is not finite)")
-    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-        raise EvalError("arithmetic overflow (integer too large)")
-    return value
-
-
-def _label(node: ast.expr) -> str:
-    try:
-        text = ast.unparse(node)
-    except Exception:  # noqa: BLE001 - a label only; never let it mask the real error
-        text = type(node).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Evaluator:
-    def __init__(self, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> None:
-        self.env = env
-        self.functions = functions
-
-    def eval(self, node: ast.expr) -> Any:
-        method = getattr(self, "_" + type(node).__name__, None)
-        if method is None:  # parse() admitted only the node types below
-            raise EvalError(f"{type(node).__name__} is not allowed")
-        return method(node)
-
-    def _Constant(self, node: ast.Constant) -> Any:
-        return node.value
-
-    def _Name(self, node: ast.Name) -> Any:
-        if node.id not in self.env:
-            return Unknown(node.id, "not provided")
-        value = self.env[node.id]
-        return Unknown(node.id, "null") if value is None else value
-
-    def _lookup(self, node: ast.Attribute | ast.Subscript, key: Any) -> Any:
-        base = self.eval(node.value)
-        path = f"{_label(node.value)}"
-        base = known(base)
-        if isinstance(base, Mapping):
-            if not isinstance(key, str):
-                raise EvalError(f"{path} is a table; its keys are strings, got {_kind(key)}")
-            if key not in base:
-                keys = sorted(str(k) for k in base)
-                shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
-                raise EvalError(f"{path} has no key {key!r} (keys: {shown or 'none'})")
-            value = base[key]
-            return Unknown(f"{path}.{key}", "null") if value is None else value
-        if isinstance(base, (list, tuple)):
-            if not _is_number(key) or not isinstance(key, int):
-                raise EvalError(f"{path} is a list; index it with an integer, got {_kind(key)}")
-            if not -len(base) <= key < len(base):
-                raise EvalError(f"{path}[{key}] is out of range (length {len(base)})")
-            value = base[key]
-            return Unknown(f"{path}[{key}]", "null") if value is None else value
-        raise EvalError(f"{path} is {_kind(base)}; it has no keys")
-
-    def _Attribute(self, node: ast.Attribute) -> Any:
-        return self._lookup(node, node.attr)
-
-    def _Subscript(self, node: ast.Subscript) -> Any:
-        return self._lookup(node, known(self.eval(node.slice)))
-
-    def _List(self, node: ast.List) -> list[Any]:
-        return [self.eval(e) for e in node.elts]
-
-    _Tuple = _List
-
-    def _BoolOp(self, node: ast.BoolOp) -> bool:
-        # Kleene logic: `and` is false as soon as one operand is false, even if another could
-        # not be evaluated (so an unknown fact does not make an inapplicable rule an error).
-        decisive = isinstance(node.op, ast.Or)
-        first_error: EvalError | None = None
-        for operand in node.values:
-            try:
-                value = known(self.eval(operand))
-                if not isinstance(value, bool):
-                    raise EvalError(f"'{_label(operand)}' is {_kind(value)}, not true/false")
-            except EvalError as exc:
-                first_error = first_error or exc
-                continue
-            if value is decisive:
-                return decisive
-        if first_error is not None:
-            raise first_error
-        return not decisive
-
-    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
-        value = known(self.eval(node.operand))
-        if isinstance(node.op, ast.Not):
-            if not isinstance(value, bool):
-                raise EvalError(f"'not' needs true/false, got {_kind(value)}")
-            return not value
-        value = number(value, "unary minus" if isinstance(node.op, ast.USub) else "unary plus")
-        return -value if isinstance(node.op, ast.USub) else value
-
-    def _BinOp(self, node: ast.BinOp) -> int | float:
-        symbol = _BINOP_NAMES[type(node.op)]
-        left = number(self.eval(node.left), f"'{symbol}'")
-        right = number(self.eval(node.right), f"'{symbol}'")
-        if symbol == "+":
-            return _checked(left + right)
-        if symbol == "-":
-            return _checked(left - right)
-        if symbol == "*":
-            return _checked(left * right)
-        if right == 0:
-            raise EvalError(f"division by zero in '{_label(node)}'")
-        try:
-            return _checked(left / right)
-        except OverflowError:
-            raise EvalError("arithmetic overflow (result is not finite)") from None
-
-    def _Compare(self, node: ast.Compare) -> bool:
-        left = known(self.eval(node.left))
-        for op, right_node in zip(node.ops, node.comparators):
-            right = known(self.eval(right_node))
-            if not _compare(type(op), left, right):
-                return False
-            left = right
-        return True
-
-    def _Call(self, node: ast.Call) -> Any:
-        name = node.func.id if isinstance(node.func, ast.Name) else None
-        fn = self.functions.get(name) if name is not None else None
-        if fn is None:
-            raise EvalError(f"function {name!r} is not available")
-        args = [known(self.eval(a)) for a in node.args]
-        return fn(*args)
-
-
-def _compare(op: type[ast.cmpop], left: Any, right: Any) -> bool:
-    symbol = _COMPARE_NAMES[op]
-    if op in (ast.In, ast.NotIn):
-        if isinstance(right, str):
-            if not isinstance(left, str):
-                raise EvalError(f"'{symbol}' a string needs a string on the left, got {_kind(left)}")
-            found = left in right
-        elif isinstance(right, (list, tuple)):
-            found = any(_same_kind(left, x) and left == x for x in right if not isinstance(x, Unknown))
-        elif isinstance(right, Mapping):
-            found = isinstance(left, str) and left in right
-        else:
-            raise EvalError(f"'{symbol}' needs a string, list or table on the right, got {_kind(right)}")
-        return found if op is ast.In else not found
-    if not _same_kind(left, right):
-        raise EvalError(f"cannot compare {_kind(left)} with {_kind(right)} using '{symbol}'")
-    if op is ast.Eq:
-        return left == right
-    if op is ast.NotEq:
-        return left != right
-    if not (_is_number(left) or isinstance(left, str)):
-        raise EvalError(f"'{symbol}' needs numbers or strings, got {_kind(left)}")
-    if op is ast.Lt:
-        return left < right
-    if op is ast.LtE:
-        return left <= right
-    if op is ast.Gt:
-        return left > right
-    return left >= right
-
-
-def _same_kind(a: Any, b: Any) -> bool:
-    return _kind(a) == _kind(b)

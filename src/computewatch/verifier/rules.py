@@ -9,6 +9,10 @@ of at least 2H, so an outcome on a run between H and 2H says so.
 Appendix D step 6: the trusted cluster computes the facts (a random data subset, benchmarks on
 the final weights) and returns only each rule's outcome, never the values behind it: details
 name the rule and which condition decided it, not the benchmark or data figures.
+
+Conditions are CEL expressions (policy version 3, verifier/_cel.py) evaluated on a context the
+Verifier builds from its own measurements; a version 1 or 2 policy's expressions are parsed by
+the legacy parser (verifier/_expr.py) and translated to CEL (verifier/_legacy.py).
 """
 
 from __future__ import annotations
@@ -19,24 +23,25 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier.binding import RunBinding
-from computewatch.verifier._expr import (
+from computewatch.verifier._cel import (
+    CelExpr,
     EvalError,
-    Expr,
     ExprError,
-    Signature,
     Unknown,
     Vocabulary,
-    known,
-    number,
-    parse,
+    compile_cel,
+    make_context,
 )
+from computewatch.verifier._cel_functions import context_value, extension_functions
+from computewatch.verifier._expr import Signature, parse
+from computewatch.verifier._expr import Vocabulary as LegacyVocabulary
+from computewatch.verifier._legacy import to_cel
 
 __all__ = [
     "KINDS",
@@ -51,8 +56,10 @@ __all__ = [
 
 # v2: approvals may be bound tables {run_id, prover, precommitment}; a v1 approval (a run id
 # alone) is still read but approves nothing (docs/rules.md, "Approvals").
-POLICY_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+# v3: expressions in CEL (verifier/_cel.py); v1 and v2 expressions are translated to CEL at load.
+POLICY_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
+_UNSTATED_VERSION = 2  # a file without `version` was written for the legacy language
 KINDS = ("reporting", "ban", "approval", "mitigation", "requirement")
 OUTCOMES = ("ok", "violation", "report", "not-applicable", "error")
 
@@ -138,8 +145,8 @@ class Rule:
 
     id: str
     kind: str
-    when: Expr | None
-    require: Expr | None
+    when: CelExpr | None
+    require: CelExpr | None
     text: str
     approvals: tuple[RunBinding, ...]
 
@@ -230,7 +237,7 @@ class Policy:
         if "policy" not in doc:
             raise _fail(source, "top level", "missing the [policy] table")
         head = _table(doc["policy"], source, "[policy]", _POLICY_KEYS)
-        version = head.get("version", POLICY_VERSION)
+        version = head.get("version", _UNSTATED_VERSION)
         if version not in _READABLE_VERSIONS or isinstance(version, bool):
             raise _fail(source, "[policy] version", f"unsupported version {version!r} (this reader knows {', '.join(map(str, _READABLE_VERSIONS))})")
         name = _string(head.get("name"), source, "[policy] name")
@@ -253,10 +260,12 @@ class Policy:
             benchmarks[bname] = _count(spec.get("samples"), source, f"[benchmarks.{bname}] samples", upper=_MAX_SUBSET)
             _string(spec.get("description", ""), source, f"[benchmarks.{bname}] description", empty=True)
 
-        vocabulary = Vocabulary(
-            names=_NAMES,
-            fixed_keys={"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks), "program": _PROGRAM_KEYS},
-            functions=_FUNCTIONS,
+        fixed_keys = {"compute": _COMPUTE_KEYS, "benchmarks": frozenset(benchmarks), "program": _PROGRAM_KEYS}
+        language = _Language(
+            version=version,
+            cel=Vocabulary(names=_NAMES, fixed_keys=fixed_keys),
+            legacy=LegacyVocabulary(names=_NAMES, fixed_keys=fixed_keys, functions=_FUNCTIONS),
+            probe=_probe_context(h, benchmarks),
         )
         rules_doc = doc.get("rules", [])
         if not isinstance(rules_doc, list):
@@ -264,7 +273,7 @@ class Policy:
         rules: list[Rule] = []
         seen: set[str] = set()
         for i, entry in enumerate(rules_doc):
-            rule = _rule(entry, i, source, vocabulary, data_subset)
+            rule = _rule(entry, i, source, language, data_subset)
             if rule.id in seen:
                 raise _fail(source, f"rules[{i}]", f"duplicate rule id {rule.id!r}")
             seen.add(rule.id)
@@ -294,15 +303,18 @@ class Policy:
 
     def evaluate(self, facts: RunFacts) -> list[RuleOutcome]:
         """Every rule's outcome on one run, in policy order."""
-        env = _environment(facts, self)
-        functions = _functions(facts)
+        env, unknown = _environment(facts, self.threshold_flops, self.benchmarks)
+        used = {n for r in self.rules for e in (r.when, r.require) if e is not None for n in e.names}
+        # only the facts some rule reads: converting a long `lr` list into CEL costs milliseconds
+        context = make_context({k: v for k, v in env.items() if k in used}, extension_functions(facts.data))
         margin = _margin_note(facts.total_flops, self.threshold_flops)
         outcomes = []
         for rule in self.rules:
             held = self.approvals + rule.approvals
-            env["approved"] = any(b.grants(facts.run_id, facts.prover, facts.precommitment_digest) for b in held)
-            outcome = _evaluate_rule(rule, facts.run_id, env, functions)
-            if rule.kind == "approval" and outcome.outcome == "violation" and not env["approved"]:
+            approved = any(b.grants(facts.run_id, facts.prover, facts.precommitment_digest) for b in held)
+            context.add_variable("approved", approved)
+            outcome = _evaluate_rule(rule, facts.run_id, _Facts(context, approved, unknown))
+            if rule.kind == "approval" and outcome.outcome == "violation" and not approved:
                 outcome = dataclasses.replace(outcome, detail=outcome.detail + _unbound_note(facts, held))
             if margin and rule.uses_compute and outcome.outcome != "error":
                 outcome = dataclasses.replace(outcome, detail=f"{outcome.detail}; {margin}")
@@ -310,7 +322,32 @@ class Policy:
         return outcomes
 
 
-def _rule(entry: Any, i: int, source: str, vocabulary: Vocabulary, data_subset: int) -> Rule:
+@dataclass(frozen=True)
+class _Language:
+    """How a policy's expressions are read: CEL (v3) or the legacy language translated to CEL."""
+
+    version: int
+    cel: Vocabulary
+    legacy: LegacyVocabulary
+    probe: tuple[dict[str, Any], dict[str, Callable[..., Any]]]
+
+    def compile(self, text: Any) -> CelExpr:
+        if self.version >= 3:
+            return compile_cel(text, self.cel, self.probe)
+        legacy = parse(text, self.legacy)
+        return compile_cel(to_cel(legacy), self.cel, None, shown=legacy.source, legacy=True)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """One run's evaluation context: CEL variables, our functions, the facts that have no value."""
+
+    context: Any  # a cel.Context (verifier/_cel.py, make_context)
+    approved: bool
+    unknown: tuple[Unknown, ...]
+
+
+def _rule(entry: Any, i: int, source: str, language: _Language, data_subset: int) -> Rule:
     where = f"rules[{i}]"
     entry = _table(entry, source, where, _RULE_KEYS)
     rid = entry.get("id")
@@ -328,11 +365,11 @@ def _rule(entry: Any, i: int, source: str, vocabulary: Vocabulary, data_subset: 
     if "approvals" in entry and kind != "approval":
         raise _fail(source, where, "`approvals` belongs to approval rules only")
 
-    def expression(key: str) -> Expr | None:
+    def expression(key: str) -> CelExpr | None:
         if key not in entry:
             return None
         try:
-            expr = parse(entry[key], vocabulary)
+            expr = language.compile(entry[key])
         except ExprError as exc:
             raise _fail(source, f"{where} {key}", str(exc)) from None
         if expr.functions & _DATA_FUNCTIONS and not data_subset:
@@ -369,161 +406,82 @@ def _unbound_note(facts: RunFacts, held: Sequence[RunBinding]) -> str:
     return f"; the approval of {facts.run_id!r} is bound to another Prover key or precommitment than this run's"
 
 
-def _compute(flops: int | None, h: float) -> dict[str, Any]:
+def _compute(flops: int | None, h: float) -> tuple[dict[str, Any], list[Unknown]]:
     if flops is None:
         why = "the run's FLOP count is unknown"
-        unknown = {k: Unknown(f"compute.{k}", why) for k in ("flops", "ratio", "over_threshold", "detectable")}
-        return {**unknown, "H": h}
-    return {"flops": flops, "H": h, "ratio": flops / h, "over_threshold": flops >= h, "detectable": flops >= 2 * h}
+        return {"H": float(h)}, [Unknown(f"compute.{k}", why) for k in ("flops", "ratio", "over_threshold", "detectable")]
+    return {"flops": float(flops), "H": float(h), "ratio": flops / h, "over_threshold": flops >= h, "detectable": flops >= 2 * h}, []
 
 
-def _environment(facts: RunFacts, policy: Policy) -> dict[str, Any]:
-    missing = "not computed by the trusted cluster"
-    benchmarks = {
-        name: facts.benchmarks[name] if facts.benchmarks.get(name) is not None else Unknown(f"benchmarks.{name}", missing)
-        for name in policy.benchmarks
-    }
-    return {
+def _environment(facts: RunFacts, h: float, declared: Mapping[str, int]) -> tuple[dict[str, Any], tuple[Unknown, ...]]:
+    """The CEL context, built by the Verifier from its own measurements; every number a double."""
+    compute, unknown = _compute(facts.total_flops, h)
+    benchmarks: dict[str, float] = {}
+    for name in declared:
+        value = facts.benchmarks.get(name)
+        if value is None:
+            unknown.append(Unknown(f"benchmarks.{name}", "not computed by the trusted cluster"))
+        else:
+            benchmarks[name] = float(value)
+    if facts.program is None:
+        program: dict[str, Any] = {}
+        unknown += [Unknown(f"program.{k}", "the program was not established by the trusted cluster") for k in sorted(_PROGRAM_KEYS)]
+    else:
+        p = facts.program
+        program = {"kind": str(p.get("kind") or ""), "template": str(p.get("template") or ""),
+                   "uses": [str(u) for u in p.get("uses") or []], "imports": [str(m) for m in p.get("imports") or []]}
+    env = {
         "run_id": facts.run_id,
-        "compute": _compute(facts.total_flops, policy.threshold_flops),
-        "hp": dict(facts.hyperparameters),
-        "steps": facts.steps,
-        "lr": list(facts.lr),
-        "world_size": facts.world_size,
-        "chips": facts.chips,
+        "compute": compute,
+        "hp": context_value(dict(facts.hyperparameters)),
+        "steps": float(facts.steps),
+        "lr": [float(x) for x in facts.lr],
+        "world_size": float(facts.world_size),
+        "chips": float(facts.chips),
         "benchmarks": benchmarks,
         "approved": False,
-        "program": _program(facts.program),
+        "program": program,
     }
+    return env, tuple(unknown)
 
 
-def _program(facts: Mapping[str, Any] | None) -> dict[str, Any]:
-    if facts is None:
-        return {k: Unknown(f"program.{k}", "the program was not established by the trusted cluster") for k in _PROGRAM_KEYS}
-    return {"kind": facts.get("kind"), "template": facts.get("template") or "", "uses": list(facts.get("uses") or []), "imports": list(facts.get("imports") or [])}
+def _probe_context(h: float, benchmarks: Mapping[str, int]) -> tuple[dict[str, Any], dict[str, Callable[..., Any]]]:
+    """A typed stand-in run: a v3 expression is evaluated on it once at load to catch type errors."""
+    stand_in = RunFacts(run_id="probe", total_flops=int(h), steps=1, lr=[1.0], data=[b"probe"],
+                        benchmarks=dict.fromkeys(benchmarks, 1.0), program={"kind": "template", "template": "", "uses": [], "imports": []})
+    env, _ = _environment(stand_in, h, benchmarks)
+    env["approved"] = True
+    return env, extension_functions(stand_in.data)
 
 
-def _numbers(values: Any, what: str) -> list[int | float]:
-    if not isinstance(values, list):
-        raise EvalError(f"{what}() needs a list, got {type(values).__name__}")
-    if not values:
-        raise EvalError(f"{what}() of an empty list")
-    return [number(v, f"{what}()") for v in values]
-
-
-def _extreme(pick: Callable[[list[Any]], Any], what: str) -> Callable[..., Any]:
-    def fn(*args: Any) -> Any:
-        return pick(_numbers(args[0], what) if len(args) == 1 else [number(a, f"{what}()") for a in args])
-
-    return fn
-
-
-def _fraction(compare: Callable[[float, float], bool], what: str) -> Callable[[Any, Any], float]:
-    def fn(values: Any, x: Any) -> float:
-        xs, bound = _numbers(values, what), number(x, f"{what}()")
-        return sum(1 for v in xs if compare(v, bound)) / len(xs)
-
-    return fn
-
-
-def _mean(values: Any) -> float:
-    xs = _numbers(values, "mean")
-    return sum(xs) / len(xs)
-
-
-def _length(value: Any) -> int:
-    if not isinstance(value, (list, str, dict)):
-        raise EvalError(f"len() needs a list, string or table, got {type(value).__name__}")
-    return len(value)
-
-
-def _get(table: Any, key: Any, default: Any) -> Any:
-    if not isinstance(table, dict) or not isinstance(key, str):
-        raise EvalError("get() needs a table and a string key")
-    value = table.get(key)
-    return default if value is None else value
-
-
-def _matches(text: Any, pattern: str) -> bool:
-    if not isinstance(text, str):
-        raise EvalError(f"matches() needs a string, got {type(text).__name__}")
-    return _regex(pattern, False).search(text) is not None
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str, as_bytes: bool) -> re.Pattern[Any]:
-    return re.compile(pattern.encode("utf-8") if as_bytes else pattern)
-
-
-def _functions(facts: RunFacts) -> dict[str, Callable[..., Any]]:
-    def subset() -> Sequence[bytes]:
-        if facts.data is None:
-            raise EvalError("the data subset was not drawn by the trusted cluster")
-        return facts.data
-
-    def data_fraction(pattern: str) -> float:
-        samples = subset()
-        if not samples:
-            raise EvalError("the data subset is empty")
-        rx = _regex(pattern, True)  # a UTF-8 pattern over raw sample bytes
-        return sum(1 for s in samples if rx.search(bytes(s)) is not None) / len(samples)
-
-    return {
-        "min": _extreme(min, "min"),
-        "max": _extreme(max, "max"),
-        "abs": lambda x: abs(number(x, "abs()")),
-        "len": _length,
-        "sum": lambda xs: sum(_numbers(xs, "sum")),
-        "mean": _mean,
-        "fraction_above": _fraction(lambda v, b: v > b, "fraction_above"),
-        "fraction_below": _fraction(lambda v, b: v < b, "fraction_below"),
-        "get": _get,
-        "matches": _matches,
-        "data_fraction": data_fraction,
-        "data_size": lambda: len(subset()),
-    }
-
-
-def _truth(expr: Expr, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]) -> bool:
-    try:
-        value = known(expr.evaluate(env, functions))
-    except RecursionError:
-        raise EvalError("expression too deep to evaluate") from None
-    if not isinstance(value, bool):
-        raise EvalError(f"evaluates to {type(value).__name__}, not true/false")
-    return value
-
-
-def _evaluate_rule(
-    rule: Rule, run_id: str, env: Mapping[str, Any], functions: Mapping[str, Callable[..., Any]]
-) -> RuleOutcome:
+def _evaluate_rule(rule: Rule, run_id: str, facts: _Facts) -> RuleOutcome:
     text = f": {rule.text}" if rule.text else ""
 
     def result(applies: bool, outcome: str, detail: str) -> RuleOutcome:
         return RuleOutcome(id=rule.id, run_id=run_id, kind=rule.kind, applies=applies, outcome=outcome, detail=detail)
 
     try:
-        applies = True if rule.when is None else _truth(rule.when, env, functions)
+        applies = True if rule.when is None else rule.when.evaluate(facts.context, facts.unknown)
     except EvalError as exc:
-        return result(False, "error", f"cannot evaluate `when` ({rule.when.source if rule.when else ''}): {exc}")
+        return result(False, "error", f"cannot evaluate `when` ({rule.when.shown if rule.when else ''}): {exc}")
     if not applies:
-        return result(False, "not-applicable", f"`when` is false ({rule.when.source if rule.when else ''})")
+        return result(False, "not-applicable", f"`when` is false ({rule.when.shown if rule.when else ''})")
     if rule.kind == "reporting":
         return result(True, "report", f"reporting duty{text}")
     if rule.kind == "ban":
         return result(True, "violation", f"banned{text}")
-    if rule.kind == "approval" and not env.get("approved"):
+    if rule.kind == "approval" and not facts.approved:
         return result(True, "violation", f"needs approval and run {run_id!r} is not approved{text}")
     if rule.require is None:  # an unconditional approval
         return result(True, "ok", f"approved{text}")
     try:
-        satisfied = _truth(rule.require, env, functions)
+        satisfied = rule.require.evaluate(facts.context, facts.unknown)
     except EvalError as exc:
-        return result(True, "error", f"cannot evaluate `require` ({rule.require.source}): {exc}")
+        return result(True, "error", f"cannot evaluate `require` ({rule.require.shown}): {exc}")
     failed = {
-        "approval": f"approved on a condition that does not hold ({rule.require.source} is false)",
-        "mitigation": f"mandated mitigation missing ({rule.require.source} is false)",
-        "requirement": f"requirement not met ({rule.require.source} is false)",
+        "approval": f"approved on a condition that does not hold ({rule.require.shown} is false)",
+        "mitigation": f"mandated mitigation missing ({rule.require.shown} is false)",
+        "requirement": f"requirement not met ({rule.require.shown} is false)",
     }
     passed = {"approval": "approved", "mitigation": "mandated mitigation present", "requirement": "requirement met"}
     if not satisfied:
