@@ -245,3 +245,28 @@ def test_certificate_claims_fast_path_reads_what_the_general_reader_reads() -> N
         assert L._claims_fast(data) is None
         with pytest.raises(Exception):
             L.certificate_claims(data)
+
+
+def test_piece_subtrees_give_the_lot_root_for_every_count_and_piece_size() -> None:
+    # Pieces of 2^k leaves hand their perfect subtrees to the frontier; the root must be the
+    # RFC 9162 root for counts that are not multiples of the piece size.
+    from computewatch.crypto.merkle import root_from_leaf_hashes
+    from computewatch.registry._lots import _Frontier, _subtrees
+
+    leaves = [leaf_hash(b"chip %d" % i) for i in range(37)]
+    for n in (1, 2, 3, 5, 8, 13, 37):
+        for piece in (1, 2, 4, 8, 64):
+            tree = _Frontier()
+            for k in range(0, n, piece):
+                for node, size in _subtrees(leaves[k : min(n, k + piece)]):
+                    tree.push(node, size)
+            assert (tree.size, tree.root()) == (n, root_from_leaf_hashes(leaves[:n])), (n, piece)
+
+
+def test_lot_serials_that_need_escaping_keep_their_custody_digest(reg) -> None:
+    # The record digest of a plain serial is built without the JSON encoder; one with a quote or
+    # backslash takes the encoder, and both must match what verify_custody recomputes.
+    certs = _certs(3, tag='Q"\\')
+    env, _ = issue_lot(MAKER, "LOT-Q", "maker", certs)
+    reg.register_lot(env.to_json(), certs, workers=0, batch=2)
+    assert all(reg.verify_custody(f'CW-Q"\\-{i:04d}')["ok"] for i in range(3))
