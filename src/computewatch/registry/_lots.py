@@ -27,6 +27,7 @@ from sqlalchemy import Connection, insert, select
 
 from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
+from computewatch.crypto.merkle import RootBuilder
 from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, verify_lot_manifest
 from computewatch.registry import db
 from computewatch.registry import schema as s
@@ -141,14 +142,9 @@ def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Seq
     return _Checked(items, custody, _subtrees(leaves))
 
 
-class _Frontier:
-    """The lot's root from its perfect subtrees as they arrive in lot order: RootBuilder's stack,
-    fed a subtree of 2^k leaves at a time (each at an offset that is a multiple of 2^k)."""
-
-    def __init__(self) -> None:
-        self._sizes: list[int] = []
-        self._stack: list[bytes] = []
-        self.size = 0
+class _Frontier(RootBuilder):
+    """The lot's root from its perfect subtrees as they arrive in lot order: RootBuilder fed a
+    subtree of 2^k leaves at a time (each at an offset that is a multiple of 2^k)."""
 
     def push(self, node: bytes, size: int) -> None:
         if self.size % size:
@@ -160,14 +156,6 @@ class _Frontier:
             size *= 2
         self._stack.append(node)
         self._sizes.append(size)
-
-    def root(self) -> bytes | None:
-        if not self._stack:
-            return None
-        node = self._stack[-1]
-        for left in reversed(self._stack[:-1]):
-            node = hashlib.sha256(b"\x01" + left + node).digest()
-        return node
 
 
 def _claims_problem(serial: str, peak: int, signers: Sequence[str], maker_keyid: str) -> str | None:
