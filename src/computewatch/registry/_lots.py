@@ -31,12 +31,12 @@ from computewatch.crypto.merkle import RootBuilder
 from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, verify_lot_manifest
 from computewatch.registry import db
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry.unit import Service
 from computewatch.registry.certificates import MAX_PEAK_FLOPS, CertifiedChip, read_certificate
 from computewatch.registry.custody import GENESIS
 from computewatch.registry.errors import RegistryError
 
-__all__ = ["LotMixin"]
+__all__ = ["LotService"]
 
 _ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
                  "device_key", "model", "peak_flops", "certificate", "registered_at")
@@ -173,10 +173,10 @@ def _pieces(it: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield piece
 
 
-class LotMixin(RegistryBase):
+class LotService(Service):
     def _lot_manifest(self, conn: Connection, manifest: bytes) -> tuple[LotManifest, Any]:
         rows = conn.execute(select(s.parties).where(s.parties.c.role == "chipmaker")).all()
-        roots = {r.keyid: self._key_of(r) for r in rows}
+        roots = {r.keyid: self._uow.key_of(r) for r in rows}
         if not roots:
             raise RegistryError("no chipmaker is registered: add the chipmaker's root key first")
         try:
@@ -203,7 +203,7 @@ class LotMixin(RegistryBase):
                 )
             return
         conn.execute(insert(t).values(chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(),
-                                      manifest=lot.envelope.to_json(), registered_at=self.now()))
+                                      manifest=lot.envelope.to_json(), registered_at=self._uow.now()))
 
     # ------------------------------------------------------------------ one chip
     def register_lot_chip(
@@ -216,7 +216,7 @@ class LotMixin(RegistryBase):
             claims = certificate_claims(certificate)
         except ComputewatchError as exc:
             raise RegistryError(f"lot chip refused: {exc}") from None
-        with self._write() as conn:
+        with self._uow.write() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
             try:
                 proof.verify(lot, certificate)
@@ -227,15 +227,15 @@ class LotMixin(RegistryBase):
                 raise RegistryError(f"lot chip refused: {problem}")
             chip = CertifiedChip(claims.serial, claims.model, claims.peak_flops, claims.device_key, bytes(certificate),
                                  lot.chipmaker_keyid)
-            self._check_new_chip(conn, chip)  # type: ignore[attr-defined]
+            self._svc.chips.check_new_chip(conn, chip)
             self._record_lot(conn, lot, maker, whole=False)
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-            self._create_item(
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
+            self._svc.chips.create_item(
                 conn, "chip", chip.serial, holder=maker, note=f"certified by {maker.name} in lot {lot.lot}",
                 fab_id=fab_id, chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model,
                 peak_flops=chip.peak_flops, certificate=chip.certificate,
             )
-        return self.chip(chip.serial)  # type: ignore[attr-defined,no-any-return]
+        return self._svc.chips.chip(chip.serial)
 
     def register_lot_chip_dir(self, manifest: bytes, chip_dir: str | os.PathLike[str], *, fab: str | None = None) -> dict[str, Any]:
         """`register_lot_chip` from a chip state directory (`certificate.json`, `lot-proof.json`)."""
@@ -266,15 +266,15 @@ class LotMixin(RegistryBase):
         if batch < 1:
             raise RegistryError("batch must be >= 1")
         piece = 1 << (batch.bit_length() - 1)
-        with self._read() as conn:
+        with self._uow.read() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-        ctx = _Context(self.register_id, maker.name, lot.chipmaker_keyid, maker.id, fab_id,
-                       f"certified by {maker.name} in lot {lot.lot}", self.now())
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
+        ctx = _Context(self._uow.register_id, maker.name, lot.chipmaker_keyid, maker.id, fab_id,
+                       f"certified by {maker.name} in lot {lot.lot}", self._uow.now())
         workers = (os.cpu_count() or 1) if workers is None else workers
         pieces = _pieces(iter(certificates), piece)
         try:
-            with self._write() as conn:
+            with self._uow.write() as conn:
                 self._record_lot(conn, lot, maker, whole=True)
                 done = self._insert_lot(conn, lot, ctx, pieces, workers, progress)
         except _Duplicate as dup:
@@ -325,11 +325,11 @@ class LotMixin(RegistryBase):
 
     def _diagnose(self, dup: _Duplicate) -> str:
         t = s.items
-        with self._read() as conn:
+        with self._uow.read() as conn:
             for serial in dup.serials:
                 row = conn.execute(select(t.c.holder_id).where(t.c.label == serial)).first()
                 if row is not None:
-                    return f"chip {serial} is already registered (holder {self._name(conn, row.holder_id)!r})"
+                    return f"chip {serial} is already registered (holder {self._uow.name_of(conn, row.holder_id)!r})"
             for serial, key in zip(dup.serials, dup.keys, strict=True):
                 clone = conn.execute(select(t.c.label).where(t.c.device_key == key)).first()
                 if clone is not None:
