@@ -14,6 +14,7 @@ from sqlalchemy import Connection, insert, select
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import schema as s
 from computewatch.registry._parties import check_name
+from computewatch.registry.rows import CustodyRecord, FabLot, ItemListing
 from computewatch.registry.unit import Service
 from computewatch.registry.certificates import (
     CertifiedChip,
@@ -207,7 +208,7 @@ class ChipService(Service):
                 ],
             ).scalars().all()
             rows = []
-            for item_id, c in zip(ids, chips):
+            for item_id, c in zip(ids, chips, strict=True):
                 maker = makers[c.chipmaker_keyid]
                 note = f"certified by {maker.name}"
                 rec = custody_record(
@@ -241,7 +242,7 @@ class ChipService(Service):
             return self._item_doc(conn, self._uow.item_row(conn, serial))
 
     def _item_doc(self, conn: Connection, row: Any) -> dict[str, Any]:
-        holder = self._uow.party_by_id(conn, row.holder_id)
+        holder = self._uow.party_at(conn, row.holder_id)
         parent = None
         if row.parent_id is not None:
             parent = conn.execute(select(s.items.c.label).where(s.items.c.id == row.parent_id)).scalar_one()
@@ -259,7 +260,7 @@ class ChipService(Service):
             "parent": parent,
             "registered_at": row.registered_at,
             "custody_seq": row.custody_seq,
-            "custody": self._custody_docs(conn, row.id),
+            "custody": [r.to_dict() for r in self.custody_records(conn, row.id)],
         }
         if row.kind == "chip":
             doc.update(
@@ -268,40 +269,31 @@ class ChipService(Service):
                 model=row.model,
                 peak_flops=int(row.peak_flops),
                 inspections=self._svc.inspections.inspection_docs(conn, row.id),
-                tree_heads=self._svc.witness.tree_head_docs(conn, row.id),
+                tree_heads=[h.to_dict() for h in self._svc.witness.heads_of(conn, row.id)],
                 locations=self._svc.location.location_docs(conn, row.id),
             )
         return doc
 
-    def _custody_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def custody_records(self, conn: Connection, item_id: int) -> list[CustodyRecord]:
+        """The item's custody history, oldest first, in the caller's transaction."""
         c = s.custody
         rows = conn.execute(select(c).where(c.c.item_id == item_id).order_by(c.c.seq)).all()
+        name, facility = self._uow.name_of, self._uow.facility_name
         return [
-            {
-                "seq": r.seq,
-                "kind": r.kind,
-                "from": self._uow.name_of(conn, r.from_id),
-                "to": self._uow.name_of(conn, r.to_id),
-                "facility": self._uow.facility_name(conn, r.facility_id),
-                "signed": r.statement is not None,
-                "note": r.note,
-                "recorded_at": r.recorded_at,
-                "record_digest": r.record_digest,
-            }
+            CustodyRecord(r.seq, r.kind, name(conn, r.from_id), name(conn, r.to_id), facility(conn, r.facility_id),
+                          r.statement is not None, r.note, r.recorded_at, r.record_digest)
             for r in rows
         ]
 
-    def lots(self) -> list[dict[str, Any]]:
+    def lots(self) -> list[FabLot]:
+        """The fabs' production lots, in the order they were produced."""
         with self._uow.read() as conn:
             rows = conn.execute(select(s.lots).order_by(s.lots.c.id)).all()
-            return [
-                {"lot": r.label, "fab": self._uow.name_of(conn, r.fab_id), "wafers": r.wafers,
-                 "dies_per_wafer": r.dies_per_wafer, "produced_at": r.produced_at}
-                for r in rows
-            ]
+            return [FabLot(r.label, self._uow.name_of(conn, r.fab_id), r.wafers, r.dies_per_wafer, r.produced_at)
+                    for r in rows]
 
     def items(self, *, kind: str | None = "chip", holder: str | None = None, status: str | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+              limit: int | None = None) -> list[ItemListing]:
         """A listing (label, kind, holder, status, exempt, facility), sorted by label."""
         t = s.items
         with self._uow.read() as conn:
@@ -319,8 +311,8 @@ class ChipService(Service):
             for r in conn.execute(q):
                 if r.holder_id not in names:
                     names[r.holder_id] = self._uow.name_of(conn, r.holder_id)
-                out.append({"serial": r.label, "kind": r.kind, "holder": names[r.holder_id], "status": r.status,
-                            "exempt": r.exempt, "facility": self._uow.facility_name(conn, r.facility_id)})
+                out.append(ItemListing(r.label, r.kind, names[r.holder_id], r.status, r.exempt,
+                                       self._uow.facility_name(conn, r.facility_id)))
             return out
 
 

@@ -50,7 +50,7 @@ class CustodyService(Service):
         """The statement the holder and `to` sign to move `label` (its next sequence number)."""
         with self._uow.read() as conn:
             item = self._uow.item_row(conn, label)
-            giver = self._uow.party_by_id(conn, item.holder_id)
+            giver = self._uow.party_at(conn, item.holder_id)
             receiver = self._uow.party_row(conn, to)
             return transfer_statement(
                 register=self._uow.register_id,
@@ -66,7 +66,7 @@ class CustodyService(Service):
         """The statement the holder signs to report `label` lost, damaged or destroyed."""
         with self._uow.read() as conn:
             item = self._uow.item_row(conn, label)
-            holder = self._uow.party_by_id(conn, item.holder_id)
+            holder = self._uow.party_at(conn, item.holder_id)
             return report_statement(
                 register=self._uow.register_id,
                 subject=self._subject(item),
@@ -90,7 +90,7 @@ class CustodyService(Service):
         """The chipmaker's first transfer of a chip (to its first owner)."""
         with self._uow.read() as conn:
             item = self._uow.item_row(conn, label)
-            holder = self._uow.party_by_id(conn, item.holder_id)
+            holder = self._uow.party_at(conn, item.holder_id)
         if holder.role != "chipmaker" or item.custody_seq != 0:
             raise CustodyError(f"{label} was already shipped: it is held by {holder.name!r}; use transfer")
         return self.transfer_with_keys(label, to, from_key, to_key, facility=facility)
@@ -106,7 +106,7 @@ class CustodyService(Service):
         try:
             with self._uow.write() as conn:
                 item = self._locked_item(conn, st)
-                giver = self._uow.party_by_id(conn, item.holder_id)
+                giver = self._uow.party_at(conn, item.holder_id)
                 if p["from"]["name"] != giver.name or p["from"]["keyid"] != giver.keyid:
                     raise CustodyError(f"{st.label} is held by {giver.name!r}, not by {p['from']['name']!r}")
                 require_signature(st.envelope, self._uow.key_of(giver), f"the current holder {giver.name!r}")
@@ -301,7 +301,7 @@ class CustodyService(Service):
         return {"serial": label, "exempt": None if revoke else category, "action": "revoke" if revoke else "grant"}
 
     def _check_individual(self, conn: Connection, item: Any) -> None:
-        holder = self._uow.party_by_id(conn, item.holder_id)
+        holder = self._uow.party_at(conn, item.holder_id)
         limit = self._uow.settings_in(conn)["individual_exemption_max"]
         t = s.items
         held = self._uow.count(conn, t, t.c.holder_id == holder.id, t.c.kind == "chip", t.c.status.in_(_IN_SERVICE))
@@ -329,7 +329,7 @@ class CustodyService(Service):
                 item = None
             if item is None:
                 return self._found_unknown(conn, label, finder, chip_dir, note)
-            holder = self._uow.party_by_id(conn, item.holder_id)
+            holder = self._uow.party_at(conn, item.holder_id)
             if holder.id == finder.id and item.status in _IN_SERVICE:
                 return {"serial": label, "holder": holder.name, "flag": None}
             if item.status in ("lost", "destroyed"):
@@ -423,7 +423,7 @@ class CustodyService(Service):
                 return [f"record {r.seq}: its statement is for {st.subject} sequence {st.seq}"]
             signers = [r.from_id] + ([r.to_id] if r.kind == "transfer" else [])
             for pid in signers:
-                party = self._uow.party_by_id(conn, pid)
+                party = self._uow.party_at(conn, pid)
                 require_signature(st.envelope, self._uow.key_of(party), party.name)
         except CustodyError as exc:
             return [f"record {r.seq}: {exc}"]

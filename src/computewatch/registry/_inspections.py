@@ -225,7 +225,10 @@ class InspectionService(Service):
                 env = Envelope.from_json(bytes(r.envelope))
                 if env.payload != bytes(r.statement):
                     problems.append("the inspector's envelope signs another statement")
-                verify_envelope(env, [self._uow.key_of(inspector)])
+                if inspector is None:
+                    problems.append("the inspection is signed but names no registered inspector")
+                else:
+                    verify_envelope(env, [self._uow.key_of(inspector)])
             except ComputewatchError as exc:
                 problems.append(f"inspector signature: {exc}")
         if r.outcome != p["outcome"] or json.loads(r.problems) != p["problems"]:

@@ -65,7 +65,7 @@ class LocationService(Service):
         return {"owner": owner, "facility": facility, "latitude": lat, "longitude": lon}
 
     def _located_chip(self, conn: Connection, item: Any) -> LocatedChip:
-        maker = self._uow.party_by_id(conn, item.chipmaker_id)
+        maker = self._uow.party_at(conn, item.chipmaker_id)
         site = None
         if item.facility_id is not None:
             f = conn.execute(select(s.facilities).where(s.facilities.c.id == item.facility_id)).one()

@@ -129,7 +129,7 @@ class PlanningService(Service):
             )).inserted_primary_key[0]
         return self._plan_summary(int(plan_id), document, commitment, revealed=False), seed
 
-    def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[list[Any], str]:
+    def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[Sequence[Any], str]:
         if owners is None:
             rows = conn.execute(select(s.parties).where(s.parties.c.role == "owner")).all()
             return rows, "*"

@@ -12,6 +12,7 @@ from computewatch.formats.attestation import verify_attestation
 from computewatch.formats.chip_entry import envelope_from_obj, from_hex
 from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import schema as s
+from computewatch.registry.rows import TreeHead
 from computewatch.registry.unit import Service
 from computewatch.registry.errors import RegistryError
 
@@ -22,26 +23,26 @@ __all__ = ["WitnessService"]
 
 class WitnessService(Service):
     # ------------------------------------------------------------------ tree heads
-    def tree_heads(self, serial: str) -> list[dict[str, Any]]:
+    def tree_heads(self, serial: str) -> list[TreeHead]:
         """Every signed tree head the register has seen for the chip, oldest first."""
         with self._uow.read() as conn:
-            return self.tree_head_docs(conn, self._uow.item_row(conn, serial, kind="chip").id)
+            return self.heads_of(conn, self._uow.item_row(conn, serial, kind="chip").id)
 
-    def tree_head_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def heads_of(self, conn: Connection, item_id: int) -> list[TreeHead]:
+        """The chip's witnessed tree heads, oldest first, in the caller's transaction."""
         t = s.tree_heads
         rows = conn.execute(select(t).where(t.c.item_id == item_id).order_by(t.c.id)).all()
-        return [{"size": r.size, "root": r.root, "source": r.source, "seen_at": r.seen_at,
-                 "inspection": r.inspection_id} for r in rows]
+        return [TreeHead(r.size, r.root, r.source, r.seen_at, r.inspection_id) for r in rows]
 
     def known_heads(self, conn: Connection, item_id: int) -> list[KnownHead]:
         from computewatch.registry.inspection import KnownHead
 
-        return [KnownHead(h["size"], h["root"], h["seen_at"], h["source"]) for h in self.tree_head_docs(conn, item_id)]
+        return [KnownHead(h.size, h.root, h.seen_at, h.source) for h in self.heads_of(conn, item_id)]
 
     def expected(self, conn: Connection, item: Any) -> Expected:
         from computewatch.registry.inspection import Expected
 
-        maker = self._uow.party_by_id(conn, item.chipmaker_id)
+        maker = self._uow.party_at(conn, item.chipmaker_id)
         return Expected(item.label, bytes(item.device_key), bytes(item.certificate), self._uow.key_of(maker))
 
     def record_tree_head(self, serial: str, evidence: bytes, nonce: bytes | None = None) -> dict[str, Any]:

@@ -76,12 +76,12 @@ class Registry:
         self.services = v = Services(uow)
         self.register_id = uow.register_id
         self.now, self.settings, self.set_setting = uow.now, uow.settings, uow.set_setting
-        # Parties answer typed rows; the facade keeps their documented dicts (below).
+        # Services that answer typed rows get the documented dicts from the methods below.
         self.owner_key = v.parties.owner_key
         c = v.chips
         self.produce, self.register_chip, self.register_certificate = c.produce, c.register_chip, c.register_certificate
         self.register_certificates, self.holder, self.chips_of = c.register_certificates, c.holder, c.chips_of
-        self.chip, self.lots, self.items = c.chip, c.lots, c.items
+        self.chip = c.chip
         lots = v.lots
         self.register_lot, self.register_lot_chip = lots.register_lot, lots.register_lot_chip
         self.register_lot_chip_dir = lots.register_lot_chip_dir
@@ -93,7 +93,7 @@ class Registry:
         self.investigations, self.exempt, self.report_found = k.investigations, k.exempt, k.report_found
         self.flags, self.verify_custody, self.declare_run, self.runs = k.flags, k.verify_custody, k.declare_run, k.runs
         w = v.witness
-        self.tree_heads, self.record_tree_head, self.verifier_trust = w.tree_heads, w.record_tree_head, w.verifier_trust
+        self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
         i = v.inspections
         self.record_inspection, self.refuse, self.inspection = i.record_inspection, i.refuse, i.inspection
         self.inspections, self.verify_inspection = i.inspections, i.verify_inspection
@@ -132,7 +132,7 @@ class Registry:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ parties, as dicts
+    # ------------------------------------------------------------------ parties, as dicts (typed: services.parties)
     def add_party(self, name: str, pub: Any, role: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.services.parties.add_party(name, pub, role, info).to_dict()
 
@@ -150,3 +150,14 @@ class Registry:
 
     def parties(self, role: str | None = None) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.services.parties.parties(role)]
+
+    # ------------------------------------------------------------------ typed rows, as dicts
+    def lots(self) -> list[dict[str, Any]]:
+        return [lot.to_dict() for lot in self.services.chips.lots()]
+
+    def items(self, *, kind: str | None = "chip", holder: str | None = None, status: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self.services.chips.items(kind=kind, holder=holder, status=status, limit=limit)]
+
+    def tree_heads(self, serial: str) -> list[dict[str, Any]]:
+        return [h.to_dict() for h in self.services.witness.tree_heads(serial)]

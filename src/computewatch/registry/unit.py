@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
@@ -52,11 +52,11 @@ DEFAULT_SETTINGS = {
 
 def format_time(t: datetime) -> str:
     """ISO-8601 UTC with microseconds and a Z: sorts as text, compares the same everywhere."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def pause_point(name: str) -> None:
@@ -172,6 +172,13 @@ class UnitOfWork:
         if party_id is None:
             return None
         return conn.execute(select(s.parties).where(s.parties.c.id == party_id)).first()
+
+    def party_at(self, conn: Connection, party_id: int) -> Row:
+        """The party a NOT NULL reference names (a holder, a chip's chipmaker, a signer)."""
+        row = self.party_by_id(conn, party_id)
+        if row is None:
+            raise NotFoundError(f"no party with id {party_id} in the register")
+        return row
 
     def name_of(self, conn: Connection, party_id: int | None) -> str | None:
         row = self.party_by_id(conn, party_id)

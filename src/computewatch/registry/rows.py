@@ -1,0 +1,71 @@
+"""Typed rows the register's services return (docs/registry.md gives each as a dict: `to_dict`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["CustodyRecord", "FabLot", "ItemListing", "TreeHead"]
+
+
+@dataclass(frozen=True)
+class CustodyRecord:
+    """One record of an item's custody history (its hash chain link is `record_digest`)."""
+
+    seq: int
+    kind: str
+    from_party: str | None
+    to_party: str | None
+    facility: str | None
+    signed: bool  # the record keeps a signed custody statement
+    note: str
+    recorded_at: str
+    record_digest: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "from": self.from_party, "to": self.to_party,
+                "facility": self.facility, "signed": self.signed, "note": self.note,
+                "recorded_at": self.recorded_at, "record_digest": self.record_digest}
+
+
+@dataclass(frozen=True)
+class FabLot:
+    """A fab's production lot (wafers and their dies), as `produce` recorded it."""
+
+    lot: str
+    fab: str | None
+    wafers: int
+    dies_per_wafer: int
+    produced_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ItemListing:
+    """One line of a listing of items: where it is and in what state."""
+
+    serial: str
+    kind: str
+    holder: str | None
+    status: str
+    exempt: str | None
+    facility: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    """A chip log tree head the witness saw: from attestation evidence or an inspection."""
+
+    size: int
+    root: str  # hex
+    source: str
+    seen_at: str
+    inspection: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
