@@ -38,8 +38,10 @@ from computewatch.registry.errors import RegistryError
 
 __all__ = ["LotService"]
 
+# The certificate comes last: a worker's row leaves it out (this process holds the bytes it sent),
+# and the row is completed here with one tuple append.
 _ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
-                 "device_key", "model", "peak_flops", "certificate", "registered_at")
+                 "device_key", "model", "peak_flops", "registered_at", "certificate")
 _SQLITE_CACHE_KIB = 512 * 1024
 _CUSTODY_COLUMNS = ("item_id", "seq", "kind", "to_id", "note", "recorded_at", "record_digest")
 _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
@@ -63,7 +65,7 @@ class _Context:
     now: str
 
 
-ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, bytes, str]  # _ITEM_COLUMNS
+ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str]  # _ITEM_COLUMNS but the certificate
 CustodyRow = tuple[int, int, str, int, str, str, str]  # _CUSTODY_COLUMNS
 
 
@@ -137,7 +139,7 @@ def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Seq
         quoted = dumps(serial, ensure_ascii=False) if escaped(serial) else f'"{serial}"'
         item_id = ids[k]
         items.append((item_id, "chip", serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
-                      data, now))
+                      now))
         custody.append((item_id, 0, "create", maker, note, now, sha(head + quoted.encode("utf-8") + tail).hexdigest()))
     return _Checked(items, custody, _subtrees(leaves))
 
@@ -286,7 +288,7 @@ class LotService(Service):
         tree = _Frontier()
         with _BulkInserter(conn) as inserter:
 
-            def take(checked: _Checked) -> None:
+            def take(checked: _Checked, certs: list[bytes]) -> None:
                 if checked.error is not None:
                     index, why = checked.error
                     raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: certificate {index} (0-based): "
@@ -296,26 +298,28 @@ class LotService(Service):
                                         "certificates its manifest signed")
                 for node, size in checked.subtrees:
                     tree.push(node, size)
-                inserter.insert(checked.items, checked.custody)
+                inserter.insert(checked.items, certs, checked.custody)
                 if progress:
                     progress(tree.size)
 
             offset = 0
             if workers == 0:
                 for piece in pieces:
-                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))))
+                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))), piece)
                     offset += len(piece)
             else:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                    pending: deque[Future[_Checked]] = deque()
+                    pending: deque[tuple[Future[_Checked], list[bytes]]] = deque()
                     for piece in pieces:
                         # Certificates go out to be read; rows and subtree roots come back.
-                        pending.append(pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))))
+                        pending.append((pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))), piece))
                         offset += len(piece)
                         while len(pending) > 2 * workers:  # bounded read-ahead; insert while workers read
-                            take(pending.popleft().result())
+                            future, sent = pending.popleft()
+                            take(future.result(), sent)
                     while pending:
-                        take(pending.popleft().result())
+                        future, sent = pending.popleft()
+                        take(future.result(), sent)
         if tree.size != lot.count or tree.root() != lot.root:
             raise RegistryError(
                 f"lot {lot.lot!r} refused, nothing registered: the {tree.size} certificates given are not the "
@@ -385,21 +389,22 @@ class _BulkInserter:
         first, self._next = self._next, self._next + n
         return range(first, self._next)
 
-    def insert(self, items: list[ItemRow], custody: list[CustodyRow]) -> None:
+    def insert(self, items: list[ItemRow], certs: list[bytes], custody: list[CustodyRow]) -> None:
         if not items:
             return
+        rows = [(*r, c) for r, c in zip(items, certs, strict=True)]
         failure = None
         cur = self._raw.cursor()
         try:
             if self._pg:
                 with cur.copy(_PG_ITEMS) as copy:
-                    for row in items:
+                    for row in rows:
                         copy.write_row(row)
                 with cur.copy(_PG_CUSTODY) as copy:
                     for record in custody:
                         copy.write_row(record)
             else:
-                cur.executemany(_SQLITE_ITEMS, items)
+                cur.executemany(_SQLITE_ITEMS, rows)
                 cur.executemany(_SQLITE_CUSTODY, custody)
         except Exception as exc:  # the driver's own IntegrityError: one type per driver
             if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
