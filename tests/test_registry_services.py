@@ -8,7 +8,7 @@ import pytest
 
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.identity import issue_chip_certificate
-from computewatch.registry import CustodyRecord, ItemListing, Party, Registry
+from computewatch.registry import CustodyRecord, Investigation, ItemListing, Party, Registry
 from computewatch.registry.unit import joined
 
 MAKER = SigningKey.from_seed(b"\x61" * 32)
@@ -62,3 +62,7 @@ def test_typed_rows_are_what_the_facade_documents(reg) -> None:
     assert [(r.seq, r.kind, r.from_party, r.to_party, r.signed) for r in records] == [
         (0, "create", None, "maker", False), (1, "transfer", "maker", "acme", True)]
     assert [r.to_dict() for r in records] == reg.chip("CW-S-1")["custody"]
+    inv = reg.open_investigation("acme", "audit")
+    closed = reg.services.custody.close_investigation(inv, "accounted for")
+    assert isinstance(closed, Investigation) and (closed.status, closed.outcome) == ("closed", "accounted for")
+    assert [i.to_dict() for i in reg.services.custody.investigations()] == reg.investigations()

@@ -17,6 +17,8 @@ _WHERE = {
     "ConflictError": "errors",
     "CustodyRecord": "rows",
     "FabLot": "rows",
+    "Flag": "rows",
+    "Investigation": "rows",
     "ItemListing": "rows",
     "Party": "_parties",
     "Services": "registry",

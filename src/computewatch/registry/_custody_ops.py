@@ -12,6 +12,7 @@ from sqlalchemy import Connection, insert, select, update
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.registry import schema as s
+from computewatch.registry.rows import Flag, Investigation
 from computewatch.registry.unit import Service, pause_point
 from computewatch.registry.certificates import check_certificate, read_certificate
 from computewatch.registry.custody import (
@@ -245,7 +246,7 @@ class CustodyService(Service):
                 ).inserted_primary_key[0]
             )
 
-    def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
+    def close_investigation(self, investigation: int, outcome: str) -> Investigation:
         t = s.investigations
         with self._uow.write() as conn:
             row = conn.execute(select(t).where(t.c.id == investigation).with_for_update()).first()
@@ -254,9 +255,9 @@ class CustodyService(Service):
             if row.status != "open":
                 raise RegistryError(f"investigation {investigation} is already closed")
             conn.execute(update(t).where(t.c.id == investigation).values(status="closed", closed_at=self._uow.now(), outcome=outcome))
-        return next(i for i in self.investigations() if i["id"] == investigation)
+        return next(i for i in self.investigations() if i.id == investigation)
 
-    def investigations(self, party: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def investigations(self, party: str | None = None, status: str | None = None) -> list[Investigation]:
         t = s.investigations
         with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
@@ -268,9 +269,8 @@ class CustodyService(Service):
             for r in conn.execute(q).all():
                 f = s.flags
                 flagged = conn.execute(select(f.c.label).where(f.c.investigation_id == r.id).order_by(f.c.id)).scalars().all()
-                out.append({"id": r.id, "party": self._uow.name_of(conn, r.party_id), "reason": r.reason, "status": r.status,
-                            "opened_at": r.opened_at, "closed_at": r.closed_at, "outcome": r.outcome,
-                            "flags": list(flagged)})
+                out.append(Investigation(r.id, self._uow.name_of(conn, r.party_id), r.reason, r.status, r.opened_at,
+                                         r.closed_at, r.outcome, list(flagged)))
             return out
 
     # ------------------------------------------------------------------ exemptions
@@ -371,16 +371,15 @@ class CustodyService(Service):
         )
         return {"kind": kind, "detail": detail, "responsible": self._uow.name_of(conn, party_id), "investigation": inv}
 
-    def flags(self, party: str | None = None) -> list[dict[str, Any]]:
+    def flags(self, party: str | None = None) -> list[Flag]:
         t = s.flags
         with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
             if party is not None:
                 q = q.where(t.c.party_id == self._uow.party_row(conn, party).id)
             return [
-                {"id": r.id, "serial": r.label, "kind": r.kind, "detail": r.detail,
-                 "responsible": self._uow.name_of(conn, r.party_id), "investigation": r.investigation_id,
-                 "created_at": r.created_at}
+                Flag(r.id, r.label, r.kind, r.detail, self._uow.name_of(conn, r.party_id), r.investigation_id,
+                     r.created_at)
                 for r in conn.execute(q).all()
             ]
 

@@ -89,9 +89,9 @@ class Registry:
         self.transfer_statement, self.report_statement = k.transfer_statement, k.report_statement
         self.transfer_with_keys, self.ship, self.transfer = k.transfer_with_keys, k.ship, k.transfer
         self.report_with_key, self.report = k.report_with_key, k.report
-        self.open_investigation, self.close_investigation = k.open_investigation, k.close_investigation
-        self.investigations, self.exempt, self.report_found = k.investigations, k.exempt, k.report_found
-        self.flags, self.verify_custody, self.declare_run, self.runs = k.flags, k.verify_custody, k.declare_run, k.runs
+        self.open_investigation = k.open_investigation
+        self.exempt, self.report_found = k.exempt, k.report_found
+        self.verify_custody, self.declare_run, self.runs = k.verify_custody, k.declare_run, k.runs
         w = v.witness
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
         i = v.inspections
@@ -161,3 +161,12 @@ class Registry:
 
     def tree_heads(self, serial: str) -> list[dict[str, Any]]:
         return [h.to_dict() for h in self.services.witness.tree_heads(serial)]
+
+    def investigations(self, party: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self.services.custody.investigations(party, status)]
+
+    def flags(self, party: str | None = None) -> list[dict[str, Any]]:
+        return [f.to_dict() for f in self.services.custody.flags(party)]
+
+    def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
+        return self.services.custody.close_investigation(investigation, outcome).to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["CustodyRecord", "FabLot", "ItemListing", "TreeHead"]
+__all__ = ["CustodyRecord", "FabLot", "Flag", "Investigation", "ItemListing", "TreeHead"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,39 @@ class TreeHead:
     source: str
     seen_at: str
     inspection: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A problem the register found about an item, and the party that answers for it."""
+
+    id: int
+    serial: str
+    kind: str
+    detail: str
+    responsible: str | None
+    investigation: int | None
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Investigation:
+    """An investigation of a party (footnote 22) and the flags filed under it."""
+
+    id: int
+    party: str | None
+    reason: str
+    status: str
+    opened_at: str
+    closed_at: str | None
+    outcome: str | None
+    flags: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
