@@ -42,11 +42,11 @@ class ChipService(Service):
             if conn.execute(select(s.lots.c.id).where(s.lots.c.label == lot)).first() is not None:
                 raise RegistryError(f"lot {lot!r} is already recorded")
             now = self._uow.now()
-            lot_id = conn.execute(
+            lot_id = self._uow.insert_id(conn,
                 insert(s.lots).values(
                     fab_id=fab_row.id, label=lot, wafers=wafers, dies_per_wafer=dies_per_wafer, produced_at=now
                 )
-            ).inserted_primary_key[0]
+            )
             width = max(2, len(str(wafers)))
             labels = [f"{lot}/W{w:0{width}d}" for w in range(1, wafers + 1)]
             for label in labels:
@@ -67,11 +67,11 @@ class ChipService(Service):
     def create_item(self, conn: Connection, kind: str, label: str, *, holder: Any, note: str,
                      custody_kind: str = "create", **fields: Any) -> int:
         now = self._uow.now()
-        item_id = conn.execute(
+        item_id = self._uow.insert_id(conn,
             insert(s.items).values(
                 kind=kind, label=label, holder_id=holder.id, custody_seq=0, status="active", registered_at=now, **fields
             )
-        ).inserted_primary_key[0]
+        )
         record = custody_record(
             register=self._uow.register_id, label=label, seq=0, kind=custody_kind, from_name=None, to_name=holder.name,
             facility=None, statement=None, note=note, recorded_at=now, prev=GENESIS,

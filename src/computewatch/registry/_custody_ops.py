@@ -219,11 +219,11 @@ class CustodyService(Service):
                 "is the holder hiding chips from oversight? (footnote 22)"
             )
             open_id = int(
-                conn.execute(
+                self._uow.insert_id(conn,
                     insert(s.investigations).values(
                         party_id=holder.id, reason=reason, status="open", opened_at=self._uow.now()
                     )
-                ).inserted_primary_key[0]
+                )
             )
         return open_id
 
@@ -241,9 +241,9 @@ class CustodyService(Service):
                 return found
             t = s.investigations
             return int(
-                conn.execute(
+                self._uow.insert_id(conn,
                     insert(t).values(party_id=row.id, reason=reason, status="open", opened_at=self._uow.now())
-                ).inserted_primary_key[0]
+                )
             )
 
     def close_investigation(self, investigation: int, outcome: str) -> Investigation:

@@ -161,13 +161,13 @@ class InspectionService(Service):
         body = canonical_json(statement([(f"chip/{item.label}", subject_digest)], PRED_INSPECTION, predicate))
         env = None if key is None else sign_envelope(PAYLOAD_TYPE_INTOTO, body, key).to_json()
         inspector_id = None if inspector is None else self._uow.party_row(conn, inspector).id
-        return int(conn.execute(insert(s.inspections).values(
+        return int(self._uow.insert_id(conn, insert(s.inspections).values(
             item_id=item.id, plan_id=plan, holder_id=item.holder_id, inspector_id=inspector_id,
             outcome=predicate["outcome"], problems=json.dumps(predicate["problems"]),
             notes=json.dumps(predicate["notes"]), tree_size=predicate["tree_size"], root=predicate["root"],
             statement=body, envelope=env, evidence=evidence, log=None if log is None else zlib.compress(log, 6),
             recorded_at=predicate["time"],
-        )).inserted_primary_key[0])
+        )))
 
     def _last_inspected_size(self, conn: Connection, item_id: int) -> int:
         t = s.inspections

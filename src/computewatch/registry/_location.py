@@ -96,11 +96,11 @@ class LocationService(Service):
                 raise RegistryError(f"location evidence for {serial} is unusable: {exc}") from None
             nonces = result.pop("nonces")
             now = self._uow.now()
-            location_id = int(conn.execute(insert(s.locations).values(
+            location_id = int(self._uow.insert_id(conn, insert(s.locations).values(
                 item_id=item.id, facility_id=item.facility_id, holder_id=item.holder_id,
                 outcome="inside" if result["inside"] else "finding", finding=result["finding"],
                 result=canonical_json(result).decode(), evidence=evidence, recorded_at=now,
-            )).inserted_primary_key[0])
+            )))
             if nonces:
                 conn.execute(insert(n), [{"landmark_keyid": k, "nonce": v, "location_id": location_id} for k, v in nonces])
             if not result["inside"]:

@@ -122,11 +122,11 @@ class PlanningService(Service):
         }
         commitment = plan_commitment(document)
         with self._uow.write() as conn:
-            plan_id = conn.execute(insert(s.plans).values(
+            plan_id = self._uow.insert_id(conn, insert(s.plans).values(
                 period=period, stockpile=stockpile, document=canonical_json(document), commitment=commitment,
                 population=zlib.compress(population, 6), samples=samples, period_end=document["end"],
                 created_at=self._uow.now(),
-            )).inserted_primary_key[0]
+            ))
         return self._plan_summary(int(plan_id), document, commitment, revealed=False), seed
 
     def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[Sequence[Any], str]:

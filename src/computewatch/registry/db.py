@@ -92,7 +92,7 @@ def make_engine(url: str | None = None) -> Engine:
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     memory = not database or database == ":memory:"
-    if not memory:
+    if database and not memory:
         folder = Path(database).parent
         if not folder.is_dir():
             raise RegistryError(f"cannot create the register database {database!r}: folder {str(folder)!r} does not exist")

@@ -271,6 +271,13 @@ class UnitOfWork:
             raise ConflictError(f"{item.label}: another change committed first; nothing was recorded")
         return {"item": item.label, "seq": seq, "kind": kind, "record_digest": digest, "recorded_at": now}
 
+    def insert_id(self, conn: Connection, stmt: Any) -> int:
+        """Run an INSERT of one row in the caller's transaction; its new primary key."""
+        key = conn.execute(stmt).inserted_primary_key
+        if key is None:
+            raise RegistryError("the database gave no key for the new row")
+        return int(key[0])
+
     def count(self, conn: Connection, table: Any, *where: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
