@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from computewatch.chip.chipmaker import Chipmaker
 from computewatch.cli import app
 from computewatch.crypto.dsse import Envelope, pae
+from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import leaf_hash
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.identity import issue_chip_certificate, verify_chip_certificate
@@ -52,7 +53,7 @@ def test_lot_vector_recomputes_and_is_quoted() -> None:
     certs = [
         issue_chip_certificate(maker, serial, SigningKey.from_seed(bytes.fromhex(seed)).public_key, v["model"],
                                int(v["peak_flops"])).to_json()
-        for serial, seed in zip(v["serials"], v["device_seeds"])
+        for serial, seed in zip(v["serials"], v["device_seeds"], strict=True)
     ]
     assert [c.decode() for c in certs] == _VEC["certificates"]
     env, proofs = issue_lot(maker, v["lot"], v["chipmaker_name"], certs)
@@ -243,5 +244,30 @@ def test_certificate_claims_fast_path_reads_what_the_general_reader_reads() -> N
     assert fast_hits >= 3  # the plain shapes take the fast path; the rest fall back and agree
     for data in bad:
         assert L._claims_fast(data) is None
-        with pytest.raises(Exception):
+        with pytest.raises(FormatError):
             L.certificate_claims(data)
+
+
+def test_piece_subtrees_give_the_lot_root_for_every_count_and_piece_size() -> None:
+    # Pieces of 2^k leaves hand their perfect subtrees to the frontier; the root must be the
+    # RFC 9162 root for counts that are not multiples of the piece size.
+    from computewatch.crypto.merkle import root_from_leaf_hashes
+    from computewatch.registry._lots import _Frontier, _subtrees
+
+    leaves = [leaf_hash(b"chip %d" % i) for i in range(37)]
+    for n in (1, 2, 3, 5, 8, 13, 37):
+        for piece in (1, 2, 4, 8, 64):
+            tree = _Frontier()
+            for k in range(0, n, piece):
+                for node, size in _subtrees(leaves[k : min(n, k + piece)]):
+                    tree.push(node, size)
+            assert (tree.size, tree.root()) == (n, root_from_leaf_hashes(leaves[:n])), (n, piece)
+
+
+def test_lot_serials_that_need_escaping_keep_their_custody_digest(reg) -> None:
+    # The record digest of a plain serial is built without the JSON encoder; one with a quote or
+    # backslash takes the encoder, and both must match what verify_custody recomputes.
+    certs = _certs(3, tag='Q"\\')
+    env, _ = issue_lot(MAKER, "LOT-Q", "maker", certs)
+    reg.register_lot(env.to_json(), certs, workers=0, batch=2)
+    assert all(reg.verify_custody(f'CW-Q"\\-{i:04d}')["ok"] for i in range(3))

@@ -5,7 +5,8 @@ shared deployments): fabs and their lots, wafers and dies, chips registered from
 chipmaker certificates, owners and their keys, signed custody transfers, loss reports and
 investigations, exemptions, the witness of every chip log's tree heads, inspection plans drawn
 from a committed seed, inspections and the queue of snapshots owners must explain.
-Documentation: docs/registry.md. Names are imported lazily (SQLAlchemy loads on first use).
+The register is a set of services over one unit of work (`UnitOfWork`), behind the `Registry`
+facade (docs/architecture.md, "The register"). Documentation: docs/registry.md. Names are imported lazily (SQLAlchemy loads on first use).
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from computewatch._lazy import lazy_exports
 
 _WHERE = {
     "ConflictError": "errors",
+    "CustodyRecord": "rows",
+    "FabLot": "rows",
+    "Flag": "rows",
+    "Investigation": "rows",
+    "ItemListing": "rows",
+    "Party": "_parties",
+    "Services": "registry",
+    "TreeHead": "rows",
+    "UnitOfWork": "unit",
     "CustodyError": "errors",
     "NotFoundError": "errors",
     "PlanError": "errors",

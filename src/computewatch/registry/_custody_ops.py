@@ -12,7 +12,8 @@ from sqlalchemy import Connection, insert, select, update
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase, _pause_point
+from computewatch.registry.rows import Flag, Investigation
+from computewatch.registry.unit import Service, pause_point
 from computewatch.registry.certificates import check_certificate, read_certificate
 from computewatch.registry.custody import (
     GENESIS,
@@ -34,13 +35,13 @@ from computewatch.registry.errors import (
     RegistryError,
 )
 
-__all__ = ["EXEMPTION_CATEGORIES", "CustodyMixin"]
+__all__ = ["EXEMPTION_CATEGORIES", "CustodyService"]
 
 EXEMPTION_CATEGORIES = ("education", "research", "individual")
 _IN_SERVICE = ("active", "damaged")
 
 
-class CustodyMixin(RegistryBase):
+class CustodyService(Service):
     # ------------------------------------------------------------------ statements to sign
     def _subject(self, row: Any) -> tuple[str, dict[str, str]]:
         keyid = VerifyKey.from_raw(bytes(row.device_key)).keyid if row.kind == "chip" else None
@@ -48,33 +49,33 @@ class CustodyMixin(RegistryBase):
 
     def transfer_statement(self, label: str, to: str, *, facility: str | None = None) -> dict[str, Any]:
         """The statement the holder and `to` sign to move `label` (its next sequence number)."""
-        with self._read() as conn:
-            item = self._item(conn, label)
-            giver = self._party_by_id(conn, item.holder_id)
-            receiver = self._party(conn, to)
+        with self._uow.read() as conn:
+            item = self._uow.item_row(conn, label)
+            giver = self._uow.party_at(conn, item.holder_id)
+            receiver = self._uow.party_row(conn, to)
             return transfer_statement(
-                register=self.register_id,
+                register=self._uow.register_id,
                 subject=self._subject(item),
                 seq=item.custody_seq + 1,
-                giver=(giver.name, self._key_of(giver)),
-                receiver=(receiver.name, self._key_of(receiver)),
+                giver=(giver.name, self._uow.key_of(giver)),
+                receiver=(receiver.name, self._uow.key_of(receiver)),
                 facility=facility,
-                time=self.now(),
+                time=self._uow.now(),
             )
 
     def report_statement(self, label: str, report: str, *, reason: str = "") -> dict[str, Any]:
         """The statement the holder signs to report `label` lost, damaged or destroyed."""
-        with self._read() as conn:
-            item = self._item(conn, label)
-            holder = self._party_by_id(conn, item.holder_id)
+        with self._uow.read() as conn:
+            item = self._uow.item_row(conn, label)
+            holder = self._uow.party_at(conn, item.holder_id)
             return report_statement(
-                register=self.register_id,
+                register=self._uow.register_id,
                 subject=self._subject(item),
                 seq=item.custody_seq + 1,
-                holder=(holder.name, self._key_of(holder)),
+                holder=(holder.name, self._uow.key_of(holder)),
                 report=report,
                 reason=reason,
-                time=self.now(),
+                time=self._uow.now(),
             )
 
     # ------------------------------------------------------------------ transfers
@@ -88,9 +89,9 @@ class CustodyMixin(RegistryBase):
 
     def ship(self, label: str, to: str, from_key: SigningKey, to_key: SigningKey, *, facility: str | None = None) -> dict[str, Any]:
         """The chipmaker's first transfer of a chip (to its first owner)."""
-        with self._read() as conn:
-            item = self._item(conn, label)
-            holder = self._party_by_id(conn, item.holder_id)
+        with self._uow.read() as conn:
+            item = self._uow.item_row(conn, label)
+            holder = self._uow.party_at(conn, item.holder_id)
         if holder.role != "chipmaker" or item.custody_seq != 0:
             raise CustodyError(f"{label} was already shipped: it is held by {holder.name!r}; use transfer")
         return self.transfer_with_keys(label, to, from_key, to_key, facility=facility)
@@ -104,24 +105,24 @@ class CustodyMixin(RegistryBase):
         self._check_register(st)
         p = st.predicate
         try:
-            with self._write() as conn:
+            with self._uow.write() as conn:
                 item = self._locked_item(conn, st)
-                giver = self._party_by_id(conn, item.holder_id)
+                giver = self._uow.party_at(conn, item.holder_id)
                 if p["from"]["name"] != giver.name or p["from"]["keyid"] != giver.keyid:
                     raise CustodyError(f"{st.label} is held by {giver.name!r}, not by {p['from']['name']!r}")
-                require_signature(st.envelope, self._key_of(giver), f"the current holder {giver.name!r}")
-                receiver = self._party(conn, p["to"]["name"])
+                require_signature(st.envelope, self._uow.key_of(giver), f"the current holder {giver.name!r}")
+                receiver = self._uow.party_row(conn, p["to"]["name"])
                 if receiver.role == "inspector":
                     raise CustodyError(f"{receiver.name!r} is an inspector: inspectors examine chips, they do not hold them")
                 if receiver.id == giver.id:
                     raise CustodyError(f"{st.label} is already held by {giver.name!r}")
                 if p["to"]["keyid"] != receiver.keyid:
                     raise CustodyError(f"the statement names a key for {receiver.name!r} that is not its registered key")
-                require_signature(st.envelope, self._key_of(receiver), f"the receiver {receiver.name!r}")
-                facility = self._facility(conn, receiver.id, p["facility"])
+                require_signature(st.envelope, self._uow.key_of(receiver), f"the receiver {receiver.name!r}")
+                facility = self._uow.facility_row(conn, receiver.id, p["facility"])
                 fid = None if facility is None else facility.id
                 stmt_bytes = st.envelope.to_json()
-                out = self._append_custody(
+                out = self._uow.append_custody(
                     conn, item, "transfer", from_id=giver.id, to_id=receiver.id, facility_id=fid,
                     statement=stmt_bytes, note="", item_changes={"holder_id": receiver.id, "facility_id": fid},
                 )
@@ -131,13 +132,13 @@ class CustodyMixin(RegistryBase):
                                               s.items.c.holder_id == giver.id).with_for_update()
                     ).all()
                     for die in carried:
-                        self._append_custody(
+                        self._uow.append_custody(
                             conn, die, "carried", from_id=giver.id, to_id=receiver.id, facility_id=fid,
                             statement=stmt_bytes, note=f"on wafer {item.label}",
                             item_changes={"holder_id": receiver.id, "facility_id": fid},
                         )
                     out["carried"] = len(carried)
-                _pause_point("transfer")
+                pause_point("transfer")
         except ConflictError as exc:
             raise ConflictError(f"transfer of {st.label} refused: {exc}") from None
         except CustodyError as exc:
@@ -146,15 +147,15 @@ class CustodyMixin(RegistryBase):
         return out
 
     def _check_register(self, st: CustodyStatement) -> None:
-        if st.register != self.register_id:
+        if st.register != self._uow.register_id:
             raise CustodyError(
-                f"custody statement for {st.label} names register {st.register}, not this register ({self.register_id}): "
+                f"custody statement for {st.label} names register {st.register}, not this register ({self._uow.register_id}): "
                 "a statement signed for another register"
             )
 
     def _locked_item(self, conn: Connection, st: CustodyStatement) -> Any:
         """The statement's item, row-locked, after the subject and sequence checks."""
-        item = self._item(conn, st.label, lock=True)
+        item = self._uow.item_row(conn, st.label, lock=True)
         if item.kind != st.item_kind or self._subject(item)[1] != st.subject_digest:
             raise CustodyError(f"the statement's subject {st.subject} does not match the registered {item.kind} {item.label}")
         if item.status not in _IN_SERVICE:
@@ -184,16 +185,16 @@ class CustodyMixin(RegistryBase):
         p = st.predicate
         investigation = None
         try:
-            with self._write() as conn:
+            with self._uow.write() as conn:
                 item = self._locked_item(conn, st)
                 # Lock the holder too: two reports racing must count each other's losses.
-                holder = self._party(conn, self._name(conn, item.holder_id) or "", lock=True)
+                holder = self._uow.party_row(conn, self._uow.name_of(conn, item.holder_id) or "", lock=True)
                 if p["holder"]["name"] != holder.name or p["holder"]["keyid"] != holder.keyid:
                     raise CustodyError(f"{st.label} is held by {holder.name!r}, not by {p['holder']['name']!r}")
-                require_signature(st.envelope, self._key_of(holder), f"the holder {holder.name!r}")
+                require_signature(st.envelope, self._uow.key_of(holder), f"the holder {holder.name!r}")
                 if p["report"] == "damaged" and item.status == "damaged":
                     raise CustodyError(f"{st.label} is already reported damaged")
-                out = self._append_custody(
+                out = self._uow.append_custody(
                     conn, item, p["report"], from_id=holder.id, to_id=holder.id, facility_id=item.facility_id,
                     statement=st.envelope.to_json(), note=p["reason"], item_changes={"status": p["report"]},
                 )
@@ -209,8 +210,8 @@ class CustodyMixin(RegistryBase):
     def _check_losses(self, conn: Connection, holder: Any) -> int | None:
         """Footnote 22: many chips of one holder reported lost or destroyed open an investigation."""
         c = s.custody
-        losses = self._count(conn, c, c.c.kind.in_(("lost", "destroyed")), c.c.from_id == holder.id)
-        threshold = self._settings(conn)["loss_investigation_threshold"]
+        losses = self._uow.count(conn, c, c.c.kind.in_(("lost", "destroyed")), c.c.from_id == holder.id)
+        threshold = self._uow.settings_in(conn)["loss_investigation_threshold"]
         open_id = self._open_investigation(conn, holder.id)
         if open_id is None and losses >= threshold:
             reason = (
@@ -218,11 +219,11 @@ class CustodyMixin(RegistryBase):
                 "is the holder hiding chips from oversight? (footnote 22)"
             )
             open_id = int(
-                conn.execute(
+                self._uow.insert_id(conn,
                     insert(s.investigations).values(
-                        party_id=holder.id, reason=reason, status="open", opened_at=self.now()
+                        party_id=holder.id, reason=reason, status="open", opened_at=self._uow.now()
                     )
-                ).inserted_primary_key[0]
+                )
             )
         return open_id
 
@@ -233,44 +234,43 @@ class CustodyMixin(RegistryBase):
 
     def open_investigation(self, party: str, reason: str) -> int:
         """Open an investigation of `party` by hand (the Verifier's decision)."""
-        with self._write() as conn:
-            row = self._party(conn, party, lock=True)
+        with self._uow.write() as conn:
+            row = self._uow.party_row(conn, party, lock=True)
             found = self._open_investigation(conn, row.id)
             if found is not None:
                 return found
             t = s.investigations
             return int(
-                conn.execute(
-                    insert(t).values(party_id=row.id, reason=reason, status="open", opened_at=self.now())
-                ).inserted_primary_key[0]
+                self._uow.insert_id(conn,
+                    insert(t).values(party_id=row.id, reason=reason, status="open", opened_at=self._uow.now())
+                )
             )
 
-    def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
+    def close_investigation(self, investigation: int, outcome: str) -> Investigation:
         t = s.investigations
-        with self._write() as conn:
+        with self._uow.write() as conn:
             row = conn.execute(select(t).where(t.c.id == investigation).with_for_update()).first()
             if row is None:
                 raise NotFoundError(f"no investigation {investigation}")
             if row.status != "open":
                 raise RegistryError(f"investigation {investigation} is already closed")
-            conn.execute(update(t).where(t.c.id == investigation).values(status="closed", closed_at=self.now(), outcome=outcome))
-        return next(i for i in self.investigations() if i["id"] == investigation)
+            conn.execute(update(t).where(t.c.id == investigation).values(status="closed", closed_at=self._uow.now(), outcome=outcome))
+        return next(i for i in self.investigations() if i.id == investigation)
 
-    def investigations(self, party: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def investigations(self, party: str | None = None, status: str | None = None) -> list[Investigation]:
         t = s.investigations
-        with self._read() as conn:
+        with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
             if party is not None:
-                q = q.where(t.c.party_id == self._party(conn, party).id)
+                q = q.where(t.c.party_id == self._uow.party_row(conn, party).id)
             if status is not None:
                 q = q.where(t.c.status == status)
             out = []
             for r in conn.execute(q).all():
                 f = s.flags
                 flagged = conn.execute(select(f.c.label).where(f.c.investigation_id == r.id).order_by(f.c.id)).scalars().all()
-                out.append({"id": r.id, "party": self._name(conn, r.party_id), "reason": r.reason, "status": r.status,
-                            "opened_at": r.opened_at, "closed_at": r.closed_at, "outcome": r.outcome,
-                            "flags": list(flagged)})
+                out.append(Investigation(r.id, self._uow.name_of(conn, r.party_id), r.reason, r.status, r.opened_at,
+                                         r.closed_at, r.outcome, list(flagged)))
             return out
 
     # ------------------------------------------------------------------ exemptions
@@ -279,8 +279,8 @@ class CustodyMixin(RegistryBase):
         small individual purchases (§6.1). The Verifier decides; the register records it."""
         if category not in EXEMPTION_CATEGORIES:
             raise RegistryError(f"exemption category must be one of {', '.join(EXEMPTION_CATEGORIES)}, got {category!r}")
-        with self._write() as conn:
-            item = self._item(conn, label, lock=True, kind="chip")
+        with self._uow.write() as conn:
+            item = self._uow.item_row(conn, label, lock=True, kind="chip")
             if revoke:
                 if item.exempt != category:
                     raise RegistryError(f"{label} holds no {category} exemption to revoke (exempt: {item.exempt})")
@@ -294,17 +294,17 @@ class CustodyMixin(RegistryBase):
             conn.execute(
                 insert(s.exemptions).values(
                     item_id=item.id, action="revoke" if revoke else "grant", category=category, reason=reason,
-                    recorded_at=self.now(),
+                    recorded_at=self._uow.now(),
                 )
             )
             conn.execute(update(s.items).where(s.items.c.id == item.id).values(exempt=None if revoke else category))
         return {"serial": label, "exempt": None if revoke else category, "action": "revoke" if revoke else "grant"}
 
     def _check_individual(self, conn: Connection, item: Any) -> None:
-        holder = self._party_by_id(conn, item.holder_id)
-        limit = self._settings(conn)["individual_exemption_max"]
+        holder = self._uow.party_at(conn, item.holder_id)
+        limit = self._uow.settings_in(conn)["individual_exemption_max"]
         t = s.items
-        held = self._count(conn, t, t.c.holder_id == holder.id, t.c.kind == "chip", t.c.status.in_(_IN_SERVICE))
+        held = self._uow.count(conn, t, t.c.holder_id == holder.id, t.c.kind == "chip", t.c.status.in_(_IN_SERVICE))
         if holder.role != "owner" or held > limit:
             raise RegistryError(
                 f"an individual exemption covers small purchases: {holder.name!r} ({holder.role}) holds {held} chips, "
@@ -321,15 +321,15 @@ class CustodyMixin(RegistryBase):
         is given, with no custody trail), reported lost or destroyed, or held by someone else;
         responsibility lies with its last holder (or the chipmaker that certified it and never
         registered it). The custody record moves it to `at`, where it physically is."""
-        with self._write() as conn:
-            finder = self._party(conn, at)
+        with self._uow.write() as conn:
+            finder = self._uow.party_row(conn, at)
             try:
-                item = self._item(conn, label, lock=True)
+                item = self._uow.item_row(conn, label, lock=True)
             except NotFoundError:
                 item = None
             if item is None:
                 return self._found_unknown(conn, label, finder, chip_dir, note)
-            holder = self._party_by_id(conn, item.holder_id)
+            holder = self._uow.party_at(conn, item.holder_id)
             if holder.id == finder.id and item.status in _IN_SERVICE:
                 return {"serial": label, "holder": holder.name, "flag": None}
             if item.status in ("lost", "destroyed"):
@@ -338,49 +338,48 @@ class CustodyMixin(RegistryBase):
                 kind, detail = "packaged-die", f"die {label} was packaged into a chip, yet turned up at {at}"
             else:
                 kind, detail = "custody-mismatch", f"held by {holder.name} per the register, turned up at {at}: no custody trail"
-            self._append_custody(
+            self._uow.append_custody(
                 conn, item, "found", from_id=holder.id, to_id=finder.id, note=(note or detail),
                 item_changes={"holder_id": finder.id, "status": "active", "facility_id": None},
             )
-            flag = self._flag(conn, label, item.id, holder.id, kind, detail + (f" ({note})" if note else ""))
+            flag = self.flag(conn, label, item.id, holder.id, kind, detail + (f" ({note})" if note else ""))
             return {"serial": label, "holder": at, "flag": flag}
 
     def _found_unknown(self, conn: Connection, label: str, finder: Any, chip_dir: Any, note: str) -> dict[str, Any]:
         if chip_dir is None:
-            flag = self._flag(conn, label, None, finder.id, "unregistered", f"unregistered serial {label} turned up at {finder.name}")
+            flag = self.flag(conn, label, None, finder.id, "unregistered", f"unregistered serial {label} turned up at {finder.name}")
             return {"serial": label, "holder": None, "flag": flag}
-        chip = check_certificate(read_certificate(chip_dir), self._roots(conn))  # type: ignore[attr-defined]
+        chip = check_certificate(read_certificate(chip_dir), self._svc.chips.roots(conn))
         if chip.serial != label:
             raise RegistryError(f"the chip in {os.fspath(chip_dir)!r} is {chip.serial}, not {label}")
-        self._check_new_chip(conn, chip)  # type: ignore[attr-defined]
+        self._svc.chips.check_new_chip(conn, chip)
         maker = conn.execute(select(s.parties).where(s.parties.c.keyid == chip.chipmaker_keyid)).one()
         detail = f"chip {label}, certified by {maker.name}, turned up at {finder.name} with no custody trail"
-        self._create_item(  # type: ignore[attr-defined]
+        self._svc.chips.create_item(
             conn, "chip", label, holder=finder, note=note or detail, custody_kind="found", chipmaker_id=maker.id,
             device_key=chip.device_key, model=chip.model, peak_flops=chip.peak_flops, certificate=chip.certificate,
         )
         item_id = conn.execute(select(s.items.c.id).where(s.items.c.label == label)).scalar_one()
-        flag = self._flag(conn, label, item_id, maker.id, "no-custody-trail", detail)
+        flag = self.flag(conn, label, item_id, maker.id, "no-custody-trail", detail)
         return {"serial": label, "holder": finder.name, "flag": flag}
 
-    def _flag(self, conn: Connection, label: str, item_id: int | None, party_id: int, kind: str, detail: str) -> dict[str, Any]:
+    def flag(self, conn: Connection, label: str, item_id: int | None, party_id: int, kind: str, detail: str) -> dict[str, Any]:
         inv = self._open_investigation(conn, party_id)
         conn.execute(
             insert(s.flags).values(label=label, item_id=item_id, party_id=party_id, kind=kind, detail=detail,
-                                   investigation_id=inv, created_at=self.now())
+                                   investigation_id=inv, created_at=self._uow.now())
         )
-        return {"kind": kind, "detail": detail, "responsible": self._name(conn, party_id), "investigation": inv}
+        return {"kind": kind, "detail": detail, "responsible": self._uow.name_of(conn, party_id), "investigation": inv}
 
-    def flags(self, party: str | None = None) -> list[dict[str, Any]]:
+    def flags(self, party: str | None = None) -> list[Flag]:
         t = s.flags
-        with self._read() as conn:
+        with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
             if party is not None:
-                q = q.where(t.c.party_id == self._party(conn, party).id)
+                q = q.where(t.c.party_id == self._uow.party_row(conn, party).id)
             return [
-                {"id": r.id, "serial": r.label, "kind": r.kind, "detail": r.detail,
-                 "responsible": self._name(conn, r.party_id), "investigation": r.investigation_id,
-                 "created_at": r.created_at}
+                Flag(r.id, r.label, r.kind, r.detail, self._uow.name_of(conn, r.party_id), r.investigation_id,
+                     r.created_at)
                 for r in conn.execute(q).all()
             ]
 
@@ -389,15 +388,15 @@ class CustodyMixin(RegistryBase):
         """Re-check an item's whole custody history: sequence numbers, the record hash chain,
         and every stored statement's signatures against the registered keys."""
         problems: list[str] = []
-        with self._read() as conn:
-            item = self._item(conn, label)
+        with self._uow.read() as conn:
+            item = self._uow.item_row(conn, label)
             rows = conn.execute(select(s.custody).where(s.custody.c.item_id == item.id).order_by(s.custody.c.seq)).all()
             prev, holder = GENESIS, None
             for k, r in enumerate(rows):
-                names = (self._name(conn, r.from_id), self._name(conn, r.to_id))
+                names = (self._uow.name_of(conn, r.from_id), self._uow.name_of(conn, r.to_id))
                 rec = custody_record(
-                    register=self.register_id, label=label, seq=r.seq, kind=r.kind, from_name=names[0],
-                    to_name=names[1], facility=self._facility_name(conn, r.facility_id),
+                    register=self._uow.register_id, label=label, seq=r.seq, kind=r.kind, from_name=names[0],
+                    to_name=names[1], facility=self._uow.facility_name(conn, r.facility_id),
                     statement=None if r.statement is None else bytes(r.statement), note=r.note,
                     recorded_at=r.recorded_at, prev=prev,
                 )
@@ -423,8 +422,8 @@ class CustodyMixin(RegistryBase):
                 return [f"record {r.seq}: its statement is for {st.subject} sequence {st.seq}"]
             signers = [r.from_id] + ([r.to_id] if r.kind == "transfer" else [])
             for pid in signers:
-                party = self._party_by_id(conn, pid)
-                require_signature(st.envelope, self._key_of(party), party.name)
+                party = self._uow.party_at(conn, pid)
+                require_signature(st.envelope, self._uow.key_of(party), party.name)
         except CustodyError as exc:
             return [f"record {r.seq}: {exc}"]
         return []
@@ -434,12 +433,12 @@ class CustodyMixin(RegistryBase):
         """An owner declares a training run and the chips it uses (each must be held by the owner)."""
         if not run_id or not serials:
             raise RegistryError("a declared run needs a run id and at least one chip")
-        with self._write() as conn:
-            party = self._party(conn, owner, ("owner",))
+        with self._uow.write() as conn:
+            party = self._uow.party_row(conn, owner, ("owner",))
             for serial in serials:
-                item = self._item(conn, serial, kind="chip")
+                item = self._uow.item_row(conn, serial, kind="chip")
                 if item.holder_id != party.id:
-                    raise RegistryError(f"chip {serial} is held by {self._name(conn, item.holder_id)!r}, not {owner!r}")
+                    raise RegistryError(f"chip {serial} is held by {self._uow.name_of(conn, item.holder_id)!r}, not {owner!r}")
             t = s.declared_runs
             held = conn.execute(select(t.c.owner_id).where(t.c.run_id == run_id)).first()
             if held is not None and held.owner_id == party.id:
@@ -447,16 +446,16 @@ class CustodyMixin(RegistryBase):
             if held is not None:
                 # A run id names one run of one owner: otherwise a second owner could declare A's
                 # (approved) run id and be mistaken for A's run (issue 18, identity binding).
-                raise RegistryError(f"run id {run_id!r} is already held by {self._name(conn, held.owner_id)!r}; choose another run id")
+                raise RegistryError(f"run id {run_id!r} is already held by {self._uow.name_of(conn, held.owner_id)!r}; choose another run id")
             conn.execute(insert(t).values(owner_id=party.id, run_id=run_id, precommitment=precommitment,
-                                          chips=json.dumps(sorted(serials)), declared_at=self.now()))
+                                          chips=json.dumps(sorted(serials)), declared_at=self._uow.now()))
         return {"owner": owner, "run_id": run_id, "chips": sorted(serials), "precommitment": precommitment}
 
     def runs(self, owner: str | None = None) -> list[dict[str, Any]]:
         t = s.declared_runs
-        with self._read() as conn:
+        with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
             if owner is not None:
-                q = q.where(t.c.owner_id == self._party(conn, owner).id)
-            return [{"owner": self._name(conn, r.owner_id), "run_id": r.run_id, "chips": json.loads(r.chips),
+                q = q.where(t.c.owner_id == self._uow.party_row(conn, owner).id)
+            return [{"owner": self._uow.name_of(conn, r.owner_id), "run_id": r.run_id, "chips": json.loads(r.chips),
                      "precommitment": r.precommitment, "declared_at": r.declared_at} for r in conn.execute(q).all()]

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry.unit import Service
 from computewatch.registry.errors import NotFoundError, RegistryError
 
-__all__ = ["DEFAULT_F", "DEFAULT_T_M", "ExposureMixin"]
+__all__ = ["DEFAULT_F", "DEFAULT_T_M", "ExposureService"]
 
 DEFAULT_F = 0.1  # snapshots per chip-day (Table 1), when no plan names the period's rate
 DEFAULT_T_M = 30.0  # days
@@ -20,7 +20,7 @@ _GONE = ("lost", "destroyed")  # only the holder's word says where these are
 _IN_SERVICE = ("active", "damaged")
 
 
-class ExposureMixin(RegistryBase):
+class ExposureService(Service):
     def exposure(self, period: str | None = None, *, p: float = 0.9) -> dict[str, Any]:
         """Per owner and overall: chips, inspected, unaccounted (lost or destroyed, untracked,
         refused, located outside their facility), unexplained snapshots, and the largest run
@@ -33,7 +33,7 @@ class ExposureMixin(RegistryBase):
 
         if not isinstance(p, float) or not 0.0 < p < 1.0:
             raise RegistryError(f"p must lie strictly between 0 and 1, got {p!r}")
-        with self._read() as conn:
+        with self._uow.read() as conn:
             a, f, T_m, start, end = self._period_setting(conn, period)
             owners = conn.execute(select(s.parties.c.id, s.parties.c.name).where(s.parties.c.role == "owner")
                                   .order_by(s.parties.c.name)).all()
@@ -91,7 +91,7 @@ class ExposureMixin(RegistryBase):
         accounted = [c.id for c in chips if c.status in _IN_SERVICE and c.id not in unaccounted]
         inspected = sum(1 for c in accounted if outcomes.get(c, set()) & {"clean", "finding"})
         e = s.explanations
-        unexplained = self._count(conn, e, e.c.owner_id == owner_id, e.c.status != "explained")
+        unexplained = self._uow.count(conn, e, e.c.owner_id == owner_id, e.c.status != "explained")
         return {"chips": len(chips), "accounted": len(accounted), "inspected": inspected,
                 "unaccounted": len(unaccounted), "unexplained_snapshots": unexplained, "untracked": 0}
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing import get_context
@@ -29,17 +31,25 @@ from computewatch.crypto.merkle import RootBuilder
 from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, verify_lot_manifest
 from computewatch.registry import db
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry.unit import Service
 from computewatch.registry.certificates import MAX_PEAK_FLOPS, CertifiedChip, read_certificate
 from computewatch.registry.custody import GENESIS
 from computewatch.registry.errors import RegistryError
 
-__all__ = ["LotMixin"]
+__all__ = ["LotService"]
 
+# The certificate comes last: a worker's row leaves it out (this process holds the bytes it sent),
+# and the row is completed here with one tuple append.
 _ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
-                 "device_key", "model", "peak_flops", "certificate", "registered_at")
+                 "device_key", "model", "peak_flops", "registered_at", "certificate")
 _SQLITE_CACHE_KIB = 512 * 1024
 _CUSTODY_COLUMNS = ("item_id", "seq", "kind", "to_id", "note", "recorded_at", "record_digest")
+_PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
+_SQLITE_ITEMS = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))})"
+_SQLITE_CUSTODY = (f"INSERT INTO custody ({', '.join(_CUSTODY_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(_CUSTODY_COLUMNS))})")
+_PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+_PG_CUSTODY = f"COPY custody ({', '.join(_CUSTODY_COLUMNS)}) FROM STDIN"
 
 
 @dataclass(frozen=True)
@@ -49,16 +59,23 @@ class _Context:
     register: str
     maker_name: str
     maker_keyid: str
+    maker_id: int
+    fab_id: int | None
     note: str
     now: str
 
 
+ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str]  # _ITEM_COLUMNS but the certificate
+CustodyRow = tuple[int, int, str, int, str, str, str]  # _CUSTODY_COLUMNS
+
+
 @dataclass
 class _Checked:
-    """A chunk of certificates read: rows to insert and leaf hashes, or the first refusal."""
+    """A piece of a lot read: its rows and its perfect subtrees (largest first), or the first refusal."""
 
-    rows: list[tuple[str, str, int, bytes, str]]  # serial, model, peak, device key, custody record digest
-    leaves: list[bytes]
+    items: list[ItemRow]
+    custody: list[CustodyRow]
+    subtrees: list[tuple[bytes, int]]
     error: tuple[int, str] | None = None
 
 
@@ -76,25 +93,71 @@ def _custody_prefix(ctx: _Context) -> tuple[bytes, bytes]:
     return head, tail
 
 
-def check_lot_chunk(certs: Sequence[bytes], ctx: _Context, offset: int) -> _Checked:
-    """Worker entry point: read each certificate's claims, its leaf hash and custody digest."""
-    head, tail = _custody_prefix(ctx)
-    rows: list[tuple[str, str, int, bytes, str]] = []
-    leaves: list[bytes] = []
+# What canonical JSON (json.dumps, ensure_ascii off) escapes in a string; a serial without any of
+# these encodes as itself between quotes.
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _perfect_root(level: list[bytes]) -> bytes:
+    """RFC 9162 root of a power-of-two run of leaf hashes, one level at a time."""
     sha = hashlib.sha256
+    while len(level) > 1:
+        level = [sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _subtrees(leaves: list[bytes]) -> list[tuple[bytes, int]]:
+    """The leaves as perfect subtrees, largest first (the binary decomposition of their count):
+    at an offset that is a multiple of the largest, these are nodes of the lot's own tree."""
+    out, pos = [], 0
+    while pos < len(leaves):
+        size = 1 << ((len(leaves) - pos).bit_length() - 1)
+        out.append((_perfect_root(leaves[pos : pos + size]), size))
+        pos += size
+    return out
+
+
+def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Sequence[int]) -> _Checked:
+    """Worker entry point: read each certificate's claims, bind it to the lot (its signer is the
+    lot's key; serial and peak usable), hash it as a leaf, and build its item and custody rows."""
+    head, tail = _custody_prefix(ctx)
+    items: list[ItemRow] = []
+    custody: list[CustodyRow] = []
+    leaves: list[bytes] = []
+    sha, escaped, dumps = hashlib.sha256, _ESCAPED.search, json.dumps
+    maker, fab, note, now, keyid = ctx.maker_id, ctx.fab_id, ctx.note, ctx.now, ctx.maker_keyid
     for k, data in enumerate(certs):
         try:
             c = certificate_claims(data)
         except ComputewatchError as exc:
-            return _Checked(rows, leaves, (offset + k, str(exc)))
-        problem = _claims_problem(c.serial, c.peak_flops, c.signer_keyids, ctx.maker_keyid)
+            return _Checked(items, custody, [], (offset + k, str(exc)))
+        problem = _claims_problem(c.serial, c.peak_flops, c.signer_keyids, keyid)
         if problem:
-            return _Checked(rows, leaves, (offset + k, problem))
+            return _Checked(items, custody, [], (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        # A string's canonical JSON is what json.dumps writes with ensure_ascii off.
-        digest = sha(head + json.dumps(c.serial, ensure_ascii=False).encode("utf-8") + tail).hexdigest()
-        rows.append((c.serial, c.model, c.peak_flops, c.device_key, digest))
-    return _Checked(rows, leaves)
+        serial = c.serial
+        quoted = dumps(serial, ensure_ascii=False) if escaped(serial) else f'"{serial}"'
+        item_id = ids[k]
+        items.append((item_id, "chip", serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
+                      now))
+        custody.append((item_id, 0, "create", maker, note, now, sha(head + quoted.encode("utf-8") + tail).hexdigest()))
+    return _Checked(items, custody, _subtrees(leaves))
+
+
+class _Frontier(RootBuilder):
+    """The lot's root from its perfect subtrees as they arrive in lot order: RootBuilder fed a
+    subtree of 2^k leaves at a time (each at an offset that is a multiple of 2^k)."""
+
+    def push(self, node: bytes, size: int) -> None:
+        if self.size % size:
+            raise AssertionError("a lot piece's subtree is not aligned in the lot's tree")
+        self.size += size
+        while self._sizes and self._sizes[-1] == size:
+            node = hashlib.sha256(b"\x01" + self._stack.pop() + node).digest()
+            self._sizes.pop()
+            size *= 2
+        self._stack.append(node)
+        self._sizes.append(size)
 
 
 def _claims_problem(serial: str, peak: int, signers: Sequence[str], maker_keyid: str) -> str | None:
@@ -107,15 +170,15 @@ def _claims_problem(serial: str, peak: int, signers: Sequence[str], maker_keyid:
     return None
 
 
-def _chunks(it: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
-    while chunk := list(islice(it, size)):
-        yield chunk
+def _pieces(it: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    while piece := list(islice(it, size)):
+        yield piece
 
 
-class LotMixin(RegistryBase):
+class LotService(Service):
     def _lot_manifest(self, conn: Connection, manifest: bytes) -> tuple[LotManifest, Any]:
         rows = conn.execute(select(s.parties).where(s.parties.c.role == "chipmaker")).all()
-        roots = {r.keyid: self._key_of(r) for r in rows}
+        roots = {r.keyid: self._uow.key_of(r) for r in rows}
         if not roots:
             raise RegistryError("no chipmaker is registered: add the chipmaker's root key first")
         try:
@@ -142,7 +205,7 @@ class LotMixin(RegistryBase):
                 )
             return
         conn.execute(insert(t).values(chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(),
-                                      manifest=lot.envelope.to_json(), registered_at=self.now()))
+                                      manifest=lot.envelope.to_json(), registered_at=self._uow.now()))
 
     # ------------------------------------------------------------------ one chip
     def register_lot_chip(
@@ -155,7 +218,7 @@ class LotMixin(RegistryBase):
             claims = certificate_claims(certificate)
         except ComputewatchError as exc:
             raise RegistryError(f"lot chip refused: {exc}") from None
-        with self._write() as conn:
+        with self._uow.write() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
             try:
                 proof.verify(lot, certificate)
@@ -166,15 +229,15 @@ class LotMixin(RegistryBase):
                 raise RegistryError(f"lot chip refused: {problem}")
             chip = CertifiedChip(claims.serial, claims.model, claims.peak_flops, claims.device_key, bytes(certificate),
                                  lot.chipmaker_keyid)
-            self._check_new_chip(conn, chip)  # type: ignore[attr-defined]
+            self._svc.chips.check_new_chip(conn, chip)
             self._record_lot(conn, lot, maker, whole=False)
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-            self._create_item(
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
+            self._svc.chips.create_item(
                 conn, "chip", chip.serial, holder=maker, note=f"certified by {maker.name} in lot {lot.lot}",
                 fab_id=fab_id, chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model,
                 peak_flops=chip.peak_flops, certificate=chip.certificate,
             )
-        return self.chip(chip.serial)  # type: ignore[attr-defined,no-any-return]
+        return self._svc.chips.chip(chip.serial)
 
     def register_lot_chip_dir(self, manifest: bytes, chip_dir: str | os.PathLike[str], *, fab: str | None = None) -> dict[str, Any]:
         """`register_lot_chip` from a chip state directory (`certificate.json`, `lot-proof.json`)."""
@@ -192,88 +255,86 @@ class LotMixin(RegistryBase):
         certificates: Iterable[bytes],
         *,
         fab: str | None = None,
-        batch: int = 50_000,
+        batch: int = _PIECE,
         workers: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Register a whole signed lot: `certificates` are the exact bytes of every chip's
         certificate, in lot order. One transaction: every chip is registered, or none is (a
         certificate outside the signed tree, a count or order that differs, a serial or device
-        key already registered). `workers` processes read the certificates (default one per
-        CPU; 0 reads them in this process). Returns the lot's summary."""
+        key already registered). Certificates are read in pieces of `batch` (rounded down to a
+        power of two, so that each piece is one subtree of the lot's tree) by `workers` processes
+        (default one per CPU; 0 reads them in this process). Returns the lot's summary."""
         if batch < 1:
             raise RegistryError("batch must be >= 1")
-        with self._read() as conn:
+        piece = 1 << (batch.bit_length() - 1)
+        with self._uow.read() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-        ctx = _Context(self.register_id, maker.name, lot.chipmaker_keyid, f"certified by {maker.name} in lot {lot.lot}",
-                       self.now())
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
+        ctx = _Context(self._uow.register_id, maker.name, lot.chipmaker_keyid, maker.id, fab_id,
+                       f"certified by {maker.name} in lot {lot.lot}", self._uow.now())
         workers = (os.cpu_count() or 1) if workers is None else workers
-        chunks = _chunks(iter(certificates), batch)
+        pieces = _pieces(iter(certificates), piece)
         try:
-            with self._write() as conn:
+            with self._uow.write() as conn:
                 self._record_lot(conn, lot, maker, whole=True)
-                done = self._insert_lot(conn, lot, maker, fab_id, ctx, chunks, workers, batch, progress)
+                done = self._insert_lot(conn, lot, ctx, pieces, workers, progress)
         except _Duplicate as dup:
             raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: {self._diagnose(dup)}") from None
         return {"lot": lot.lot, "chipmaker": maker.name, "chips": done, "root": lot.root.hex()}
 
-    def _insert_lot(self, conn: Connection, lot: LotManifest, maker: Any, fab_id: int | None, ctx: _Context,
-                    chunks: Iterator[list[bytes]], workers: int, batch: int,
-                    progress: Callable[[int], None] | None) -> int:
-        tree = RootBuilder()
-        inserter = _BulkInserter(conn, maker.id, fab_id, ctx.now, ctx.note)
-        done = 0
+    def _insert_lot(self, conn: Connection, lot: LotManifest, ctx: _Context, pieces: Iterator[list[bytes]],
+                    workers: int, progress: Callable[[int], None] | None) -> int:
+        tree = _Frontier()
+        with _BulkInserter(conn) as inserter:
 
-        def take(checked: _Checked, certs: list[bytes]) -> None:
-            nonlocal done
-            if checked.error is not None:
-                index, why = checked.error
-                raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: certificate {index} (0-based): {why}")
-            if done + len(checked.rows) > lot.count:
-                raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: more than the {lot.count} "
-                                    "certificates its manifest signed")
-            for h in checked.leaves:
-                tree.add(h)
-            inserter.insert(checked.rows, certs)
-            done += len(checked.rows)
-            if progress:
-                progress(done)
+            def take(checked: _Checked, certs: list[bytes]) -> None:
+                if checked.error is not None:
+                    index, why = checked.error
+                    raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: certificate {index} (0-based): "
+                                        f"{why}")
+                if tree.size + len(checked.items) > lot.count:
+                    raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: more than the {lot.count} "
+                                        "certificates its manifest signed")
+                for node, size in checked.subtrees:
+                    tree.push(node, size)
+                inserter.insert(checked.items, certs, checked.custody)
+                if progress:
+                    progress(tree.size)
 
-        if workers == 0:
-            for chunk in chunks:
-                take(check_lot_chunk(chunk, ctx, done), chunk)
-        else:
-            sub = max(1, batch // (2 * workers))
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                pending: list[Any] = []
-                offset = 0
-                for chunk in chunks:
-                    for i in range(0, len(chunk), sub):
-                        # Certificates go out to be read; only their claims come back.
-                        part = chunk[i : i + sub]
-                        pending.append((pool.submit(check_lot_chunk, part, ctx, offset + i), part))
-                    offset += len(chunk)
-                    while len(pending) > 4 * workers:  # bounded read-ahead; insert while workers read
-                        future, part = pending.pop(0)
-                        take(future.result(), part)
-                for future, part in pending:
-                    take(future.result(), part)
-        if done != lot.count or tree.root() != lot.root:
+            offset = 0
+            if workers == 0:
+                for piece in pieces:
+                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))), piece)
+                    offset += len(piece)
+            else:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                    pending: deque[tuple[Future[_Checked], list[bytes]]] = deque()
+                    for piece in pieces:
+                        # Certificates go out to be read; rows and subtree roots come back.
+                        pending.append((pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))), piece))
+                        offset += len(piece)
+                        while len(pending) > 2 * workers:  # bounded read-ahead; insert while workers read
+                            future, sent = pending.popleft()
+                            take(future.result(), sent)
+                    while pending:
+                        future, sent = pending.popleft()
+                        take(future.result(), sent)
+        if tree.size != lot.count or tree.root() != lot.root:
             raise RegistryError(
-                f"lot {lot.lot!r} refused, nothing registered: the {done} certificates given are not the "
+                f"lot {lot.lot!r} refused, nothing registered: the {tree.size} certificates given are not the "
                 f"{lot.count} the manifest signed (a certificate added, dropped, altered or reordered)"
             )
-        return done
+        return tree.size
 
     def _diagnose(self, dup: _Duplicate) -> str:
         t = s.items
-        with self._read() as conn:
+        with self._uow.read() as conn:
             for serial in dup.serials:
                 row = conn.execute(select(t.c.holder_id).where(t.c.label == serial)).first()
                 if row is not None:
-                    return f"chip {serial} is already registered (holder {self._name(conn, row.holder_id)!r})"
-            for serial, key in zip(dup.serials, dup.keys):
+                    return f"chip {serial} is already registered (holder {self._uow.name_of(conn, row.holder_id)!r})"
+            for serial, key in zip(dup.serials, dup.keys, strict=True):
                 clone = conn.execute(select(t.c.label).where(t.c.device_key == key)).first()
                 if clone is not None:
                     return f"the device key of chip {serial} is already registered to chip {clone.label}: a cloned identity"
@@ -292,54 +353,64 @@ class _Duplicate(Exception):
 
 class _BulkInserter:
     """Item and custody rows straight through the driver: explicit ids, one executemany (SQLite)
-    or COPY (PostgreSQL) per table per chunk, inside the caller's transaction."""
+    or COPY (PostgreSQL) per table per piece, inside the caller's transaction."""
 
-    def __init__(self, conn: Connection, maker_id: int, fab_id: int | None, now: str, note: str) -> None:
-        self._conn, self._maker, self._fab, self._now, self._note = conn, maker_id, fab_id, now, note
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._pg = db.is_postgresql(conn)
-        self._raw = conn.connection.driver_connection
+        raw = conn.connection.driver_connection
+        assert raw is not None  # a connection checked out for this transaction
+        self._raw = raw
+        self._cache: int | None = None
+        self._next = 0
+
+    def __enter__(self) -> _BulkInserter:
         if not self._pg:
             # A lot is one transaction that touches index pages at random (device keys): with
-            # SQLite's default 2 MB page cache they spill and are re-read for every chunk.
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
-            self._next = int(conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM items").scalar_one()) + 1
+            # SQLite's default 2 MB page cache they spill and are re-read for every piece. The
+            # connection goes back to the pool with its own cache size.
+            self._cache = int(self._conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+            self._conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
+            self._next = int(self._conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM items").scalar_one()) + 1
+        return self
 
-    def _ids(self, n: int) -> list[int]:
+    def __exit__(self, *exc: object) -> None:
+        if self._cache is not None:
+            self._conn.exec_driver_sql(f"PRAGMA cache_size={self._cache}")
+
+    def ids(self, n: int) -> Sequence[int]:
+        """Ids for the next n items: the next block after the highest (SQLite: one writer holds the
+        database), or drawn from the sequence (PostgreSQL: other sessions draw too)."""
         if self._pg:
             rows = self._conn.exec_driver_sql(
                 "SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, %(n)s)", {"n": n}
             ).scalars().all()
             return [int(r) for r in rows]
         first, self._next = self._next, self._next + n
-        return list(range(first, self._next))
+        return range(first, self._next)
 
-    def insert(self, rows: list[tuple[str, str, int, bytes, str]], certs: list[bytes]) -> None:
-        if not rows:
+    def insert(self, items: list[ItemRow], certs: list[bytes], custody: list[CustodyRow]) -> None:
+        if not items:
             return
-        ids = self._ids(len(rows))
-        m, f, now = self._maker, self._fab, self._now
-        items = [(i, "chip", r[0], f, m, m, 0, "active", r[3], r[1], r[2], c, now) for i, r, c in zip(ids, rows, certs)]
-        custody = [(i, 0, "create", m, self._note, now, r[4]) for i, r in zip(ids, rows)]
+        rows = [(*r, c) for r, c in zip(items, certs, strict=True)]
         failure = None
+        cur = self._raw.cursor()
         try:
             if self._pg:
-                cur = self._raw.cursor()
-                with cur.copy(f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN") as copy:
-                    for row in items:
+                with cur.copy(_PG_ITEMS) as copy:
+                    for row in rows:
                         copy.write_row(row)
-                with cur.copy(f"COPY custody ({', '.join(_CUSTODY_COLUMNS)}) FROM STDIN") as copy:
-                    for row in custody:
-                        copy.write_row(row)
+                with cur.copy(_PG_CUSTODY) as copy:
+                    for record in custody:
+                        copy.write_row(record)
             else:
-                cur = self._raw.cursor()
-                cur.executemany(f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES "
-                                f"({', '.join('?' * len(_ITEM_COLUMNS))})", items)
-                cur.executemany(f"INSERT INTO custody ({', '.join(_CUSTODY_COLUMNS)}) VALUES "
-                                f"({', '.join('?' * len(_CUSTODY_COLUMNS))})", custody)
+                cur.executemany(_SQLITE_ITEMS, rows)
+                cur.executemany(_SQLITE_CUSTODY, custody)
         except Exception as exc:  # the driver's own IntegrityError: one type per driver
             if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
                 raise
             failure = str(exc).splitlines()[0]
+        finally:
+            cur.close()
         if failure is not None:
-            raise _Duplicate([r[0] for r in rows], [r[3] for r in rows], failure)
-
+            raise _Duplicate([r[2] for r in items], [r[8] for r in items], failure)

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase, format_time
+from computewatch.registry.unit import Service, format_time
 from computewatch.registry.errors import NotFoundError, PlanError
 from computewatch.registry.planning import (
     DRAW_TAG,
@@ -23,7 +23,7 @@ from computewatch.registry.planning import (
     seed_commitment,
 )
 
-__all__ = ["PlanMixin"]
+__all__ = ["PlanningService"]
 
 _ELIGIBLE = ("active", "damaged")
 _IN_CHUNK = 500
@@ -46,7 +46,7 @@ def _samples(setting: Any, per_period: float | None, reason: str | None) -> tupl
     return max(1, ceil_tolerant(per_period)), reason
 
 
-class PlanMixin(RegistryBase):
+class PlanningService(Service):
     def commit_plan(
         self,
         period: str,
@@ -75,8 +75,8 @@ class PlanMixin(RegistryBase):
         if not isinstance(period, str) or not period.strip() or len(period) > 64 or period != period.strip():
             raise PlanError(f"period label {period!r}: 1 to 64 characters, no leading or trailing spaces")
         seed = new_seed() if seed is None else seed
-        start_t = self._clock() if start is None else start
-        with self._read() as conn:
+        start_t = self._uow.clock() if start is None else start
+        with self._uow.read() as conn:
             owner_rows, stockpile = self._stockpile(conn, owners)
             t = s.items
             q = select(t.c.label, t.c.peak_flops).where(
@@ -102,7 +102,7 @@ class PlanMixin(RegistryBase):
         end_t = start_t + timedelta(days=T_m)
         document = {
             "v": 1,
-            "register": self.register_id,
+            "register": self._uow.register_id,
             "period": period,
             "start": format_time(start_t),
             "end": format_time(end_t),
@@ -121,15 +121,15 @@ class PlanMixin(RegistryBase):
             "draw": DRAW_TAG.rstrip(b"\x00").decode(),
         }
         commitment = plan_commitment(document)
-        with self._write() as conn:
-            plan_id = conn.execute(insert(s.plans).values(
+        with self._uow.write() as conn:
+            plan_id = self._uow.insert_id(conn, insert(s.plans).values(
                 period=period, stockpile=stockpile, document=canonical_json(document), commitment=commitment,
                 population=zlib.compress(population, 6), samples=samples, period_end=document["end"],
-                created_at=self.now(),
-            )).inserted_primary_key[0]
+                created_at=self._uow.now(),
+            ))
         return self._plan_summary(int(plan_id), document, commitment, revealed=False), seed
 
-    def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[list[Any], str]:
+    def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[Sequence[Any], str]:
         if owners is None:
             rows = conn.execute(select(s.parties).where(s.parties.c.role == "owner")).all()
             return rows, "*"
@@ -137,9 +137,9 @@ class PlanMixin(RegistryBase):
         if not names:
             raise PlanError("name at least one owner, or none for every owner")
         # A chipmaker's unsold stock is a stockpile too (chips in a warehouse can train).
-        return [self._party(conn, n, ("owner", "chipmaker")) for n in names], "+".join(names)
+        return [self._uow.party_row(conn, n, ("owner", "chipmaker")) for n in names], "+".join(names)
 
-    def _plan_row(self, conn: Connection, plan_id: int) -> Any:
+    def plan_row(self, conn: Connection, plan_id: int) -> Any:
         row = conn.execute(select(s.plans).where(s.plans.c.id == plan_id)).first()
         if row is None:
             raise NotFoundError(f"no inspection plan {plan_id}")
@@ -165,7 +165,7 @@ class PlanMixin(RegistryBase):
         }
 
     def plans(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
+        with self._uow.read() as conn:
             rows = conn.execute(select(s.plans).order_by(s.plans.c.id)).all()
         return [self._plan_summary(r.id, parse_canonical_json(bytes(r.document)), r.commitment, revealed=r.seed is not None)
                 for r in rows]
@@ -173,16 +173,16 @@ class PlanMixin(RegistryBase):
     def plan_parts(self, plan_id: int) -> dict[str, bytes | str | None]:
         """What anyone needs to re-derive a plan (`planning.rederive`): the document, the
         population bytes, the commitment and, once revealed, the seed."""
-        with self._read() as conn:
-            row = self._plan_row(conn, plan_id)
+        with self._uow.read() as conn:
+            row = self.plan_row(conn, plan_id)
         return {"document": bytes(row.document), "population": zlib.decompress(bytes(row.population)),
                 "commitment": row.commitment, "seed": row.seed}
 
     def plan(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
         """The chips drawn for a committed plan, in draw order (and grouped into visits when the
         plan asked for it). Before the reveal only the Verifier's `seed` derives it."""
-        with self._read() as conn:
-            row = self._plan_row(conn, plan_id)
+        with self._uow.read() as conn:
+            row = self.plan_row(conn, plan_id)
         if row.seed is not None:
             stored = bytes.fromhex(row.seed)
             if seed is not None and seed != stored:
@@ -204,11 +204,11 @@ class PlanMixin(RegistryBase):
         """The drawn chips grouped by where they are now (holder, facility): one visit each."""
         t = s.items
         groups: dict[tuple[str, str | None], list[str]] = {}
-        with self._read() as conn:
+        with self._uow.read() as conn:
             for k in range(0, len(serials), _IN_CHUNK):
                 part = serials[k : k + _IN_CHUNK]
                 for r in conn.execute(select(t.c.label, t.c.holder_id, t.c.facility_id).where(t.c.label.in_(part))):
-                    key = (str(self._name(conn, r.holder_id)), self._facility_name(conn, r.facility_id))
+                    key = (str(self._uow.name_of(conn, r.holder_id)), self._uow.facility_name(conn, r.facility_id))
                     groups.setdefault(key, []).append(r.label)
         order = {serial: i for i, serial in enumerate(serials)}
         return [
@@ -218,18 +218,18 @@ class PlanMixin(RegistryBase):
 
     def reveal(self, plan_id: int, seed: bytes) -> dict[str, Any]:
         """Publish the seed after the period: anyone can then re-derive the plan."""
-        with self._read() as conn:
-            row = self._plan_row(conn, plan_id)
+        with self._uow.read() as conn:
+            row = self.plan_row(conn, plan_id)
         if row.seed is not None:
             raise PlanError(f"plan {plan_id} is already revealed")
-        now = self.now()
+        now = self._uow.now()
         if now < row.period_end:
             raise PlanError(
                 f"plan {plan_id}'s period ends at {row.period_end}: reveal the seed after it (earlier, owners would "
                 "learn which chips will not be inspected)"
             )
         rederive(bytes(row.document), zlib.decompress(bytes(row.population)), seed, row.commitment)
-        with self._write() as conn:
+        with self._uow.write() as conn:
             done = conn.execute(
                 update(s.plans).where(s.plans.c.id == plan_id, s.plans.c.seed.is_(None)).values(seed=seed.hex(), revealed_at=now)
             ).rowcount
@@ -244,7 +244,7 @@ class PlanMixin(RegistryBase):
         t, i = s.inspections, s.items
         counts = {"clean": 0, "finding": 0, "refused": 0, "pending": 0}
         chips = []
-        with self._read() as conn:
+        with self._uow.read() as conn:
             for serial in out["chips"]:
                 item = conn.execute(select(i.c.id, i.c.holder_id, i.c.status).where(i.c.label == serial)).one()
                 rows = conn.execute(
@@ -253,7 +253,7 @@ class PlanMixin(RegistryBase):
                 mine = [r for r in rows if r.plan_id == plan_id or (r.plan_id is None and out["start"] <= r.recorded_at <= out["end"])]
                 outcome = mine[-1].outcome if mine else "pending"
                 counts[outcome] += 1
-                chips.append({"serial": serial, "holder": self._name(conn, item.holder_id), "status": item.status,
+                chips.append({"serial": serial, "holder": self._uow.name_of(conn, item.holder_id), "status": item.status,
                               "outcome": outcome, "inspections": [r.id for r in mine]})
         out["chips"] = chips
         out["counts"] = counts

@@ -1,70 +1,49 @@
-"""The witness of chip logs, inspections and the queue of snapshots owners must explain."""
+"""The witness: every chip log tree head the register has seen, and what a Verifier pins from it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import zlib
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, insert, select
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
-from computewatch.crypto.dsse import (
-    PAYLOAD_TYPE_INTOTO,
-    Envelope,
-    predicate_type,
-    sign_envelope,
-    statement,
-    verify_envelope,
-)
 from computewatch.crypto.errors import ComputewatchError
-from computewatch.crypto.signing import SigningKey
 from computewatch.formats.attestation import verify_attestation
 from computewatch.formats.chip_entry import envelope_from_obj, from_hex
 from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
-from computewatch.registry._location import location_problems
-from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.rows import TreeHead
+from computewatch.registry.unit import Service
+from computewatch.registry.errors import RegistryError
 
 if TYPE_CHECKING:
     from computewatch.registry.inspection import Expected, KnownHead
 
-__all__ = ["PRED_INSPECTION", "WitnessMixin"]
+__all__ = ["WitnessService"]
 
-PRED_INSPECTION = predicate_type("inspection")
-QUEUE_STATUSES = ("pending", "explained", "unexplained")
-
-
-def _sha256(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-class WitnessMixin(RegistryBase):
+class WitnessService(Service):
     # ------------------------------------------------------------------ tree heads
-    def tree_heads(self, serial: str) -> list[dict[str, Any]]:
+    def tree_heads(self, serial: str) -> list[TreeHead]:
         """Every signed tree head the register has seen for the chip, oldest first."""
-        with self._read() as conn:
-            return self._tree_head_docs(conn, self._item(conn, serial, kind="chip").id)
+        with self._uow.read() as conn:
+            return self.heads_of(conn, self._uow.item_row(conn, serial, kind="chip").id)
 
-    def _tree_head_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def heads_of(self, conn: Connection, item_id: int) -> list[TreeHead]:
+        """The chip's witnessed tree heads, oldest first, in the caller's transaction."""
         t = s.tree_heads
         rows = conn.execute(select(t).where(t.c.item_id == item_id).order_by(t.c.id)).all()
-        return [{"size": r.size, "root": r.root, "source": r.source, "seen_at": r.seen_at,
-                 "inspection": r.inspection_id} for r in rows]
+        return [TreeHead(r.size, r.root, r.source, r.seen_at, r.inspection_id) for r in rows]
 
-    def _known_heads(self, conn: Connection, item_id: int) -> list[KnownHead]:
+    def known_heads(self, conn: Connection, item_id: int) -> list[KnownHead]:
         from computewatch.registry.inspection import KnownHead
 
-        return [KnownHead(h["size"], h["root"], h["seen_at"], h["source"]) for h in self._tree_head_docs(conn, item_id)]
+        return [KnownHead(h.size, h.root, h.seen_at, h.source) for h in self.heads_of(conn, item_id)]
 
-    def _expected(self, conn: Connection, item: Any) -> Expected:
+    def expected(self, conn: Connection, item: Any) -> Expected:
         from computewatch.registry.inspection import Expected
 
-        maker = self._party_by_id(conn, item.chipmaker_id)
-        return Expected(item.label, bytes(item.device_key), bytes(item.certificate), self._key_of(maker))
+        maker = self._uow.party_at(conn, item.chipmaker_id)
+        return Expected(item.label, bytes(item.device_key), bytes(item.certificate), self._uow.key_of(maker))
 
     def record_tree_head(self, serial: str, evidence: bytes, nonce: bytes | None = None) -> dict[str, Any]:
         """Keep the log head of attestation evidence (e.g. handed over with a run's records).
@@ -74,9 +53,9 @@ class WitnessMixin(RegistryBase):
         exactly what the log must still extend). A head smaller than one seen before, or of the
         same size with another root, is a problem (the log went backwards or forked) and flags
         the holder; it is kept either way, as signed evidence."""
-        with self._read() as conn:
-            item = self._item(conn, serial, kind="chip")
-            expected = self._expected(conn, item)
+        with self._uow.read() as conn:
+            item = self._uow.item_row(conn, serial, kind="chip")
+            expected = self.expected(conn, item)
         try:
             doc = json.loads(evidence)
             claimed = from_hex(json.loads(envelope_from_obj(doc["evidence"], "evidence").payload)["predicate"]["nonce"], "nonce")
@@ -87,10 +66,10 @@ class WitnessMixin(RegistryBase):
         if claims.serial != serial or cert.device_key.raw != expected.device_key:
             raise RegistryError(f"the evidence is from chip {claims.serial} with another device key, not {serial}")
         root = claims.log_root.hex()
-        with self._write() as conn:
-            item = self._item(conn, serial, lock=True)
+        with self._uow.write() as conn:
+            item = self._uow.item_row(conn, serial, lock=True)
             problems = []
-            for h in self._known_heads(conn, item.id):
+            for h in self.known_heads(conn, item.id):
                 if h.size > claims.log_size:
                     problems.append(f"tree head went backwards: size {claims.log_size} after size {h.size} seen {h.seen_at}")
                 elif h.size == claims.log_size and h.root != root:
@@ -99,281 +78,17 @@ class WitnessMixin(RegistryBase):
             # found by its root-of-trust counter) flags the holder now, not at the next inspection.
             problems += [f"the chip reports: {c}" for c in claims.concerns]
             conn.execute(insert(s.tree_heads).values(item_id=item.id, size=claims.log_size, root=root,
-                                                      source="attestation", evidence=evidence, seen_at=self.now()))
+                                                      source="attestation", evidence=evidence, seen_at=self._uow.now()))
             for problem in problems:
-                self._flag(conn, serial, item.id, item.holder_id, "witness", problem)  # type: ignore[attr-defined]
+                self._svc.custody.flag(conn, serial, item.id, item.holder_id, "witness", problem)
         return {"serial": serial, "size": claims.log_size, "root": root, "problems": problems}
-
-    # ------------------------------------------------------------------ inspections
-    def record_inspection(
-        self,
-        serial: str,
-        chip_dir: str | os.PathLike[str],
-        *,
-        plan: int | None = None,
-        inspector: str | None = None,
-        inspector_key: SigningKey | None = None,
-        nonce: bytes | None = None,
-    ) -> dict[str, Any]:
-        """Inspect the chip presented in `chip_dir` as the requested `serial` (§3.1) and store
-        the finding: identity (serial and device key), attestation to a fresh nonce, tamper
-        flag, the log's audit against the pinned chipmaker root and against every tree head the
-        witness saw. Returns {"serial", "outcome", "problems", "tree_size", "root", ...}; every
-        snapshot logged since the last inspection is queued for its owner to explain."""
-        # The log audit (formats.chip_audit) loads torch: only inspections pay for it.
-        from computewatch.registry.inspection import check, present
-
-        nonce = os.urandom(32) if nonce is None else nonce
-        with self._read() as conn:
-            item = self._item(conn, serial, kind="chip")
-            expected = self._expected(conn, item)
-            self._check_inspector(conn, inspector, inspector_key)
-            if plan is not None:
-                self._plan_row(conn, plan)  # type: ignore[attr-defined]
-        presented = present(chip_dir, nonce)  # outside any transaction: the chip takes its time
-        with self._write() as conn:
-            item = self._item(conn, serial, lock=True)
-            known = self._known_heads(conn, item.id)
-            since = self._last_inspected_size(conn, item.id)
-            result = check(expected, presented, known, since)
-            # The chip's latest location check (registry._location): a chip last placed outside
-            # its declared facility is a finding here too.
-            location = self._latest_location(conn, item.id)  # type: ignore[attr-defined]
-            result.problems += location_problems(location)
-            result.outcome = "finding" if result.problems else result.outcome
-            predicate = {
-                "register": self.register_id,
-                "serial": serial,
-                "device_key": expected.device_key.hex(),
-                "holder": self._name(conn, item.holder_id),
-                "plan": plan,
-                "inspector": inspector,
-                "time": self.now(),
-                "outcome": result.outcome,
-                "problems": result.problems,
-                "notes": result.notes,
-                "nonce": nonce.hex(),
-                "tree_size": result.tree_size,
-                "root": result.root,
-                "attested": result.attested,
-                "known_heads": [h.to_json() for h in known],
-                "since": since,
-                "evidence_sha256": _sha256(presented.evidence),
-                "log_sha256": _sha256(presented.log),
-                "boot_error": presented.boot_error,
-                "location": None if location is None else {k: location[k] for k in ("id", "recorded_at", "inside", "finding")},
-            }
-            inspection_id = self._store_inspection(
-                conn, item, predicate, inspector, inspector_key, plan=plan, evidence=presented.evidence,
-                log=presented.log,
-            )
-            if result.attested is not None:
-                conn.execute(insert(s.tree_heads).values(
-                    item_id=item.id, size=result.attested["size"], root=result.attested["root"], source="inspection",
-                    inspection_id=inspection_id, evidence=presented.evidence, seen_at=predicate["time"],
-                ))
-            queued = self._queue(conn, item, inspection_id, result.snapshots)
-        return {
-            "inspection": inspection_id,
-            "serial": serial,
-            "outcome": result.outcome,
-            "problems": result.problems,
-            "notes": result.notes,
-            "tree_size": result.tree_size,
-            "root": result.root,
-            "attested": result.attested,
-            "queued": queued,
-        }
-
-    def refuse(self, serial: str, reason: str, *, plan: int | None = None, inspector: str | None = None,
-               inspector_key: SigningKey | None = None) -> dict[str, Any]:
-        """Record non-compliance: the owner refused the inspection, or could not present the chip.
-        Refusing to comply counts as evidence of a violation (§3)."""
-        if not reason.strip():
-            raise RegistryError("a refusal needs a reason (what happened at the inspection)")
-        with self._write() as conn:
-            item = self._item(conn, serial, lock=True, kind="chip")
-            self._check_inspector(conn, inspector, inspector_key)
-            if plan is not None:
-                self._plan_row(conn, plan)  # type: ignore[attr-defined]
-            problems = [{"check": "refusal", "entry": None, "problem": reason}]
-            predicate = {
-                "register": self.register_id, "serial": serial, "device_key": bytes(item.device_key).hex(),
-                "holder": self._name(conn, item.holder_id), "plan": plan, "inspector": inspector, "time": self.now(),
-                "outcome": "refused", "problems": problems, "notes": [], "nonce": None, "tree_size": None,
-                "root": None, "attested": None, "known_heads": [], "since": self._last_inspected_size(conn, item.id),
-                "evidence_sha256": None, "log_sha256": None, "boot_error": None,
-            }
-            inspection_id = self._store_inspection(conn, item, predicate, inspector, inspector_key, plan=plan)
-        return {"inspection": inspection_id, "serial": serial, "outcome": "refused", "problems": problems,
-                "tree_size": None, "root": None}
-
-    def _check_inspector(self, conn: Connection, inspector: str | None, key: SigningKey | None) -> None:
-        if inspector is None:
-            if key is not None:
-                raise RegistryError("an inspector key needs the inspector's name")
-            return
-        row = self._party(conn, inspector, ("inspector",))
-        if key is not None and key.public_key.raw != bytes(row.public_key):
-            raise RegistryError(f"the key given is not the registered key of inspector {inspector!r}")
-
-    def _store_inspection(self, conn: Connection, item: Any, predicate: dict[str, Any], inspector: str | None,
-                          key: SigningKey | None, *, plan: int | None, evidence: bytes | None = None,
-                          log: bytes | None = None) -> int:
-        subject_digest = {"sha256": predicate["root"] or hashlib.sha256(b"").hexdigest()}
-        body = canonical_json(statement([(f"chip/{item.label}", subject_digest)], PRED_INSPECTION, predicate))
-        env = None if key is None else sign_envelope(PAYLOAD_TYPE_INTOTO, body, key).to_json()
-        inspector_id = None if inspector is None else self._party(conn, inspector).id
-        return int(conn.execute(insert(s.inspections).values(
-            item_id=item.id, plan_id=plan, holder_id=item.holder_id, inspector_id=inspector_id,
-            outcome=predicate["outcome"], problems=json.dumps(predicate["problems"]),
-            notes=json.dumps(predicate["notes"]), tree_size=predicate["tree_size"], root=predicate["root"],
-            statement=body, envelope=env, evidence=evidence, log=None if log is None else zlib.compress(log, 6),
-            recorded_at=predicate["time"],
-        )).inserted_primary_key[0])
-
-    def _last_inspected_size(self, conn: Connection, item_id: int) -> int:
-        t = s.inspections
-        return int(conn.execute(select(func.max(t.c.tree_size)).where(t.c.item_id == item_id)).scalar() or 0)
-
-    def _inspection_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
-        t = s.inspections
-        rows = conn.execute(select(t).where(t.c.item_id == item_id).order_by(t.c.id)).all()
-        return [self._inspection_doc(conn, r) for r in rows]
-
-    def _inspection_doc(self, conn: Connection, r: Any) -> dict[str, Any]:
-        return {"id": r.id, "serial": conn.execute(select(s.items.c.label).where(s.items.c.id == r.item_id)).scalar_one(),
-                "outcome": r.outcome, "problems": json.loads(r.problems), "notes": json.loads(r.notes),
-                "tree_size": r.tree_size, "root": r.root, "plan": r.plan_id, "holder": self._name(conn, r.holder_id),
-                "inspector": self._name(conn, r.inspector_id), "signed": r.envelope is not None,
-                "recorded_at": r.recorded_at}
-
-    def inspection(self, inspection_id: int) -> dict[str, Any]:
-        with self._read() as conn:
-            r = conn.execute(select(s.inspections).where(s.inspections.c.id == inspection_id)).first()
-            if r is None:
-                raise NotFoundError(f"no inspection {inspection_id}")
-            doc = self._inspection_doc(conn, r)
-            doc["statement"] = parse_canonical_json(bytes(r.statement))
-            return doc
-
-    def inspections(self, *, plan: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
-        t = s.inspections
-        with self._read() as conn:
-            q = select(t).order_by(t.c.id)
-            if plan is not None:
-                q = q.where(t.c.plan_id == plan)
-            if outcome is not None:
-                q = q.where(t.c.outcome == outcome)
-            return [self._inspection_doc(conn, r) for r in conn.execute(q).all()]
-
-    def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
-        """Re-verify a stored inspection from its stored inputs (evidence, nonce, log, the tree
-        heads known then): the same checks must give the same outcome and problems; the stored
-        blobs must match the digests in the statement; an inspector's signature must verify."""
-        from computewatch.registry.inspection import KnownHead, Presented, check
-
-        problems: list[str] = []
-        with self._read() as conn:
-            r = conn.execute(select(s.inspections).where(s.inspections.c.id == inspection_id)).first()
-            if r is None:
-                raise NotFoundError(f"no inspection {inspection_id}")
-            item = conn.execute(select(s.items).where(s.items.c.id == r.item_id)).one()
-            expected = self._expected(conn, item)
-            inspector = self._party_by_id(conn, r.inspector_id)
-        stmt = parse_canonical_json(bytes(r.statement))
-        p = stmt["predicate"]
-        if r.envelope is not None:
-            try:
-                env = Envelope.from_json(bytes(r.envelope))
-                if env.payload != bytes(r.statement):
-                    problems.append("the inspector's envelope signs another statement")
-                verify_envelope(env, [self._key_of(inspector)])
-            except ComputewatchError as exc:
-                problems.append(f"inspector signature: {exc}")
-        if r.outcome != p["outcome"] or json.loads(r.problems) != p["problems"]:
-            problems.append("the stored outcome differs from the statement")
-        if p["outcome"] != "refused":
-            try:
-                log = zlib.decompress(bytes(r.log))
-            except (zlib.error, TypeError):
-                return {"inspection": inspection_id, "ok": False, "outcome": r.outcome,
-                        "problems": [*problems, "the stored log is corrupt"]}
-            evidence = None if r.evidence is None else bytes(r.evidence)
-            if _sha256(log) != p["log_sha256"] or _sha256(evidence) != p["evidence_sha256"]:
-                problems.append("the stored log or evidence does not match the statement's digests")
-            known = [KnownHead(h["size"], h["root"], h["seen_at"], h["source"]) for h in p["known_heads"]]
-            presented = Presented(bytes.fromhex(p["nonce"]), evidence, log, p["boot_error"])
-            again = check(expected, presented, known, p["since"])
-            again.problems += location_problems(p.get("location"))
-            again.outcome = "finding" if again.problems else again.outcome
-            if (again.outcome, again.problems, again.tree_size, again.root) != (
-                p["outcome"], p["problems"], p["tree_size"], p["root"]
-            ):
-                problems.append("re-running the checks gives another result")
-        return {"inspection": inspection_id, "ok": not problems, "outcome": r.outcome, "problems": problems}
-
-    # ------------------------------------------------------------------ explanation queue
-    def _queue(self, conn: Connection, item: Any, inspection_id: int, snapshots: list[dict[str, Any]]) -> int:
-        t = s.explanations
-        have = {(r.counter, r.shard_digest) for r in conn.execute(
-            select(t.c.counter, t.c.shard_digest).where(t.c.item_id == item.id))}
-        now = self.now()
-        rows = [
-            {"item_id": item.id, "counter": snap["counter"], "step": snap["step"], "shard_digest": snap["shard_digest"],
-             "owner_id": item.holder_id, "inspection_id": inspection_id, "status": "pending", "verdict_ref": None,
-             "updated_at": now}
-            for snap in snapshots if (snap["counter"], snap["shard_digest"]) not in have
-        ]
-        if rows:
-            conn.execute(insert(t), rows)
-        return len(rows)
-
-    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
-        """Logged snapshots the owner must explain with a transcript (the Verifier consumes this):
-        [{serial, counter, step, shard_digest, owner, inspection, status, verdict_ref}]."""
-        if status is not None and status not in QUEUE_STATUSES:
-            raise RegistryError(f"status must be one of {', '.join(QUEUE_STATUSES)}")
-        t, i = s.explanations, s.items
-        with self._read() as conn:
-            q = select(t, i.c.label).join(i, i.c.id == t.c.item_id).order_by(i.c.label, t.c.counter)
-            if owner is not None:
-                q = q.where(t.c.owner_id == self._party(conn, owner).id)
-            if status is not None:
-                q = q.where(t.c.status == status)
-            names: dict[int, str | None] = {}
-            out = []
-            for r in conn.execute(q).all():
-                if r.owner_id not in names:
-                    names[r.owner_id] = self._name(conn, r.owner_id)
-                out.append({"serial": r.label, "counter": r.counter, "step": r.step, "shard_digest": r.shard_digest,
-                            "owner": names[r.owner_id], "inspection": r.inspection_id, "status": r.status,
-                            "verdict_ref": r.verdict_ref})
-            return out
-
-    def mark_explained(self, serial: str, counter: int, verdict_ref: str, *, status: str = "explained",
-                       shard_digest: str | None = None) -> int:
-        """Close queue entries (the Verifier's verdict on a snapshot); returns how many changed."""
-        if status not in ("explained", "unexplained"):
-            raise RegistryError("a verdict marks a snapshot 'explained' or 'unexplained'")
-        t = s.explanations
-        with self._write() as conn:
-            item = self._item(conn, serial, kind="chip")
-            where = [t.c.item_id == item.id, t.c.counter == counter]
-            if shard_digest is not None:
-                where.append(t.c.shard_digest == shard_digest)
-            done = conn.execute(update(t).where(*where).values(status=status, verdict_ref=verdict_ref,
-                                                               updated_at=self.now())).rowcount
-            if done == 0:
-                raise NotFoundError(f"no queued snapshot at entry {counter} of chip {serial}")
-            return int(done)
 
     # ------------------------------------------------------------------ the Verifier's pins
     def verifier_trust(self) -> dict[str, Any]:
         """What a Verifier pins from the register: every registered owner's key (a manifest must be
         signed by one of them), every chipmaker root, and every tree head witnessed per chip
         (serial -> [(size, root bytes)], oldest first) so a rolled-back log is caught."""
-        with self._read() as conn:
+        with self._uow.read() as conn:
             parties = conn.execute(select(s.parties)).all()
             heads: dict[str, list[tuple[int, bytes]]] = {}
             t, i = s.tree_heads, s.items
@@ -381,7 +96,7 @@ class WitnessMixin(RegistryBase):
             for label, size, root in rows:
                 heads.setdefault(label, []).append((int(size), bytes.fromhex(root)))
         return {
-            "prover_keys": [self._key_of(p) for p in parties if p.role == "owner"],
-            "chipmaker_roots": [self._key_of(p) for p in parties if p.role == "chipmaker"],
+            "prover_keys": [self._uow.key_of(p) for p in parties if p.role == "owner"],
+            "chipmaker_roots": [self._uow.key_of(p) for p in parties if p.role == "chipmaker"],
             "known_heads": heads,
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
@@ -59,7 +60,7 @@ def seed_commitment(seed: bytes) -> str:
 def encode_population(serials: Sequence[str]) -> bytes:
     """The population as bytes: serials in ascending UTF-8 byte order, each followed by LF."""
     out = sorted(serials, key=lambda s: s.encode("utf-8"))
-    for a, b in zip(out, out[1:]):
+    for a, b in pairwise(out):
         if a == b:
             raise PlanError(f"serial {a!r} appears twice in the population")
     if any("\n" in s or not s for s in out):

@@ -22,7 +22,8 @@ from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from computewatch.registry import db as reg_db
-from computewatch.registry._base import _pause_point, joined
+from computewatch.registry.unit import joined
+from computewatch.registry.unit import pause_point as _pause_point
 from computewatch.service import schema as ss
 from computewatch.service.auth import SignedWrite
 from computewatch.service.errors import ServiceError

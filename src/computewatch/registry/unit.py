@@ -1,12 +1,15 @@
-"""The register's core: opening the database, transactions, lookups, appending custody records."""
+"""The register's unit of work: one database, its clock and identity, the transactions every
+service runs in (its own, or a caller's joined one), and the lookups and custody-record append
+that several services share. The services (parties, chips, lots, custody, witness, inspection,
+planning, location, exposure) each hold the one unit of work; `Registry` wires them together."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, UTC
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -18,7 +21,10 @@ from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
-__all__ = ["RegistryBase", "format_time", "joined"]
+if TYPE_CHECKING:
+    from computewatch.registry.registry import Services
+
+__all__ = ["DEFAULT_SETTINGS", "Service", "UnitOfWork", "format_time", "joined", "pause_point"]
 
 # A caller's open write transaction the register's operations join (see `joined`).
 _JOINED: ContextVar[Connection | None] = ContextVar("computewatch_registry_joined", default=None)
@@ -46,21 +52,22 @@ DEFAULT_SETTINGS = {
 
 def format_time(t: datetime) -> str:
     """ISO-8601 UTC with microseconds and a Z: sorts as text, compares the same everywhere."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def _pause_point(name: str) -> None:
+def pause_point(name: str) -> None:
     """Inside an open write transaction: crash tests stop or kill the process here (they kill it,
     or race another writer against it; computewatch._faults, point `registry.transaction`)."""
     fault_point("registry.transaction", name=name)
 
 
-class RegistryBase:
-    """Shared state and helpers of the Registry mixins."""
+class UnitOfWork:
+    """One register database: transactions (`write`, `read`), the clock, settings and the row
+    lookups the services share. Thread-safe as its engine is; one per open register."""
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
         self._engine = engine
@@ -70,7 +77,7 @@ class RegistryBase:
         self.register_id: str = meta["register_id"]
 
     @classmethod
-    def open(cls, url: str | None = None, *, clock: Callable[[], datetime] | None = None) -> Any:
+    def open(cls, url: str | None = None, *, clock: Callable[[], datetime] | None = None) -> UnitOfWork:
         """Open (creating if needed) the register at `url` and migrate it to the newest schema.
 
         `url`: a SQLite file path or URL, or a postgresql:// URL; default $COMPUTEWATCH_DB, else
@@ -98,18 +105,16 @@ class RegistryBase:
     def close(self) -> None:
         self._engine.dispose()
 
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ time, transactions
+    def clock(self) -> datetime:
+        """The register's time (a test's simulated clock, else UTC now)."""
+        return self._clock()
+
     def now(self) -> str:
         return format_time(self._clock())
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def write(self) -> Iterator[Connection]:
         """One write transaction; a constraint a concurrent writer won first becomes ConflictError."""
         outer = _JOINED.get()
         # Concurrency tests learn here that a second writer is at the lock, not still starting.
@@ -125,7 +130,7 @@ class RegistryBase:
             raise ConflictError(f"the change conflicts with the register's state: {_db_message(exc)}") from None
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
         outer = _JOINED.get()
         if outer is not None and outer.engine is self._engine:
             yield outer  # the joined transaction sees its own uncommitted writes
@@ -134,10 +139,10 @@ class RegistryBase:
             yield conn
 
     def settings(self) -> dict[str, int]:
-        with self._read() as conn:
-            return self._settings(conn)
+        with self.read() as conn:
+            return self.settings_in(conn)
 
-    def _settings(self, conn: Connection) -> dict[str, int]:
+    def settings_in(self, conn: Connection) -> dict[str, int]:
         rows = dict(conn.execute(select(s.register_meta.c.key, s.register_meta.c.value)).all())
         return {k: int(rows.get(k, v)) for k, v in DEFAULT_SETTINGS.items()}
 
@@ -147,14 +152,14 @@ class RegistryBase:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RegistryError(f"setting {key} must be an integer >= 1, got {value!r}")
         t = s.register_meta
-        with self._write() as conn:
+        with self.write() as conn:
             if conn.execute(select(t.c.key).where(t.c.key == key)).first() is None:
                 conn.execute(insert(t).values(key=key, value=str(value)))
             else:
                 conn.execute(update(t).where(t.c.key == key).values(value=str(value)))
 
     # ------------------------------------------------------------------ lookups
-    def _party(self, conn: Connection, name: str, roles: tuple[str, ...] | None = None, *, lock: bool = False) -> Row:
+    def party_row(self, conn: Connection, name: str, roles: tuple[str, ...] | None = None, *, lock: bool = False) -> Row:
         q = select(s.parties).where(s.parties.c.name == name)
         row = conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
@@ -163,16 +168,23 @@ class RegistryBase:
             raise RegistryError(f"{name!r} is a {row.role}, not a {' or '.join(roles)}")
         return row
 
-    def _party_by_id(self, conn: Connection, party_id: int | None) -> Row | None:
+    def party_by_id(self, conn: Connection, party_id: int | None) -> Row | None:
         if party_id is None:
             return None
         return conn.execute(select(s.parties).where(s.parties.c.id == party_id)).first()
 
-    def _name(self, conn: Connection, party_id: int | None) -> str | None:
-        row = self._party_by_id(conn, party_id)
+    def party_at(self, conn: Connection, party_id: int) -> Row:
+        """The party a NOT NULL reference names (a holder, a chip's chipmaker, a signer)."""
+        row = self.party_by_id(conn, party_id)
+        if row is None:
+            raise NotFoundError(f"no party with id {party_id} in the register")
+        return row
+
+    def name_of(self, conn: Connection, party_id: int | None) -> str | None:
+        row = self.party_by_id(conn, party_id)
         return None if row is None else row.name
 
-    def _item(self, conn: Connection, label: str, *, lock: bool = False, kind: str | None = None) -> Row:
+    def item_row(self, conn: Connection, label: str, *, lock: bool = False, kind: str | None = None) -> Row:
         """The item row; `lock` takes its row lock (PostgreSQL; SQLite writers already hold the
         database's write lock) so that concurrent changes to one item serialise."""
         q = select(s.items).where(s.items.c.label == label)
@@ -184,7 +196,7 @@ class RegistryBase:
             raise RegistryError(f"{label!r} is a {row.kind}, not a {kind}")
         return row
 
-    def _facility(self, conn: Connection, owner_id: int, name: str | None, *, create: bool = True) -> Row | None:
+    def facility_row(self, conn: Connection, owner_id: int, name: str | None, *, create: bool = True) -> Row | None:
         if name is None:
             return None
         t = s.facilities
@@ -194,18 +206,18 @@ class RegistryBase:
             row = conn.execute(select(t).where(t.c.owner_id == owner_id, t.c.name == name)).first()
         return row
 
-    def _facility_name(self, conn: Connection, facility_id: int | None) -> str | None:
+    def facility_name(self, conn: Connection, facility_id: int | None) -> str | None:
         if facility_id is None:
             return None
         return conn.execute(select(s.facilities.c.name).where(s.facilities.c.id == facility_id)).scalar_one()
 
     # ------------------------------------------------------------------ custody records
-    def _last_digest(self, conn: Connection, item: Row) -> str:
+    def last_digest(self, conn: Connection, item: Row) -> str:
         c = s.custody
         q = select(c.c.record_digest).where(c.c.item_id == item.id, c.c.seq == item.custody_seq)
         return conn.execute(q).scalar_one_or_none() or GENESIS
 
-    def _append_custody(
+    def append_custody(
         self,
         conn: Connection,
         item: Row,
@@ -228,13 +240,13 @@ class RegistryBase:
             label=item.label,
             seq=seq,
             kind=kind,
-            from_name=self._name(conn, from_id),
-            to_name=self._name(conn, to_id),
-            facility=self._facility_name(conn, facility_id),
+            from_name=self.name_of(conn, from_id),
+            to_name=self.name_of(conn, to_id),
+            facility=self.facility_name(conn, facility_id),
             statement=statement,
             note=note,
             recorded_at=now,
-            prev=self._last_digest(conn, item),
+            prev=self.last_digest(conn, item),
         )
         digest = record_digest(record)
         conn.execute(
@@ -259,11 +271,18 @@ class RegistryBase:
             raise ConflictError(f"{item.label}: another change committed first; nothing was recorded")
         return {"item": item.label, "seq": seq, "kind": kind, "record_digest": digest, "recorded_at": now}
 
-    def _count(self, conn: Connection, table: Any, *where: Any) -> int:
+    def insert_id(self, conn: Connection, stmt: Any) -> int:
+        """Run an INSERT of one row in the caller's transaction; its new primary key."""
+        key = conn.execute(stmt).inserted_primary_key
+        if key is None:
+            raise RegistryError("the database gave no key for the new row")
+        return int(key[0])
+
+    def count(self, conn: Connection, table: Any, *where: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
     @staticmethod
-    def _key_of(row: Row) -> VerifyKey:
+    def key_of(row: Row) -> VerifyKey:
         return VerifyKey.from_raw(bytes(row.public_key))
 
 
@@ -271,3 +290,12 @@ def _db_message(exc: Exception) -> str:
     # The driver's first line names the problem; SQL and parameters follow it.
     orig = getattr(exc, "orig", None) or exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+class Service:
+    """A register service: one concept's operations over the shared unit of work. `services`
+    reaches the others (a chip's record shows its inspections, an inspection flags a holder)."""
+
+    def __init__(self, uow: UnitOfWork, services: Services) -> None:
+        self._uow = uow
+        self._svc = services

@@ -11,10 +11,11 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry._parties import check_name
+from computewatch.registry.rows import CustodyRecord, FabLot, ItemListing
+from computewatch.registry.unit import Service
 from computewatch.registry.certificates import (
     CertifiedChip,
     check_batch,
@@ -24,133 +25,38 @@ from computewatch.registry.certificates import (
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import RegistryError
 
-__all__ = ["SupplyMixin", "as_verify_key"]
+__all__ = ["ChipService"]
 
-_NAME_MAX = 200
-
-
-def as_verify_key(pub: VerifyKey | bytes | str | os.PathLike[str]) -> VerifyKey:
-    """A public key given as a VerifyKey, PEM bytes, or the path of a PEM file."""
-    if isinstance(pub, VerifyKey):
-        return pub
-    if isinstance(pub, (bytes, bytearray)):
-        return VerifyKey.from_pem(bytes(pub))
-    return VerifyKey.load(pub)
-
-
-def _check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name) > _NAME_MAX or name != name.strip():
-        raise RegistryError(f"{what} name {name!r}: 1 to {_NAME_MAX} characters, no leading or trailing spaces")
-    if any(ch in name for ch in "\n\r\t/\\\x00") or name == "*" or "+" in name:
-        raise RegistryError(f"{what} name {name!r} must not contain line breaks, tabs, '/', '\\', NUL, '+' or be '*'")
-    if name.startswith("."):  # names become folder names (the service's inputs/<party>/): never '.', '..' or hidden
-        raise RegistryError(f"{what} name {name!r} must not start with '.'")
-    return name
-
-
-class SupplyMixin(RegistryBase):
-    # ------------------------------------------------------------------ parties
-    def add_party(self, name: str, pub: Any, role: str, info: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Register a party and its Ed25519 public key (PEM bytes, a PEM file path or a VerifyKey)."""
-        _check_name(name, role)
-        if role not in s.ROLES:
-            raise RegistryError(f"role must be one of {', '.join(s.ROLES)}, got {role!r}")
-        key = as_verify_key(pub)
-        with self._write() as conn:
-            t = s.parties
-            if conn.execute(select(t.c.id).where(t.c.name == name)).first() is not None:
-                raise RegistryError(f"a party named {name!r} is already registered")
-            other = conn.execute(select(t.c.name).where(t.c.public_key == key.raw)).first()
-            if other is not None:
-                raise RegistryError(f"this public key is already registered to {other.name!r}: one key, one party")
-            conn.execute(
-                insert(t).values(
-                    name=name,
-                    role=role,
-                    public_key=key.raw,
-                    keyid=key.keyid,
-                    info=canonical_json(info or {}).decode(),
-                    created_at=self.now(),
-                )
-            )
-        return self.party(name)
-
-    def add_chipmaker(self, name: str, pub: Any) -> dict[str, Any]:
-        """Pin a chipmaker's root key: chips it certifies can then be registered."""
-        return self.add_party(name, pub, "chipmaker")
-
-    def add_owner(self, name: str, pub: Any, role: str = "owner") -> dict[str, Any]:
-        """Register a chip owner (a Prover) or, with role="inspector", an inspector."""
-        if role not in ("owner", "inspector"):
-            raise RegistryError(f"add_owner registers owners and inspectors, not {role!r}")
-        return self.add_party(name, pub, role)
-
-    def add_fab(self, name: str, pub: Any, *, node_nm: int | None = None, site: str | None = None) -> dict[str, Any]:
-        """Register a fab (it signs the custody transfers of the wafers it ships)."""
-        info: dict[str, Any] = {}
-        if node_nm is not None:
-            if not isinstance(node_nm, int) or node_nm < 1:
-                raise RegistryError(f"node size must be a positive number of nanometres, got {node_nm!r}")
-            info["node_nm"] = node_nm
-        if site is not None:
-            info["site"] = site
-        return self.add_party(name, pub, "fab", info)
-
-    def party(self, name: str) -> dict[str, Any]:
-        with self._read() as conn:
-            return self._party_doc(conn, self._party(conn, name))
-
-    def parties(self, role: str | None = None) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            q = select(s.parties).order_by(s.parties.c.name)
-            if role is not None:
-                q = q.where(s.parties.c.role == role)
-            return [self._party_doc(conn, r) for r in conn.execute(q)]
-
-    def owner_key(self, name: str) -> VerifyKey:
-        """The registered public key of party `name` (the Verifier pins a Prover's key here)."""
-        with self._read() as conn:
-            return self._key_of(self._party(conn, name))
-
-    def _party_doc(self, conn: Connection, row: Any) -> dict[str, Any]:
-        return {
-            "name": row.name,
-            "role": row.role,
-            "keyid": row.keyid,
-            "public_key": bytes(row.public_key).hex(),
-            "info": parse_canonical_json(row.info.encode()),
-            "created_at": row.created_at,
-        }
-
+class ChipService(Service):
     # ------------------------------------------------------------------ production at fabs
     def produce(self, fab: str, lot: str, wafers: int, dies_per_wafer: int = 0) -> dict[str, Any]:
         """Record a production lot: `wafers` wafers (labels LOT/W01...) and, when given,
         `dies_per_wafer` dies on each (LOT/W01/D0001...), all held by the fab."""
-        _check_name(lot, "lot")
+        check_name(lot, "lot")
         if not isinstance(wafers, int) or not 1 <= wafers <= 10_000:
             raise RegistryError(f"a lot holds 1 to 10000 wafers, got {wafers!r}")
         if not isinstance(dies_per_wafer, int) or not 0 <= dies_per_wafer <= 100_000:
             raise RegistryError(f"dies per wafer must be 0 to 100000, got {dies_per_wafer!r}")
-        with self._write() as conn:
-            fab_row = self._party(conn, fab, ("fab",))
+        with self._uow.write() as conn:
+            fab_row = self._uow.party_row(conn, fab, ("fab",))
             if conn.execute(select(s.lots.c.id).where(s.lots.c.label == lot)).first() is not None:
                 raise RegistryError(f"lot {lot!r} is already recorded")
-            now = self.now()
-            lot_id = conn.execute(
+            now = self._uow.now()
+            lot_id = self._uow.insert_id(conn,
                 insert(s.lots).values(
                     fab_id=fab_row.id, label=lot, wafers=wafers, dies_per_wafer=dies_per_wafer, produced_at=now
                 )
-            ).inserted_primary_key[0]
+            )
             width = max(2, len(str(wafers)))
             labels = [f"{lot}/W{w:0{width}d}" for w in range(1, wafers + 1)]
             for label in labels:
                 self._check_free_label(conn, label)
-                wafer_id = self._create_item(conn, "wafer", label, holder=fab_row, lot_id=lot_id, fab_id=fab_row.id,
+                wafer_id = self.create_item(conn, "wafer", label, holder=fab_row, lot_id=lot_id, fab_id=fab_row.id,
                                              note=f"produced by {fab} in lot {lot}")
                 dwidth = max(4, len(str(dies_per_wafer)))
                 for d in range(1, dies_per_wafer + 1):
                     die = f"{label}/D{d:0{dwidth}d}"
-                    self._create_item(conn, "die", die, holder=fab_row, lot_id=lot_id, fab_id=fab_row.id,
+                    self.create_item(conn, "die", die, holder=fab_row, lot_id=lot_id, fab_id=fab_row.id,
                                       parent_id=wafer_id, note=f"on wafer {label}")
         return {"lot": lot, "fab": fab, "wafers": labels, "dies": wafers * dies_per_wafer}
 
@@ -158,16 +64,16 @@ class SupplyMixin(RegistryBase):
         if conn.execute(select(s.items.c.id).where(s.items.c.label == label)).first() is not None:
             raise RegistryError(f"{label!r} is already in the register")
 
-    def _create_item(self, conn: Connection, kind: str, label: str, *, holder: Any, note: str,
+    def create_item(self, conn: Connection, kind: str, label: str, *, holder: Any, note: str,
                      custody_kind: str = "create", **fields: Any) -> int:
-        now = self.now()
-        item_id = conn.execute(
+        now = self._uow.now()
+        item_id = self._uow.insert_id(conn,
             insert(s.items).values(
                 kind=kind, label=label, holder_id=holder.id, custody_seq=0, status="active", registered_at=now, **fields
             )
-        ).inserted_primary_key[0]
+        )
         record = custody_record(
-            register=self.register_id, label=label, seq=0, kind=custody_kind, from_name=None, to_name=holder.name,
+            register=self._uow.register_id, label=label, seq=0, kind=custody_kind, from_name=None, to_name=holder.name,
             facility=None, statement=None, note=note, recorded_at=now, prev=GENESIS,
         )
         conn.execute(
@@ -179,9 +85,9 @@ class SupplyMixin(RegistryBase):
         return int(item_id)
 
     # ------------------------------------------------------------------ chips
-    def _roots(self, conn: Connection) -> dict[str, VerifyKey]:
+    def roots(self, conn: Connection) -> dict[str, VerifyKey]:
         rows = conn.execute(select(s.parties).where(s.parties.c.role == "chipmaker")).all()
-        return {r.keyid: self._key_of(r) for r in rows}
+        return {r.keyid: self._uow.key_of(r) for r in rows}
 
     def register_chip(self, chip_dir: str | os.PathLike[str], *, fab: str | None = None, die: str | None = None) -> dict[str, Any]:
         """Register the chip whose state directory is `chip_dir`, from its certificate alone.
@@ -194,16 +100,16 @@ class SupplyMixin(RegistryBase):
 
     def register_certificate(self, data: bytes, *, fab: str | None = None, die: str | None = None) -> dict[str, Any]:
         """`register_chip` from the certificate bytes (the chip's `certificate.json`)."""
-        with self._write() as conn:
-            chip = check_certificate(data, self._roots(conn))
+        with self._uow.write() as conn:
+            chip = check_certificate(data, self.roots(conn))
             maker = conn.execute(select(s.parties).where(s.parties.c.keyid == chip.chipmaker_keyid)).one()
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-            self._check_new_chip(conn, chip)
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
+            self.check_new_chip(conn, chip)
             parent_id = None
             if die is not None:
-                die_row = self._item(conn, die, lock=True, kind="die")
+                die_row = self._uow.item_row(conn, die, lock=True, kind="die")
                 if die_row.status != "active" or die_row.holder_id != maker.id:
-                    holder = self._name(conn, die_row.holder_id)
+                    holder = self._uow.name_of(conn, die_row.holder_id)
                     raise RegistryError(
                         f"die {die!r} is {die_row.status} and held by {holder!r}: only an active die held by the "
                         f"chipmaker {maker.name!r} can become its chip"
@@ -212,21 +118,21 @@ class SupplyMixin(RegistryBase):
                     raise RegistryError(f"die {die!r} was not made by fab {fab!r}")
                 fab_id = die_row.fab_id
                 parent_id = die_row.id
-                self._append_custody(conn, die_row, "packaged", from_id=maker.id, to_id=maker.id,
+                self._uow.append_custody(conn, die_row, "packaged", from_id=maker.id, to_id=maker.id,
                                      note=f"packaged as chip {chip.serial}", item_changes={"status": "packaged"})
             note = f"certified by {maker.name}" + (f", packaged from die {die}" if die else "")
-            self._create_item(
+            self.create_item(
                 conn, "chip", chip.serial, holder=maker, note=note, parent_id=parent_id, fab_id=fab_id,
                 chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model, peak_flops=chip.peak_flops,
                 certificate=chip.certificate,
             )
         return self.chip(chip.serial)
 
-    def _check_new_chip(self, conn: Connection, chip: CertifiedChip) -> None:
+    def check_new_chip(self, conn: Connection, chip: CertifiedChip) -> None:
         t = s.items
         row = conn.execute(select(t.c.holder_id).where(t.c.label == chip.serial)).first()
         if row is not None:
-            raise RegistryError(f"chip {chip.serial} is already registered (holder {self._name(conn, row.holder_id)!r})")
+            raise RegistryError(f"chip {chip.serial} is already registered (holder {self._uow.name_of(conn, row.holder_id)!r})")
         clone = conn.execute(select(t.c.label).where(t.c.device_key == chip.device_key)).first()
         if clone is not None:
             raise RegistryError(
@@ -248,10 +154,10 @@ class SupplyMixin(RegistryBase):
         the run with an error naming it (earlier batches stay registered). Returns the count."""
         if batch < 1:
             raise RegistryError("batch must be >= 1")
-        with self._read() as conn:
-            roots = self._roots(conn)
+        with self._uow.read() as conn:
+            roots = self.roots(conn)
             makers = {r.keyid: r for r in conn.execute(select(s.parties).where(s.parties.c.role == "chipmaker"))}
-            fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
+            fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
         if not roots:
             raise RegistryError("no chipmaker is registered: add the chipmaker's root key first")
         raw_roots = {k: v.raw for k, v in roots.items()}
@@ -286,8 +192,8 @@ class SupplyMixin(RegistryBase):
             if isinstance(r, str):
                 raise RegistryError(f"certificate {done + k} (0-based) refused: {r}; {done} chips were registered before it")
         chips: list[CertifiedChip] = results  # type: ignore[assignment]
-        with self._write() as conn:
-            now = self.now()
+        with self._uow.write() as conn:
+            now = self._uow.now()
             ids = conn.execute(
                 insert(s.items).returning(s.items.c.id, sort_by_parameter_order=True),
                 [
@@ -302,11 +208,11 @@ class SupplyMixin(RegistryBase):
                 ],
             ).scalars().all()
             rows = []
-            for item_id, c in zip(ids, chips):
+            for item_id, c in zip(ids, chips, strict=True):
                 maker = makers[c.chipmaker_keyid]
                 note = f"certified by {maker.name}"
                 rec = custody_record(
-                    register=self.register_id, label=c.serial, seq=0, kind="create", from_name=None,
+                    register=self._uow.register_id, label=c.serial, seq=0, kind="create", from_name=None,
                     to_name=maker.name, facility=None, statement=None, note=note, recorded_at=now, prev=GENESIS,
                 )
                 rows.append({"item_id": item_id, "seq": 0, "kind": "create", "from_id": None, "to_id": maker.id,
@@ -318,25 +224,25 @@ class SupplyMixin(RegistryBase):
     # ------------------------------------------------------------------ reading
     def holder(self, label: str) -> str:
         """The current holder of a chip or other item (for a lost item: its last holder)."""
-        with self._read() as conn:
-            return str(self._name(conn, self._item(conn, label).holder_id))
+        with self._uow.read() as conn:
+            return str(self._uow.name_of(conn, self._uow.item_row(conn, label).holder_id))
 
     def chips_of(self, owner: str, *, statuses: tuple[str, ...] = ("active", "damaged")) -> list[str]:
         """Serials of the chips `owner` holds, sorted."""
         t = s.items
-        with self._read() as conn:
-            party = self._party(conn, owner)
+        with self._uow.read() as conn:
+            party = self._uow.party_row(conn, owner)
             q = select(t.c.label).where(t.c.holder_id == party.id, t.c.kind == "chip", t.c.status.in_(statuses))
             return sorted(conn.execute(q).scalars())
 
     def chip(self, serial: str) -> dict[str, Any]:
         """Everything the register holds on one chip (or wafer or die): identity, holder,
         custody history, inspections, the witness's tree heads."""
-        with self._read() as conn:
-            return self._item_doc(conn, self._item(conn, serial))
+        with self._uow.read() as conn:
+            return self._item_doc(conn, self._uow.item_row(conn, serial))
 
     def _item_doc(self, conn: Connection, row: Any) -> dict[str, Any]:
-        holder = self._party_by_id(conn, row.holder_id)
+        holder = self._uow.party_at(conn, row.holder_id)
         parent = None
         if row.parent_id is not None:
             parent = conn.execute(select(s.items.c.label).where(s.items.c.id == row.parent_id)).scalar_one()
@@ -348,63 +254,54 @@ class SupplyMixin(RegistryBase):
             "status": row.status,
             # §6.1: responsibility for a missing item lies with its last holder.
             "responsible": holder.name if row.status in ("lost", "destroyed") else None,
-            "facility": self._facility_name(conn, row.facility_id),
+            "facility": self._uow.facility_name(conn, row.facility_id),
             "exempt": row.exempt,
-            "fab": self._name(conn, row.fab_id),
+            "fab": self._uow.name_of(conn, row.fab_id),
             "parent": parent,
             "registered_at": row.registered_at,
             "custody_seq": row.custody_seq,
-            "custody": self._custody_docs(conn, row.id),
+            "custody": [r.to_dict() for r in self.custody_records(conn, row.id)],
         }
         if row.kind == "chip":
             doc.update(
-                chipmaker=self._name(conn, row.chipmaker_id),
+                chipmaker=self._uow.name_of(conn, row.chipmaker_id),
                 device_key=bytes(row.device_key).hex(),
                 model=row.model,
                 peak_flops=int(row.peak_flops),
-                inspections=self._inspection_docs(conn, row.id),  # type: ignore[attr-defined]
-                tree_heads=self._tree_head_docs(conn, row.id),  # type: ignore[attr-defined]
-                locations=self._location_docs(conn, row.id),  # type: ignore[attr-defined]
+                inspections=self._svc.inspections.inspection_docs(conn, row.id),
+                tree_heads=[h.to_dict() for h in self._svc.witness.heads_of(conn, row.id)],
+                locations=self._svc.location.location_docs(conn, row.id),
             )
         return doc
 
-    def _custody_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def custody_records(self, conn: Connection, item_id: int) -> list[CustodyRecord]:
+        """The item's custody history, oldest first, in the caller's transaction."""
         c = s.custody
         rows = conn.execute(select(c).where(c.c.item_id == item_id).order_by(c.c.seq)).all()
+        name, facility = self._uow.name_of, self._uow.facility_name
         return [
-            {
-                "seq": r.seq,
-                "kind": r.kind,
-                "from": self._name(conn, r.from_id),
-                "to": self._name(conn, r.to_id),
-                "facility": self._facility_name(conn, r.facility_id),
-                "signed": r.statement is not None,
-                "note": r.note,
-                "recorded_at": r.recorded_at,
-                "record_digest": r.record_digest,
-            }
+            CustodyRecord(r.seq, r.kind, name(conn, r.from_id), name(conn, r.to_id), facility(conn, r.facility_id),
+                          r.statement is not None, r.note, r.recorded_at, r.record_digest)
             for r in rows
         ]
 
-    def lots(self) -> list[dict[str, Any]]:
-        with self._read() as conn:
+    def lots(self) -> list[FabLot]:
+        """The fabs' production lots, in the order they were produced."""
+        with self._uow.read() as conn:
             rows = conn.execute(select(s.lots).order_by(s.lots.c.id)).all()
-            return [
-                {"lot": r.label, "fab": self._name(conn, r.fab_id), "wafers": r.wafers,
-                 "dies_per_wafer": r.dies_per_wafer, "produced_at": r.produced_at}
-                for r in rows
-            ]
+            return [FabLot(r.label, self._uow.name_of(conn, r.fab_id), r.wafers, r.dies_per_wafer, r.produced_at)
+                    for r in rows]
 
     def items(self, *, kind: str | None = "chip", holder: str | None = None, status: str | None = None,
-              limit: int | None = None) -> list[dict[str, Any]]:
+              limit: int | None = None) -> list[ItemListing]:
         """A listing (label, kind, holder, status, exempt, facility), sorted by label."""
         t = s.items
-        with self._read() as conn:
+        with self._uow.read() as conn:
             q = select(t.c.label, t.c.kind, t.c.holder_id, t.c.status, t.c.exempt, t.c.facility_id).order_by(t.c.label)
             if kind is not None:
                 q = q.where(t.c.kind == kind)
             if holder is not None:
-                q = q.where(t.c.holder_id == self._party(conn, holder).id)
+                q = q.where(t.c.holder_id == self._uow.party_row(conn, holder).id)
             if status is not None:
                 q = q.where(t.c.status == status)
             if limit is not None:
@@ -413,9 +310,9 @@ class SupplyMixin(RegistryBase):
             out = []
             for r in conn.execute(q):
                 if r.holder_id not in names:
-                    names[r.holder_id] = self._name(conn, r.holder_id)
-                out.append({"serial": r.label, "kind": r.kind, "holder": names[r.holder_id], "status": r.status,
-                            "exempt": r.exempt, "facility": self._facility_name(conn, r.facility_id)})
+                    names[r.holder_id] = self._uow.name_of(conn, r.holder_id)
+                out.append(ItemListing(r.label, r.kind, names[r.holder_id], r.status, r.exempt,
+                                       self._uow.facility_name(conn, r.facility_id)))
             return out
 
 

@@ -1,0 +1,68 @@
+"""The register as services over one unit of work (docs/architecture.md, "The register"): every
+service shares the facade's unit of work, a change that spans services commits or rolls back as
+one, and the services' typed rows are what the facade's documented dicts are made from."""
+
+from __future__ import annotations
+
+import pytest
+
+from computewatch.crypto.signing import SigningKey
+from computewatch.formats.identity import issue_chip_certificate
+from computewatch.registry import CustodyRecord, Investigation, ItemListing, Party, Registry
+from computewatch.registry.unit import joined
+
+MAKER = SigningKey.from_seed(b"\x61" * 32)
+OWNER = SigningKey.from_seed(b"\x62" * 32)
+
+
+@pytest.fixture()
+def reg(tmp_path):
+    r = Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+    r.add_chipmaker("maker", MAKER.public_key)
+    r.add_owner("acme", OWNER.public_key)
+    cert = issue_chip_certificate(MAKER, "CW-S-1", SigningKey.from_seed(b"\x63" * 32).public_key, "sim", 10**12)
+    r.register_certificate(cert.to_json())
+    yield r
+    r.close()
+
+
+def test_every_service_works_in_the_facades_one_unit_of_work(reg) -> None:
+    services = vars(reg.services)
+    assert set(services) == {"parties", "chips", "lots", "custody", "witness", "inspections", "planning", "location",
+                             "exposure"}
+    assert all(svc._uow is reg.uow and svc._svc is reg.services for svc in services.values())
+
+
+def test_a_change_across_services_rolls_back_as_one(reg) -> None:
+    # A caller's transaction (as the service joins requests) spans a custody change and a
+    # parties change; rolled back, neither is left behind.
+    with reg.engine.connect() as conn:
+        tx = conn.begin()
+        with joined(conn):
+            reg.ship("CW-S-1", "acme", MAKER, OWNER)
+            reg.add_owner("ghost", SigningKey.from_seed(b"\x64" * 32).public_key)
+            assert reg.holder("CW-S-1") == "acme"  # the joined reads see the uncommitted writes
+        tx.rollback()
+    assert reg.holder("CW-S-1") == "maker"
+    assert [p["name"] for p in reg.parties()] == ["acme", "maker"]
+
+
+def test_typed_rows_are_what_the_facade_documents(reg) -> None:
+    reg.ship("CW-S-1", "acme", MAKER, OWNER)
+    party = reg.services.parties.party("acme")
+    assert isinstance(party, Party) and party.public_key == OWNER.public_key.raw
+    assert party.verify_key.keyid == OWNER.public_key.keyid and party.to_dict() == reg.party("acme")
+    listing = reg.services.chips.items()
+    assert listing == [ItemListing("CW-S-1", "chip", "acme", "active", None, None)]
+    assert [i.to_dict() for i in listing] == reg.items()
+    with reg.uow.read() as conn:
+        item = reg.uow.item_row(conn, "CW-S-1")
+        records = reg.services.chips.custody_records(conn, item.id)
+    assert all(isinstance(r, CustodyRecord) for r in records)
+    assert [(r.seq, r.kind, r.from_party, r.to_party, r.signed) for r in records] == [
+        (0, "create", None, "maker", False), (1, "transfer", "maker", "acme", True)]
+    assert [r.to_dict() for r in records] == reg.chip("CW-S-1")["custody"]
+    inv = reg.open_investigation("acme", "audit")
+    closed = reg.services.custody.close_investigation(inv, "accounted for")
+    assert isinstance(closed, Investigation) and (closed.status, closed.outcome) == ("closed", "accounted for")
+    assert [i.to_dict() for i in reg.services.custody.investigations()] == reg.investigations()
