@@ -333,3 +333,46 @@ def test_report_mode_firmware_signs_every_entry_and_an_unsigned_one_is_refused(t
     chip.close()  # the genuine entries still go through: the refused line moved nothing
     assert audit_log(receiver.log_path(chip.serial).read_bytes(), verify_chip_certificate(chip.certificate, chip.chipmaker_root), chip.chipmaker_root).ok
     assert parse_entry_line(lines[0])["v"] == 2
+
+
+# ------------------------------------------------------------------------ audit fast paths
+def test_regions_cut_from_the_line_are_their_encoding_and_the_layout_cache_refuses_what_region_refuses(
+    world: dict[str, Any],
+) -> None:
+    from computewatch.crypto.canonical import encode_parsed
+    from computewatch.crypto.regions import Region
+    from computewatch.formats.chip_audit import _regions_bytes
+
+    lines = _lines(world["logs"][0])
+    snaps = [i for i, k in enumerate(_kinds(lines)) if k == "snapshot"]
+    assert len(snaps) >= 3
+    for i in snaps:
+        body = parse_entry_line(lines[i])["body"]
+        assert _regions_bytes(lines[i], body) == encode_parsed(body["regions"])
+    # The layout is cached after the first snapshot; later snapshots with a region Region.from_json
+    # refuses must still be refused, and a packing error still named.
+    last = snaps[-1]
+    e = json.loads(lines[last])
+    bads = {
+        "bool dim": lambda r: r.update(shape=[True, *r["shape"][1:]]) if r["shape"] else r.update(shape=[True]),
+        "upper digest": lambda r: r.update(digest=r["digest"].upper()),
+        "short digest": lambda r: r.update(digest=r["digest"][:-2]),
+        "bad dtype": lambda r: r.update(dtype="F33"),
+        "extra field": lambda r: r.update(name="x"),
+        "offset": lambda r: r.update(offset=r["offset"] + 8),
+    }
+    for what, change in bads.items():
+        forged = json.loads(json.dumps(e))
+        change(forged["body"]["regions"][-1])
+        lines2 = _rechain([*lines[:last], canonical_json_v2(forged), *lines[last + 1 :]], last)
+        text = " | ".join(p.problem for p in _audit(world, lines2).problems if p.entry == last)
+        try:
+            [Region.from_json(r) for r in forged["body"]["regions"]]
+            region_ok = True
+        except FormatError:
+            region_ok = False
+        assert ("snapshot entry rejected" in text) == (not region_ok), (what, text)
+        if what == "offset":
+            assert "regions must be packed in order" in text
+        else:
+            assert not region_ok, what
