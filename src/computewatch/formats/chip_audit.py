@@ -250,8 +250,10 @@ class LogVerifier:
         if e["prev"] != self._prev:
             what = "the genesis value" if i == 0 else f"the hash of entry {i - 1}"
             bad(f"prev does not match {what}: an entry was dropped, reordered or altered")
-            # A signature after the break binds nothing before it.
-            self._unattributed(i, "the hash chain breaks after them", bad)
+            # A signature after the break binds nothing before it: the entries pending before it
+            # stay unattributed (this problem names them), a new span starts here.
+            if self._pending is not None:
+                self._pending = i
             bound = False
         kind, body = e["kind"], e["body"]
         try:
