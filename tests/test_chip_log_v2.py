@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from computewatch.adversary.chiplog import rechain
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.canonical import canonical_json_v2, parse_canonical_json_v2
@@ -20,7 +21,6 @@ from computewatch.crypto.merkle import MerkleTree
 from computewatch.formats.attestation import verify_attestation
 from computewatch.formats.chip_audit import AuditReport, verify_covered_entry
 from computewatch.formats.chip_entry import (
-    GENESIS_PREV,
     LogEntry,
     _parse_line,
     b64,
@@ -29,6 +29,8 @@ from computewatch.formats.chip_entry import (
     split_log,
 )
 from _chips import TEST_SECRET_SEED, leak_boot_key
+
+_rechain = rechain  # the forger's repair of the chain (adversary/chiplog.py)
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +72,6 @@ def _audit(world: dict[str, Any], lines: list[bytes], chip: int = 0, **kw: Any) 
 
 def _text(report: AuditReport) -> str:
     return " | ".join(p.problem for p in report.problems)
-
-
-def _rechain(lines: list[bytes], start: int, *, renumber: bool = False, key: Any = None) -> list[bytes]:
-    """Rewrite lines[start:] as a forger without the boot key would (or with it, `key`): `prev`
-    fixed to the new chain, counters renumbered, checkpoint sizes and roots recomputed over the
-    new lines; checkpoint signatures kept (or re-signed with `key`)."""
-    out = list(lines[:start])
-    tree = MerkleTree(out)
-    for line in lines[start:]:
-        e = json.loads(line)
-        if renumber:
-            e["counter"] = len(out)
-        e["prev"] = hashlib.sha256(out[-1]).hexdigest() if out else GENESIS_PREV
-        if e["kind"] == "checkpoint":
-            size = e["counter"]
-            e["body"] = {"tree_size": size, "root": tree.root(size).hex()}
-            if key is not None:
-                e.pop("sig")
-                e["sig"] = b64(key.sign(entry_signing_input(e)))
-        out.append(canonical_json_v2(e))
-        tree.append(out[-1])
-    return out
 
 
 def _kinds(lines: list[bytes]) -> list[str]:
