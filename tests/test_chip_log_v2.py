@@ -356,3 +356,21 @@ def test_regions_cut_from_the_line_are_their_encoding_and_the_layout_cache_refus
             assert "regions must be packed in order" in text
         else:
             assert not region_ok, what
+
+
+def test_the_fast_field_checks_accept_exactly_what_the_careful_ones_do(world: dict[str, Any]) -> None:
+    from computewatch.formats.chip_entry import _is_decimal, decimal
+
+    for value in ["0", "7", "10", "007", "-1", "+1", " 1", "1_0", "", "١٢", "²", "9" * 3999, "9" * 5000, 12, None, "0x1"]:
+        try:
+            decimal(value, "x")
+            careful = True
+        except FormatError:
+            careful = False
+        assert _is_decimal(value) == careful or len(str(value)) >= 4000, value
+    line = _lines(world["logs"][0])[3]
+    e = json.loads(line)
+    for field, bad in [("counter", True), ("counter", -1), ("boot", "1"), ("clock_ns", "01"), ("busy_ns", 5),
+                       ("prev", "AB" * 32), ("prev", "ab" * 31), ("body", []), ("serial", 7)]:
+        with pytest.raises(FormatError):
+            parse_entry_line(canonical_json_v2(dict(e, **{field: bad})))
