@@ -23,6 +23,9 @@ CAUGHT = {
     "rot-counter-lowered": "inspection.log",
     "rot-counter-reset": "inspection.log",
     "chip-two-copies": "inspection.log",
+    "log-rechained-entry": "inspection.log",
+    "log-uncovered-tail": "inspection.log",
+    "log-checkpoint-replayed": "inspection.log",
 }
 
 

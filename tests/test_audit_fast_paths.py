@@ -21,7 +21,8 @@ from computewatch.formats.chip_entry import (
     split_log,
 )
 
-_LOG = Path(__file__).resolve().parent / "vectors" / "computewatch" / "chip" / "chip.log"
+# Log version 1: every entry signed (the signing-input cut is checked on each).
+_LOG = Path(__file__).resolve().parent / "vectors" / "computewatch" / "chip-log-v1" / "chip.log"
 
 
 def _careful(raw: bytes) -> tuple[str, object]:

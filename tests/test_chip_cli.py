@@ -51,7 +51,8 @@ def test_show_and_verify_log(tmp_path) -> None:
     r = _run("chip", "verify-log", str(out), "--chipmaker-pub", pub, "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["ok"] is True and doc["entries"] == 5 and doc["problems"] == [] and doc["end"] == "clean-stop"
+    # boot, schedule-commit, the checkpoint of the attestation, reveal, shutdown, checkpoint
+    assert doc["ok"] is True and doc["entries"] == 6 and doc["problems"] == [] and doc["end"] == "clean-stop"
     log = out / "log" / "chip.log"
     lines = log.read_bytes().split(b"\n")
     log.write_bytes(b"\n".join([lines[0], lines[2], *lines[3:]]))

@@ -53,3 +53,25 @@ def test_format_page_quotes_the_vector_values() -> None:
     ]
     for value in quoted:
         assert value in page, value
+
+
+V1 = Path(__file__).parent / "vectors" / "computewatch" / "chip-log-v1"
+
+
+def test_log_v1_vectors_regenerate_and_still_audit(tmp_path) -> None:
+    """The same run in log version 1 (every entry signed) regenerates byte for byte, and the
+    audit still reads it: one signature per entry, each checked."""
+    produced = generate(tmp_path, log_version=1)
+    assert produced == {p.name: p.read_bytes() for p in V1.iterdir()}
+    root = SigningKey.from_seed(bytes.fromhex(VECTOR_INPUTS["chipmaker_seed"])).public_key
+    cert = verify_chip_certificate(json.loads((VECTORS / "certificate.json").read_bytes()), root)
+    data = (V1 / "chip.log").read_bytes()
+    report = audit_log(data, cert, root)
+    assert report.ok and report.epochs_checked == 2 and report.attributed == report.entries
+    assert report.checkpoints_verified == 0  # v1 checkpoints are plain signed entries
+    lines = data.split(b"\n")[:-1]
+    assert all(json.loads(x)["v"] == 1 and "sig" in json.loads(x) for x in lines)
+    v2 = audit_log((VECTORS / "chip.log").read_bytes(), cert, root)
+    assert v2.ok and v2.checkpoints_verified >= 4 and v2.attributed == v2.entries
+    nonce = bytes.fromhex(VECTOR_INPUTS["nonce"])
+    assert verify_attestation((V1 / "evidence.json").read_bytes(), nonce, root).serial == cert.serial

@@ -10,6 +10,7 @@ again through `Registry.record_inspection`, which boots it, attests, audits the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -27,7 +28,7 @@ from computewatch.adversary.suite import (
 )
 from computewatch.adversary.world import ChipWorld, chip_world, use_chip
 
-__all__ = ["inspect_trial"]
+__all__ = ["inspect_trial", "rechain"]
 
 _STEPS = 4
 
@@ -125,6 +126,64 @@ def _splice(lines: list[bytes], rng: random.Random, env: dict[str, Any]) -> list
     return lines[:cut] + foreign[cut:]
 
 
+def rechain(lines: list[bytes], start: int, *, renumber: bool = False, key: Any = None) -> list[bytes]:
+    """Rewrite lines[start:] as a forger does after changing the log there: every `prev` fixed
+    to the new chain, counters renumbered (`renumber`), each checkpoint's size and root
+    recomputed over the new lines; the chip's checkpoint signatures kept as they are (the forger
+    has no boot key), or re-signed with `key` (a stolen one)."""
+    from computewatch.crypto.canonical import canonical_json_v2
+    from computewatch.crypto.merkle import MerkleTree
+    from computewatch.formats.chip_entry import GENESIS_PREV, b64, entry_signing_input
+
+    out = list(lines[:start])
+    tree = MerkleTree(out)
+    for line in lines[start:]:
+        e = json.loads(line)
+        if renumber:
+            e["counter"] = len(out)
+        e["prev"] = hashlib.sha256(out[-1]).hexdigest() if out else GENESIS_PREV
+        if e["kind"] == "checkpoint":
+            e["body"] = {"tree_size": e["counter"], "root": tree.root(e["counter"]).hex()}
+            if key is not None:
+                e.pop("sig", None)
+                e["sig"] = b64(key.sign(entry_signing_input(e)))
+        out.append(canonical_json_v2(e))
+        tree.append(out[-1])
+    return out
+
+
+def _rechained(lines: list[bytes], rng: random.Random, env: dict[str, Any]) -> list[bytes]:
+    """Log v2: change a snapshot logged since the last inspection (it now names another step,
+    so the Prover's transcript can explain it) and repair the chain after it: every `prev`,
+    every checkpoint root. Only the checkpoint signatures cannot be repaired."""
+    later = [i for i in range(env["size"], len(lines)) if json.loads(lines[i])["kind"] == "snapshot"]
+    i = rng.choice(later or list(range(env["size"], len(lines) - 1)))
+    e = json.loads(lines[i])
+    if e["kind"] == "snapshot":
+        e["body"]["step"] += 1
+    else:
+        e["busy_ns"] = str(int(e["busy_ns"]) + 1)
+    from computewatch.crypto.canonical import canonical_json_v2
+
+    return rechain([*lines[:i], canonical_json_v2(e), *lines[i + 1 :]], i)
+
+
+def _uncovered_tail(lines: list[bytes], rng: random.Random, env: dict[str, Any]) -> list[bytes]:
+    """Log v2: keep every entry but cut the checkpoint the chip signed at its last stop (the
+    owner hopes the entries after the previous checkpoint read as evidence without it)."""
+    return lines[:-1] if json.loads(lines[-1])["kind"] == "checkpoint" else lines
+
+
+def _replayed_checkpoint(lines: list[bytes], rng: random.Random, env: dict[str, Any]) -> list[bytes]:
+    """Log v2: after cutting the last session's entries, end the log in a checkpoint line the chip
+    signed earlier (an earlier boot of the same firmware, so the same boot key), to pass the cut
+    log off as checkpointed."""
+    checkpoints = [i for i, line in enumerate(lines) if json.loads(line)["kind"] == "checkpoint"]
+    earlier = [i for i in checkpoints if i < env["size"]]
+    keep = rng.randrange(env["size"], len(lines) - 1)
+    return [*lines[:keep], lines[rng.choice(earlier or checkpoints[:1])]]
+
+
 register(
     "log-flipped-byte",
     paper_ref="§4 (tamper-evident log), §3.1 (inspection)",
@@ -164,6 +223,40 @@ register(
     summary="Replaces the chip's recent log entries with the same stretch of another chip's (innocent) log.",
     default_trials=2,
 )(_log_attack("log-spliced", _splice))
+
+
+register(
+    "log-rechained-entry",
+    paper_ref="§4 (tamper-evident log); docs/formats.md 'Log' (version 2 attribution)",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Log v2: alters a snapshot entry between two checkpoints and repairs every prev and checkpoint root "
+    "after it; only the chip's checkpoint signatures cannot be repaired.",
+    default_trials=1,
+)(_log_attack("log-rechained-entry", _rechained))
+
+register(
+    "log-uncovered-tail",
+    paper_ref="§4; docs/formats.md 'Log' (version 2 attribution)",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Log v2: drops the checkpoint the chip signed at its last stop, leaving the entries after the previous "
+    "checkpoint covered by no signature of their boot.",
+    default_trials=1,
+)(_log_attack("log-uncovered-tail", _uncovered_tail))
+
+register(
+    "log-checkpoint-replayed",
+    paper_ref="§4; docs/formats.md 'Log' (version 2 attribution)",
+    family="chip log",
+    kind="caught",
+    expected="inspection.log",
+    summary="Log v2: cuts the recent entries and ends the log in a checkpoint the chip signed in an earlier boot "
+    "(same firmware, same boot key), so the cut log looks checkpointed.",
+    default_trials=1,
+)(_log_attack("log-checkpoint-replayed", _replayed_checkpoint))
 
 
 # ----------------------------------------------------------------------- restored backups

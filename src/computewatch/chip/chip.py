@@ -40,7 +40,7 @@ from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.attestation import make_evidence
 from computewatch.formats.chip_audit import AuditReport, audit_log
-from computewatch.formats.chip_entry import LogEntry, envelope_to_obj
+from computewatch.formats.chip_entry import ENTRY_VERSION, LogEntry, envelope_to_obj
 from computewatch.formats.firmware import (
     FirmwareImage,
     FirmwarePolicy,
@@ -74,7 +74,12 @@ class Chip:
     """One ML chip running the monitoring firmware. Use `Chip.open`."""
 
     def __init__(
-        self, state_dir: Path, clock: SecureClock | None, transport: Transport | None, rot_dir: str | os.PathLike[str] | None = None
+        self,
+        state_dir: Path,
+        clock: SecureClock | None,
+        transport: Transport | None,
+        rot_dir: str | os.PathLike[str] | None = None,
+        log_version: int = ENTRY_VERSION,
     ) -> None:
         self.state_dir = state_dir
         self._ident = load_identity(state_dir)
@@ -86,7 +91,7 @@ class Chip:
         self._own_clock = clock is None
         self._source: SecureClock = clock if clock is not None else SimulatedClock()
         self._transport = transport
-        self._log = ChipLog.open(state_dir / "log" / "chip.log", self._ident.serial)
+        self._log = ChipLog.open(state_dir / "log" / "chip.log", self._ident.serial, log_version)
         self._lock = threading.RLock()
         self._fw: VerifiedFirmware | None = None
         self._boot_key: SigningKey | None = None
@@ -123,10 +128,12 @@ class Chip:
         transport: Transport | None = None,
         *,
         rot_dir: str | os.PathLike[str] | None = None,
+        log_version: int = ENTRY_VERSION,
     ) -> Chip:
         """Power on the chip whose state lives in `state_dir` (not yet booted); `rot_dir` is
-        where its root of trust keeps the monotonic counter (default: see chip.rot)."""
-        return cls(Path(state_dir), clock, transport, rot_dir)
+        where its root of trust keeps the monotonic counter (default: see chip.rot).
+        `log_version` 1 makes it write the old per-entry-signed log format (tests, benchmarks)."""
+        return cls(Path(state_dir), clock, transport, rot_dir, log_version)
 
     @property
     def serial(self) -> str:
@@ -350,8 +357,16 @@ class Chip:
     def _append(self, kind: str, body: dict[str, Any]) -> LogEntry:
         fw = self._require_boot()
         assert self._boot_key is not None  # set together with _fw at boot
+        # Version 2 signs checkpoints only; report-mode firmware (paper §4 (b): the chip signs what
+        # it sends) signs every entry, so the receiver can refuse a forgery before acknowledging.
         entry = self._log.append(
-            kind, body, boot=self._nv.reset_count, clock_ns=self._clock_now(), busy_ns=self._busy_ns, key=self._boot_key
+            kind,
+            body,
+            boot=self._nv.reset_count,
+            clock_ns=self._clock_now(),
+            busy_ns=self._busy_ns,
+            key=self._boot_key,
+            sign=fw.policy.log_mode == "report",
         )
         self._since_checkpoint = 0 if kind == "checkpoint" else self._since_checkpoint + 1
         if fw.policy.log_mode == "report":
@@ -363,7 +378,8 @@ class Chip:
         return entry
 
     def checkpoint(self) -> LogEntry:
-        """Sign a checkpoint over the RFC 9162 tree of every entry so far."""
+        """Sign a checkpoint over the RFC 9162 tree of every entry so far (every
+        `checkpoint_every` entries, at each attestation, at inspection, at shutdown)."""
         with self._lock:
             size = len(self._log)
             entry = self._append("checkpoint", {"tree_size": size, "root": self._log.root(size).hex()})
@@ -541,6 +557,11 @@ class Chip:
             raise ChipError(f"an attestation nonce is bytes, got {type(nonce).__name__}")
         with self._lock:
             fw = self._require_boot()
+            last = self._log.last
+            if self._log.version >= 2 and (last is None or last.kind != "checkpoint"):
+                # Every entry the evidence's tree head covers is covered by a signed checkpoint of
+                # this boot too (log v2 attributes entries only through checkpoints).
+                self.checkpoint()
             staged = self._fw_path("staged")
             staged_info = None
             if staged.exists():

@@ -1,10 +1,14 @@
-"""The chip's append-only log: hash-chained, signed entries and RFC 9162 checkpoints.
+"""The chip's append-only log: hash-chained entries and signed RFC 9162 checkpoints.
 
 File format: one entry per line, each line the canonical JSON of the entry, ended by "\n".
 An append is one write of the whole line followed by fsync, so a crash can only leave a
 trailing fragment without its newline (a torn tail). Opening the log cuts such a fragment off
 (it was never acknowledged to anyone) and reports how many bytes went; every complete line
 stays. Lines are the Merkle leaves; `prev` is SHA-256 of the previous line.
+
+Version 2 (written from now on): the boot key signs checkpoints (and, under report-mode
+firmware, every entry it reports); version 1 signs every entry. A log written in version 1 is
+continued in version 2 from its next boot entry.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any
 from computewatch._faults import fault_point
 from computewatch.chip.errors import ChipError
 from computewatch.crypto.atomic import append_durable, fsync_dir
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import MerkleTree
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.chip_entry import (
     ENTRY_VERSION,
+    ENTRY_VERSIONS,
     GENESIS_PREV,
     LogEntry,
     b64,
@@ -36,15 +41,20 @@ __all__ = ["ChipLog"]
 class ChipLog:
     """The log file of one chip, as its firmware sees it (reads, appends, checkpoints)."""
 
-    def __init__(self, path: Path, serial: str, entries: list[LogEntry], recovered_bytes: int) -> None:
+    def __init__(
+        self, path: Path, serial: str, entries: list[LogEntry], recovered_bytes: int, version: int = ENTRY_VERSION
+    ) -> None:
+        if version not in ENTRY_VERSIONS:
+            raise ChipError(f"chip log version {version!r} is not one of {ENTRY_VERSIONS}")
         self.path = path
         self.serial = serial
+        self.version = version  # the entry version this firmware writes (2; 1 for old-format tests)
         self._entries = entries
         self._tree = MerkleTree(e.line for e in entries)
         self.recovered_bytes = recovered_bytes
 
     @classmethod
-    def open(cls, path: str | Path, serial: str) -> ChipLog:
+    def open(cls, path: str | Path, serial: str, version: int = ENTRY_VERSION) -> ChipLog:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = path.read_bytes() if path.exists() else b""
@@ -63,7 +73,7 @@ class ChipLog:
                 fh.flush()
                 os.fsync(fh.fileno())
             fsync_dir(path.parent)
-        return cls(path, serial, entries, torn)
+        return cls(path, serial, entries, torn, version)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,12 +98,21 @@ class ChipLog:
         return self._tree.consistency_proof(old_size, new_size)
 
     def build(
-        self, kind: str, body: dict[str, Any], *, boot: int, clock_ns: int, busy_ns: int, key: SigningKey
+        self,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        boot: int,
+        clock_ns: int,
+        busy_ns: int,
+        key: SigningKey,
+        sign: bool = False,
     ) -> bytes:
-        """The signed line the next append would write (without writing it)."""
+        """The line the next append would write (without writing it). Version 2 signs it when it
+        is a checkpoint or `sign` is set (report-mode firmware); version 1 signs every entry."""
         last = self.last
         entry: dict[str, Any] = {
-            "v": ENTRY_VERSION,
+            "v": self.version,
             "serial": self.serial,
             "counter": len(self._entries),
             "boot": boot,
@@ -103,14 +122,17 @@ class ChipLog:
             "kind": kind,
             "body": body,
         }
-        entry["sig"] = b64(key.sign(entry_signing_input(entry)))
-        return canonical_json(entry)
+        if self.version == 1:
+            entry["sig"] = b64(key.sign(entry_signing_input(entry)))
+            return canonical_json(entry)
+        if sign or kind == "checkpoint":
+            entry["sig"] = b64(key.sign(entry_signing_input(entry)))
+        return canonical_json_v2(entry)
 
-    def append(
-        self, kind: str, body: dict[str, Any], *, boot: int, clock_ns: int, busy_ns: int, key: SigningKey
-    ) -> LogEntry:
-        """Sign, write and fsync one entry; returns it once it is durable."""
-        line = self.build(kind, body, boot=boot, clock_ns=clock_ns, busy_ns=busy_ns, key=key)
+    def append(self, kind: str, body: dict[str, Any], **fields: Any) -> LogEntry:
+        """Write and fsync the line `build(kind, body, **fields)` makes; returns the entry once
+        it is durable."""
+        line = self.build(kind, body, **fields)
         # Crash tests kill the chip here, mid-append (tests/test_chip_crash.py; computewatch._faults).
         fault_point("chip.log.append", path=self.path, counter=len(self._entries), line=line)
         append_durable(self.path, line + b"\n")

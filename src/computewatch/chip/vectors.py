@@ -3,7 +3,9 @@
 `generate(work_dir)` manufactures a chip from fixed secrets, runs it on a simulated clock over
 fixed tensors, and returns every artefact as {file name: bytes}. Every signature is Ed25519
 (deterministic), every encoding canonical, so the bytes are reproducible by any implementation
-that follows docs/formats.md. Regenerate with `python -m computewatch.chip.vectors DIR`.
+that follows docs/formats.md. Regenerate with `python -m computewatch.chip.vectors DIR` (log
+version 2, tests/vectors/computewatch/chip/) and `python -m computewatch.chip.vectors DIR 1` (the
+same run in log version 1, tests/vectors/computewatch/chip-log-v1/: chip.log and evidence.json).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _tensors() -> list[torch.Tensor]:
     ]
 
 
-def generate(work_dir: str | Path) -> dict[str, bytes]:
+def generate(work_dir: str | Path, log_version: int = 2) -> dict[str, bytes]:
     v = VECTOR_INPUTS
     work = Path(work_dir)
     maker = Chipmaker(SigningKey.from_seed(bytes.fromhex(v["chipmaker_seed"])))
@@ -54,7 +56,7 @@ def generate(work_dir: str | Path) -> dict[str, bytes]:
         device_key=SigningKey.from_seed(bytes.fromhex(v["device_key_seed"])),
     )
     image = maker.sign_firmware(FirmwarePolicy(snapshots_per_day=float(v["snapshots_per_day"]), checkpoint_every=8))
-    chip = Chip.open(state)
+    chip = Chip.open(state, log_version=log_version)
     chip.install_firmware(image)
     chip.boot()
     weights = _tensors()
@@ -83,6 +85,8 @@ def generate(work_dir: str | Path) -> dict[str, bytes]:
                 "arrivals_in_first_day": len(times),
             }
         )
+    if log_version == 1:
+        return {"chip.log": chip.log_path.read_bytes(), "evidence.json": evidence}
     return {
         "inputs.json": canonical_json(v) + b"\n",
         "certificate.json": (state / "certificate.json").read_bytes(),
@@ -97,8 +101,9 @@ def generate(work_dir: str | Path) -> dict[str, bytes]:
 def main(argv: list[str]) -> None:
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
+    version = int(argv[2]) if len(argv) > 2 else 2
     with tempfile.TemporaryDirectory() as tmp:
-        for name, data in generate(tmp).items():
+        for name, data in generate(tmp, version).items():
             (out / name).write_bytes(data)
 
 

@@ -42,6 +42,7 @@ _WHERE = {
     "read_manifest": "manifest",
     "verify_attestation": "attestation",
     "verify_chip_certificate": "identity",
+    "verify_covered_entry": "chip_audit",
 }
 __all__ = sorted(_WHERE)
 

@@ -4,12 +4,21 @@ Inputs: the log bytes, the chip certificate and the chipmaker root public key. T
 nothing else: boot keys come from boot certificates signed by the certified device key,
 firmware policy (the snapshot rate f) from manifests signed by the chipmaker root. Every
 problem is reported against the position of the entry in the file (0-based), with what is wrong.
+
+Attribution (what ties an entry to the chip): a version 1 entry carries its own signature. A
+version 2 entry is attributed by the next signature of its own boot session that hash-chains to
+it: a signed checkpoint (or, under report-mode firmware, the entry's own signature), whose `prev`
+binds every line before it. Entries no such signature covers (a tail after the last checkpoint,
+or a boot's entries after its last checkpoint when the next boot begins) are reported as a
+problem: nothing the chip signed vouches for them. A later boot's checkpoint does not vouch for
+an earlier boot's entries (its firmware only read them back from storage).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,9 +27,10 @@ from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.canonical import encode_parsed
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.regions import SHARD_HASH, SHARD_VERSION, Region
-from computewatch.crypto.merkle import MerkleTree, verify_consistency
+from computewatch.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_entry import (
+    ENTRY_KINDS,
     GENESIS_PREV,
     decimal,
     entry_signing_input_from_line,
@@ -36,7 +46,7 @@ from computewatch.formats.firmware import read_manifest
 from computewatch.formats.identity import ChipCertificate, verify_boot_certificate
 from computewatch.formats.schedule import arrivals, commitment
 
-__all__ = ["NO_KNOWN_HEAD", "AuditReport", "LogVerifier", "Problem", "audit_log"]
+__all__ = ["NO_KNOWN_HEAD", "AuditReport", "LogVerifier", "Problem", "audit_log", "verify_covered_entry"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ class AuditReport:
     end: str = "empty"
     # What this audit could not check, in words (e.g. no tree head seen earlier was given).
     not_checked: list[str] = field(default_factory=list)
+    # Entries [0, attributed) are tied to the chip by a verified signature (their own, v1, or a
+    # checkpoint of their boot that chains to them, v2); signed checkpoints verified (v2).
+    attributed: int = 0
+    checkpoints_verified: int = 0
 
     @property
     def ok(self) -> bool:
@@ -82,6 +96,8 @@ class AuditReport:
             "problems": [p.to_json() for p in self.problems],
             "warnings": [w.to_json() for w in self.warnings],
             "not_checked": list(self.not_checked),
+            "attributed": self.attributed,
+            "checkpoints_verified": self.checkpoints_verified,
         }
 
 
@@ -93,6 +109,48 @@ class _Epoch:
     commitment: bytes
     rate: float
     triggers: dict[int, int] = field(default_factory=dict)  # trigger busy ns -> snapshot entry
+
+
+_SNAPSHOT_FIELDS = {"epoch", "triggers", "step", "step_start_busy_ns", "hash", "shard_digest", "regions", "copy_out"}
+_SHARD_DOC_HEAD = b'{"hash":"' + SHARD_HASH.encode() + b'","regions":'
+_SHARD_DOC_TAIL = b',"v":%d}' % SHARD_VERSION
+_REGION_DIGEST = re.compile(rb'"digest":"[0-9a-f]{64}"')
+
+
+def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
+    """The canonical bytes of a snapshot entry's `regions` array, cut from its (canonical) line,
+    or None when the body does not have exactly the snapshot fields.
+
+    Keys sort `copy_out, epoch, hash, regions, shard_digest, ...`, a string holds no unescaped
+    quote and the fields before `regions` hold no nested value, so the first `,"regions":[` is
+    the body's; a region (checked to have exactly its five fields) holds no `shard_digest` key, so
+    the first `],"shard_digest":"` after it ends the array (tests/test_chip_log_v2.py compares
+    the cut with the encoding over every snapshot entry)."""
+    if body.keys() != _SNAPSHOT_FIELDS:
+        return None
+    start = line.find(b',"regions":[')
+    end = line.find(b'],"shard_digest":"', start)
+    return line[start + 11 : end + 1] if start >= 0 and end >= 0 else None
+
+
+def _shard_doc(regions: bytes) -> bytes:
+    """The canonical JSON `shard_digest` hashes, `{"hash", "regions", "v"}`, around the canonical
+    bytes of a regions array each of whose entries passed `Region.from_json` (so each is exactly a
+    `Region.to_json()`)."""
+    return _SHARD_DOC_HEAD + regions + _SHARD_DOC_TAIL
+
+
+def _check_layout(regions: list[Any]) -> str:
+    """Check every region (`Region.from_json` raises FormatError on a malformed one) and that they
+    are packed in order; returns the packing problem, "" if none."""
+    for r in regions:
+        Region.from_json(r)
+    offset = 0
+    for k, r in enumerate(regions):
+        if r["offset"] != offset:
+            return f"region {k} starts at offset {r['offset']}, not {offset}: regions must be packed in order"
+        offset += r["nbytes"]
+    return ""
 
 
 class LogVerifier:
@@ -120,6 +178,17 @@ class LogVerifier:
         self._next_epoch = 0
         self._unclean_since_commit = False
         self._checkpoints: list[tuple[int, bytes]] = []
+        self._version = 0  # entry version of this boot session (0 before the first boot entry)
+        self._newest_version = 0
+        self._report_mode = False
+        # Log v2: the first entry of this boot session that no signature covers yet (None: all
+        # covered), and the end of the attributed prefix (entries [0, attributed) are tied to
+        # the chip by a verified signature; what a receiver marks as "pending" lies beyond it).
+        self._pending: int | None = None
+        self.attributed = 0
+        self.checkpoints_verified = 0
+        self._line = b""
+        self._layouts: dict[bytes, str] = {}  # region layouts checked -> their packing problem
 
     @property
     def boot_key(self) -> VerifyKey | None:
@@ -147,6 +216,7 @@ class LogVerifier:
         """Check one entry (its line without the newline); returns the problems it shows."""
         i = self.position
         out: list[Problem] = []
+        self._line = line
         try:
             self._check(i, line, out)
         finally:
@@ -163,10 +233,15 @@ class LogVerifier:
             e = parse_entry_line(line)
         except ComputewatchError as exc:
             bad(f"malformed entry: {exc}")
+            if self._pending is None and self._version >= 2:
+                self._pending = i
             return
+        bound = True  # the entry sits where its chain, counter, serial and boot say it does
         if e["serial"] != self.cert.serial:
             bad(f"entry belongs to chip {e['serial']!r}, not {self.cert.serial!r} (spliced from another chip)")
+            bound = False
         if e["counter"] != self._counter:
+            bound = False
             if e["counter"] < self._counter:
                 bad(f"counter {e['counter']} where {self._counter} was due: duplicated or reordered entry")
             else:
@@ -175,21 +250,44 @@ class LogVerifier:
         if e["prev"] != self._prev:
             what = "the genesis value" if i == 0 else f"the hash of entry {i - 1}"
             bad(f"prev does not match {what}: an entry was dropped, reordered or altered")
+            # A signature after the break binds nothing before it: the entries pending before it
+            # stay unattributed (this problem names them), a new span starts here.
+            if self._pending is not None:
+                self._pending = i
+            bound = False
         kind, body = e["kind"], e["body"]
         try:
             if kind == "boot":
+                self._unattributed(i, "the next boot began", bad)
+                self._check_version(e, bad, boot=True)
                 self._check_boot(e, body, bad)
-            elif self._boot < 0:
-                bad(f"entry of boot {e['boot']} precedes every boot entry")
-            elif e["boot"] != self._boot:
-                bad(f"entry claims boot {e['boot']} during boot {self._boot}")
-            self._check_sig(e, bad, line)
+            else:
+                self._check_version(e, bad, boot=False)
+                if self._boot < 0:
+                    bad(f"entry of boot {e['boot']} precedes every boot entry")
+                elif e["boot"] != self._boot:
+                    bad(f"entry claims boot {e['boot']} during boot {self._boot}")
+            bound = bound and e["boot"] == self._boot
+            if e["v"] == 1:
+                self._check_sig(e, bad, line)
+            else:
+                self._check_sig_v2(i, e, bad, line, bound)
             self._check_clock(e, bad)
-            handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
+            handler = _HANDLERS.get(kind)
             if handler is not None:
-                handler(i, e, body, bad)
+                handler(self, i, e, body, bad)
         except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
             bad(f"{kind} entry rejected: {exc}")
+
+    def _check_version(self, e: dict[str, Any], bad: Any, *, boot: bool) -> None:
+        v = e["v"]
+        if boot:
+            if v < self._newest_version:
+                bad(f"boot entry in log version {v} after version {self._newest_version} entries: a format downgrade")
+            self._version = v
+        elif self._version and v != self._version:
+            bad(f"version {v} entry in a boot session written in version {self._version}")
+        self._newest_version = max(self._newest_version, v)
 
     def _check_sig(self, e: dict[str, Any], bad: Any, line: bytes) -> None:
         if self._boot_key is None:
@@ -200,6 +298,51 @@ class LogVerifier:
             self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
         except ComputewatchError:
             bad("signature does not verify under the boot key of this boot (altered or forged entry)")
+        else:
+            self.attributed = self.position + 1
+
+    def _check_sig_v2(self, i: int, e: dict[str, Any], bad: Any, line: bytes, bound: bool) -> None:
+        checkpoint = e["kind"] == "checkpoint"
+        if "sig" not in e:
+            if self._report_mode:
+                bad("unsigned entry under report-mode firmware, which signs every entry it reports (forged entry)")
+            if self._pending is None:
+                self._pending = i
+            return
+        what = "checkpoint" if checkpoint else "entry"
+        if self._boot_key is None:
+            bad(f"{what} precedes any valid boot entry: no boot key to verify it")
+        else:
+            try:
+                self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+            except ComputewatchError:
+                bad(
+                    f"{what} signature does not verify under the boot key of this boot (altered or forged, or "
+                    "signed by another chip)"
+                )
+            else:
+                if bound:
+                    # Signed in this boot at this place in the chain: it attributes itself and,
+                    # through its prev, every entry of this boot before it.
+                    self._pending = None
+                    self.attributed = i + 1
+                    self.checkpoints_verified += checkpoint
+                    return
+                bad(f"{what} signature is genuine but the {what} does not belong here (replayed from elsewhere)")
+        if self._pending is None:
+            self._pending = i
+
+    def _unattributed(self, end: int, why: str, bad: Any) -> None:
+        """Report the pending entries [pending, end) as covered by no signature of their boot."""
+        start, self._pending = self._pending, None
+        if start is None or start >= end:
+            return
+        span = f"entry {start}" if end - start == 1 else f"entries {start}-{end - 1}"
+        bad(
+            f"{span} of boot {self._boot} covered by no signed checkpoint of that boot ({why}): not attributable "
+            "to the chip (altered, inserted or forged, or written after the boot's last checkpoint)",
+            start,
+        )
 
     def _check_clock(self, e: dict[str, Any], bad: Any) -> None:
         clock, busy = int(e["clock_ns"]), int(e["busy_ns"])
@@ -262,6 +405,7 @@ class LogVerifier:
         self._security_version = max(self._security_version, fw.security_version)
         self._rate = fw.policy.snapshots_per_day
         self._logging = fw.policy.logging
+        self._report_mode = fw.policy.log_mode == "report"
         self._stopped_clean = False
 
     def _on_firmware_staged(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
@@ -288,7 +432,10 @@ class LogVerifier:
         self._stopped_clean = True
 
     def _on_checkpoint(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
-        size, root = body["tree_size"], from_hex(body["root"], "checkpoint root", 32)
+        size, root = uint(body["tree_size"], "checkpoint tree_size"), from_hex(body["root"], "checkpoint root", 32)
+        if self._checkpoints and size < self._checkpoints[-1][0]:
+            bad(f"checkpoint tree size {size} goes backwards from the previous checkpoint's {self._checkpoints[-1][0]}")
+            return
         if size != i:
             bad(f"checkpoint covers {size} entries but sits at position {i}")
             return
@@ -347,19 +494,26 @@ class LogVerifier:
             if t in ep.triggers:
                 bad(f"trigger at busy {t} ns already served by entry {ep.triggers[t]}")
             ep.triggers[t] = i
-        if not isinstance(body["regions"], list):
+        regions = body["regions"]
+        if not isinstance(regions, list):
             raise FormatError("snapshot regions must be a list")
-        regions = [Region.from_json(r) for r in body["regions"]]
-        offset = 0
-        for k, r in enumerate(regions):
-            if r.offset != offset:
-                bad(f"region {k} starts at offset {r.offset}, not {offset}: regions must be packed in order")
-                break
-            offset += r.nbytes
-        # Each region object passed Region.from_json, so it is exactly Region.to_json(): its
-        # canonical bytes come straight from the parsed line (same digest as shard_digest).
-        doc = {"v": SHARD_VERSION, "hash": SHARD_HASH, "regions": body["regions"]}
-        if body["hash"] != "blake3-256" or blake3_bytes(encode_parsed(doc)).hex() != body["shard_digest"]:
+        cut = _regions_bytes(self._line, body)
+        if cut is None:
+            packing = _check_layout(regions)
+            doc = encode_parsed({"v": SHARD_VERSION, "hash": SHARD_HASH, "regions": regions})
+        else:
+            # A chip snapshots one shard layout over and over; only the region digests change. The
+            # layout is the regions' canonical text without their digest fields: the same text
+            # is the same offsets, dtypes, shapes and sizes (JSON types included), checked once.
+            # A digest that is not 64 lowercase hex characters stays in the text, so it misses.
+            layout = _REGION_DIGEST.sub(b"", cut)
+            cached = self._layouts.get(layout)
+            packing = _check_layout(regions) if cached is None else cached
+            self._layouts[layout] = packing
+            doc = _shard_doc(cut)
+        if packing:
+            bad(packing)
+        if body["hash"] != "blake3-256" or blake3_bytes(doc).hex() != body["shard_digest"]:
             bad("shard digest does not match the listed regions")
 
     def _on_schedule_reveal(self, i: int, e: dict[str, Any], body: dict[str, Any], bad: Any) -> None:
@@ -385,13 +539,34 @@ class LogVerifier:
                 bad(f"trigger at busy {t} ns is not in epoch {ep.index}'s revealed schedule", j)
         self.epochs_checked += 1
 
-    def finish(self) -> None:
+    def finish(self) -> list[Problem]:
+        """End of the log: the problems only its end shows (version 2 entries no signature covers)."""
         if self._epoch is not None:
             n = len(self._epoch.triggers)
             self.warnings.append(
                 Problem(self._epoch.entry, f"epoch {self._epoch.index} not revealed yet: {n} snapshot(s) unchecked")
             )
+        out: list[Problem] = []
+        start, end = self._pending, self.position
+        if start is not None and start < end:
+            self._pending = None
+            span = f"entry {start}" if end - start == 1 else f"entries {start}-{end - 1}"
+            out.append(
+                Problem(
+                    start,
+                    f"the log does not end in a checkpoint over all its entries: {span} after the last signed "
+                    "checkpoint are covered by none: not attributable to the chip (the log was cut after its "
+                    "last checkpoint, or is still being written; the chip checkpoints at every attestation, "
+                    "inspection and shutdown)",
+                )
+            )
+        return out
 
+
+# Entry kind -> its LogVerifier check (an unknown kind was refused by the parse).
+_HANDLERS = {
+    k: getattr(LogVerifier, "_on_" + k.replace("-", "_")) for k in ENTRY_KINDS if hasattr(LogVerifier, "_on_" + k.replace("-", "_"))
+}
 
 NO_KNOWN_HEAD = (
     "no tree head seen earlier was given: a log cut back to an earlier clean stop, or rolled back "
@@ -432,13 +607,14 @@ def audit_log(
     report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
     for line in lines:
         report.problems.extend(v.feed(line))
-    v.finish()
+    tail = v.finish()
+    report.problems.extend(tail)
     report.problems.sort(key=lambda p: (p.entry if p.entry is not None else -1))
     n = len(lines)
     known_heads = list(known_heads)
     if n == 0:
         report.problems.append(Problem(None, "the log is empty (or missing): no entry to audit; a chip logs from its first boot"))
-    elif require_end and report.end == "open":
+    elif require_end and report.end == "open" and not tail:
         report.problems.append(
             Problem(
                 None,
@@ -463,4 +639,39 @@ def audit_log(
         report.warnings.append(Problem(n, f"torn tail of {torn} bytes after the last complete entry (crash mid-append)"))
     report.warnings.extend(v.warnings)
     report.snapshots, report.epochs_checked, report.root = v.snapshots, v.epochs_checked, v.tree.root().hex()
+    report.attributed, report.checkpoints_verified = v.attributed, v.checkpoints_verified
     return report
+
+
+def verify_covered_entry(
+    line: bytes, index: int, checkpoint_line: bytes, proof: list[bytes], boot_key: VerifyKey, serial: str
+) -> dict[str, Any]:
+    """Attribute one version 2 entry to the chip without the whole log: `checkpoint_line` is a
+    checkpoint of the same chip and boot whose signature verifies under `boot_key` (the key of
+    that boot's certificate, which the caller verified), and `proof` the RFC 9162 inclusion
+    proof of `line` at position `index` in the checkpoint's tree. Returns the parsed entry;
+    raises FormatError naming what fails. (What a v1 entry's own signature gave, through the
+    checkpoint that covers it.)"""
+    entry, cp = parse_entry_line(line), parse_entry_line(checkpoint_line)
+    if cp["kind"] != "checkpoint" or cp["v"] != 2 or "sig" not in cp:
+        raise FormatError("the covering line is not a signed version 2 checkpoint")
+    try:
+        boot_key.verify(from_b64(cp["sig"], "sig"), entry_signing_input_from_line(checkpoint_line, cp))
+    except ComputewatchError:
+        raise FormatError("checkpoint signature does not verify under the given boot key") from None
+    size = uint(cp["body"].get("tree_size"), "checkpoint tree_size")
+    root = from_hex(cp["body"].get("root"), "checkpoint root", 32)
+    if cp["serial"] != serial or entry["serial"] != serial:
+        raise FormatError(f"entry or checkpoint is not of chip {serial!r}")
+    if entry["boot"] != cp["boot"]:
+        raise FormatError(
+            f"entry of boot {entry['boot']} is not attributed by a checkpoint of boot {cp['boot']} "
+            "(a boot vouches only for its own entries)"
+        )
+    if not 0 <= index < size or entry["counter"] != index:
+        raise FormatError(f"entry {entry['counter']} at index {index} is not inside the checkpoint's {size} entries")
+    try:
+        verify_inclusion(leaf_hash(line), index, size, proof, root)
+    except ComputewatchError as exc:
+        raise FormatError(f"entry is not in the checkpoint's tree: {exc}") from None
+    return entry

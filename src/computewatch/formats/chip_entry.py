@@ -14,24 +14,27 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2, parse_canonical_json_v2
 from computewatch.crypto.dsse import Envelope, pae, predicate_type
 from computewatch.crypto.errors import FormatError
 
 __all__ = [
+    "CHECKPOINT_PAYLOAD_TYPE",
     "ENTRY_KINDS",
     "ENTRY_PAYLOAD_TYPE",
     "ENTRY_VERSION",
+    "ENTRY_VERSIONS",
     "GENESIS_PREV",
-    "LogEntry",
     "PRED_ATTESTATION",
     "PRED_BOOT_CERT",
     "PRED_CHIP_CERT",
     "PRED_FIRMWARE",
+    "LogEntry",
     "b64",
     "decimal",
     "entry_signing_input",
     "entry_signing_input_from_line",
+    "entry_version",
     "envelope_from_obj",
     "envelope_to_obj",
     "expected_ack",
@@ -43,10 +46,16 @@ __all__ = [
     "uint",
 ]
 
-ENTRY_VERSION = 1
-# Per-entry signatures use DSSE's pre-authentication encoding with this type, so a log-entry
-# signature can never be replayed as a signature over any other kind of statement.
+# Version 2 (the chip writes it): the chip signs checkpoints, not every entry; an entry is
+# attributed to the chip through the signed checkpoint of its own boot that covers it (see
+# docs/formats.md, "Log v2"). Version 1 (every entry signed) stays readable and auditable.
+ENTRY_VERSION = 2
+ENTRY_VERSIONS = (1, 2)
+# Signatures use DSSE's pre-authentication encoding with these types, so a log signature can
+# never be replayed as a signature over any other kind of statement (nor a v1 entry signature
+# as a v2 checkpoint signature, or the reverse).
 ENTRY_PAYLOAD_TYPE = "application/vnd.computewatch.chip-log-entry+json"
+CHECKPOINT_PAYLOAD_TYPE = "application/vnd.computewatch.chip-log-checkpoint+json"
 GENESIS_PREV = "00" * 32
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
@@ -70,6 +79,7 @@ ENTRY_KINDS = (
     "location",  # a landmark's signed round-trip record (formats.location), by its digest
 )
 _ENTRY_FIELDS = {"v", "serial", "counter", "boot", "clock_ns", "busy_ns", "prev", "kind", "body", "sig"}
+_UNSIGNED_FIELDS = _ENTRY_FIELDS - {"sig"}
 
 
 def b64(data: bytes) -> str:
@@ -130,37 +140,147 @@ def envelope_from_obj(obj: Any, what: str) -> Envelope:
     return Envelope.from_json(canonical_json(obj))
 
 
+def _payload_type(entry: dict[str, Any]) -> str:
+    return CHECKPOINT_PAYLOAD_TYPE if entry.get("v") == 2 and entry.get("kind") == "checkpoint" else ENTRY_PAYLOAD_TYPE
+
+
 def entry_signing_input(entry: dict[str, Any]) -> bytes:
-    """What the boot key signs for an entry: PAE over the canonical entry without its `sig`."""
+    """What the boot key signs for an entry: PAE over the canonical entry without its `sig`
+    (version 1: every entry, canonical JSON v1; version 2: checkpoints with the checkpoint
+    payload type, other entries only under report-mode firmware, RFC 8785)."""
     unsigned = {k: v for k, v in entry.items() if k != "sig"}
-    return pae(ENTRY_PAYLOAD_TYPE, canonical_json(unsigned))
+    encode = canonical_json_v2 if entry.get("v") == 2 else canonical_json
+    return pae(_payload_type(entry), encode(unsigned))
 
 
 def entry_signing_input_from_line(line: bytes, entry: dict[str, Any]) -> bytes:
     """`entry_signing_input` of a line `parse_entry_line` accepted, cut from the line's own bytes.
 
-    Canonical JSON sorts keys, so the line ends `,"sig":"<sig>","v":1}` and the entry without
+    Canonical JSON sorts keys, so the line ends `,"sig":"<sig>","v":N}` and the entry without
     `sig` is the line without `,"sig":"<sig>"`: no second encoding. Any other ending (it cannot
-    occur for an accepted line of version 1) takes the general path."""
-    sig = entry["sig"]
-    tail = b',"sig":"' + sig.encode("ascii") + b'","v":1}' if isinstance(sig, str) and sig.isascii() else b""
+    occur for an accepted line) takes the general path."""
+    sig, v = entry.get("sig"), entry.get("v")
+    end = b'","v":%d}' % v if v in ENTRY_VERSIONS else b""
+    tail = b',"sig":"' + sig.encode("ascii") + end if end and isinstance(sig, str) and sig.isascii() else b""
     if not tail or not line.endswith(tail):
         return entry_signing_input(entry)
-    return pae(ENTRY_PAYLOAD_TYPE, line[: len(line) - len(tail)] + b',"v":1}')
+    return pae(_payload_type(entry), line[: len(line) - len(tail)] + end[1:])
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _no_float(text: str) -> Any:
+    raise _NotFast
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFast
+
+
+_loads = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant).decode
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# A JSON number token inside an object follows ":", "," or "["; one of 16 or more digits may
+# exceed 2**53 - 1 (16 digits), and such a line takes the careful parse (strings never match
+# falsely in a way that matters: a false match only costs the careful parse).
+_LONG_NUMBER = re.compile(r"[:,\[]-?[0-9]{16}")
+
+
+def _has_float(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return True
+    if isinstance(obj, dict):
+        return any(_has_float(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_has_float(v) for v in obj)
+    return False
+
+
+def _parse_line(line: bytes) -> Any:
+    """A log line's value, the line required to be its canonical encoding; no entry holds a
+    float (every number is an integer below 2**53).
+
+    Fast path (one C parse, one C encode; the auditor's hot loop): an ASCII line with no float,
+    no NaN/Infinity and no integer beyond 2**53 whose re-encoding with sorted keys and no
+    whitespace is the line itself (and that has no number of 16 or more digits). For such a value RFC 8785 (version 2) and canonical JSON v1
+    give the same bytes (they differ only on floats and keys above U+FFFF, which ASCII cannot
+    hold), and a duplicate key would make the re-encoding shorter, so the line is accepted here
+    exactly when `parse_canonical_json_v2` accepts it with the same value
+    (tests/test_chip_log_v2.py compares both over mutated lines). Anything else takes that
+    careful parse, which names the problem."""
+    try:
+        if line.isascii() and line[:1] == b"{":  # an entry is an object: no number opens it
+            text = line.decode("ascii")
+            obj = _loads(text)
+            if _dumps(obj) == text and not _LONG_NUMBER.search(text):
+                return obj
+    except (_NotFast, ValueError, RecursionError):
+        pass
+    obj = parse_canonical_json_v2(line)
+    if _has_float(obj):
+        raise FormatError("entry holds a non-integer number (log entries carry integers and strings only)")
+    if isinstance(obj, dict) and obj.get("v") == 1 and canonical_json(obj) != bytes(line):
+        raise FormatError("version 1 entry is not in canonical JSON v1 form")
+    return obj
+
+
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_decimal(value: Any) -> bool:
+    """What `decimal` accepts (ASCII digits, no leading zero, short enough for int())."""
+    return (
+        type(value) is str
+        and 0 < len(value) < 4000
+        and value.isascii()
+        and value.isdigit()
+        and (value[0] != "0" or len(value) == 1)
+    )
+
+
+def entry_version(obj: dict[str, Any]) -> int:
+    """The `v` of a parsed entry, checked to be a version this module reads."""
+    v = obj.get("v")
+    if v not in ENTRY_VERSIONS or isinstance(v, bool):
+        raise FormatError(f"entry version {v!r} is not one of {ENTRY_VERSIONS}")
+    return int(v)
 
 
 def parse_entry_line(line: bytes) -> dict[str, Any]:
-    """Decode one log line (canonical JSON, no newline) and check its shape; raises FormatError."""
-    obj = parse_canonical_json(line)
+    """Decode one log line (canonical JSON, no newline) and check its shape; raises FormatError.
+
+    Version 1: every entry carries `sig`. Version 2: a `checkpoint` entry carries `sig`; any
+    other entry carries it only when the firmware signs every entry (report mode): the audit
+    decides which (formats.chip_audit)."""
+    obj = _parse_line(line)
     if not isinstance(obj, dict):
         raise FormatError("entry is not a JSON object")
-    if set(obj) != _ENTRY_FIELDS:
-        missing, extra = sorted(_ENTRY_FIELDS - set(obj)), sorted(set(obj) - _ENTRY_FIELDS)
+    version = entry_version(obj)
+    keys = obj.keys()
+    if keys != _ENTRY_FIELDS and not (version == 2 and keys == _UNSIGNED_FIELDS and obj.get("kind") != "checkpoint"):
+        missing, extra = sorted(_ENTRY_FIELDS - keys), sorted(keys - _ENTRY_FIELDS)
         raise FormatError(f"entry fields wrong (missing {missing}, unexpected {extra})")
-    if obj["v"] != ENTRY_VERSION:
-        raise FormatError(f"entry version {obj['v']!r} is not {ENTRY_VERSION}")
     if obj["kind"] not in ENTRY_KINDS:
         raise FormatError(f"unknown entry kind {obj['kind']!r}")
+    counter, boot, prev = obj["counter"], obj["boot"], obj["prev"]
+    if (
+        type(counter) is int
+        and counter >= 0
+        and type(boot) is int
+        and boot >= 0
+        and _is_decimal(obj["clock_ns"])
+        and _is_decimal(obj["busy_ns"])
+        and type(prev) is str
+        and _HEX32.fullmatch(prev)
+        and type(obj["body"]) is dict
+        and type(obj["serial"]) is str
+    ):
+        # The checks below, decided with str methods (the audit's hot loop); anything else goes
+        # through them for the error that names it.
+        if "sig" in obj:
+            from_b64(obj["sig"], "entry sig")
+        return obj
     for name in ("counter", "boot"):
         uint(obj[name], f"entry field {name!r}")
     int_field(obj, "clock_ns", "entry")
@@ -170,7 +290,8 @@ def parse_entry_line(line: bytes) -> dict[str, Any]:
         raise FormatError("entry body must be a JSON object")
     if not isinstance(obj["serial"], str):
         raise FormatError("entry serial must be a string")
-    from_b64(obj["sig"], "entry sig")
+    if "sig" in obj:
+        from_b64(obj["sig"], "entry sig")
     return obj
 
 

@@ -62,6 +62,8 @@ def tree_head(serial: str, request: Request) -> dict[str, Any]:
         "checkpoint": svc.signer.checkpoint(origin(svc.reg.register_id, serial), size, root),
         "key": svc.signer.vkey,
         "chip_checkpoint": _latest_chip_checkpoint(svc, serial, size),
+        # Entries at or past this are stored but pending: no signature of their boot covers them yet.
+        "attributed": svc.logs.attributed(serial),
     }
 
 

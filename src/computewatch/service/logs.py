@@ -1,7 +1,10 @@
 """The service's copy of each report-mode chip's log: checked on arrival, durable before the ack.
 
 Every entry line is fed to the auditor's incremental checker (`LogVerifier`: serial, counter,
-hash chain, signature under the boot key the device key certified, schedule), then inserted in
+hash chain, signature under the boot key the device key certified, schedule; in log v2 a
+report-mode chip signs every entry, and an unsigned v2 entry is stored and acknowledged but
+pending until a checkpoint of its boot verifies: `attributed` marks the end of the attributed
+prefix, served as the tree head's `attributed`), then inserted in
 `service_log_entries` and committed (SQLite `synchronous=FULL`, PostgreSQL commit; entries of
 many chips arriving together share one transaction: `GroupCommitter`), and only then
 acknowledged. A line resent after a lost ack is the stored line: it is acked again, nothing is
@@ -187,6 +190,13 @@ class ChipLogs:
         with chip.lock:
             self._catch_up(serial, chip)
             return chip.verifier.tree, chip.verifier.position
+
+    def attributed(self, serial: str) -> int:
+        """Entries [0, n) of the chip's copy tied to the chip by a verified signature; the rest
+        (log v2 entries no checkpoint of their boot covers yet) are pending."""
+        chip = self._chip(serial)
+        with chip.lock:
+            return chip.verifier.attributed
 
     def counts(self) -> dict[str, int]:
         """Stored entries per chip (from the database)."""
