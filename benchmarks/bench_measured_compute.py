@@ -59,6 +59,9 @@ def measure(workloads: list[str], steps: int, repeats: int) -> dict[str, Any]:
             for _ in range(repeats):
                 doc = verify_runs([run], segments="all")
                 c = doc["runs"][0]["compute"]
+                if not c.get("executor_count"):
+                    rows.append({"workload": name, "verdict": doc["verdict"], "error": [x["detail"][:200] for x in doc["checks"] if x["passed"] is False]})
+                    continue
                 m = c["measured"]
                 n = m["replayed_steps"]
                 beyond = m["cpu_seconds"] - n * OVERHEAD_S
@@ -68,7 +71,9 @@ def measure(workloads: list[str], steps: int, repeats: int) -> dict[str, Any]:
                              "measured_over_counted": (m["flops"] or 0) / c["executor_count"], "load_average": os.getloadavg()[0]})
     by: dict[str, Any] = {}
     for name in workloads:
-        mine = [r for r in rows if r["workload"] == name]
+        mine = [r for r in rows if r["workload"] == name and "error" not in r]
+        if not mine:
+            continue
         by[name] = {"cpu_seconds_per_step_median": statistics.median(r["cpu_seconds_per_step"] for r in mine),
                     "max_measured_over_counted": max(r["measured_over_counted"] for r in mine),
                     "min_efficiency": min((r["efficiency"] for r in mine if r["efficiency"]), default=None)}

@@ -253,17 +253,20 @@ _PASSES = (
     "            optimizer.step()\n"
 )
 _EXTRA_STEP = "        if scheduler.last_epoch % 2 == 1:\n            _extra_passes(self, model, optimizer, batch)\n" + _STEP
-# The tiny transformer preset, 8 steps of 16 samples: a step's arithmetic (8e8 FLOPs) outweighs
-# its Python and dispatch overhead, as in any run that matters (on the 0.2 MFLOP-per-sample demo
-# MLP the overhead of each extra pass is most of its CPU time).
-_HIDDEN_RUN: dict[str, Any] = {"preset_name": "tiny", "steps": 8, "checkpoint_every": 4, "overrides": {"corpus_bytes": 1 << 14, "batch_size": 16}}
-# A ban on runs of 2H and more, H = 1e10: the honest run is 6.6e9 FLOPs, with the extra passes
-# about 11 times that.
-_BAN_2H = (
-    '[policy]\nname = "ban at 2H"\nversion = 2\nthreshold_flops = 1e10\n'
-    '[[rules]]\nid = "no-run-of-2H"\nkind = "ban"\nwhen = "compute.flops >= 2 * compute.H"\n'
-    'text = "no training run of 2H FLOPs or more"\n'
-)
+# Visible passes: the suite's demo MLP run (16 steps, 3.2e8 FLOPs honest, about 11 times that
+# with the passes). Hidden passes: the tiny transformer preset, 4 steps of 16 samples, whose
+# step's arithmetic (8e8 FLOPs) outweighs its Python and dispatch overhead, as in any run that
+# matters (on the demo MLP, 0.2 MFLOP per sample, a pass's CPU time is mostly overhead).
+_VISIBLE_RUN: dict[str, Any] = {"preset_name": RUN["preset"], "steps": RUN["steps"], "checkpoint_every": RUN["checkpoint_every"],
+                                "overrides": dict(RUN["overrides"])}
+_HIDDEN_RUN: dict[str, Any] = {"preset_name": "tiny", "steps": 4, "checkpoint_every": 2, "overrides": {"corpus_bytes": 1 << 14, "batch_size": 16}}
+
+
+def _ban_2h(h: float) -> str:
+    """A policy banning runs of 2H FLOPs and more."""
+    return (f'[policy]\nname = "ban at 2H"\nversion = 2\nthreshold_flops = {h:.1e}\n'
+            '[[rules]]\nid = "no-run-of-2H"\nkind = "ban"\nwhen = "compute.flops >= 2 * compute.H"\n'
+            'text = "no training run of 2H FLOPs or more"\n')
 
 
 def _verify_cli(run: Path, policy_text: str | None, scratch: Path) -> dict[str, Any]:
@@ -291,22 +294,20 @@ def _verify_cli(run: Path, policy_text: str | None, scratch: Path) -> dict[str, 
     return doc
 
 
-def _hidden_run(ctx: Context, name: str, program: Any) -> Path:
+def _hidden_compute(name: str, hidden: bool) -> Any:
     from computewatch.adversary.cheater import Deviation, train_with_deviation
 
-    return train_with_deviation(ctx.scratch(name) / "run", Deviation(), snapshots_per_day=RUN["snapshots_per_day"],
-                                chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program, **_HIDDEN_RUN)
+    settings, policy = (_HIDDEN_RUN, _ban_2h(2e9)) if hidden else (_VISIBLE_RUN, _ban_2h(1e9))
 
-
-def _hidden_compute(name: str, hidden: bool) -> Any:
     def run(ctx: Context, trials: int, seed: int) -> Any:
         attack = get_attack(name)
         out: list[Trial] = []
         figures: list[dict[str, Any]] = []
         for k in range(trials):
             program = _custom_program(ctx, f"{name}-{k}", extra=f"\n\nHIDDEN = {hidden}\n" + _PASSES, edits=((_STEP, _EXTRA_STEP),))
-            run_dir = _hidden_run(ctx, f"{name}-{k}", program)
-            doc = _verify_cli(run_dir, _BAN_2H, ctx.scratch(f"{name}-{k}"))
+            run_dir = train_with_deviation(ctx.scratch(f"{name}-{k}") / "run", Deviation(), snapshots_per_day=RUN["snapshots_per_day"],
+                                           chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program, **settings)
+            doc = _verify_cli(run_dir, policy, ctx.scratch(f"{name}-{k}"))
             out.append(verdict_trial(doc, attack.expected))
             first = (doc.get("runs") or [{}])[0]
             compute = first.get("compute") or {}

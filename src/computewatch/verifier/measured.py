@@ -12,12 +12,13 @@ The CPU time becomes FLOPs through the judge's reference kernel: a single-thread
 matmul of known FLOPs timed in CPU seconds (`reference_rate`, the best of a few timings, so load
 on the machine can only make it look faster, never slower than the machine is), then
 
-    measured = cpu_seconds x rate x EFFICIENCY
+    measured = max(0, cpu_seconds - steps x OVERHEAD_S) x rate x EFFICIENCY
 
-EFFICIENCY is the share of the reference kernel's rate an honest step reaches at the least: the
-lowest ratio counted / (cpu_seconds x rate) measured on honest replays, with margin
-(docs/verifier.md, "Compute": figures and noise). The measured figure is then at or below an
-honest program's count, and work hidden from the counter shows as a count far below it.
+OVERHEAD_S allows each step the CPU time that is not arithmetic (Python, torch's dispatch, the
+counter itself); EFFICIENCY is the share of the reference rate an honest step's remaining CPU
+time reaches at the least. Both are set from honest replays with margin (docs/verifier.md,
+"Measured compute": figures and noise), so that the measured figure stays at or below an honest
+program's count, and work hidden from the counter shows as a count far below it.
 """
 
 from __future__ import annotations
