@@ -56,6 +56,7 @@ def test_measured_flops_allow_the_per_step_overhead_and_scale_by_the_efficiency(
     flops, steps = measured_flops(jobs, rate)
     assert steps == 8 and abs(flops - 0.5 * rate * EFFICIENCY) < 1e-6 * flops  # the second job is all overhead: 0, not negative
     assert not measurable(MeasuredJob(1.0, 4, threads=2)) and measurable(MeasuredJob(1.0, 4, threads=1))
+    assert not measurable(MeasuredJob(1.0, 4, ranks=2))
 
 
 def test_the_run_total_extrapolates_per_replayed_step_and_skips_multithreaded_jobs() -> None:

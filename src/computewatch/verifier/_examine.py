@@ -232,7 +232,7 @@ class _Run:
         reply = self.session.request(job, ReplayReply, timeout)
         cpu_after = self._cpu()
         if count_flops and cpu_before is not None and cpu_after is not None:
-            self.measured.append(MeasuredJob(max(0.0, cpu_after - cpu_before), len(batches), threads or self.threads))
+            self.measured.append(MeasuredJob(max(0.0, cpu_after - cpu_before), len(batches), threads or self.threads, self.run.world_size))
         n = len(batches)
         if (len(reply.losses) != n or len(reply.lr) != n or len(reply.rng) != n or len(reply.files) != self.run.world_size
                 or (reply.ops is not None and not trace)):

@@ -48,6 +48,7 @@ class MeasuredJob:
     cpu_seconds: float
     steps: int
     threads: int = 1
+    ranks: int = 1
 
 
 def _stat_times(pid: int) -> tuple[int, int, float] | None:
@@ -127,10 +128,12 @@ def reference_rate() -> float:
 
 
 def measurable(job: MeasuredJob) -> bool:
-    """Whether a job's CPU time says something: with several intra-op threads, OpenMP's threads
-    spin while they wait for each other, and on a loaded machine that multiplies the CPU time
-    (measured: 8 to 10 times the single-threaded figure at a load of 10 to 20 on 2 cores)."""
-    return job.threads == 1
+    """Whether a job's CPU time says something: one process, one thread. With several intra-op
+    threads OpenMP's threads spin while they wait for each other, and ranks spin in gloo's
+    collectives; on a loaded machine that multiplies the CPU time (measured: 8 to 10 times the
+    single-threaded figure at a load of 10 to 20 on 2 cores; a 2-rank DDP replay of the demo MLP
+    about 100 times its count)."""
+    return job.threads == 1 and job.ranks == 1
 
 
 def measured_flops(jobs: list[MeasuredJob], rate: float) -> tuple[float, int]:
