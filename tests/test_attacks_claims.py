@@ -19,7 +19,8 @@ def ctx() -> Iterator[Context]:
 
 def test_the_family_is_registered() -> None:
     assert {"losses-recorded-null", "borrowed-run-id", "chip-busy-zero", "chip-busy-beyond-transcript",
-            "split-run-embedded-init", "custom-program-banned-by-policy", "tolerance-inflated-by-threads", "collate-embedded-text", "loss-plus-ten"} <= set(CLAIMS)
+            "split-run-embedded-init", "custom-program-banned-by-policy", "tolerance-inflated-by-threads", "collate-embedded-text", "loss-plus-ten",
+            "extra-passes-every-other-step", "extra-passes-hidden-from-counter"} <= set(CLAIMS)
 
 
 @pytest.mark.parametrize("name", CLAIMS)

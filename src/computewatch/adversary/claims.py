@@ -236,3 +236,98 @@ _claim("loss-plus-ten", "§2.1 (benchmark rules on the final weights); issue 18"
        summary="A custom program whose loss() returns the loss + 10 (same gradients, so the replay agrees) to pass a rule "
                "capping the final model's capability: its architecture is a template's, so the final loss is computed "
                "with the template's loss, and the rule fails.")
+
+
+# ------------------------------------------------------------- compute the program hides
+# 20 extra training passes on every other step (the step's own optimizer, the same batch): the
+# replay does them too, so every state reproduces; only the compute they cost is at stake.
+_EXTRA_PASSES = 20
+_PASSES = (
+    "\n\ndef _extra_passes(workload, model, optimizer, batch):\n"
+    "    import contextlib\n"
+    "    hide = torch._C._DisableTorchDispatch() if HIDDEN else contextlib.nullcontext()\n"
+    "    with hide:\n"
+    f"        for _ in range({_EXTRA_PASSES}):\n"
+    "            optimizer.zero_grad(set_to_none=True)\n"
+    "            workload.loss(model, batch).backward()\n"
+    "            optimizer.step()\n"
+)
+_EXTRA_STEP = "        if scheduler.last_epoch % 2 == 1:\n            _extra_passes(self, model, optimizer, batch)\n" + _STEP
+# Visible passes: the suite's demo MLP run (16 steps, 3.2e8 FLOPs honest, about 11 times that
+# with the passes). Hidden passes: the tiny transformer preset, 4 steps of 16 samples, whose
+# step's arithmetic (8e8 FLOPs) outweighs its Python and dispatch overhead, as in any run that
+# matters (on the demo MLP, 0.2 MFLOP per sample, a pass's CPU time is mostly overhead).
+_VISIBLE_RUN: dict[str, Any] = {"preset_name": RUN["preset"], "steps": RUN["steps"], "checkpoint_every": RUN["checkpoint_every"],
+                                "overrides": dict(RUN["overrides"])}
+_HIDDEN_RUN: dict[str, Any] = {"preset_name": "tiny", "steps": 4, "checkpoint_every": 2, "overrides": {"corpus_bytes": 1 << 14, "batch_size": 16}}
+
+
+def _ban_2h(h: float) -> str:
+    """A policy banning runs of 2H FLOPs and more."""
+    return (f'[policy]\nname = "ban at 2H"\nversion = 2\nthreshold_flops = {h:.1e}\n'
+            '[[rules]]\nid = "no-run-of-2H"\nkind = "ban"\nwhen = "compute.flops >= 2 * compute.H"\n'
+            'text = "no training run of 2H FLOPs or more"\n')
+
+
+def _verify_cli(run: Path, policy_text: str | None, scratch: Path) -> dict[str, Any]:
+    """`computewatch verify ... --segments all --json` through the real command line (the
+    program runs in the Verifier's sandbox)."""
+    import json
+    import subprocess
+    import sys
+
+    from computewatch.adversary.world import VERIFIER_SEED
+
+    chips = run / "chips"
+    args = [sys.executable, "-m", "computewatch", "verify", str(run), "--chips", str(chips),
+            "--chipmaker-pub", str(chips / "chipmaker" / "chipmaker.pub"), "--prover-pub", str(run / "keys" / "prover.pub"),
+            "--mode", "exact", "--segments", "all", "--seed", VERIFIER_SEED.hex(), "--json"]
+    if policy_text is not None:
+        policy = scratch / "policy.toml"
+        policy.write_text(policy_text)
+        args += ["--policy", str(policy)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1800)
+    try:
+        doc: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError:
+        doc = {"verdict": None, "checks": [], "runs": [], "error": proc.stderr.strip()[-300:]}
+    return doc
+
+
+def _hidden_compute(name: str, hidden: bool) -> Any:
+    from computewatch.adversary.cheater import Deviation, train_with_deviation
+
+    settings, policy = (_HIDDEN_RUN, _ban_2h(2e9)) if hidden else (_VISIBLE_RUN, _ban_2h(1e9))
+
+    def run(ctx: Context, trials: int, seed: int) -> Any:
+        attack = get_attack(name)
+        out: list[Trial] = []
+        figures: list[dict[str, Any]] = []
+        for k in range(trials):
+            program = _custom_program(ctx, f"{name}-{k}", extra=f"\n\nHIDDEN = {hidden}\n" + _PASSES, edits=((_STEP, _EXTRA_STEP),))
+            run_dir = train_with_deviation(ctx.scratch(f"{name}-{k}") / "run", Deviation(), snapshots_per_day=RUN["snapshots_per_day"],
+                                           chip_seconds_per_step=RUN["chip_seconds_per_step"], program=program, **settings)
+            doc = _verify_cli(run_dir, policy, ctx.scratch(f"{name}-{k}"))
+            out.append(verdict_trial(doc, attack.expected))
+            first = (doc.get("runs") or [{}])[0]
+            compute = first.get("compute") or {}
+            figures.append({"total_flops": first.get("total_flops"), "executor_count": compute.get("executor_count"),
+                            "measured": (compute.get("measured") or {}).get("flops"), "judge_estimate": compute.get("judge_estimate")})
+        return result_from_trials(attack, out, extra={"trials": figures})
+
+    return run
+
+
+register("extra-passes-every-other-step", paper_ref="§2.1, §3.2 (compute thresholds); issue 18 (compute the Verifier measures)",
+         family=_FAMILY, kind="caught", expected="verifier.rules", max_trials=2,
+         summary="A custom program that trains 20 extra passes on every other step (the replay does them too, so every "
+                 "state reproduces) under a policy banning runs of 2H: counted on the first step of a segment only, the "
+                 "run looked 11 times smaller; counted on every replayed step, its total is past 2H and the ban fails it.",
+         )(_hidden_compute("extra-passes-every-other-step", False))
+
+register("extra-passes-hidden-from-counter", paper_ref="§2.1, §3.2 (compute thresholds); issue 18 (compute the Verifier measures)",
+         family=_FAMILY, kind="caught", expected="verifier.compute", max_trials=2,
+         summary="The same 20 extra passes on every other step, run with torch's dispatch modes disabled so the "
+                 "executor's FLOP counter never sees them: the CPU time of the executor's processes, read by the judge "
+                 "and turned into FLOPs with its reference kernel, is far above the count.",
+         )(_hidden_compute("extra-passes-hidden-from-counter", True))

@@ -19,13 +19,18 @@ Templates:
   small ...), entry ``program:make_program``;
 * ``computewatch/hf-trainer``: a Hugging Face ``transformers`` model config plus Trainer
   arguments, executed by the integration's program (``integrations/program``), entry
-  ``hf_program:make_program``.
+  ``hf_program:make_program``;
+* ``computewatch/lightning``: a LightningModule of the pinned library
+  (``integrations/program/lightning_modules.py``) declared by class and hyperparameters plus the
+  Trainer settings, executed by the integration's Lightning program, entry
+  ``lightning_program:make_program``. A Lightning run whose module is the lab's own class carries
+  that class's files under ``user/``: another digest, a custom program.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from computewatch.crypto.errors import FormatError
@@ -54,13 +59,13 @@ class Template:
         return _digest(self.root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _files(root: Path) -> tuple[tuple[str, bytes], ...]:
     paths = sorted(p for p in root.rglob("*.py") if p.is_file() and "__pycache__" not in p.parts)
     return tuple((p.relative_to(root).as_posix(), p.read_bytes()) for p in paths)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _digest(root: Path) -> str:
     from computewatch.formats.program import code_digest_of
 
@@ -72,6 +77,7 @@ TEMPLATES: dict[str, Template] = {
     for t in (
         Template("computewatch/demo-preset", "program:make_program", "prover/workloads"),
         Template("computewatch/hf-trainer", "hf_program:make_program", "integrations/program"),
+        Template("computewatch/lightning", "lightning_program:make_program", "integrations/program"),
     )
 }
 

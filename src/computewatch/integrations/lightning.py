@@ -73,6 +73,7 @@ from computewatch.prover.runner import (
 __all__ = ["ENTRY", "ComputewatchCallback"]
 
 ENTRY = "lightning_program:make_program"
+_PINNED_MODULES = "computewatch.integrations.program.lightning_modules"  # the template's model library
 _PROGRAM_DIR = Path(__file__).resolve().parent / "program"
 # Hooks that run inside the optimizer step: overriding them changes what a step computes.
 _STEP_HOOKS = (
@@ -157,9 +158,16 @@ class ComputewatchCallback(L.Callback):
         size = self.micro_batch_size * self.accumulate * self.world
         self.order = [list(ids) for _, ids in batches(self.seed, len(self.commitment), size, self.steps)]
         self.sampler.order = [split_batch(ids, self.rank, self.world) for ids in self.order]
-        root, module, files = program_of(type(pl_module))
-        self._user = (root, files)
-        self.hyperparameters = self._hyperparameters(trainer, pl_module, f"user.{module}", size)
+        if type(pl_module).__module__ == _PINNED_MODULES:
+            # A module of the pinned library: the run is the computewatch/lightning template,
+            # its program the Verifier's own files and no code of the lab's.
+            self._user: tuple[Path, tuple[str, ...]] | None = None
+            declared = _PINNED_MODULES.rsplit(".", 1)[1]
+        else:
+            root, module, files = program_of(type(pl_module))
+            self._user = (root, files)
+            declared = f"user.{module}"
+        self.hyperparameters = self._hyperparameters(trainer, pl_module, declared, size)
         self.program = LightningProgram(self.hyperparameters, getattr(self.data, "folder", None), module_class=type(pl_module))
         seed_process(self.seed, self.rank, self.options.threads or torch.get_num_threads())
         init_weights(pl_module, init_generator(self.seed), self.init_std)
@@ -205,7 +213,7 @@ class ComputewatchCallback(L.Callback):
             commitment=self.commitment,
             nonce=self.nonce,
             entry=ENTRY,
-            parts=[("", _PROGRAM_DIR, _program_files()), ("user", *self._user)],
+            parts=[("", _PROGRAM_DIR, _program_files()), *([("user", *self._user)] if self._user is not None else [])],
             rank=self.rank,
             world_size=self.world,
         )

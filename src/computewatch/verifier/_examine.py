@@ -40,6 +40,7 @@ from computewatch.verifier.protocol import (
     SamplesReply,
     Status,
 )
+from computewatch.verifier.measured import MeasuredJob, reference_rate, tree_cpu_seconds
 from computewatch.verifier.sandbox import Limits
 from computewatch.verifier.selection import Segment
 
@@ -78,6 +79,9 @@ class RunResult:
     findings: list[Finding] = field(default_factory=list)
     segments: list[tuple[Segment, dict[str, Any]]] = field(default_factory=list)
     flops_claims: list[int] = field(default_factory=list)
+    counted_steps: int = 0  # steps the executor's counts in flops_claims cover
+    measured: list[MeasuredJob] = field(default_factory=list)
+    reference_rate: float | None = None  # the judge's FLOPs per CPU second on its reference kernel
     unknown_ops: dict[str, int] = field(default_factory=dict)
     replayed_steps: int = 0
     expected_lr: list[list[float]] = field(default_factory=list)
@@ -176,6 +180,12 @@ class _Run:
         self.run = plan.run
         self.ranks_started = False
         self.w0: dict[str, torch.Tensor] | None = None  # the program's W0, once the program job answered
+        self.measured: list[MeasuredJob] = []  # CPU time of each counted replay job, read by the judge
+
+    def _cpu(self) -> float | None:
+        """CPU seconds of the executor's whole process tree so far, from the kernel's account."""
+        proc = self.session.proc
+        return tree_cpu_seconds(proc.pid) if proc is not None else None
 
     def start(self) -> int:
         pre = self.run.precommitment
@@ -197,7 +207,7 @@ class _Run:
         if sum(reply.lengths) != len(data):
             raise self.session.fail(FailureReason.MALFORMED_OUTPUT)
         out, at = {}, 0
-        for i, n in zip(ids, reply.lengths):
+        for i, n in zip(ids, reply.lengths, strict=False):
             out[i] = data[at : at + n]
             at += n
         return out
@@ -218,7 +228,11 @@ class _Run:
                         threads or self.threads, lr_scale, count_flops, trace)
         timeout = self.budget.job(len(batches)) + (0 if self.ranks_started or self.run.world_size == 1 else self.budget.startup)
         self.ranks_started = True
+        cpu_before = self._cpu()
         reply = self.session.request(job, ReplayReply, timeout)
+        cpu_after = self._cpu()
+        if count_flops and cpu_before is not None and cpu_after is not None:
+            self.measured.append(MeasuredJob(max(0.0, cpu_after - cpu_before), len(batches), threads or self.threads, self.run.world_size))
         n = len(batches)
         if (len(reply.losses) != n or len(reply.lr) != n or len(reply.rng) != n or len(reply.files) != self.run.world_size
                 or (reply.ops is not None and not trace)):
@@ -228,7 +242,7 @@ class _Run:
         for files in reply.files:
             if len(files) != len(labels):
                 raise self.session.fail(FailureReason.MALFORMED_REPLY)
-            states.append({label: self.session.tensors(f) for label, f in zip(labels, files)})
+            states.append({label: self.session.tensors(f) for label, f in zip(labels, files, strict=False)})
         return reply, states
 
     def losses(self, weights: list[dict[str, torch.Tensor]], ids: list[int], samples: dict[int, bytes]) -> list[list[float | None]]:
@@ -328,7 +342,9 @@ def examine(plan: RunPlan) -> RunResult:
         stage = "samples"
         samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
+        res.reference_rate = reference_rate()  # timed here, the executor idle between jobs
         _replays(conv, res, steps, samples)
+        res.measured = list(conv.measured)
         pending.remove("segments")
         stage = "losses"
         _loss_checks(conv, res, samples, *needs)
@@ -446,21 +462,22 @@ def _judge_segment(conv: _Run, res: RunResult, seg: Segment, label: str, steps: 
     unsure = plan.mode == "exact" and bool(mismatch)
     doc: dict[str, Any] = {"passed": None, "distance": None, "error": "", "losses": []}
     recs = steps[seg.start : seg.start + len(reply.losses)]
-    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses)]
+    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses, strict=False)]
     if reply.flops and isinstance(reply.flops.get("total"), int) and reply.flops["total"] >= 0:
         res.flops_claims.append(int(reply.flops["total"]))
+        res.counted_steps += len(reply.losses)
         for k, v in (reply.flops.get("unknown_ops") or {}).items():
             if isinstance(v, int):
                 res.unknown_ops[str(k)] = res.unknown_ops.get(str(k), 0) + v
-    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr) if rec.lr != lr]
+    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr, strict=False) if rec.lr != lr]
     if lr_bad:
         res.add("hyperparameters", Status.FAILED, f"{label}: the recorded lr differs from the one the program used in replay (step {lr_bad[0]})")
-    rng_bad = [rec.step for rec, d in zip(recs, reply.rng) if rec.rng != d]
+    rng_bad = [rec.step for rec, d in zip(recs, reply.rng, strict=False) if rec.rng != d]
     if rng_bad:
         res.add("segments", Status.FAILED, f"{label}: the recorded RNG states differ from the replay's (step {rng_bad[0]})")
     loss_ok = all(
         rec.loss is None or (loss is not None and (loss == rec.loss if plan.mode == "exact" else math.isclose(loss, rec.loss, rel_tol=1e-3, abs_tol=1e-6)))
-        for rec, loss in zip(recs, reply.losses)
+        for rec, loss in zip(recs, reply.losses, strict=False)
     )
     if not loss_ok:
         res.add("loss", Status.UNDECIDED if unsure else Status.FAILED, f"{label}: recorded losses differ from the replayed ones")
@@ -523,7 +540,7 @@ def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: li
         if any(i not in samples for i in ids):
             continue
         before, after = conv.losses([run.full_weights(a), run.full_weights(b)], ids, samples)
-        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after)]
+        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after, strict=False)]
         rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
     res.memorization = _audit.memorization(rows)
     twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None

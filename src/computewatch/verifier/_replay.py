@@ -11,6 +11,7 @@ training.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -81,7 +82,7 @@ def staged_samples(inputs: Path, name: str, ids: Sequence[int], lengths: Sequenc
     """The committed sample bytes the judge staged for a job, by id."""
     data = (inputs / name).read_bytes()
     out, at = {}, 0
-    for i, n in zip(ids, lengths):
+    for i, n in zip(ids, lengths, strict=False):
         out[int(i)] = data[at : at + n]
         at += n
     return out
@@ -115,6 +116,7 @@ def replay_rank(program: Any, seed: bytes, strategy: str, rank: int, world: int,
         restore(ckpt, _module(model), optimizer, None, settings="live")
     out: dict[str, Any] = {"losses": [], "lr": [], "rng": [], "files": [], "flops": None}
     keep = set(job.keep)
+    counted = None
     for i, ids in enumerate(job.batches):
         t = job.start + i
         if job.lr_scale != 1.0:  # calibration only: a spoof to measure false accepts
@@ -123,18 +125,20 @@ def replay_rank(program: Any, seed: bytes, strategy: str, rank: int, world: int,
         out["rng"].append(blake3_bytes(torch.get_rng_state().numpy().tobytes()).hex())
         out["lr"].append(float(optimizer.param_groups[0]["lr"]))
         batch = program.collate([samples[s] for s in split_batch(ids, rank, world)])
-        step = lambda: program.train_step(model, optimizer, scheduler, batch)  # noqa: E731
+        step = functools.partial(program.train_step, model, optimizer, scheduler, batch)
         if job.trace and i == len(job.batches) - 1:  # bisection to an operator: digests only leave
             step = _traced(step, out)
-        if job.count_flops and out["flops"] is None:
+        if job.count_flops:  # every step: extra work on uncounted steps would not show otherwise
             loss, count = count_flops(step)
-            out["flops"] = count.to_json()
+            counted = count if counted is None else counted.add(count)
         else:
             loss = step()
         loss = float(loss)
         out["losses"].append(loss if math.isfinite(loss) else None)
         if t + 1 in keep:
             out["files"].append(save_tensors(local_parameters(model), folder / f"r{rank}-s{t + 1}.safetensors"))
+    if counted is not None:
+        out["flops"] = counted.to_json()
     if job.final:
         state = {f"model/{k}": _local(v) for k, v in _module(model).state_dict().items()}
         for idx, entries in optimizer.state_dict()["state"].items():

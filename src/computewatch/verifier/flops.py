@@ -124,6 +124,14 @@ class FlopCount:
     def complete(self) -> bool:
         return not self.unknown
 
+    def add(self, other: FlopCount) -> FlopCount:
+        """This count plus `other`'s (several steps counted one by one)."""
+        self.matmul += other.matmul
+        self.other += other.other
+        self.by_op.update(other.by_op)
+        self.unknown.update(other.unknown)
+        return self
+
     def to_json(self) -> dict[str, Any]:
         return {
             "total": self.total,

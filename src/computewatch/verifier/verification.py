@@ -35,6 +35,7 @@ from computewatch.verifier.busy import busy_findings
 from computewatch.verifier.cluster import TrustedCluster
 from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
 from computewatch.verifier.losses import run_loss_findings
+from computewatch.verifier.measured import EFFICIENCY, OVERHEAD_S, measurable, measured_flops
 from computewatch.verifier.protocol import CheckOutcome, Status
 from computewatch.verifier.selection import DEFAULT_SEGMENT_DETECTION, Segment, seed_commitment, select_segments, selection_summary
 from computewatch.verifier.tolerance import bound_tolerance, tolerance_findings
@@ -136,7 +137,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
                 checks.bad("segments", finding)
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
-        for rid, res in zip(runs, results):
+        for rid, res in zip(runs, results, strict=False):
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
         for finding in run_loss_findings(runs):
@@ -355,6 +356,9 @@ def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> No
     run["segments"] = res.segments
     run["expected_lr"] = res.expected_lr
     run["flops_claims"] = res.flops_claims
+    run["counted_steps"] = res.counted_steps
+    run["measured_jobs"] = res.measured
+    run["reference_rate"] = res.reference_rate
     run["unknown_ops"] = res.unknown_ops
     run["replayed_steps"] = res.replayed_steps
     run["policy_facts"] = res.policy_facts
@@ -380,6 +384,23 @@ def _judge_unreplayed_snapshots(expectations: dict[str, list[dict[str, Any]]], c
         checks.good("snapshots", f"all {total} logged snapshots map to a run, a rank and a record, and replay reproduces them")
 
 
+def _measured_total(run: dict[str, Any]) -> float | None:
+    """The run's FLOPs as the executor's measured CPU time stands for them, per replayed step
+    times the run's steps (`verifier.measured`); None when nothing was measured."""
+    jobs, rate = [j for j in run.get("measured_jobs") or [] if measurable(j)], run.get("reference_rate")
+    if not jobs or not rate:
+        return None
+    flops, steps = measured_flops(jobs, rate)
+    return flops / steps * run["steps"] if steps else None
+
+
+def _measured_doc(run: dict[str, Any], total: float | None) -> dict[str, Any]:
+    jobs = [j for j in run.get("measured_jobs") or [] if measurable(j)]
+    return {"flops": total, "cpu_seconds": sum(j.cpu_seconds for j in jobs), "replayed_steps": sum(j.steps for j in jobs),
+            "reference_flops_per_cpu_second": run.get("reference_rate"), "efficiency": EFFICIENCY, "overhead_s_per_step": OVERHEAD_S,
+            "unmeasured_jobs": len(run.get("measured_jobs") or []) - len(jobs)}
+
+
 def _judge_compute(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun], chips: list[ChipEvidence], checks: _Checks) -> None:
     """Compute the judge can stand behind: its own 6·N·D estimate is the floor of the reported
     total, the executor's count (a claim) can only raise it, and an executor count far below the
@@ -392,12 +413,13 @@ def _judge_compute(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun]
             checks.bad("compute", f"run {rid}: the step records cannot be read, so the committed samples cannot be counted")
             continue
         params, estimate = _examine.judge_estimate(staged[rid], steps)
-        claims = run.get("flops_claims") or []
-        claim_step = round(sum(claims) / len(claims)) if claims else None
-        claim_total = claim_step * run["steps"] if claim_step is not None else None
-        total = max(estimate, claim_total or 0)
+        claims, counted = run.get("flops_claims") or [], run.get("counted_steps") or 0
+        claim_total = round(sum(claims) / counted * run["steps"]) if claims and counted else None
+        measured_total = _measured_total(run)
+        total = max(estimate, claim_total or 0, round(measured_total or 0))
         run["judge_flops"] = estimate
         run["executor_flops"] = claim_total
+        run["measured_flops"] = measured_total
         run["total_flops"] = total
         run["flops_per_step"] = total / run["steps"] if run["steps"] else None
         run["verification_flops"] = round(total / run["steps"] * run.get("replayed_steps", 0)) if run["steps"] else 0
@@ -408,15 +430,20 @@ def _judge_compute(runs: dict[str, dict[str, Any]], staged: dict[str, StagedRun]
             capacity *= run["world_size"] / len(inspected)  # the uninspected chips' share, assumed alike
         utilization = total / capacity if capacity > 0 else None
         run["compute"] = {"busy_seconds": busy_s, "peak_flops_seconds": capacity, "utilization": utilization,
-                          "judge_estimate": estimate, "executor_count": claim_total, "parameters": params}
+                          "judge_estimate": estimate, "executor_count": claim_total, "parameters": params,
+                          "measured": _measured_doc(run, measured_total)}
         detail = f"run {rid}: {total:.3e} FLOPs (judge's estimate 6 x {params} parameters x {sum(len(r.sample_ids) for r in steps)} committed samples = {estimate:.3e}"
-        detail += f"; executor's count {claim_total:.3e})" if claim_total is not None else "; no segment replayed, so no executor count)"
+        detail += f"; executor's count {claim_total:.3e}" if claim_total is not None else "; no segment replayed, so no executor count"
+        detail += f"; measured from the executor's CPU time {measured_total:.3e})" if measured_total is not None else ")"
         unknown = run.get("unknown_ops") or {}
         if unknown:
             detail += f"; NOT counted by the executor (unknown to the counter): {', '.join(f'{k} x{v}' for k, v in sorted(unknown.items()))}"
             run["flops_complete"] = False
         if claim_total is not None and claim_total < _examine._FAR_BELOW * estimate:
             checks.bad("compute", detail + ": the executor's count is far below the judge's estimate (a program that under-counts itself)")
+            continue
+        if claim_total is not None and measured_total is not None and claim_total < _examine._FAR_BELOW * measured_total:
+            checks.bad("compute", detail + ": the executor's count is far below the compute its CPU time measures (work hidden from the counter)")
             continue
         if utilization is not None:
             detail += f"; {utilization:.2e} of the inspected chips' certified peak over their logged busy time"

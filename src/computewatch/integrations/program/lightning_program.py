@@ -86,8 +86,8 @@ class LightningProgram:
         if module_class is None:
             module = importlib.import_module(f"{__package__}.{hp['module']['module']}")
             module_class = getattr(module, hp["module"]["class"], None)
-        if not isinstance(module_class, type):
-            raise ValueError(f"{hp['module']['module']} has no class {hp['module']['class']!r}")
+        if not isinstance(module_class, type) or not issubclass(module_class, lightning.LightningModule):
+            raise ValueError(f"{hp['module']['module']} has no LightningModule {hp['module']['class']!r}")
         self.module_class = module_class
         self._schedulers: dict[int, Any] = {}
 
