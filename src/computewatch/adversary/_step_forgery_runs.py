@@ -62,7 +62,7 @@ def forged_step_fn(forged: set[int], how: str) -> Callable[..., Any]:
                 return program.train_step(model, optimizer, scheduler, batch)
             finally:
                 if scheduler is None:  # a scheduler's step already set the next step's lr from its base lr
-                    for g, lr in zip(optimizer.param_groups, saved):
+                    for g, lr in zip(optimizer.param_groups, saved, strict=True):
                         g["lr"] = lr
         loss = program.train_step(model, optimizer, scheduler, batch)
         with torch.no_grad():
@@ -88,10 +88,12 @@ class ForgedRun:
         return self._inventory
 
 
-def forged_run(out: Path, steps: int, forged: Sequence[int], how: str = "break", *, checkpoint_every: int = 50, preset: str = "mlp") -> ForgedRun:
-    """Train the demo workload (no chip) with the forged steps; the transcript is recorded honestly."""
+def forged_run(out: Path, steps: int, forged: Sequence[int], how: str = "break", *, checkpoint_every: int = 50, preset: str = "mlp",
+               overrides: dict[str, Any] | None = None) -> ForgedRun:
+    """Train the demo workload (no chip) with the forged steps; the transcript is recorded honestly.
+    `overrides` replaces workload fields (a smaller model for a long benchmark run)."""
     config = TrainConfig(out=out, preset=preset, steps=steps, checkpoint_every=checkpoint_every, nonce=b"step-forgery", monitor=False,
-                         overrides={"corpus_bytes": 1 << 15})
+                         overrides={"corpus_bytes": 1 << 15, **(overrides or {})})
     fn = forged_step_fn(set(forged), how)
     with isolated_torch_state():
         deterministic_cpu(1)
@@ -129,7 +131,7 @@ class _Memo:
         todo = {key(s): s for s in specs if key(s) not in self.cache}
         if todo:
             with staged_run(specs[0]["run_dir"], self.keys) as staged:
-                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox)):
+                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox), strict=True):
                     self.cache[k] = res
         return [self.cache[key(s)] for s in specs]
 
@@ -231,7 +233,7 @@ def _caught(name: str, make: Callable[[Context, int, int, int], tuple[dict[str, 
         out = []
         extra: dict[str, Any] = {}
         for i in range(trials):
-            spot, localized, findings = make(ctx, trials, seed, i)
+            _spot, localized, findings = make(ctx, trials, seed, i)
             caught = bool(findings)
             out.append(Trial(caught, "verifier.steps" if caught else None, ("verifier.steps",) if caught else (), findings[0] if findings else ""))
             extra.setdefault("localized", []).extend(localized)

@@ -10,8 +10,10 @@ precommitted schedule gives its learning rate). Output: the state after the step
 on request, the FLOPs and every operator's output digest (`OpTrace`, a torch dispatch mode:
 BLAKE3 over each output tensor's bytes, in dispatch order) for bisection to one operator.
 
-One process, one rank: a run of W > 1 ranks needs its collectives, so its steps are not
-replayed one at a time here (their commitments are still checked against answered states).
+A run of W > 1 ranks needs its collectives: `judge_steps` replays a drawn step of it only with
+every rank's answered state (each hashed against its rank's commitment first), all ranks in one
+replay job of the executor (gloo, the run's world size and layout), and judges each rank's
+result against its own commitment, so a forged rank is named.
 """
 
 from __future__ import annotations
@@ -182,8 +184,9 @@ def _split_state(final: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = True, data_dir: str | None = None,
                 time_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Check answered states and replay one step from each (single-rank runs), in ONE sandboxed
-    executor for all of them (the Prover's program never runs in this process).
+    """Check answered states and replay one step from each, in ONE sandboxed executor for all of
+    them (the Prover's program never runs in this process; a distributed run's step is one
+    replay job of all its ranks, see the module doc).
 
     `run` is the judge's staged copy of the run; each spec: step, rank, response_dir, before
     (object digest of the answered state), expected_before ([weights, optimizer] digests the
@@ -197,7 +200,6 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
     from computewatch.formats.checkpoint import decode_checkpoint
     from computewatch.formats.commitments import checkpoint_commitment
     from computewatch.verifier import _audit, _examine
-    from computewatch.verifier._compare import distance
 
     records = run.steps()
     names_of = {r: [reg.param for reg in run.layout.chips[r]] for r in range(run.world_size)}
@@ -219,15 +221,12 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
             out["error"] = str(exc)
             continue
         out["rng"] = blake3_bytes(state.rng["torch"].numpy().tobytes()).hex() if "torch" in state.rng else None
-        if run.world_size > 1:
-            out["replayed"] = False
-            out["note"] = "a step of a distributed run is not replayed alone (it needs every rank's collectives)"
-            continue
         if spec.get("expected_before") is not None and out["before"] != list(spec["expected_before"]):
             out["replayed"] = False  # never replay a state that is not the committed one
             continue
         todo.append((k, raw, state))
-    if not todo:
+    groups = _rank_groups(specs, todo, run.world_size, results)
+    if not groups:
         return results
     problem = _examine._program_problem(run)
     if problem is not None:
@@ -236,50 +235,82 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
         return results
     plan, budget, threads = _executor_plan(run, records, sandbox, data_dir, time_scale)
     hashes = run.sample_hashes()
-    names = names_of[0]
     try:
         with _examine._session(plan, budget) as session:
             conv = _examine._Run(plan, session, budget, threads)
             conv.start()
-            samples = conv.samples(sorted({i for k, _, _ in todo for i in records[int(specs[k]["step"])].sample_ids}))
+            samples = conv.samples(sorted({i for t in groups for i in records[t].sample_ids}))
             bad = set(_audit.check_samples(run, hashes, samples, []) or [])
-            for k, raw, state in todo:
-                spec, out = specs[k], results[k]
-                t = int(spec["step"])
+            for t, members in sorted(groups.items()):
                 rec = records[t]
-                out["samples_ok"] = not any(i in bad for i in rec.sample_ids)
-                reply, states = conv.replay(t, [list(rec.sample_ids)], samples, [], True, start_states=[raw], trace=True)
-                final = states[0][-1]
-                model, opt = _split_state(final)
-                out["replayed"] = True
-                try:
-                    out["after"] = list(checkpoint_commitment(model, names, opt))
-                except FormatError as exc:
-                    out["error"] = f"the replayed state is unusable: {exc}"
-                    continue
-                out["lr"], out["rng_at_start"], out["loss"] = reply.lr[0], reply.rng[0], reply.losses[0]
-                out["lr_ok"] = reply.lr[0] == rec.lr
+                reply, states = conv.replay(t, [list(rec.sample_ids)], samples, [], True, start_states=[raw for _, raw, _ in members], trace=True)
                 total = (reply.flops or {}).get("total")
-                out["flops"] = total if isinstance(total, int) and total >= 0 else None
-                out["ops"] = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2]
-                if spec.get("after"):
-                    try:
-                        answered = decode_checkpoint(response_object(spec["response_dir"], spec["after"]), what=f"answered state after step {t}")
-                        out["answered_after"] = list(checkpoint_commitment(answered.model, names, answered.optimizer_tensors))
-                    except FormatError as exc:
-                        out["error"] = str(exc)
-                        continue
-                    flat = lambda d: torch.cat([d[n].detach().reshape(-1).double() for n in names])  # noqa: E731
-                    r, c, b = flat(model), flat(answered.model), flat(state.model)
-                    parts = {"diff2": float(torch.dot(r - c, r - c)), "update2": float(torch.dot(c - b, c - b)),
-                             "replayed2": float(torch.dot(r - b, r - b)), "dot": float(torch.dot(r - b, c - b))}
-                    out["distance"] = distance([parts])
+                for rank, (k, _raw, state) in enumerate(members):
+                    _judge_rank(specs[k], results[k], rank, state, states[rank][-1], reply, rec, bad, names_of[rank],
+                                total / run.world_size if isinstance(total, int) and total >= 0 else None)
     except ComputewatchError as exc:  # the executor failed (ExecutorFailure) or the evidence did: the Prover's
         for k, _, _ in todo:
             if "after" not in results[k]:
                 results[k].pop("replayed", None)
                 results[k]["error"] = str(exc)
     return results
+
+
+def _rank_groups(specs: Sequence[dict[str, Any]], todo: Sequence[tuple[int, bytes, Checkpoint]], world: int,
+                 results: list[dict[str, Any]]) -> dict[int, list[tuple[int, bytes, Checkpoint]]]:
+    """The replays to run: per step, every rank's answered state in rank order. A step of a
+    distributed run is replayed only when every rank's state matched its commitment."""
+    by_step: dict[int, dict[int, tuple[int, bytes, Checkpoint]]] = {}
+    for item in todo:
+        spec = specs[item[0]]
+        by_step.setdefault(int(spec["step"]), {})[int(spec["rank"])] = item
+    groups = {}
+    for t, ranks in by_step.items():
+        if len(ranks) == world:
+            groups[t] = [ranks[r] for r in range(world)]
+            continue
+        for k, _, _ in ranks.values():
+            results[k]["replayed"] = False
+            results[k]["note"] = "not replayed: the step needs every rank's committed state"
+    return groups
+
+
+def _judge_rank(spec: dict[str, Any], out: dict[str, Any], rank: int, state: Checkpoint, final: dict[str, torch.Tensor], reply: Any,
+                rec: Any, bad: set[int], names: Sequence[str], flops: float | None) -> None:
+    """One rank's result of a replayed step: digests of what the executor returned, the schedule,
+    the samples, the distance to the answered after-state (tolerance) and, on rank 0, the trace."""
+    from computewatch.crypto.errors import FormatError
+    from computewatch.formats.challenge import response_object
+    from computewatch.formats.checkpoint import decode_checkpoint
+    from computewatch.formats.commitments import checkpoint_commitment
+    from computewatch.verifier._compare import distance
+
+    t = int(spec["step"])
+    out["samples_ok"] = not any(i in bad for i in rec.sample_ids)
+    model, opt = _split_state(final)
+    out["replayed"] = True
+    try:
+        out["after"] = list(checkpoint_commitment(model, names, opt))
+    except FormatError as exc:
+        out["error"] = f"the replayed state is unusable: {exc}"
+        return
+    out["lr"], out["rng_at_start"], out["loss"] = reply.lr[0], reply.rng[0], reply.losses[0]
+    out["lr_ok"] = reply.lr[0] == rec.lr
+    out["flops"] = flops  # this rank's share of the step's FLOPs
+    # The executor hashes rank 0's operators only; another rank's failure names the rank, not an operator.
+    out["ops"] = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2] if rank == 0 else []
+    if spec.get("after"):
+        try:
+            answered = decode_checkpoint(response_object(spec["response_dir"], spec["after"]), what=f"answered state after step {t}")
+            out["answered_after"] = list(checkpoint_commitment(answered.model, names, answered.optimizer_tensors))
+        except FormatError as exc:
+            out["error"] = str(exc)
+            return
+        flat = lambda d: torch.cat([d[n].detach().reshape(-1).double() for n in names])  # noqa: E731
+        r, c, b = flat(model), flat(answered.model), flat(state.model)
+        parts = {"diff2": float(torch.dot(r - c, r - c)), "update2": float(torch.dot(c - b, c - b)),
+                 "replayed2": float(torch.dot(r - b, r - b)), "dot": float(torch.dot(r - b, c - b))}
+        out["distance"] = distance([parts])
 
 
 @contextmanager
