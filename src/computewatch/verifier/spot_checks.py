@@ -228,6 +228,8 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str,
     if not responses:
         if not any((r.get("step_commitments") or {}).get("committed") for r in runs.values()):
             checks.add("steps", Status.NOT_RUN, "not run: no step commitments (v1 step records) and no challenge responses")
+        if request.mode == "tolerance":  # no answered states yet: each entry names the first step to challenge
+            located += _bisect_tolerance(request, runs, staged, [], (tolerance or {}).get("epsilon"), sandbox)
         return {"spot_checks": None, "localized": located}
     by_dir = {str(Path(r["run_dir"]).resolve()): rid for rid, r in runs.items()}
     data_dirs = dict(request.data_dirs)
@@ -243,7 +245,31 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str,
         mode=request.mode, epsilon=(tolerance or {}).get("epsilon"), now_ns=getattr(request, "now_ns", None),
         data_dirs=data_dirs,
     )
+    if request.mode == "tolerance":
+        located += _bisect_tolerance(request, runs, staged, responses, (tolerance or {}).get("epsilon"), sandbox)
     return {"spot_checks": spot, "localized": located + localized}
+
+
+def _bisect_tolerance(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str, Any], responses: Sequence[str],
+                      epsilon: float | None, sandbox: bool) -> list[dict[str, Any]]:
+    """Tolerance mode: every failed segment of a committed single-rank run, bisected over the
+    Prover's answered states (`segment_bisection`)."""
+    from computewatch.verifier.segment_bisection import answered_states, bisect_tolerance_segment
+
+    answers = answered_states(responses, request.seed)
+    out: list[dict[str, Any]] = []
+    for rid, run in runs.items():
+        summary = run.get("step_commitments") or {}
+        if not summary.get("committed") or int(run["world_size"]) != 1 or rid not in staged:
+            continue
+        data = dict(request.data_dirs).get(rid)
+        for seg, res in run.get("segments", []):
+            if res.get("passed") is not False or seg.end is None:
+                continue
+            out.append(bisect_tolerance_segment(staged[rid], rid, seg.start, seg.end, summary, answers.get(rid, {}),
+                                                epsilon if epsilon is not None else 1e-4, sandbox=sandbox,
+                                                data_dir=str(Path(data).resolve()) if data else None, time_scale=getattr(request, "time_scale", 1.0)))
+    return out
 
 
 def localize_segments(runs: dict[str, dict[str, Any]], mode: str) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from computewatch.formats.commitments import live_optimizer_tensors, optimizer_d
 from computewatch.formats.seed import init_generator
 from computewatch.verifier._replay import advance_scheduler as advance  # one way to put a fresh scheduler at a step
 
-__all__ = ["OpTrace", "StepOutcome", "advance", "judge_steps", "replay_step", "state_of", "state_replayer"]
+__all__ = ["OpTrace", "Replayed", "StepOutcome", "advance", "judge_steps", "replay_step", "state_of", "state_replayer", "tensor_replayer"]
 
 
 class OpTrace(TorchDispatchMode):
@@ -320,8 +320,27 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
     already hashed against its commitment by the caller) read-only into ONE warm sandboxed
     executor, replays steps [a, b) from it and returns the (weights, optimizer) digests of the
     state the executor returns, hashed here. Single-rank runs."""
-    from computewatch.crypto.errors import ComputewatchError
     from computewatch.formats.commitments import checkpoint_commitment
+
+    names = [reg.param for reg in run.layout.chips[0]]
+    with tensor_replayer(run, sandbox=sandbox, data_dir=data_dir, time_scale=time_scale) as replay_tensors:
+
+        def replay(state: bytes, a: int, b: int) -> tuple[str, str]:
+            model, opt, _ops = replay_tensors(state, a, b)
+            return checkpoint_commitment(model, names, opt)
+
+        yield replay
+
+
+Replayed = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[list[str]]]
+
+
+@contextmanager
+def tensor_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = None, time_scale: float = 1.0) -> Iterator[Callable[..., Replayed]]:
+    """Like `state_replayer`, but `replay(state, a, b, trace=False)` returns the state itself
+    (model and optimizer tensors, as the executor wrote them) and, with `trace`, the executor's
+    operator trace of step b - 1 (digests only): tolerance-mode bisection compares distances."""
+    from computewatch.crypto.errors import ComputewatchError
     from computewatch.verifier import _audit, _examine
 
     if run.world_size != 1:
@@ -330,7 +349,6 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
     if problem is not None:
         raise ComputewatchError(problem)
     records = run.steps()
-    names = [reg.param for reg in run.layout.chips[0]]
     plan, budget, threads = _executor_plan(run, records, sandbox, data_dir, time_scale)
     hashes = run.sample_hashes()
     with _examine._session(plan, budget) as session:
@@ -338,7 +356,7 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
         conv.start()
         samples: dict[int, bytes] = {}
 
-        def replay(state: bytes, a: int, b: int) -> tuple[str, str]:
+        def replay(state: bytes, a: int, b: int, trace: bool = False) -> Replayed:
             if not 0 <= a < b <= len(records):
                 raise ValueError(f"steps {a}..{b} are not in the run's {len(records)} recorded steps")
             batches = [list(records[t].sample_ids) for t in range(a, b)]
@@ -348,9 +366,9 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
                 if _audit.check_samples(run, hashes, got, []):
                     raise ComputewatchError("a sample as the program rebuilds it is not the committed sample")
                 samples.update(got)
-            _, states = conv.replay(a, batches, samples, [], True, start_states=[state], count_flops=False)
-            final = states[0][-1]
-            model, opt = _split_state(final)
-            return checkpoint_commitment(model, names, opt)
+            reply, states = conv.replay(a, batches, samples, [], True, start_states=[state], count_flops=False, trace=trace)
+            model, opt = _split_state(states[0][-1])
+            ops = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2]
+            return model, opt, ops
 
         yield replay
