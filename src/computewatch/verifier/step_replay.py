@@ -195,11 +195,10 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
     (one that does not hash to its commitment is never replayed); the state the executor
     returns is hashed here after. Returns, per spec, digests, booleans, the distance and the
     executor's operator trace of the step (digests only; the caller compares them)."""
-    from computewatch.crypto.errors import ComputewatchError, FormatError
+    from computewatch.crypto.errors import FormatError
     from computewatch.formats.challenge import response_object
     from computewatch.formats.checkpoint import decode_checkpoint
     from computewatch.formats.commitments import checkpoint_commitment
-    from computewatch.verifier import _audit, _examine
 
     records = run.steps()
     names_of = {r: [reg.param for reg in run.layout.chips[r]] for r in range(run.world_size)}
@@ -225,14 +224,38 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
             out["replayed"] = False  # never replay a state that is not the committed one
             continue
         todo.append((k, raw, state))
+    firsts: dict[tuple[int, int], int] = {}
+    unique, asked = [], {item[0] for item in todo}
+    for item in todo:  # the same (step, rank) asked twice is replayed once
+        spec = specs[item[0]]
+        key = (int(spec["step"]), int(spec["rank"]))
+        if key not in firsts:
+            firsts[key] = item[0]
+            unique.append(item)
+    todo = unique
+    _judge_groups(run, specs, todo, records, results, sandbox, data_dir, time_scale, names_of)
+    for k, spec in enumerate(specs):
+        first = firsts.get((int(spec["step"]), int(spec["rank"])))
+        if k in asked and first is not None and first != k:
+            results[k] = {**results[first], "rng": results[k].get("rng")}  # its own RNG is still judged
+    return results
+
+
+def _judge_groups(run: Any, specs: Sequence[dict[str, Any]], todo: list[tuple[int, bytes, Checkpoint]], records: Sequence[Any],
+                  results: list[dict[str, Any]], sandbox: bool, data_dir: str | None, time_scale: float,
+                  names_of: dict[int, list[str]]) -> None:
+    """The replays of `judge_steps`, one executor job per step (every rank's state)."""
+    from computewatch.crypto.errors import ComputewatchError
+    from computewatch.verifier import _audit, _examine
+
     groups = _rank_groups(specs, todo, run.world_size, results)
     if not groups:
-        return results
+        return
     problem = _examine._program_problem(run)
     if problem is not None:
         for k, _, _ in todo:
             results[k]["error"] = problem
-        return results
+        return
     plan, budget, threads = _executor_plan(run, records, sandbox, data_dir, time_scale)
     hashes = run.sample_hashes()
     try:
@@ -253,7 +276,6 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
             if "after" not in results[k]:
                 results[k].pop("replayed", None)
                 results[k]["error"] = str(exc)
-    return results
 
 
 def _rank_groups(specs: Sequence[dict[str, Any]], todo: Sequence[tuple[int, bytes, Checkpoint]], world: int,
