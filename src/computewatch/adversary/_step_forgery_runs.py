@@ -215,7 +215,8 @@ def _rate_attack(share: float) -> Callable[[Context, int, int], Any]:
         bad = max(1, round(share * _SUITE_STEPS))
         forged = sorted(int(x) for x in torch.randperm(_SUITE_STEPS, generator=torch.Generator().manual_seed(seed + bad))[:bad])
         run = ctx.shared(f"step-forgery-run-{bad}-{seed}", lambda: forged_run(ctx.scratch("forged") / "run", _SUITE_STEPS, forged, "break"))
-        keys, memo, cache = _keys(run.run_dir), _Memo(_keys(run.run_dir)), {}
+        keys, memo = _keys(run.run_dir), _Memo(_keys(run.run_dir))
+        cache: dict[int, dict[str, Any]] = {}
         work = ctx.scratch(name)
         out = []
         for i in range(trials):
