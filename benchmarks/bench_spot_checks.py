@@ -54,7 +54,7 @@ from typing import Any
 
 
 from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
-from computewatch.adversary._step_forgery_runs import _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
+from computewatch.adversary._step_forgery_runs import ForgedRun, _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
 from computewatch.verifier.bisection import bisect_segment
 from computewatch.verifier.challenges import draw_steps
 
@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--only-top-q", action="store_true", help="run only the top-Q jump trials")
     ap.add_argument("--shares", default="0.001,0.01,0.1", help="forged shares b of the steps, comma-separated")
     ap.add_argument("--hidden", type=int, default=0, help="the MLP's hidden width (0: the preset's 128); a long run wants a small model")
+    ap.add_argument("--run-dir", default="", help="reuse a run this script trained before with the same --steps/--every/--shares/--hidden")
+    ap.add_argument("--judge-forged", type=int, default=0, help="judge a random sample of this many forged steps (0: all)")
     ap.add_argument("--full-trials", type=int, default=0, help="end-to-end challenges (draw, respond, judge) at K = 1%% of n per forged share")
     ap.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     args = ap.parse_args()
@@ -191,21 +193,35 @@ def main() -> None:
         for share in () if args.only_top_q else [float(x) for x in args.shares.split(",")]:
             m = max(1, round(share * n))
             forged = sorted(rng.sample(range(n), m))
-            _note(t0, f"training {n} steps, {m} forged")
-            run = forged_run(tmp / f"run-{m}", n, forged, "break", checkpoint_every=args.every, overrides=overrides)
+            if args.run_dir:  # a run this script trained before, with the same arguments (same forged steps)
+                run = ForgedRun(Path(args.run_dir), set(forged), "break", n)
+            else:
+                _note(t0, f"training {n} steps, {m} forged")
+                run = forged_run(tmp / f"run-{m}", n, forged, "break", checkpoint_every=args.every, overrides=overrides)
             honest = rng.sample([t for t in range(n) if t not in set(forged)], min(args.honest_sample, n - m))
+            judged = sorted(random.Random(m).sample(forged, args.judge_forged)) if 0 < args.judge_forged < m else forged
             work = tmp / f"judge-{m}"
-            _note(t0, f"judging {len(forged) + len(honest)} steps (respond, then the sandboxed replays)")
-            verdicts, localized, info = _judge_steps(run, forged + honest, work)
+            _note(t0, f"judging {len(judged) + len(honest)} steps (respond, then the sandboxed replays)")
+            verdicts, localized, info = _judge_steps(run, judged + honest, work)
             fps = info["flops_per_step"]
             entry: dict[str, Any] = {
                 "share": share, "forged_steps": m,
-                "judge": {"forged_failed": sum(not verdicts[t] for t in forged), "honest_passed": sum(verdicts[t] for t in honest), "honest_sampled": len(honest)},
-                "localization": _check_localization(localized, set(forged), info["memo"], run, work),
+                "judge": {"forged_judged": len(judged), "forged_failed": sum(not verdicts[t] for t in judged),
+                          "honest_passed": sum(verdicts[t] for t in honest), "honest_sampled": len(honest),
+                          "cost_share_of_this_challenge": info["spot"]["cost_share"], "replayed_steps": info["spot"]["replayed_steps"]},
+                "localization": _check_localization(localized, set(judged), info["memo"], run, work),
                 "flops_per_step": fps,
                 "detection": [],
             }
             failing = {t for t, ok in verdicts.items() if not ok}
+            if len(judged) < m:
+                # Only a sample of the forged steps was judged: an unjudged forged step counts as
+                # failing only if every judged one failed (said so in the output).
+                all_failed = entry["judge"]["forged_failed"] == len(judged)
+                entry["detection_assumes"] = (f"{len(judged)} of {m} forged steps judged, all failed: the other forged steps are counted as failing"
+                                              if all_failed else "not every judged forged step failed: unjudged forged steps are counted as passing")
+                if all_failed:
+                    failing |= set(forged)
             for k in sorted({max(1, n // 100), 100, math.ceil(math.log(0.01) / math.log(1 - m / n)) if m < n else 1}):
                 if k > n:
                     continue
@@ -223,7 +239,8 @@ def main() -> None:
                 _note(t0, "step bisection")
                 entry["step_bisection"] = _segment_bisection(run, forged, args.every, tmp / "bisect", args.bisect_segments)
             doc["forgeries"].append(entry)
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+            if not args.run_dir:
+                shutil.rmtree(run.run_dir, ignore_errors=True)
         caught = 0
         jumps = []
         for i in range(args.jump_trials):
