@@ -265,7 +265,7 @@ def main() -> None:
         "steps_needed_for_99pct_at_1pct_cost": 100 * math.ceil(math.log(0.01) / math.log(0.99)),
         "top_q_caught_every_jump": caught == args.jump_trials if args.jump_trials else None,
         "bisection_named_every_forged_step_and_operator": all(
-            e["localization"]["named_forged_step"] == e["localization"]["localized"] == e["forged_steps"] == e["localization"]["operator_equals_linear_scan"]
+            e["localization"]["named_forged_step"] == e["localization"]["localized"] == e["judge"]["forged_judged"] == e["localization"]["operator_equals_linear_scan"]
             and e["localization"]["within_round_bound"] == e["localization"]["localized"] for e in doc["forgeries"]),
         "step_bisection_named_first_forged_step": all(s["ok"] for e in doc["forgeries"] for s in e.get("step_bisection", [])),
     }
