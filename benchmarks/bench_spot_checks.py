@@ -24,6 +24,18 @@ Method.
    (`step_replay.state_replayer`); it must name the first
    forged step of the segment within ceil(log2 L) rounds.
 
+6. Full challenges (``--full-trials R``): R challenges drawn exactly as `computewatch challenge`
+   draws them (K = 1% of n from a fresh secret), answered by the cheater's `respond` and judged
+   end to end; their ``cost_share`` is the judge's own (replayed step FLOPs over the run's
+   training FLOPs, `spot_checks.judge_responses`), not K / n computed here.
+
+The issue's target (99% detection of a forgery on 1% of the steps at 1% of the training FLOPs)
+needs K >= 459 drawn steps (1 - 0.99^K >= 0.99) and K / n <= 1%, so n >= 45,900 steps: measure
+it with a run that long, on a smaller MLP so that training it takes minutes, e.g.
+
+    python benchmarks/bench_spot_checks.py --json --steps 50000 --every 500 --shares 0.01 \
+        --hidden 32 --jump-trials 0 --bisect-segments 1 --full-trials 1
+
     python benchmarks/bench_spot_checks.py --json [--steps 2000] [--trials 2000] [--jump-trials 5]
 """
 
@@ -34,15 +46,21 @@ import json
 import math
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 
-from computewatch.adversary._step_forgery_runs import _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
+from computewatch.adversary._step_forgery_runs import ForgedRun, _keys, _Memo, challenge_and_judge, detection_closed_form, forged_run
 from computewatch.verifier.bisection import bisect_segment
 from computewatch.verifier.challenges import draw_steps
+
+
+def _note(t0: float, what: str) -> None:
+    print(f"[{time.perf_counter() - t0:7.0f} s] {what}", file=sys.stderr, flush=True)
 
 
 def _first_difference(a: list[list[str]], b: list[list[str]]) -> int | None:
@@ -130,6 +148,25 @@ def _segment_bisection(run: Any, forged: list[int], every: int, work: Path, limi
     return out
 
 
+def _full_challenges(run: Any, n: int, forged: set[int], trials: int, memo: Any, work: Path, t0: float) -> list[dict[str, Any]]:
+    """End-to-end challenges as `computewatch challenge` draws them (K = 1% of n), answered and
+    judged; the cost share is the judge's."""
+    keys = _keys(run.run_dir)
+    cache: dict[int, dict[str, Any]] = {}
+    out = []
+    for i in range(trials):
+        k = max(1, n // 100)
+        _note(t0, f"full challenge {i + 1}/{trials}: K = {k}")
+        seed = bytes([0x5A, i % 256]) * 16
+        spot, localized, _findings, challenge = challenge_and_judge(run, keys, seed, k, work, memo=memo, answers_cache=cache)
+        drawn = {s["step"] for s in challenge["steps"]}
+        failed = {f["step"] for f in spot["failed"]}
+        out.append({"K": k, "drawn": spot["drawn"], "replayed_steps": spot["replayed_steps"], "cost_share": spot["cost_share"],
+                    "forged_drawn": len(drawn & forged), "failed": len(failed), "failed_are_forged": failed <= forged,
+                    "caught": bool(failed & forged), "localized": len(localized)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=2000)
@@ -139,30 +176,52 @@ def main() -> None:
     ap.add_argument("--jump-trials", type=int, default=5)
     ap.add_argument("--bisect-segments", type=int, default=3)
     ap.add_argument("--only-top-q", action="store_true", help="run only the top-Q jump trials")
+    ap.add_argument("--shares", default="0.001,0.01,0.1", help="forged shares b of the steps, comma-separated")
+    ap.add_argument("--hidden", type=int, default=0, help="the MLP's hidden width (0: the preset's 128); a long run wants a small model")
+    ap.add_argument("--run-dir", default="", help="reuse a run this script trained before with the same --steps/--every/--shares/--hidden")
+    ap.add_argument("--judge-forged", type=int, default=0, help="judge a random sample of this many forged steps (0: all)")
+    ap.add_argument("--full-trials", type=int, default=0, help="end-to-end challenges (draw, respond, judge) at K = 1%% of n per forged share")
     ap.add_argument("--json", action="store_true", help="print JSON (the only output format)")
     args = ap.parse_args()
     n = args.steps
     rng = random.Random(19)
-    doc: dict[str, Any] = {"steps": n, "checkpoint_every": args.every, "trials": args.trials, "forgeries": [], "top_q": None}
+    overrides = {"model_config": {"vocab_size": 256, "context": 8, "n_embd": 16, "hidden": args.hidden}} if args.hidden else {}
+    doc: dict[str, Any] = {"steps": n, "checkpoint_every": args.every, "trials": args.trials, "model_overrides": overrides, "forgeries": [], "top_q": None}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="computewatch-spot-") as tmp_name:
         tmp = Path(tmp_name)
-        for share in () if args.only_top_q else (0.001, 0.01, 0.1):
+        for share in () if args.only_top_q else [float(x) for x in args.shares.split(",")]:
             m = max(1, round(share * n))
             forged = sorted(rng.sample(range(n), m))
-            run = forged_run(tmp / f"run-{m}", n, forged, "break", checkpoint_every=args.every)
+            if args.run_dir:  # a run this script trained before, with the same arguments (same forged steps)
+                run = ForgedRun(Path(args.run_dir), set(forged), "break", n)
+            else:
+                _note(t0, f"training {n} steps, {m} forged")
+                run = forged_run(tmp / f"run-{m}", n, forged, "break", checkpoint_every=args.every, overrides=overrides)
             honest = rng.sample([t for t in range(n) if t not in set(forged)], min(args.honest_sample, n - m))
+            judged = sorted(random.Random(m).sample(forged, args.judge_forged)) if 0 < args.judge_forged < m else forged
             work = tmp / f"judge-{m}"
-            verdicts, localized, info = _judge_steps(run, forged + honest, work)
+            _note(t0, f"judging {len(judged) + len(honest)} steps (respond, then the sandboxed replays)")
+            verdicts, localized, info = _judge_steps(run, judged + honest, work)
             fps = info["flops_per_step"]
             entry: dict[str, Any] = {
                 "share": share, "forged_steps": m,
-                "judge": {"forged_failed": sum(not verdicts[t] for t in forged), "honest_passed": sum(verdicts[t] for t in honest), "honest_sampled": len(honest)},
-                "localization": _check_localization(localized, set(forged), info["memo"], run, work),
+                "judge": {"forged_judged": len(judged), "forged_failed": sum(not verdicts[t] for t in judged),
+                          "honest_passed": sum(verdicts[t] for t in honest), "honest_sampled": len(honest),
+                          "cost_share_of_this_challenge": info["spot"]["cost_share"], "replayed_steps": info["spot"]["replayed_steps"]},
+                "localization": _check_localization(localized, set(judged), info["memo"], run, work),
                 "flops_per_step": fps,
                 "detection": [],
             }
             failing = {t for t, ok in verdicts.items() if not ok}
+            if len(judged) < m:
+                # Only a sample of the forged steps was judged: an unjudged forged step counts as
+                # failing only if every judged one failed (said so in the output).
+                all_failed = entry["judge"]["forged_failed"] == len(judged)
+                entry["detection_assumes"] = (f"{len(judged)} of {m} forged steps judged, all failed: the other forged steps are counted as failing"
+                                              if all_failed else "not every judged forged step failed: unjudged forged steps are counted as passing")
+                if all_failed:
+                    failing |= set(forged)
             for k in sorted({max(1, n // 100), 100, math.ceil(math.log(0.01) / math.log(1 - m / n)) if m < n else 1}):
                 if k > n:
                     continue
@@ -174,16 +233,20 @@ def main() -> None:
                     caught += any(d["step"] in failing for d in drawn)
                 entry["detection"].append({"K": k, "cost_share": k / n, "measured": caught / args.trials,
                                            "closed_form": detection_closed_form(n, m, k), "approx_1_minus_1_minus_b_to_K": 1 - (1 - m / n) ** k})
+            if args.full_trials:
+                entry["full_challenges"] = _full_challenges(run, n, set(forged), args.full_trials, info["memo"], tmp / f"full-{m}", t0)
             if share == 0.01 and args.bisect_segments:
+                _note(t0, "step bisection")
                 entry["step_bisection"] = _segment_bisection(run, forged, args.every, tmp / "bisect", args.bisect_segments)
             doc["forgeries"].append(entry)
-            shutil.rmtree(run.run_dir, ignore_errors=True)
+            if not args.run_dir:
+                shutil.rmtree(run.run_dir, ignore_errors=True)
         caught = 0
         jumps = []
         for i in range(args.jump_trials):
             where = rng.randrange(n // 10, n)
             run = forged_run(tmp / f"jump-{i}", n, [where], "jump", checkpoint_every=args.every)
-            spot, localized, findings, challenge = challenge_and_judge(run, _keys(run.run_dir), bytes([i]) * 32, 0, tmp / f"jump-judge-{i}", top_q=2)
+            spot, localized, _findings, challenge = challenge_and_judge(run, _keys(run.run_dir), bytes([i]) * 32, 0, tmp / f"jump-judge-{i}", top_q=2)
             drawn = [s["step"] for s in challenge["steps"]]
             ok = where in drawn and any(f["step"] == where for f in spot["failed"])
             caught += ok
@@ -193,17 +256,20 @@ def main() -> None:
     doc["seconds"] = time.perf_counter() - t0
     one = next((e for e in doc["forgeries"] if e["share"] == 0.01), {"detection": []})
     budget = next((d for d in one["detection"] if d["K"] == max(1, n // 100)), None)
+    full = one.get("full_challenges") or []
     doc["targets"] = {
+        "steps": n,
+        "cost_share_of_full_challenges": [f["cost_share"] for f in full],
         "detection_at_1pct_cost_for_1pct_forgery": budget["measured"] if budget else None,
         "met_99pct_at_1pct_cost": bool(budget and budget["measured"] >= 0.99),
-        "steps_needed_for_99pct_at_1pct_cost": math.ceil(100 * math.log(0.01) / math.log(0.99)),
-        "top_q_caught_every_jump": caught == args.jump_trials,
+        "steps_needed_for_99pct_at_1pct_cost": 100 * math.ceil(math.log(0.01) / math.log(0.99)),
+        "top_q_caught_every_jump": caught == args.jump_trials if args.jump_trials else None,
         "bisection_named_every_forged_step_and_operator": all(
-            e["localization"]["named_forged_step"] == e["localization"]["localized"] == e["forged_steps"] == e["localization"]["operator_equals_linear_scan"]
+            e["localization"]["named_forged_step"] == e["localization"]["localized"] == e["judge"]["forged_judged"] == e["localization"]["operator_equals_linear_scan"]
             and e["localization"]["within_round_bound"] == e["localization"]["localized"] for e in doc["forgeries"]),
         "step_bisection_named_first_forged_step": all(s["ok"] for e in doc["forgeries"] for s in e.get("step_bisection", [])),
     }
-    print(json.dumps(doc, indent=2))
+    publish(f"bench_spot_checks-{n}", doc)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_draws_are_secret_keyed_distinct_and_include_top_q() -> None:
 
 def test_bisection_stays_within_its_round_bounds() -> None:
     for bad in (0, 1, 17, 63):
-        found = bisect_steps(0, 64, lambda a, b: b <= bad)
+        found = bisect_steps(0, 64, lambda a, b, bad=bad: b <= bad)
         assert found.step == bad and found.rounds <= found.bound == 6
     mine = [["op", f"{i:064x}"] for i in range(100)]
     for first in (0, 41, 99):
@@ -117,12 +117,12 @@ def test_bisection_stays_within_its_round_bounds() -> None:
         found = bisect_operators(mine, theirs)
         assert found.index == first and found.rounds == found.bound == 7
     assert bisect_operators(mine, mine).index is None
-    assert bisect_operators(mine, mine + [["mul_", "0" * 64]]).index == 100
+    assert bisect_operators(mine, [*mine, ["mul_", "0" * 64]]).index == 100
 
 
 def test_a_forged_step_is_caught_and_localized_to_its_operator(tmp_path: Path) -> None:
     run = forged_run(tmp_path / "forged", 24, [13], "break", checkpoint_every=8)
-    spot, localized, findings, challenge = challenge_and_judge(run, _keys(run.run_dir), SECRET, 24, tmp_path / "judge")
+    spot, localized, _findings, _challenge = challenge_and_judge(run, _keys(run.run_dir), SECRET, 24, tmp_path / "judge")
     assert [f["step"] for f in spot["failed"]] == [13] and spot["passed"] == 23
     (loc,) = localized
     assert loc["step"] == 13 and loc["operator"] == "mul_" and loc["rounds"] <= loc["round_bound"]
@@ -135,7 +135,7 @@ def test_a_forged_step_is_caught_and_localized_to_its_operator(tmp_path: Path) -
 def test_closed_form() -> None:
     assert detection_closed_form(100, 1, 10) == pytest.approx(0.1)
     assert detection_closed_form(100, 10, 91) == 1.0
-    assert 1 - 0.99**20 == pytest.approx(detection_closed_form(2000, 20, 20), abs=0.005)
+    assert pytest.approx(detection_closed_form(2000, 20, 20), abs=0.005) == 1 - 0.99**20
 
 
 @pytest.mark.parametrize("name", ["step-responder-refuses", "step-responder-late", "step-responder-wrong-state", "step-update-jump"])
@@ -196,3 +196,39 @@ def test_the_judge_hashes_an_answered_state_before_the_sandboxed_replay(run: Pat
     assert good["before"] == expected and good["replayed"] is True and good["after"] == summary["state"][t][0]
     assert good["lr_ok"] and good["samples_ok"] and good["ops"] and all(len(op) == 2 for op in good["ops"])
     assert wrong["before"] == expected and wrong["replayed"] is False and "after" not in wrong
+
+
+def test_a_tolerance_mode_segment_is_bisected_to_the_forged_step_and_operator(tmp_path: Path) -> None:
+    """segment_bisection: the failed segment [0, 8) of a run forged at step 6, bisected by distance
+    over the cheater's answered states in ceil(log2 8) = 3 rounds, names step 6 and the cheater's
+    nudge; with no answered state it names the first step to challenge instead."""
+    from computewatch.crypto.signing import VerifyKey
+    from computewatch.prover.respond import respond
+    from computewatch.verifier._audit import inventory
+    from computewatch.verifier._run import staged_run
+    from computewatch.verifier.challenges import make_challenge
+    from computewatch.verifier.sandbox import sandbox_problem
+    from computewatch.verifier.segment_bisection import answered_states, bisect_tolerance_segment
+
+    run = forged_run(tmp_path / "forged", 12, [6], "break", checkpoint_every=8)
+    with staged_run(str(run.run_dir), [VerifyKey.load(run.run_dir / "keys" / "prover.pub")], checkpoints="all") as staged:
+        inv = inventory(staged)
+        summary = inv["step_commitments"]
+        assert bisect_tolerance_segment(staged, "r", 0, 8, summary, {}, 1e-4)["next_challenge"] == 4
+        challenge = make_challenge(summary, inv["run_id"], inv["precommitment_digest"], SECRET, 0, top_q=0, mode="tolerance", at=range(1, 8))
+        respond(run.run_dir, challenge, tmp_path / "answers", step_fn=run.step_fn)
+        answers = answered_states([str(tmp_path / "answers")], SECRET)[inv["run_id"]]
+        assert answered_states([str(tmp_path / "answers")], b"\x00" * 32) == {}  # not the Verifier's challenge
+        entry = bisect_tolerance_segment(staged, "r", 0, 8, summary, answers, 1e-4, sandbox=sandbox_problem() is None)
+    assert (entry["step"], entry["operator"], entry["via"]) == (6, "mul_", "bisection"), entry
+    assert entry["rounds"] == entry["round_bound"] == 3 and entry["distance"] > 1e-4
+    assert entry["operator_rounds"] <= entry["operator_round_bound"]
+
+
+def test_the_report_shows_a_localized_dispute_and_the_next_bisection_round() -> None:
+    from computewatch.verifier.report_steps import render_steps
+
+    loc = {"run": "r", "segment": [0, 8], "step": None, "operator": None, "rounds": None, "round_bound": 3, "distance": None, "next_challenge": 4}
+    html = render_steps({"spot_checks": None, "localized": [loc]})
+    assert "challenge step 4 next" in html and "[0, 8]" in html
+    assert "nothing to localize" in render_steps({"spot_checks": {"drawn": 1, "passed": 1, "failed": []}, "localized": []})

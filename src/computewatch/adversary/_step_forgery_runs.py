@@ -41,8 +41,8 @@ from computewatch.verifier.sandbox import sandbox_problem
 from computewatch.verifier.step_replay import judge_steps
 from computewatch.verifier.spot_checks import judge_responses
 
-__all__ = ["ForgedRun", "challenge_and_judge", "detection_closed_form", "forged_run", "forged_step_fn", "jump_runner", "rate_runner",
-           "recommit_checkpoint", "responder_runner"]
+__all__ = ["RANK_DRAWN", "ForgedRun", "challenge_and_judge", "ddp_response", "detection_closed_form", "forge_rank_commitment", "forged_run",
+           "forged_step_fn", "judge_rank_forgery", "jump_runner", "rank_runner", "rate_runner", "recommit_checkpoint", "responder_runner"]
 
 _NUDGE = 1e-3
 _JUMP = 10.0
@@ -62,7 +62,7 @@ def forged_step_fn(forged: set[int], how: str) -> Callable[..., Any]:
                 return program.train_step(model, optimizer, scheduler, batch)
             finally:
                 if scheduler is None:  # a scheduler's step already set the next step's lr from its base lr
-                    for g, lr in zip(optimizer.param_groups, saved):
+                    for g, lr in zip(optimizer.param_groups, saved, strict=True):
                         g["lr"] = lr
         loss = program.train_step(model, optimizer, scheduler, batch)
         with torch.no_grad():
@@ -88,10 +88,12 @@ class ForgedRun:
         return self._inventory
 
 
-def forged_run(out: Path, steps: int, forged: Sequence[int], how: str = "break", *, checkpoint_every: int = 50, preset: str = "mlp") -> ForgedRun:
-    """Train the demo workload (no chip) with the forged steps; the transcript is recorded honestly."""
+def forged_run(out: Path, steps: int, forged: Sequence[int], how: str = "break", *, checkpoint_every: int = 50, preset: str = "mlp",
+               overrides: dict[str, Any] | None = None) -> ForgedRun:
+    """Train the demo workload (no chip) with the forged steps; the transcript is recorded honestly.
+    `overrides` replaces workload fields (a smaller model for a long benchmark run)."""
     config = TrainConfig(out=out, preset=preset, steps=steps, checkpoint_every=checkpoint_every, nonce=b"step-forgery", monitor=False,
-                         overrides={"corpus_bytes": 1 << 15})
+                         overrides={"corpus_bytes": 1 << 15, **(overrides or {})})
     fn = forged_step_fn(set(forged), how)
     with isolated_torch_state():
         deterministic_cpu(1)
@@ -129,7 +131,7 @@ class _Memo:
         todo = {key(s): s for s in specs if key(s) not in self.cache}
         if todo:
             with staged_run(specs[0]["run_dir"], self.keys) as staged:
-                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox)):
+                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox), strict=True):
                     self.cache[k] = res
         return [self.cache[key(s)] for s in specs]
 
@@ -213,7 +215,8 @@ def _rate_attack(share: float) -> Callable[[Context, int, int], Any]:
         bad = max(1, round(share * _SUITE_STEPS))
         forged = sorted(int(x) for x in torch.randperm(_SUITE_STEPS, generator=torch.Generator().manual_seed(seed + bad))[:bad])
         run = ctx.shared(f"step-forgery-run-{bad}-{seed}", lambda: forged_run(ctx.scratch("forged") / "run", _SUITE_STEPS, forged, "break"))
-        keys, memo, cache = _keys(run.run_dir), _Memo(_keys(run.run_dir)), {}
+        keys, memo = _keys(run.run_dir), _Memo(_keys(run.run_dir))
+        cache: dict[int, dict[str, Any]] = {}
         work = ctx.scratch(name)
         out = []
         for i in range(trials):
@@ -231,7 +234,7 @@ def _caught(name: str, make: Callable[[Context, int, int, int], tuple[dict[str, 
         out = []
         extra: dict[str, Any] = {}
         for i in range(trials):
-            spot, localized, findings = make(ctx, trials, seed, i)
+            _spot, localized, findings = make(ctx, trials, seed, i)
             caught = bool(findings)
             out.append(Trial(caught, "verifier.steps" if caught else None, ("verifier.steps",) if caught else (), findings[0] if findings else ""))
             extra.setdefault("localized", []).extend(localized)
@@ -327,3 +330,93 @@ def recommit_checkpoint(run_dir: Path, rank: int, step: int) -> None:
     root = records_root(records)
     steps = {"count": len(records), "records_root": root.hex() if root is not None else None}
     write_manifest(storage, _replace(manifest, steps=steps), prover_key(storage))
+
+
+# ------------------------------------------------------------- a forged rank (W > 1)
+RANK_DRAWN = (2, 5)  # challenged steps of the 8-step DDP run; rank 1 is forged after step 5
+
+
+def forge_rank_commitment(run_dir: Path, rank: int, step: int) -> None:
+    """Rank `rank` claims another state after `step` than the program makes: its commitment is
+    rewritten and the manifest re-signed (Prover key), so the chain the Prover submits is
+    internally consistent."""
+    from dataclasses import replace as _replace
+
+    from computewatch.adversary.transcript import edit_steps
+    from computewatch.formats.manifest import prover_key, read_manifest, write_manifest
+    from computewatch.formats.steps import StepLog, records_root
+    from computewatch.formats.storage import RunStorage
+
+    storage = RunStorage(run_dir, create=False)
+
+    def fix(records: list[Any]) -> list[Any]:
+        rec = records[step]
+        state = list(rec.state)
+        state[rank] = _replace(state[rank], weights=blake3_bytes(b"forged rank state").hex())
+        records[step] = _replace(rec, state=tuple(state))
+        return records
+
+    edit_steps(run_dir, fix)
+    records = list(StepLog(storage).read())
+    root = records_root(records)
+    manifest = read_manifest(storage)
+    write_manifest(storage, _replace(manifest, steps={"count": len(records), "records_root": root.hex() if root is not None else None}),
+                   prover_key(storage))
+
+
+def _rank_challenge(inv: dict[str, Any], seed: bytes) -> dict[str, Any]:
+    challenge = make_challenge(inv["step_commitments"], inv["run_id"], inv["precommitment_digest"], seed, 0, top_q=0, now_ns=0)
+    challenge["steps"] = [{"step": t, "reasons": ["chosen"]} for t in RANK_DRAWN]
+    challenge["tag"] = challenge_tag(challenge, seed)
+    return challenge
+
+
+def ddp_response(out: Path, seed: bytes) -> tuple[Path, Path]:
+    """An honest 8-step DDP run (W = 2, no chips) and its Prover's answer (both ranks) to a
+    challenge of RANK_DRAWN: (run folder, response folder)."""
+    from computewatch.prover.runner import train
+
+    run = out / "honest"
+    train(TrainConfig(out=run, preset="mlp", steps=8, checkpoint_every=4, nproc=2, strategy="ddp", monitor=False, threads=1,
+                      nonce=b"ranks", overrides={"corpus_bytes": 1 << 14}))
+    with staged_run(str(run), [VerifyKey.from_pem(k) for k in _keys(run)], checkpoints="all") as staged:
+        inv = inventory(staged)
+    respond(run, _rank_challenge(inv, seed), out / "response")
+    return run, out / "response"
+
+
+def judge_rank_forgery(run_dir: Path, response: Path, seed: bytes, work: Path) -> tuple[dict[str, Any], list[str]]:
+    """The judge's spot checks of `run_dir` answered by `response` (re-addressed to the run's
+    own challenge: the answered states are the program's either way); returns (spot_checks
+    with `localized`, findings)."""
+    with staged_run(str(run_dir), [VerifyKey.from_pem(k) for k in _keys(run_dir)], checkpoints="all") as staged:
+        inv = inventory(staged)
+        challenge = _rank_challenge(inv, seed)
+        answered = read_response(response)
+        objects = {name: response_object(response, name) for a in answered["answers"] for name in (a["before"], a["ops"])}
+        folder = work / f"response-{run_dir.name}"
+        write_response(folder, challenge, answered["answers"], objects)
+        findings: list[str] = []
+        runs = {inv["run_id"]: dict(inv, run_dir=str(run_dir), steps=inv["step_commitments"]["count"])}
+        spot, localized = judge_responses(runs, [str(folder)], seed, lambda specs: judge_steps(staged, specs, sandbox=sandbox_problem() is None),
+                                          lambda n, d: findings.append(d), lambda n, d: None, now_ns=60 * 10**9)
+    return dict(spot, localized=localized), findings
+
+
+def rank_runner() -> Callable[[Context, int, int], Any]:
+    def run_it(ctx: Context, trials: int, seed: int) -> Any:
+        secret = _seed(seed, 0)
+        run, response = ctx.shared(f"step-ddp-{seed}", lambda: ddp_response(ctx.scratch("ddp"), secret))
+        out = []
+        extra: dict[str, Any] = {"localized": []}
+        for i in range(trials):
+            forged = ctx.scratch(f"forged-rank-{i}") / "run"
+            shutil.copytree(run, forged)
+            forge_rank_commitment(forged, 1, RANK_DRAWN[-1])
+            spot, findings = judge_rank_forgery(forged, response, secret, ctx.scratch(f"judge-rank-{i}"))
+            named = [(f["step"], f["rank"]) for f in spot["failed"]] == [(RANK_DRAWN[-1], 1)]
+            out.append(Trial(named, "verifier.steps" if named else None, ("verifier.steps",) if findings else (), findings[0] if findings else ""))
+            extra["localized"].extend(spot["localized"])
+        return result_from_trials(get_attack("step-forged-rank"), out, extra=extra)
+
+    return run_it

@@ -14,7 +14,7 @@ from typing import Any
 
 from computewatch.adversary.suite import Context, register
 
-__all__ = ["ForgedRun", "challenge_and_judge", "detection_closed_form", "forged_run", "forged_step_fn", "recommit_checkpoint"]
+__all__ = ["ForgedRun", "challenge_and_judge", "detection_closed_form", "forged_run", "forged_step_fn", "recommit_checkpoint"]  # noqa: F822 (module __getattr__)
 
 
 def _lazy(factory: str, *args: Any) -> Callable[[Context, int, int], Any]:
@@ -45,6 +45,10 @@ for _kind, _summary in (("refuses", "refuses to answer a drawn step"), ("late", 
                         ("wrong-state", "answers a state that does not hash to the commitment of the step asked")):
     register(f"step-responder-{_kind}", paper_ref="§5.2 fn 21", family="step-challenges", kind="caught", expected="verifier.steps",
              summary=f"a responder that {_summary}", default_trials=1, max_trials=20)(_lazy("responder_runner", _kind))
+
+register("step-forged-rank", paper_ref="§5.2 fn 21; ANCHORS Verde/RepOps", family="step-challenges", kind="caught", expected="verifier.steps",
+         summary="one rank of a DDP run (W = 2) commits a state after a step that the program does not produce; the judge replays the step with every rank and names the forged one",
+         default_trials=1, max_trials=5)(_lazy("rank_runner"))
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,7 @@ A challenge (Verifier -> Prover, ``CHALLENGE.json``, canonical JSON)::
 
     {"v": 1, "kind": "computewatch/step-challenge", "run_id", "precommitment_digest",
      "records_root", "steps_count", "mode": "exact" | "tolerance", "issued_ns": "<dec>",
-     "deadline_s": int, "steps": [{"step": t, "reasons": ["random" | "top-q", ...]}],
+     "deadline_s": int, "steps": [{"step": t, "reasons": ["random" | "top-q" | "bisection", ...]}],
      "tag": hex}
 
 ``records_root`` and ``steps_count`` pin the step records (commitments included) the Verifier

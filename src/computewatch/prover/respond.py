@@ -4,7 +4,8 @@ For every drawn step t the Prover recomputes, from its nearest checkpoint at or 
 state before step t (weights, optimizer state, RNG, as a checkpoint file), runs step t once more
 with every operator's outputs hashed (for bisection to one operator) and, in tolerance mode,
 keeps the state after it. The Prover pays for these replays in its own data-center; the
-Verifier replays only the one drawn step. Drawn steps of one checkpoint interval share one pass.
+Verifier replays only the one drawn step. Drawn steps of one checkpoint interval share one pass. A distributed run (W > 1) is answered by
+W gloo processes replaying together, one state per rank and drawn step (`respond_ranks`).
 
 `StepFn` lets a caller (the attack suite) change how the Prover computes a step; honest
 Provers use the precommitted program's own `train_step` through `replay_step`.
@@ -61,7 +62,11 @@ def respond(
     if manifest.run_id != challenge["run_id"]:
         raise ComputewatchError(f"the challenge is for run {challenge['run_id']}, {run_dir} holds run {manifest.run_id}")
     if pre.layout.world_size != 1:
-        raise ComputewatchError("respond answers single-process runs only in this version (a distributed run's states need every rank's replay)")
+        if step_fn is not None or refuse is not None:
+            raise ComputewatchError("a distributed run is answered by the precommitted program's own steps only")
+        from computewatch.prover.respond_ranks import respond_ranks
+
+        return respond_ranks(run_dir, challenge, out_dir, data_dir=data_dir, progress=progress)
     step_fn = step_fn or _honest
     store = ObjectStore(storage)
     records = list(StepLog(storage).read())

@@ -21,10 +21,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from computewatch.service.auth import Principal
 from computewatch.service.errors import ServiceError
 from computewatch.service.state import Service
 
-__all__ = ["router", "unpack"]
+__all__ = ["receive_archive", "router", "signed_upload", "unpack"]
 
 router = APIRouter(tags=["writes"])
 log = logging.getLogger("computewatch.service")
@@ -65,19 +66,9 @@ def unpack(archive: Path, dest: Path, *, max_members: int, max_unpacked: int) ->
 
 @router.post("/v1/inputs/{name}", summary="Upload raw inputs (a tar archive of a run directory or chip folder)", openapi_extra=_DOC)
 async def upload(name: str, request: Request) -> dict[str, Any]:
-    svc: Service = request.app.state.service
     if not _NAME.fullmatch(name):
         raise ServiceError(422, "input name: letters, digits, '.', '_', '-' (at most 100), not starting with a dot or dash")
-    limit = svc.config.max_upload
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or len(declared) > 20):
-        raise ServiceError(400, "Content-Length is not a number")
-    if declared is not None and int(declared) > limit:
-        raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
-    # Who is uploading is settled from the signed headers before a byte of the body is read:
-    # an anonymous or forged upload is refused without touching the disk.
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers)
+    svc, who, claimed = await signed_upload(request)
     if not who.is_verifier and who.role != "owner":
         raise ServiceError(403, f"role {who.role!r} may not upload inputs (owners and the Verifier may)")
     inputs = svc.config.data_dir / "inputs"
@@ -86,7 +77,33 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
     if dest.exists():
         raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=inputs)
+    count, size = await receive_archive(svc, request, claimed, dest, f"input {name!r} of {who.name!r}")
+    log.info("upload inputs/%s/%s: %d members, %d bytes", who.name, name, count, size)
+    return {"path": f"inputs/{who.name}/{name}", "members": count, "sha256": claimed, "bytes": size}
+
+
+async def signed_upload(request: Request) -> tuple[Service, Principal, str]:
+    """Who is uploading, settled from the signed headers before a byte of the body is read (an
+    anonymous or forged upload is refused without touching the disk), and the claimed SHA-256."""
+    svc: Service = request.app.state.service
+    limit = svc.config.max_upload
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or len(declared) > 20):
+        raise ServiceError(400, "Content-Length is not a number")
+    if declared is not None and int(declared) > limit:
+        raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers)
+    return svc, who, claimed
+
+
+async def receive_archive(svc: Service, request: Request, claimed: str, dest: Path, what: str) -> tuple[int, int]:
+    """Stream the signed upload's body (its SHA-256 must be the signed `claimed`) and unpack it
+    into the new folder `dest`; returns (members, bytes)."""
+    limit = svc.config.max_upload
+    scratch = svc.config.data_dir / "inputs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".upload-", dir=scratch)
     tmp = Path(tmp_name)
     try:
         digest, size = hashlib.sha256(), 0
@@ -100,9 +117,8 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
         if digest.hexdigest() != claimed:
             raise ServiceError(401, "X-CW-Content-SHA256 does not match the body received")
         if dest.exists():
-            raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
+            raise ServiceError(409, f"{what} already exists")
         count = await run_in_threadpool(unpack, tmp, dest, max_members=svc.config.max_members, max_unpacked=svc.config.max_unpacked)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("upload inputs/%s/%s: %d members, %d bytes", who.name, name, count, size)
-    return {"path": f"inputs/{who.name}/{name}", "members": count, "sha256": claimed, "bytes": size}
+    return count, size

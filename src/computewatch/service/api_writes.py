@@ -223,6 +223,14 @@ async def submit_job(request: Request) -> JSONResponse:
     def effect(conn: Any) -> dict[str, Any]:
         held = None if w.principal.is_verifier else set(svc.reg.chips_of(w.principal.name))
         body = check_job_body(b, svc.config.data_dir, None if w.principal.is_verifier else w.principal.name, held)
+        if b.responses or b.challenge_secret:  # step challenges (issue 19): the Verifier's, judged with its secret
+            from computewatch.service.api_challenges import answered
+
+            if not w.principal.is_verifier or not b.responses or not b.challenge_secret:
+                raise ServiceError(403 if not w.principal.is_verifier else 422,
+                                   "responses and challenge_secret go together, and only the Verifier hands them to a job")
+            got = answered(svc, list(b.responses))
+            body.update(responses=[p for p, _ in got], responses_received_ns=str(max(t for _, t in got)), challenge_secret=b.challenge_secret)
         job_id = svc.jobs.create(conn, w.principal.name, body)
         return {"job": job_id, "status": "queued", "poll": f"/v1/jobs/{job_id}"}
 

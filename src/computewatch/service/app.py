@@ -134,6 +134,7 @@ def create_app(
         return {"ok": True, "register": svc.reg.register_id}
 
     from computewatch.service import (
+        api_challenges,
         api_chips,
         api_exposure,
         api_reads,
@@ -145,6 +146,7 @@ def create_app(
     app.include_router(api_chips.router)
     app.include_router(api_writes.router)
     app.include_router(api_uploads.router)
+    app.include_router(api_challenges.router)
     app.include_router(api_reads.router)
     app.include_router(dashboard.router)
     app.include_router(api_exposure.router)

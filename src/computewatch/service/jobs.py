@@ -106,7 +106,8 @@ class JobStore:
     @staticmethod
     def _doc(row: Any) -> dict[str, Any]:
         return {
-            "id": int(row.id), "owner": row.owner, "status": row.status, "request": json.loads(row.request),
+            "id": int(row.id), "owner": row.owner, "status": row.status,
+            "request": {k: v for k, v in json.loads(row.request).items() if k != "challenge_secret"},  # the secret is never shown
             "progress": {"stage": row.stage, "done": int(row.done), "total": int(row.total), "fraction": float(row.fraction)},
             "verdict": row.verdict, "error": row.error, "created_at": row.created_at, "started_at": row.started_at,
             "finished_at": row.finished_at,
@@ -118,6 +119,12 @@ class JobStore:
         if row is None:
             raise ServiceError(404, f"no job {job_id}")
         return self._doc(row)
+
+    def secret(self, job_id: int) -> str | None:
+        """The step-challenge secret a job was handed (the worker's use only)."""
+        with reg_db.read(self._engine) as conn:
+            row = conn.execute(select(ss.jobs.c.request).where(ss.jobs.c.id == job_id)).first()
+        return json.loads(row.request).get("challenge_secret") if row is not None else None
 
     def list(self, owner: str | None = None) -> list[dict[str, Any]]:
         q = select(ss.jobs).order_by(ss.jobs.c.id.desc())
@@ -199,7 +206,7 @@ class Worker:
         while not self._stop.is_set():
             try:
                 job = self._store.claim_next()
-            except Exception:  # noqa: BLE001 (the database is briefly unavailable: try again)
+            except Exception:
                 log.warning("verify worker cannot read the job queue; retrying", exc_info=True)
                 job = None
             if job is None:
@@ -219,7 +226,7 @@ class Worker:
             self._store.record(job_id, doc)
             self._store.finish(job_id, doc.get("verdict"), None)
             log.info("job %d finished: %s", job_id, doc.get("verdict"))
-        except Exception as exc:  # noqa: BLE001 (a failed job records why; the worker goes on)
+        except Exception as exc:
             log.exception("job %d failed", job_id)
             reason = exc.reason if isinstance(exc, ServiceError) else " ".join(str(exc).split()) or type(exc).__name__
             self._store.finish(job_id, None, scrub_paths(reason, *roots)[:2000])
@@ -263,12 +270,17 @@ class Worker:
                 last[0] = now
                 self._store.progress(job["id"], stage, done, total)
 
+        secret = self._store.secret(job["id"]) if body.get("responses") else None
         request = VerifyRequest(
             runs=[self._config.data_dir / r for r in body["runs"]],
             chips=self._chip_dirs(body["chips"], scratch),
             chipmaker_roots=list(trust["chipmaker_roots"]),
             prover_keys=provers,
-            seed=os.urandom(32),
+            # Step challenges are judged with the secret that tagged them, and their deadline by
+            # the service's clock when the last response arrived.
+            seed=bytes.fromhex(secret) if secret else os.urandom(32),
+            responses=[self._config.data_dir / p for p in body.get("responses", [])],
+            now_ns=int(body["responses_received_ns"]) if body.get("responses_received_ns") else None,
             known_heads=trust["known_heads"],
             mode=body["mode"],
             segments=None if body.get("segments", "auto") == "auto" else body["segments"],

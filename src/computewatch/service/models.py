@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -21,16 +21,17 @@ from computewatch.service.errors import ServiceError
 
 __all__ = [
     "ACTION_MODELS",
+    "PARTY_NAME",
     "CommitPlan",
     "DeclareRun",
     "Explain",
     "HashedTranscriptHead",
     "MarkExplained",
-    "PARTY_NAME",
     "PlanSeed",
     "RecordInspection",
     "Refuse",
     "Session",
+    "StepChallenge",
     "SubmitTranscript",
     "VerifyJob",
     "json_schemas",
@@ -120,13 +121,25 @@ class VerifyJob(_Body):
     under `inputs/<owner>/`), or a report-mode chip by serial."""
 
     runs: Annotated[list[RelPath], Field(min_length=1, max_length=64)]
-    chips: Annotated[list[Union[RelPath, ChipCopy]], Field(min_length=1, max_length=4096)]
+    chips: Annotated[list[RelPath | ChipCopy], Field(min_length=1, max_length=4096)]
     mode: Literal["exact", "tolerance"] = "exact"
-    segments: Union[Annotated[int, Field(ge=0, le=10_000)], Literal["all", "auto"]] = "auto"  # auto: the detection target decides
+    segments: Annotated[int, Field(ge=0, le=10000)] | Literal["all", "auto"] = "auto"  # auto: the detection target decides
+    # Step challenges (issue 19; the Verifier only): the ids of answered challenges, judged with
+    # the secret they were tagged with (64 hex digits; the service never keeps it elsewhere).
+    responses: Annotated[list[Annotated[int, Field(ge=1, le=MAX_INT)]], Field(max_length=64)] = []
+    challenge_secret: Hex32 | None = None
+
+
+class StepChallenge(_Body):
+    """`step-challenge`: the Verifier's challenge document (`computewatch challenge`), for the
+    owner who holds the run; the owner fetches it and uploads its response folder."""
+
+    owner: Annotated[str, StringConstraints(pattern=PARTY_NAME)]
+    challenge: dict[str, Any]
 
 
 def _utc(text: str) -> datetime:
-    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     if not 2000 <= t.year <= 2999:  # a period must end (start + days) inside datetime's range
         raise ValueError("start must lie in the years 2000 to 2999")
     return t
@@ -197,6 +210,7 @@ ACTION_MODELS: dict[str, type[BaseModel]] = {
     "explain": Explain,
     "mark-explained": MarkExplained,
     "verify": VerifyJob,
+    "step-challenge": StepChallenge,
     "commit-plan": CommitPlan,
     "draw-plan": PlanSeed,
     "reveal-plan": PlanSeed,

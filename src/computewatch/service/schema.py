@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "responses", "sessions", "transcripts"]
+__all__ = ["answers", "jobs", "log_entries", "metadata", "nonces", "requests", "responses", "sessions", "step_challenges", "step_responses", "transcripts"]
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -123,4 +123,29 @@ jobs = Table(
     Column("created_at", _TIME, nullable=False),
     Column("started_at", _TIME, nullable=True),
     Column("finished_at", _TIME, nullable=True),
+)
+
+# Step challenges (revision s0003, issue 19): the Verifier's challenge documents, addressed to the
+# owner who holds the run, and the response folder each one got (one, received once).
+step_challenges = Table(
+    "service_step_challenges",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("run_id", String(200), nullable=False),
+    Column("challenge", LargeBinary, nullable=False),  # canonical JSON, as issued
+    Column("issued_by", String(200), nullable=False),
+    Column("issued_at", _TIME, nullable=False),
+)
+
+step_responses = Table(
+    "service_step_responses",
+    metadata,
+    Column("id", _ID, primary_key=True),
+    Column("challenge_id", _ID, nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("path", String(1000), nullable=False),  # under the data folder: responses/<owner>/challenge-<id>
+    Column("sha256", String(64), nullable=False),  # of the uploaded archive
+    Column("received_ns", String(24), nullable=False),  # the service's clock: the deadline is judged by it
+    UniqueConstraint("challenge_id", name="uq_service_step_responses_challenge"),
 )

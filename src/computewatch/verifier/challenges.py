@@ -147,8 +147,10 @@ def make_challenge(
     mode: str = "exact",
     deadline_s: int = 24 * 3600,
     now_ns: int | None = None,
+    at: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """The tagged challenge for a run whose commitments `summary` describes."""
+    """The tagged challenge for a run whose commitments `summary` describes; `at` adds steps the
+    Verifier names itself (a bisection round's midpoint, reason "bisection")."""
     if not summary.get("committed"):
         raise ComputewatchError(f"run {run_id} has no step commitments (step records v1): it cannot be challenged step by step")
     if count < 0 or top_q < 0:
@@ -166,5 +168,13 @@ def make_challenge(
         "steps": draw_steps(seed, run_id, summary["count"], count, summary["norms"], top_q),
         "tag": "",
     }
+    bad = [t for t in at if not 0 <= int(t) < summary["count"]]
+    if bad:
+        raise ValueError(f"--at {bad[0]}: the run has steps 0 to {summary['count'] - 1}")
+    if at:
+        by_step = {s["step"]: s for s in doc["steps"]}
+        for t in sorted({int(t) for t in at}):
+            by_step.setdefault(t, {"step": t, "reasons": []})["reasons"].append("bisection")
+        doc["steps"] = [by_step[t] for t in sorted(by_step)]
     doc["tag"] = challenge_tag(doc, seed)
     return doc

@@ -79,7 +79,8 @@ def judge_responses(
     replays the answered states of one run (`step_replay.judge_steps`, in the sandboxed
     executor) and returns their results in order."""
     now = time.time_ns() if now_ns is None else now_ns
-    drawn = passed = replayed = 0
+    drawn = passed = 0
+    replayed_at: set[tuple[str, int]] = set()
     failed: list[dict[str, Any]] = []
     localized: list[dict[str, Any]] = []
     replayed_flops = 0.0
@@ -128,20 +129,21 @@ def judge_responses(
         for f in failed:
             if f["run"] == rid:
                 step_ok[f["step"]] = False
-        fps = run.get("flops_per_step")
-        for (t, rank, answer), res in zip(keys, results):
+        step_flops: dict[int, float] = {}  # a step's FLOPs: every rank's share
+        for (t, rank, answer), res in zip(keys, results, strict=True):
             problem, where = _judge_one(summary, challenge["mode"], epsilon, t, rank, res, answer)
             if res.get("replayed"):
-                replayed += 1
+                replayed_at.add((rid, t))
                 replayed_flops += float(res.get("flops") or 0)
-                fps = fps or res.get("flops")
+                step_flops[t] = step_flops.get(t, 0.0) + float(res.get("flops") or 0)
             if problem is None:
                 continue
             step_ok[t] = False
             bad("steps", f"run {rid} step {t} rank {rank}: {problem}")
             failed.append({"run": rid, "step": t, "rank": rank})
             if where is not None:
-                localized.append({"run": rid, "segment": [t, t + 1], "step": t, **where})
+                localized.append({"run": rid, "segment": [t, t + 1], "step": t, **({"rank": rank} if world > 1 else {}), **where})
+        fps = run.get("flops_per_step") or max(step_flops.values(), default=0.0)
         if fps:
             cost_base += float(fps) * int(run.get("steps") or summary["count"])
         ok = sum(1 for v in step_ok.values() if v)
@@ -152,7 +154,7 @@ def judge_responses(
         "drawn": drawn,
         "passed": passed,
         "failed": failed,
-        "replayed_steps": replayed,
+        "replayed_steps": len(replayed_at),
         "cost_share": replayed_flops / cost_base if cost_base > 0 else None,
     }
     return spot, localized
@@ -188,6 +190,9 @@ def _judge_one(summary: dict[str, Any], mode: str, epsilon: float | None, t: int
 
 def _localize(res: dict[str, Any], answer: dict[str, Any], dist: float | None) -> dict[str, Any]:
     """First diverging operator: bisection over the judge's and the Prover's operator traces."""
+    if not res.get("ops"):  # a rank the executor did not trace (W > 1: rank 0 only)
+        return {"operator": None, "operator_index": None, "rounds": 0, "round_bound": 0, "distance": dist,
+                "note": "the executor traces rank 0's operators only; this rank's step is named, not its operator"}
     theirs: list[list[str]] = []
     note = None
     folder = answer.get("_folder")
@@ -223,6 +228,8 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str,
     if not responses:
         if not any((r.get("step_commitments") or {}).get("committed") for r in runs.values()):
             checks.add("steps", Status.NOT_RUN, "not run: no step commitments (v1 step records) and no challenge responses")
+        if request.mode == "tolerance":  # no answered states yet: each entry names the first step to challenge
+            located += _bisect_tolerance(request, runs, staged, [], (tolerance or {}).get("epsilon"), sandbox)
         return {"spot_checks": None, "localized": located}
     by_dir = {str(Path(r["run_dir"]).resolve()): rid for rid, r in runs.items()}
     data_dirs = dict(request.data_dirs)
@@ -238,7 +245,31 @@ def verify_hook(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str,
         mode=request.mode, epsilon=(tolerance or {}).get("epsilon"), now_ns=getattr(request, "now_ns", None),
         data_dirs=data_dirs,
     )
+    if request.mode == "tolerance":
+        located += _bisect_tolerance(request, runs, staged, responses, (tolerance or {}).get("epsilon"), sandbox)
     return {"spot_checks": spot, "localized": located + localized}
+
+
+def _bisect_tolerance(request: Any, runs: dict[str, dict[str, Any]], staged: dict[str, Any], responses: Sequence[str],
+                      epsilon: float | None, sandbox: bool) -> list[dict[str, Any]]:
+    """Tolerance mode: every failed segment of a committed single-rank run, bisected over the
+    Prover's answered states (`segment_bisection`)."""
+    from computewatch.verifier.segment_bisection import answered_states, bisect_tolerance_segment
+
+    answers = answered_states(responses, request.seed)
+    out: list[dict[str, Any]] = []
+    for rid, run in runs.items():
+        summary = run.get("step_commitments") or {}
+        if not summary.get("committed") or int(run["world_size"]) != 1 or rid not in staged:
+            continue
+        data = dict(request.data_dirs).get(rid)
+        for seg, res in run.get("segments", []):
+            if res.get("passed") is not False or seg.end is None:
+                continue
+            out.append(bisect_tolerance_segment(staged[rid], rid, seg.start, seg.end, summary, answers.get(rid, {}),
+                                                epsilon if epsilon is not None else 1e-4, sandbox=sandbox,
+                                                data_dir=str(Path(data).resolve()) if data else None, time_scale=getattr(request, "time_scale", 1.0)))
+    return out
 
 
 def localize_segments(runs: dict[str, dict[str, Any]], mode: str) -> list[dict[str, Any]]:

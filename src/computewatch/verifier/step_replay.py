@@ -10,8 +10,10 @@ precommitted schedule gives its learning rate). Output: the state after the step
 on request, the FLOPs and every operator's output digest (`OpTrace`, a torch dispatch mode:
 BLAKE3 over each output tensor's bytes, in dispatch order) for bisection to one operator.
 
-One process, one rank: a run of W > 1 ranks needs its collectives, so its steps are not
-replayed one at a time here (their commitments are still checked against answered states).
+A run of W > 1 ranks needs its collectives: `judge_steps` replays a drawn step of it only with
+every rank's answered state (each hashed against its rank's commitment first), all ranks in one
+replay job of the executor (gloo, the run's world size and layout), and judges each rank's
+result against its own commitment, so a forged rank is named.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from computewatch.formats.commitments import live_optimizer_tensors, optimizer_d
 from computewatch.formats.seed import init_generator
 from computewatch.verifier._replay import advance_scheduler as advance  # one way to put a fresh scheduler at a step
 
-__all__ = ["OpTrace", "StepOutcome", "advance", "judge_steps", "replay_step", "state_of", "state_replayer"]
+__all__ = ["OpTrace", "Replayed", "StepOutcome", "advance", "judge_steps", "replay_step", "state_of", "state_replayer", "tensor_replayer"]
 
 
 class OpTrace(TorchDispatchMode):
@@ -182,8 +184,9 @@ def _split_state(final: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = True, data_dir: str | None = None,
                 time_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Check answered states and replay one step from each (single-rank runs), in ONE sandboxed
-    executor for all of them (the Prover's program never runs in this process).
+    """Check answered states and replay one step from each, in ONE sandboxed executor for all of
+    them (the Prover's program never runs in this process; a distributed run's step is one
+    replay job of all its ranks, see the module doc).
 
     `run` is the judge's staged copy of the run; each spec: step, rank, response_dir, before
     (object digest of the answered state), expected_before ([weights, optimizer] digests the
@@ -192,12 +195,10 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
     (one that does not hash to its commitment is never replayed); the state the executor
     returns is hashed here after. Returns, per spec, digests, booleans, the distance and the
     executor's operator trace of the step (digests only; the caller compares them)."""
-    from computewatch.crypto.errors import ComputewatchError, FormatError
+    from computewatch.crypto.errors import FormatError
     from computewatch.formats.challenge import response_object
     from computewatch.formats.checkpoint import decode_checkpoint
     from computewatch.formats.commitments import checkpoint_commitment
-    from computewatch.verifier import _audit, _examine
-    from computewatch.verifier._compare import distance
 
     records = run.steps()
     names_of = {r: [reg.param for reg in run.layout.chips[r]] for r in range(run.world_size)}
@@ -219,67 +220,119 @@ def judge_steps(run: Any, specs: Sequence[dict[str, Any]], *, sandbox: bool = Tr
             out["error"] = str(exc)
             continue
         out["rng"] = blake3_bytes(state.rng["torch"].numpy().tobytes()).hex() if "torch" in state.rng else None
-        if run.world_size > 1:
-            out["replayed"] = False
-            out["note"] = "a step of a distributed run is not replayed alone (it needs every rank's collectives)"
-            continue
         if spec.get("expected_before") is not None and out["before"] != list(spec["expected_before"]):
             out["replayed"] = False  # never replay a state that is not the committed one
             continue
         todo.append((k, raw, state))
-    if not todo:
-        return results
+    firsts: dict[tuple[int, int], int] = {}
+    unique, asked = [], {item[0] for item in todo}
+    for item in todo:  # the same (step, rank) asked twice is replayed once
+        spec = specs[item[0]]
+        key = (int(spec["step"]), int(spec["rank"]))
+        if key not in firsts:
+            firsts[key] = item[0]
+            unique.append(item)
+    todo = unique
+    _judge_groups(run, specs, todo, records, results, sandbox, data_dir, time_scale, names_of)
+    for k, spec in enumerate(specs):
+        first = firsts.get((int(spec["step"]), int(spec["rank"])))
+        if k in asked and first is not None and first != k:
+            results[k] = {**results[first], "rng": results[k].get("rng")}  # its own RNG is still judged
+    return results
+
+
+def _judge_groups(run: Any, specs: Sequence[dict[str, Any]], todo: list[tuple[int, bytes, Checkpoint]], records: Sequence[Any],
+                  results: list[dict[str, Any]], sandbox: bool, data_dir: str | None, time_scale: float,
+                  names_of: dict[int, list[str]]) -> None:
+    """The replays of `judge_steps`, one executor job per step (every rank's state)."""
+    from computewatch.crypto.errors import ComputewatchError
+    from computewatch.verifier import _audit, _examine
+
+    groups = _rank_groups(specs, todo, run.world_size, results)
+    if not groups:
+        return
     problem = _examine._program_problem(run)
     if problem is not None:
         for k, _, _ in todo:
             results[k]["error"] = problem
-        return results
+        return
     plan, budget, threads = _executor_plan(run, records, sandbox, data_dir, time_scale)
     hashes = run.sample_hashes()
-    names = names_of[0]
     try:
         with _examine._session(plan, budget) as session:
             conv = _examine._Run(plan, session, budget, threads)
             conv.start()
-            samples = conv.samples(sorted({i for k, _, _ in todo for i in records[int(specs[k]["step"])].sample_ids}))
+            samples = conv.samples(sorted({i for t in groups for i in records[t].sample_ids}))
             bad = set(_audit.check_samples(run, hashes, samples, []) or [])
-            for k, raw, state in todo:
-                spec, out = specs[k], results[k]
-                t = int(spec["step"])
+            for t, members in sorted(groups.items()):
                 rec = records[t]
-                out["samples_ok"] = not any(i in bad for i in rec.sample_ids)
-                reply, states = conv.replay(t, [list(rec.sample_ids)], samples, [], True, start_states=[raw], trace=True)
-                final = states[0][-1]
-                model, opt = _split_state(final)
-                out["replayed"] = True
-                try:
-                    out["after"] = list(checkpoint_commitment(model, names, opt))
-                except FormatError as exc:
-                    out["error"] = f"the replayed state is unusable: {exc}"
-                    continue
-                out["lr"], out["rng_at_start"], out["loss"] = reply.lr[0], reply.rng[0], reply.losses[0]
-                out["lr_ok"] = reply.lr[0] == rec.lr
+                reply, states = conv.replay(t, [list(rec.sample_ids)], samples, [], True, start_states=[raw for _, raw, _ in members], trace=True)
                 total = (reply.flops or {}).get("total")
-                out["flops"] = total if isinstance(total, int) and total >= 0 else None
-                out["ops"] = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2]
-                if spec.get("after"):
-                    try:
-                        answered = decode_checkpoint(response_object(spec["response_dir"], spec["after"]), what=f"answered state after step {t}")
-                        out["answered_after"] = list(checkpoint_commitment(answered.model, names, answered.optimizer_tensors))
-                    except FormatError as exc:
-                        out["error"] = str(exc)
-                        continue
-                    flat = lambda d: torch.cat([d[n].detach().reshape(-1).double() for n in names])  # noqa: E731
-                    r, c, b = flat(model), flat(answered.model), flat(state.model)
-                    parts = {"diff2": float(torch.dot(r - c, r - c)), "update2": float(torch.dot(c - b, c - b)),
-                             "replayed2": float(torch.dot(r - b, r - b)), "dot": float(torch.dot(r - b, c - b))}
-                    out["distance"] = distance([parts])
+                for rank, (k, _raw, state) in enumerate(members):
+                    _judge_rank(specs[k], results[k], rank, state, states[rank][-1], reply, rec, bad, names_of[rank],
+                                total / run.world_size if isinstance(total, int) and total >= 0 else None)
     except ComputewatchError as exc:  # the executor failed (ExecutorFailure) or the evidence did: the Prover's
         for k, _, _ in todo:
             if "after" not in results[k]:
                 results[k].pop("replayed", None)
                 results[k]["error"] = str(exc)
-    return results
+
+
+def _rank_groups(specs: Sequence[dict[str, Any]], todo: Sequence[tuple[int, bytes, Checkpoint]], world: int,
+                 results: list[dict[str, Any]]) -> dict[int, list[tuple[int, bytes, Checkpoint]]]:
+    """The replays to run: per step, every rank's answered state in rank order. A step of a
+    distributed run is replayed only when every rank's state matched its commitment."""
+    by_step: dict[int, dict[int, tuple[int, bytes, Checkpoint]]] = {}
+    for item in todo:
+        spec = specs[item[0]]
+        by_step.setdefault(int(spec["step"]), {})[int(spec["rank"])] = item
+    groups = {}
+    for t, ranks in by_step.items():
+        if len(ranks) == world:
+            groups[t] = [ranks[r] for r in range(world)]
+            continue
+        for k, _, _ in ranks.values():
+            results[k]["replayed"] = False
+            results[k]["note"] = "not replayed: the step needs every rank's committed state"
+    return groups
+
+
+def _judge_rank(spec: dict[str, Any], out: dict[str, Any], rank: int, state: Checkpoint, final: dict[str, torch.Tensor], reply: Any,
+                rec: Any, bad: set[int], names: Sequence[str], flops: float | None) -> None:
+    """One rank's result of a replayed step: digests of what the executor returned, the schedule,
+    the samples, the distance to the answered after-state (tolerance) and, on rank 0, the trace."""
+    from computewatch.crypto.errors import FormatError
+    from computewatch.formats.challenge import response_object
+    from computewatch.formats.checkpoint import decode_checkpoint
+    from computewatch.formats.commitments import checkpoint_commitment
+    from computewatch.verifier._compare import distance
+
+    t = int(spec["step"])
+    out["samples_ok"] = not any(i in bad for i in rec.sample_ids)
+    model, opt = _split_state(final)
+    out["replayed"] = True
+    try:
+        out["after"] = list(checkpoint_commitment(model, names, opt))
+    except FormatError as exc:
+        out["error"] = f"the replayed state is unusable: {exc}"
+        return
+    out["lr"], out["rng_at_start"], out["loss"] = reply.lr[0], reply.rng[0], reply.losses[0]
+    out["lr_ok"] = reply.lr[0] == rec.lr
+    out["flops"] = flops  # this rank's share of the step's FLOPs
+    # The executor hashes rank 0's operators only; another rank's failure names the rank, not an operator.
+    out["ops"] = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2] if rank == 0 else []
+    if spec.get("after"):
+        try:
+            answered = decode_checkpoint(response_object(spec["response_dir"], spec["after"]), what=f"answered state after step {t}")
+            out["answered_after"] = list(checkpoint_commitment(answered.model, names, answered.optimizer_tensors))
+        except FormatError as exc:
+            out["error"] = str(exc)
+            return
+        flat = lambda d: torch.cat([d[n].detach().reshape(-1).double() for n in names])  # noqa: E731
+        r, c, b = flat(model), flat(answered.model), flat(state.model)
+        parts = {"diff2": float(torch.dot(r - c, r - c)), "update2": float(torch.dot(c - b, c - b)),
+                 "replayed2": float(torch.dot(r - b, r - b)), "dot": float(torch.dot(r - b, c - b))}
+        out["distance"] = distance([parts])
 
 
 @contextmanager
@@ -289,8 +342,27 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
     already hashed against its commitment by the caller) read-only into ONE warm sandboxed
     executor, replays steps [a, b) from it and returns the (weights, optimizer) digests of the
     state the executor returns, hashed here. Single-rank runs."""
-    from computewatch.crypto.errors import ComputewatchError
     from computewatch.formats.commitments import checkpoint_commitment
+
+    names = [reg.param for reg in run.layout.chips[0]]
+    with tensor_replayer(run, sandbox=sandbox, data_dir=data_dir, time_scale=time_scale) as replay_tensors:
+
+        def replay(state: bytes, a: int, b: int) -> tuple[str, str]:
+            model, opt, _ops = replay_tensors(state, a, b)
+            return checkpoint_commitment(model, names, opt)
+
+        yield replay
+
+
+Replayed = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[list[str]]]
+
+
+@contextmanager
+def tensor_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = None, time_scale: float = 1.0) -> Iterator[Callable[..., Replayed]]:
+    """Like `state_replayer`, but `replay(state, a, b, trace=False)` returns the state itself
+    (model and optimizer tensors, as the executor wrote them) and, with `trace`, the executor's
+    operator trace of step b - 1 (digests only): tolerance-mode bisection compares distances."""
+    from computewatch.crypto.errors import ComputewatchError
     from computewatch.verifier import _audit, _examine
 
     if run.world_size != 1:
@@ -299,7 +371,6 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
     if problem is not None:
         raise ComputewatchError(problem)
     records = run.steps()
-    names = [reg.param for reg in run.layout.chips[0]]
     plan, budget, threads = _executor_plan(run, records, sandbox, data_dir, time_scale)
     hashes = run.sample_hashes()
     with _examine._session(plan, budget) as session:
@@ -307,7 +378,7 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
         conv.start()
         samples: dict[int, bytes] = {}
 
-        def replay(state: bytes, a: int, b: int) -> tuple[str, str]:
+        def replay(state: bytes, a: int, b: int, trace: bool = False) -> Replayed:
             if not 0 <= a < b <= len(records):
                 raise ValueError(f"steps {a}..{b} are not in the run's {len(records)} recorded steps")
             batches = [list(records[t].sample_ids) for t in range(a, b)]
@@ -317,9 +388,9 @@ def state_replayer(run: Any, *, sandbox: bool = True, data_dir: str | None = Non
                 if _audit.check_samples(run, hashes, got, []):
                     raise ComputewatchError("a sample as the program rebuilds it is not the committed sample")
                 samples.update(got)
-            _, states = conv.replay(a, batches, samples, [], True, start_states=[state], count_flops=False)
-            final = states[0][-1]
-            model, opt = _split_state(final)
-            return checkpoint_commitment(model, names, opt)
+            reply, states = conv.replay(a, batches, samples, [], True, start_states=[state], count_flops=False, trace=trace)
+            model, opt = _split_state(states[0][-1])
+            ops = [[str(x) for x in op[:2]] for op in reply.ops or [] if isinstance(op, list) and len(op) >= 2]
+            return model, opt, ops
 
         yield replay
