@@ -295,11 +295,12 @@ def _verify_cli(run: Path, policy_text: str | None, scratch: Path) -> dict[str, 
 
 
 def _hidden_compute(name: str, hidden: bool) -> Any:
-    from computewatch.adversary.cheater import Deviation, train_with_deviation
-
     settings, policy = (_HIDDEN_RUN, _ban_2h(2e9)) if hidden else (_VISIBLE_RUN, _ban_2h(1e9))
 
     def run(ctx: Context, trials: int, seed: int) -> Any:
+        # Imported here: registering the attack must not load torch (`attack list` stays light).
+        from computewatch.adversary.cheater import Deviation, train_with_deviation
+
         attack = get_attack(name)
         out: list[Trial] = []
         figures: list[dict[str, Any]] = []
