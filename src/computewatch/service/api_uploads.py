@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from computewatch.service.auth import raw_target
 from computewatch.service.errors import ServiceError
 from computewatch.service.state import Service
 
@@ -30,7 +31,7 @@ router = APIRouter(tags=["writes"])
 log = logging.getLogger("computewatch.service")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _DOC = {"requestBody": {"required": True, "description": "A tar archive (optionally gzip-compressed) of one folder's contents; "
-                        "signed with the X-CW-* headers including X-CW-Content-SHA256.",
+                        "signed per RFC 9421 (Signature-Input, Signature) covering its Content-Digest (RFC 9530, sha-256).",
                         "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -76,8 +77,7 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
         raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
     # Who is uploading is settled from the signed headers before a byte of the body is read:
     # an anonymous or forged upload is refused without touching the disk.
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers)
+    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, raw_target(request.scope), request.headers)
     if not who.is_verifier and who.role != "owner":
         raise ServiceError(403, f"role {who.role!r} may not upload inputs (owners and the Verifier may)")
     inputs = svc.config.data_dir / "inputs"
@@ -98,7 +98,7 @@ async def upload(name: str, request: Request) -> dict[str, Any]:
                 digest.update(chunk)
                 fh.write(chunk)
         if digest.hexdigest() != claimed:
-            raise ServiceError(401, "X-CW-Content-SHA256 does not match the body received")
+            raise ServiceError(401, "Content-Digest does not match the body received")
         if dest.exists():
             raise ServiceError(409, f"input {name!r} of {who.name!r} already exists: choose another name")
         count = await run_in_threadpool(unpack, tmp, dest, max_members=svc.config.max_members, max_unpacked=svc.config.max_unpacked)
