@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
 """The hashed transcript (Appendix D, step 2): digests only, for periodic reporting to the Verifier.
 
 The Prover reports, per run, hashes of 𝕄, of each checkpoint in 𝕎 and the sequence of hashes
@@ -66,7 +67,7 @@ def export_hashes(run_dir: str | os.PathLike[str] | Transcript, *, distances: bo
     pre = t.manifest.precommitment
     pre_json = pre.to_json()
     steps = t.steps()
-    lines = [canonical_json(r.to_json()) for r in steps]
+    lines = [r.leaf() for r in steps]
     checkpoints = [dict(e, rank=r) for r in range(t.world_size) for e in t.checkpoints(r)]
     snaps = [
         {k: s[k] for k in ("rank", "chip_id", "counter", "step", "shard_digest", "object")} for s in t.snapshots()
