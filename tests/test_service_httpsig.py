@@ -187,3 +187,31 @@ def test_content_digest_is_rfc_9530_sha_256() -> None:
     with pytest.raises(HttpSigError, match="Content-Digest"):
         h = _vector_headers()
         parse_signature("POST", "/v1/inputs/run%201?note=a%2Fb", {**h, "Content-Digest": "sha-512=:AAAA:"}, upload=True)
+
+
+def test_signed_writes_are_v2_rfc_8785_and_v1_stays_accepted(service: Any) -> None:
+    import pytest as _pytest
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, sign_envelope, statement
+    from computewatch.service.errors import ServiceError
+    from computewatch.service.statements import PRED_REQUEST, PRED_REQUEST_V1, body_digest, format_time, signed_request
+
+    client, register, key = service
+    auth = client.app.state.service.auth
+    body = {"rate": 1e-05, "weight": 2.0}  # floats whose two encodings differ
+
+    def legacy(pred: str, canonical: int) -> bytes:
+        predicate = {"register": register, "action": "session", "party": "acme", "nonce": base64.b16encode(__import__("os").urandom(16)).decode().lower(),
+                     "time": format_time(), "body": body}
+        stmt = statement([("service-request/session", {"sha256": body_digest(body, canonical)})], pred, predicate)
+        return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key).to_json()
+
+    env = signed_request("session", body, party="acme", key=key, register=register)
+    assert PRED_REQUEST.encode() in env.payload and b'"rate":0.00001' in env.payload
+    assert auth.verify_write(env.to_json(), "session", ("owner",)).body == {"rate": 1e-05, "weight": 2}
+    # Version 1, legacy encoding throughout: still accepted (stored envelopes stay verifiable).
+    assert auth.verify_write(legacy(PRED_REQUEST_V1, 1), "session", ("owner",)).body == body
+    # A v2 statement in the legacy encoding: one value, two encodings under one version: refused.
+    with _pytest.raises(ServiceError, match="RFC 8785"):
+        auth.verify_write(legacy(PRED_REQUEST, 2), "session", ("owner",))

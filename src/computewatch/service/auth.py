@@ -21,8 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from computewatch.crypto.canonical import parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, pae
+from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, pae, parse_statement
 from computewatch.crypto.errors import ComputewatchError, SignatureError
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import db as reg_db
@@ -34,7 +33,7 @@ from computewatch.service.models import PARTY_NAME
 from computewatch.service.httpsig import HttpSigError, parse_signature, register_tag
 from computewatch.service.statements import (
     NONCE_RE,
-    PRED_REQUEST,
+    REQUEST_VERSIONS,
     STATEMENT_FIELDS,
     TIME_RE,
     body_digest,
@@ -160,11 +159,9 @@ class Authenticator:
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
             raise ServiceError(422, f"payload type {env.payload_type!r} is not {PAYLOAD_TYPE_INTOTO}")
         try:
-            doc = parse_canonical_json(env.payload)
+            doc, canonical = parse_statement(env.payload, REQUEST_VERSIONS)
         except ComputewatchError as exc:
-            raise ServiceError(422, f"statement is not canonical JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("predicateType") != PRED_REQUEST:
-            raise ServiceError(422, f"statement's predicate type must be {PRED_REQUEST}")
+            raise ServiceError(422, f"statement is not a service request in its version's canonical JSON: {exc}") from None
         p = doc.get("predicate")
         if not isinstance(p, dict) or set(p) != STATEMENT_FIELDS:
             raise ServiceError(422, f"request predicate fields must be {sorted(STATEMENT_FIELDS)}")
@@ -185,7 +182,7 @@ class Authenticator:
         if p["action"] != action:
             raise ServiceError(401, f"request was signed for action {p['action']!r}, not {action!r}")
         subjects = doc.get("subject")
-        want = [{"name": f"service-request/{action}", "digest": {"sha256": body_digest(p["body"])}}]
+        want = [{"name": f"service-request/{action}", "digest": {"sha256": body_digest(p["body"], canonical)}}]
         if subjects != want:
             raise ServiceError(401, "request subject does not name this action and the digest of its body")
         if not isinstance(p["nonce"], str) or not NONCE_RE.fullmatch(p["nonce"]):

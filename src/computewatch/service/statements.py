@@ -2,10 +2,14 @@
 
 Write (`signed_request`): a DSSE v1 envelope (Ed25519, PAE) around an in-toto Statement v1
 
-    subject:   [{"name": "service-request/<action>", "digest": {"sha256": SHA-256(canonical_json(body))}}]
-    predicateType: "urn:computewatch:service-request:v1"
+    subject:   [{"name": "service-request/<action>", "digest": {"sha256": SHA-256(canonical JSON of body)}}]
+    predicateType: "urn:computewatch:service-request:v2"
     predicate: {"register": register id, "action": str, "party": name, "nonce": hex (16..64 bytes),
                 "time": ISO-8601 UTC "YYYY-MM-DDTHH:MM:SSZ", "body": object}
+
+Version 2 (written now) is encoded in canonical JSON version 2 (RFC 8785), the payload and the
+body whose digest the subject names alike; version 1 (the legacy encoding) is still accepted,
+and the stored envelopes of either version stay verifiable.
 
 Read (`read_headers`): an HTTP Message Signature (RFC 9421, `computewatch.service.httpsig`)
 over "@method", "@path" and "@query" of the raw request target; an upload (a raw body that is
@@ -21,7 +25,7 @@ import re
 from datetime import datetime, UTC
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.canonical import canonical_json_at, canonical_json_v2
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
@@ -34,6 +38,8 @@ from computewatch.service.httpsig import sign_request
 __all__ = [
     "NONCE_RE",
     "PRED_REQUEST",
+    "PRED_REQUEST_V1",
+    "REQUEST_VERSIONS",
     "STATEMENT_FIELDS",
     "TIME_RE",
     "body_digest",
@@ -43,7 +49,10 @@ __all__ = [
     "signed_request",
 ]
 
-PRED_REQUEST = "urn:computewatch:service-request:v1"
+PRED_REQUEST = "urn:computewatch:service-request:v2"
+PRED_REQUEST_V1 = "urn:computewatch:service-request:v1"
+# predicate type -> canonical JSON version of its payload and body digest
+REQUEST_VERSIONS = {PRED_REQUEST_V1: 1, PRED_REQUEST: 2}
 STATEMENT_FIELDS = frozenset({"register", "action", "party", "nonce", "time", "body"})
 NONCE_RE = re.compile(r"(?:[0-9a-f]{2}){16,64}")
 TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -58,8 +67,9 @@ def new_nonce() -> str:
     return os.urandom(16).hex()
 
 
-def body_digest(body: Any) -> str:
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+def body_digest(body: Any, canonical: int = 2) -> str:
+    """SHA-256 (hex) of the body's canonical JSON, in the request version's encoding."""
+    return hashlib.sha256(canonical_json_at(canonical, body)).hexdigest()
 
 
 def signed_request(
@@ -82,7 +92,7 @@ def signed_request(
         "body": body,
     }
     stmt = statement([(f"service-request/{action}", {"sha256": body_digest(body)})], PRED_REQUEST, predicate)
-    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), key)
 
 
 def read_headers(
