@@ -391,14 +391,16 @@ def test_every_in_toto_digest_set_uses_the_two_documented_names(run: Path, tmp_p
             assert set(subject["digest"]) <= names, subject
 
 
-def test_signed_export_is_v2_and_v1_is_refused(run: Path) -> None:
+def test_signed_export_is_v3_v2_stays_readable_and_v1_is_refused(run: Path) -> None:
     doc = export_hashes(run)
     key = prover_key(RunStorage(run))
     env = sign_export(doc, key)
     stmt = json.loads(env.payload)
-    assert stmt["predicateType"] == "urn:computewatch:hashed-transcript:v2"
+    assert stmt["predicateType"] == "urn:computewatch:hashed-transcript:v3"  # RFC 8785 (format version 2)
     assert stmt["subject"] == [{"name": "precommitment", "digest": {"blake3-256": doc["precommitment_digest"]}}]
     assert read_signed_export(env.to_json(), [key.public_key]) == doc
+    legacy = dict(stmt, predicateType="urn:computewatch:hashed-transcript:v2")
+    assert read_signed_export(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(legacy), key).to_json(), [key.public_key]) == doc
     with pytest.raises(SignatureError):
         read_signed_export(env.to_json(), [SigningKey.from_seed(b"\x09" * 32).public_key])
     old = statement([("precommitment", {"blake3": doc["precommitment_digest"]})], predicate_type("hashed-transcript", 1), doc)
