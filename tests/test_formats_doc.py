@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -107,7 +108,7 @@ def test_prev_is_sha256_of_the_previous_line_without_its_newline() -> None:
     for before, line, entry in zip(LINES, LINES[1:], entries[1:], strict=False):
         assert line.startswith(b"{") and not line.endswith(b"\n")
         assert entry["prev"] == _sha256(before).hex() != _sha256(before + b"\n").hex()
-    assert "SHA-256 of the bytes of line i − 1 without its `\\n`" in PAGE
+    assert "SHA-256 of the bytes of line i \u2212 1 without its `\\n`" in PAGE  # the page writes a minus sign
 
 
 def test_tree_heads_cover_exactly_the_first_size_lines() -> None:
@@ -241,7 +242,7 @@ def _shortest(x: float) -> tuple[str, int]:
         found = [c for c in (base - step, base, base + step) if c > 0 and float(c) == x]
         if found:
             best = min(found, key=lambda c: abs(c - Decimal(x)))
-            sign, digits, exp = best.normalize().as_tuple()
+            _sign, digits, exp = best.normalize().as_tuple()
             text = "".join(map(str, digits))
             return text, exp + len(text)
     raise AssertionError(x)
@@ -374,7 +375,7 @@ def test_a_v1_manifest_is_refused_with_the_reason(tmp_path: Path) -> None:
     old = statement([("precommitment", {"blake3": pre.digest().hex()})], predicate_type("transcript-manifest", 1), manifest.predicate())
     storage = RunStorage(tmp_path)
     storage.write_atomic(MANIFEST_FILE, sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(old), key).to_json())
-    with pytest.raises(StoreError, match="v1 manifest .*'blake3'.*'blake3-256'"):
+    with pytest.raises(StoreError, match=r"v1 manifest .*'blake3'.*'blake3-256'"):
         read_manifest(storage, [key.public_key])
     assert "`transcript-manifest:v2`" in PAGE and "`hashed-transcript:v2`" in PAGE
 
@@ -391,18 +392,20 @@ def test_every_in_toto_digest_set_uses_the_two_documented_names(run: Path, tmp_p
             assert set(subject["digest"]) <= names, subject
 
 
-def test_signed_export_is_v2_and_v1_is_refused(run: Path) -> None:
+def test_signed_export_is_v3_v2_stays_readable_and_v1_is_refused(run: Path) -> None:
     doc = export_hashes(run)
     key = prover_key(RunStorage(run))
     env = sign_export(doc, key)
     stmt = json.loads(env.payload)
-    assert stmt["predicateType"] == "urn:computewatch:hashed-transcript:v2"
+    assert stmt["predicateType"] == "urn:computewatch:hashed-transcript:v3"  # RFC 8785 (format version 2)
     assert stmt["subject"] == [{"name": "precommitment", "digest": {"blake3-256": doc["precommitment_digest"]}}]
     assert read_signed_export(env.to_json(), [key.public_key]) == doc
+    legacy = dict(stmt, predicateType="urn:computewatch:hashed-transcript:v2")
+    assert read_signed_export(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(legacy), key).to_json(), [key.public_key]) == doc
     with pytest.raises(SignatureError):
         read_signed_export(env.to_json(), [SigningKey.from_seed(b"\x09" * 32).public_key])
     old = statement([("precommitment", {"blake3": doc["precommitment_digest"]})], predicate_type("hashed-transcript", 1), doc)
-    with pytest.raises(FormatError, match="is v1 .*'blake3-256'"):
+    with pytest.raises(FormatError, match=r"is v1 .*'blake3-256'"):
         read_signed_export(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(old), key).to_json(), [key.public_key])
     other = statement([("precommitment", {"blake3-256": "00" * 32})], stmt["predicateType"], doc)
     with pytest.raises(FormatError, match="subject"):
@@ -539,7 +542,7 @@ def test_hashed_export_lists_and_arithmetic(run: Path) -> None:
         for e in indexes[r]:
             tensors = safetensors.torch.load((run / "objects" / e["digest"][:2] / e["digest"]).read_bytes())
             models.append((e["step"], {k: v.double() for k, v in tensors.items() if k.startswith("model/")}))
-        for (a_step, a), (b_step, b) in zip(models, models[1:], strict=False):
+        for (a_step, a), (b_step, b) in itertools.pairwise(models):
             l2 = math.sqrt(sum(float(((b[k] - a[k]) ** 2).sum()) for k in a))
             expected.append((r, a_step, b_step, l2))
     assert [(d["rank"], d["from"], d["to"]) for d in doc["distances"]] == [e[:3] for e in expected]

@@ -133,7 +133,7 @@ def test_checkpoint_bytes_are_canonical_and_damage_is_reported(tmp_path: Path) -
         decode_checkpoint(b"abc")
     storage = RunStorage(tmp_path)
     storage.write_atomic("checkpoints/rank-00000.json", b"{not json")
-    with pytest.raises(StoreError, match="checkpoint index .* is malformed"):
+    with pytest.raises(StoreError, match=r"checkpoint index .* is malformed"):
         CheckpointIndex(storage, 0).entries()
     storage.write_atomic("checkpoints/rank-00000.json", canonical_json({"v": 1, "rank": 3, "checkpoints": []}))
     with pytest.raises(StoreError, match="not the v1 index of rank 0"):
@@ -186,9 +186,9 @@ def test_format_doc_test_vector() -> None:
     assert code == re.search(r"program code digest: `([0-9a-f]{64})`", doc).group(1)  # type: ignore[union-attr]
     env = {"torch": "2.13.0+cpu", "python": "3.11.7", "machine": "x86_64", "cpu_capability": "AVX2", "threads": 1, "deterministic": True}
     pre = Precommitment("test-vector-run", {"lr": 0.001, "steps": 4}, code, commitment.summary_json(), nonce,
-                        derive_run_seed(commitment.root, nonce), 2, layout, "train:make_program", env)
+                        derive_run_seed(commitment.root, nonce), 2, layout, "train:make_program", env, canonical=1)
     assert pre.encode().decode() == pre_text
     assert pre.digest().hex() == stated
     assert Precommitment.from_json(json.loads(pre_text)) == pre
     root = batch_root([sample_hash(samples[2]), sample_hash(samples[0])]).hex()
-    assert StepRecord(0, (2, 0), root, 0.001, 2.5, "11" * 32).encode().decode() == step_text + "\n"
+    assert StepRecord(0, (2, 0), root, 0.001, 2.5, "11" * 32, canonical=1).encode().decode() == step_text + "\n"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _service import World, make_world, report_chips  # noqa: F401  (fixture)
@@ -142,7 +144,7 @@ def test_signed_reads_sessions_and_their_refusals(world: World) -> None:
     assert r.status_code == 401 and "bad signature" in r.json()["error"]
     h = read_headers("GET", "/v1/me", party="acme", key=world.keys["beta"], register=world.register)
     assert world.client.get("/v1/me", headers=h).status_code == 401
-    h = read_headers("GET", "/v1/me", party="acme", key=world.keys["acme"], register=world.register, time="2020-01-01T00:00:00Z")
+    h = read_headers("GET", "/v1/me", party="acme", key=world.keys["acme"], register=world.register, created=1577836800)
     r = world.client.get("/v1/me", headers=h)
     assert r.status_code == 401 and "clock" in r.json()["error"]
     h = read_headers("GET", "/v1/me", party="mallory", key=world.keys["acme"], register=world.register)
@@ -163,8 +165,9 @@ def test_signed_reads_sessions_and_their_refusals(world: World) -> None:
 def test_signed_writes_refuse_bad_signature_replay_role_and_bodies(world: World) -> None:
     acme = world.as_party("acme")
     before = (_rows(world, ss.nonces), _rows(world, ss.requests), _rows(world, ss.sessions))
-    def post(env):
+    def post(env: Any) -> Any:
         return world.client.post("/v1/sessions", content=env.to_json())
+
     # Signed by a key that is not the party's registered key.
     env = signed_request("session", {}, party="acme", key=world.keys["beta"], register=world.register)
     r = post(env)
@@ -211,8 +214,9 @@ def test_old_nonces_are_pruned_and_their_requests_stay_refused(world: World, mon
     from datetime import UTC, datetime, timedelta
 
     auth = world.app.state.service.auth
-    def post(env):
+    def post(env: Any) -> Any:
         return world.client.post("/v1/sessions", content=env.to_json())
+
     env = signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)
     assert post(env).status_code == 200
     kept = _rows(world, ss.nonces)
@@ -431,7 +435,9 @@ def test_uploads_of_raw_inputs(world: World) -> None:
     other = _tar({"manifest.dsse.json": b"[]"})
     r = world.client.post("/v1/inputs/run-2", content=other, headers=h)
     assert r.status_code == 401 and "does not match" in r.json()["error"]
-    h2 = {**h, "X-CW-Content-SHA256": __import__("hashlib").sha256(other).hexdigest()}
+    from computewatch.service.httpsig import content_digest
+
+    h2 = {**h, "Content-Digest": content_digest(other)}
     assert world.client.post("/v1/inputs/run-2", content=other, headers=h2).status_code == 401
     # The headers were checked (and their nonce spent) before the body was read.
     assert world.client.post("/v1/inputs/run-2", content=archive, headers=h).status_code == 403

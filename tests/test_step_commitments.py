@@ -15,7 +15,7 @@ from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import hash_regions, shard_digest
 from computewatch.formats.checkpoint import CheckpointIndex
 from computewatch.formats.commitments import ShardHasher, StateCommitment, checkpoint_commitment
-from computewatch.formats.manifest import MANIFEST_PREDICATE_V3, read_manifest
+from computewatch.formats.manifest import MANIFEST_PREDICATE_V3, MANIFEST_PREDICATE_V5, read_manifest
 from computewatch.formats.steps import StepLog, StepRecord, records_root
 from computewatch.formats.storage import ObjectStore, RunStorage
 from computewatch.verifier._run import staged_run
@@ -76,7 +76,8 @@ def test_a_logged_snapshot_pins_the_chain(run: Path) -> None:
 def test_the_manifest_signs_the_step_records(run: Path) -> None:
     storage = RunStorage(run, create=False)
     manifest = read_manifest(storage)
-    assert manifest.predicate_type == MANIFEST_PREDICATE_V3
+    assert manifest.predicate_type == MANIFEST_PREDICATE_V5  # v3's predicate in RFC 8785 (format version 2)
+    assert all(r.canonical == 2 for r in _records(run))
     records = _records(run)
     assert manifest.steps == {"count": len(records), "records_root": records_root(records).hex()}
     summary = _summary(run)

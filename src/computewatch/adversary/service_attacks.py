@@ -101,3 +101,99 @@ def _party_name_dots(ctx: Context, trials: int, seed: int) -> Any:
         out.append(Trial(caught, "registry.party-name" if caught else None, ("registry.party-name",) if caught else (),
                          refused[0] if refused else ""))
     return result_from_trials(attack, out)
+
+
+def _signed_request_trials(ctx: Context, name: str, seed: int, trials: int, attempt: Any) -> Any:
+    """Trials of the attack `name`, each on a fresh service with acme's keys: `attempt(client,
+    reg, key)` returns (answer, status, reason) for the genuine request (200, "") and each hostile
+    one. Caught when the genuine request passes and every hostile one is refused with its status
+    and a reason naming the check."""
+    attack = get_attack(name)
+    out = []
+    for t in range(trials):
+        app, client, keys = _service(ctx, f"{name}-{seed}-{t}")
+        with client:
+            answers = attempt(client, app.state.service.reg.register_id, keys["acme"])
+        caught = all(r.status_code == status and reason in r.text for r, status, reason in answers)
+        by = attack.expected or ""
+        out.append(Trial(caught, by if caught else None, (by,) if caught else (),
+                         "; ".join(f"{r.status_code} {r.text[:120]}" for r, _, _ in answers)))
+    return result_from_trials(attack, out)
+
+
+@register(
+    "service-request-target-altered",
+    paper_ref="docs/service.md (signed reads, RFC 9421)",
+    family="service",
+    kind="caught",
+    expected="service.request-signature",
+    summary="Someone holding a party's signed read (a proxy, a log) sends its headers with another path or query: "
+    "another chip, another page, or the same path spelled with percent-escapes.",
+    default_trials=1,
+    max_trials=3,
+)
+def _target_altered(ctx: Context, trials: int, seed: int) -> Any:
+    from computewatch.service.statements import read_headers
+
+
+    def attempt(client: Any, reg: str, key: Any) -> list[Any]:
+        genuine = client.get("/v1/chips?limit=10", headers=read_headers("GET", "/v1/chips?limit=10", party="acme", key=key, register=reg))
+        out = [(genuine, 200, "")]
+        for signed, sent in (("/v1/chips?limit=10", "/v1/chips?limit=11"), ("/v1/chips?limit=10", "/v1/chips"),
+                             ("/v1/me", "/v1/runs"), ("/v1/chips", "/v1/%63hips")):
+            headers = read_headers("GET", signed, party="acme", key=key, register=reg)
+            out.append((client.get(sent, headers=headers), 401, "bad signature"))
+        return out
+
+    return _signed_request_trials(ctx, "service-request-target-altered", seed, trials, attempt)
+
+
+@register(
+    "service-signed-read-replayed",
+    paper_ref="docs/service.md (replay protection)",
+    family="service",
+    kind="caught",
+    expected="service.nonce",
+    summary="A party's signed read, captured on the way, is sent again unchanged (same signature, nonce and target).",
+    default_trials=1,
+    max_trials=3,
+)
+def _read_replayed(ctx: Context, trials: int, seed: int) -> Any:
+    from computewatch.service.statements import read_headers
+
+
+    def attempt(client: Any, reg: str, key: Any) -> list[Any]:
+        headers = read_headers("GET", "/v1/me", party="acme", key=key, register=reg)
+        return [(client.get("/v1/me", headers=headers), 200, ""), (client.get("/v1/me", headers=headers), 403, "replayed")]
+
+    return _signed_request_trials(ctx, "service-signed-read-replayed", seed, trials, attempt)
+
+
+@register(
+    "service-upload-body-swapped",
+    paper_ref="docs/service.md (uploads, Content-Digest)",
+    family="service",
+    kind="caught",
+    expected="service.content-digest",
+    summary="A party's signed upload has its body swapped for another archive, keeping the signature, or with the "
+    "Content-Digest field rewritten to match the new body.",
+    default_trials=1,
+    max_trials=3,
+)
+def _body_swapped(ctx: Context, trials: int, seed: int) -> Any:
+    from computewatch.service.httpsig import content_digest
+    from computewatch.service.statements import read_headers
+
+    genuine, forged = _tar({"manifest.dsse.json": b"{}"}), _tar({"manifest.dsse.json": b"[]"})
+
+    def attempt(client: Any, reg: str, key: Any) -> list[Any]:
+        out = []
+        for rewrite, reason in ((False, "does not match the body"), (True, "bad signature")):
+            headers = read_headers("POST", "/v1/inputs/run", party="acme", key=key, register=reg, body=genuine)
+            if rewrite:
+                headers["Content-Digest"] = content_digest(forged)
+            out.append((client.post("/v1/inputs/run", content=forged, headers=headers), 401, reason))
+        headers = read_headers("POST", "/v1/inputs/run", party="acme", key=key, register=reg, body=genuine)
+        return [*out, (client.post("/v1/inputs/run", content=genuine, headers=headers), 200, "")]
+
+    return _signed_request_trials(ctx, "service-upload-body-swapped", seed, trials, attempt)

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from computewatch.crypto.errors import FormatError
 
 __all__ = [
+    "CANONICAL_VERSIONS",
     "MAX_SAFE_INTEGER",
     "canonical_json",
+    "canonical_json_at",
     "canonical_json_v2",
     "encode_parsed",
     "encode_parsed_v2",
     "parse_canonical_json",
+    "parse_canonical_json_at",
+    "parse_canonical_json_tagged",
     "parse_canonical_json_v2",
 ]
 
@@ -266,3 +271,54 @@ def parse_canonical_json_v2(data: bytes) -> Any:
     if again != raw:
         raise FormatError("canonical JSON v2: input is valid JSON but not in RFC 8785 form")
     return obj
+
+
+# --- Choosing the version: a document's own version tag names its canonical form -------------
+# A format's version (a predicate type, a "v" field) fixes which canonical JSON its bytes are in,
+# so one value never has two accepted encodings under one version (no malleability).
+CANONICAL_VERSIONS = (1, 2)
+
+
+def canonical_json_at(version: int, obj: Any) -> bytes:
+    """`canonical_json` (version 1) or `canonical_json_v2` (version 2, RFC 8785) of `obj`."""
+    if version == 2:
+        return canonical_json_v2(obj)
+    if version == 1:
+        return canonical_json(obj)
+    raise FormatError(f"canonical JSON: no version {version!r} (known: 1, 2)")
+
+
+def parse_canonical_json_at(version: int, data: bytes) -> Any:
+    """`parse_canonical_json` (version 1) or `parse_canonical_json_v2` (version 2) of `data`."""
+    if version == 2:
+        return parse_canonical_json_v2(data)
+    if version == 1:
+        return parse_canonical_json(data)
+    raise FormatError(f"canonical JSON: no version {version!r} (known: 1, 2)")
+
+
+def parse_canonical_json_tagged(data: bytes, version_of: Callable[[Any], int]) -> tuple[Any, int]:
+    """Parse a document whose own tag says which canonical JSON it is in: `version_of(value)`
+    reads that tag (raising FormatError for an unknown one) and returns 1 or 2. Returns the value
+    and its version; the bytes must be exactly that version's encoding of the value.
+
+    Most documents are in both forms at once (no float, no key above U+FFFF), so the version 1
+    fast path parses them once; the tag then decides, and a version 2 document must re-encode
+    to its bytes under RFC 8785 too."""
+    raw = bytes(data)
+    try:
+        obj = parse_canonical_json(raw)
+    except FormatError as first:
+        try:
+            obj = parse_canonical_json_v2(raw)
+        except FormatError:
+            raise first from None
+        if version_of(obj) != 2:
+            raise FormatError(f"canonical JSON: a version 1 document not in version 1 form ({first})") from None
+        return obj, 2
+    version = version_of(obj)
+    if version == 2 and encode_parsed_v2(obj) != raw:
+        raise FormatError("canonical JSON v2: input is valid JSON but not in RFC 8785 form")
+    if version not in CANONICAL_VERSIONS:
+        raise FormatError(f"canonical JSON: no version {version!r} (known: 1, 2)")
+    return obj, version

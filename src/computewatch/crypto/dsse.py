@@ -6,11 +6,11 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.canonical import canonical_json, parse_canonical_json_tagged
 from computewatch.crypto.errors import FormatError, SignatureError
 from computewatch.crypto.signing import SigningKey, VerifyKey
 
@@ -20,6 +20,7 @@ __all__ = [
     "STATEMENT_TYPE",
     "Envelope",
     "pae",
+    "parse_statement",
     "predicate_type",
     "sign_envelope",
     "statement",
@@ -152,3 +153,19 @@ def statement(subjects: list[tuple[str, dict[str, str]]], predicate_type: str, p
     if not isinstance(predicate, dict):
         raise FormatError("in-toto predicate must be a JSON object")
     return {"_type": STATEMENT_TYPE, "subject": subject_list, "predicateType": predicate_type, "predicate": predicate}
+
+
+def parse_statement(payload: bytes, canonical: Mapping[str, int]) -> tuple[dict[str, Any], int]:
+    """Parse an in-toto Statement whose predicate type is a key of `canonical`, which maps each
+    accepted predicate type to the canonical JSON version its payload is in (1, or 2 for
+    RFC 8785). Returns the statement and that version; the payload must be exactly that
+    version's encoding (FormatError otherwise, or for another predicate type)."""
+
+    def version_of(obj: Any) -> int:
+        got = obj.get("predicateType") if isinstance(obj, dict) else None
+        if not isinstance(got, str) or got not in canonical:
+            raise FormatError(f"statement has predicate type {got!r}; expected one of {sorted(canonical)}")
+        return canonical[got]
+
+    stmt, version = parse_canonical_json_tagged(payload, version_of)
+    return stmt, version

@@ -14,7 +14,10 @@ named BLAKE3 ``"blake3"`` in the subject's digest set; v2 uses ``"blake3-256"``,
 computewatch digest set uses, and a v1 manifest is refused with a message saying so. Predicate
 type v3 (same predicate plus ``"steps": {"count": n, "records_root": hex}``) also signs the step
 records, step commitments included: a Recorder re-signs it each time it writes step records, so
-the Prover's signature covers every committed state digest; v2 stays readable. The Prover's key
+the Prover's signature covers every committed state digest; v2 stays readable. Predicate types
+v4 and v5 are v2 and v3 in canonical JSON version 2 (RFC 8785): the statement and the
+precommitment it carries (precommitment v4/v5) are both RFC 8785; v2 and v3 carry a v2/v3
+precommitment in the legacy encoding. A Recorder writes v4/v5. The Prover's key
 lives in ``keys/prover.key`` (mode 0600; never part of an export) unless the caller brings its
 own; its public half is ``keys/prover.pub``.
 """
@@ -24,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json_at
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
+    parse_statement,
     predicate_type,
     sign_envelope,
     statement,
@@ -43,6 +47,8 @@ __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_PREDICATE",
     "MANIFEST_PREDICATE_V3",
+    "MANIFEST_PREDICATE_V4",
+    "MANIFEST_PREDICATE_V5",
     "PROVER_KEY",
     "PROVER_PUB",
     "Manifest",
@@ -57,7 +63,17 @@ MANIFEST_FILE = "manifest.dsse.json"
 DIGEST_BLAKE3 = "blake3-256"
 MANIFEST_PREDICATE = predicate_type("transcript-manifest", 2)
 MANIFEST_PREDICATE_V3 = predicate_type("transcript-manifest", 3)
+MANIFEST_PREDICATE_V4 = predicate_type("transcript-manifest", 4)
+MANIFEST_PREDICATE_V5 = predicate_type("transcript-manifest", 5)
 _MANIFEST_PREDICATE_V1 = predicate_type("transcript-manifest", 1)
+# predicate type -> (canonical JSON version, signs the step records)
+_PREDICATES = {
+    _MANIFEST_PREDICATE_V1: (1, False),  # read only to say it is refused
+    MANIFEST_PREDICATE: (1, False),
+    MANIFEST_PREDICATE_V3: (1, True),
+    MANIFEST_PREDICATE_V4: (2, False),
+    MANIFEST_PREDICATE_V5: (2, True),
+}
 PROVER_KEY = "keys/prover.key"
 PROVER_PUB = "keys/prover.pub"
 
@@ -84,11 +100,17 @@ class Manifest:
         } | ({"steps": dict(self.steps)} if self.steps is not None else {})
 
     @property
+    def canonical(self) -> int:
+        """Canonical JSON version of the statement: the precommitment's (they are written together)."""
+        return self.precommitment.canonical
+
+    @property
     def predicate_type(self) -> str:
-        return MANIFEST_PREDICATE if self.steps is None else MANIFEST_PREDICATE_V3
+        want = (self.canonical, self.steps is not None)
+        return next(t for t, v in _PREDICATES.items() if v == want and t != _MANIFEST_PREDICATE_V1)
 
     @classmethod
-    def from_predicate(cls, obj: Any, *, with_steps: bool = False) -> Manifest:
+    def from_predicate(cls, obj: Any, *, with_steps: bool = False, canonical: int = 1) -> Manifest:
         expected = {"v", "run_id", "precommitment", "precommitment_digest", "chips", "sample_hashes"} | ({"steps"} if with_steps else set())
         if not isinstance(obj, dict) or set(obj) != expected or obj["v"] != 1:
             raise FormatError(f"manifest predicate must be v1 with exactly the fields {sorted(expected)}")
@@ -106,6 +128,9 @@ class Manifest:
             ):
                 raise FormatError("manifest: steps must be {count, records_root} (64 lowercase hex, null for no steps)")
         pre = Precommitment.from_json(obj["precommitment"])
+        if pre.canonical != canonical:  # one encoding per document: a re-parsed float keeps its digest
+            raise FormatError(f"manifest: a canonical JSON v{canonical} manifest carries a precommitment v{pre.version}, "
+                              f"which is canonical JSON v{pre.canonical}")
         if pre.digest().hex() != obj["precommitment_digest"]:
             raise FormatError("manifest: precommitment_digest does not match the precommitment it carries")
         if pre.run_id != obj["run_id"]:
@@ -123,7 +148,7 @@ class Manifest:
         digest = obj["sample_hashes"]
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
             raise FormatError("manifest: sample_hashes must be an object digest (64 lowercase hex characters)")
-        return cls(pre, tuple(c["chip_id"] for c in chips), digest, dict(steps) if with_steps else None)
+        return cls(pre, tuple(c["chip_id"] for c in chips), digest, dict(steps) if with_steps and isinstance(steps, dict) else None)
 
 
 def prover_key(storage: RunStorage) -> SigningKey:
@@ -161,7 +186,7 @@ def write_public_key(storage: RunStorage, key: SigningKey) -> None:
 def write_manifest(storage: RunStorage, manifest: Manifest, key: SigningKey) -> Envelope:
     subject = ("precommitment", {DIGEST_BLAKE3: manifest.precommitment.digest().hex()})
     stmt = statement([subject], manifest.predicate_type, manifest.predicate())
-    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_at(manifest.canonical, stmt), key)
     storage.write_atomic(MANIFEST_FILE, env.to_json())
     return env
 
@@ -181,16 +206,14 @@ def read_manifest(storage: RunStorage, keys: list[VerifyKey] | None = None) -> M
         raise StoreError(f"run manifest {storage.path(MANIFEST_FILE)} does not verify: {exc}") from None
     where = f"run manifest {storage.path(MANIFEST_FILE)}"
     try:
-        stmt = parse_canonical_json(payload)
-        if isinstance(stmt, dict) and stmt.get("predicateType") == _MANIFEST_PREDICATE_V1:
+        stmt, canonical = parse_statement(payload, {t: c for t, (c, _) in _PREDICATES.items()})
+        if stmt["predicateType"] == _MANIFEST_PREDICATE_V1:
             raise StoreError(
                 f"{where} is a v1 manifest ({_MANIFEST_PREDICATE_V1}), whose subject names BLAKE3 'blake3'; this "
-                f"version reads only {MANIFEST_PREDICATE} (digest sets name it {DIGEST_BLAKE3!r}): re-sign the same predicate as v2 with the Prover key"
+                f"version reads only {MANIFEST_PREDICATE} and later (digest sets name it {DIGEST_BLAKE3!r}): re-sign the same predicate as v2 with the Prover key"
             )
-        if not isinstance(stmt, dict) or stmt.get("predicateType") not in (MANIFEST_PREDICATE, MANIFEST_PREDICATE_V3):
-            got = stmt.get("predicateType") if isinstance(stmt, dict) else type(stmt).__name__
-            raise StoreError(f"{where} has predicate type {got!r}")
-        manifest = Manifest.from_predicate(stmt.get("predicate"), with_steps=stmt["predicateType"] == MANIFEST_PREDICATE_V3)
+        manifest = Manifest.from_predicate(stmt.get("predicate"), with_steps=_PREDICATES[stmt["predicateType"]][1],
+                                           canonical=canonical)
         subjects = stmt.get("subject")
         first = subjects[0] if isinstance(subjects, list) and subjects else None
         digest = first.get("digest") if isinstance(first, dict) else None

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
 """The precommitment (§5.1): what every chip logs before the run's first optimizer step.
 
 It binds the run's metadata 𝕄 (hyperparameters, the training program's entry point and the
@@ -16,8 +17,9 @@ cannot later pick a different transcript that happens to end at a logged shard.
 
 Version 3 differs only in ``program``: ``{"entry": ..., "template": name}`` names the trusted
 template (formats/templates.py) the run declares, whose code the Verifier executes from its own
-pinned copy. A run of a custom program is still written as v2 (its digest unchanged); both
-versions are read.
+pinned copy. Versions 4 (custom program) and 5 (template) are versions 2 and 3 encoded in
+canonical JSON version 2 (RFC 8785) before hashing: what the Recorder writes now. All four are
+read; each version's digest is over its own encoding, so an existing digest never changes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.canonical import canonical_json_at
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.formats.layout import ShardLayout
@@ -37,8 +39,9 @@ from computewatch.formats.program import ENVIRONMENT_FIELDS, code_digest_of, par
 __all__ = ["PRECOMMIT_KIND", "PRECOMMIT_VERSION", "SEED_SCHEME", "Precommitment", "code_digest"]
 
 PRECOMMIT_KIND = "computewatch/precommitment"
-PRECOMMIT_VERSION = 3  # with a template; a custom program's precommitment is written as v2
-_CUSTOM_VERSION = 2
+PRECOMMIT_VERSION = 5  # with a template; a custom program's precommitment is written as v4
+# version -> (canonical JSON version, names a template); 2 and 3 are the legacy encoding.
+_VERSIONS = {2: (1, False), 3: (1, True), 4: (2, False), 5: (2, True)}
 # Names the derivation in computewatch.formats.seed: BLAKE3 derive_key over dataset_root || nonce.
 SEED_SCHEME = "computewatch-potd-v1"
 
@@ -80,7 +83,8 @@ class Precommitment:
     layout: ShardLayout
     program_entry: str  # "module:attribute" inside the files code_digest binds
     environment: dict[str, Any]  # formats.program.current_environment() of the recording run
-    program_template: str | None = None  # a trusted template's name (v3); None: a custom program (v2)
+    program_template: str | None = None  # a trusted template's name (v3, v5); None: a custom program (v2, v4)
+    canonical: int = 2  # canonical JSON version of the encoding (1: legacy v2/v3; 2: RFC 8785, v4/v5)
 
     @property
     def program_kind(self) -> str:
@@ -91,7 +95,7 @@ class Precommitment:
         if self.program_template is not None:
             program["template"] = self.program_template
         return {
-            "v": PRECOMMIT_VERSION if self.program_template is not None else _CUSTOM_VERSION,
+            "v": self.version,
             "kind": PRECOMMIT_KIND,
             "run_id": self.run_id,
             "hyperparameters": self.hyperparameters,
@@ -104,9 +108,18 @@ class Precommitment:
             "layout": self.layout.to_json(),
         }
 
+    @property
+    def version(self) -> int:
+        """The format version: 2/3 (canonical JSON v1) or 4/5 (RFC 8785), 3 and 5 naming a template."""
+        for version, (canonical, template) in _VERSIONS.items():
+            if canonical == self.canonical and template == (self.program_template is not None):
+                return version
+        raise FormatError(f"precommitment: no canonical JSON version {self.canonical!r} (known: 1, 2)")
+
     def encode(self) -> bytes:
-        """Canonical JSON bytes; raises FormatError if a hyperparameter is not JSON-safe."""
-        return canonical_json(self.to_json())
+        """Canonical JSON bytes (of the precommitment's version); raises FormatError if a
+        hyperparameter is not JSON-safe."""
+        return canonical_json_at(self.canonical, self.to_json())
 
     def digest(self) -> bytes:
         return blake3_bytes(self.encode())
@@ -118,12 +131,13 @@ class Precommitment:
         expected = {"v", "kind", "run_id", "hyperparameters", "program", "code_digest", "environment", "dataset", "seed_derivation", "checkpoint_every", "layout"}
         if not isinstance(obj, dict) or set(obj) != expected:
             raise FormatError(f"precommitment must have exactly the fields {sorted(expected)}")
-        if obj["v"] not in (_CUSTOM_VERSION, PRECOMMIT_VERSION) or isinstance(obj["v"], bool) or obj["kind"] != PRECOMMIT_KIND:
-            raise FormatError(f"not a v{_CUSTOM_VERSION} or v{PRECOMMIT_VERSION} precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        if not isinstance(obj["v"], int) or isinstance(obj["v"], bool) or obj["v"] not in _VERSIONS or obj["kind"] != PRECOMMIT_KIND:
+            raise FormatError(f"not a v2, v3, v4 or v5 precommitment (v={obj['v']!r}, kind={obj['kind']!r})")
+        canonical, with_template = _VERSIONS[obj["v"]]
         program, env = obj["program"], obj["environment"]
-        fields = {"entry", "template"} if obj["v"] == PRECOMMIT_VERSION else {"entry"}
+        fields = {"entry", "template"} if with_template else {"entry"}
         if not isinstance(program, dict) or set(program) != fields:
-            want = '{"entry": "module:attribute", "template": name}' if obj["v"] == PRECOMMIT_VERSION else '{"entry": "module:attribute"}'
+            want = '{"entry": "module:attribute", "template": name}' if with_template else '{"entry": "module:attribute"}'
             raise FormatError(f"precommitment v{obj['v']}: program must be {want}")
         template = program.get("template")
         if template is not None and (not isinstance(template, str) or not template):
@@ -162,4 +176,5 @@ class Precommitment:
             program_entry=program["entry"],
             environment=dict(env),
             program_template=template,
+            canonical=canonical,
         )

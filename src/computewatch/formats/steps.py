@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
 """Per-step records: the ordered batch sequence 𝔻 and what each optimizer step saw.
 
 Step ``t`` (0-based) is the optimizer step that consumed batch ``t`` and turned weights W_t into
@@ -11,7 +12,10 @@ W_{t+1}. Its record, one canonical-JSON line::
 the step used; ``loss`` rank 0's training loss (null if not finite); ``rng`` the BLAKE3-256 of
 torch's CPU RNG state just before the step. Version 2 records add ``"state": [commitment per
 rank]``, each rank's state after the step (`computewatch.formats.commitments`); version 1
-records (no ``state``) stay readable.
+records (no ``state``) stay readable. Version 3 records (what a Recorder writes now) are either
+field set plus ``"v": 3`` and are encoded in canonical JSON version 2 (RFC 8785), on their line
+and as their leaf of the records root; versions 1 and 2 (no ``v``) are the legacy encoding. A line
+must be exactly its version's encoding of the record it holds.
 
 Records live in segment files ``steps/<first step>-<last step>.jsonl`` (10-digit numbers), each
 written atomically once complete (at each checkpoint and at the end of the run): a crash loses
@@ -20,13 +24,13 @@ only the steps after the last checkpoint, which a resumed run redoes anyway.
 
 from __future__ import annotations
 
-import json
 import math
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.formats.commitments import StateCommitment
@@ -37,6 +41,7 @@ __all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root", "records_root"]
 STEPS_DIR = "steps"
 _FIELDS = frozenset({"step", "sample_ids", "batch_root", "lr", "loss", "rng"})
 _FIELDS_V2 = _FIELDS | {"state"}
+_V3 = 3  # the record version that is RFC 8785 (canonical JSON version 2)
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -49,7 +54,7 @@ def batch_root(sample_hashes: Sequence[bytes]) -> bytes:
 
 def records_root(records: Sequence[StepRecord]) -> bytes | None:
     """RFC 9162 root whose leaf t is step record t's canonical JSON (null without records)."""
-    return root_from_leaves([canonical_json(r.to_json()) for r in records]) if records else None
+    return root_from_leaves([r.leaf() for r in records]) if records else None
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class StepRecord:
     loss: float | None
     rng: str
     state: tuple[StateCommitment, ...] | None = None  # v2: per-rank commitment of the state after the step
+    canonical: int = 2  # canonical JSON version: 2 writes a v3 record (RFC 8785), 1 a legacy v1/v2 record
 
     def to_json(self) -> dict[str, Any]:
         loss = self.loss if self.loss is not None and math.isfinite(self.loss) else None
@@ -74,15 +80,30 @@ class StepRecord:
         }
         if self.state is not None:
             out["state"] = [c.to_json() for c in self.state]
+        if self.canonical == 2:
+            out["v"] = _V3
         return out
 
+    def leaf(self) -> bytes:
+        """The record's canonical JSON (its version's): its leaf of the records root."""
+        return canonical_json_at(self.canonical, self.to_json())
+
     def encode(self) -> bytes:
-        return canonical_json(self.to_json()) + b"\n"
+        return self.leaf() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> StepRecord:
+        """Parse one line, which must be exactly its version's canonical encoding."""
+        obj, _ = parse_canonical_json_tagged(line, _canonical_of)
+        return cls.from_json(obj)
 
     @classmethod
     def from_json(cls, obj: Any) -> StepRecord:
-        if not isinstance(obj, dict) or set(obj) not in (_FIELDS, _FIELDS_V2):
-            raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)} (v1) or those and 'state' (v2)")
+        canonical = _canonical_of(obj)
+        fields = set(obj) - {"v"} if isinstance(obj, dict) else None
+        if fields not in (_FIELDS, _FIELDS_V2):
+            raise FormatError(f"step record must have exactly the fields {sorted(_FIELDS)} (v1) or those and 'state' (v2), "
+                              "and 'v': 3 (v3)")
         ids = obj["sample_ids"]
         if not _count(obj["step"]) or not isinstance(ids, list) or not ids or not all(_count(i) for i in ids):
             raise FormatError("step record: step and sample_ids must be non-negative integers (at least one sample)")
@@ -99,7 +120,17 @@ class StepRecord:
             state = tuple(StateCommitment.from_json(c, f"step record {obj['step']} state") for c in items)
             if [c.rank for c in state] != list(range(len(state))):
                 raise FormatError(f"step record {obj['step']}: state must list ranks 0..W-1 in order")
-        return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"], state)
+        # Under RFC 8785 an integral float is written as an integer (0.0 as 0): read lr as a float.
+        return cls(obj["step"], tuple(ids), obj["batch_root"], float(obj["lr"]), obj["loss"], obj["rng"], state, canonical)
+
+
+def _canonical_of(obj: Any) -> int:
+    """The canonical JSON version of a record: 2 for a v3 record, 1 for v1/v2 (no "v")."""
+    if not isinstance(obj, dict) or "v" not in obj:
+        return 1
+    if obj["v"] != _V3 or isinstance(obj["v"], bool):
+        raise FormatError(f"step record version {obj['v']!r}: only v3 carries a version field")
+    return 2
 
 
 def _count(value: Any) -> bool:
@@ -136,7 +167,7 @@ class StepLog:
         """Write consecutive records as one segment, atomically."""
         if not records:
             return
-        for a, b in zip(records, records[1:]):
+        for a, b in itertools.pairwise(records):
             if b.step != a.step + 1:
                 raise FormatError(f"step records must be consecutive: {a.step} then {b.step}")
         data = b"".join(r.encode() for r in records)
@@ -154,7 +185,7 @@ class StepLog:
                 raise StoreError(f"step records: {STEPS_DIR}/{name} is truncated (no final newline)")
             for lineno, line in enumerate(lines[:-1], 1):
                 try:
-                    record = StepRecord.from_json(json.loads(line))
+                    record = StepRecord.decode(line)
                 except (ValueError, FormatError) as exc:
                     raise StoreError(f"step records: {STEPS_DIR}/{name} line {lineno} is malformed: {exc}") from None
                 if record.step != expected:
@@ -187,6 +218,6 @@ class StepLog:
 def _records_in(storage: RunStorage, name: str) -> list[StepRecord]:
     data = storage.read(f"{STEPS_DIR}/{name}")
     try:
-        return [StepRecord.from_json(json.loads(line)) for line in data.split(b"\n") if line]
+        return [StepRecord.decode(line) for line in data.split(b"\n") if line]
     except (ValueError, FormatError) as exc:
         raise StoreError(f"step records: {STEPS_DIR}/{name} is malformed: {exc}") from None

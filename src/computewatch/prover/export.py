@@ -1,3 +1,4 @@
+# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
 """The hashed transcript (Appendix D, step 2): digests only, for periodic reporting to the Verifier.
 
 The Prover reports, per run, hashes of 𝕄, of each checkpoint in 𝕎 and the sequence of hashes
@@ -21,9 +22,10 @@ they must match these digests. Canonical JSON::
 model tensors between consecutive checkpoints, so the Verifier can pick segments to check.
 `sign_export` wraps the document for reporting: a DSSE envelope (Prover key) around an in-toto
 Statement whose subject is the precommitment digest (digest set ``{"blake3-256": hex}``),
-predicate type ``urn:computewatch:hashed-transcript:v2``; `read_signed_export` verifies one.
-Predicate type v1 named BLAKE3 ``"blake3"`` in the digest set and is refused. The document
-itself is unchanged (``"v": 1``).
+predicate type ``urn:computewatch:hashed-transcript:v3``, whose payload is canonical JSON
+version 2 (RFC 8785); `read_signed_export` verifies one, and v2 (the same statement in the
+legacy encoding) too. Predicate type v1 named BLAKE3 ``"blake3"`` in the digest set and is
+refused. The document itself is unchanged (``"v": 1``; as a file of its own, legacy canonical JSON).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ import math
 import os
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     STATEMENT_TYPE,
     Envelope,
+    parse_statement,
     predicate_type,
     sign_envelope,
     statement,
@@ -49,11 +52,22 @@ from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.manifest import DIGEST_BLAKE3, MANIFEST_FILE
 from computewatch.prover.transcript import Transcript
 
-__all__ = ["EXPORT_KIND", "EXPORT_PREDICATE", "export_hashes", "read_signed_export", "sign_export"]
+__all__ = [
+    "EXPORT_KIND",
+    "EXPORT_PREDICATE",
+    "EXPORT_PREDICATE_V2",
+    "EXPORT_VERSIONS",
+    "export_hashes",
+    "read_signed_export",
+    "sign_export",
+]
 
 EXPORT_KIND = "computewatch/hashed-transcript"
-EXPORT_PREDICATE = predicate_type("hashed-transcript", 2)
+EXPORT_PREDICATE = predicate_type("hashed-transcript", 3)
+EXPORT_PREDICATE_V2 = predicate_type("hashed-transcript", 2)
 _EXPORT_PREDICATE_V1 = predicate_type("hashed-transcript", 1)
+# predicate type -> canonical JSON version of the statement (v1 is read only to refuse it by name)
+EXPORT_VERSIONS = {_EXPORT_PREDICATE_V1: 1, EXPORT_PREDICATE_V2: 1, EXPORT_PREDICATE: 2}
 
 
 def _digest(obj: Any) -> str:
@@ -66,7 +80,7 @@ def export_hashes(run_dir: str | os.PathLike[str] | Transcript, *, distances: bo
     pre = t.manifest.precommitment
     pre_json = pre.to_json()
     steps = t.steps()
-    lines = [canonical_json(r.to_json()) for r in steps]
+    lines = [r.leaf() for r in steps]
     checkpoints = [dict(e, rank=r) for r in range(t.world_size) for e in t.checkpoints(r)]
     snaps = [
         {k: s[k] for k in ("rank", "chip_id", "counter", "step", "shard_digest", "object")} for s in t.snapshots()
@@ -113,24 +127,25 @@ def _distances(t: Transcript) -> list[dict[str, Any]]:
 def sign_export(doc: dict[str, Any], key: SigningKey) -> Envelope:
     """The hashed transcript as a signed report (DSSE around an in-toto Statement)."""
     stmt = statement([("precommitment", {DIGEST_BLAKE3: doc["precommitment_digest"]})], EXPORT_PREDICATE, doc)
-    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), key)
 
 
 def read_signed_export(data: bytes, keys: list[VerifyKey]) -> dict[str, Any]:
     """Verify a signed hashed transcript (`sign_export`) under `keys`; returns the document.
 
     Raises SignatureError when no trusted signature verifies, FormatError when the statement is
-    not a v2 hashed transcript whose subject is the document's precommitment digest.
+    not a v2 or v3 hashed transcript (in its version's canonical JSON) whose subject is the
+    document's precommitment digest.
     """
-    stmt = parse_canonical_json(verify_envelope(Envelope.from_json(data), keys))
-    kind = stmt.get("predicateType") if isinstance(stmt, dict) else None
+    stmt, _ = parse_statement(verify_envelope(Envelope.from_json(data), keys), EXPORT_VERSIONS)
+    kind = stmt.get("predicateType")
     if kind == _EXPORT_PREDICATE_V1:
         raise FormatError(
             f"signed hashed transcript is v1 ({_EXPORT_PREDICATE_V1}), whose subject names BLAKE3 'blake3'; this "
             f"version reads only {EXPORT_PREDICATE} (digest sets name it {DIGEST_BLAKE3!r}): export it again"
         )
-    if kind != EXPORT_PREDICATE or stmt.get("_type") != STATEMENT_TYPE:
-        raise FormatError(f"signed hashed transcript has predicate type {kind!r}, expected an in-toto v1 {EXPORT_PREDICATE}")
+    if stmt.get("_type") != STATEMENT_TYPE:
+        raise FormatError(f"signed hashed transcript is not an in-toto v1 statement ({EXPORT_PREDICATE})")
     doc, subjects = stmt.get("predicate"), stmt.get("subject")
     if not isinstance(doc, dict) or doc.get("v") != 1 or doc.get("kind") != EXPORT_KIND:
         raise FormatError(f"signed hashed transcript: the predicate is not a v1 {EXPORT_KIND} document")

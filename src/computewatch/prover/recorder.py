@@ -309,6 +309,9 @@ class Recorder:
 
     def _check_same_run(self) -> None:
         manifest = read_manifest(self.storage)
+        if manifest.precommitment.canonical != self.precommitment.canonical:
+            # A run recorded in the legacy encoding resumes in it: its logged digest is over that encoding.
+            self.precommitment = replace(self.precommitment, canonical=manifest.precommitment.canonical)
         if manifest.precommitment.digest() != self.precommitment.digest():
             raise StoreError(
                 f"{self.storage.url} holds run {manifest.run_id} with a different precommitment "
@@ -333,7 +336,7 @@ class Recorder:
             log = StepLog(self.storage)
             log.truncate(step)
             if self._commit_steps:
-                self._leaves = [canonical_json(r.to_json()) for r in log.read()]
+                self._leaves = [r.leaf() for r in log.read()]
                 self._manifest = read_manifest(self.storage)
                 try:
                     self._signing_key = self._key or prover_key(self.storage)
@@ -468,12 +471,13 @@ class Recorder:
                 None if loss is None else float(loss),
                 blake3_bytes(rng.numpy().tobytes()).hex(),
                 (states or {}).get(step),
+                self.precommitment.canonical,  # one encoding per run (a resumed legacy run keeps its own)
             )
             for step, ids, lr, loss, rng in pending
         ]
         StepLog(self.storage).write_segment(records)
         if self._commit_steps:
-            self._leaves.extend(canonical_json(r.to_json()) for r in records)
+            self._leaves.extend(r.leaf() for r in records)
             self._sign_steps()
 
     def _checkpoint(self, step: int) -> None:

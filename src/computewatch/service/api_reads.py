@@ -13,7 +13,7 @@ from sqlalchemy import select
 from computewatch.registry import db as reg_db
 from computewatch.service import schema as ss
 from computewatch.service.api_writes import registry_call
-from computewatch.service.auth import Principal
+from computewatch.service.auth import Principal, raw_target
 from computewatch.service.errors import ServiceError
 from computewatch.service.models import MAX_INT
 from computewatch.service.regime import regime
@@ -27,10 +27,9 @@ Id = Annotated[int, Path(ge=1, le=MAX_INT)]
 
 def reader(request: Request) -> tuple[Service, Principal]:
     svc: Service = request.app.state.service
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    who = svc.auth.verify_read(request.method, path, request.headers, request.cookies)
+    who = svc.auth.verify_read(request.method, raw_target(request.scope), request.headers, request.cookies)
     if who is None:
-        raise ServiceError(401, "sign the request (X-CW-* headers) or present a session token")
+        raise ServiceError(401, "sign the request (RFC 9421: Signature-Input, Signature) or present a session token")
     return svc, who
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from computewatch.service.auth import Principal
+from computewatch.service.auth import Principal, raw_target
 from computewatch.service.errors import ServiceError
 from computewatch.service.state import Service
 
@@ -31,7 +31,7 @@ router = APIRouter(tags=["writes"])
 log = logging.getLogger("computewatch.service")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _DOC = {"requestBody": {"required": True, "description": "A tar archive (optionally gzip-compressed) of one folder's contents; "
-                        "signed with the X-CW-* headers including X-CW-Content-SHA256.",
+                        "signed per RFC 9421 (Signature-Input, Signature) covering its Content-Digest (RFC 9530, sha-256).",
                         "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -92,8 +92,9 @@ async def signed_upload(request: Request) -> tuple[Service, Principal, str]:
         raise ServiceError(400, "Content-Length is not a number")
     if declared is not None and int(declared) > limit:
         raise ServiceError(413, f"upload of {declared} bytes exceeds the limit of {limit} bytes")
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, path, request.headers)
+    # The signed target is the raw request target as sent (RFC 9421 "@path"/"@query"), never the
+    # percent-decoded one.
+    who, claimed = await run_in_threadpool(svc.auth.verify_upload, request.method, raw_target(request.scope), request.headers)
     return svc, who, claimed
 
 
@@ -115,7 +116,7 @@ async def receive_archive(svc: Service, request: Request, claimed: str, dest: Pa
                 digest.update(chunk)
                 fh.write(chunk)
         if digest.hexdigest() != claimed:
-            raise ServiceError(401, "X-CW-Content-SHA256 does not match the body received")
+            raise ServiceError(401, "Content-Digest does not match the body received")
         if dest.exists():
             raise ServiceError(409, f"{what} already exists")
         count = await run_in_threadpool(unpack, tmp, dest, max_members=svc.config.max_members, max_unpacked=svc.config.max_unpacked)

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import insert
 from starlette.concurrency import run_in_threadpool
 
-from computewatch.crypto.canonical import parse_canonical_json
 from computewatch.crypto.dsse import Envelope, verify_envelope
+from computewatch.crypto.dsse import parse_statement as parse_intoto_statement
 from computewatch.crypto.errors import ComputewatchError, SignatureError
 from computewatch.registry import (
     ConflictError,
@@ -43,7 +43,8 @@ __all__ = ["registry_call", "router"]
 
 router = APIRouter(tags=["writes"])
 T = TypeVar("T")
-_HASHED_PREDICATE = "urn:computewatch:hashed-transcript:v2"
+# Signed hashed transcripts: v3 is RFC 8785, v2 the legacy encoding (docs/formats.md).
+_HASHED_VERSIONS = {"urn:computewatch:hashed-transcript:v2": 1, "urn:computewatch:hashed-transcript:v3": 2}
 _ALL_ROLES = ("owner", "inspector", "chipmaker", "fab")
 
 
@@ -162,14 +163,14 @@ def _check_export(svc: Service, w: SignedWrite, body: SubmitTranscript) -> tuple
         env = Envelope.from_json(data)
         check_signature_count(env, "hashed transcript")
         _, key = svc.auth.party_key(w.principal.name)
-        stmt = parse_canonical_json(verify_envelope(env, [key]))
+        stmt, _ = parse_intoto_statement(verify_envelope(env, [key]), _HASHED_VERSIONS)
     except SignatureError as exc:
         raise ServiceError(401, f"hashed transcript is not signed by {w.principal.name!r}: {exc}") from None
     except ComputewatchError as exc:
         raise ServiceError(422, f"hashed transcript: {exc}") from None
     doc = stmt.get("predicate") if isinstance(stmt, dict) else None
-    if not isinstance(stmt, dict) or stmt.get("predicateType") != _HASHED_PREDICATE or not isinstance(doc, dict):
-        raise ServiceError(422, f"hashed transcript must be an in-toto statement of type {_HASHED_PREDICATE}")
+    if not isinstance(doc, dict):
+        raise ServiceError(422, f"hashed transcript must be an in-toto statement of type {' or '.join(_HASHED_VERSIONS)}")
     head = parse_body(HashedTranscriptHead, doc, "hashed transcript")
     if stmt.get("subject") != [{"name": "precommitment", "digest": {"blake3-256": head.precommitment_digest}}]:
         raise ServiceError(422, "hashed transcript: the subject is not the document's precommitment digest")

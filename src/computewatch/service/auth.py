@@ -10,20 +10,18 @@ transaction as the write's effect, so a replay is refused (403) and stores nothi
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from computewatch.crypto.canonical import parse_canonical_json
-from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, pae
+from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, pae, parse_statement
 from computewatch.crypto.errors import ComputewatchError, SignatureError
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import db as reg_db
@@ -32,22 +30,25 @@ from computewatch.service import schema as ss
 from computewatch.service.config import ServiceConfig
 from computewatch.service.errors import ServiceError
 from computewatch.service.models import PARTY_NAME
+from computewatch.service.httpsig import HttpSigError, parse_signature, register_tag
 from computewatch.service.statements import (
-    HEADER_CONTENT_SHA256,
-    HEADER_NONCE,
-    HEADER_PARTY,
-    HEADER_SIGNATURE,
-    HEADER_TIME,
     NONCE_RE,
-    PRED_REQUEST,
+    REQUEST_VERSIONS,
     STATEMENT_FIELDS,
     TIME_RE,
     body_digest,
     format_time,
-    read_signing_input,
 )
 
-__all__ = ["MAX_SIGNATURES", "SESSION_COOKIE", "Authenticator", "Principal", "SignedWrite", "check_signature_count"]
+__all__ = [
+    "MAX_SIGNATURES",
+    "SESSION_COOKIE",
+    "Authenticator",
+    "Principal",
+    "SignedWrite",
+    "check_signature_count",
+    "raw_target",
+]
 
 SESSION_COOKIE = "cw_session"
 # Signatures one envelope may carry: a request has one signer, a custody transfer two; each
@@ -57,6 +58,23 @@ _SAFE_NAME = re.compile(PARTY_NAME)
 
 
 _PRUNE_EVERY = 1000  # claims between two prunes of old nonces
+# Signed reads version 1 (X-CW-Party, X-CW-Time, X-CW-Nonce, X-CW-Signature) signed the
+# percent-decoded path; nothing stored depends on them, so they are refused with a pointer.
+_LEGACY_PARTY = "x-cw-party"
+_LEGACY_REFUSAL = ("X-CW-* read signatures (version 1) are no longer accepted: sign the request per RFC 9421 "
+                   "(Signature-Input, Signature; docs/service.md)")
+
+
+def raw_target(scope: Any) -> str:
+    """The request target as the client sent it (ASGI `raw_path` and `query_string`, never the
+    percent-decoded `path`): what an RFC 9421 signature's "@path" and "@query" cover."""
+    raw, query = scope.get("raw_path"), scope.get("query_string") or b""
+    if not isinstance(raw, bytes):
+        raise ServiceError(400, "the server did not receive the raw request target")
+    try:
+        return raw.decode("ascii") + ("?" + query.decode("ascii") if query else "")
+    except UnicodeDecodeError:
+        raise ServiceError(401, "the request target is not ASCII: percent-encode it") from None
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,7 @@ def check_signature_count(env: Envelope, what: str = "envelope") -> None:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 class Authenticator:
@@ -117,7 +135,7 @@ class Authenticator:
         return str(row.role), VerifyKey.from_raw(bytes(row.public_key))
 
     def _now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def _check_time(self, text: Any) -> None:
         if not isinstance(text, str) or not TIME_RE.fullmatch(text):
@@ -141,11 +159,9 @@ class Authenticator:
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
             raise ServiceError(422, f"payload type {env.payload_type!r} is not {PAYLOAD_TYPE_INTOTO}")
         try:
-            doc = parse_canonical_json(env.payload)
+            doc, canonical = parse_statement(env.payload, REQUEST_VERSIONS)
         except ComputewatchError as exc:
-            raise ServiceError(422, f"statement is not canonical JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("predicateType") != PRED_REQUEST:
-            raise ServiceError(422, f"statement's predicate type must be {PRED_REQUEST}")
+            raise ServiceError(422, f"statement is not a service request in its version's canonical JSON: {exc}") from None
         p = doc.get("predicate")
         if not isinstance(p, dict) or set(p) != STATEMENT_FIELDS:
             raise ServiceError(422, f"request predicate fields must be {sorted(STATEMENT_FIELDS)}")
@@ -166,7 +182,7 @@ class Authenticator:
         if p["action"] != action:
             raise ServiceError(401, f"request was signed for action {p['action']!r}, not {action!r}")
         subjects = doc.get("subject")
-        want = [{"name": f"service-request/{action}", "digest": {"sha256": body_digest(p["body"])}}]
+        want = [{"name": f"service-request/{action}", "digest": {"sha256": body_digest(p["body"], canonical)}}]
         if subjects != want:
             raise ServiceError(401, "request subject does not name this action and the digest of its body")
         if not isinstance(p["nonce"], str) or not NONCE_RE.fullmatch(p["nonce"]):
@@ -199,11 +215,13 @@ class Authenticator:
         return int(conn.execute(delete(ss.nonces).where(ss.nonces.c.seen_at < cutoff)).rowcount or 0)
 
     # ------------------------------------------------------------------ reads
-    def verify_read(self, method: str, path: str, headers: Any, cookies: Any) -> Principal | None:
-        """The reader, from signed headers, a bearer token or the session cookie; None if anonymous."""
-        party = headers.get(HEADER_PARTY)
-        if party is not None:
-            return self._signed_read(method, path, headers, party)
+    def verify_read(self, method: str, target: str, headers: Any, cookies: Any) -> Principal | None:
+        """The reader, from an RFC 9421 signature over the raw request `target` (path and query
+        as received, see `raw_target`), a bearer token or the session cookie; None if anonymous."""
+        if "signature-input" in headers or "signature" in headers:
+            return self._signed(method, target, headers, upload=False)[0]
+        if _LEGACY_PARTY in headers:
+            raise ServiceError(401, _LEGACY_REFUSAL)
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return self.session(auth[7:].strip())
@@ -212,39 +230,41 @@ class Authenticator:
             return self.session(token)
         return None
 
-    def verify_upload(self, method: str, path: str, headers: Any) -> tuple[Principal, str]:
-        """An upload, checked before a byte of its body is read: signed headers whose signature
-        covers the body's SHA-256 as claimed in X-CW-Content-SHA256 (the caller compares the
-        body it then reads with that digest). Returns the uploader and the claimed digest."""
-        party = headers.get(HEADER_PARTY)
-        if party is None:
-            raise ServiceError(401, f"an upload is signed: {HEADER_PARTY}, {HEADER_TIME}, {HEADER_NONCE}, {HEADER_SIGNATURE}")
-        claimed = headers.get(HEADER_CONTENT_SHA256, "")
-        if not re.fullmatch(r"[0-9a-f]{64}", claimed):
-            raise ServiceError(401, f"{HEADER_CONTENT_SHA256}: the body's SHA-256, 64 lowercase hex digits")
-        return self._signed_read(method, path, headers, party, claimed), claimed
+    def verify_upload(self, method: str, target: str, headers: Any) -> tuple[Principal, str]:
+        """An upload, checked before a byte of its body is read: an RFC 9421 signature that covers
+        the Content-Digest field (RFC 9530, sha-256); the caller compares the body it then reads
+        with that digest. Returns the uploader and the claimed SHA-256 (hex)."""
+        if "signature-input" not in headers:
+            raise ServiceError(401, _LEGACY_REFUSAL if _LEGACY_PARTY in headers else
+                               "an upload is signed (RFC 9421: Signature-Input, Signature, Content-Digest)")
+        who, digest = self._signed(method, target, headers, upload=True)
+        if digest is None:  # parse_signature demands a Content-Digest for an upload; never reached
+            raise ServiceError(401, "an upload's signature covers its Content-Digest")
+        return who, digest
 
-    def _signed_read(self, method: str, path: str, headers: Any, party: str, body_sha256: str | None = None) -> Principal:
-        time, nonce, sig_b64 = headers.get(HEADER_TIME), headers.get(HEADER_NONCE), headers.get(HEADER_SIGNATURE)
-        if not time or not nonce or not sig_b64:
-            raise ServiceError(401, f"a signed read needs the headers {HEADER_TIME}, {HEADER_NONCE} and {HEADER_SIGNATURE}")
-        if not NONCE_RE.fullmatch(nonce):
-            raise ServiceError(401, "read nonce must be 16 to 64 random bytes in lowercase hex")
+    def _signed(self, method: str, target: str, headers: Any, *, upload: bool) -> tuple[Principal, str | None]:
         try:
-            sig = base64.b64decode(sig_b64.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise ServiceError(401, f"{HEADER_SIGNATURE} is not base64") from None
-        role, key = self.party_key(party)
-        message = read_signing_input(register=self.register_id, party=party, method=method, path=path, time=time, nonce=nonce,
-                                     body_sha256=body_sha256)
+            sig = parse_signature(method, target, headers, upload=upload)
+        except HttpSigError as exc:
+            raise ServiceError(401, str(exc)) from None
+        if not NONCE_RE.fullmatch(sig.nonce):
+            raise ServiceError(401, "signature nonce must be 16 to 64 random bytes in lowercase hex")
+        role, key = self.party_key(sig.party)
         try:
-            key.verify(sig, message)
-        except SignatureError:
-            raise ServiceError(401, f"bad signature on the read request of {party!r}") from None
-        self._check_time(time)
+            sig.verify(key)
+        except HttpSigError as exc:
+            raise ServiceError(401, str(exc)) from None
+        if sig.tag != register_tag(self.register_id):
+            raise ServiceError(401, f"request was signed for {sig.tag!r}, not this register ({register_tag(self.register_id)})")
+        now = self._now().timestamp()
+        if abs(now - sig.created) > self._config.max_skew_s:
+            raise ServiceError(401, f"signature created {int(abs(now - sig.created))} s from the server's clock "
+                                    f"(limit {self._config.max_skew_s} s): stale or replayed")
+        if sig.expires is not None and sig.expires < now:
+            raise ServiceError(401, "signature expired")
         with reg_db.write(self._engine) as conn:
-            self.claim_nonce(conn, party, nonce)
-        return Principal(party, role)
+            self.claim_nonce(conn, sig.party, sig.nonce)
+        return Principal(sig.party, role), sig.body_sha256
 
     # ------------------------------------------------------------------ sessions
     def new_session(self, conn: Connection, principal: Principal) -> tuple[str, str]:

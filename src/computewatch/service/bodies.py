@@ -37,7 +37,7 @@ def _raw(content_type: str, description: str) -> dict[str, Any]:
 ENVELOPE_DOC = _raw(
     "application/json",
     "A DSSE v1 envelope (canonical JSON) around an in-toto Statement v1 with predicate type "
-    "urn:computewatch:service-request:v1, signed by the party's registered key (docs/service.md).",
+    "urn:computewatch:service-request:v2 (RFC 8785; v1 still accepted), signed by the party's registered key (docs/service.md).",
 )
 
 

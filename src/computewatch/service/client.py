@@ -91,14 +91,23 @@ class ServiceClient:
         env = signed_request(action, body, party=self.party, key=self.key, register=self.register, **kw)
         return self.http.post(path, content=env.to_json(), headers={"content-type": "application/json"})
 
+    def _signed(self, method: str, path: str, *, body: bytes | None = None, content_type: str | None = None,
+                **kw: Any) -> httpx.Response:
+        # Sign the target exactly as httpx puts it on the wire (after its own percent-encoding).
+        request = self.http.build_request(method, path, content=body)
+        target = request.url.raw_path.decode("ascii")
+        request.headers.update(read_headers(method, target, party=self.party, key=self.key, register=self.register, body=body, **kw))
+        if content_type is not None:
+            request.headers["content-type"] = content_type
+        return self.http.send(request)
+
     def get(self, path: str, **kw: Any) -> httpx.Response:
-        return self.http.get(path, headers=read_headers("GET", path, party=self.party, key=self.key, register=self.register, **kw))
+        """A signed read (RFC 9421) of `path` (with its query string)."""
+        return self._signed("GET", path, **kw)
 
     def upload(self, name: str, archive: bytes, **kw: Any) -> httpx.Response:
         """Upload raw inputs (a tar archive) as `inputs/<party>/<name>` under the service's data folder."""
-        path = f"/v1/inputs/{name}"
-        headers = read_headers("POST", path, party=self.party, key=self.key, register=self.register, body=archive, **kw)
-        return self.http.post(path, content=archive, headers={**headers, "content-type": "application/x-tar"})
+        return self._signed("POST", f"/v1/inputs/{name}", body=archive, content_type="application/x-tar", **kw)
 
     def session(self) -> str:
         r = self.write("/v1/sessions", "session", {})

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from computewatch.registry.standing import open_findings, standing
 from computewatch.service.api_reads import job_for, list_chips, list_inspections, queue
 from computewatch.service.api_writes import registry_call
-from computewatch.service.auth import SESSION_COOKIE, Principal
+from computewatch.service.auth import SESSION_COOKIE, Principal, raw_target
 from computewatch.service.bodies import read_body
 from computewatch.service.errors import ServiceError
 from computewatch.service.models import MAX_INT
@@ -59,7 +59,7 @@ def error_page(request: Request, exc: ServiceError) -> Response:
 
 def _who(request: Request) -> tuple[Service, Principal]:
     svc: Service = request.app.state.service
-    who = svc.auth.verify_read(request.method, request.url.path, request.headers, request.cookies)
+    who = svc.auth.verify_read(request.method, raw_target(request.scope), request.headers, request.cookies)
     if who is None:
         raise ServiceError(401, "sign in")
     return svc, who

@@ -25,7 +25,6 @@ from typing import Any
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import root_from_leaves
-from computewatch.crypto.canonical import canonical_json
 from computewatch.formats.challenge import CHALLENGE_KIND, challenge_tag
 from computewatch.formats.commitments import checkpoint_commitment
 
@@ -54,7 +53,7 @@ def commitment_summary(run: Any, checkpoint_norms: Sequence[Sequence[float]] = (
         return out
     out["count"] = len(records)
     out["rng"] = [r.rng for r in records]  # rank 0's RNG digest at each step's start
-    root = root_from_leaves([canonical_json(r.to_json()) for r in records]) if records else None
+    root = root_from_leaves([r.leaf() for r in records]) if records else None
     out["records_root"] = root.hex() if root is not None else None
     signed = run.manifest.steps
     if signed is not None and (signed.get("count") != len(records) or signed.get("records_root") != out["records_root"]):
