@@ -161,7 +161,7 @@ def test_the_program_cannot_read_the_verifiers_files(probed: dict) -> None:
     assert probed["secret"].startswith("refused")
     # /root holds at most the folders leading to the interpreter (bound when Python lives there).
     needed = {Path(p).relative_to("/root").parts[0] for p in (sys.base_prefix, sys.prefix) if p.startswith("/root/")}
-    assert isinstance(probed["root"], str) and probed["root"].startswith("refused") or set(probed["root"]) <= needed
+    assert (isinstance(probed["root"], str) and probed["root"].startswith("refused")) or set(probed["root"]) <= needed
     assert probed["etc_passwd"].startswith("refused")  # /etc is not bound, only ld.so.cache
 
 
@@ -174,8 +174,9 @@ def test_the_program_can_write_only_its_scratch_folder(probed: dict) -> None:
 def test_the_program_sees_a_cleared_environment_and_no_host(probed: dict) -> None:
     assert "COMPUTEWATCH_TEST_CANARY" not in probed["env"]
     assert set(probed["env"]) <= {"PYTHONPATH", "HOME", "TMPDIR", "LC_ALL", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
-                                  "OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME", "PATH", "PWD", "LC_CTYPE",
-                                  "TORCHINDUCTOR_CACHE_DIR"}  # the last: set by torch on import, inside
+                                  "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GLOO_SOCKET_IFNAME", "PATH", "PWD", "LC_CTYPE",
+                                  "TORCHINDUCTOR_CACHE_DIR",  # set by torch on import, inside
+                                  "TORCHINDUCTOR_DETERMINISTIC"}  # set by deterministic_cpu, inside
     assert probed["host_loopback"].startswith("refused") and probed["outside"].startswith("refused")
     assert len(probed["pids"]) < 10  # its own pid namespace: the host's processes are not there
     assert probed["hostname"] == "executor"

@@ -14,7 +14,9 @@ import functools
 import math
 import os
 import stat
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from computewatch.formats.program import code_digest_of, environment_mismatch, p
 from computewatch.verifier import _audit
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
-from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason
+from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
 from computewatch.verifier.protocol import (
     Hello,
     LossesJob,
@@ -71,6 +73,8 @@ class RunPlan:
     sandbox: bool
     time_scale: float = 1.0
     memorization: list[list[int]] = field(default_factory=list)
+    executors: int = 1  # sandboxed executors the run's replays are spread over (all of this run only)
+    warm: WarmPool | None = None  # started executors to take first (never on Ray: local processes)
 
 
 @dataclass
@@ -87,6 +91,15 @@ class RunResult:
 
     def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
+
+    def absorb(self, part: RunResult) -> None:
+        """Append a part's replay findings (one executor's share of the segments)."""
+        self.findings += part.findings
+        self.segments += part.segments
+        self.flops_claims += part.flops_claims
+        for k, v in part.unknown_ops.items():
+            self.unknown_ops[k] = self.unknown_ops.get(k, 0) + v
+        self.replayed_steps += part.replayed_steps
 
 
 # ------------------------------------------------------------------------------ budgets
@@ -197,7 +210,7 @@ class _Run:
         if sum(reply.lengths) != len(data):
             raise self.session.fail(FailureReason.MALFORMED_OUTPUT)
         out, at = {}, 0
-        for i, n in zip(ids, reply.lengths):
+        for i, n in zip(ids, reply.lengths, strict=False):
             out[i] = data[at : at + n]
             at += n
         return out
@@ -228,7 +241,7 @@ class _Run:
         for files in reply.files:
             if len(files) != len(labels):
                 raise self.session.fail(FailureReason.MALFORMED_REPLY)
-            states.append({label: self.session.tensors(f) for label, f in zip(labels, files)})
+            states.append({label: self.session.tensors(f) for label, f in zip(labels, files, strict=False)})
         return reply, states
 
     def losses(self, weights: list[dict[str, torch.Tensor]], ids: list[int], samples: dict[int, bytes]) -> list[list[float | None]]:
@@ -274,7 +287,7 @@ def _template_problem(run: StagedRun) -> str | None:
 
 def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
     n = sum(spec.numel for spec in plan.run.layout.params)
-    session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n)
+    session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n, warm=plan.warm)
     pre = plan.run.precommitment
     # A trusted template's files are staged from the Verifier's pinned copy, never the Prover's.
     for rel, data in resolve_program(plan.run.program_files(), pre.program_entry, pre.code_digest, pre.program_template).items():
@@ -320,6 +333,8 @@ def examine(plan: RunPlan) -> RunResult:
         for name in _PROGRAM_CHECKS:
             res.add(name, Status.FAILED, f"run {rid}: {exc}")
         return res
+    chunks = _chunks(plan, len(steps))
+    helpers = _Helpers(plan, budget, threads, len(chunks) - 1)  # their start overlaps the jobs below
     try:
         conv = _Run(plan, session, budget, threads)
         batch_size = conv.start()
@@ -328,7 +343,7 @@ def examine(plan: RunPlan) -> RunResult:
         stage = "samples"
         samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
-        _replays(conv, res, steps, samples)
+        _replay_chunks(conv, helpers, res, steps, samples, chunks)
         pending.remove("segments")
         stage = "losses"
         _loss_checks(conv, res, samples, *needs)
@@ -346,8 +361,81 @@ def examine(plan: RunPlan) -> RunResult:
         for name in pending or ["segments"]:
             res.add(name, Status.FAILED, f"run {rid}: the transcript cannot be examined: {exc}")
     finally:
+        helpers.close()
         session.close()
     return res
+
+
+def _chunks(plan: RunPlan, recorded: int) -> list[list[Segment]]:
+    """The selected segments in ascending order, cut into up to `plan.executors` consecutive
+    runs of about equal steps: each executor replays its share in ascending order, so none
+    holds a checkpoint later than the one it starts from. A distributed run keeps one executor
+    (its rank processes are the parallelism)."""
+    ordered = sorted(plan.segments, key=lambda s: (s.start, _stop(s)))
+    k = max(1, min(plan.executors, len(ordered))) if plan.run.world_size == 1 else 1
+    if k == 1:
+        return [ordered]
+    cost = [max(1, min(_stop(seg), recorded) - seg.start) for seg in ordered]
+    total, acc = sum(cost), 0
+    out: list[list[Segment]] = [[] for _ in range(k)]
+    for seg, c in zip(ordered, cost, strict=True):
+        out[min(k - 1, acc * k // total)].append(seg)
+        acc += c
+    return [chunk for chunk in out if chunk]
+
+
+class _Helpers:
+    """The run's other executors (after the first), started in the background while the first
+    one answers the program and samples jobs; each replays one chunk of the run's segments."""
+
+    def __init__(self, plan: RunPlan, budget: _Budget, threads: int, count: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=count) if count > 0 else None
+        self._sessions: list[ExecutorSession] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started = [self._pool.submit(self._start, plan, budget, threads) for _ in range(count)] if self._pool else []
+
+    def _start(self, plan: RunPlan, budget: _Budget, threads: int) -> _Run:
+        session = _session(plan, budget)
+        with self._lock:
+            self._sessions.append(session)
+            if self._closed:  # the run's examination already ended
+                session.close()
+                raise ComputewatchError("the run's examination ended")
+        conv = _Run(plan, session, budget, threads)
+        conv.start()
+        return conv
+
+    def close(self) -> None:
+        """End every helper now (one still starting fails its start and is ended too)."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _replay_chunks(conv: _Run, helpers: _Helpers, res: RunResult, steps: list[Any], samples: dict[int, bytes],
+                   chunks: list[list[Segment]]) -> None:
+    """Each chunk replayed on its own executor at the same time (the first on `conv`); findings
+    merged in segment order; the first failure (in segment order) raised after all have ended."""
+    if len(chunks) == 1:
+        _replays(conv, res, steps, samples, chunks[0])
+        return
+    parts = [RunResult() for _ in chunks]
+
+    def run(i: int) -> None:
+        _replays(conv if i == 0 else helpers.started[i - 1].result(), parts[i], steps, samples, chunks[i])
+
+    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+        futures = [pool.submit(run, i) for i in range(len(chunks))]
+    for part in parts:
+        res.absorb(part)
+    for fut in futures:
+        if fut.exception() is not None:
+            raise fut.exception()  # type: ignore[misc]
 
 
 def _program_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], batch_size: int, pending: list[str]) -> None:
@@ -396,10 +484,10 @@ def _stop(seg: Segment) -> int:
     return seg.end if seg.end is not None else (seg.stop or seg.start)
 
 
-def _replays(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes]) -> None:
+def _replays(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes], segments: list[Segment]) -> None:
     plan, run = conv.plan, conv.run
     mismatch = environment_mismatch(run.precommitment.environment) if plan.mode == "exact" else []
-    for seg in sorted(plan.segments, key=lambda s: (s.start, _stop(s))):
+    for seg in sorted(segments, key=lambda s: (s.start, _stop(s))):
         stop = _stop(seg)
         label = f"run {run.precommitment.run_id} segment {seg.start}->{stop}"
         if stop > len(steps):
@@ -446,21 +534,21 @@ def _judge_segment(conv: _Run, res: RunResult, seg: Segment, label: str, steps: 
     unsure = plan.mode == "exact" and bool(mismatch)
     doc: dict[str, Any] = {"passed": None, "distance": None, "error": "", "losses": []}
     recs = steps[seg.start : seg.start + len(reply.losses)]
-    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses)]
+    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses, strict=False)]
     if reply.flops and isinstance(reply.flops.get("total"), int) and reply.flops["total"] >= 0:
         res.flops_claims.append(int(reply.flops["total"]))
         for k, v in (reply.flops.get("unknown_ops") or {}).items():
             if isinstance(v, int):
                 res.unknown_ops[str(k)] = res.unknown_ops.get(str(k), 0) + v
-    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr) if rec.lr != lr]
+    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr, strict=False) if rec.lr != lr]
     if lr_bad:
         res.add("hyperparameters", Status.FAILED, f"{label}: the recorded lr differs from the one the program used in replay (step {lr_bad[0]})")
-    rng_bad = [rec.step for rec, d in zip(recs, reply.rng) if rec.rng != d]
+    rng_bad = [rec.step for rec, d in zip(recs, reply.rng, strict=False) if rec.rng != d]
     if rng_bad:
         res.add("segments", Status.FAILED, f"{label}: the recorded RNG states differ from the replay's (step {rng_bad[0]})")
     loss_ok = all(
         rec.loss is None or (loss is not None and (loss == rec.loss if plan.mode == "exact" else math.isclose(loss, rec.loss, rel_tol=1e-3, abs_tol=1e-6)))
-        for rec, loss in zip(recs, reply.losses)
+        for rec, loss in zip(recs, reply.losses, strict=False)
     )
     if not loss_ok:
         res.add("loss", Status.UNDECIDED if unsure else Status.FAILED, f"{label}: recorded losses differ from the replayed ones")
@@ -523,7 +611,7 @@ def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: li
         if any(i not in samples for i in ids):
             continue
         before, after = conv.losses([run.full_weights(a), run.full_weights(b)], ids, samples)
-        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after)]
+        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after, strict=False)]
         rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
     res.memorization = _audit.memorization(rows)
     twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None

@@ -32,7 +32,7 @@ from computewatch.verifier import _audit, _examine
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
 from computewatch.verifier.busy import busy_findings
-from computewatch.verifier.cluster import TrustedCluster
+from computewatch.verifier.cluster import TrustedCluster, WarmPool
 from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
 from computewatch.verifier.losses import run_loss_findings
 from computewatch.verifier.protocol import CheckOutcome, Status
@@ -73,6 +73,7 @@ class VerifyRequest:
     held_runs: Sequence[RunBinding] = ()  # (Prover key, run id, precommitment) the Verifier holds, e.g. from the register
     responses: Sequence[str | os.PathLike[str]] = ()  # step-challenge response folders (issue 19)
     now_ns: int | None = None  # the judge's clock for response deadlines (default: now)
+    warm: WarmPool | None = None  # executors started ahead (cluster.WarmPool; the caller closes it); not used on Ray
 
 
 class _Checks:
@@ -122,7 +123,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     checks = _Checks()
     chips = _read_chips(request, checks)
     _check_chip_logs(chips, checks)
-    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process)
+    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process,
+                             warm=request.warm)
     with ExitStack() as stack:
         runs, staged = _inventory(request, checks, stack, report)
         for finding in binding_findings(runs, request.policy_text, request.held_runs):
@@ -136,7 +138,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
                 checks.bad("segments", finding)
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
-        for rid, res in zip(runs, results):
+        for rid, res in zip(runs, results, strict=False):
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
         for finding in run_loss_findings(runs):
@@ -346,6 +348,7 @@ def _plan(run: StagedRun, inv: dict[str, Any], segs: list[Segment], expectations
         seed_hex=request.seed.hex(), data_dir=str(Path(data).resolve()) if data else None, policy_text=request.policy_text,
         epsilon=tolerance["epsilon"] if tolerance else None, sandbox=cluster.sandbox, time_scale=request.time_scale,
         memorization=[[s.start, s.end] for s in segs if s.end is not None][:_MEMORIZATION_SEGMENTS],
+        executors=cluster.executors_per_run(len(request.runs)), warm=cluster.warm,
     )
 
 
