@@ -215,14 +215,14 @@ def verify(
 
 
 def _warm_pool(runs: int, workers: int, *, sandbox: bool, ray: bool, as_json: bool) -> Any:
-    """As many started executors as the verification runs at once (none for Ray: its tasks run
-    elsewhere)."""
+    """One started executor per run examined at once (none for Ray: its tasks run elsewhere).
+    A run's further executors start only when its replays are worth their start-up."""
     if ray:
         return None
     from computewatch.verifier.cluster import ClusterError, WarmPool
 
     try:
-        return WarmPool(min(workers, runs * max(1, workers // runs)), sandbox=sandbox)
+        return WarmPool(min(workers, runs), sandbox=sandbox)
     except ClusterError as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
 

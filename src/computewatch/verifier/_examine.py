@@ -14,9 +14,7 @@ import functools
 import math
 import os
 import stat
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.formats.checkpoint import encode_safetensors
 from computewatch.formats.program import code_digest_of, environment_mismatch, parse_entry, resolve_program
 from computewatch.verifier import _audit
+from computewatch.verifier._fanout import Spread
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
 from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
@@ -88,6 +87,7 @@ class RunResult:
     memorization: dict[str, Any] | None = None
     rules: list[dict[str, Any]] = field(default_factory=list)
     policy_facts: dict[str, Any] = field(default_factory=dict)
+    executors: int = 1  # executors that replayed the run's segments
 
     def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
@@ -333,8 +333,6 @@ def examine(plan: RunPlan) -> RunResult:
         for name in _PROGRAM_CHECKS:
             res.add(name, Status.FAILED, f"run {rid}: {exc}")
         return res
-    chunks = _chunks(plan, len(steps))
-    helpers = _Helpers(plan, budget, threads, len(chunks) - 1)  # their start overlaps the jobs below
     try:
         conv = _Run(plan, session, budget, threads)
         batch_size = conv.start()
@@ -343,7 +341,7 @@ def examine(plan: RunPlan) -> RunResult:
         stage = "samples"
         samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
-        _replay_chunks(conv, helpers, res, steps, samples, chunks)
+        _replay_spread(conv, res, steps, samples)
         pending.remove("segments")
         stage = "losses"
         _loss_checks(conv, res, samples, *needs)
@@ -361,81 +359,36 @@ def examine(plan: RunPlan) -> RunResult:
         for name in pending or ["segments"]:
             res.add(name, Status.FAILED, f"run {rid}: the transcript cannot be examined: {exc}")
     finally:
-        helpers.close()
         session.close()
     return res
 
 
-def _chunks(plan: RunPlan, recorded: int) -> list[list[Segment]]:
-    """The selected segments in ascending order, cut into up to `plan.executors` consecutive
-    runs of about equal steps: each executor replays its share in ascending order, so none
-    holds a checkpoint later than the one it starts from. A distributed run keeps one executor
-    (its rank processes are the parallelism)."""
+def _replay_spread(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes]) -> None:
+    """The run's segments in ascending order, on `conv` and, where the work left is worth their
+    start-up, on up to `plan.executors - 1` more executors of this run (`_fanout`); findings in
+    segment order; the first failure (in segment order) raised after every executor stopped.
+    A distributed run keeps one executor (its rank processes are the parallelism)."""
+    plan = conv.plan
     ordered = sorted(plan.segments, key=lambda s: (s.start, _stop(s)))
-    k = max(1, min(plan.executors, len(ordered))) if plan.run.world_size == 1 else 1
-    if k == 1:
-        return [ordered]
-    cost = [max(1, min(_stop(seg), recorded) - seg.start) for seg in ordered]
-    total, acc = sum(cost), 0
-    out: list[list[Segment]] = [[] for _ in range(k)]
-    for seg, c in zip(ordered, cost, strict=True):
-        out[min(k - 1, acc * k // total)].append(seg)
-        acc += c
-    return [chunk for chunk in out if chunk]
+    parts = [RunResult() for _ in ordered]
+    most = plan.executors - 1 if plan.run.world_size == 1 else 0
 
+    def make() -> _Run:
+        return _Run(plan, _session(plan, conv.budget), conv.budget, conv.threads)
 
-class _Helpers:
-    """The run's other executors (after the first), started in the background while the first
-    one answers the program and samples jobs; each replays one chunk of the run's segments."""
+    def begin(helper: _Run) -> None:
+        helper.start()
 
-    def __init__(self, plan: RunPlan, budget: _Budget, threads: int, count: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=count) if count > 0 else None
-        self._sessions: list[ExecutorSession] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self.started = [self._pool.submit(self._start, plan, budget, threads) for _ in range(count)] if self._pool else []
-
-    def _start(self, plan: RunPlan, budget: _Budget, threads: int) -> _Run:
-        session = _session(plan, budget)
-        with self._lock:
-            self._sessions.append(session)
-            if self._closed:  # the run's examination already ended
-                session.close()
-                raise ComputewatchError("the run's examination ended")
-        conv = _Run(plan, session, budget, threads)
-        conv.start()
-        return conv
-
-    def close(self) -> None:
-        """End every helper now (one still starting fails its start and is ended too)."""
-        with self._lock:
-            self._closed = True
-            sessions = list(self._sessions)
-        for session in sessions:
-            session.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-
-def _replay_chunks(conv: _Run, helpers: _Helpers, res: RunResult, steps: list[Any], samples: dict[int, bytes],
-                   chunks: list[list[Segment]]) -> None:
-    """Each chunk replayed on its own executor at the same time (the first on `conv`); findings
-    merged in segment order; the first failure (in segment order) raised after all have ended."""
-    if len(chunks) == 1:
-        _replays(conv, res, steps, samples, chunks[0])
-        return
-    parts = [RunResult() for _ in chunks]
-
-    def run(i: int) -> None:
-        _replays(conv if i == 0 else helpers.started[i - 1].result(), parts[i], steps, samples, chunks[i])
-
-    with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
-        futures = [pool.submit(run, i) for i in range(len(chunks))]
+    spread = Spread(ordered, conv, lambda c, i, seg: _replays(c, parts[i], steps, samples, [seg]), make, begin,
+                    lambda c: c.session.close_process(), lambda c: c.session.close(),
+                    lambda seg: max(1, min(_stop(seg), len(steps)) - seg.start), conv.session.startup_s, most)
+    errors = spread.run()
     for part in parts:
         res.absorb(part)
-    for fut in futures:
-        if fut.exception() is not None:
-            raise fut.exception()  # type: ignore[misc]
+    res.executors = 1 + spread.helpers_started
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
 
 
 def _program_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], batch_size: int, pending: list[str]) -> None:

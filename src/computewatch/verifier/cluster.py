@@ -124,6 +124,7 @@ class _Process:
         self.popen: subprocess.Popen[bytes] | None = None
         self.reply_fd: int | None = None
         self.uid: int | None = None
+        self.launched_at = 0.0  # time.monotonic() at launch
 
     @classmethod
     def fresh(cls) -> _Process:
@@ -154,7 +155,7 @@ class _Process:
                 raise ClusterError(f"cannot start the executor: {exc.strerror}") from None
             finally:
                 os.close(write)
-        self.reply_fd, self.uid = read, uid
+        self.reply_fd, self.uid, self.launched_at = read, uid, time.monotonic()
 
     def kill(self) -> None:
         """End the process and everything it started (its own session)."""
@@ -232,6 +233,7 @@ class ExecutorSession:
         self.work, self.inputs, self.scratch, self._err = self._proc.work, self._proc.inputs, self._proc.scratch, self._proc.err
         self._buffer = b""
         self._jobs = 0
+        self.startup_s = 0.0  # from the process's launch to its Ready (set by start)
 
     @property
     def proc(self) -> subprocess.Popen[bytes] | None:
@@ -260,7 +262,9 @@ class ExecutorSession:
         limits = confined_limits(self.limits, self._proc.uid)
         self._send(protocol.Confine("confine", limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes), timeout)
         self._send(hello, timeout - (time.monotonic() - start))
-        return self._receive(protocol.Ready, timeout - (time.monotonic() - start))
+        ready = self._receive(protocol.Ready, timeout - (time.monotonic() - start))
+        self.startup_s = time.monotonic() - self._proc.launched_at
+        return ready
 
     def request(self, job: Any, reply: type[T], timeout: float) -> T:
         start = time.monotonic()

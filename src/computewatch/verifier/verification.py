@@ -360,6 +360,7 @@ def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> No
     run["flops_claims"] = res.flops_claims
     run["unknown_ops"] = res.unknown_ops
     run["replayed_steps"] = res.replayed_steps
+    run["executors"] = res.executors
     run["policy_facts"] = res.policy_facts
     memo = res.memorization
     run["memorization"] = memo
@@ -514,6 +515,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
             "flops_cumulative": [[t, fps * t] for t in range(0, run["steps"] + 1, max(1, run["steps"] // 50))] if fps else [],
         },
         "segments": seg_docs,
+        "executors": run.get("executors", 0),  # sandboxed executors that replayed its segments
         "snapshots": [{k: e[k] for k in ("chip", "counter", "step", "rank", "clock_ns", "busy_ns", "explained", "detail")} for e in expectations],
         "memorization": run.get("memorization"),
     }
