@@ -89,7 +89,7 @@ def verify(runs: list[Path], workers: int, env: dict[str, str]) -> dict[str, Any
     if doc.get("verdict") != "compliant":
         raise SystemExit(f"the honest run is not compliant: {[c for c in doc.get('checks', []) if c.get('passed') is False]}")
     return {"wall": wall, "replay_stage": wall - replay_at if replay_at is not None else None, "load": load,
-            "segments": doc["selection"]["segments_replayed"]}
+            "segments": doc["selection"]["segments_replayed"], "executors": [r.get("executors") for r in doc["runs"]]}
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -120,6 +120,7 @@ def measure_preset(preset: str, steps: int, every: int, rounds: int, tmp: Path, 
         "preset": preset, "steps": steps, "checkpoint_every": every, "segments": ver[1][0]["segments"], "rounds": rounds,
         "train_seconds": trains, "verify_seconds": {str(k): [v["wall"] for v in vs] for k, vs in ver.items()},
         "replay_stage_seconds": {str(k): [v["replay_stage"] for v in vs] for k, vs in ver.items()},
+        "executors": {str(k): [v["executors"] for v in vs] for k, vs in ver.items()},
         "load_average": {"train": loads, "verify": {str(k): [v["load"] for v in vs] for k, vs in ver.items()}},
         "median_seconds": {"train": t, "verify_w1": w1, "verify_w2": w2, "replay_stage_w1": r1, "replay_stage_w2": r2},
         "verify_over_train_w1": _ratio(w1, t), "verify_over_train_w2": _ratio(w2, t),
@@ -137,6 +138,8 @@ def measure_pair(preset: str, tmp: Path, rounds: int, env: dict[str, str]) -> di
     w1, w2 = _median([v["wall"] for v in ver[1]]), _median([v["wall"] for v in ver[2]])
     r1, r2 = _median([v["replay_stage"] for v in ver[1]]), _median([v["replay_stage"] for v in ver[2]])
     return {"preset": preset, "runs": 2, "verify_seconds": {str(k): [v["wall"] for v in vs] for k, vs in ver.items()},
+            "replay_stage_seconds": {str(k): [v["replay_stage"] for v in vs] for k, vs in ver.items()},
+            "executors": {str(k): [v["executors"] for v in vs] for k, vs in ver.items()},
             "load_average": {str(k): [v["load"] for v in vs] for k, vs in ver.items()},
             "speedup_total": _ratio(w1, w2), "speedup_replay_stage": _ratio(r1, r2)}
 

@@ -142,3 +142,32 @@ def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, wor
     assert rd["executors"] == 2
     assert [s["from"] for s in rd["segments"]] == [0, 4, 8] and all(s["passed"] for s in rd["segments"])
     assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
+
+
+def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from computewatch.verifier.cluster import TrustedCluster
+
+    asked: list[dict] = []
+
+    class _Ray:  # stands in for the ray package: tasks run here, in order
+        @staticmethod
+        def is_initialized() -> bool:
+            return True
+
+        @staticmethod
+        def remote(**options: object):
+            asked.append(options)
+            return lambda fn: types.SimpleNamespace(remote=lambda item: (fn, item))
+
+        @staticmethod
+        def get(ref: tuple) -> object:
+            fn, item = ref
+            return fn(item)
+
+    monkeypatch.setitem(sys.modules, "ray", _Ray)
+    cluster = TrustedCluster(workers=4, ray_address="ray://head:10001", sandbox=False, warm=object())  # type: ignore[arg-type]
+    assert cluster.warm is None  # started processes here are of no use to a task on another node
+    assert cluster.executors_per_run(1) == 1 and TrustedCluster(workers=4, sandbox=False).executors_per_run(1) == 4
+    assert TrustedCluster(workers=4, sandbox=False).executors_per_run(3) == 1
+    assert cluster.map(lambda x: x * 10, [1, 2, 3]) == [10, 20, 30]
+    assert asked == [{"num_cpus": 1}]
