@@ -125,6 +125,8 @@ class _Process:
         self.reply_fd: int | None = None
         self.uid: int | None = None
         self.launched_at = 0.0  # time.monotonic() at launch
+        self._lock = threading.Lock()  # a kill from another thread and a launch do not cross
+        self._ended = False
 
     @classmethod
     def fresh(cls) -> _Process:
@@ -144,7 +146,11 @@ class _Process:
         os.chmod(self.scratch, 0o700)
         read, write = os.pipe()
         argv = [*argv, "--reply-fd", str(write)]
-        with open(self.err, "wb") as err:
+        with self._lock, open(self.err, "wb") as err:
+            if self._ended:  # killed before it started: it never does
+                os.close(read)
+                os.close(write)
+                raise ClusterError("the executor was ended before it started")
             try:
                 self.popen = subprocess.Popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(write,),
@@ -158,7 +164,10 @@ class _Process:
         self.reply_fd, self.uid, self.launched_at = read, uid, time.monotonic()
 
     def kill(self) -> None:
-        """End the process and everything it started (its own session)."""
+        """End the process and everything it started (its own session); one not started yet
+        never starts."""
+        with self._lock:
+            self._ended = True
         if self.popen is not None and self.popen.poll() is None:
             try:
                 os.killpg(self.popen.pid, signal.SIGKILL)
