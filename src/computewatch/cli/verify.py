@@ -142,7 +142,7 @@ def verify(
     segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones: 'auto' (enough that a single forged segment is caught with probability 0.5 per verification), N, or 'all'.")] = "auto",
     seed: Annotated[str | None, typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Sandboxed executors run at once on this machine (one run's segments are spread over them); default: this machine's cores.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Sandboxed executors at once on this machine (runs at once, and a long run's segments); default: this machine's cores.")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
     data: Annotated[list[str] | None, typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
     responses: Annotated[list[Path] | None, typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
