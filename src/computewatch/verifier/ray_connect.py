@@ -30,7 +30,7 @@ def connect_ray(ray: Any, address: str | None, timeout: float = RAY_CONNECT_TIME
     def connect() -> None:
         try:
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+        except BaseException as exc:  # handed to the caller
             failure.append(exc)
 
     log.info("connecting to the Ray cluster at %s", address)
