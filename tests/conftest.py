@@ -25,9 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-import typer.rich_utils
-from _postgres import PostgresServer, PostgresUnavailable
+from computewatch._threads import prefer_passive_threads
+
+prefer_passive_threads()  # before torch loads: idle OpenMP threads sleep on the shared CI cores
+
+import pytest  # noqa: E402
+import typer.rich_utils  # noqa: E402
+from _postgres import PostgresServer, PostgresUnavailable  # noqa: E402
 
 # typer freezes $TERMINAL_WIDTH when typer.rich_utils is first imported, so a test that sets it
 # for one invocation would fix the help width of every later test (an order-dependent failure):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from computewatch.formats.program import code_digest_of
-from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason
+from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
 from computewatch.verifier.protocol import Hello, ProtocolError, ReplayReply, SamplesJob, SamplesReply, Status, decode, encode
 from computewatch.verifier.sandbox import Limits, sandbox_problem
 
@@ -89,6 +89,7 @@ class Probe:
             "outside": _try(lambda: _connect_outside()),
             "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
             "hostname": socket.gethostname(),
+            "limits": [resource.getrlimit(r)[1] for r in (resource.RLIMIT_CPU, resource.RLIMIT_AS, resource.RLIMIT_FSIZE)],
             "forks": _fork_bomb(),
             "memory": _try(_memory_bomb),
             "big_file": _try(_big_file),
@@ -132,9 +133,9 @@ def _sandbox_here() -> None:
 _LIMITS = Limits(cpu_seconds=120, address_space=6 << 30, file_size=64 << 20, processes=128)
 
 
-def _session(hp: dict, *, sandbox: bool = True) -> tuple[ExecutorSession, Hello]:
+def _session(hp: dict, *, sandbox: bool = True, warm: WarmPool | None = None) -> tuple[ExecutorSession, Hello]:
     files = {"probe.py": PROBE.encode()}
-    session = ExecutorSession(sandbox=sandbox, limits=_LIMITS, max_output=1 << 20)
+    session = ExecutorSession(sandbox=sandbox, limits=_LIMITS, max_output=1 << 20, warm=warm)
     session.put("program/probe.py", PROBE.encode())
     hello = Hello("hello", "probe:make", code_digest_of(files), hp, "00" * 32, 1, "single", 1, None)
     return session, hello
@@ -149,10 +150,15 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        session, hello = _session({"secret": str(secret), "port": server.getsockname()[1], "probe": True})
-        with session:
-            session.start(hello, timeout=120)
-            result = json.loads(session.output("probe.json"))
+        # A warm executor (started before its run was known, as `computewatch verify` starts
+        # them): it gets the run's limits only through the protocol's Confine, so the limit
+        # tests below hold for that path; the tests of hangs and forged replies start cold.
+        with WarmPool(1, sandbox=True) as pool:
+            session, hello = _session({"secret": str(secret), "port": server.getsockname()[1], "probe": True}, warm=pool)
+            result = {"pool_left": pool.take(True) is not None, "warm": session.proc is not None}
+            with session:
+                session.start(hello, timeout=120)
+                result.update(json.loads(session.output("probe.json")))
     result["planted_outside"] = (home / "planted").exists()
     return result
 
@@ -161,7 +167,7 @@ def test_the_program_cannot_read_the_verifiers_files(probed: dict) -> None:
     assert probed["secret"].startswith("refused")
     # /root holds at most the folders leading to the interpreter (bound when Python lives there).
     needed = {Path(p).relative_to("/root").parts[0] for p in (sys.base_prefix, sys.prefix) if p.startswith("/root/")}
-    assert isinstance(probed["root"], str) and probed["root"].startswith("refused") or set(probed["root"]) <= needed
+    assert (isinstance(probed["root"], str) and probed["root"].startswith("refused")) or set(probed["root"]) <= needed
     assert probed["etc_passwd"].startswith("refused")  # /etc is not bound, only ld.so.cache
 
 
@@ -174,13 +180,19 @@ def test_the_program_can_write_only_its_scratch_folder(probed: dict) -> None:
 def test_the_program_sees_a_cleared_environment_and_no_host(probed: dict) -> None:
     assert "COMPUTEWATCH_TEST_CANARY" not in probed["env"]
     assert set(probed["env"]) <= {"PYTHONPATH", "HOME", "TMPDIR", "LC_ALL", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
-                                  "OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME", "PATH", "PWD", "LC_CTYPE",
-                                  "TORCHINDUCTOR_CACHE_DIR"}  # the last: set by torch on import, inside
+                                  "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GLOO_SOCKET_IFNAME", "PATH", "PWD", "LC_CTYPE",
+                                  "TORCHINDUCTOR_CACHE_DIR",  # set by torch on import, inside
+                                  "TORCHINDUCTOR_DETERMINISTIC"}  # set by deterministic_cpu, inside
     assert probed["host_loopback"].startswith("refused") and probed["outside"].startswith("refused")
     assert len(probed["pids"]) < 10  # its own pid namespace: the host's processes are not there
     assert probed["hostname"] == "executor"
     if os.geteuid() == 0:
         assert probed["uid"] != 0  # a fresh unprivileged user, not root
+
+
+def test_a_warm_executor_serves_one_session_and_takes_its_runs_limits(probed: dict) -> None:
+    assert probed["warm"] and not probed["pool_left"]  # the pool's one process went to one session, and only to it
+    assert probed["limits"] == [_LIMITS.cpu_seconds, _LIMITS.address_space, _LIMITS.file_size]
 
 
 def test_resource_limits_hold(probed: dict) -> None:

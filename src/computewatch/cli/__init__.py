@@ -107,4 +107,7 @@ LazyGroup.lazy = {
 
 
 def main() -> None:
+    from computewatch._threads import prefer_passive_threads
+
+    prefer_passive_threads()  # before anything loads torch: idle OpenMP threads sleep, not spin
     app()

@@ -63,6 +63,10 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", metavar=FLAG, help="Continue the run in OUT from its latest complete checkpoint (OUT must hold one)."
     ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, max=1024,
+        help="Intra-op threads per rank (default: this machine's cores / --nproc); exact replay uses the same count.",
+    ),
 ) -> None:
     """Train the demo workload under monitoring and say where the transcript and chip logs are."""
     from computewatch.formats.manifest import MANIFEST_FILE
@@ -91,6 +95,7 @@ def train(
         chip_seconds_per_step=chip_seconds_per_step or None,
         checkpoint_every=checkpoint_every,
         resume=resume,
+        threads=threads,
     )
     with guard():
         config.validate()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,8 +14,8 @@ from computewatch.cli._common import (
     EXIT_FINDING,
     EXIT_UNUSABLE,
     Command,
+    available_cores,
     check_register,
-    err,
     fail,
     out,
     print_json,
@@ -31,7 +31,7 @@ _EXIT = {"compliant": 0, "violation": EXIT_FINDING, "inconclusive": EXIT_INCONCL
 _GREEDY = ("--chips",)
 
 
-class _Mode(str, enum.Enum):
+class _Mode(str, enum.Enum):  # noqa: UP042 (StrEnum would change how the members format)
     exact = "exact"
     tolerance = "tolerance"
 
@@ -134,28 +134,25 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
 def verify(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (the Prover's transcripts).", show_default=False)],
     chips: Annotated[list[Path], typer.Option("--chips", help="Inspected chip state directories, or folders of them (DIR [DIR ...]).", show_default=False)],
-    chipmaker_pub: Annotated[Optional[list[Path]], typer.Option("--chipmaker-pub", help="Pinned chipmaker root public key (PEM); repeatable.")] = None,
-    prover_pub: Annotated[Optional[list[Path]], typer.Option("--prover-pub", help="Pinned Prover public key (PEM); repeatable.")] = None,
-    db: Annotated[Optional[str], typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
+    chipmaker_pub: Annotated[list[Path] | None, typer.Option("--chipmaker-pub", help="Pinned chipmaker root public key (PEM); repeatable.")] = None,
+    prover_pub: Annotated[list[Path] | None, typer.Option("--prover-pub", help="Pinned Prover public key (PEM); repeatable.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
     mode: Annotated[_Mode, typer.Option("--mode", help="exact (bit-identical CPU replay) or tolerance (calibrated epsilon).")] = _Mode.exact,
     segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones: 'auto' (enough that a single forged segment is caught with probability 0.5 per verification), N, or 'all'.")] = "auto",
-    seed: Annotated[Optional[str], typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
-    responses: Annotated[Optional[list[Path]], typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
+    seed: Annotated[str | None, typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, max=256, help="Sandboxed executors at once on this machine (runs at once, and a long run's segments); default: this machine's cores.")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    responses: Annotated[list[Path] | None, typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
     unsafe_no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="Run the Prover's program without the bubblewrap sandbox (it can then read this machine's files and reach its network); the verdict's isolation says so.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
 ) -> None:
     """Verify runs: explain every snapshot the inspected chips logged, check the transcripts (PoTT)
     in a trusted cluster, count the compute, apply the rules. Exit 0 compliant, 1 violation,
     2 unusable input, 3 inconclusive."""
-    from computewatch.verifier import EvidenceError, VerifyRequest
-    from computewatch.verifier import verify as run_verify
-
     # Paths are resolved here, before anything runs elsewhere: relative paths mean this folder.
     runs = [r.resolve() for r in runs]
     chips = [c.resolve() for c in chips]
@@ -200,24 +197,41 @@ def verify(
     for folder in responses or []:
         if not (folder / "response.json").is_file():
             fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
-    request = VerifyRequest(
-        runs=runs,
-        chips=chips,
-        chipmaker_roots=roots,
-        prover_keys=provers,
-        seed=_seed(seed, as_json),
-        known_heads=trust["known_heads"],
-        policy_text=policy_text,
-        mode=mode.value,
-        segments=_segments(segments, as_json),
-        threads=threads,
-        ray_address=ray_address,
-        workers=workers,
-        data_dirs=data_dirs,
-        responses=[str(r.resolve()) for r in responses or []],
-        held_runs=trust.get("held_runs", ()),
-        sandbox=not unsafe_no_sandbox,
-    )
+    options: dict[str, Any] = {
+        "runs": runs, "chips": chips, "chipmaker_roots": roots, "prover_keys": provers, "seed": _seed(seed, as_json),
+        "known_heads": trust["known_heads"], "policy_text": policy_text, "mode": mode.value, "segments": _segments(segments, as_json),
+        "threads": threads, "ray_address": ray_address, "workers": workers or available_cores(), "data_dirs": data_dirs,
+        "responses": [str(r.resolve()) for r in responses or []], "held_runs": trust.get("held_runs", ()),
+        "sandbox": not unsafe_no_sandbox,
+    }
+    # The executors start now, before the judge loads torch and stages the runs: their start-up
+    # (seconds of imports) overlaps the judge's own. Each serves one run only.
+    warm = _warm_pool(len(runs), options["workers"], sandbox=not unsafe_no_sandbox, ray=ray_address is not None, as_json=as_json)
+    try:
+        _verify_and_print(options, warm, html, as_json)
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _warm_pool(runs: int, workers: int, *, sandbox: bool, ray: bool, as_json: bool) -> Any:
+    """One started executor per run examined at once (none for Ray: its tasks run elsewhere).
+    A run's further executors start only when its replays are worth their start-up."""
+    if ray:
+        return None
+    from computewatch.verifier.cluster import ClusterError, WarmPool
+
+    try:
+        return WarmPool(min(workers, runs), sandbox=sandbox)
+    except ClusterError as exc:
+        fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
+
+
+def _verify_and_print(options: dict[str, Any], warm: Any, html: Path | None, as_json: bool) -> None:
+    from computewatch.verifier import EvidenceError, VerifyRequest
+    from computewatch.verifier import verify as run_verify
+
+    request = VerifyRequest(**options, warm=warm)
     report, stages = stage_progress()  # a bar per stage on a terminal, lines (and a heartbeat) elsewhere
     try:
         with stages:

@@ -48,12 +48,12 @@ __all__ = [
     "current_environment",
     "deterministic_cpu",
     "environment_mismatch",
-    "rank_order_mean",
-    "wrap_ddp",
     "load_program",
     "parse_entry",
+    "rank_order_mean",
     "read_program_files",
     "resolve_program",
+    "wrap_ddp",
 ]
 
 PROGRAM_DIR = "program"  # where a run directory keeps its training program's files
@@ -294,7 +294,23 @@ def deterministic_cpu(threads: int) -> None:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    _deterministic_algorithms()
+
+
+def _deterministic_algorithms() -> None:
+    """`torch.use_deterministic_algorithms(True)` without importing the compiler stack.
+
+    The public call imports `torch._inductor.config` (and with it dynamo, sympy and the rest of
+    torch's compiler: 1.5 s or more of a fresh process) only to set inductor's `deterministic`
+    flag. Here the kernels' flag is set directly, and inductor's the way inductor itself reads it:
+    its module attribute if it is loaded already, else the variable it reads when it loads. The
+    same two flags end up set, whichever code compiles later.
+    """
+    torch._C._set_deterministic_algorithms(True, warn_only=False)
+    os.environ["TORCHINDUCTOR_DETERMINISTIC"] = "1"
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True  # type: ignore[attr-defined]
 
 
 def current_environment() -> dict[str, Any]:

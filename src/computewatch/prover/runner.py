@@ -221,6 +221,9 @@ def train(config: TrainConfig, *, progress: Callable[[int, int], None] | None = 
     else:
         import torch.multiprocessing as mp
 
+        from computewatch._threads import prefer_passive_threads
+
+        prefer_passive_threads()  # the spawned ranks load torch afresh: their idle threads sleep
         try:
             # The ranks inherit the crash tests' fault handlers (computewatch._faults), if any.
             args = (config, chip_dirs, free_port(), os.getpid(), _faults.current())

@@ -25,9 +25,10 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.formats.checkpoint import encode_safetensors
 from computewatch.formats.program import code_digest_of, environment_mismatch, parse_entry, resolve_program
 from computewatch.verifier import _audit
+from computewatch.verifier._fanout import Spread
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
-from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason
+from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
 from computewatch.verifier.protocol import (
     Hello,
     LossesJob,
@@ -72,6 +73,8 @@ class RunPlan:
     sandbox: bool
     time_scale: float = 1.0
     memorization: list[list[int]] = field(default_factory=list)
+    executors: int = 1  # sandboxed executors the run's replays are spread over (all of this run only)
+    warm: WarmPool | None = None  # started executors to take first (never on Ray: local processes)
 
 
 @dataclass
@@ -88,9 +91,19 @@ class RunResult:
     memorization: dict[str, Any] | None = None
     rules: list[dict[str, Any]] = field(default_factory=list)
     policy_facts: dict[str, Any] = field(default_factory=dict)
+    executors: int = 1  # executors that replayed the run's segments
 
     def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
+
+    def absorb(self, part: RunResult) -> None:
+        """Append a part's replay findings (one executor's share of the segments)."""
+        self.findings += part.findings
+        self.segments += part.segments
+        self.flops_claims += part.flops_claims
+        for k, v in part.unknown_ops.items():
+            self.unknown_ops[k] = self.unknown_ops.get(k, 0) + v
+        self.replayed_steps += part.replayed_steps
 
 
 # ------------------------------------------------------------------------------ budgets
@@ -288,7 +301,7 @@ def _template_problem(run: StagedRun) -> str | None:
 
 def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
     n = sum(spec.numel for spec in plan.run.layout.params)
-    session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n)
+    session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n, warm=plan.warm)
     pre = plan.run.precommitment
     # A trusted template's files are staged from the Verifier's pinned copy, never the Prover's.
     for rel, data in resolve_program(plan.run.program_files(), pre.program_entry, pre.code_digest, pre.program_template).items():
@@ -343,8 +356,7 @@ def examine(plan: RunPlan) -> RunResult:
         samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
         res.reference_rate = reference_rate()  # timed here, the executor idle between jobs
-        _replays(conv, res, steps, samples)
-        res.measured = list(conv.measured)
+        _replay_spread(conv, res, steps, samples)
         pending.remove("segments")
         stage = "losses"
         _loss_checks(conv, res, samples, *needs)
@@ -364,6 +376,39 @@ def examine(plan: RunPlan) -> RunResult:
     finally:
         session.close()
     return res
+
+
+def _replay_spread(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes]) -> None:
+    """The run's segments in ascending order, on `conv` and, where the work left is worth their
+    start-up, on up to `plan.executors - 1` more executors of this run (`_fanout`); findings in
+    segment order; the first failure (in segment order) raised after every executor stopped.
+    A distributed run keeps one executor (its rank processes are the parallelism)."""
+    plan = conv.plan
+    ordered = sorted(plan.segments, key=lambda s: (s.start, _stop(s)))
+    parts = [RunResult() for _ in ordered]
+    most = plan.executors - 1 if plan.run.world_size == 1 else 0
+
+    made: list[_Run] = []
+
+    def make() -> _Run:
+        made.append(_Run(plan, _session(plan, conv.budget), conv.budget, conv.threads))
+        return made[-1]
+
+    def begin(helper: _Run) -> None:
+        helper.start()
+
+    spread = Spread(ordered, conv, lambda c, i, seg: _replays(c, parts[i], steps, samples, [seg]), make, begin,
+                    lambda c: c.session.close_process(), lambda c: c.session.close(),
+                    lambda seg: max(1, min(_stop(seg), len(steps)) - seg.start), conv.session.startup_s, most)
+    errors = spread.run()
+    for part in parts:
+        res.absorb(part)
+    res.executors = 1 + spread.helpers_started
+    # CPU time of every executor that replayed, each read by the judge around its own jobs.
+    res.measured = [*conv.measured, *(job for helper in made for job in helper.measured)]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
 
 
 def _program_checks(conv: _Run, res: RunResult, steps: list[Any], hashes: list[bytes], batch_size: int, pending: list[str]) -> None:
@@ -412,10 +457,10 @@ def _stop(seg: Segment) -> int:
     return seg.end if seg.end is not None else (seg.stop or seg.start)
 
 
-def _replays(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes]) -> None:
+def _replays(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes], segments: list[Segment]) -> None:
     plan, run = conv.plan, conv.run
     mismatch = environment_mismatch(run.precommitment.environment) if plan.mode == "exact" else []
-    for seg in sorted(plan.segments, key=lambda s: (s.start, _stop(s))):
+    for seg in sorted(segments, key=lambda s: (s.start, _stop(s))):
         stop = _stop(seg)
         label = f"run {run.precommitment.run_id} segment {seg.start}->{stop}"
         if stop > len(steps):

@@ -16,6 +16,7 @@ tasks (`ray_address`) that start their own sandbox on their node.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import select
@@ -24,6 +25,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +35,9 @@ from typing import Any, TypeVar
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
-from computewatch.verifier.sandbox import Limits, SandboxError, executor_command, preexec, sandbox_problem
+from computewatch.verifier.sandbox import Limits, SandboxError, confined_limits, executor_command, preexec, sandbox_problem
 
-__all__ = ["ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "read_regular"]
+__all__ = ["ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "WarmPool", "read_regular"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,7 +47,7 @@ class ClusterError(ComputewatchError):
     """The Verifier's own machine cannot run the cluster (no sandbox and not told to go without)."""
 
 
-class FailureReason(str, enum.Enum):
+class FailureReason(str, enum.Enum):  # noqa: UP042 (StrEnum would change how the members format)
     NOT_STARTED = "the training program could not be started under the contract"
     CRASHED = "the training program's process ended during the job"
     TIMED_OUT = "the job ran past its time limit"
@@ -111,21 +113,140 @@ def _private_tmp(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
-class ExecutorSession:
-    """One warm executor for one run. Stage inputs with `put`, then `start`, `request`, `close`."""
+class _Process:
+    """An executor process and its folders: the judge's private work folder (0700) holding the
+    staged inputs (read-only inside), the scratch folder (the only writable place inside) and
+    the process's stderr, which only ever becomes a digest."""
 
-    def __init__(self, *, sandbox: bool, limits: Limits, max_output: int) -> None:
+    def __init__(self, work: Path, scratch: Path) -> None:
+        self.work, self.scratch = work, scratch
+        self.inputs, self.err = work / "in", work / "stderr"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.reply_fd: int | None = None
+        self.uid: int | None = None
+        self.launched_at = 0.0  # time.monotonic() at launch
+        self._lock = threading.Lock()  # a kill from another thread and a launch do not cross
+        self._ended = False
+
+    @classmethod
+    def fresh(cls) -> _Process:
+        work = Path(tempfile.mkdtemp(prefix="computewatch-judge-"))  # 0700: the judge's own
+        (work / "in").mkdir(mode=0o755)
+        os.chmod(work / "in", 0o755)
+        return cls(work, _private_tmp("computewatch-scratch-"))
+
+    def launch(self, sandbox: bool, limits: Limits | None) -> None:
+        """Start the executor on these folders (limits None: a warm one, confined later)."""
+        try:
+            argv, env, uid = executor_command(self.inputs, self.scratch, sandbox=sandbox)
+        except SandboxError as exc:
+            raise ClusterError(f"no sandbox for the Prover's program: {exc}") from None
+        if uid is not None:
+            os.chown(self.scratch, uid, uid)
+        os.chmod(self.scratch, 0o700)
+        read, write = os.pipe()
+        argv = [*argv, "--reply-fd", str(write)]
+        with self._lock, open(self.err, "wb") as err:
+            if self._ended:  # killed before it started: it never does
+                os.close(read)
+                os.close(write)
+                raise ClusterError("the executor was ended before it started")
+            try:
+                self.popen = subprocess.Popen(
+                    argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(write,),
+                    env=env, cwd=self.scratch, preexec_fn=preexec(limits, uid), start_new_session=True,
+                )
+            except OSError as exc:
+                os.close(read)
+                raise ClusterError(f"cannot start the executor: {exc.strerror}") from None
+            finally:
+                os.close(write)
+        self.reply_fd, self.uid, self.launched_at = read, uid, time.monotonic()
+
+    def kill(self) -> None:
+        """End the process and everything it started (its own session); one not started yet
+        never starts."""
+        with self._lock:
+            self._ended = True
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except OSError:
+                self.popen.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=30)
+
+    def close(self) -> None:
+        self.kill()
+        if self.popen is not None and self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        if self.reply_fd is not None:
+            os.close(self.reply_fd)
+            self.reply_fd = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class WarmPool:
+    """Executors started ahead of their runs, so that their start-up (Python, torch and the
+    modules a replay needs: seconds) overlaps the judge's own (its imports, staging, the chip-log
+    audit, segment selection). Each is an empty sandbox with empty folders that has seen nothing
+    of any run; a session takes one, confines it to its run's limits and serves that one run with
+    it, so no process ever carries anything from one Prover's run to another's. Those left over
+    are ended by `close`."""
+
+    def __init__(self, size: int, *, sandbox: bool) -> None:
+        self.sandbox = sandbox
+        self._lock = threading.Lock()
+        self._idle: list[_Process] = []
+        try:
+            for _ in range(max(0, size)):
+                proc = _Process.fresh()
+                self._idle.append(proc)
+                proc.launch(sandbox, None)
+        except ClusterError:
+            self.close()
+            raise
+
+    def take(self, sandbox: bool) -> _Process | None:
+        """A started executor of that kind (sandboxed or not), or None when none is left."""
+        with self._lock:
+            if sandbox != self.sandbox or not self._idle:
+                return None
+            return self._idle.pop(0)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            proc.close()
+
+    def __enter__(self) -> WarmPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ExecutorSession:
+    """One warm executor for one run. Stage inputs with `put`, then `start`, `request`, `close`.
+
+    With `warm`, the process comes from a `WarmPool` (started earlier, torch already imported,
+    nothing of any run seen yet) when one is left, else it is started here; either way it serves
+    this one run only and is ended with the session."""
+
+    def __init__(self, *, sandbox: bool, limits: Limits, max_output: int, warm: WarmPool | None = None) -> None:
         self.sandbox, self.limits, self.max_output = sandbox, limits, max_output
-        self.work = Path(tempfile.mkdtemp(prefix="computewatch-judge-"))  # 0700: the judge's own
-        self.inputs = self.work / "in"
-        self.inputs.mkdir(mode=0o755)
-        os.chmod(self.inputs, 0o755)
-        self.scratch = _private_tmp("computewatch-scratch-")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._reply_fd: int | None = None
+        self._proc = (warm.take(sandbox) if warm is not None else None) or _Process.fresh()
+        self.work, self.inputs, self.scratch, self._err = self._proc.work, self._proc.inputs, self._proc.scratch, self._proc.err
         self._buffer = b""
-        self._err = self.work / "stderr"
         self._jobs = 0
+        self.startup_s = 0.0  # from the process's launch to its Ready (set by start)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._proc.popen
 
     # ----------------------------------------------------------------------- staging
     def put(self, rel: str, data: bytes) -> str:
@@ -142,29 +263,17 @@ class ExecutorSession:
 
     # ----------------------------------------------------------------------- lifecycle
     def start(self, hello: protocol.Hello, timeout: float) -> protocol.Ready:
-        try:
-            argv, env, uid = executor_command(self.inputs, self.scratch, sandbox=self.sandbox)
-        except SandboxError as exc:
-            raise ClusterError(f"no sandbox for the Prover's program: {exc}") from None
-        if uid is not None:
-            os.chown(self.scratch, uid, uid)
-        os.chmod(self.scratch, 0o700)
-        read, write = os.pipe()
-        argv = [*argv, "--reply-fd", str(write)]
-        with open(self._err, "wb") as err:
-            try:
-                self.proc = subprocess.Popen(
-                    argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, pass_fds=(write,),
-                    env=env, cwd=self.scratch, preexec_fn=preexec(self.limits, uid), start_new_session=True,
-                )
-            except OSError as exc:
-                raise ClusterError(f"cannot start the executor: {exc.strerror}") from None
-            finally:
-                os.close(write)
-        self._reply_fd = read
+        """Start the executor (or take over the warm one), confine it to this run's limits, say
+        hello; its Ready."""
+        if self.proc is None:
+            self._proc.launch(self.sandbox, self.limits)
         start = time.monotonic()
-        self._send(hello, timeout)
-        return self._receive(protocol.Ready, timeout - (time.monotonic() - start))
+        limits = confined_limits(self.limits, self._proc.uid)
+        self._send(protocol.Confine("confine", limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes), timeout)
+        self._send(hello, timeout - (time.monotonic() - start))
+        ready = self._receive(protocol.Ready, timeout - (time.monotonic() - start))
+        self.startup_s = time.monotonic() - self._proc.launched_at
+        return ready
 
     def request(self, job: Any, reply: type[T], timeout: float) -> T:
         start = time.monotonic()
@@ -179,17 +288,7 @@ class ExecutorSession:
         return self._jobs
 
     def close(self) -> None:
-        self.close_process()
-        if self.proc is not None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        if self._reply_fd is not None:
-            os.close(self._reply_fd)
-            self._reply_fd = None
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        shutil.rmtree(self.work, ignore_errors=True)
+        self._proc.close()
 
     def __enter__(self) -> ExecutorSession:
         return self
@@ -230,15 +329,7 @@ class ExecutorSession:
         return ExecutorFailure(reason, self._evidence(), limit)
 
     def close_process(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                self.proc.kill()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
+        self._proc.kill()
 
     def _send(self, message: Any, timeout: float) -> None:
         """Write a job line without ever blocking past `timeout` (a program that stops reading
@@ -273,16 +364,16 @@ class ExecutorSession:
         return self.fail(FailureReason.RESOURCE_LIMIT if limited else FailureReason.CRASHED)
 
     def _receive(self, kind: type[T], timeout: float) -> T:
-        assert self._reply_fd is not None
+        assert self._proc.reply_fd is not None
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self.fail(FailureReason.TIMED_OUT, timeout)
-            ready, _, _ = select.select([self._reply_fd], [], [], min(left, 1.0))
+            ready, _, _ = select.select([self._proc.reply_fd], [], [], min(left, 1.0))
             if not ready:
                 continue
-            chunk = os.read(self._reply_fd, 1 << 20)
+            chunk = os.read(self._proc.reply_fd, 1 << 20)
             if not chunk:
                 raise self._ended()
             self._buffer += chunk
@@ -299,10 +390,11 @@ class TrustedCluster:
     """Where executors run: in the sandbox (or, told so, without one), `workers` runs at a time,
     locally or on a Ray cluster."""
 
-    def __init__(self, *, workers: int = 1, ray_address: str | None = None, sandbox: bool = True) -> None:
+    def __init__(self, *, workers: int = 1, ray_address: str | None = None, sandbox: bool = True, warm: WarmPool | None = None) -> None:
         if workers < 1:
             raise ValueError("the trusted cluster needs at least one worker")
         self.workers, self.ray_address, self.sandbox = workers, ray_address, sandbox
+        self.warm = warm if ray_address is None else None  # local processes: of no use to a Ray task elsewhere
         if sandbox:
             problem = sandbox_problem()
             if problem is not None:
@@ -319,12 +411,17 @@ class TrustedCluster:
             parts.append(f"scheduled on the Ray cluster at {ray_address}")
         self.isolation = "; ".join(parts)
 
+    def executors_per_run(self, runs: int) -> int:
+        """Executors one run's replays are spread over: the workers left when every run has one
+        (a Ray task: one; the Ray cluster spreads the runs)."""
+        return 1 if self.ray_address else max(1, self.workers // max(1, runs))
+
     def map(self, fn: Callable[[T], R], items: Sequence[T], progress: Callable[[int, int], None] | None = None) -> list[R]:
         """fn over items (one per run), `workers` at a time; results in order."""
         if self.ray_address:
             return self._map_ray(fn, items, progress)
         out: list[R] = []
-        if self.workers == 1 or len(items) <= 1:
+        if self.workers == 1 or len(items) <= 1:  # one run: its executors work in parallel (executors_per_run)
             for i, item in enumerate(items, 1):
                 out.append(fn(item))
                 if progress is not None:

@@ -10,6 +10,7 @@ pinned copy from the Verifier's own installation then runs instead of the staged
 a logged digest, a recorded loss or learning rate, another run, a key or the Verifier's secret.
 
 API (one JSON line per message on stdin, one reply line on the pipe `--reply-fd` names; protocol.py):
+  Confine                      -> (none): the run's resource limits, set before anything else is read
   Hello                        -> Ready(batch_size)
   ProgramJob(steps, settings_at) -> ProgramReply: W0 file, lr of every step, optimizer and
                                   scheduler settings at the given step counts
@@ -219,7 +220,7 @@ class _Executor:
             assert proc.stdin is not None
             proc.stdin.write(hello)
             proc.stdin.flush()
-            self.ranks.append((proc, _Channel(os.fdopen(read, "rb"), open(os.devnull, "wb"))))
+            self.ranks.append((proc, _Channel(os.fdopen(read, "rb"), open(os.devnull, "wb"))))  # noqa: SIM115 (lives with the rank)
 
     def serve(self) -> None:
         from computewatch.verifier.protocol import LossesJob, ProgramJob, Ready, ReplayJob, SamplesJob
@@ -273,8 +274,34 @@ def main(argv: list[str] | None = None) -> None:
     if args.rank is not None:
         _rank_main(args)
         return
+    _warm_up()
     channel = _Channel(sys.stdin.buffer, os.fdopen(args.reply_fd, "wb", buffering=0))
+    _confine(channel)
     _Executor(args, channel).serve()
+
+
+def _warm_up() -> None:
+    """Import what every job needs before the judge has anything to say (a warm executor waits
+    here for its run): torch, and torch._dynamo, which every torch optimizer imports on
+    construction (`torch.optim` wraps its methods for the compiler), so it costs the same here
+    as at the first job; the replay and the executor's own modules. Nothing of the Prover's."""
+    import torch._dynamo  # noqa: F401
+    import safetensors.torch  # noqa: F401
+
+    import computewatch.formats.checkpoint
+    import computewatch.formats.program
+    import computewatch.verifier._replay
+    import computewatch.verifier.flops  # noqa: F401
+
+
+def _confine(channel: _Channel) -> None:
+    """The run's resource limits, set on this process (and so on everything it starts) before
+    the Hello names the Prover's program."""
+    from computewatch.verifier.protocol import Confine
+    from computewatch.verifier.sandbox import Limits
+
+    limits: Confine = channel.receive(Confine)
+    Limits(limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes).tighten()
 
 
 if __name__ == "__main__":

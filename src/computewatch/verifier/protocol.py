@@ -26,6 +26,7 @@ from typing import Any, get_type_hints
 __all__ = [
     "MAX_MESSAGE",
     "CheckOutcome",
+    "Confine",
     "Hello",
     "LossesJob",
     "LossesReply",
@@ -49,7 +50,7 @@ class ProtocolError(ValueError):
     """A message that is not one of the protocol's types, exactly."""
 
 
-class Status(str, enum.Enum):
+class Status(str, enum.Enum):  # noqa: UP042 (StrEnum would change how the members format)
     """A check's outcome. Only `failed` makes a violation; `undecided` on a decisive check makes
     a verdict inconclusive; `not-run` is neutral (nothing to check, or not asked for)."""
 
@@ -75,6 +76,19 @@ class CheckOutcome:
 
 
 # ------------------------------------------------------------------ judge -> executor
+@dataclass(frozen=True)
+class Confine:
+    """Sent first, before anything of the Prover's: the resource limits (setrlimit, inherited by
+    every process it starts) the executor puts on itself before it reads the Hello. A warm
+    executor was started before the judge knew the run; the limits are the run's."""
+
+    kind: str
+    cpu_seconds: int
+    address_space: int  # bytes, per process
+    file_size: int  # bytes, per file
+    processes: int  # processes and threads of the sandbox's user
+
+
 @dataclass(frozen=True)
 class Hello:
     """Sent once: what the executor may know about the run (nothing the judge compares with)."""
@@ -191,7 +205,7 @@ class LossesReply:
 
 
 _TYPES: dict[str, type] = {
-    "hello": Hello, "program": ProgramJob, "samples": SamplesJob, "replay": ReplayJob, "losses": LossesJob,
+    "confine": Confine, "hello": Hello, "program": ProgramJob, "samples": SamplesJob, "replay": ReplayJob, "losses": LossesJob,
     "ready": Ready, "program-reply": ProgramReply, "samples-reply": SamplesReply, "replay-reply": ReplayReply,
     "losses-reply": LossesReply,
 }

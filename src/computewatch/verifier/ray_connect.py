@@ -9,9 +9,10 @@ from typing import Any
 
 from computewatch.crypto.errors import ComputewatchError
 
-__all__ = ["RAY_CONNECT_TIMEOUT_S", "RayConnectError", "connect_ray"]
+__all__ = ["RAY_CONNECT_TIMEOUT_S", "RAY_LOCAL_START_TIMEOUT_S", "RayConnectError", "connect_ray"]
 
 RAY_CONNECT_TIMEOUT_S = 30.0
+RAY_LOCAL_START_TIMEOUT_S = 180.0  # "local" starts a cluster here (GCS, raylet, workers): slow on loaded cores
 log = logging.getLogger("computewatch.verifier.cluster")
 
 
@@ -20,13 +21,16 @@ class RayConnectError(ComputewatchError):
 
 
 def connect_ray(ray: Any, address: str | None, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """`ray.init(address)` ("local": a local cluster) within `timeout` seconds, else RayConnectError."""
+    """`ray.init(address)` ("local": a local cluster, given at least RAY_LOCAL_START_TIMEOUT_S to
+    start) within `timeout` seconds, else RayConnectError."""
+    if address == "local":
+        timeout = max(timeout, RAY_LOCAL_START_TIMEOUT_S)
     failure: list[BaseException] = []
 
     def connect() -> None:
         try:
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+        except BaseException as exc:  # handed to the caller
             failure.append(exc)
 
     log.info("connecting to the Ray cluster at %s", address)

@@ -40,7 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "SandboxError", "executor_command", "find_bwrap", "sandbox_problem", "SANDBOX_INPUTS", "SANDBOX_SCRATCH"]
+from computewatch._threads import PASSIVE_THREADS_ENV
+
+__all__ = ["SANDBOX_INPUTS", "SANDBOX_SCRATCH", "Limits", "SandboxError", "confined_limits", "executor_command", "find_bwrap", "sandbox_problem"]
 
 SANDBOX_INPUTS = "/in"
 SANDBOX_SCRATCH = "/scratch"
@@ -67,6 +69,16 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         nproc = self.processes + uid_processes
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+
+    def tighten(self) -> None:
+        """Set the limits on this running process, never above one it already has (an executor
+        started with its run's limits keeps them; a warm one gets them now): a limit only ever
+        goes down."""
+        for kind, value in ((resource.RLIMIT_CPU, self.cpu_seconds), (resource.RLIMIT_AS, self.address_space),
+                            (resource.RLIMIT_FSIZE, self.file_size), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, self.processes)):
+            hard = resource.getrlimit(kind)[1]
+            new = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (new, new))
 
 
 def find_bwrap() -> str | None:
@@ -99,9 +111,9 @@ def _python_roots() -> list[str]:
             roots.append(p)
     for entry in sys.path:
         real = os.path.realpath(entry) if entry else ""
-        if real and ("site-packages" in real or "dist-packages" in real) and os.path.isdir(real):
-            if not any(real == r or real.startswith(r + "/") for r in [*roots, "/usr"]):
-                roots.append(real)
+        if (real and ("site-packages" in real or "dist-packages" in real) and os.path.isdir(real)
+                and not any(real == r or real.startswith(r + "/") for r in [*roots, "/usr"])):
+            roots.append(real)
     return roots
 
 
@@ -148,6 +160,7 @@ def executor_command(
     in_dir, out_dir = (SANDBOX_INPUTS, SANDBOX_SCRATCH) if sandbox else (str(inputs), str(scratch))
     env = {"PYTHONPATH": _PACKAGE_ROOT if sandbox else str(package.parent), "HOME": out_dir, "TMPDIR": f"{out_dir}/tmp",
            "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+           **PASSIVE_THREADS_ENV,
            "GLOO_SOCKET_IFNAME": "lo", "PATH": "/usr/bin:/bin"}
     tail = [sys.executable, "-s", "-m", "computewatch.verifier.executor", "--inputs", in_dir, "--scratch", out_dir]
     if uid is not None:
@@ -202,12 +215,23 @@ def uid_process_count() -> int:
     return count
 
 
-def preexec(limits: Limits, uid: int | None) -> Callable[[], None]:
+def preexec(limits: Limits | None, uid: int | None) -> Callable[[], None]:
     """What the child does between fork and exec: its limits (counted for a fresh uid, or on top
-    of what the caller's user already runs)."""
+    of what the caller's user already runs). None: a warm executor started before the judge knew
+    its run; only core dumps are off until it confines itself (`confined_limits`)."""
+    if limits is None:
+        return lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     already = 0 if uid is not None else uid_process_count()
 
     def run() -> None:
         limits.apply(already)
 
     return run
+
+
+def confined_limits(limits: Limits, uid: int | None) -> Limits:
+    """The limits a running executor sets on itself (protocol `Confine`): the process count
+    counted as `preexec` counts it (a fresh uid: only the sandbox; else on top of what the
+    caller's user already runs)."""
+    already = 0 if uid is not None else uid_process_count()
+    return Limits(limits.cpu_seconds, limits.address_space, limits.file_size, limits.processes + already)

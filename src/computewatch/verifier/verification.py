@@ -32,7 +32,7 @@ from computewatch.verifier import _audit, _examine
 from computewatch.verifier._run import StagedRun, staged_run
 from computewatch.verifier.binding import RunBinding, binding_findings, sole_prover
 from computewatch.verifier.busy import busy_findings
-from computewatch.verifier.cluster import TrustedCluster
+from computewatch.verifier.cluster import TrustedCluster, WarmPool
 from computewatch.verifier.evidence import ChipEvidence, EvidenceError, find_chip_dirs, read_chip
 from computewatch.verifier.losses import run_loss_findings
 from computewatch.verifier.measured import EFFICIENCY, OVERHEAD_S, measurable, measured_flops
@@ -74,6 +74,7 @@ class VerifyRequest:
     held_runs: Sequence[RunBinding] = ()  # (Prover key, run id, precommitment) the Verifier holds, e.g. from the register
     responses: Sequence[str | os.PathLike[str]] = ()  # step-challenge response folders (issue 19)
     now_ns: int | None = None  # the judge's clock for response deadlines (default: now)
+    warm: WarmPool | None = None  # executors started ahead (cluster.WarmPool; the caller closes it); not used on Ray
 
 
 class _Checks:
@@ -123,7 +124,8 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
     checks = _Checks()
     chips = _read_chips(request, checks)
     _check_chip_logs(chips, checks)
-    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process)
+    cluster = TrustedCluster(workers=request.workers, ray_address=request.ray_address, sandbox=request.sandbox and not request.in_process,
+                             warm=request.warm)
     with ExitStack() as stack:
         runs, staged = _inventory(request, checks, stack, report)
         for finding in binding_findings(runs, request.policy_text, request.held_runs):
@@ -347,6 +349,7 @@ def _plan(run: StagedRun, inv: dict[str, Any], segs: list[Segment], expectations
         seed_hex=request.seed.hex(), data_dir=str(Path(data).resolve()) if data else None, policy_text=request.policy_text,
         epsilon=tolerance["epsilon"] if tolerance else None, sandbox=cluster.sandbox, time_scale=request.time_scale,
         memorization=[[s.start, s.end] for s in segs if s.end is not None][:_MEMORIZATION_SEGMENTS],
+        executors=cluster.executors_per_run(len(request.runs)), warm=cluster.warm,
     )
 
 
@@ -361,6 +364,7 @@ def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> No
     run["reference_rate"] = res.reference_rate
     run["unknown_ops"] = res.unknown_ops
     run["replayed_steps"] = res.replayed_steps
+    run["executors"] = res.executors
     run["policy_facts"] = res.policy_facts
     memo = res.memorization
     run["memorization"] = memo
@@ -538,6 +542,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
             "flops_cumulative": [[t, fps * t] for t in range(0, run["steps"] + 1, max(1, run["steps"] // 50))] if fps else [],
         },
         "segments": seg_docs,
+        "executors": run.get("executors", 0),  # sandboxed executors that replayed its segments
         "snapshots": [{k: e[k] for k in ("chip", "counter", "step", "rank", "clock_ns", "busy_ns", "explained", "detail")} for e in expectations],
         "memorization": run.get("memorization"),
     }

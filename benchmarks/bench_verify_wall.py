@@ -1,0 +1,159 @@
+"""Verification wall time against training wall time, and the speed-up of a second worker (issue 24).
+
+Everything is timed as a user runs it: `computewatch train` and `computewatch verify ...
+--segments all --json` as subprocesses of this script (no in-process shortcut: the command pays
+its own start-up, the judge's imports, the sandboxed executors' start and every replay). Per
+preset and round: one `computewatch train --preset P --steps S --checkpoint-every K --threads 1`
+(a fresh run), then the first round's run verified with `--workers 1` and `--workers 2`, in
+alternating order so that the machine's load falls on both alike. With `--pair`, two runs of
+the first preset are also verified together (one executor each, or both at once); with
+`--before-src DIR` each round also verifies the run with that source tree (main's, say).
+
+Figures are medians over the rounds and ratios within this run:
+  verify_over_train_w1 / _w2   verify wall time over training wall time (target <= 1.5)
+  speedup_total                verify --workers 1 over --workers 2, whole command (target >= 1.7)
+  executors                    per run, the sandboxed executors that replayed its segments
+Load averages are recorded beside each figure: the machine is shared.
+
+    python benchmarks/bench_verify_wall.py [--presets tiny,mlp] [--steps 64] [--checkpoint-every 4]
+        [--rounds 3] [--pair] [--before-src DIR]
+
+Prints JSON and writes benchmarks/results/bench_verify_wall.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
+
+_SEED = "00" * 32  # the same segment and data choice in every verification
+
+
+def _timed(cmd: list[str], *, env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall seconds, exit status, stdout); stderr (progress lines) is not kept."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - start, proc.returncode, proc.stdout.decode(errors="replace")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "computewatch", *args]
+
+
+def train(out: Path, preset: str, steps: int, every: int, env: dict[str, str]) -> float:
+    wall, code, text = _timed(_cli("train", "--preset", preset, "--steps", str(steps), "--checkpoint-every", str(every),
+                                      "--threads", "1", "--out", str(out)), env=env)
+    if code != 0:
+        raise SystemExit(f"computewatch train failed ({code}): {text[-500:]}")
+    return wall
+
+
+def verify(runs: list[Path], workers: int, env: dict[str, str], before: str | None = None) -> dict[str, Any]:
+    """One `computewatch verify` (with `before`: another source tree's, e.g. main's, via PYTHONPATH)."""
+    if before is not None:
+        env = {**env, "PYTHONPATH": before}
+    cmd = _cli("verify", *map(str, runs), "--chips", *[str(r / "chips") for r in runs],
+               "--chipmaker-pub", str(runs[0] / "chips" / "chipmaker" / "chipmaker.pub"),
+               *[a for r in runs[1:] for a in ("--chipmaker-pub", str(r / "chips" / "chipmaker" / "chipmaker.pub"))],
+               "--prover-pub", str(runs[0] / "keys" / "prover.pub"),
+               *[a for r in runs[1:] for a in ("--prover-pub", str(r / "keys" / "prover.pub"))],
+               "--segments", "all", "--seed", _SEED, "--workers", str(workers), "--json")
+    load = os.getloadavg()[0]
+    wall, code, text = _timed(cmd, env=env)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise SystemExit(f"computewatch verify printed no JSON (exit {code}): {text[-500:]}") from None
+    if doc.get("verdict") != "compliant":  # the honest run verifies, or the figure means nothing
+        raise SystemExit(f"the honest run is not compliant: {[c for c in doc.get('checks', []) if c.get('passed') is False]}")
+    return {"wall": wall, "load": load,
+            "segments": doc["selection"]["segments_replayed"], "executors": [r.get("executors") for r in doc["runs"]]}
+
+
+def _median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return statistics.median(got) if got else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def measure_preset(preset: str, steps: int, every: int, rounds: int, tmp: Path, env: dict[str, str],
+                   before: str | None = None) -> dict[str, Any]:
+    trains: list[float] = []
+    loads: list[float] = []
+    ver: dict[int, list[dict[str, Any]]] = {1: [], 2: [], 0: []}  # 0: the `before` source tree, --workers 1
+    first = tmp / f"{preset}-0"
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        trains.append(train(tmp / f"{preset}-{r}", preset, steps, every, env))
+        for workers in ((1, 2, 0) if r % 2 == 0 else (0, 2, 1)):
+            if workers or before:
+                ver[workers].append(verify([first], workers or 1, env, before if workers == 0 else None))
+        print(f"{preset} round {r + 1}/{rounds}: train {trains[-1]:.1f} s, verify w1 {ver[1][-1]['wall']:.1f} s, "
+              f"w2 {ver[2][-1]['wall']:.1f} s (load {loads[-1]:.1f})", file=sys.stderr)
+    t = statistics.median(trains)
+    b = _median([v["wall"] for v in ver[0]])
+    w1, w2 = _median([v["wall"] for v in ver[1]]), _median([v["wall"] for v in ver[2]])
+    return {
+        "preset": preset, "steps": steps, "checkpoint_every": every, "segments": ver[1][0]["segments"], "rounds": rounds,
+        "train_seconds": trains, "verify_seconds": {str(k): [v["wall"] for v in vs] for k, vs in ver.items()},
+        "executors": {str(k): [v["executors"] for v in vs] for k, vs in ver.items()},
+        "load_average": {"train": loads, "verify": {str(k): [v["load"] for v in vs] for k, vs in ver.items()}},
+        "median_seconds": {"train": t, "verify_w1": w1, "verify_w2": w2},
+        "verify_over_train_w1": _ratio(w1, t), "verify_over_train_w2": _ratio(w2, t),
+        "before": {"src": before, "median_seconds": b, "verify_over_train": _ratio(b, t), "before_over_after_w1": _ratio(b, w1)}
+        if before else None,
+        "speedup_total": _ratio(w1, w2),
+    }
+
+
+def measure_pair(preset: str, tmp: Path, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+    """Two runs in one verification: each its own executor, one at a time or both at once."""
+    runs = [tmp / f"{preset}-0", tmp / f"{preset}-1"]
+    ver: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for r in range(rounds):
+        for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
+            ver[workers].append(verify(runs, workers, env))
+    w1, w2 = _median([v["wall"] for v in ver[1]]), _median([v["wall"] for v in ver[2]])
+    return {"preset": preset, "runs": 2, "verify_seconds": {str(k): [v["wall"] for v in vs] for k, vs in ver.items()},
+            "executors": {str(k): [v["executors"] for v in vs] for k, vs in ver.items()},
+            "load_average": {str(k): [v["load"] for v in vs] for k, vs in ver.items()},
+            "speedup_total": _ratio(w1, w2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", default="tiny,mlp")
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--checkpoint-every", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pair", action="store_true", help="also verify two runs of the first preset together")
+    parser.add_argument("--before-src", help="also verify each run with this source tree (e.g. main's src/), --workers 1")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    result: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)), "command": " ".join(sys.argv), "presets": [],
+                              "targets": {"verify_over_train": 1.5, "speedup_total": 1.7}}
+    with tempfile.TemporaryDirectory(prefix="bench-verify-wall-") as tmp:
+        presets = [p for p in args.presets.split(",") if p]
+        for preset in presets:
+            result["presets"].append(measure_preset(preset, args.steps, args.checkpoint_every, max(2 if args.pair else 1, args.rounds),
+                                                    Path(tmp), env, args.before_src))
+        if args.pair and presets:
+            result["pair"] = measure_pair(presets[0], Path(tmp), args.rounds, env)
+    publish("bench_verify_wall", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Verification wall time (issue 24): one run's segments over several executors, deterministic
+mode without torch's compiler, idle threads that sleep. No sandbox is started here except in the
+one end-to-end test (tests/test_verifier_sandbox.py covers the warm executor's confinement)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from computewatch.verifier._fanout import Spread, helpers_worth_starting
+
+
+class _Conv:
+    """A stand-in executor conversation: records the segments it replayed, in order."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.done, self.killed, self.stopped = name, [], False, False
+
+
+def _spread(segments: list[int], *, startup_s: float, most: int, work_s: float = 0.0, fail_at: int | None = None,
+            broken_start: bool = False) -> tuple[Spread, _Conv, list[_Conv]]:
+    primary, made = _Conv("primary"), []
+    lock = threading.Lock()
+
+    def make() -> _Conv:
+        with lock:
+            made.append(_Conv(f"helper{len(made)}"))
+            return made[-1]
+
+    def begin(conv: _Conv) -> None:
+        if broken_start:
+            raise RuntimeError("could not start")
+
+    def work(conv: _Conv, index: int, seg: int) -> None:
+        time.sleep(work_s)
+        if seg == fail_at:
+            raise RuntimeError(f"failed at {seg}")
+        conv.done.append(seg)
+
+    spread = Spread(segments, primary, work, make, begin, lambda c: setattr(c, "killed", True), lambda c: setattr(c, "stopped", True),
+                    lambda seg: 4, startup_s, most)
+    return spread, primary, made
+
+
+def test_every_segment_once_and_each_executor_in_ascending_order() -> None:
+    segments = list(range(0, 64, 4))
+    spread, primary, made = _spread(segments, startup_s=0.0, most=2, work_s=0.01)
+    assert spread.run() == [None] * len(segments)
+    assert spread.helpers_started == 2 and len(made) == 2
+    replayed = [seg for conv in [primary, *made] for seg in conv.done]
+    assert sorted(replayed) == segments  # each once
+    for conv in [primary, *made]:
+        assert conv.done == sorted(conv.done)  # never back to an earlier checkpoint
+        assert conv is primary or conv.stopped  # every helper ended
+
+
+def test_no_helper_when_the_work_left_is_below_twice_the_start_up() -> None:
+    spread, primary, made = _spread(list(range(8)), startup_s=60.0, most=3)
+    assert spread.run() == [None] * 8
+    assert made == [] and primary.done == list(range(8))
+    assert helpers_worth_starting(10.0, 4.0, 3) == 3 and helpers_worth_starting(7.9, 4.0, 3) == 0
+    assert helpers_worth_starting(100.0, 1.0, 0) == 0
+
+
+def test_a_helper_that_cannot_start_loses_no_segment() -> None:
+    spread, primary, made = _spread(list(range(6)), startup_s=0.0, most=2, work_s=0.005, broken_start=True)
+    assert spread.run() == [None] * 6
+    assert primary.done == list(range(6)) and all(not c.done for c in made)
+
+
+def test_a_failed_segment_is_returned_at_its_place_and_its_executor_takes_no_more() -> None:
+    spread, primary, _ = _spread(list(range(5)), startup_s=60.0, most=1, fail_at=2)
+    errors = spread.run()
+    assert [e is not None for e in errors] == [False, False, True, False, False]
+    assert primary.done == [0, 1]  # the failed executor stopped; nobody else was started
+
+
+def test_deterministic_mode_sets_both_flags_without_loading_the_compiler() -> None:
+    code = ("import sys, torch\n"
+            "from computewatch.formats.program import deterministic_cpu\n"
+            "deterministic_cpu(1)\n"
+            "assert torch.are_deterministic_algorithms_enabled()\n"
+            "assert not any(m.startswith(('torch._inductor', 'torch._dynamo')) for m in sys.modules), 'compiler loaded'\n"
+            "import torch._inductor.config as c\n"
+            "assert c.deterministic, 'inductor not deterministic'\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop("TORCHINDUCTOR_DETERMINISTIC", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_deterministic_mode_reaches_a_compiler_already_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from computewatch.formats.program import deterministic_cpu
+
+    loaded = types.SimpleNamespace(deterministic=False)  # stands in for torch._inductor.config, loaded earlier
+    monkeypatch.setitem(sys.modules, "torch._inductor.config", loaded)
+    monkeypatch.setenv("TORCHINDUCTOR_DETERMINISTIC", "0")  # restored afterwards
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        deterministic_cpu(1)
+        assert loaded.deterministic and torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(threads)
+        torch._C._set_deterministic_algorithms(flag)
+
+
+def test_the_cli_asks_for_sleeping_openmp_threads() -> None:
+    # The CLI's entry point sets the policy before any command loads torch; a user's choice is kept.
+    runner = ("import os\n"
+              "import computewatch.cli as cli\ncli.app = lambda: print(os.environ.get('OMP_WAIT_POLICY'))\ncli.main()\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.stdout.strip() == "PASSIVE", proc.stderr[-1000:]
+    proc = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=120)
+    assert proc.stdout.strip() == "ACTIVE", proc.stderr[-1000:]
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _runs import failed, honest_run, run_verify
+
+    from computewatch.verifier import _fanout
+    from computewatch.verifier.cluster import WarmPool
+
+    monkeypatch.setattr(_fanout, "helpers_worth_starting", lambda left, startup, most: most)  # a tiny run is never worth it
+    run = honest_run(tmp_path / "run", steps=12)
+    with WarmPool(1, sandbox=True) as warm:
+        doc = run_verify(run, segments="all", workers=workers, warm=warm)
+    assert doc["verdict"] == "compliant", failed(doc)
+    (rd,) = doc["runs"]
+    assert rd["executors"] == 2
+    assert [s["from"] for s in rd["segments"]] == [0, 4, 8] and all(s["passed"] for s in rd["segments"])
+    assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
+
+
+def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from computewatch.verifier.cluster import TrustedCluster
+
+    asked: list[dict] = []
+
+    class _Ray:  # stands in for the ray package: tasks run here, in order
+        @staticmethod
+        def is_initialized() -> bool:
+            return True
+
+        @staticmethod
+        def remote(**options: object):
+            asked.append(options)
+            return lambda fn: types.SimpleNamespace(remote=lambda item: (fn, item))
+
+        @staticmethod
+        def get(ref: tuple) -> object:
+            fn, item = ref
+            return fn(item)
+
+    monkeypatch.setitem(sys.modules, "ray", _Ray)
+    cluster = TrustedCluster(workers=4, ray_address="ray://head:10001", sandbox=False, warm=object())  # type: ignore[arg-type]
+    assert cluster.warm is None  # started processes here are of no use to a task on another node
+    assert cluster.executors_per_run(1) == 1 and TrustedCluster(workers=4, sandbox=False).executors_per_run(1) == 4
+    assert TrustedCluster(workers=4, sandbox=False).executors_per_run(3) == 1
+    assert cluster.map(lambda x: x * 10, [1, 2, 3]) == [10, 20, 30]
+    assert asked == [{"num_cpus": 1}]
+
+
+def test_confining_an_executor_never_raises_a_limit_it_already_has() -> None:
+    # A cold executor starts with its run's limits and is confined to them again; a count of the
+    # caller's processes taken later may be higher: the limit must stay, not fail to rise.
+    code = ("import resource\n"
+            "from computewatch.verifier.sandbox import Limits\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+            "Limits(cpu_seconds=10**6, address_space=1 << 40, file_size=1 << 30, processes=1 << 20).tighten()\n"
+            "assert resource.getrlimit(resource.RLIMIT_FSIZE) == (1 << 20, 1 << 20)\n"
+            "Limits(cpu_seconds=10**6, address_space=1 << 40, file_size=1 << 10, processes=1 << 20).tighten()\n"
+            "assert resource.getrlimit(resource.RLIMIT_FSIZE) == (1 << 10, 1 << 10)\n"
+            "assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
