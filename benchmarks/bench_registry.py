@@ -49,7 +49,7 @@ from pathlib import Path
 import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _databases import database  # noqa: E402
+from _databases import database
 
 from computewatch.cli._common import available_cores, progress
 from computewatch.crypto.signing import SigningKey

@@ -183,7 +183,7 @@ def main() -> None:
         for i in range(args.jump_trials):
             where = rng.randrange(n // 10, n)
             run = forged_run(tmp / f"jump-{i}", n, [where], "jump", checkpoint_every=args.every)
-            spot, localized, findings, challenge = challenge_and_judge(run, _keys(run.run_dir), bytes([i]) * 32, 0, tmp / f"jump-judge-{i}", top_q=2)
+            spot, localized, _findings, challenge = challenge_and_judge(run, _keys(run.run_dir), bytes([i]) * 32, 0, tmp / f"jump-judge-{i}", top_q=2)
             drawn = [s["step"] for s in challenge["steps"]]
             ok = where in drawn and any(f["step"] == where for f in spot["failed"])
             caught += ok

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+import itertools
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -57,7 +58,7 @@ def _measured(seeds: int) -> dict[str, Any]:
         snapshots = sorted(s["step"] for s in info["snapshots"])
         checkpoints = list(range(0, 65, 4))
         norms = info["series"]["update_norms"]
-        pairs = list(zip(checkpoints, checkpoints[1:]))
+        pairs = list(itertools.pairwise(checkpoints))
         hits = dict.fromkeys(pairs, 0)
         for i in range(seeds):
             for seg in select_segments(info["run_id"], checkpoints, snapshots, norms, i.to_bytes(8, "big") * 4, count=1):
