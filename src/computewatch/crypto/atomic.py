@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+import contextlib
 
 __all__ = ["append_durable", "atomic_write", "fsync_dir"]
 
@@ -38,10 +39,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         os.replace(tmp, target)
     except BaseException:
         # Leave no stray temp file behind; the old target is untouched.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_dir(folder)
 
