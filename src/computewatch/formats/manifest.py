@@ -123,7 +123,7 @@ class Manifest:
         digest = obj["sample_hashes"]
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
             raise FormatError("manifest: sample_hashes must be an object digest (64 lowercase hex characters)")
-        return cls(pre, tuple(c["chip_id"] for c in chips), digest, dict(steps) if with_steps else None)
+        return cls(pre, tuple(c["chip_id"] for c in chips), digest, dict(steps) if with_steps and isinstance(steps, dict) else None)
 
 
 def prover_key(storage: RunStorage) -> SigningKey:

@@ -31,6 +31,7 @@ from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.formats.commitments import StateCommitment
 from computewatch.formats.storage import RunStorage, StoreError
+import itertools
 
 __all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root", "records_root"]
 
@@ -136,7 +137,7 @@ class StepLog:
         """Write consecutive records as one segment, atomically."""
         if not records:
             return
-        for a, b in zip(records, records[1:]):
+        for a, b in itertools.pairwise(records):
             if b.step != a.step + 1:
                 raise FormatError(f"step records must be consecutive: {a.step} then {b.step}")
         data = b"".join(r.encode() for r in records)

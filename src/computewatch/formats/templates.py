@@ -25,7 +25,7 @@ Templates:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from computewatch.crypto.errors import FormatError
@@ -54,13 +54,13 @@ class Template:
         return _digest(self.root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _files(root: Path) -> tuple[tuple[str, bytes], ...]:
     paths = sorted(p for p in root.rglob("*.py") if p.is_file() and "__pycache__" not in p.parts)
     return tuple((p.relative_to(root).as_posix(), p.read_bytes()) for p in paths)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _digest(root: Path) -> str:
     from computewatch.formats.program import code_digest_of
 
