@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from computewatch._faults import fault_point
@@ -16,9 +16,9 @@ from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import db
 from computewatch.registry import schema as s
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
-from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
+from computewatch.registry.errors import ConflictError, CustodyError, NotFoundError, RegistryError
 
-__all__ = ["RegistryBase", "format_time", "joined"]
+__all__ = ["RegistryBase", "format_time", "inserted_id", "joined"]
 
 # A caller's open write transaction the register's operations join (see `joined`).
 _JOINED: ContextVar[Connection | None] = ContextVar("computewatch_registry_joined", default=None)
@@ -46,17 +46,25 @@ DEFAULT_SETTINGS = {
 
 def format_time(t: datetime) -> str:
     """ISO-8601 UTC with microseconds and a Z: sorts as text, compares the same everywhere."""
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _pause_point(name: str) -> None:
     """Inside an open write transaction: crash tests stop or kill the process here (they kill it,
     or race another writer against it; computewatch._faults, point `registry.transaction`)."""
     fault_point("registry.transaction", name=name)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the one row an INSERT added (every table here has an integer key)."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RegistryError("the database returned no key for a new row")
+    return int(key[0])
 
 
 class RegistryBase:
@@ -167,6 +175,13 @@ class RegistryBase:
         if party_id is None:
             return None
         return conn.execute(select(s.parties).where(s.parties.c.id == party_id)).first()
+
+    def _party_of(self, conn: Connection, party_id: int | None) -> Row:
+        """The party an item or record names (its holder, maker, signer): always there in a sound register."""
+        row = self._party_by_id(conn, party_id)
+        if row is None:
+            raise CustodyError(f"party id {party_id!r} is not in the register")
+        return row
 
     def _name(self, conn: Connection, party_id: int | None) -> str | None:
         row = self._party_by_id(conn, party_id)

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert, select, update
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase, _pause_point
+from computewatch.registry._base import RegistryBase, _pause_point, inserted_id
 from computewatch.registry.certificates import check_certificate, read_certificate
 from computewatch.registry.custody import (
     GENESIS,
@@ -50,7 +50,7 @@ class CustodyMixin(RegistryBase):
         """The statement the holder and `to` sign to move `label` (its next sequence number)."""
         with self._read() as conn:
             item = self._item(conn, label)
-            giver = self._party_by_id(conn, item.holder_id)
+            giver = self._party_of(conn, item.holder_id)
             receiver = self._party(conn, to)
             return transfer_statement(
                 register=self.register_id,
@@ -66,7 +66,7 @@ class CustodyMixin(RegistryBase):
         """The statement the holder signs to report `label` lost, damaged or destroyed."""
         with self._read() as conn:
             item = self._item(conn, label)
-            holder = self._party_by_id(conn, item.holder_id)
+            holder = self._party_of(conn, item.holder_id)
             return report_statement(
                 register=self.register_id,
                 subject=self._subject(item),
@@ -90,7 +90,7 @@ class CustodyMixin(RegistryBase):
         """The chipmaker's first transfer of a chip (to its first owner)."""
         with self._read() as conn:
             item = self._item(conn, label)
-            holder = self._party_by_id(conn, item.holder_id)
+            holder = self._party_of(conn, item.holder_id)
         if holder.role != "chipmaker" or item.custody_seq != 0:
             raise CustodyError(f"{label} was already shipped: it is held by {holder.name!r}; use transfer")
         return self.transfer_with_keys(label, to, from_key, to_key, facility=facility)
@@ -106,7 +106,7 @@ class CustodyMixin(RegistryBase):
         try:
             with self._write() as conn:
                 item = self._locked_item(conn, st)
-                giver = self._party_by_id(conn, item.holder_id)
+                giver = self._party_of(conn, item.holder_id)
                 if p["from"]["name"] != giver.name or p["from"]["keyid"] != giver.keyid:
                     raise CustodyError(f"{st.label} is held by {giver.name!r}, not by {p['from']['name']!r}")
                 require_signature(st.envelope, self._key_of(giver), f"the current holder {giver.name!r}")
@@ -218,11 +218,11 @@ class CustodyMixin(RegistryBase):
                 "is the holder hiding chips from oversight? (footnote 22)"
             )
             open_id = int(
-                conn.execute(
+                inserted_id(conn.execute(
                     insert(s.investigations).values(
                         party_id=holder.id, reason=reason, status="open", opened_at=self.now()
                     )
-                ).inserted_primary_key[0]
+                ))
             )
         return open_id
 
@@ -240,9 +240,9 @@ class CustodyMixin(RegistryBase):
                 return found
             t = s.investigations
             return int(
-                conn.execute(
+                inserted_id(conn.execute(
                     insert(t).values(party_id=row.id, reason=reason, status="open", opened_at=self.now())
-                ).inserted_primary_key[0]
+                ))
             )
 
     def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
@@ -301,7 +301,7 @@ class CustodyMixin(RegistryBase):
         return {"serial": label, "exempt": None if revoke else category, "action": "revoke" if revoke else "grant"}
 
     def _check_individual(self, conn: Connection, item: Any) -> None:
-        holder = self._party_by_id(conn, item.holder_id)
+        holder = self._party_of(conn, item.holder_id)
         limit = self._settings(conn)["individual_exemption_max"]
         t = s.items
         held = self._count(conn, t, t.c.holder_id == holder.id, t.c.kind == "chip", t.c.status.in_(_IN_SERVICE))
@@ -329,7 +329,7 @@ class CustodyMixin(RegistryBase):
                 item = None
             if item is None:
                 return self._found_unknown(conn, label, finder, chip_dir, note)
-            holder = self._party_by_id(conn, item.holder_id)
+            holder = self._party_of(conn, item.holder_id)
             if holder.id == finder.id and item.status in _IN_SERVICE:
                 return {"serial": label, "holder": holder.name, "flag": None}
             if item.status in ("lost", "destroyed"):
@@ -423,7 +423,7 @@ class CustodyMixin(RegistryBase):
                 return [f"record {r.seq}: its statement is for {st.subject} sequence {st.seq}"]
             signers = [r.from_id] + ([r.to_id] if r.kind == "transfer" else [])
             for pid in signers:
-                party = self._party_by_id(conn, pid)
+                party = self._party_of(conn, pid)
                 require_signature(st.envelope, self._key_of(party), party.name)
         except CustodyError as exc:
             return [f"record {r.seq}: {exc}"]

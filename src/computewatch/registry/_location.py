@@ -12,7 +12,7 @@ from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.landmark.geo import check_coordinates
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry._base import RegistryBase, inserted_id
 from computewatch.registry._supply import _check_name, as_verify_key
 from computewatch.registry.errors import NotFoundError, RegistryError
 from computewatch.registry.locating import DEFAULT_MAX_AGE, DEFAULT_RADIUS_KM, Landmark, LocatedChip, check
@@ -65,7 +65,7 @@ class LocationMixin(RegistryBase):
         return {"owner": owner, "facility": facility, "latitude": lat, "longitude": lon}
 
     def _located_chip(self, conn: Connection, item: Any) -> LocatedChip:
-        maker = self._party_by_id(conn, item.chipmaker_id)
+        maker = self._party_of(conn, item.chipmaker_id)
         site = None
         if item.facility_id is not None:
             f = conn.execute(select(s.facilities).where(s.facilities.c.id == item.facility_id)).one()
@@ -96,11 +96,11 @@ class LocationMixin(RegistryBase):
                 raise RegistryError(f"location evidence for {serial} is unusable: {exc}") from None
             nonces = result.pop("nonces")
             now = self.now()
-            location_id = int(conn.execute(insert(s.locations).values(
+            location_id = int(inserted_id(conn.execute(insert(s.locations).values(
                 item_id=item.id, facility_id=item.facility_id, holder_id=item.holder_id,
                 outcome="inside" if result["inside"] else "finding", finding=result["finding"],
                 result=canonical_json(result).decode(), evidence=evidence, recorded_at=now,
-            )).inserted_primary_key[0])
+            ))))
             if nonces:
                 conn.execute(insert(n), [{"landmark_keyid": k, "nonce": v, "location_id": location_id} for k, v in nonces])
             if not result["inside"]:

@@ -169,12 +169,12 @@ class LotMixin(RegistryBase):
             self._check_new_chip(conn, chip)  # type: ignore[attr-defined]
             self._record_lot(conn, lot, maker, whole=False)
             fab_id = self._party(conn, fab, ("fab",)).id if fab is not None else None
-            self._create_item(
+            self._create_item(  # type: ignore[attr-defined]
                 conn, "chip", chip.serial, holder=maker, note=f"certified by {maker.name} in lot {lot.lot}",
                 fab_id=fab_id, chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model,
                 peak_flops=chip.peak_flops, certificate=chip.certificate,
             )
-        return self.chip(chip.serial)  # type: ignore[attr-defined,no-any-return]
+        return self.chip(chip.serial)  # type: ignore[attr-defined]
 
     def register_lot_chip_dir(self, manifest: bytes, chip_dir: str | os.PathLike[str], *, fab: str | None = None) -> dict[str, Any]:
         """`register_lot_chip` from a chip state directory (`certificate.json`, `lot-proof.json`)."""
@@ -273,7 +273,7 @@ class LotMixin(RegistryBase):
                 row = conn.execute(select(t.c.holder_id).where(t.c.label == serial)).first()
                 if row is not None:
                     return f"chip {serial} is already registered (holder {self._name(conn, row.holder_id)!r})"
-            for serial, key in zip(dup.serials, dup.keys):
+            for serial, key in zip(dup.serials, dup.keys, strict=True):
                 clone = conn.execute(select(t.c.label).where(t.c.device_key == key)).first()
                 if clone is not None:
                     return f"the device key of chip {serial} is already registered to chip {clone.label}: a cloned identity"
@@ -297,7 +297,7 @@ class _BulkInserter:
     def __init__(self, conn: Connection, maker_id: int, fab_id: int | None, now: str, note: str) -> None:
         self._conn, self._maker, self._fab, self._now, self._note = conn, maker_id, fab_id, now, note
         self._pg = db.is_postgresql(conn)
-        self._raw = conn.connection.driver_connection
+        self._raw: Any = conn.connection.driver_connection
         if not self._pg:
             # A lot is one transaction that touches index pages at random (device keys): with
             # SQLite's default 2 MB page cache they spill and are re-read for every chunk.
@@ -318,8 +318,8 @@ class _BulkInserter:
             return
         ids = self._ids(len(rows))
         m, f, now = self._maker, self._fab, self._now
-        items = [(i, "chip", r[0], f, m, m, 0, "active", r[3], r[1], r[2], c, now) for i, r, c in zip(ids, rows, certs)]
-        custody = [(i, 0, "create", m, self._note, now, r[4]) for i, r in zip(ids, rows)]
+        items = [(i, "chip", r[0], f, m, m, 0, "active", r[3], r[1], r[2], c, now) for i, r, c in zip(ids, rows, certs, strict=True)]
+        custody = [(i, 0, "create", m, self._note, now, r[4]) for i, r in zip(ids, rows, strict=True)]
         failure = None
         try:
             if self._pg:
@@ -328,8 +328,8 @@ class _BulkInserter:
                     for row in items:
                         copy.write_row(row)
                 with cur.copy(f"COPY custody ({', '.join(_CUSTODY_COLUMNS)}) FROM STDIN") as copy:
-                    for row in custody:
-                        copy.write_row(row)
+                    for record in custody:
+                        copy.write_row(record)
             else:
                 cur = self._raw.cursor()
                 cur.executemany(f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES "

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase, format_time
+from computewatch.registry._base import RegistryBase, format_time, inserted_id
 from computewatch.registry.errors import NotFoundError, PlanError
 from computewatch.registry.planning import (
     DRAW_TAG,
@@ -122,17 +122,17 @@ class PlanMixin(RegistryBase):
         }
         commitment = plan_commitment(document)
         with self._write() as conn:
-            plan_id = conn.execute(insert(s.plans).values(
+            plan_id = inserted_id(conn.execute(insert(s.plans).values(
                 period=period, stockpile=stockpile, document=canonical_json(document), commitment=commitment,
                 population=zlib.compress(population, 6), samples=samples, period_end=document["end"],
                 created_at=self.now(),
-            )).inserted_primary_key[0]
+            )))
         return self._plan_summary(int(plan_id), document, commitment, revealed=False), seed
 
     def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[list[Any], str]:
         if owners is None:
             rows = conn.execute(select(s.parties).where(s.parties.c.role == "owner")).all()
-            return rows, "*"
+            return list(rows), "*"
         names = sorted(set(owners))
         if not names:
             raise PlanError("name at least one owner, or none for every owner")

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, insert, select
 from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry._base import RegistryBase, inserted_id
 from computewatch.registry.certificates import (
     CertifiedChip,
     check_batch,
@@ -136,11 +136,11 @@ class SupplyMixin(RegistryBase):
             if conn.execute(select(s.lots.c.id).where(s.lots.c.label == lot)).first() is not None:
                 raise RegistryError(f"lot {lot!r} is already recorded")
             now = self.now()
-            lot_id = conn.execute(
+            lot_id = inserted_id(conn.execute(
                 insert(s.lots).values(
                     fab_id=fab_row.id, label=lot, wafers=wafers, dies_per_wafer=dies_per_wafer, produced_at=now
                 )
-            ).inserted_primary_key[0]
+            ))
             width = max(2, len(str(wafers)))
             labels = [f"{lot}/W{w:0{width}d}" for w in range(1, wafers + 1)]
             for label in labels:
@@ -161,11 +161,11 @@ class SupplyMixin(RegistryBase):
     def _create_item(self, conn: Connection, kind: str, label: str, *, holder: Any, note: str,
                      custody_kind: str = "create", **fields: Any) -> int:
         now = self.now()
-        item_id = conn.execute(
+        item_id = inserted_id(conn.execute(
             insert(s.items).values(
                 kind=kind, label=label, holder_id=holder.id, custody_seq=0, status="active", registered_at=now, **fields
             )
-        ).inserted_primary_key[0]
+        ))
         record = custody_record(
             register=self.register_id, label=label, seq=0, kind=custody_kind, from_name=None, to_name=holder.name,
             facility=None, statement=None, note=note, recorded_at=now, prev=GENESIS,
@@ -302,7 +302,7 @@ class SupplyMixin(RegistryBase):
                 ],
             ).scalars().all()
             rows = []
-            for item_id, c in zip(ids, chips):
+            for item_id, c in zip(ids, chips, strict=True):
                 maker = makers[c.chipmaker_keyid]
                 note = f"certified by {maker.name}"
                 rec = custody_record(
@@ -336,7 +336,7 @@ class SupplyMixin(RegistryBase):
             return self._item_doc(conn, self._item(conn, serial))
 
     def _item_doc(self, conn: Connection, row: Any) -> dict[str, Any]:
-        holder = self._party_by_id(conn, row.holder_id)
+        holder = self._party_of(conn, row.holder_id)
         parent = None
         if row.parent_id is not None:
             parent = conn.execute(select(s.items.c.label).where(s.items.c.id == row.parent_id)).scalar_one()

@@ -25,9 +25,9 @@ from computewatch.formats.attestation import verify_attestation
 from computewatch.formats.chip_entry import envelope_from_obj, from_hex
 from computewatch.formats.identity import verify_chip_certificate
 from computewatch.registry import schema as s
-from computewatch.registry._base import RegistryBase
+from computewatch.registry._base import RegistryBase, inserted_id
 from computewatch.registry._location import location_problems
-from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.errors import CustodyError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:
     from computewatch.registry.inspection import Expected, KnownHead
@@ -63,7 +63,7 @@ class WitnessMixin(RegistryBase):
     def _expected(self, conn: Connection, item: Any) -> Expected:
         from computewatch.registry.inspection import Expected
 
-        maker = self._party_by_id(conn, item.chipmaker_id)
+        maker = self._party_of(conn, item.chipmaker_id)
         return Expected(item.label, bytes(item.device_key), bytes(item.certificate), self._key_of(maker))
 
     def record_tree_head(self, serial: str, evidence: bytes, nonce: bytes | None = None) -> dict[str, Any]:
@@ -224,13 +224,13 @@ class WitnessMixin(RegistryBase):
         body = canonical_json(statement([(f"chip/{item.label}", subject_digest)], PRED_INSPECTION, predicate))
         env = None if key is None else sign_envelope(PAYLOAD_TYPE_INTOTO, body, key).to_json()
         inspector_id = None if inspector is None else self._party(conn, inspector).id
-        return int(conn.execute(insert(s.inspections).values(
+        return int(inserted_id(conn.execute(insert(s.inspections).values(
             item_id=item.id, plan_id=plan, holder_id=item.holder_id, inspector_id=inspector_id,
             outcome=predicate["outcome"], problems=json.dumps(predicate["problems"]),
             notes=json.dumps(predicate["notes"]), tree_size=predicate["tree_size"], root=predicate["root"],
             statement=body, envelope=env, evidence=evidence, log=None if log is None else zlib.compress(log, 6),
             recorded_at=predicate["time"],
-        )).inserted_primary_key[0])
+        ))))
 
     def _last_inspected_size(self, conn: Connection, item_id: int) -> int:
         t = s.inspections
@@ -288,6 +288,8 @@ class WitnessMixin(RegistryBase):
                 env = Envelope.from_json(bytes(r.envelope))
                 if env.payload != bytes(r.statement):
                     problems.append("the inspector's envelope signs another statement")
+                if inspector is None:
+                    raise CustodyError("the inspection names no inspector in the register")
                 verify_envelope(env, [self._key_of(inspector)])
             except ComputewatchError as exc:
                 problems.append(f"inspector signature: {exc}")

@@ -91,7 +91,7 @@ def make_engine(url: str | None = None) -> Engine:
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     memory = not database or database == ":memory:"
-    if not memory:
+    if database and not memory:
         folder = Path(database).parent
         if not folder.is_dir():
             raise RegistryError(f"cannot create the register database {database!r}: folder {str(folder)!r} does not exist")
@@ -99,7 +99,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     engine = create_engine(url, connect_args={"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn, _record) -> None:
         # The driver's own transaction handling is off; SQLAlchemy's begin event below emits BEGIN.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -130,12 +130,11 @@ def write(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
     """One read transaction (a consistent snapshot on both backends)."""
-    with engine.connect() as conn:
-        with conn.begin():
-            yield conn
+    with engine.connect() as conn, conn.begin():
+        yield conn
 
 
-def _alembic_config():  # type: ignore[no-untyped-def]
+def _alembic_config():
     from alembic.config import Config
 
     cfg = Config()

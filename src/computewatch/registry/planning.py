@@ -19,6 +19,7 @@ from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.sampler import XofSampler
 from computewatch.registry.errors import PlanError
+import itertools
 
 __all__ = [
     "DRAW_TAG",
@@ -59,7 +60,7 @@ def seed_commitment(seed: bytes) -> str:
 def encode_population(serials: Sequence[str]) -> bytes:
     """The population as bytes: serials in ascending UTF-8 byte order, each followed by LF."""
     out = sorted(serials, key=lambda s: s.encode("utf-8"))
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         if a == b:
             raise PlanError(f"serial {a!r} appears twice in the population")
     if any("\n" in s or not s for s in out):
