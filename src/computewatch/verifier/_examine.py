@@ -197,7 +197,7 @@ class _Run:
         if sum(reply.lengths) != len(data):
             raise self.session.fail(FailureReason.MALFORMED_OUTPUT)
         out, at = {}, 0
-        for i, n in zip(ids, reply.lengths):
+        for i, n in zip(ids, reply.lengths, strict=True):
             out[i] = data[at : at + n]
             at += n
         return out
@@ -228,7 +228,7 @@ class _Run:
         for files in reply.files:
             if len(files) != len(labels):
                 raise self.session.fail(FailureReason.MALFORMED_REPLY)
-            states.append({label: self.session.tensors(f) for label, f in zip(labels, files)})
+            states.append({label: self.session.tensors(f) for label, f in zip(labels, files, strict=True)})
         return reply, states
 
     def losses(self, weights: list[dict[str, torch.Tensor]], ids: list[int], samples: dict[int, bytes]) -> list[list[float | None]]:
@@ -446,21 +446,21 @@ def _judge_segment(conv: _Run, res: RunResult, seg: Segment, label: str, steps: 
     unsure = plan.mode == "exact" and bool(mismatch)
     doc: dict[str, Any] = {"passed": None, "distance": None, "error": "", "losses": []}
     recs = steps[seg.start : seg.start + len(reply.losses)]
-    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses)]
+    doc["losses"] = [[rec.step, loss] for rec, loss in zip(recs, reply.losses, strict=True)]
     if reply.flops and isinstance(reply.flops.get("total"), int) and reply.flops["total"] >= 0:
         res.flops_claims.append(int(reply.flops["total"]))
         for k, v in (reply.flops.get("unknown_ops") or {}).items():
             if isinstance(v, int):
                 res.unknown_ops[str(k)] = res.unknown_ops.get(str(k), 0) + v
-    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr) if rec.lr != lr]
+    lr_bad = [rec.step for rec, lr in zip(recs, reply.lr, strict=True) if rec.lr != lr]
     if lr_bad:
         res.add("hyperparameters", Status.FAILED, f"{label}: the recorded lr differs from the one the program used in replay (step {lr_bad[0]})")
-    rng_bad = [rec.step for rec, d in zip(recs, reply.rng) if rec.rng != d]
+    rng_bad = [rec.step for rec, d in zip(recs, reply.rng, strict=True) if rec.rng != d]
     if rng_bad:
         res.add("segments", Status.FAILED, f"{label}: the recorded RNG states differ from the replay's (step {rng_bad[0]})")
     loss_ok = all(
         rec.loss is None or (loss is not None and (loss == rec.loss if plan.mode == "exact" else math.isclose(loss, rec.loss, rel_tol=1e-3, abs_tol=1e-6)))
-        for rec, loss in zip(recs, reply.losses)
+        for rec, loss in zip(recs, reply.losses, strict=True)
     )
     if not loss_ok:
         res.add("loss", Status.UNDECIDED if unsure else Status.FAILED, f"{label}: recorded losses differ from the replayed ones")
@@ -523,7 +523,7 @@ def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: li
         if any(i not in samples for i in ids):
             continue
         before, after = conv.losses([run.full_weights(a), run.full_weights(b)], ids, samples)
-        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after)]
+        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after, strict=True)]
         rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
     res.memorization = _audit.memorization(rows)
     twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None

@@ -410,7 +410,7 @@ class _Evaluator:
 
     def _Compare(self, node: ast.Compare) -> bool:
         left = known(self.eval(node.left))
-        for op, right_node in zip(node.ops, node.comparators):
+        for op, right_node in zip(node.ops, node.comparators, strict=True):
             right = known(self.eval(right_node))
             if not _compare(type(op), left, right):
                 return False

@@ -11,6 +11,7 @@ training.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -81,7 +82,7 @@ def staged_samples(inputs: Path, name: str, ids: Sequence[int], lengths: Sequenc
     """The committed sample bytes the judge staged for a job, by id."""
     data = (inputs / name).read_bytes()
     out, at = {}, 0
-    for i, n in zip(ids, lengths):
+    for i, n in zip(ids, lengths, strict=True):
         out[int(i)] = data[at : at + n]
         at += n
     return out
@@ -123,7 +124,7 @@ def replay_rank(program: Any, seed: bytes, strategy: str, rank: int, world: int,
         out["rng"].append(blake3_bytes(torch.get_rng_state().numpy().tobytes()).hex())
         out["lr"].append(float(optimizer.param_groups[0]["lr"]))
         batch = program.collate([samples[s] for s in split_batch(ids, rank, world)])
-        step = lambda: program.train_step(model, optimizer, scheduler, batch)  # noqa: E731
+        step = functools.partial(program.train_step, model, optimizer, scheduler, batch)
         if job.trace and i == len(job.batches) - 1:  # bisection to an operator: digests only leave
             step = _traced(step, out)
         if job.count_flops and out["flops"] is None:

@@ -34,6 +34,7 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
 from computewatch.verifier.sandbox import Limits, SandboxError, executor_command, preexec, sandbox_problem
+import contextlib
 
 __all__ = ["ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "read_regular"]
 
@@ -45,7 +46,7 @@ class ClusterError(ComputewatchError):
     """The Verifier's own machine cannot run the cluster (no sandbox and not told to go without)."""
 
 
-class FailureReason(str, enum.Enum):
+class FailureReason(enum.StrEnum):
     NOT_STARTED = "the training program could not be started under the contract"
     CRASHED = "the training program's process ended during the job"
     TIMED_OUT = "the job ran past its time limit"
@@ -181,10 +182,8 @@ class ExecutorSession:
     def close(self) -> None:
         self.close_process()
         if self.proc is not None and self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
         if self._reply_fd is not None:
             os.close(self._reply_fd)
             self._reply_fd = None
@@ -235,10 +234,8 @@ class ExecutorSession:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
                 self.proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
 
     def _send(self, message: Any, timeout: float) -> None:
         """Write a job line without ever blocking past `timeout` (a program that stops reading

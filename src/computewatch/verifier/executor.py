@@ -159,7 +159,7 @@ class _Executor:
         from computewatch.verifier.protocol import LossesReply
 
         samples = staged_samples(self.inputs, job.samples, job.sample_ids, job.lengths)
-        out = []
+        out: list[list[float | None]] = []
         for weights in job.weights:
             model = self.program.build_model(init_generator(self.seed))
             full = load_file(str(self.inputs / weights))
@@ -219,7 +219,7 @@ class _Executor:
             assert proc.stdin is not None
             proc.stdin.write(hello)
             proc.stdin.flush()
-            self.ranks.append((proc, _Channel(os.fdopen(read, "rb"), open(os.devnull, "wb"))))
+            self.ranks.append((proc, _Channel(os.fdopen(read, "rb"), open(os.devnull, "wb"))))  # noqa: SIM115 - the channel holds it open
 
     def serve(self) -> None:
         from computewatch.verifier.protocol import LossesJob, ProgramJob, Ready, ReplayJob, SamplesJob

@@ -49,7 +49,7 @@ class ProtocolError(ValueError):
     """A message that is not one of the protocol's types, exactly."""
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A check's outcome. Only `failed` makes a violation; `undecided` on a decisive check makes
     a verdict inconclusive; `not-run` is neutral (nothing to check, or not asked for)."""
 

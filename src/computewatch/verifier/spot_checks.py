@@ -129,7 +129,7 @@ def judge_responses(
             if f["run"] == rid:
                 step_ok[f["step"]] = False
         fps = run.get("flops_per_step")
-        for (t, rank, answer), res in zip(keys, results):
+        for (t, rank, answer), res in zip(keys, results, strict=True):
             problem, where = _judge_one(summary, challenge["mode"], epsilon, t, rank, res, answer)
             if res.get("replayed"):
                 replayed += 1

@@ -136,7 +136,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
                 checks.bad("segments", finding)
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
-        for rid, res in zip(runs, results):
+        for rid, res in zip(runs, results, strict=True):
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
         for finding in run_loss_findings(runs):
