@@ -16,7 +16,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
@@ -89,7 +89,7 @@ def check_signature_count(env: Envelope, what: str = "envelope") -> None:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 class Authenticator:
@@ -117,7 +117,7 @@ class Authenticator:
         return str(row.role), VerifyKey.from_raw(bytes(row.public_key))
 
     def _now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def _check_time(self, text: Any) -> None:
         if not isinstance(text, str) or not TIME_RE.fullmatch(text):

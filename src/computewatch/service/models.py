@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -21,12 +21,12 @@ from computewatch.service.errors import ServiceError
 
 __all__ = [
     "ACTION_MODELS",
+    "PARTY_NAME",
     "CommitPlan",
     "DeclareRun",
     "Explain",
     "HashedTranscriptHead",
     "MarkExplained",
-    "PARTY_NAME",
     "PlanSeed",
     "RecordInspection",
     "Refuse",
@@ -120,13 +120,13 @@ class VerifyJob(_Body):
     under `inputs/<owner>/`), or a report-mode chip by serial."""
 
     runs: Annotated[list[RelPath], Field(min_length=1, max_length=64)]
-    chips: Annotated[list[Union[RelPath, ChipCopy]], Field(min_length=1, max_length=4096)]
+    chips: Annotated[list[RelPath | ChipCopy], Field(min_length=1, max_length=4096)]
     mode: Literal["exact", "tolerance"] = "exact"
-    segments: Union[Annotated[int, Field(ge=0, le=10_000)], Literal["all", "auto"]] = "auto"  # auto: the detection target decides
+    segments: Annotated[int, Field(ge=0, le=10000)] | Literal["all", "auto"] = "auto"  # auto: the detection target decides
 
 
 def _utc(text: str) -> datetime:
-    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    t = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     if not 2000 <= t.year <= 2999:  # a period must end (start + days) inside datetime's range
         raise ValueError("start must lie in the years 2000 to 2999")
     return t

@@ -21,7 +21,7 @@ import base64
 import hashlib
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json
@@ -66,8 +66,8 @@ TIME_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def format_time(t: datetime | None = None) -> str:
-    t = t or datetime.now(timezone.utc)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = t or datetime.now(UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_nonce() -> str:
