@@ -38,6 +38,7 @@ from computewatch.formats.seed import batches, init_generator
 from computewatch.prover.distributed import free_port, init_gloo, split_batch
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
+import itertools
 
 __all__ = ["check_run"]
 
@@ -105,7 +106,7 @@ def _check_rank(rank: int, world: int, run_dir: str, data_dir: Any) -> dict[str,
                 optimizer.step()  # no gradients: parameters unchanged; keeps the scheduler's order-of-calls check quiet
                 scheduler.step()
         steps = [e["step"] for e in index.entries()]
-        for a, b in zip(steps, steps[1:]):
+        for a, b in itertools.pairwise(steps):
             restore(index.load(transcript.store, a), model, optimizer, scheduler)
             for rec in records[a:b]:
                 mine = split_batch(rec.sample_ids, rank, world) if world > 1 else list(rec.sample_ids)
