@@ -62,7 +62,7 @@ def forged_step_fn(forged: set[int], how: str) -> Callable[..., Any]:
                 return program.train_step(model, optimizer, scheduler, batch)
             finally:
                 if scheduler is None:  # a scheduler's step already set the next step's lr from its base lr
-                    for g, lr in zip(optimizer.param_groups, saved):
+                    for g, lr in zip(optimizer.param_groups, saved, strict=True):
                         g["lr"] = lr
         loss = program.train_step(model, optimizer, scheduler, batch)
         with torch.no_grad():
@@ -129,7 +129,7 @@ class _Memo:
         todo = {key(s): s for s in specs if key(s) not in self.cache}
         if todo:
             with staged_run(specs[0]["run_dir"], self.keys) as staged:
-                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox)):
+                for k, res in zip(todo, judge_steps(staged, list(todo.values()), sandbox=self.sandbox), strict=True):
                     self.cache[k] = res
         return [self.cache[key(s)] for s in specs]
 
@@ -213,7 +213,8 @@ def _rate_attack(share: float) -> Callable[[Context, int, int], Any]:
         bad = max(1, round(share * _SUITE_STEPS))
         forged = sorted(int(x) for x in torch.randperm(_SUITE_STEPS, generator=torch.Generator().manual_seed(seed + bad))[:bad])
         run = ctx.shared(f"step-forgery-run-{bad}-{seed}", lambda: forged_run(ctx.scratch("forged") / "run", _SUITE_STEPS, forged, "break"))
-        keys, memo, cache = _keys(run.run_dir), _Memo(_keys(run.run_dir)), {}
+        keys, memo = _keys(run.run_dir), _Memo(_keys(run.run_dir))
+        cache: dict[int, dict[str, Any]] = {}
         work = ctx.scratch(name)
         out = []
         for i in range(trials):
@@ -231,7 +232,7 @@ def _caught(name: str, make: Callable[[Context, int, int, int], tuple[dict[str, 
         out = []
         extra: dict[str, Any] = {}
         for i in range(trials):
-            spot, localized, findings = make(ctx, trials, seed, i)
+            _spot, localized, findings = make(ctx, trials, seed, i)
             caught = bool(findings)
             out.append(Trial(caught, "verifier.steps" if caught else None, ("verifier.steps",) if caught else (), findings[0] if findings else ""))
             extra.setdefault("localized", []).extend(localized)

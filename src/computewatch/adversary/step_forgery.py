@@ -10,9 +10,14 @@ runs, so that `computewatch attack list` starts without torch. The public helper
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from computewatch.adversary.suite import Context, register
+
+if TYPE_CHECKING:  # at run time `__getattr__` below loads them (torch) on first use
+    from computewatch.adversary._step_forgery_runs import (
+        ForgedRun, challenge_and_judge, detection_closed_form, forged_run, forged_step_fn, recommit_checkpoint,
+    )
 
 __all__ = ["ForgedRun", "challenge_and_judge", "detection_closed_form", "forged_run", "forged_step_fn", "recommit_checkpoint"]
 

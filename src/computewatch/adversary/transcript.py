@@ -25,6 +25,7 @@ from computewatch.formats.manifest import read_manifest, write_manifest, write_p
 from computewatch.formats.snapshot_records import snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage
+import itertools
 
 __all__ = [
     "edit_checkpoint",
@@ -81,7 +82,7 @@ def edit_steps(run_dir: Path, mutate: Callable[[list[StepRecord]], list[StepReco
     for _first, _last, name in segments:
         storage.remove(f"steps/{name}")
     cut = [first for first, _last, _name in segments if first < len(records)] + [len(records)]
-    for lo, hi in zip(cut, cut[1:]):
+    for lo, hi in itertools.pairwise(cut):
         if hi > lo:
             log.write_segment([replace(r, step=lo + i) for i, r in enumerate(records[lo:hi])])
 
