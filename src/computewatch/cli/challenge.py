@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,7 @@ from computewatch.cli._common import (
 __all__ = ["challenge", "respond"]
 
 
-class _Mode(str, enum.Enum):
+class _Mode(enum.StrEnum):
     exact = "exact"
     tolerance = "tolerance"
 
@@ -45,7 +45,7 @@ def challenge(
     top_q: Annotated[int, typer.Option("--top-q", min=0, max=10_000, help="Q: also draw the Q steps with the largest committed update norms (PoL's top-Q).")] = 2,
     mode: Annotated[_Mode, typer.Option("--mode", help="exact (answers are judged by digest) or tolerance (the state after each step is asked too, judged by distance).")] = _Mode.exact,
     deadline_s: Annotated[int, typer.Option("--deadline-s", min=1, max=365 * 86400, help="Seconds the Prover has to answer; later answers are violations.")] = 24 * 3600,
-    prover_pub: Annotated[Optional[list[Path]], typer.Option("--prover-pub", help="Pinned Prover public key (PEM) the manifest must verify under; repeatable.")] = None,
+    prover_pub: Annotated[list[Path] | None, typer.Option("--prover-pub", help="Pinned Prover public key (PEM) the manifest must verify under; repeatable.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the challenge as JSON.")] = False,
 ) -> None:
     """Draw the steps the Prover must answer for, after it has committed (Verifier side)."""
@@ -88,7 +88,7 @@ def respond(
     run: Annotated[Path, typer.Argument(help="The Prover's run directory.", show_default=False)],
     challenge_file: Annotated[Path, typer.Argument(help="CHALLENGE.json from the Verifier.", show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out", help="The response folder to write (new or empty).")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="The raw data folder, for a program that reads files.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="The raw data folder, for a program that reads files.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON.")] = False,
 ) -> None:
     """Answer a step challenge: the state before each drawn step, recomputed from the nearest checkpoint (Prover side)."""

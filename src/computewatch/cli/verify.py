@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,7 +15,6 @@ from computewatch.cli._common import (
     EXIT_UNUSABLE,
     Command,
     check_register,
-    err,
     fail,
     out,
     print_json,
@@ -31,7 +30,7 @@ _EXIT = {"compliant": 0, "violation": EXIT_FINDING, "inconclusive": EXIT_INCONCL
 _GREEDY = ("--chips",)
 
 
-class _Mode(str, enum.Enum):
+class _Mode(enum.StrEnum):
     exact = "exact"
     tolerance = "tolerance"
 
@@ -39,7 +38,7 @@ class _Mode(str, enum.Enum):
 class VerifyCommand(Command):
     """Lets `--chips DIR [DIR ...]` take every value up to the next option."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's or click's Context
         out_args: list[str] = []
         greedy: str | None = None
         for arg in args:
@@ -134,21 +133,21 @@ def _print_human(doc: dict[str, Any], html: Path | None) -> None:
 def verify(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (the Prover's transcripts).", show_default=False)],
     chips: Annotated[list[Path], typer.Option("--chips", help="Inspected chip state directories, or folders of them (DIR [DIR ...]).", show_default=False)],
-    chipmaker_pub: Annotated[Optional[list[Path]], typer.Option("--chipmaker-pub", help="Pinned chipmaker root public key (PEM); repeatable.")] = None,
-    prover_pub: Annotated[Optional[list[Path]], typer.Option("--prover-pub", help="Pinned Prover public key (PEM); repeatable.")] = None,
-    db: Annotated[Optional[str], typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
+    chipmaker_pub: Annotated[list[Path] | None, typer.Option("--chipmaker-pub", help="Pinned chipmaker root public key (PEM); repeatable.")] = None,
+    prover_pub: Annotated[list[Path] | None, typer.Option("--prover-pub", help="Pinned Prover public key (PEM); repeatable.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Registry database URL: Prover keys, chipmaker roots and witnessed tree heads come from it.")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Rules to apply (TOML, docs/rules.md).")] = None,
     mode: Annotated[_Mode, typer.Option("--mode", help="exact (bit-identical CPU replay) or tolerance (calibrated epsilon).")] = _Mode.exact,
     segments: Annotated[str, typer.Option("--segments", help="Random segments to replay besides the snapshot and top-Q ones: 'auto' (enough that a single forged segment is caught with probability 0.5 per verification), N, or 'all'.")] = "auto",
-    seed: Annotated[Optional[str], typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
+    seed: Annotated[str | None, typer.Option("--seed", help="Verifier's secret for segment and data selection (default: fresh randomness); revealed in the report.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, max=1024, help="Tolerance mode: replay with this many threads.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="Trusted-cluster jobs run at once on this machine.")] = 1,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
-    data: Annotated[Optional[list[str]], typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
-    responses: Annotated[Optional[list[Path]], typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Run the cluster jobs on this Ray cluster ('local' starts one here).")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="RUN_ID=DIR: the Prover's raw data folder for a run whose program reads files; repeatable.")] = None,
+    responses: Annotated[list[Path] | None, typer.Option("--responses", help="A step-challenge response folder (`computewatch respond`); repeatable. Its challenge must carry the tag of --seed's secret.")] = None,
     unsafe_no_sandbox: Annotated[bool, typer.Option("--unsafe-no-sandbox", help="Run the Prover's program without the bubblewrap sandbox (it can then read this machine's files and reach its network); the verdict's isolation says so.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
 ) -> None:
     """Verify runs: explain every snapshot the inspected chips logged, check the transcripts (PoTT)
     in a trusted cluster, count the compute, apply the rules. Exit 0 compliant, 1 violation,
@@ -197,9 +196,9 @@ def verify(
             fail(f"cannot sandbox the Prover's program: {problem}; refusing to replay (--unsafe-no-sandbox runs it unconfined)", EXIT_UNUSABLE, as_json=as_json)
     if responses and seed is None:
         fail("--responses needs --seed: the secret the challenges were drawn with (64 hex digits, as in the --seed-file of `challenge`)", as_json=as_json)
-    for folder in responses or []:
-        if not (folder / "response.json").is_file():
-            fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
+    for response in responses or []:
+        if not (response / "response.json").is_file():
+            fail(f"--responses {response}: not a response folder (no response.json)", as_json=as_json)
     request = VerifyRequest(
         runs=runs,
         chips=chips,
