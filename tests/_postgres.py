@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+import contextlib
 
 __all__ = ["INSTALL_HINT", "PostgresServer", "PostgresUnavailable", "find_binaries"]
 
@@ -101,10 +102,8 @@ class PostgresServer:
     def stop(self) -> None:
         if self.folder is None:
             return
-        try:
+        with contextlib.suppress(PostgresUnavailable):
             self._run(self._bin["pg_ctl"], "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
-        except PostgresUnavailable:
-            pass
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -9,7 +9,7 @@ from computewatch.adversary.suite import Context, run_attack
 
 
 @pytest.mark.parametrize("name", ["service-job-names-another-owners-inputs", "service-party-name-leaves-its-folder"])
-def test_service_attacks_are_caught(name: str, tmp_path) -> None:  # noqa: ANN001
+def test_service_attacks_are_caught(name: str, tmp_path) -> None:
     with Context(tmp_path) as ctx:
         result = run_attack(name, 1, 0, context=ctx)
     assert result.ok and result.detected and result.detected_by == result.expected, result.to_json()

@@ -63,6 +63,7 @@ from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.prover.export import export_hashes, read_signed_export, sign_export
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.transcript import Transcript
+import itertools
 
 _ROOT = Path(__file__).resolve().parent.parent
 PAGE = (_ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
@@ -241,7 +242,7 @@ def _shortest(x: float) -> tuple[str, int]:
         found = [c for c in (base - step, base, base + step) if c > 0 and float(c) == x]
         if found:
             best = min(found, key=lambda c: abs(c - Decimal(x)))
-            sign, digits, exp = best.normalize().as_tuple()
+            _sign, digits, exp = best.normalize().as_tuple()
             text = "".join(map(str, digits))
             return text, exp + len(text)
     raise AssertionError(x)
@@ -374,7 +375,7 @@ def test_a_v1_manifest_is_refused_with_the_reason(tmp_path: Path) -> None:
     old = statement([("precommitment", {"blake3": pre.digest().hex()})], predicate_type("transcript-manifest", 1), manifest.predicate())
     storage = RunStorage(tmp_path)
     storage.write_atomic(MANIFEST_FILE, sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(old), key).to_json())
-    with pytest.raises(StoreError, match="v1 manifest .*'blake3'.*'blake3-256'"):
+    with pytest.raises(StoreError, match=r"v1 manifest .*'blake3'.*'blake3-256'"):
         read_manifest(storage, [key.public_key])
     assert "`transcript-manifest:v2`" in PAGE and "`hashed-transcript:v2`" in PAGE
 
@@ -402,7 +403,7 @@ def test_signed_export_is_v2_and_v1_is_refused(run: Path) -> None:
     with pytest.raises(SignatureError):
         read_signed_export(env.to_json(), [SigningKey.from_seed(b"\x09" * 32).public_key])
     old = statement([("precommitment", {"blake3": doc["precommitment_digest"]})], predicate_type("hashed-transcript", 1), doc)
-    with pytest.raises(FormatError, match="is v1 .*'blake3-256'"):
+    with pytest.raises(FormatError, match=r"is v1 .*'blake3-256'"):
         read_signed_export(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(old), key).to_json(), [key.public_key])
     other = statement([("precommitment", {"blake3-256": "00" * 32})], stmt["predicateType"], doc)
     with pytest.raises(FormatError, match="subject"):
@@ -539,7 +540,7 @@ def test_hashed_export_lists_and_arithmetic(run: Path) -> None:
         for e in indexes[r]:
             tensors = safetensors.torch.load((run / "objects" / e["digest"][:2] / e["digest"]).read_bytes())
             models.append((e["step"], {k: v.double() for k, v in tensors.items() if k.startswith("model/")}))
-        for (a_step, a), (b_step, b) in zip(models, models[1:], strict=False):
+        for (a_step, a), (b_step, b) in itertools.pairwise(models):
             l2 = math.sqrt(sum(float(((b[k] - a[k]) ** 2).sum()) for k in a))
             expected.append((r, a_step, b_step, l2))
     assert [(d["rank"], d["from"], d["to"]) for d in doc["distances"]] == [e[:3] for e in expected]

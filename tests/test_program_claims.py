@@ -7,11 +7,12 @@ import pytest
 
 from computewatch.analysis.segments import forgery_detection, segments_for_detection
 from computewatch.verifier.selection import select_segments, selection_summary
+import itertools
 
 
 # ------------------------------------------------------------------------------ sampling (item 7)
 def _norms(steps: list[int], big: int) -> list[list[float]]:
-    return [[a, b, 9.0 if a == big else 1.0] for a, b in zip(steps, steps[1:])]
+    return [[a, b, 9.0 if a == big else 1.0] for a, b in itertools.pairwise(steps)]
 
 
 def test_top_q_skips_a_segment_already_chosen_for_a_snapshot() -> None:
@@ -142,9 +143,8 @@ def test_a_template_runs_the_verifiers_pinned_code_not_the_provers_files() -> No
     hostile = dict(t.files(), **{"program.py": b"raise SystemExit('the Prover's code ran')\n"})
     with load_program(hostile, t.entry, t.code_digest, t.name) as loaded:
         assert loaded.factory.__module__.endswith(".program") and callable(loaded.factory)
-    with pytest.raises(ProgramError, match="pins version"):
-        with load_program(hostile, t.entry, "00" * 32, t.name):
-            pass
+    with pytest.raises(ProgramError, match="pins version"), load_program(hostile, t.entry, "00" * 32, t.name):
+        pass
 
 
 def test_the_sandboxed_executor_runs_the_named_templates_pinned_copy(tmp_path) -> None:

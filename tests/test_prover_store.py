@@ -133,7 +133,7 @@ def test_checkpoint_bytes_are_canonical_and_damage_is_reported(tmp_path: Path) -
         decode_checkpoint(b"abc")
     storage = RunStorage(tmp_path)
     storage.write_atomic("checkpoints/rank-00000.json", b"{not json")
-    with pytest.raises(StoreError, match="checkpoint index .* is malformed"):
+    with pytest.raises(StoreError, match=r"checkpoint index .* is malformed"):
         CheckpointIndex(storage, 0).entries()
     storage.write_atomic("checkpoints/rank-00000.json", canonical_json({"v": 1, "rank": 3, "checkpoints": []}))
     with pytest.raises(StoreError, match="not the v1 index of rank 0"):

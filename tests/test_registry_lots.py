@@ -52,7 +52,7 @@ def test_lot_vector_recomputes_and_is_quoted() -> None:
     certs = [
         issue_chip_certificate(maker, serial, SigningKey.from_seed(bytes.fromhex(seed)).public_key, v["model"],
                                int(v["peak_flops"])).to_json()
-        for serial, seed in zip(v["serials"], v["device_seeds"])
+        for serial, seed in zip(v["serials"], v["device_seeds"], strict=True)
     ]
     assert [c.decode() for c in certs] == _VEC["certificates"]
     env, proofs = issue_lot(maker, v["lot"], v["chipmaker_name"], certs)
@@ -243,5 +243,5 @@ def test_certificate_claims_fast_path_reads_what_the_general_reader_reads() -> N
     assert fast_hits >= 3  # the plain shapes take the fast path; the rest fall back and agree
     for data in bad:
         assert L._claims_fast(data) is None
-        with pytest.raises(Exception):
+        with pytest.raises(L.FormatError):
             L.certificate_claims(data)

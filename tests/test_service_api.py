@@ -20,6 +20,7 @@ from computewatch.registry import db as reg_db
 from computewatch.service import schema as ss
 from computewatch.service.checkpoint import open_note
 from computewatch.service.statements import read_headers, signed_request
+from datetime import UTC
 
 
 @pytest.fixture
@@ -162,7 +163,8 @@ def test_signed_reads_sessions_and_their_refusals(world: World) -> None:
 def test_signed_writes_refuse_bad_signature_replay_role_and_bodies(world: World) -> None:
     acme = world.as_party("acme")
     before = (_rows(world, ss.nonces), _rows(world, ss.requests), _rows(world, ss.sessions))
-    post = lambda env: world.client.post("/v1/sessions", content=env.to_json())
+    def post(env):
+        return world.client.post("/v1/sessions", content=env.to_json())
     # Signed by a key that is not the party's registered key.
     env = signed_request("session", {}, party="acme", key=world.keys["beta"], register=world.register)
     r = post(env)
@@ -206,15 +208,16 @@ def test_signed_writes_refuse_bad_signature_replay_role_and_bodies(world: World)
 
 # ---------------------------------------------------------------------- custody
 def test_old_nonces_are_pruned_and_their_requests_stay_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     auth = world.app.state.service.auth
-    post = lambda env: world.client.post("/v1/sessions", content=env.to_json())
+    def post(env):
+        return world.client.post("/v1/sessions", content=env.to_json())
     env = signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)
     assert post(env).status_code == 200
     kept = _rows(world, ss.nonces)
     # Twice the allowed skew later, the nonce is forgotten ...
-    later = datetime.now(timezone.utc) + timedelta(seconds=2 * world.app.state.service.config.max_skew_s + 5)
+    later = datetime.now(UTC) + timedelta(seconds=2 * world.app.state.service.config.max_skew_s + 5)
     with reg_db.write(auth._engine) as conn:
         assert auth.prune_nonces(conn, later) == kept > 0
     assert _rows(world, ss.nonces) == 0
@@ -226,7 +229,7 @@ def test_old_nonces_are_pruned_and_their_requests_stay_refused(world: World, mon
     monkeypatch.undo()
     assert post(signed_request("session", {}, party="acme", key=world.keys["acme"], register=world.register)).status_code == 200
     with reg_db.write(auth._engine) as conn:
-        assert auth.prune_nonces(conn, datetime.now(timezone.utc)) == 0
+        assert auth.prune_nonces(conn, datetime.now(UTC)) == 0
 
 
 def test_custody_transfer_and_report_through_the_service(world: World) -> None:

@@ -107,7 +107,7 @@ def test_draws_are_secret_keyed_distinct_and_include_top_q() -> None:
 
 def test_bisection_stays_within_its_round_bounds() -> None:
     for bad in (0, 1, 17, 63):
-        found = bisect_steps(0, 64, lambda a, b: b <= bad)
+        found = bisect_steps(0, 64, lambda a, b, bad=bad: b <= bad)
         assert found.step == bad and found.rounds <= found.bound == 6
     mine = [["op", f"{i:064x}"] for i in range(100)]
     for first in (0, 41, 99):
@@ -117,12 +117,12 @@ def test_bisection_stays_within_its_round_bounds() -> None:
         found = bisect_operators(mine, theirs)
         assert found.index == first and found.rounds == found.bound == 7
     assert bisect_operators(mine, mine).index is None
-    assert bisect_operators(mine, mine + [["mul_", "0" * 64]]).index == 100
+    assert bisect_operators(mine, [*mine, ["mul_", "0" * 64]]).index == 100
 
 
 def test_a_forged_step_is_caught_and_localized_to_its_operator(tmp_path: Path) -> None:
     run = forged_run(tmp_path / "forged", 24, [13], "break", checkpoint_every=8)
-    spot, localized, findings, challenge = challenge_and_judge(run, _keys(run.run_dir), SECRET, 24, tmp_path / "judge")
+    spot, localized, _findings, _challenge = challenge_and_judge(run, _keys(run.run_dir), SECRET, 24, tmp_path / "judge")
     assert [f["step"] for f in spot["failed"]] == [13] and spot["passed"] == 23
     (loc,) = localized
     assert loc["step"] == 13 and loc["operator"] == "mul_" and loc["rounds"] <= loc["round_bound"]
@@ -135,7 +135,7 @@ def test_a_forged_step_is_caught_and_localized_to_its_operator(tmp_path: Path) -
 def test_closed_form() -> None:
     assert detection_closed_form(100, 1, 10) == pytest.approx(0.1)
     assert detection_closed_form(100, 10, 91) == 1.0
-    assert 1 - 0.99**20 == pytest.approx(detection_closed_form(2000, 20, 20), abs=0.005)
+    assert pytest.approx(detection_closed_form(2000, 20, 20), abs=0.005) == 1 - 0.99**20
 
 
 @pytest.mark.parametrize("name", ["step-responder-refuses", "step-responder-late", "step-responder-wrong-state", "step-update-jump"])

@@ -161,7 +161,7 @@ def test_the_program_cannot_read_the_verifiers_files(probed: dict) -> None:
     assert probed["secret"].startswith("refused")
     # /root holds at most the folders leading to the interpreter (bound when Python lives there).
     needed = {Path(p).relative_to("/root").parts[0] for p in (sys.base_prefix, sys.prefix) if p.startswith("/root/")}
-    assert isinstance(probed["root"], str) and probed["root"].startswith("refused") or set(probed["root"]) <= needed
+    assert (isinstance(probed["root"], str) and probed["root"].startswith("refused")) or set(probed["root"]) <= needed
     assert probed["etc_passwd"].startswith("refused")  # /etc is not bound, only ld.so.cache
 
 
