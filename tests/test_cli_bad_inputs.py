@@ -494,8 +494,9 @@ def test_stdout_on_a_full_disk_is_one_line_exit_2() -> None:
 def test_out_of_memory_is_one_line_exit_2() -> None:
     import resource
 
-    limit = 2 << 30  # a command's work that needs more memory than the process may have
-    code = "from computewatch.cli._common import guard\nwith guard():\n    bytearray(4 << 30)\n"
+    limit = 2 << 30  # a command whose work needs more memory than the process may have
+    code = ("import typer\nfrom computewatch.cli._common import Command, guard\napp = typer.Typer()\n"
+            "@app.command(cls=Command)\ndef big() -> None:\n    with guard():\n        bytearray(4 << 30)\napp()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
     assert proc.returncode == 2
