@@ -16,11 +16,11 @@ Prints JSON and writes benchmarks/results/bench_segment_forgery.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 
 from computewatch.verifier.selection import select_segments, selection_summary
-import itertools
 
 
 def measure(segments: int, trials: int, count: int | None, target: float) -> dict[str, object]:

@@ -25,6 +25,7 @@ Prints JSON and writes benchmarks/results/bench_verifier.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -32,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-import itertools
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

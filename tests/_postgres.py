@@ -9,6 +9,7 @@ Binaries are taken from PATH, else from /usr/lib/postgresql/<version>/bin (Debia
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -17,7 +18,6 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-import contextlib
 
 __all__ = ["INSTALL_HINT", "PostgresServer", "PostgresUnavailable", "find_binaries"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -63,7 +64,6 @@ from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.prover.export import export_hashes, read_signed_export, sign_export
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.transcript import Transcript
-import itertools
 
 _ROOT = Path(__file__).resolve().parent.parent
 PAGE = (_ROOT / "docs" / "formats.md").read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,6 @@ from computewatch.integrations.session import (
     staged_program,
     verify_command,
 )
-import itertools
 
 
 def test_import_computewatch_stays_free_of_torch_and_frameworks() -> None:

@@ -3,11 +3,12 @@ check that passes on nothing, busy time the chip measures, templates and audited
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from computewatch.analysis.segments import forgery_detection, segments_for_detection
 from computewatch.verifier.selection import select_segments, selection_summary
-import itertools
 
 
 # ------------------------------------------------------------------------------ sampling (item 7)

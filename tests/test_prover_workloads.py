@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import sysconfig
@@ -23,7 +24,6 @@ from computewatch.prover.workloads import (
     stdlib_files,
 )
 from computewatch.formats.program import current_environment
-import itertools
 
 SEED = derive_run_seed(bytes(range(32)), b"workload tests")
 OTHER_SEED = derive_run_seed(bytes(range(32)), b"another nonce")

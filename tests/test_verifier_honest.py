@@ -4,6 +4,7 @@ here runs the program in the bubblewrap executor (tests/_runs.py)."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,6 @@ from _runs import failed, honest_run, run_verify
 
 from computewatch.verifier import count_flops, select_segments
 from computewatch.verifier.selection import seed_commitment
-import itertools
 
 KEYS = {"verdict", "checks", "total_flops", "verification_flops", "snapshots"}
 

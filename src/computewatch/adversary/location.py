@@ -11,6 +11,7 @@ removed. Each trial submits the evidence to `Registry.locate` and reads its prob
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -21,7 +22,6 @@ from typing import Any
 
 from computewatch.adversary.suite import Context, Trial, get_attack, primary_check, register, result_from_trials
 from computewatch.adversary.world import ChipWorld, chip_world, party_key
-import contextlib
 
 __all__ = ["ABROAD_KM", "HOME", "LANDMARK_SITE", "DelayingRelay", "relay_delay_s"]
 

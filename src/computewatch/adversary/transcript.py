@@ -10,6 +10,7 @@ logs, the committed seed and the precommitted program can catch them (paper §5.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from computewatch.formats.manifest import read_manifest, write_manifest, write_p
 from computewatch.formats.snapshot_records import snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage
-import itertools
 
 __all__ = [
     "edit_checkpoint",

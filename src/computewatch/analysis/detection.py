@@ -16,6 +16,7 @@ Two closed forms:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -24,7 +25,6 @@ import numpy as np
 
 from computewatch.analysis.errors import InfeasibleSettingError, InvalidParameterError
 from computewatch.analysis.params import Setting, ceil_tolerant
-import itertools
 
 __all__ = [
     "STRATEGIES",

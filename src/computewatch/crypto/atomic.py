@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
-import contextlib
 
 __all__ = ["append_durable", "atomic_write", "fsync_dir"]
 

@@ -20,6 +20,7 @@ only the steps after the last checkpoint, which a resumed run redoes anyway.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,6 @@ from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.formats.commitments import StateCommitment
 from computewatch.formats.storage import RunStorage, StoreError
-import itertools
 
 __all__ = ["STEPS_DIR", "StepLog", "StepRecord", "batch_root", "records_root"]
 

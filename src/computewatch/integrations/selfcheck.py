@@ -18,6 +18,7 @@ precommitted hyperparameters, fix the recorded thread count, and check
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -38,7 +39,6 @@ from computewatch.formats.seed import batches, init_generator
 from computewatch.prover.distributed import free_port, init_gloo, split_batch
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
-import itertools
 
 __all__ = ["check_run"]
 

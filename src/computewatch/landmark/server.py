@@ -9,6 +9,7 @@ it vouches only for what it measured; the register decides whose answers they ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import socketserver
@@ -22,7 +23,6 @@ from computewatch.crypto.signing import SigningKey
 from computewatch.formats.chip_entry import envelope_to_obj, from_b64, from_hex
 from computewatch.formats.location import Round, sign_record
 from computewatch.landmark.wire import read_line, send_line
-import contextlib
 
 __all__ = ["DEFAULT_ROUNDS", "LandmarkServer"]
 

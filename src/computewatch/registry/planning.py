@@ -11,6 +11,7 @@ exactly one plan. The byte-level rules are in docs/registry.md ("Inspection plan
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,6 @@ from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.sampler import XofSampler
 from computewatch.registry.errors import PlanError
-import itertools
 
 __all__ = [
     "DRAW_TAG",

@@ -16,6 +16,7 @@ tasks (`ray_address`) that start their own sandbox on their node.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import select
@@ -34,7 +35,6 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
 from computewatch.verifier.sandbox import Limits, SandboxError, executor_command, preexec, sandbox_problem
-import contextlib
 
 __all__ = ["ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "read_regular"]
 

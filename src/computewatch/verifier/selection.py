@@ -16,13 +16,13 @@ with the verdict, so anyone can re-derive the choice and nobody could predict it
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from computewatch.analysis.segments import DEFAULT_SEGMENT_DETECTION, forgery_detection, segments_for_detection
 from computewatch.crypto.digest import blake3_bytes
-import itertools
 
 __all__ = [
     "DEFAULT_SEGMENT_DETECTION",
