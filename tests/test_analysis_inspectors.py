@@ -49,7 +49,7 @@ def test_collusion_escapes_per_prover_audits_and_global_sampling_catches_it() ->
     escaped = colluding_detection_probability(run, stockpiles, lent, alone)
     assert escaped < 0.6  # each Prover's own audit is sized for p = 0.9, yet the pooled run escapes
     world = pooled_setting(run, stockpiles)
-    assert sum(stockpiles) == world.C
+    assert world.C == sum(stockpiles)
     s_world = samples_exact(world)
     # The world as one Prover, sampled uniformly: each Prover's share of the samples is its share
     # of the chips, which is what the per-Prover form computes.

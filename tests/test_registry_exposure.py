@@ -6,7 +6,7 @@ of Eq. 1 is checked against the closed form and against the Monte Carlo world si
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -50,7 +50,8 @@ def _use(chip_dir) -> None:
 def test_exposure_counts_the_register_and_bounds_each_owner(registry) -> None:
     reg, keys = registry.reg, registry.keys
     acme = [registry.register(i, to="acme") for i in range(4)]
-    [registry.register(i, to="beta") for i in (4, 5)]
+    for i in (4, 5):
+        registry.register(i, to="beta")
     chip = registry.fresh_chip(0)
     _use(chip)
     inspected = reg.record_inspection(acme[0], chip)

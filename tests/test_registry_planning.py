@@ -4,7 +4,7 @@ the reveal and no one can predict before it; collusion pools owners; on SQLite a
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import blake3

@@ -111,7 +111,7 @@ def _world(setting: Setting, s: int, trials: int, strategy: str, k: float, offse
         raise InvalidParameterError(f"trials must be a positive whole number, got {trials!r}")
     if trials > MAX_TRIALS:
         raise InvalidParameterError(f"trials must be at most {MAX_TRIALS:.0e} (a 95% interval of about 1e-4), got {trials:,}")
-    if int(setting.C) != setting.C:
+    if setting.C != int(setting.C):
         raise InvalidParameterError(f"the simulator needs a whole number of chips, got C = {setting.C!r}")
     C = int(setting.C)
     if C >= _MAX_CHIPS:

@@ -137,7 +137,7 @@ class Setting:
 
     def infeasibility(self) -> str | None:
         """Why the Prover cannot do this run with this stockpile, or None when it can."""
-        if self.chips_for_one_year > self.C:
+        if self.C < self.chips_for_one_year:
             return (
                 f"the stockpile of C = {self.C:g} chips is smaller than the "
                 f"{_count(self.chips_for_one_year)} chips needed to train H = {self.H:g} FLOPs within a "

@@ -54,7 +54,7 @@ class SamplingPlan:
 
 
 def _beyond_one_year(setting: Setting) -> bool:
-    return setting.chips_for_one_year > setting.C
+    return setting.C < setting.chips_for_one_year
 
 
 def plan(setting: Setting, formula: str = "linear") -> SamplingPlan:
@@ -114,7 +114,7 @@ def _below_p_warning(setting: Setting, s: int, probability: float) -> str:
     why = (
         f"the run (T = {setting.T:g} days) is shorter than a monitoring period (T_m = {setting.T_m:g} days) "
         "and Eq. 1 counts snapshots over all of T_m"
-        if setting.T_m > setting.T
+        if setting.T < setting.T_m
         else "Eq. 1's approximation falls short here"
     )
     needed = samples_to_reach(setting)

@@ -9,7 +9,7 @@ finding or refusal; 2 for unusable input.
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

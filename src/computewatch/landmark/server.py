@@ -16,7 +16,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from computewatch.crypto.signing import SigningKey

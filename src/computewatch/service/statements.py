@@ -21,7 +21,7 @@ import base64
 import hashlib
 import os
 import re
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from computewatch.crypto.canonical import canonical_json

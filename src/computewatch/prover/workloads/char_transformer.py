@@ -85,7 +85,7 @@ class CharTransformer(nn.Module):
 
     def forward(self, idx: Tensor) -> Tensor:
         _B, T = idx.shape
-        if self.block_size < T:
+        if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device)))
         for block in self.blocks:
