@@ -1,9 +1,9 @@
 """GPU BLAKE3 benchmark: the Triton kernel in device memory against a plain read of the same bytes.
 
-Same measurement as `computewatch bench gpu-hash --json` (computewatch.cli.bench_gpu.gpu_hash_report):
-hash TB/s (best of the launch shapes in --sweep, all checked against the blake3 package), a plain
-device read of the same bytes in the same run, the snapshot stall against the copy-out alone,
-and 1024 x 4 MiB tensors in one launch. Needs CUDA; exits 2 without it.
+Method in benchmarks/_gpu_hash.py (`gpu_hash_report`): hash TB/s (best of the launch shapes in
+--sweep, all checked against the blake3 package), a plain device read of the same bytes in the
+same run, the snapshot stall against the copy-out alone, and 1024 x 4 MiB tensors in one launch.
+Needs CUDA; exits 2 without it, or on a size it cannot run (one line on stderr).
 Usage: python benchmarks/bench_gpu_hash.py [--gib 8] [--sweep small] [--repeats 5] [--out result.json]
 """
 
@@ -14,17 +14,17 @@ import json
 import sys
 from pathlib import Path
 
-from computewatch.cli.bench_gpu import gpu_hash_report
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gib", type=float, default=8.0)
-    parser.add_argument("--sweep", choices=("none", "small", "full"), default="small")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-many-regions", action="store_true")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--gib", type=float, default=8.0, help="shard size in GiB (1 KiB to 1 TiB)")
+    parser.add_argument("--sweep", choices=("none", "small", "full"), default="small", help="launch shapes to try")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the best is kept")
+    parser.add_argument("--no-many-regions", action="store_true", help="skip 1024 x 4 MiB tensors in one launch")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
+    from _gpu_hash import gpu_hash_report  # benchmarks/_gpu_hash.py (this script's folder is on sys.path)
+
     try:
         report = gpu_hash_report(args.gib, sweep=args.sweep, repeats=args.repeats,
                                  many_regions=not args.no_many_regions)

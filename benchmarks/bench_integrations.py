@@ -1,7 +1,7 @@
 """Monitoring overhead of the HF Trainer and Lightning integrations: the same training with and
 without monitoring, interleaved step by step in one process (issue 13; target <= 1%, goal 0.5%).
 
-Method (that of computewatch.prover.bench, carried over to frameworks that own their loop).
+Method (that of benchmarks/_overhead.py, carried over to frameworks that own their loop).
 For each framework two trainers run the same training (a 4-layer GPT, 256 wide, 128-token blocks,
 batch 8, fp32, one CPU thread, deterministic kernels; the same W0 from the committed seed and the
 same committed data order, so both compute the same trajectory: two different trajectories can

@@ -16,6 +16,7 @@ Prints JSON and writes benchmarks/results/bench_segment_forgery.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 from _results import publish  # benchmarks/_results.py (this script's folder is on sys.path)
 
@@ -24,7 +25,7 @@ from computewatch.verifier.selection import select_segments, selection_summary
 
 def measure(segments: int, trials: int, count: int | None, target: float) -> dict[str, object]:
     steps = list(range(0, 10 * segments + 1, 10))
-    norms = [[a, b, 100.0 / (i + 1)] for i, (a, b) in enumerate(zip(steps, steps[1:]))]
+    norms = [[a, b, 100.0 / (i + 1)] for i, (a, b) in enumerate(itertools.pairwise(steps))]
     snapshots = [5]
     chosen = select_segments("run", steps, snapshots, norms, b"k" * 32, count=count, detection_target=target)
     fixed = {s.start for s in chosen if "random" not in s.reasons}

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _databases import database  # noqa: E402
+from _databases import database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -316,7 +316,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     missing = sum(1 for serial, lines in acked.items() for i, line in enumerate(lines)
                   if i >= len(stored.get(serial, [])) or stored[serial][i] != line)
     n = max(1, res["entries_acked"])
-    cpu = {part: (b - a) * 1e3 / n for part, a, b in zip(("server", "database", "load_generator"), cpu0, cpu1)}
+    cpu = {part: (b - a) * 1e3 / n for part, a, b in zip(("server", "database", "load_generator"), cpu0, cpu1, strict=True)}
     cores = os.cpu_count() or 1
     # Where the CPU is the limit (it is, on a shared 2-core machine): what idle cores would give,
     # the server's processes each using at most one core (the GIL).

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _overhead import _Loop  # benchmarks/_overhead.py (this script's folder is on sys.path)
 
 from computewatch.formats.commitments import live_optimizer_tensors
 from computewatch.formats.program import deterministic_cpu
-from computewatch.prover.bench import _Loop
 from computewatch.prover.commitments import StepCommitter
 from computewatch.prover.recorder import local_tensors
 from computewatch.prover.runner import TrainConfig, isolated_torch_state

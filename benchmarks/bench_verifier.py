@@ -25,6 +25,7 @@ Prints JSON and writes benchmarks/results/bench_verifier.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -57,7 +58,7 @@ def _measured(seeds: int) -> dict[str, Any]:
         snapshots = sorted(s["step"] for s in info["snapshots"])
         checkpoints = list(range(0, 65, 4))
         norms = info["series"]["update_norms"]
-        pairs = list(zip(checkpoints, checkpoints[1:]))
+        pairs = list(itertools.pairwise(checkpoints))
         hits = dict.fromkeys(pairs, 0)
         for i in range(seeds):
             for seg in select_segments(info["run_id"], checkpoints, snapshots, norms, i.to_bytes(8, "big") * 4, count=1):

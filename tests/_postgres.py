@@ -9,6 +9,7 @@ Binaries are taken from PATH, else from /usr/lib/postgresql/<version>/bin (Debia
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -101,10 +102,8 @@ class PostgresServer:
     def stop(self) -> None:
         if self.folder is None:
             return
-        try:
+        with contextlib.suppress(PostgresUnavailable):
             self._run(self._bin["pg_ctl"], "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop")
-        except PostgresUnavailable:
-            pass
         self._cleanup()
 
     def _cleanup(self) -> None:

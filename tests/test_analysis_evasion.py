@@ -30,7 +30,7 @@ def test_figure2_worst_ratio_is_three_percent() -> None:
 
 
 def test_figure2_claim_holds_on_a_fine_grid() -> None:
-    k, b, ratio = figure2_grid(k=np.linspace(1, 100, 991), b=np.linspace(1e-4, 0.2, 400))
+    _k, _b, ratio = figure2_grid(k=np.linspace(1, 100, 991), b=np.linspace(1e-4, 0.2, 400))
     assert ratio.min() > 0.95  # "less than 5%"
     assert ratio.max() <= 1 + 1e-12
     assert np.allclose(ratio[:, 0], 1.0)  # k = 1 is the plan s was set for

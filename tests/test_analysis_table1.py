@@ -49,7 +49,7 @@ def _cells() -> list[tuple[str, str, float, float]]:
         assert row.model.H == H
         cells.append((name, "H100-days", days, row.h100_days))
         cells.append((name, "H100s for one year", year_chips, float(row.h100s_for_one_year)))
-        for C, printed in zip(STOCKPILES, samples):
+        for C, printed in zip(STOCKPILES, samples, strict=True):
             if printed is not None:
                 cells.append((name, f"C={C:.0e}", printed, row.samples_per_year[C]))
     return cells
@@ -86,8 +86,8 @@ def test_the_rounding_rule_per_entry() -> None:
 
 def test_dashes_are_exactly_where_a_year_is_not_enough() -> None:
     for formula in ("linear", "exact"):
-        for (name, H, _, _, samples), row in zip(PRINTED, table1(formula)):
-            for C, printed in zip(STOCKPILES, samples):
+        for (name, _H, _, _, samples), row in zip(PRINTED, table1(formula), strict=True):
+            for C, printed in zip(STOCKPILES, samples, strict=True):
                 cell = row.samples_per_year[C]
                 assert (cell is None) == (printed is None) or (formula == "exact" and cell is None), (name, C)
                 assert (printed is None) == (C < row.h100s_for_one_year)
@@ -105,7 +105,7 @@ def test_280b_at_a_thousand_chips() -> None:
 
 def test_exact_table_is_below_linear_and_close_where_b_is_small() -> None:
     compared = 0
-    for linear, exact in zip(table1("linear"), table1("exact")):
+    for linear, exact in zip(table1("linear"), table1("exact"), strict=True):
         for C in STOCKPILES:
             lin, ex = linear.samples_per_year[C], exact.samples_per_year[C]
             if lin is None or ex is None:

@@ -52,14 +52,14 @@ class _Case:
 
     def expected(self) -> list[str]:
         return [blake3.blake3(self.buffer[o:o + n].tobytes()).hexdigest()
-                for o, n in zip(self.offsets, self.lengths)]
+                for o, n in zip(self.offsets, self.lengths, strict=True)]
 
 
 def _packed(chunks: list[np.ndarray], gaps: list[int], config: dict) -> _Case:
     """Lay ``chunks`` out in one buffer, ``gaps[i]`` filler bytes before chunk i."""
     rng = np.random.default_rng(7)
     parts, offsets, pos = [], [], 0
-    for data, gap in zip(chunks, gaps):
+    for data, gap in zip(chunks, gaps, strict=True):
         parts.append(rng.integers(0, 256, gap, dtype=np.uint8))
         offsets.append(pos + gap)
         parts.append(data)
@@ -82,7 +82,7 @@ def _flat_cases() -> dict[str, _Case]:
                                        [i % 4 + 4 * (i % 3) for i in range(len(sizes))], {})
     vector_lengths = [c["input_len"] for c in json.loads(_VECTORS.read_text())["cases"]]
     cases["official-vectors"] = _packed([_pattern(n) for n in vector_lengths],
-                                        [(-n) % 16 for n in [0] + vector_lengths[:-1]],
+                                        [(-n) % 16 for n in [0, *vector_lengths[:-1]]],
                                         _PLAIN_ADDS)
     # The top bit set in every word (and all ones): a rotation done as an arithmetic shift on
     # signed words would smear it; two chunks and a partial word, so every kernel sees it.
@@ -93,7 +93,7 @@ def _flat_cases() -> dict[str, _Case]:
     small = [int(n) for n in rng.integers(0, 2100, 100)]
     small[:4] = [0, 1024, 2048, 1]
     cases["many-small"] = _packed([rng.integers(0, 256, n, dtype=np.uint8) for n in small],
-                                  [(-n) % 4 for n in [0] + small[:-1]], _SMALL)
+                                  [(-n) % 4 for n in [0, *small[:-1]]], _SMALL)
     return cases
 
 
@@ -116,7 +116,7 @@ def _far_offsets_digests() -> list[str] | None:
         far = torch.empty(_FAR[0][0] + 8192, dtype=torch.uint8)
     except (RuntimeError, MemoryError):
         return None
-    for (offset, n), data in zip(_FAR, _far_region_bytes()):
+    for (offset, n), data in zip(_FAR, _far_region_bytes(), strict=True):
         far[offset:offset + n] = torch.from_numpy(data)
     digests = blake3_flat(far, [o for o, _ in _FAR], [n for _, n in _FAR])
     del far

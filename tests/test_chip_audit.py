@@ -80,7 +80,7 @@ def test_dropped_entry_is_named(closed_chip) -> None:
 def test_duplicated_entry_is_named(closed_chip) -> None:
     chip, lines = closed_chip
     i = len(lines) // 2
-    report = _audit(chip, _join(lines[: i + 1] + [lines[i]] + lines[i + 1 :]))
+    report = _audit(chip, _join([*lines[:i + 1], lines[i], *lines[i + 1:]]))
     assert i + 1 in _named(report)
     assert any("duplicated or reordered" in p.problem for p in report.problems)
 
@@ -88,7 +88,7 @@ def test_duplicated_entry_is_named(closed_chip) -> None:
 def test_reordered_entries_are_named(closed_chip) -> None:
     chip, lines = closed_chip
     i = len(lines) // 2
-    swapped = lines[:i] + [lines[i + 1], lines[i]] + lines[i + 2 :]
+    swapped = [*lines[:i], lines[i + 1], lines[i], *lines[i + 2:]]
     report = _audit(chip, _join(swapped))
     assert {i, i + 1} <= _named(report)
 
@@ -102,7 +102,7 @@ def test_entry_spliced_from_another_chip_is_named(closed_chip, tmp_path) -> None
     other.close()
     foreign = other.log_path.read_bytes().split(b"\n")[:-1]
     i = 5
-    report = _audit(chip, _join(lines[:i] + [foreign[i]] + lines[i + 1 :]))
+    report = _audit(chip, _join([*lines[:i], foreign[i], *lines[i + 1:]]))
     assert i in _named(report)
     assert any("spliced" in p.problem for p in report.problems if p.entry == i)
     # The other chip's whole log under this chip's certificate fails from the first entry.
@@ -142,7 +142,7 @@ def test_forged_checkpoint_is_named(tmp_path) -> None:
     # Without the key, changing the root breaks the signature instead.
     e = json.loads(lines[i])
     e["body"]["root"] = "ab" * 32
-    report = _audit(chip, _join(lines[:i] + [canonical_json(e)]))
+    report = _audit(chip, _join([*lines[:i], canonical_json(e)]))
     assert any(p.entry == i and "signature" in p.problem for p in report.problems)
 
 
@@ -205,7 +205,7 @@ def test_skipped_snapshot_is_named_at_the_reveal(tmp_path, monkeypatch) -> None:
     run_steps(chip, 10, 3600.0)
     chip.close()
     report = chip.audit()
-    reveal = [i for i, x in enumerate(chip.log) if x.kind == "schedule-reveal"][0]
+    reveal = next(i for i, x in enumerate(chip.log) if x.kind == "schedule-reveal")
     assert skipped
     assert any(p.entry == reveal and f"busy {skipped[0]} ns has no snapshot" in p.problem for p in report.problems)
 
@@ -243,7 +243,7 @@ def test_hostile_entry_fields_are_named_not_crashes(closed_chip, field, value) -
     i = 3
     e = json.loads(lines[i])
     e[field] = value
-    data = _join(lines[:i] + [canonical_json(e)] + lines[i + 1 :])
+    data = _join([*lines[:i], canonical_json(e), *lines[i + 1:]])
     report = _audit(chip, data)
     assert any(p.entry == i and "malformed entry" in p.problem for p in report.problems), report.problems
     log = chip.state_dir.parent / f"hostile-{field}.log"

@@ -35,7 +35,7 @@ def test_arrival_rate_matches_f_statistically() -> None:
     p = stats.chi2.sf(dispersion, days - 1)
     assert 0.001 < p < 0.999, p
     # Gaps are exponential with mean 1/f days (Kolmogorov-Smirnov).
-    gaps = [(b - a) / DAY_NS for a, b in zip([0] + times[:-1], times)]
+    gaps = [(b - a) / DAY_NS for a, b in zip([0, *times[:-1]], times, strict=True)]
     assert stats.kstest(gaps, "expon", args=(0, 1 / f)).pvalue > 0.001
 
 

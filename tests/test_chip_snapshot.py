@@ -38,7 +38,7 @@ def test_logged_digest_equals_blake3_of_the_copied_out_shard(tmp_path) -> None:
         raw = rec.path.read_bytes()
         head = struct.unpack("<Q", raw[:8])[0]
         data = raw[8 + head :]
-        for region, logged in zip(rec.regions, entry.body["regions"]):
+        for region, logged in zip(rec.regions, entry.body["regions"], strict=True):
             chunk = data[region.offset : region.offset + region.nbytes]
             assert blake3.blake3(chunk).hexdigest() == logged["digest"] == region.digest.hex()
         with safe_open(rec.path, "pt") as fh:
@@ -144,7 +144,7 @@ def test_cuda_shards_take_the_gpu_snapshot_path(tmp_path, monkeypatch) -> None:
     def fake_cuda_snapshot(tensors, host=None):
         assert host is pinned_sets[-1]  # the buffers from attach, never fresh ones
         calls.append(len(tensors))
-        for t, h in zip(tensors, host):
+        for t, h in zip(tensors, host, strict=True):
             h.copy_(t.detach().reshape(-1).view(torch.uint8))
         return gpu_snapshot.CudaSnapshot([blake3_tensor(t) for t in tensors], host, 0.0, 0.0)
 

@@ -115,9 +115,8 @@ def test_progress_off_a_terminal_keeps_talking_and_says_when_it_ends() -> None:
     lines = buffer.getvalue().splitlines()
     assert lines[0] == "replay: started (1 to do)" and lines[-1].startswith("replay: done after")
     buffer = io.StringIO()
-    with pytest.raises(RuntimeError):
-        with progress("training", None, console=Console(file=buffer, force_terminal=False), quiet_s=0.0):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), progress("training", None, console=Console(file=buffer, force_terminal=False), quiet_s=0.0):
+        raise RuntimeError("boom")
     assert buffer.getvalue().splitlines()[-1].startswith("training: stopped after")
 
 

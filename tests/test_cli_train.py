@@ -1,8 +1,7 @@
-"""`computewatch train`, `transcript show/export-hashes` and `bench overhead` from the command line."""
+"""`computewatch train` and `transcript show/export-hashes` from the command line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -48,11 +47,3 @@ def test_show_reports_a_non_transcript_clearly(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "holds no transcript" in _text(result.output)
 
 
-def test_bench_overhead_json(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["bench", "overhead", "--preset", "mlp", "--block", "5", "--repeats", "2",
-                                 "--checkpoint-every", "5", "--json"])
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"steps_per_s_plain", "steps_per_s_monitored", "overhead"} <= set(doc)
-    assert doc["steps_per_s_plain"] > 0 and doc["steps_per_s_monitored"] > 0
-    assert doc["forced_snapshot"]["snapshots"] >= 1 and doc["forced_snapshot"]["mean_stall_s"] > 0

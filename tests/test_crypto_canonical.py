@@ -33,7 +33,7 @@ def test_non_finite_rejected(value: float) -> None:
 
 
 def test_unsupported_types_and_keys_named() -> None:
-    with pytest.raises(FormatError, match="bytes at \\$.k"):
+    with pytest.raises(FormatError, match=r"bytes at \$.k"):
         canonical_json({"k": b"raw"})
     with pytest.raises(FormatError, match="non-string key"):
         canonical_json({1: "x"})

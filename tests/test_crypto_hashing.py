@@ -139,7 +139,7 @@ def test_region_rejects_bad_fields() -> None:
 def test_unsupported_inputs_named() -> None:
     with pytest.raises(FormatError, match="no safetensors name"):
         hash_regions([torch.zeros(1, dtype=torch.complex128)])
-    with pytest.raises(FormatError, match="expected a torch.Tensor"):
+    with pytest.raises(FormatError, match=r"expected a torch.Tensor"):
         tensor_memory(b"bytes")  # type: ignore[arg-type]
     with pytest.raises(FormatError, match="CPU tensor"):
         tensor_memory(torch.zeros(1, device="meta"))

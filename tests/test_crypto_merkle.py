@@ -93,10 +93,10 @@ def _flips(proof: list[bytes]) -> list[list[bytes]]:
         for j in (0, len(p) - 1):
             bad = bytearray(p)
             bad[j] ^= 0x01
-            out.append(proof[:i] + [bytes(bad)] + proof[i + 1 :])
+            out.append([*proof[:i], bytes(bad), *proof[i + 1:]])
     if proof:
         out.append(proof[:-1])
-    out.append(proof + [EMPTY_ROOT])
+    out.append([*proof, EMPTY_ROOT])
     return out
 
 

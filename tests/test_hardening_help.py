@@ -30,8 +30,6 @@ def _help(*command: str) -> str:
         (("train",), "<tiny|small|mlp>"),
         (("train",), "<ddp|fsdp>"),
         (("train",), "[0.0<=x<=86400.0]"),
-        (("bench", "gpu-hash"), "<none|small|full>"),
-        (("bench", "overhead"), "<mlp|tiny|small>"),
         (("chip", "manufacture"), "[0.0<=x<=86400.0]"),
     ],
 )
@@ -49,7 +47,6 @@ def test_choices_and_ranges_are_listed(command: tuple[str, ...], shown: str) -> 
         (("chip", "attest"), "--force"),
         (("train",), "--resume"),
         (("transcript", "export-hashes"), "--signed"),
-        (("bench", "hash"), "--json"),
     ],
 )
 def test_flags_show_no_value_placeholder(command: tuple[str, ...], flag: str) -> None:

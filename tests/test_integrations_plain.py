@@ -186,6 +186,5 @@ def test_monitor_refuses_what_it_cannot_record(example: ModuleType, run: Path, t
         computewatch.monitor(example.Program, _hp(2), out=run)
     with isolated_torch_state():
         m = computewatch.monitor(example.Program, _hp(2), out=tmp_path / "c", chips=False, threads=1)
-        with m:
-            with pytest.raises(FormatError, match="before a batch"):
-                m.step(1.0)
+        with m, pytest.raises(FormatError, match="before a batch"):
+            m.step(1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -71,7 +72,7 @@ def test_synthetic_tokens_rebuild_from_their_record() -> None:
     assert len({data.sample(i) for i in range(20)}) > 10  # the samples differ
     assert SyntheticTokens(8, 20, 8, 16).sample(0) != data.sample(0)
     ids = decode_block(data.sample(3))["input_ids"]
-    assert all(0 <= t < 16 for t in ids) and len({(b - a) % 16 for a, b in zip(ids, ids[1:])}) == 1  # learnable
+    assert all(0 <= t < 16 for t in ids) and len({(b - a) % 16 for a, b in itertools.pairwise(ids)}) == 1  # learnable
     with pytest.raises(IndexError):
         data.sample(20)
 

@@ -74,9 +74,9 @@ def test_a_chip_at_home_is_inside_and_its_evidence_is_stored_and_logged(home, la
     stored = world.reg.locations(serial)
     assert [(s["inside"], s["id"]) for s in stored] == [(True, doc["id"])] and world.reg.chip(serial)["locations"] == stored
     for sql in ("UPDATE locations SET outcome = 'finding'", "DELETE FROM location_nonces"):
-        with pytest.raises(DBAPIError, match="append-only"):  # a used nonce can never be freed again
-            with world.reg.engine.begin() as conn:
-                conn.execute(text(sql))
+        # a used nonce can never be freed again
+        with pytest.raises(DBAPIError, match="append-only"), world.reg.engine.begin() as conn:
+            conn.execute(text(sql))
     # The chip's log holds the landmark's record, by digest, and still audits clean.
     lines, _ = split_log((chip / "log" / "chip.log").read_bytes())
     logged = [json.loads(x) for x in lines if json.loads(x)["kind"] == "location"]

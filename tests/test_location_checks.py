@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -23,7 +23,7 @@ DEVICE, OTHER, LM = (SigningKey.from_seed(bytes([i]) * 32) for i in (1, 2, 3))
 CERT = MAKER.certify("CW-A", DEVICE.public_key, "sim", 10**15)
 OTHER_CERT = MAKER.certify("CW-B", OTHER.public_key, "sim", 10**15)
 SITE = (48.1372, 11.5756)  # the facility; the landmark sits on it
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 CHIP = LocatedChip("CW-A", DEVICE.public_key.raw, CERT.to_json(), MAKER.public_key, "dc", SITE)
 MARKS = {LM.public_key.keyid: Landmark("muc", LM.public_key, SITE)}
 

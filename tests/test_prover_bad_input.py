@@ -118,7 +118,7 @@ def test_malformed_snapshot_records(copy: Path) -> None:
     assert isinstance(rec["clock_ns"], str)  # a decimal string, like the chip log's
     del rec["object"]
     path.write_bytes(b"\n".join([canonical_json(rec), *lines[1:]]) + b"\n")
-    with pytest.raises(StoreError, match="line 1 is malformed.*exactly the fields"):
+    with pytest.raises(StoreError, match=r"line 1 is malformed.*exactly the fields"):
         Transcript(copy).verify()
     path.write_bytes(b"\n".join(lines) + b"\n" + lines[0][:20])  # torn tail
     with pytest.raises(StoreError, match="truncated"):

@@ -120,7 +120,7 @@ def test_a_wrong_batch_record_is_not_explained(run_dir: Path, tmp_path: Path) ->
     t = Transcript(run_dir)
     entry = next(e for e in t.snapshots() if e["step"] % 8 != 0)  # needs replayed steps
     forged = dict(entry)
-    weights, start = replay_to_step(t, entry["step"])
+    _weights, start = replay_to_step(t, entry["step"])
     assert start < entry["step"]
     # A snapshot claimed one step later than the chip saw cannot be explained.
     forged["step"] = entry["step"] + 1 if entry["step"] + 1 <= len(t.steps()) else entry["step"] - 1
@@ -162,7 +162,7 @@ def test_recorder_rejects_misuse(run_dir: Path, tmp_path: Path) -> None:
         with pytest.raises(FormatError, match="expected step 1, got 3"):
             rec.step(3, [0])
         for bad in ([-1], [2], []):  # -1 would record the last sample's hash
-            with pytest.raises(FormatError, match="sample ids must be 0..1"):
+            with pytest.raises(FormatError, match=r"sample ids must be 0..1"):
                 rec.step(1, bad)
         rec.step(1, torch.tensor([1, 0]))
     with pytest.raises(FormatError, match="JSON"):

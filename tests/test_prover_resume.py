@@ -39,7 +39,7 @@ def test_killed_mid_checkpoint_then_resumed_matches_uninterrupted(tmp_path: Path
     t = Transcript(out)
     assert [e["step"] for e in t.checkpoints(0)] == [0, 10]
     assert len(t.steps()) >= 10
-    with pytest.raises(StoreError, match="lacks step 20.*killed: resume it"):
+    with pytest.raises(StoreError, match=r"lacks step 20.*killed: resume it"):
         t.verify()  # an unfinished transcript is not called verified
 
     resumed = _child(out, "resume")

@@ -117,7 +117,7 @@ def test_bulk_registration_checks_every_certificate(registry) -> None:
     certs = [(c / "certificate.json").read_bytes() for c in registry.chips[:4]]
     assert reg.register_certificates(certs[:3], batch=2, workers=0) == 3
     assert len(reg.items()) == 3 and reg.verify_custody(reg.items()[0]["serial"])["ok"]
-    with pytest.raises(RegistryError, match="certificate 1 .* refused: chip certificate is malformed"):
+    with pytest.raises(RegistryError, match=r"certificate 1 .* refused: chip certificate is malformed"):
         reg.register_certificates([certs[3], b"{}"], batch=1, workers=0)
     assert len(reg.items()) == 4  # the batch before the bad certificate stays registered
 
@@ -185,12 +185,12 @@ def test_a_signature_cannot_be_reused(registry) -> None:
     back = countersign(sign_statement(_statement(registry, serial, "acme"), keys["beta"]), keys["acme"])
     reg.transfer(back)
     # Replaying the first statement would hand the chip to beta again without acme agreeing now.
-    with pytest.raises(ConflictError, match="custody sequence 2 of .* is already used"):
+    with pytest.raises(ConflictError, match=r"custody sequence 2 of .* is already used"):
         reg.transfer(there)
     # The same statement for the next sequence number, or for another register, is not valid either.
     stmt = _statement(registry, serial, "beta")
     ahead = dict(stmt, predicate=dict(stmt["predicate"], seq=stmt["predicate"]["seq"] + 1))
-    with pytest.raises(CustodyError, match="claims custody sequence 5, but the next one .* is 4"):
+    with pytest.raises(CustodyError, match=r"claims custody sequence 5, but the next one .* is 4"):
         reg.transfer(countersign(sign_statement(ahead, keys["acme"]), keys["beta"]))
     elsewhere = dict(stmt, predicate=dict(stmt["predicate"], register="f" * 32))
     with pytest.raises(CustodyError, match="another register"):
@@ -209,13 +209,11 @@ def test_history_is_append_only(registry) -> None:
     reg.exempt(serial, "research")
     for sql in ("UPDATE custody SET to_id = from_id", "DELETE FROM custody", "UPDATE exemptions SET category = 'x'",
                 "DELETE FROM exemptions"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with reg.engine.begin() as conn:
-                conn.execute(text(sql))
+        with pytest.raises(DBAPIError, match="append-only"), reg.engine.begin() as conn:
+            conn.execute(text(sql))
     if reg.engine.dialect.name == "postgresql":
-        with pytest.raises(DBAPIError, match="append-only"):
-            with reg.engine.begin() as conn:
-                conn.execute(text("TRUNCATE custody CASCADE"))
+        with pytest.raises(DBAPIError, match="append-only"), reg.engine.begin() as conn:
+            conn.execute(text("TRUNCATE custody CASCADE"))
     assert reg.holder(serial) == "acme" and reg.verify_custody(serial)["ok"]
 
 
@@ -332,7 +330,7 @@ def test_declared_runs_and_owner_keys(registry) -> None:
         reg.declare_run("beta", "run-2", [serial])
     with pytest.raises(RegistryError, match="already registered to 'acme'"):
         reg.add_owner("acme-2", keys["acme"].public_key)
-    with pytest.raises(RegistryError, match="is a owner, not a chipmaker|is a owner"):
+    with pytest.raises(RegistryError, match=r"is a owner, not a chipmaker|is a owner"):
         reg.register_chip(registry.chips[1], fab="acme")
 
 

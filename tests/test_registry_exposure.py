@@ -6,7 +6,7 @@ of Eq. 1 is checked against the closed form and against the Monte Carlo world si
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -50,7 +50,8 @@ def _use(chip_dir) -> None:
 def test_exposure_counts_the_register_and_bounds_each_owner(registry) -> None:
     reg, keys = registry.reg, registry.keys
     acme = [registry.register(i, to="acme") for i in range(4)]
-    beta = [registry.register(i, to="beta") for i in (4, 5)]
+    for i in (4, 5):
+        registry.register(i, to="beta")
     chip = registry.fresh_chip(0)
     _use(chip)
     inspected = reg.record_inspection(acme[0], chip)
@@ -78,7 +79,7 @@ def test_exposure_counts_the_register_and_bounds_each_owner(registry) -> None:
     # A higher confidence rules out less.
     assert reg.exposure(p=0.99)["overall"]["max_hidden_flops"] > overall["max_hidden_flops"]
     # A period names a committed plan (its window and rate); an unknown one is unusable input.
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reg.commit_plan("2026-Q1", ["acme"], flops=1e24, f=0.5, T_m=10.0, start=now - timedelta(days=1))
     reg.commit_plan("2026-Q2", ["acme"], flops=1e24, f=0.5, T_m=10.0, start=now + timedelta(days=1))
     planned, later = reg.exposure("2026-Q1"), reg.exposure("2026-Q2")

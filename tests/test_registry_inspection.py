@@ -232,14 +232,14 @@ def test_signed_findings_re_verify_and_edits_are_caught(owned_chip) -> None:
 
 
 def test_evidence_for_another_chip_or_garbage_is_refused(owned_chip) -> None:
-    world, serial, chip_dir = owned_chip
+    world, serial, _chip_dir = owned_chip
     reg = world.reg
     other_dir = world.fresh_chip(2)
     chip = Chip.open(other_dir)
     chip.boot()
     evidence = chip.attest(b"nonce-0123456789")
     chip.close()
-    with pytest.raises(RegistryError, match="another device key|not "):
+    with pytest.raises(RegistryError, match=r"another device key|not "):
         reg.record_tree_head(serial, evidence)
     with pytest.raises(RegistryError, match="refused"):
         reg.record_tree_head(serial, b"{}")

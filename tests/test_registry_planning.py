@@ -4,7 +4,7 @@ the reveal and no one can predict before it; collusion pools owners; on SQLite a
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import blake3
@@ -72,7 +72,7 @@ def _fleet(registry, owners: dict[str, int]) -> dict[str, list[str]]:
 
 
 def _past(days: float = 40.0) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(days=days)
+    return datetime.now(UTC) - timedelta(days=days)
 
 
 def test_plan_is_reproducible_from_the_revealed_seed_and_bound_by_the_commitment(registry) -> None:
@@ -169,7 +169,7 @@ def test_exempt_and_lost_chips_leave_the_population_and_visits_group_by_facility
         assert all((chips.index(c) % 2 == 1) == (visit["facility"] == "hall-a") for c in visit["chips"])
     with pytest.raises(PlanError, match="nothing to sample"):
         reg.commit_plan("r", ["beta"], flops=H100)
-    with pytest.raises(PlanError, match="Eq. 1"):
+    with pytest.raises(PlanError, match=r"Eq. 1"):
         reg.commit_plan("s", ["acme"], flops=-1.0)
 
 

@@ -211,7 +211,7 @@ def test_signed_writes_refuse_bad_signature_replay_role_and_bodies(world: World)
 
 # ---------------------------------------------------------------------- custody
 def test_old_nonces_are_pruned_and_their_requests_stay_refused(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime, timedelta
 
     auth = world.app.state.service.auth
     def post(env: Any) -> Any:

@@ -5,6 +5,7 @@ acknowledged entry is there, the chips resend what was not acknowledged, no log 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -88,7 +89,7 @@ def _drive(state: Path, transport: HttpTransport, steps: int, errors: list[BaseE
 def _report(chips: list[tuple[str, Path]], transports: list[RecordingTransport], steps: int, errors: list[BaseException],
             pause: float = 0.0) -> list[threading.Thread]:
     """Every chip reports from its own thread, all at once (started, not joined)."""
-    threads = [threading.Thread(target=_drive, args=(state, t, steps, errors, pause)) for (_, state), t in zip(chips, transports)]
+    threads = [threading.Thread(target=_drive, args=(state, t, steps, errors, pause)) for (_, state), t in zip(chips, transports, strict=True)]
     for th in threads:
         th.start()
     return threads
@@ -100,7 +101,7 @@ def _each_copy_is_the_log(reg: Registry, chips: list[tuple[str, Path]], transpor
     for th in threads:
         th.join(timeout=180)
     assert not errors, errors
-    for (serial, state), t in zip(chips, transports):
+    for (serial, state), t in zip(chips, transports, strict=True):
         log = (state / "log" / "chip.log").read_bytes()
         assert _copy(reg, serial) == log  # nothing lost, nothing forked
         assert t.acked == log.splitlines()
@@ -166,7 +167,7 @@ def test_crash_while_chips_report(server_world) -> None:
     while sum(len(t.acked) for t in transports) < 12 and time.monotonic() < deadline:
         time.sleep(0.01)
     server.kill()  # SIGKILL mid-stream: some entries are in flight
-    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports)}
+    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports, strict=True)}
     assert sum(map(len, acked_before.values())) >= 12
     for serial, lines in acked_before.items():  # every acknowledged entry survived the kill
         stored = _copy(reg, serial).splitlines()
@@ -177,7 +178,7 @@ def test_crash_while_chips_report(server_world) -> None:
         th.join(timeout=180)
     assert not errors, errors
     assert any(t.retries > 0 for t in transports), "no chip had to resend"
-    for (serial, state), t in zip(chips, transports):
+    for (serial, state), t in zip(chips, transports, strict=True):
         log = (state / "log" / "chip.log").read_bytes()
         copy = _copy(reg, serial)
         assert copy == log  # nothing lost, nothing forked: the copy is the chip's own log
@@ -229,16 +230,14 @@ def test_a_write_killed_mid_request_is_applied_once_on_resend(server_world, tmp_
 
 
 def _post_quietly(url: str, body: bytes) -> None:
-    try:
+    with contextlib.suppress(httpx.TransportError):  # the server was killed under it
         httpx.post(url, content=body, timeout=60)
-    except httpx.TransportError:
-        pass  # the server was killed under it
 
 
 def test_an_oversized_body_is_not_read_the_connection_closes(server_world) -> None:
     import socket
 
-    reg, _, _, server = server_world
+    _reg, _, _, server = server_world
     server.start()
     # Over the limit (declared), and an unsigned upload under it (refused before its body is read).
     for path, size in (("/v1/sessions", 10**10), ("/v1/inputs/big", 10**10), ("/v1/inputs/big", 500 << 20)):
@@ -325,7 +324,7 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
     """kill -9 while a group commit holds entries of two or more chips, written and not committed:
     every acknowledged entry is stored, none of the held batch is (the transaction is all or
     nothing), and after a restart the chips resend and every copy is the chip's own log."""
-    reg, chips, keys, server = server_world
+    reg, chips, _keys, server = server_world
     pause = tmp_path / "batch-pause"
     pause.mkdir()
     server.faults = (f"pause=service-batch:{pause}",)  # tests/_faults.py: the server stops there
@@ -340,7 +339,7 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
     server.kill()
     held = [label.rsplit("#", 1) for label in (pause / "batch").read_text().split()]
     assert len(held) >= 2
-    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports)}
+    acked_before = {serial: list(t.acked) for (serial, _), t in zip(chips, transports, strict=True)}
     for serial, lines in acked_before.items():
         stored = _copy(reg, serial).splitlines()  # counters 0..n-1: no gap, nothing half-applied
         assert stored[: len(lines)] == lines

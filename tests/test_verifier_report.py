@@ -285,8 +285,7 @@ def _withheld(n: int) -> list[dict[str, Any]]:
 
 
 def test_page_lists_every_unexplained_snapshot_before_the_checks() -> None:
-    unexplained = _withheld(8) + [{"chip": "CW-0002", "counter": 4, "step": 9, "run_id": "run-a", "clock_ns": "9000",
-                                   "busy_ns": "8000", "detail": "not reproduced"}]
+    unexplained = [*_withheld(8), {"chip": "CW-0002", "counter": 4, "step": 9, "run_id": "run-a", "clock_ns": "9000", "busy_ns": "8000", "detail": "not reproduced"}]
     page = render_html(_verdict(unexplained_snapshots=unexplained), figures={})
     section = page[page.index("id=unexplained"):page.index("<h2>checks</h2>")]
     assert "snapshots not explained (9)" in section

@@ -204,7 +204,7 @@ def _more_shorter(ctx: Context, trials: int, seed: int) -> Any:
 # small ones are not sampled at all (they cannot do the run alone) and the big one is; so the
 # colluders put the run on the small ones' chips. The paper's countermeasure audits the world as
 # one Prover: Eq. 1 on the pooled 20,000 chips.
-_COLLUSION = {"stockpiles": [3000, 3000, 14000], "contributions": [3000, 1000, 0], "chips_needed": 4000,
+_COLLUSION: dict[str, Any] = {"stockpiles": [3000, 3000, 14000], "contributions": [3000, 1000, 0], "chips_needed": 4000,
               "T": 30.0, "T_m": 30.0, "f": 0.1, "p": 0.9}
 
 

@@ -104,7 +104,7 @@ def train_with_deviation(
     `program` trains with (and records) that training program instead of the demo's."""
     out = Path(out)
     honest = preset(preset_name, total_steps=max(steps, 1), **(overrides or {}))
-    really = replace(honest, lr=honest.lr * deviation.lr_scale)
+    really: Any = replace(honest, lr=honest.lr * deviation.lr_scale)  # the Workload, or below the loaded program: one duck type
     corpus = honest.dataset()
     commitment = DatasetCommitment.from_samples(corpus.sample(i) for i in range(len(corpus)))
     nonce = os.urandom(32) if nonce is None else nonce
@@ -142,7 +142,7 @@ def train_with_deviation(
                 chip_seconds_per_step=chip_seconds_per_step,
                 run_id=run_id,
             ) as rec:
-                for (t, committed), ids in zip(order, trained):
+                for (t, committed), ids in zip(order, trained, strict=True):
                     loss = really.train_step(model, optimizer, scheduler, really.collate([corpus.sample(i) for i in ids]))
                     rec.step(t, committed, loss)  # the records name the committed batch
         finally:
@@ -177,7 +177,7 @@ def _launder(out: Path, honest: Any, seed: bytes, commitment: DatasetCommitment,
 
         def fix(ckpt: Any, s: int = step) -> None:
             groups, sched = settings[s]
-            ckpt.optimizer_meta["param_groups"] = [dict(g, params=old["params"]) for g, old in zip(_plain(groups), ckpt.optimizer_meta["param_groups"])]
+            ckpt.optimizer_meta["param_groups"] = [dict(g, params=old["params"]) for g, old in zip(_plain(groups), ckpt.optimizer_meta["param_groups"], strict=True)]
             ckpt.scheduler = _plain(sched)
             if s == 0:
                 ckpt.model = {k: w0[k] for k in ckpt.model}

@@ -530,7 +530,7 @@ def _late_update(ctx: Context, trials: int, seed: int) -> Any:
 
         chip.attach(small_shard(), chip_dir.parent / "storage")
         for step in range(6):  # a covert run: no epoch, no snapshot
-            chip._tensors[0].add_(0.5)  # type: ignore[index]
+            chip._tensors[0].add_(0.5)
             chip.step_boundary(step, 3600.0)
         chip.install_firmware(logging)  # the update, staged (and attested) only now
         chip.close()

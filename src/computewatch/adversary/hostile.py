@@ -165,7 +165,7 @@ def _verify(root: Path, printed: list[str]) -> tuple[int, dict[str, Any], str]:
 def _caught(doc: dict[str, Any], expected: str) -> Trial:
     from computewatch.adversary.world import verdict_trial
 
-    return verdict_trial(doc, expected)  # type: ignore[no-any-return]
+    return verdict_trial(doc, expected)
 
 
 def _contained(what: str, held: bool, doc: dict[str, Any], detail: str) -> Trial:

@@ -11,6 +11,7 @@ removed. Each trial submits the evidence to `Registry.locate` and reads its prob
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from computewatch.adversary.suite import Context, Trial, get_attack, primary_check, register, result_from_trials
 from computewatch.adversary.world import ChipWorld, chip_world, party_key
 
-__all__ = ["ABROAD_KM", "DelayingRelay", "HOME", "LANDMARK_SITE", "relay_delay_s"]
+__all__ = ["ABROAD_KM", "HOME", "LANDMARK_SITE", "DelayingRelay", "relay_delay_s"]
 
 HOME = (52.3676, 4.9041)  # the declared facility
 LANDMARK_SITE = (52.3676, 4.9056)  # landmark `ams`, about 100 m from it
@@ -72,10 +73,8 @@ class DelayingRelay:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self._stop.set()
@@ -109,7 +108,7 @@ def _world(ctx: Context) -> LocationWorld:
         chips.reg.set_facility_site("acme", "home", *HOME)
         return LocationWorld(chips, LandmarkServer(key, rounds=5).start())
 
-    return ctx.shared("world:location", make)  # type: ignore[no-any-return]
+    return ctx.shared("world:location", make)
 
 
 def _trial(world: LocationWorld, serial: str, evidence: bytes, expected: str | None) -> Trial:

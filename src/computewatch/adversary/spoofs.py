@@ -132,7 +132,7 @@ def _snapshot_is_init(ctx: Context, trials: int, seed: int) -> Any:
 
     model = preset("mlp", total_steps=RUN["steps"], **_OVERRIDES).build_model(torch.Generator().manual_seed(0))
     names = [n for n, _ in model.named_parameters()]  # the chip's regions, in parameter order
-    state = dict(zip(names, tensors))
+    state = dict(zip(names, tensors, strict=True))
     out = []
     for _ in range(trials):
         spoof = _cheat(ctx, "snapshot-is-init", Deviation(), init_state=state)
@@ -187,7 +187,7 @@ def _insert(run: Path, rng: random.Random) -> None:
     def insert(recs: list[Any]) -> list[Any]:
         i = rng.randrange(1, len(recs) - 1)
         extra = replace(recs[i], sample_ids=tuple(rng.randrange(len(hashes)) for _ in recs[i].sample_ids))
-        return recs[:i] + [extra] + recs[i:-1]  # same number of steps: the last batch is pushed out
+        return [*recs[:i], extra, *recs[i:-1]]  # same number of steps: the last batch is pushed out
 
     edit_steps(run, insert, hashes=hashes)
 
@@ -320,7 +320,7 @@ def _fang_run(ctx: Context, drift: float) -> tuple[Path, dict[str, Any], dict[st
         }
         return run, exact, tol
 
-    return ctx.shared(f"fang:{drift!r}", make)  # type: ignore[no-any-return]
+    return ctx.shared(f"fang:{drift!r}", make)
 
 
 @register(
@@ -388,7 +388,8 @@ def _forge_w0(run: Path, rng: random.Random) -> dict[str, float]:
         ckpt.model = {k: forged[k] for k in ckpt.model}
 
     edit_checkpoint(run, 0, 0, put)
-    flat = lambda m: torch.cat([v.reshape(-1) for k, v in m.items() if v.is_floating_point() and v.ndim >= 2]).numpy()
+    def flat(m):
+        return torch.cat([v.reshape(-1) for k, v in m.items() if v.is_floating_point() and v.ndim >= 2]).numpy()
     d, p = kolmogorov_smirnov(flat(forged), flat(genuine))
     return {"ks_statistic": d, "ks_p_value": p}
 
@@ -463,7 +464,7 @@ def _optimise_batches(run: Path, rng: random.Random, candidates: int = 8) -> flo
             ids = tuple(rng.randrange(len(hashes)) for _ in range(size))
             model.zero_grad(set_to_none=True)
             workload.loss(model, workload.collate([corpus.sample(i) for i in ids])).backward()
-            grad = torch.cat([p.grad.reshape(-1) for _, p in model.named_parameters()])
+            grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for _, p in model.named_parameters()])
             cos = float(torch.nn.functional.cosine_similarity(-grad, direction, dim=0))
             if cos > best_cos:
                 best, best_cos = ids, cos

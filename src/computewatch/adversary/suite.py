@@ -151,7 +151,7 @@ class Context:
         if self._owned:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Context:  # noqa: PYI034
+    def __enter__(self) -> Context:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -95,19 +95,19 @@ class _SwappingChip:
 
     def step_boundary(self, step: int, busy_seconds: float) -> list[Any]:
         if step - 1 not in self.illicit:  # the Recorder names the boundary after step t as t + 1
-            return self.chip.step_boundary(step, busy_seconds)  # type: ignore[no-any-return]
+            return self.chip.step_boundary(step, busy_seconds)
         if self.before_swap is not None:
             self.before_swap()
         declared = [t.detach().clone() for t in self._tensors]
         import torch
 
         with torch.no_grad():
-            for t, p in zip(self._tensors, self.illicit_model.parameters()):
+            for t, p in zip(self._tensors, self.illicit_model.parameters(), strict=True):
                 t.copy_(p)
             try:
-                return self.chip.step_boundary(step, busy_seconds)  # type: ignore[no-any-return]
+                return self.chip.step_boundary(step, busy_seconds)
             finally:
-                for t, d in zip(self._tensors, declared):
+                for t, d in zip(self._tensors, declared, strict=True):
                     t.copy_(d)
 
 
@@ -196,7 +196,7 @@ def _swap(ctx: Context, trials: int, seed: int) -> Any:
             out.append(trial)
             continue
         caught = _caught_by_schedule(secret, illicit)  # a fresh epoch seed, as the firmware draws one
-        out.append(Trial(caught, attack.expected if caught else None, (attack.expected,) if caught else (),
+        out.append(Trial(caught, attack.expected if caught else None, (attack.expected,) if caught and attack.expected else (),
                          "a snapshot logged the illicit weights: the declared transcript does not reproduce it" if caught else ""))
     # A predictable trigger (every 1/f days, known to the cheater): it shows the declared weights
     # exactly at every due step and keeps the illicit ones loaded at all others.

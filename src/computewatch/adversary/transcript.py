@@ -10,6 +10,7 @@ logs, the committed seed and the precommitted program can catch them (paper §5.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -81,7 +82,7 @@ def edit_steps(run_dir: Path, mutate: Callable[[list[StepRecord]], list[StepReco
     for _first, _last, name in segments:
         storage.remove(f"steps/{name}")
     cut = [first for first, _last, _name in segments if first < len(records)] + [len(records)]
-    for lo, hi in zip(cut, cut[1:]):
+    for lo, hi in itertools.pairwise(cut):
         if hi > lo:
             log.write_segment([replace(r, step=lo + i) for i, r in enumerate(records[lo:hi])])
 

@@ -63,7 +63,7 @@ def train_run(out: Path, *, secret: bytes = _SECRET, **changes: Any) -> Path:
 
 def honest_run(ctx: Any, key: str = "honest", **changes: Any) -> Path:
     """The context's shared honest run (trained once per suite run); never modify it: copy it."""
-    return ctx.shared(f"run:{key}", lambda: train_run(ctx.scratch(f"run-{key}") / "run", **changes))  # type: ignore[no-any-return]
+    return ctx.shared(f"run:{key}", lambda: train_run(ctx.scratch(f"run-{key}") / "run", **changes))
 
 
 def copy_run(src: Path, dst: Path) -> Path:
@@ -81,7 +81,7 @@ def verify_runs(runs: Sequence[Path], *, chips: Sequence[Path] | None = None, pr
 
     runs = [Path(r) for r in runs]
     chip_dirs = [Path(c) for c in chips] if chips is not None else [r / "chips" for r in runs]
-    roots = []
+    roots: list[VerifyKey] = []
     for c in chip_dirs:
         pub = c / "chipmaker" / "chipmaker.pub" if (c / "chipmaker").is_dir() else c.parent / "chipmaker" / "chipmaker.pub"
         if pub.exists():
@@ -184,7 +184,7 @@ class ChipWorld:
 
 def chip_world(ctx: Any, name: str = "chips") -> ChipWorld:
     """The context's register world (made once; attacks add their own chips and owners)."""
-    return ctx.shared("world:register", lambda: _make_world(ctx))  # type: ignore[no-any-return]
+    return ctx.shared("world:register", lambda: _make_world(ctx))
 
 
 def _make_world(ctx: Any) -> ChipWorld:

@@ -66,7 +66,7 @@ def colluding_detection_probability(
     _check_stockpiles(stockpiles)
     if not (len(stockpiles) == len(contributions) == len(samples_per_period)):
         raise InvalidParameterError("stockpiles, contributions and samples need one entry per Prover")
-    if any(not (0 <= c <= C) for c, C in zip(contributions, stockpiles)):
+    if any(not (0 <= c <= C) for c, C in zip(contributions, stockpiles, strict=True)):
         raise InvalidParameterError("each contribution must lie between 0 and that Prover's stockpile")
     if any(not (math.isfinite(s) and s >= 0) for s in samples_per_period):
         raise InvalidParameterError("samples per period must be finite numbers >= 0")
@@ -76,7 +76,7 @@ def colluding_detection_probability(
             f"(needs {setting.chips_needed:g})"
         )
     log_miss = 0.0
-    for c, C, s in zip(contributions, stockpiles, samples_per_period):
+    for c, C, s in zip(contributions, stockpiles, samples_per_period, strict=True):
         per_sample_hit = (c / C) * setting.snapshot_probability
         if per_sample_hit >= 1.0 and s > 0:
             return 1.0

@@ -16,6 +16,7 @@ Two closed forms:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -145,8 +146,8 @@ def detection_probability_windowed(
     edges = [0.0, T_m] if jump <= 0.0 else [0.0, jump, T_m]
     nodes, weights = np.polynomial.legendre.leggauss(_QUADRATURE_NODES)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         half = 0.5 * (hi - lo)
-        for x, w in zip(nodes, weights):
+        for x, w in zip(nodes, weights, strict=True):
             total += w * half * _miss_at_offset(shape, s, setting.f, T_m, lo + half * (x + 1.0))
     return 1.0 - total / T_m

@@ -9,18 +9,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display in CI or on servers
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from computewatch.analysis.detection import (  # noqa: E402
+from computewatch.analysis.detection import (
     detection_probability,
     detection_probability_windowed,
 )
-from computewatch.analysis.errors import InvalidParameterError  # noqa: E402
-from computewatch.analysis.evasion import FIGURE2_P, figure2_grid  # noqa: E402
-from computewatch.analysis.montecarlo import MonteCarloResult  # noqa: E402
-from computewatch.analysis.params import Setting  # noqa: E402
-from computewatch.analysis.sampling import samples_exact, samples_linear  # noqa: E402
+from computewatch.analysis.errors import InvalidParameterError
+from computewatch.analysis.evasion import FIGURE2_P, figure2_grid
+from computewatch.analysis.montecarlo import MonteCarloResult
+from computewatch.analysis.params import Setting
+from computewatch.analysis.sampling import samples_exact, samples_linear
 
 __all__ = ["FIGURE_FORMATS", "check_figure_path", "plot_detection_vs_samples", "plot_figure2"]
 

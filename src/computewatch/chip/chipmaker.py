@@ -20,7 +20,7 @@ from computewatch.formats.firmware import FirmwareImage, FirmwarePolicy, build_i
 from computewatch.formats.identity import issue_chip_certificate
 from computewatch.formats.lot import LotProof, check_lot_id, issue_lot
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "MAX_SERIAL_LENGTH", "Chipmaker", "LOGGING_FIRMWARE_CODE", "check_serial"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PEAK_FLOPS", "LOGGING_FIRMWARE_CODE", "MAX_SERIAL_LENGTH", "Chipmaker", "check_serial"]
 
 DEFAULT_MODEL = "computewatch-sim-h100"
 DEFAULT_PEAK_FLOPS = 989 * 10**12  # H100 SXM dense BF16 tensor-core peak, FLOP/s
@@ -119,7 +119,7 @@ class Chipmaker:
             chips.append(self.manufacture(folder / serial, serial=serial, model=model, peak_flops=peak_flops))
         certs = [(d / "certificate.json").read_bytes() for d in chips]
         manifest, proofs = self.issue_lot(lot, certs, name=name)
-        for d, proof in zip(chips, proofs):
+        for d, proof in zip(chips, proofs, strict=True):
             atomic_write(d / "lot-proof.json", proof.to_json(), mode=0o644)
         atomic_write(folder / f"lot-{lot}-certificates.jsonl", b"".join(c + b"\n" for c in certs), mode=0o644)
         path = folder / f"lot-{lot}.dsse.json"

@@ -35,7 +35,7 @@ class SimulatedClock:
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError("a clock never goes backwards: seconds must be >= 0")
-        self._ns += int(round(seconds * 1e9))
+        self._ns += round(seconds * 1e9)
 
 
 class HostMonotonicClock:

@@ -15,13 +15,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import blake3
 import torch
 
 from computewatch.crypto._blake3_errors import GpuHashError
 
-__all__ = ["CudaSnapshot", "DEFAULT_CHUNK_BYTES", "allocate_pinned", "copy_out_only",
-           "measure_snapshot_stall", "snapshot_cuda_regions"]
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "CudaSnapshot",
+    "allocate_pinned",
+    "copy_out_only",
+    "snapshot_cuda_regions",
+]
 
 # 64 MiB per copy: large enough to run the DMA engine at full speed, small enough that the
 # first chunks reach the host (and the storage writer) long before the last.
@@ -82,7 +86,7 @@ def _enqueue_copies(views: Sequence[torch.Tensor], host: Sequence[torch.Tensor],
                     chunk_bytes: int) -> None:
     if len(host) != len(views):
         raise ValueError(f"{len(views)} regions but {len(host)} host buffers")
-    for src, dst in zip(views, host):
+    for src, dst in zip(views, host, strict=True):
         # An empty region's buffer has no memory to pin (is_pinned() is False): nothing to copy.
         if dst.numel() != src.numel() or dst.dtype != torch.uint8 or (src.numel() and not dst.is_pinned()):
             raise ValueError("host buffers must be pinned uint8 tensors of each region's byte size")
@@ -91,7 +95,7 @@ def _enqueue_copies(views: Sequence[torch.Tensor], host: Sequence[torch.Tensor],
 
 
 def _as_regions(host: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [h.view(t.dtype).reshape(t.shape) for h, t in zip(host, tensors)]
+    return [h.view(t.dtype).reshape(t.shape) for h, t in zip(host, tensors, strict=True)]
 
 
 def snapshot_cuda_regions(tensors: Sequence[torch.Tensor], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -146,22 +150,3 @@ def copy_out_only(tensors: Sequence[torch.Tensor], host: Sequence[torch.Tensor],
             _enqueue_copies(views, host, chunk_bytes)
         stream.synchronize()
         return time.perf_counter() - start
-
-
-def measure_snapshot_stall(tensors: Sequence[torch.Tensor], *, repeats: int = 3,
-                           chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict[str, float | bool]:
-    """Best-of-``repeats`` snapshot stall against the best copy-out alone, into the same
-    pinned buffers (allocated once, outside both timings, as a chip would)."""
-    host = allocate_pinned(tensors)
-    copy_only = min(copy_out_only(tensors, host, chunk_bytes=chunk_bytes) for _ in range(repeats))
-    snaps = [snapshot_cuda_regions(tensors, chunk_bytes=chunk_bytes, host=host) for _ in range(repeats)]
-    best = min(snaps, key=lambda s: s.stall_s)
-    return {"stall_s": best.stall_s, "copy_only_s": copy_only, "copy_stream_s": best.copy_only_s,
-            "stall_ratio": best.stall_s / copy_only,
-            # The copy-out and the in-place hash saw the same bytes: hash the host copy on the CPU.
-            "host_copy_matches_digest": all(_host_digest(h) == d for h, d in zip(best.host, best.digests))}
-
-
-def _host_digest(t: torch.Tensor) -> bytes:
-    data = t.reshape(-1).view(torch.uint8).numpy()
-    return blake3.blake3(memoryview(data), max_threads=blake3.blake3.AUTO).digest()

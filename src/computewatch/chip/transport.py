@@ -18,12 +18,12 @@ from computewatch.chip.errors import ReportError
 from computewatch.crypto.atomic import append_durable
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
-
-log = logging.getLogger("computewatch.chip.transport")
 from computewatch.crypto.signing import VerifyKey
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import expected_ack, parse_entry_line, split_log
 from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
+
+log = logging.getLogger("computewatch.chip.transport")
 
 __all__ = ["FailingTransport", "InProcessReceiver", "SilentTransport", "Transport", "check_ack", "expected_ack"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ from computewatch.formats.schedule import arrivals, commitment, epoch_seed, sche
 
 __all__ = ["VECTOR_INPUTS", "generate"]
 
-VECTOR_INPUTS = {
+VECTOR_INPUTS: dict[str, Any] = {
     "chipmaker_seed": "01" * 32,
     "device_key_seed": "02" * 32,
     "device_secret": "03" * 32,

@@ -87,11 +87,6 @@ LazyGroup.lazy = {
         "Sign in to the service's dashboard: prints a session token (valid 12 h by default).",
         command_cls="Command",
     ),
-    "bench": Lazy(
-        ("bench", "bench_gpu", "bench_hash", "bench_overhead"),
-        "app",
-        "Benchmarks, as ratios against a baseline measured in the same run.",
-    ),
     "chip": Lazy(("chip", "location"), "app", "The ML chip model: manufacture, attest, show and audit chip logs."),
     "transcript": Lazy(("transcript",), "app", "Training transcripts: show, export the hashed transcript."),
     "sampling": Lazy(("sampling",), "app", "How many chips to inspect: Eq. 1, Table 1, Monte Carlo, figures."),

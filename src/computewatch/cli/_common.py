@@ -30,12 +30,12 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 __all__ = [
-    "Command",
-    "Group",
     "EXIT_FINDING",
     "EXIT_OK",
     "EXIT_UNUSABLE",
     "FLAG",
+    "Command",
+    "Group",
     "available_cores",
     "check_output_dir",
     "check_output_file",
@@ -133,7 +133,7 @@ class Command(TyperCommand):
         with _command_guard(as_json):
             _check_params(ctx.params, as_json)
             made = _new_outputs(ctx.params)
-            plain, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)  # type: ignore[assignment]
+            plain, sys.stdout = sys.stdout, _GuardedStdout(sys.stdout)
             try:
                 result = super().invoke(ctx)
                 _flush_stdout()
@@ -166,7 +166,7 @@ def _click_classes(name: str) -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-_USAGE_ERRORS = _click_classes("UsageError")
+_USAGE_ERRORS: tuple[type[Any], ...] = _click_classes("UsageError")  # two copies of click: no common base to name
 # Exceptions that are the command line's own way out (usage errors, Exit, Abort): passed through.
 _CLICK_EXITS = (*_click_classes("ClickException"), *_click_classes("Exit"), *_click_classes("Abort"), typer.Exit, typer.Abort)
 _OUTPUT_PARAMS = ("out", "out_dir", "out_file", "workdir", "seed_out", "html")
@@ -419,7 +419,8 @@ def _check_name(path: Path, option: str) -> None:
         os.lstat(path)
     except OSError as exc:
         if exc.errno in (errno_.ENAMETOOLONG, errno_.ELOOP):
-            fail(f"{option} {path}: {_error_line(exc).split(': ', 1)[-1] if exc.filename else _error_line(exc)}")
+            line = _error_line(exc) or str(exc)
+            fail(f"{option} {path}: {line.split(': ', 1)[-1] if exc.filename else line}")
     limit = os.pathconf(".", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     too_long = [part for part in path.parts if len(os.fsencode(part)) > limit]
     if too_long:
@@ -577,11 +578,12 @@ def progress(
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            ProgressColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
-        columns = ["[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        columns: list[str | ProgressColumn] = ["[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         if total is not None:
             columns.append(TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:

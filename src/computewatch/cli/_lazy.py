@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 import typer.main
@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 
 from computewatch.cli._common import Group
 
-__all__ = ["LazyGroup", "Lazy"]
+__all__ = ["Lazy", "LazyGroup"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class _Listed(TyperCommand):
 class LazyGroup(Group):
     """The root group: its `Lazy` commands are imported when resolved, not when listed."""
 
-    lazy: dict[str, Lazy] = {}
+    lazy: ClassVar[dict[str, Lazy]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

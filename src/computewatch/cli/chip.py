@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -84,10 +84,10 @@ def _chip_dir(state_dir: Path, as_json: bool = False) -> Path:
 def manufacture(
     out: Annotated[Path, typer.Option("--out", help="State directory of the new chip (must not exist yet, or be empty).")],
     serial: Annotated[
-        Optional[str], typer.Option(help="Serial to burn in: 1-64 letters, digits, '-', '_' (default: random).")
+        str | None, typer.Option(help="Serial to burn in: 1-64 letters, digits, '-', '_' (default: random).")
     ] = None,
     chipmaker_key: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(help="Chipmaker private key (PEM); default: OUT's sibling chipmaker/ folder, created if missing."),
     ] = None,
     snapshots_per_day: Annotated[
@@ -172,9 +172,9 @@ def verify_attestation_cmd(
     nonce: Annotated[str, typer.Option(help="The challenge you issued, hex.")],
     chipmaker_pub: Annotated[Path, typer.Option(help="Chipmaker root public key (PEM) you trust.")],
     serial: Annotated[
-        Optional[str], typer.Option(help="The chip you expect: evidence from any other chip is refused.")
+        str | None, typer.Option(help="The chip you expect: evidence from any other chip is refused.")
     ] = None,
-    min_security_version: Annotated[Optional[int], typer.Option(min=0, help="Refuse older firmware.")] = None,
+    min_security_version: Annotated[int | None, typer.Option(min=0, help="Refuse older firmware.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify evidence: chain to the chipmaker root, nonce, firmware measurement, chip serial.
@@ -296,7 +296,7 @@ def _evidence_head(path: Path, serial: str, root: VerifyKey, as_json: bool) -> t
 def verify_log(
     state_dir: Annotated[Path, typer.Argument(help="Chip state directory (certificate.json, log/chip.log).")],
     chipmaker_pub: Annotated[
-        Optional[Path], typer.Option(help="Chipmaker root public key (PEM) you trust; required unless --trust-chip-copy.")
+        Path | None, typer.Option(help="Chipmaker root public key (PEM) you trust; required unless --trust-chip-copy.")
     ] = None,
     trust_chip_copy: Annotated[
         bool,
@@ -306,9 +306,9 @@ def verify_log(
             help="Trust the chipmaker key found in the chip's own folder (whoever holds the chip can replace it).",
         ),
     ] = False,
-    log: Annotated[Optional[Path], typer.Option(help="Audit this log file instead (e.g. a receiver's copy).")] = None,
+    log: Annotated[Path | None, typer.Option(help="Audit this log file instead (e.g. a receiver's copy).")] = None,
     evidence: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(help="Evidence bundle seen earlier (repeatable): the log must extend its signed tree head."),
     ] = None,
     as_json: JsonOption = False,

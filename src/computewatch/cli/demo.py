@@ -13,7 +13,7 @@ import shlex
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -138,7 +138,7 @@ def _check_workdir(path: Path, as_json: bool) -> None:
 
 def demo(
     workdir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--workdir", help="Build the world in this new (or empty) folder and keep it. Default: a new temporary folder, also kept; its path is printed."),
     ] = None,
     as_json: Annotated[

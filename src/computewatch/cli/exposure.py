@@ -5,7 +5,7 @@ Exit status: 0 done, 2 unusable input (an unknown period, p outside (0, 1)).
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,7 @@ __all__ = ["exposure"]
 
 @_registry.app.command("exposure", cls=Command)
 def exposure(
-    period: Annotated[Optional[str], typer.Option("--period", help="A committed plan's period (its rate, length and "
+    period: Annotated[str | None, typer.Option("--period", help="A committed plan's period (its rate, length and "
                                                   "window); default: every inspection, Table 1's f and T_m.")] = None,
     p: Annotated[float, typer.Option("--p", help="Strictly between 0 and 1. "
                                      "Confidence: runs above the bound were caught with at least this probability.")] = 0.9,

@@ -9,9 +9,9 @@ finding or refusal; 2 for unusable input.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -42,7 +42,7 @@ __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, cls=Group)
 
-SeedFileOption = Annotated[Optional[Path], typer.Option("--seed-file", help="The Verifier's private seed file (hex).")]
+SeedFileOption = Annotated[Path | None, typer.Option("--seed-file", help="The Verifier's private seed file (hex).")]
 
 
 def _read_seed(path: Path | None, as_json: bool) -> bytes | None:
@@ -70,7 +70,7 @@ def _start(text: str | None, as_json: bool) -> datetime | None:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         fail(f"--start {text!r} is not an ISO-8601 date or time", as_json=as_json)
-    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 @app.command(cls=Command)
@@ -78,13 +78,13 @@ def commit(
     period: Annotated[str, typer.Option(help="Label of the monitoring period, e.g. 2026-Q3.")],
     flops: Annotated[float, typer.Option("--flops", help="H: FLOPs of the run to catch.")],
     seed_out: Annotated[Path, typer.Option("--seed-out", help="Where to keep the private seed (written 0600; never overwritten).")],
-    owner: Annotated[Optional[list[str]], typer.Option("--owner", help="An owner of the stockpile (repeat to pool owners: collusion mode); none: every owner.")] = None,
-    start: Annotated[Optional[str], typer.Option(help="Start of the period, ISO-8601 (default: now).")] = None,
+    owner: Annotated[list[str] | None, typer.Option("--owner", help="An owner of the stockpile (repeat to pool owners: collusion mode); none: every owner.")] = None,
+    start: Annotated[str | None, typer.Option(help="Start of the period, ISO-8601 (default: now).")] = None,
     run_days: Annotated[float, typer.Option("--run-days", help="T: length of the run to catch, days.")] = 30.0,
     period_days: Annotated[float, typer.Option("--period-days", help="T_m: monitoring period, days.")] = 30.0,
     probability: Annotated[float, typer.Option("--probability", help="p: detection probability.")] = 0.9,
     snapshots_per_day: Annotated[float, typer.Option("--snapshots-per-day", help="f: snapshots per chip per day.")] = 0.1,
-    chip_flops_per_day: Annotated[Optional[float], typer.Option("--chip-flops-per-day", help="a (default: the largest certified peak FLOP/s in the stockpile x 86400).")] = None,
+    chip_flops_per_day: Annotated[float | None, typer.Option("--chip-flops-per-day", help="a (default: the largest certified peak FLOP/s in the stockpile x 86400).")] = None,
     formula: Annotated[Literal["exact", "linear"], typer.Option(help="Eq. 1 form.")] = "exact",
     group_by_facility: Annotated[bool, typer.Option("--group-by-facility", metavar=FLAG, help="Group drawn chips into facility visits.")] = False,
     db: DbOption = None,
@@ -192,9 +192,9 @@ def reveal(
 def record(
     serial: Annotated[str, typer.Argument(help="The chip the Verifier asked for.")],
     chip_dir: Annotated[Path, typer.Option("--chip-dir", help="State directory of the chip presented.")],
-    plan_id: Annotated[Optional[int], typer.Option("--plan", help="The plan this inspection serves.")] = None,
-    inspector: Annotated[Optional[str], typer.Option(help="The registered inspector.")] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help="The inspector's private key: signs the finding.")] = None,
+    plan_id: Annotated[int | None, typer.Option("--plan", help="The plan this inspection serves.")] = None,
+    inspector: Annotated[str | None, typer.Option(help="The registered inspector.")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="The inspector's private key: signs the finding.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -228,8 +228,8 @@ def record(
 def refuse(
     serial: Annotated[str, typer.Argument(help="The chip the Verifier asked for.")],
     reason: Annotated[str, typer.Option(help="What happened (refused, chip not presented, ...).")],
-    plan_id: Annotated[Optional[int], typer.Option("--plan", help="The plan this inspection served.")] = None,
-    inspector: Annotated[Optional[str], typer.Option(help="The registered inspector.")] = None,
+    plan_id: Annotated[int | None, typer.Option("--plan", help="The plan this inspection served.")] = None,
+    inspector: Annotated[str | None, typer.Option(help="The registered inspector.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -244,7 +244,7 @@ def refuse(
 
 @app.command(cls=Command)
 def status(
-    plan_id: Annotated[Optional[int], typer.Argument(help="A plan (default: a summary of all).")] = None,
+    plan_id: Annotated[int | None, typer.Argument(help="A plan (default: a summary of all).")] = None,
     seed_file: SeedFileOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -252,11 +252,10 @@ def status(
     """How a plan's inspections went, or a summary: open findings first (unexplained snapshots,
     inspection findings, refusals, open investigations), where each Prover stands, the plans."""
     seed = _read_seed(seed_file, as_json)
-    with registry_guard(as_json):
-        with open_registry(db, as_json=as_json) as reg:
-            summary = _summary(reg)
-            doc = summary if plan_id is None else {**reg.plan_status(plan_id, seed), **{
-                k: summary[k] for k in ("findings", "provers", "queue_pending", "queue_unexplained")}}
+    with registry_guard(as_json), open_registry(db, as_json=as_json) as reg:
+        summary = _summary(reg)
+        doc = summary if plan_id is None else {**reg.plan_status(plan_id, seed), **{
+            k: summary[k] for k in ("findings", "provers", "queue_pending", "queue_unexplained")}}
     if as_json:
         print_json(doc)
         return

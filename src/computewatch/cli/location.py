@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -108,7 +108,7 @@ def site(owner: str, facility: str, lat: LatOption, lon: LonOption, db: DbOption
 def locate(
     serial: str,
     evidence: Annotated[Path, typer.Option("--evidence", help="The evidence file `computewatch chip locate` wrote.")],
-    radius_km: Annotated[Optional[float], typer.Option("--radius-km", min=0.001, help="How far from its declared facility "
+    radius_km: Annotated[float | None, typer.Option("--radius-km", min=0.001, help="How far from its declared facility "
                                                        "the chip may be shown to be (default 500).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,

@@ -11,7 +11,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ T = TypeVar("T")
 app = typer.Typer(no_args_is_help=True, cls=Group)
 
 DbOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--db", envvar="COMPUTEWATCH_DB", help="Register database: a SQLite file or a postgresql:// URL "
                  "(default: computewatch.db in the working directory)."),
 ]
@@ -47,7 +47,7 @@ JsonOption = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JS
 PubOption = Annotated[Path, typer.Option("--pub", help="Ed25519 public key, PEM (as `openssl pkey -pubout` writes it).")]
 FromKeyOption = Annotated[Path, typer.Option("--from-key", help="Private key (PEM) of the current holder, who signs.")]
 ToKeyOption = Annotated[Path, typer.Option("--to-key", help="Private key (PEM) of the receiver, who countersigns.")]
-FacilityOption = Annotated[Optional[str], typer.Option("--facility", help="The receiver's facility the item goes to.")]
+FacilityOption = Annotated[str | None, typer.Option("--facility", help="The receiver's facility the item goes to.")]
 
 
 @contextlib.contextmanager
@@ -76,9 +76,8 @@ def open_registry(db: str | None, *, create: bool = False, as_json: bool = False
 
 def with_registry(db: str | None, as_json: bool, action: Callable[[Registry], T]) -> T:
     """Run `action` on the opened register; its errors become `registry_guard`'s one line."""
-    with registry_guard(as_json):
-        with open_registry(db, as_json=as_json) as reg:
-            return action(reg)
+    with registry_guard(as_json), open_registry(db, as_json=as_json) as reg:
+        return action(reg)
 
 
 def _signing_key(path: Path) -> Any:
@@ -97,8 +96,8 @@ def _done(doc: Any, as_json: bool, line: str) -> None:
 @app.command(cls=Command)
 def init(
     db: DbOption = None,
-    loss_threshold: Annotated[Optional[int], typer.Option(min=1, help="Losses by one holder that open an investigation.")] = None,
-    individual_max: Annotated[Optional[int], typer.Option(min=1, help="Most chips a holder may have for an individual exemption.")] = None,
+    loss_threshold: Annotated[int | None, typer.Option(min=1, help="Losses by one holder that open an investigation.")] = None,
+    individual_max: Annotated[int | None, typer.Option(min=1, help="Most chips a holder may have for an individual exemption.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create the register (or migrate it to the newest schema) and show its id and settings."""
@@ -109,7 +108,7 @@ def init(
                 reg.set_setting("loss_investigation_threshold", loss_threshold)
             if individual_max is not None:
                 reg.set_setting("individual_exemption_max", individual_max)
-            doc = {"register": reg.register_id, "db": reg.url, "settings": reg.settings()}
+            doc: dict[str, Any] = {"register": reg.register_id, "db": reg.url, "settings": reg.settings()}
     _done(doc, as_json, f"register {doc['register']} ready at {escape(doc['db'])}")
 
 
@@ -140,8 +139,8 @@ def add_owner(
 def add_fab(
     name: str,
     pub: PubOption,
-    node_nm: Annotated[Optional[int], typer.Option(min=1, help="Process node in nanometres.")] = None,
-    site: Annotated[Optional[str], typer.Option(help="Where the fab is.")] = None,
+    node_nm: Annotated[int | None, typer.Option(min=1, help="Process node in nanometres.")] = None,
+    site: Annotated[str | None, typer.Option(help="Where the fab is.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -170,12 +169,12 @@ def produce(
 @app.command("register-lot", cls=Command)
 def register_lot(
     manifest: Annotated[Path, typer.Argument(help="The chipmaker's signed lot manifest (lot-LOT.dsse.json).")],
-    chip_dirs: Annotated[Optional[list[Path]], typer.Argument(
+    chip_dirs: Annotated[list[Path] | None, typer.Argument(
         help="Chip state directories of the lot, each with its lot-proof.json (or give --certificates).")] = None,
-    certificates: Annotated[Optional[Path], typer.Option(
+    certificates: Annotated[Path | None, typer.Option(
         help="The whole lot: every certificate in lot order, one per line (lot-LOT-certificates.jsonl).")] = None,
-    fab: Annotated[Optional[str], typer.Option(help="The fab that made the chips.")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Processes reading certificates (default: one per core).")] = None,
+    fab: Annotated[str | None, typer.Option(help="The fab that made the chips.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Processes reading certificates (default: one per core).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -199,8 +198,8 @@ def register_lot(
 @app.command("register-chip", cls=Command)
 def register_chip(
     chip_dir: Annotated[Path, typer.Argument(help="The chip's state directory (its certificate.json is read).")],
-    fab: Annotated[Optional[str], typer.Option(help="The fab that made the chip.")] = None,
-    die: Annotated[Optional[str], typer.Option(help="The registered die it was packaged from.")] = None,
+    fab: Annotated[str | None, typer.Option(help="The fab that made the chip.")] = None,
+    die: Annotated[str | None, typer.Option(help="The registered die it was packaged from.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -237,10 +236,10 @@ def ship(
 @app.command(cls=Command)
 def transfer(
     serial: str,
-    to: Annotated[Optional[str], typer.Option("--to", help="The receiving party.")] = None,
-    from_key: Annotated[Optional[Path], typer.Option("--from-key", help="Private key (PEM) of the current holder.")] = None,
-    to_key: Annotated[Optional[Path], typer.Option("--to-key", help="Private key (PEM) of the receiver.")] = None,
-    envelope: Annotated[Optional[Path], typer.Option(help="A transfer statement both parties already signed (DSSE JSON).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="The receiving party.")] = None,
+    from_key: Annotated[Path | None, typer.Option("--from-key", help="Private key (PEM) of the current holder.")] = None,
+    to_key: Annotated[Path | None, typer.Option("--to-key", help="Private key (PEM) of the receiver.")] = None,
+    envelope: Annotated[Path | None, typer.Option(help="A transfer statement both parties already signed (DSSE JSON).")] = None,
     facility: FacilityOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -305,7 +304,7 @@ def exempt(
 def found(
     serial: str,
     at: Annotated[str, typer.Option("--at", help="The party where the chip turned up.")],
-    chip_dir: Annotated[Optional[Path], typer.Option(help="The chip's state directory (registers an unknown chip).")] = None,
+    chip_dir: Annotated[Path | None, typer.Option(help="The chip's state directory (registers an unknown chip).")] = None,
     note: Annotated[str, typer.Option(help="Circumstances.")] = "",
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -323,9 +322,9 @@ ListWhat = Literal["chips", "wafers", "dies", "parties", "lots", "investigations
 @app.command("list", cls=Command)
 def list_cmd(
     what: Annotated[ListWhat, typer.Argument(help="What to list.")] = "chips",
-    owner: Annotated[Optional[str], typer.Option(help="Only this holder's (or party's) records.")] = None,
-    status: Annotated[Optional[str], typer.Option(help="Only records with this status.")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many rows.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this holder's (or party's) records.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only records with this status.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
     wide: Annotated[bool, typer.Option("--wide", metavar=FLAG, help="Every column, digests and times in full (wider than 80 columns).")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -340,9 +339,8 @@ def list_cmd(
     if status is not None and status not in choices:
         allowed = f"one of {'|'.join(choices)}" if choices else "not a filter here"
         fail(f"--status {status!r} for {what}: {allowed}", as_json=as_json)
-    with registry_guard(as_json):
-        with open_registry(db, as_json=as_json) as reg:
-            rows = _listing(reg, what, owner, status, limit)
+    with registry_guard(as_json), open_registry(db, as_json=as_json) as reg:
+        rows = _listing(reg, what, owner, status, limit)
     if as_json:
         print_json(rows)
         return

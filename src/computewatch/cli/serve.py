@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -15,11 +15,11 @@ __all__ = ["Command", "serve"]
 
 
 def serve(
-    db: Annotated[Optional[str], typer.Option("--db", envvar="COMPUTEWATCH_DB", help="Register database: a SQLite file or a postgresql:// URL (default: computewatch.db in the working directory).")] = None,
+    db: Annotated[str | None, typer.Option("--db", envvar="COMPUTEWATCH_DB", help="Register database: a SQLite file or a postgresql:// URL (default: computewatch.db in the working directory).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free port).")] = 8080,
     data: Annotated[Path, typer.Option("--data", help="The service's folder: its checkpoint key, Provers' raw inputs, verdicts.")] = Path("computewatch-service"),
-    verifier_pub: Annotated[Optional[list[Path]], typer.Option("--verifier-pub", help="Public key (PEM) of the Verifier role, named after the file's stem; repeatable.")] = None,
+    verifier_pub: Annotated[list[Path] | None, typer.Option("--verifier-pub", help="Public key (PEM) of the Verifier role, named after the file's stem; repeatable.")] = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", metavar=FLAG, help="Do not run verify jobs in this process.")] = False,
     verify_workers: Annotated[int, typer.Option("--verify-workers", min=1, max=256, help="Trusted-cluster jobs a verify job runs at once.")] = 1,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Server processes sharing the port (more than 1: best on PostgreSQL; verify jobs run in the parent).")] = 1,

@@ -8,7 +8,7 @@ form, or send it as `Authorization: Bearer <token>` to the API and the pages.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -21,7 +21,7 @@ __all__ = ["session"]
 def session(
     url: Annotated[str, typer.Option("--url", help="The service, e.g. http://127.0.0.1:8080.")],
     key: Annotated[Path, typer.Option("--key", help="The party's private key (PEM), as registered (or a --verifier-pub's key).")],
-    party: Annotated[Optional[str], typer.Option("--party", help="The party's name (default: the key file's name without .key).")] = None,
+    party: Annotated[str | None, typer.Option("--party", help="The party's name (default: the key file's name without .key).")] = None,
     as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print {token, expires, party, role, login} as JSON (also on failure).")] = False,
 ) -> None:
     """Sign in to the service's dashboard: prints a session token (valid 12 h by default).

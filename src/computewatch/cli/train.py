@@ -7,7 +7,7 @@ or key behind (docs/cli.md).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import typer
 
@@ -40,13 +40,13 @@ MAX_CHIP_SECONDS_PER_STEP = 86_400.0  # computewatch.chip.MAX_STEP_BUSY_S
 
 
 def train(
-    preset: PresetName = typer.Option("tiny", "--preset", help="Workload (mlp for quick tests)."),
+    preset: Annotated[PresetName, typer.Option("--preset", help="Workload (mlp for quick tests).")] = "tiny",
     steps: int = typer.Option(200, "--steps", min=1, max=MAX_STEPS, help="Optimizer steps."),
     nproc: int = typer.Option(
         1, "--nproc", min=1, max=MAX_NPROC, help="gloo processes, every rank one chip (at most this machine's cores)."
     ),
-    strategy: StrategyName = typer.Option("ddp", "--strategy", help="With --nproc > 1: ddp (replicas) or fsdp (shards)."),
-    chips: Path | None = typer.Option(None, "--chips", help="Folder of chip state dirs; default: provision new ones under OUT/chips."),
+    strategy: Annotated[StrategyName, typer.Option("--strategy", help="With --nproc > 1: ddp (replicas) or fsdp (shards).")] = "ddp",
+    chips: Annotated[Path | None, typer.Option("--chips", help="Folder of chip state dirs; default: provision new ones under OUT/chips.")] = None,
     snapshots_per_day: float = typer.Option(
         DEMO_SNAPSHOTS_PER_DAY, "--snapshots-per-day", min=0.0, max=MAX_SNAPSHOTS_PER_DAY,
         help="Snapshot rate f of newly provisioned chips (per busy day).",
@@ -59,7 +59,7 @@ def train(
         help="Busy time each step adds to the chip's clock (simulated, so a short demo sees snapshots); 0 = measured step time.",
     ),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, max=MAX_STEPS, help="Checkpoint interval k in steps."),
-    out_dir: Path = typer.Option(Path("run"), "--out", help="Run directory (transcript) to create, or to resume with --resume."),
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory (transcript) to create, or to resume with --resume.")] = Path("run"),
     resume: bool = typer.Option(
         False, "--resume", metavar=FLAG, help="Continue the run in OUT from its latest complete checkpoint (OUT must hold one)."
     ),

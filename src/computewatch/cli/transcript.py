@@ -7,6 +7,7 @@ Exit status (docs/cli.md): 2 when the location holds no transcript (or cannot be
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -97,8 +98,8 @@ def _plain(value: object) -> str:
 
 @app.command("export-hashes", cls=Command)
 def export_hashes_cmd(
-    run_dir: str = typer.Argument(..., help="Run directory or fsspec URL."),
-    out_file: Path = typer.Option(..., "--out", help="File to write the hashed transcript (canonical JSON) to; never overwritten."),
+    run_dir: Annotated[str, typer.Argument(help="Run directory or fsspec URL.")],
+    out_file: Annotated[Path, typer.Option("--out", help="File to write the hashed transcript (canonical JSON) to; never overwritten.")],
     signed: bool = typer.Option(False, "--signed", metavar=FLAG, help="Write a DSSE envelope signed with the run's Prover key instead."),
     force: bool = typer.Option(False, "--force", metavar=FLAG, help="Replace an existing --out file."),
 ) -> None:

@@ -39,7 +39,7 @@ class _Mode(str, enum.Enum):  # noqa: UP042 (StrEnum would change how the member
 class VerifyCommand(Command):
     """Lets `--chips DIR [DIR ...]` take every value up to the next option."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's or click's Context
         out_args: list[str] = []
         greedy: str | None = None
         for arg in args:
@@ -194,9 +194,9 @@ def verify(
             fail(f"cannot sandbox the Prover's program: {problem}; refusing to replay (--unsafe-no-sandbox runs it unconfined)", EXIT_UNUSABLE, as_json=as_json)
     if responses and seed is None:
         fail("--responses needs --seed: the secret the challenges were drawn with (64 hex digits, as in the --seed-file of `challenge`)", as_json=as_json)
-    for folder in responses or []:
-        if not (folder / "response.json").is_file():
-            fail(f"--responses {folder}: not a response folder (no response.json)", as_json=as_json)
+    for answered in responses or []:
+        if not (answered / "response.json").is_file():
+            fail(f"--responses {answered}: not a response folder (no response.json)", as_json=as_json)
     options: dict[str, Any] = {
         "runs": runs, "chips": chips, "chipmaker_roots": roots, "prover_keys": provers, "seed": _seed(seed, as_json),
         "known_heads": trust["known_heads"], "policy_text": policy_text, "mode": mode.value, "segments": _segments(segments, as_json),

@@ -46,8 +46,8 @@ __all__ = [
     "statement",
     "tensor_memory",
     "verify_consistency",
-    "verify_inclusion",
     "verify_envelope",
+    "verify_inclusion",
 ]
 
 _WHERE = {

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Any
 from pathlib import Path
 
 import triton
@@ -25,7 +26,23 @@ from triton.compiler import ASTSource
 from computewatch.crypto import _blake3_kernels as _k
 from computewatch.crypto.blake3_triton import DEFAULT_CONFIG, KernelConfig
 
-__all__: list[str] = []
+__all__ = ["SWEEPS"]
+
+# Launch shapes to compare: `main` prints each one's hot loop; benchmarks/bench_gpu_hash.py times
+# them on a GPU and reports the fastest (all must give the CPU digest).
+SWEEPS: dict[str, tuple[KernelConfig, ...]] = {
+    "none": (DEFAULT_CONFIG,),
+    "small": (DEFAULT_CONFIG,
+              KernelConfig(fma_adds=False),
+              KernelConfig(quads=False),
+              KernelConfig(chunk_tile=32, chunk_warps=1),
+              KernelConfig(chunk_tile=128, chunk_warps=2),
+              KernelConfig(chunk_tile=128, chunk_warps=4)),
+    # At most two chunks per thread: beyond that the state no longer fits in registers.
+    "full": tuple(KernelConfig(chunk_tile=t, chunk_warps=w, quads=q, fma_adds=f)
+                  for t in (32, 64, 128, 256) for w in (1, 2, 4, 8) if 32 * w <= t <= 64 * w
+                  for q in (True, False) for f in (True, False)),
+}
 
 # SASS opcodes that issue on the integer ALU pipe (IMAD goes to the FMA pipe).
 _ALU = {"SHF", "LOP3", "IADD3", "PRMT", "SEL", "ISETP", "LEA", "VIADD", "PLOP3", "MOV", "IABS"}
@@ -40,7 +57,7 @@ def _compile(fn: object, signature: dict[str, str], constexprs: dict[str, object
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
-def compile_kernels(config: KernelConfig = DEFAULT_CONFIG, arch: int = 90) -> dict[str, object]:
+def compile_kernels(config: KernelConfig = DEFAULT_CONFIG, arch: int = 90) -> dict[str, Any]:
     """The three kernels compiled for ``sm_{arch}``, keyed by name (``.asm`` holds ptx/cubin)."""
     fma = config.fma_adds
     chunk = _compile(_k._chunk_kernel, {
@@ -81,9 +98,9 @@ def hot_loop_histogram(cubin: bytes) -> collections.Counter[str]:
         if label:
             labels[label.group(1)] = len(instrs)
             continue
-        ins = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*)$", line)
-        if ins:
-            instrs.append(ins.group(1))
+        found = re.match(r"^\s+/\*[0-9a-f]+\*/\s+(.*)$", line)
+        if found:
+            instrs.append(found.group(1))
     best = (0, -1)
     for i, ins in enumerate(instrs):
         target = re.search(r"BRA\s+`\(\.(L_x_\d+)\)", ins)
@@ -107,8 +124,6 @@ def default_report(arch: int = 90) -> dict[str, object]:
 
 
 def main() -> None:
-    from computewatch.crypto._blake3_bench import SWEEPS
-
     sweep = sys.argv[1] if len(sys.argv) > 1 else "small"
     for config in SWEEPS[sweep]:
         hist = hot_loop_histogram(compile_kernels(config)["chunk"].asm["cubin"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -38,10 +39,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int | None 
         os.replace(tmp, target)
     except BaseException:
         # Leave no stray temp file behind; the old target is untouched.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_dir(folder)
 

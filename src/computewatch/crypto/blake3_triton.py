@@ -30,8 +30,15 @@ from computewatch.crypto import _blake3_kernels as _k
 from computewatch.crypto._blake3_errors import GpuHashError
 from computewatch.crypto._blake3_plan import _Plan, build_plan
 
-__all__ = ["KernelConfig", "DEFAULT_CONFIG", "GpuHashError", "blake3_regions", "blake3_flat",
-           "interpreted", "gpu_available"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "GpuHashError",
+    "KernelConfig",
+    "blake3_flat",
+    "blake3_regions",
+    "gpu_available",
+    "interpreted",
+]
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,7 @@ def _hash_packed(views: Sequence[torch.Tensor], config: KernelConfig) -> list[by
         pos += -(-v.numel() // 16) * 16
     device = views[0].device
     packed = torch.zeros(max(pos, 16), dtype=torch.uint8, device=device)
-    for off, v in zip(offsets, views):
+    for off, v in zip(offsets, views, strict=True):
         packed[off:off + v.numel()] = v
     return blake3_flat(packed, offsets, [v.numel() for v in views], config=config)
 
@@ -196,14 +203,14 @@ def blake3_flat(buffer: torch.Tensor, offsets: Sequence[int], lengths: Sequence[
     addr = buffer.data_ptr() + off
     if ((addr % 4) != 0).any():
         # The kernels read 32-bit words: regions that do not start on a word get a packed copy.
-        return _hash_packed([buffer[o:o + n] for o, n in zip(off.tolist(), size.tolist())], config)
+        return _hash_packed([buffer[o:o + n] for o, n in zip(off.tolist(), size.tolist(), strict=True)], config)
     if buffer.device.type == "cuda":
         base_addr = buffer.data_ptr() & ~15
         with torch.cuda.device(buffer.device):
             roots = _launch(_RawPointer(base_addr), (addr - base_addr) // 4, size, buffer.device, config)
             return _digests(roots)
     if buffer.data_ptr() % 4:
-        return _hash_packed([buffer[o:o + n] for o, n in zip(off.tolist(), size.tolist())], config)
+        return _hash_packed([buffer[o:o + n] for o, n in zip(off.tolist(), size.tolist(), strict=True)], config)
     return _digests(_launch(buffer, off // 4, size, buffer.device, config))
 
 

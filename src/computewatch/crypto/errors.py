@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ComputewatchError", "FormatError", "ProofError", "SignatureError", "KeyFileError"]
+__all__ = ["ComputewatchError", "FormatError", "KeyFileError", "ProofError", "SignatureError"]
 
 
 class ComputewatchError(Exception):

@@ -95,7 +95,7 @@ def tensor_memory(t: torch.Tensor) -> memoryview:
     if not t.is_contiguous():
         t = t.contiguous()
     flat = t.reshape(-1).view(torch.uint8)  # a view: contiguous, so no copy
-    return memoryview(flat.numpy()).toreadonly()
+    return flat.numpy().data.toreadonly()
 
 
 def blake3_tensor(t: torch.Tensor, *, threads: int | None = None) -> bytes:

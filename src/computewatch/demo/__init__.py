@@ -12,7 +12,15 @@ It uses only the public APIs of chip, prover, registry and verifier. Names are i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from computewatch._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.demo.policy import DEMO_POLICY
+    from computewatch.demo.provers import ProverRun
+    from computewatch.demo.scenario import DemoHooks, DemoOptions, DemoResult, EXPECTED, ProverVerdict, run_demo
+    from computewatch.demo.world import World, WorldPlan, build_world
 
 _WHERE = {
     "DEMO_POLICY": "policy",
@@ -27,6 +35,18 @@ _WHERE = {
     "build_world": "world",
     "run_demo": "scenario",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "DEMO_POLICY",
+    "EXPECTED",
+    "DemoHooks",
+    "DemoOptions",
+    "DemoResult",
+    "ProverRun",
+    "ProverVerdict",
+    "World",
+    "WorldPlan",
+    "build_world",
+    "run_demo",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -22,7 +22,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class WorldClock:
         self._offset = timedelta(0)
 
     def __call__(self) -> datetime:
-        return datetime.now(timezone.utc) + self._offset
+        return datetime.now(UTC) + self._offset
 
     def advance(self, days: float) -> None:
         self._offset += timedelta(days=days)
@@ -180,7 +180,7 @@ def build_world(root: Path, plan: WorldPlan | None = None, *, say: Say | None = 
     made = provision_chips(line, plan.chips, snapshots_per_day=plan.snapshots_per_day, chipmaker_dir=root / "chipmaker",
                            secret_seed=plan.secret_seed)
     chips: list[Custody] = []
-    made_iter = iter(zip(made, dies))
+    made_iter = iter(zip(made, dies, strict=True))
     for owner, racks in plan.racks.items():
         for rack, count in racks.items():
             for _ in range(count):

@@ -12,7 +12,24 @@ imported lazily, so `import computewatch.formats.<module>` stays cheap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from computewatch._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.formats.attestation import AttestationClaims, verify_attestation
+    from computewatch.formats.checkpoint import Checkpoint, CheckpointIndex
+    from computewatch.formats.chip_audit import AuditReport, LogVerifier, Problem, audit_log
+    from computewatch.formats.chip_entry import LogEntry
+    from computewatch.formats.dataset import DatasetCommitment
+    from computewatch.formats.errors import AttestationError, BootError
+    from computewatch.formats.identity import ChipCertificate, verify_chip_certificate
+    from computewatch.formats.layout import ShardLayout
+    from computewatch.formats.manifest import Manifest, read_manifest
+    from computewatch.formats.precommitment import Precommitment, code_digest
+    from computewatch.formats.seed import batches, derive_run_seed, init_generator
+    from computewatch.formats.steps import StepLog, StepRecord
+    from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
 
 _WHERE = {
     "AttestationClaims": "attestation",
@@ -44,6 +61,34 @@ _WHERE = {
     "verify_chip_certificate": "identity",
     "verify_covered_entry": "chip_audit",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "AttestationClaims",
+    "AttestationError",
+    "AuditReport",
+    "BootError",
+    "Checkpoint",
+    "CheckpointIndex",
+    "ChipCertificate",
+    "DatasetCommitment",
+    "LogEntry",
+    "LogVerifier",
+    "Manifest",
+    "ObjectStore",
+    "Precommitment",
+    "Problem",
+    "RunStorage",
+    "ShardLayout",
+    "StepLog",
+    "StepRecord",
+    "StoreError",
+    "audit_log",
+    "batches",
+    "code_digest",
+    "derive_run_seed",
+    "init_generator",
+    "read_manifest",
+    "verify_attestation",
+    "verify_chip_certificate",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

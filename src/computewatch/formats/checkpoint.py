@@ -26,7 +26,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import safetensors.torch
 import torch
@@ -194,7 +194,8 @@ def _like_param(param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     if hasattr(param, "to_local") and local.shape == param.to_local().shape:
         from torch.distributed.tensor import DTensor
 
-        return DTensor.from_local(local.clone(), param.device_mesh, param.placements, run_check=False, shape=param.shape, stride=param.stride())
+        dparam = cast(DTensor, param)  # it has to_local: a DTensor
+        return DTensor.from_local(local.clone(), dparam.device_mesh, dparam.placements, run_check=False, shape=param.shape, stride=param.stride())
     return local.clone()
 
 

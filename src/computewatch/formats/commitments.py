@@ -154,7 +154,7 @@ class ShardHasher:
             self._key = key
         pieces = self._pieces
         parts = [pieces[0]]
-        for view, piece in zip(self._views, pieces[1:]):
+        for view, piece in zip(self._views, pieces[1:], strict=True):
             parts.append(_blake3.blake3(view, max_threads=1).hexdigest())
             parts.append(piece)
         return _blake3.blake3("".join(parts).encode()).hexdigest()

@@ -41,7 +41,7 @@ def _as_bytes(sample: object, what: str) -> bytes | bytearray | memoryview:
     return sample
 
 
-def sample_hash(sample: bytes) -> bytes:
+def sample_hash(sample: bytes | bytearray | memoryview) -> bytes:
     """H(d): BLAKE3-256 of the sample's raw bytes."""
     return blake3_bytes(_as_bytes(sample, "sample"))
 

@@ -179,10 +179,10 @@ def verify_lot_manifest(data: bytes | Envelope, roots: Mapping[str, VerifyKey]) 
         raise FormatError(f"lot manifest: count must be a positive integer, got {count!r}")
     if p["tree"] != _TREE or p["leaf"] != _LEAF:
         raise FormatError(f"lot manifest: tree must be {_TREE!r} over {_LEAF!r} leaves")
-    root = from_hex(p["root"], "lot manifest root", HASH_SIZE)
-    if doc.get("subject") != [{"name": f"lot/{lot}", "digest": {"sha256": root.hex()}}]:
+    tree_root = from_hex(p["root"], "lot manifest root", HASH_SIZE)
+    if doc.get("subject") != [{"name": f"lot/{lot}", "digest": {"sha256": tree_root.hex()}}]:
         raise FormatError(f"lot manifest: subject must be lot/{lot} with the root as its sha256 digest")
-    return LotManifest(lot, maker["name"], signer.keyid, count, root, env)
+    return LotManifest(lot, maker["name"], signer.keyid, count, tree_root, env)
 
 
 @dataclass(frozen=True)

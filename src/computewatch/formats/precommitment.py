@@ -1,4 +1,4 @@
-# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
+
 """The precommitment (§5.1): what every chip logs before the run's first optimizer step.
 
 It binds the run's metadata 𝕄 (hyperparameters, the training program's entry point and the

@@ -254,7 +254,7 @@ def load_program(files: dict[str, bytes], entry: str, code_digest: str, template
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def rank_order_mean(process_group, bucket):  # type: ignore[no-untyped-def]  # DDP refuses other annotations than its own
+def rank_order_mean(process_group, bucket):  # DDP refuses other annotations than its own
     """DDP communication hook: every rank's gradient bucket gathered, summed in rank order, divided
     by the world size. Each element's sum then has one fixed order whatever the bucket layout;
     a ring all-reduce sums an element in an order set by its position in the bucket, and DDP

@@ -1,4 +1,4 @@
-# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
+
 """Per-step records: the ordered batch sequence 𝔻 and what each optimizer step saw.
 
 Step ``t`` (0-based) is the optimizer step that consumed batch ``t`` and turned weights W_t into

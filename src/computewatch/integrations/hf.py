@@ -129,6 +129,11 @@ _W0_FIX = (
 )
 
 
+def _as_dict(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """A TrainingArguments dict field, which the command line may give as a JSON string."""
+    return dict(json.loads(value) if isinstance(value, str) else value or {})
+
+
 class MonitoredTrainer(Trainer):
     """A ``transformers.Trainer`` whose run is recorded under monitoring (see the module doc).
 
@@ -160,7 +165,7 @@ class MonitoredTrainer(Trainer):
             if kwargs.get(name) is not None:
                 raise IntegrationError(f"MonitoredTrainer sets {name} itself (the committed data and the replayable step); do not pass it")
         _check_args(args)
-        if type(model) is not getattr(transformers, type(model).__name__, None):
+        if not isinstance(model, transformers.PreTrainedModel) or type(model) is not getattr(transformers, type(model).__name__, None):
             raise IntegrationError(f"{type(model).__name__} is not a transformers model class; the HF program rebuilds models of transformers' own classes")
         if any(p.dtype != torch.float32 or not p.requires_grad for p in model.parameters()):
             raise IntegrationError("every parameter must be float32 and trainable (exact replay is fp32, full training)")
@@ -187,7 +192,7 @@ class MonitoredTrainer(Trainer):
         self._loss = torch.tensor(0.0)
         self.add_callback(ComputewatchCallback(self))
 
-    def _hyperparameters(self, model: torch.nn.Module, data: Any, init_std: float) -> dict[str, Any]:
+    def _hyperparameters(self, model: transformers.PreTrainedModel, data: Any, init_std: float) -> dict[str, Any]:
         args = self.args
         decay = set(self.get_decay_parameter_names(model))
         steps = args.max_steps
@@ -223,7 +228,7 @@ class MonitoredTrainer(Trainer):
                 "name": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
                 "num_warmup_steps": args.get_warmup_steps(steps),
                 "num_training_steps": steps,
-                "kwargs": dict(args.lr_scheduler_kwargs or {}),
+                "kwargs": _as_dict(args.lr_scheduler_kwargs),
             },
         }
 
@@ -239,11 +244,11 @@ class MonitoredTrainer(Trainer):
         loss, self._loss = self._loss, torch.tensor(0.0)
         return loss
 
-    def train(self, resume_from_checkpoint: Any = None, **kwargs: Any) -> Any:
+    def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
         if resume_from_checkpoint:
             raise IntegrationError("resuming from a Trainer checkpoint is not supported: the Recorder keeps this run's checkpoints")
         try:
-            out = super().train(**kwargs)
+            out = super().train(None, *args, **kwargs)
         except BaseException as exc:
             self.recording.finish(exc)
             raise
@@ -252,6 +257,7 @@ class MonitoredTrainer(Trainer):
 
     def verify_command(self) -> str:
         """The `computewatch verify` command that checks this run."""
+        assert isinstance(self.train_dataset, CommittedSamples)  # __init__ sets it and refuses another
         return self.monitor_options.verify_command(self.recording.run_id, self.train_dataset.source)
 
 

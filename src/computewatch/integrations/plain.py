@@ -133,7 +133,7 @@ class Monitor:
                 chip_secret_seed=chip_secret_seed,
             )
         )
-        self._start = dict(
+        self._start: dict[str, Any] = dict(
             hyperparameters=hyperparameters,
             entry=self.entry,
             parts=[("", root, files)],

@@ -18,6 +18,7 @@ precommitted hyperparameters, fix the recorded thread count, and check
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -105,7 +106,7 @@ def _check_rank(rank: int, world: int, run_dir: str, data_dir: Any) -> dict[str,
                 optimizer.step()  # no gradients: parameters unchanged; keeps the scheduler's order-of-calls check quiet
                 scheduler.step()
         steps = [e["step"] for e in index.entries()]
-        for a, b in zip(steps, steps[1:]):
+        for a, b in itertools.pairwise(steps):
             restore(index.load(transcript.store, a), model, optimizer, scheduler)
             for rec in records[a:b]:
                 mine = split_batch(rec.sample_ids, rank, world) if world > 1 else list(rec.sample_ids)

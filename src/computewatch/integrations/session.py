@@ -44,10 +44,10 @@ from computewatch.prover.runner import (
 )
 
 __all__ = [
+    "W0_FIX",
     "IntegrationError",
     "MonitorOptions",
     "RunRecording",
-    "W0_FIX",
     "check_same_optimizer",
     "check_w0",
     "chips_in",
@@ -114,7 +114,7 @@ def chips_in(folder: Path) -> list[Path]:
 
 def open_chip(
     out: Path,
-    chips: str | Path | bool | None,
+    chips: str | os.PathLike[str] | bool | None,
     rank: int,
     world: int,
     *,
@@ -162,7 +162,7 @@ def program_of(obj: Any) -> tuple[Path, str, tuple[str, ...]]:
     """
     module = sys.modules.get(getattr(obj, "__module__", "") or "")
     path = _module_file(module) if module is not None else None
-    if path is None:
+    if module is None or path is None:
         raise IntegrationError(f"cannot find the source file of {obj!r}; define it in a .py file")
     if "." in obj.__qualname__:
         raise IntegrationError(f"{obj.__qualname__} must be defined at the top level of {path.name} (the Verifier calls it by name)")

@@ -9,13 +9,14 @@ it vouches only for what it measured; the register decides whose answers they ar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import socketserver
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from computewatch.crypto.signing import SigningKey
@@ -30,7 +31,7 @@ _TIMEOUT_S = 10.0
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -57,10 +58,8 @@ class _Handler(socketserver.StreamRequestHandler):
             record = sign_record(lm.key, serial, device_key, lm.clock(), rounds)
             send_line(sock, {"record": envelope_to_obj(record)})
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            try:
+            with contextlib.suppress(OSError):
                 send_line(sock, {"error": str(exc)[:200]})
-            except OSError:
-                pass
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -85,7 +84,7 @@ class LandmarkServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"tcp://{host}:{port}"
+        return f"tcp://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def serve_forever(self) -> None:
         self._server.serve_forever()

@@ -84,7 +84,7 @@ class StepCommitter:
         params = self._cached
         with torch.no_grad():
             diffs = torch._foreach_sub(params, self._prev) if params else []
-            norms = torch._foreach_norm(diffs) if diffs else []
+            norms = torch._foreach_norm(list(diffs)) if diffs else []
             norm = math.sqrt(sum(float(n) ** 2 for n in norms))
             del diffs
             commitment = live_commitment(self.rank, params, self._optimizer, norm, self._hashers)

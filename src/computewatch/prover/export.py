@@ -1,4 +1,4 @@
-# ruff: noqa: RUF002  (the paper's double-struck notation for the transcript's parts)
+
 """The hashed transcript (Appendix D, step 2): digests only, for periodic reporting to the Verifier.
 
 The Prover reports, per run, hashes of 𝕄, of each checkpoint in 𝕎 and the sequence of hashes

@@ -415,7 +415,7 @@ class Recorder:
         snaps = self.chip.step_boundary(self._next, busy) if self.chip is not None else []
         for snap in snaps:
             self.snapshots.append(snap)
-            self._writer.submit(lambda s=snap: self._ingest_snapshot(s))
+            self._writer.submit(functools.partial(self._ingest_snapshot, snap))
         if self._next % self.checkpoint_every == 0:
             self._checkpoint(self._next)
         self._last_t = time.perf_counter()  # recorder and snapshot stalls are not the next step's busy time

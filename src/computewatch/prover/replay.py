@@ -128,5 +128,5 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(
         x.dtype == y.dtype and x.shape == y.shape and torch.equal(_bits(x), _bits(y))
-        for x, y in zip(a, b)
+        for x, y in zip(a, b, strict=True)
     )

@@ -294,6 +294,7 @@ def _run_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int |
 
             chip = Chip.open(chip_dirs[rank])
             chip.boot()
+        assert config.nonce is not None  # train() draws one
         with Recorder(
             config.out,
             model=model,

@@ -125,7 +125,7 @@ class Transcript:
         if size > len(hashes):
             raise StoreError(f"step 0 takes {size} samples from a dataset of {len(hashes)}")
         order = batches(self.manifest.precommitment.seed, len(hashes), size, len(steps))
-        for rec, (t, ids) in zip(steps, order):
+        for rec, (t, ids) in zip(steps, order, strict=True):
             if list(rec.sample_ids) != ids:
                 raise StoreError(
                     f"step {t}: its sample ids are not the batch the committed seed's data order gives "

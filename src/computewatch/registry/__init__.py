@@ -11,7 +11,17 @@ facade (docs/architecture.md, "The register"). Documentation: docs/registry.md. 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from computewatch._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.registry.custody import (
+        countersign, parse_statement, report_statement, sign_statement, transfer_statement,
+    )
+    from computewatch.registry.errors import ConflictError, CustodyError, NotFoundError, PlanError, RegistryError
+    from computewatch.registry.planning import rederive
+    from computewatch.registry.registry import Registry
 
 _WHERE = {
     "ConflictError": "errors",
@@ -36,6 +46,19 @@ _WHERE = {
     "sign_statement": "custody",
     "transfer_statement": "custody",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "ConflictError",
+    "CustodyError",
+    "NotFoundError",
+    "PlanError",
+    "Registry",
+    "RegistryError",
+    "countersign",
+    "parse_statement",
+    "rederive",
+    "report_statement",
+    "sign_statement",
+    "transfer_statement",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -132,7 +132,7 @@ class PlanningService(Service):
     def _stockpile(self, conn: Connection, owners: Sequence[str] | None) -> tuple[Sequence[Any], str]:
         if owners is None:
             rows = conn.execute(select(s.parties).where(s.parties.c.role == "owner")).all()
-            return rows, "*"
+            return list(rows), "*"
         names = sorted(set(owners))
         if not names:
             raise PlanError("name at least one owner, or none for every owner")

@@ -142,10 +142,10 @@ def check(
     before = set(seen)
     valid = [v for env in records if (v := _check_record(env, chip, landmarks, seen, now, max_age, problems))]
     bounds: dict[str, dict[str, Any]] = {}
-    proven = {"fibre": None, "vacuum": None}
+    proven: dict[str, float | None] = {"fibre": None, "vacuum": None}
     for lm, rec in valid:
         b = bound_km(rec.rtt_ns)
-        entry = {"rtt_ms": round(b.rtt_ms, 6), "fibre": round(b.fibre_km, 3), "vacuum": round(b.vacuum_km, 3),
+        entry: dict[str, Any] = {"rtt_ms": round(b.rtt_ms, 6), "fibre": round(b.fibre_km, 3), "vacuum": round(b.vacuum_km, 3),
                  "landmark_site": list(lm.site), "record_sha256": rec.digest, "time": rec.time}
         if chip.site is not None:
             d = distance_km(lm.site, chip.site)

@@ -9,7 +9,15 @@ scoped to the reader's role. Documentation: docs/service.md. Names are imported 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from computewatch._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.service.app import create_app
+    from computewatch.service.client import HttpTransport, ServiceClient
+    from computewatch.service.config import ServiceConfig
+    from computewatch.service.statements import read_headers, signed_request
 
 _WHERE = {
     "HttpTransport": "client",
@@ -19,6 +27,13 @@ _WHERE = {
     "read_headers": "statements",
     "signed_request": "statements",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "HttpTransport",
+    "ServiceClient",
+    "ServiceConfig",
+    "create_app",
+    "read_headers",
+    "signed_request",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 def _svc(request: Request) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 def _latest_chip_checkpoint(svc: Service, serial: str, size: int) -> dict[str, Any] | None:

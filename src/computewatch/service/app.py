@@ -161,9 +161,12 @@ def _publish_models(app: FastAPI) -> None:
         if app.openapi_schema is None:
             doc = plain()
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            from pydantic import BaseModel
+
             from computewatch.service.models import ACTION_MODELS, HashedTranscriptHead
 
-            for model in (*ACTION_MODELS.values(), HashedTranscriptHead):
+            models: list[type[BaseModel]] = [*ACTION_MODELS.values(), HashedTranscriptHead]
+            for model in models:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, sub in schema.pop("$defs", {}).items():
                     schemas.setdefault(name, sub)

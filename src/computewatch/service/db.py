@@ -15,7 +15,7 @@ VERSION_TABLE = "service_alembic_version"
 _MIGRATION_LOCK = 0x636F6D7073727663  # "compsrvc": serialises the service's migrations between processes
 
 
-def _config():  # type: ignore[no-untyped-def]
+def _config():
     from alembic.config import Config
 
     cfg = Config()

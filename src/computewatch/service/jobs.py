@@ -9,6 +9,7 @@ report-mode chip's log. A job left `running` by a crash is queued again at the n
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -176,7 +177,7 @@ class JobStore:
         write_report(doc, folder / "report.html", figures=figs)
         atomic_write(folder / "verdict.json", json.dumps(doc, sort_keys=True, indent=1).encode())
 
-    def figure_names(self, job_id: int) -> list[str]:
+    def figure_names(self, job_id: int) -> builtins.list[str]:  # `list` here is the method above
         folder = self.folder(job_id) / "figures"
         return sorted(p.stem for p in folder.glob("*.png")) if folder.is_dir() else []
 

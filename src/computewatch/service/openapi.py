@@ -17,13 +17,13 @@ __all__ = ["document", "render"]
 def document(app: Any | None = None) -> dict[str, Any]:
     """The OpenAPI document of `app` (default: an app over a throw-away SQLite register)."""
     if app is not None:
-        return app.openapi()  # type: ignore[no-any-return]
+        return app.openapi()
     from computewatch.service.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="computewatch-openapi-") as tmp:
         app = create_app(f"sqlite:///{tmp}/register.db", Path(tmp) / "data", worker=False)
         try:
-            return app.openapi()  # type: ignore[no-any-return]
+            return app.openapi()
         finally:
             app.state.service.reg.close()
 

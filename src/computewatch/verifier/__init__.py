@@ -9,7 +9,17 @@ imported lazily.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from computewatch._lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.verifier._examine import replay_steps
+    from computewatch.verifier.cluster import TrustedCluster
+    from computewatch.verifier.evidence import ChipEvidence, EvidenceError, read_chip
+    from computewatch.verifier.flops import count_flops
+    from computewatch.verifier.selection import select_segments
+    from computewatch.verifier.verification import CHECKS, VerifyRequest, verify
 
 _WHERE = {
     "CHECKS": "verification",
@@ -23,6 +33,17 @@ _WHERE = {
     "select_segments": "selection",
     "verify": "verification",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "CHECKS",
+    "ChipEvidence",
+    "EvidenceError",
+    "TrustedCluster",
+    "VerifyRequest",
+    "count_flops",
+    "read_chip",
+    "replay_steps",
+    "select_segments",
+    "verify",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

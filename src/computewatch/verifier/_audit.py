@@ -15,6 +15,7 @@ checkpoints, records and commitments the judge staged itself.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -38,8 +39,20 @@ from computewatch.verifier.program_scan import program_facts
 from computewatch.verifier.template_twin import template_init_mismatch, template_twin
 
 __all__ = [
-    "check_init", "check_order", "check_samples", "check_schedule", "check_template_init", "inventory", "program_facts_of", "memorization", "memorization_ids",
-    "policy_needs", "rules", "spot_check_ids", "twin_benchmarks", "verifier_rng",
+    "check_init",
+    "check_order",
+    "check_samples",
+    "check_schedule",
+    "check_template_init",
+    "inventory",
+    "memorization",
+    "memorization_ids",
+    "policy_needs",
+    "program_facts_of",
+    "rules",
+    "spot_check_ids",
+    "twin_benchmarks",
+    "verifier_rng",
 ]
 
 _MEMO_SAMPLES = 24  # trained and held-out samples per memorization segment
@@ -137,7 +150,7 @@ def _update_norms(run: StagedRun, steps: Sequence[int]) -> list[list[float]]:
     ranks = range(run.world_size) if run.layout.strategy == "fsdp" else [0]  # replicas count once
     models = [{r: run.checkpoint(step, r).model for r in ranks} for step in steps]
     norms = []
-    for (a, prev), (b, cur) in zip(zip(steps, models), zip(steps[1:], models[1:])):
+    for (a, prev), (b, cur) in itertools.pairwise(zip(steps, models, strict=True)):
         total = sum(
             float(torch.sum((t.double() - prev[r][name].double()) ** 2))
             for r in ranks
@@ -235,7 +248,7 @@ def twin_benchmarks(run: StagedRun, w0: dict[str, torch.Tensor], bench: dict[str
 def check_order(run: StagedRun, steps: Sequence[Any], hashes: list[bytes], batch_size: int) -> tuple[bool, str]:
     """Sample ids follow the order the committed seed gives; batch roots match the commitment."""
     pre = run.precommitment
-    for rec, (t, ids) in zip(steps, batches(pre.seed, len(hashes), batch_size, len(steps))):
+    for rec, (t, ids) in zip(steps, batches(pre.seed, len(hashes), batch_size, len(steps)), strict=True):
         if list(rec.sample_ids) != list(ids):
             return False, f"step {t}: the sample ids differ from the order the committed seed gives"
         if any(not 0 <= i < len(hashes) for i in rec.sample_ids) or batch_root([hashes[i] for i in rec.sample_ids]).hex() != rec.batch_root:
@@ -273,7 +286,7 @@ def check_schedule(run: StagedRun, steps: Sequence[Any], lr: Sequence[float], se
     for t, rec in enumerate(steps):
         if rec.lr != lr[t]:
             return False, f"step {t}: recorded lr {rec.lr!r}, the precommitted schedule gives {lr[t]!r}", expected
-    for step, live in zip(settings_at, settings):
+    for step, live in zip(settings_at, settings, strict=True):
         for rank in range(run.world_size):
             ckpt = run.checkpoint(step, rank)
             groups = [{k: v for k, v in g.items() if k != "params"} for g in _json_norm(ckpt.optimizer_meta.get("param_groups", []))]

@@ -60,7 +60,7 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 def distance_parts(replayed: Sequence[torch.Tensor], recorded: Sequence[torch.Tensor], begin: Sequence[torch.Tensor]) -> dict[str, float]:
     """Sums that add up over disjoint shards: |r - c|^2, |c - b|^2, |r - b|^2 and <r - b, c - b>."""
     if len(replayed) != len(recorded) or len(replayed) != len(begin) or any(
-        a.shape != b.shape or a.shape != c.shape for a, b, c in zip(replayed, recorded, begin)
+        a.shape != b.shape or a.shape != c.shape for a, b, c in zip(replayed, recorded, begin, strict=True)
     ):
         return {"diff2": math.inf, "update2": 0.0, "replayed2": 0.0, "dot": 0.0}
     r, c, b = _flat(replayed), _flat(recorded), _flat(begin)

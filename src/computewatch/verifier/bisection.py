@@ -92,10 +92,7 @@ def bisect_operators(mine: Sequence[Sequence[str]], theirs: Sequence[Sequence[st
     for depth in range(len(levels_a) - 2, -1, -1):
         rounds += 1  # the Prover reveals the two children of the disputed node
         left = 2 * index
-        if levels_a[depth][left] != levels_b[depth][left]:
-            index = left
-        else:
-            index = left + 1
+        index = left if levels_a[depth][left] != levels_b[depth][left] else left + 1
     name = mine[index][0] if index < len(mine) else (theirs[index][0] if index < len(theirs) else None)
     return OperatorDivergence(index, str(name) if name is not None else None, rounds, bound)
 

@@ -160,7 +160,7 @@ class _Executor:
         from computewatch.verifier.protocol import LossesReply
 
         samples = staged_samples(self.inputs, job.samples, job.sample_ids, job.lengths)
-        out = []
+        out: list[list[float | None]] = []
         for weights in job.weights:
             model = self.program.build_model(init_generator(self.seed))
             full = load_file(str(self.inputs / weights))

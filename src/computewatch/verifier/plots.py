@@ -11,17 +11,20 @@ import io
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display in CI or on servers
 
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from computewatch.crypto.atomic import atomic_write  # noqa: E402
+from computewatch.crypto.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 __all__ = [
     "FIGURES",
@@ -34,7 +37,7 @@ _PASS, _FAIL, _NONE = "#2e7d32", "#c62828", "#9e9e9e"
 _LABEL_MAX = 24
 _MAX_LEGEND_RUNS = 8
 # text.parse_math off: a '$' in a run id must not be read as mathtext (nor crash the draw).
-_RC = {"text.parse_math": False, "svg.hashsalt": "computewatch", "svg.fonttype": "path"}
+_RC: dict[RcKeyType, Any] = {"text.parse_math": False, "svg.hashsalt": "computewatch", "svg.fonttype": "path"}
 
 
 def _dict(x: Any) -> Mapping[str, Any]:
@@ -60,9 +63,9 @@ def _points(series: Any, width: int = 2) -> list[tuple[float, ...]]:
     rows = []
     for row in _list(series):
         if isinstance(row, (list, tuple)) and len(row) >= width:
-            vals = tuple(_num(v) for v in row[:width])
-            if all(v is not None for v in vals):
-                rows.append(vals)  # type: ignore[arg-type]
+            vals = [v for v in map(_num, row[:width]) if v is not None]
+            if len(vals) == width:
+                rows.append(tuple(vals))
     return rows
 
 

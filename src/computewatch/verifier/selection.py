@@ -16,6 +16,7 @@ with the verdict, so anyone can re-derive the choice and nobody could predict it
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,7 @@ def select_segments(
     segments besides the snapshot and top-Q ones, "all", or None for the fewest that catch a
     one-segment forgery with probability `detection_target`."""
     steps = sorted(set(checkpoint_steps))
-    pairs = list(zip(steps, steps[1:]))
+    pairs = list(itertools.pairwise(steps))
     chosen: dict[tuple[int, int | None], Segment] = {}
 
     def pick(key: tuple[int, int | None], reason: str) -> Segment:

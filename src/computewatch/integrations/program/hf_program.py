@@ -60,15 +60,19 @@ class HFProgram:
         self.micro_batch_size: int = self.trainer["per_device_train_batch_size"]
         self.std = check_init_spec(hp["init"])
         self.data = data_source(hp["data"]["source"], data_dir)
-        self._model_class = getattr(transformers, hp["model"]["class"], None)
-        if not isinstance(self._model_class, type) or not issubclass(self._model_class, transformers.PreTrainedModel):
+        model_class = getattr(transformers, hp["model"]["class"], None)
+        if not isinstance(model_class, type) or not issubclass(model_class, transformers.PreTrainedModel):
             raise ValueError(f"transformers has no model class {hp['model']['class']!r}")
+        self._model_class = model_class
 
     def __len__(self) -> int:
         return len(self.data)
 
     def build_model(self, generator: torch.Generator) -> nn.Module:
-        config = self._model_class.config_class.from_dict(dict(self.hp["model"]["config"]))
+        config_class = self._model_class.config_class
+        if config_class is None:
+            raise ValueError(f"{self._model_class.__name__} names no config class")
+        config = config_class.from_dict(dict(self.hp["model"]["config"]))
         config._attn_implementation = self.hp["model"]["attn_implementation"]
         with torch.random.fork_rng(devices=[]):  # the class's own init draws from the global RNG; W0 does not
             model = self._model_class(config)

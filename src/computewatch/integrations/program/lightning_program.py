@@ -26,13 +26,16 @@ import contextlib
 import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from .data import ENCODING, data_source, micro_batches
 from .init import check_init_spec, init_weights
+
+if TYPE_CHECKING:
+    from lightning import LightningModule
 
 __all__ = ["PROGRAM", "LightningProgram", "make_program", "split_optimizers"]
 
@@ -121,7 +124,7 @@ class LightningProgram:
         total = torch.tensor(0.0)
         for i, mb in enumerate(batch):
             last = i == len(batch) - 1
-            sync = contextlib.nullcontext() if last or module is model else model.no_sync()
+            sync = model.no_sync() if not last and isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
             with sync:
                 out = _training_step(model, module, mb, i)
                 loss = (out["loss"] if isinstance(out, Mapping) else out) / accumulate
@@ -147,11 +150,11 @@ class LightningProgram:
         return torch.stack([o["loss"] if isinstance(o, Mapping) else o for o in outs]).mean()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def _unwrap(model: nn.Module) -> LightningModule:
+    return cast("LightningModule", model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
 
 
-def _training_step(model: nn.Module, module: nn.Module, batch: Any, index: int) -> Any:
+def _training_step(model: nn.Module, module: LightningModule, batch: Any, index: int) -> Any:
     """``module.training_step``, called through DDP's forward when wrapped (as Lightning does), so
     that DDP prepares its gradient reduction."""
     if model is module:

@@ -84,7 +84,7 @@ class CharTransformer(nn.Module):
                     nn.init.normal_(p, 0.0, std, generator=generator)
 
     def forward(self, idx: Tensor) -> Tensor:
-        B, T = idx.shape
+        _B, T = idx.shape
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device)))

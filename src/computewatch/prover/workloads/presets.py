@@ -27,7 +27,7 @@ __all__ = ["HYPERPARAMETERS_VERSION", "PRESETS", "Workload", "preset"]
 
 HYPERPARAMETERS_VERSION = 1
 # Model kinds by the name the hyperparameters record; each has init_weights(generator).
-_MODELS: dict[str, type[nn.Module]] = {"tiny_mlp": TinyMLP, "char_transformer": CharTransformer}
+_MODELS: dict[str, type[TinyMLP] | type[CharTransformer]] = {"tiny_mlp": TinyMLP, "char_transformer": CharTransformer}
 
 
 def _warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float) -> Callable[[int], float]:

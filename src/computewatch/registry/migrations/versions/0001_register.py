@@ -9,7 +9,7 @@ Revises:
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -302,7 +302,7 @@ def upgrade() -> None:
 
     # The register's identity: custody statements name it, so a signature made for one register
     # cannot be replayed at another.
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     meta = sa.table("register_meta", sa.column("key", sa.String), sa.column("value", sa.Text))
     op.bulk_insert(meta, [{"key": "register_id", "value": uuid.uuid4().hex}, {"key": "created_at", "value": now}])
 

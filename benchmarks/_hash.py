@@ -1,4 +1,4 @@
-"""Hash throughput measurement shared by `computewatch bench hash` and benchmarks/bench_hash.py.
+"""Hash throughput measurement of benchmarks/bench_hash.py.
 
 Method: one buffer of `mib` MiB, resident before timing; each repetition times computewatch's
 blake3_tensor, the raw `blake3` package (max threads) and hashlib SHA-256 on the same bytes,
@@ -9,6 +9,7 @@ interleaved so drift in machine load hits all three alike; the best time of each
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,16 @@ import torch
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import blake3_tensor
 
-__all__ = ["measure_hash_throughput"]
+__all__ = ["max_buffer_mib", "measure_hash_throughput"]
+
+
+def max_buffer_mib() -> int:
+    """The largest buffer worth hashing here: a quarter of physical memory (at least 1 MiB)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 14
+    return max(1, total // 4 >> 20)
 
 
 def _best(fn: Callable[[], object], times: list[float]) -> None:
@@ -43,8 +53,8 @@ def measure_hash_throughput(mib: int = 1024, repeats: int = 3) -> dict[str, Any]
     sha: list[float] = []
     for _ in range(repeats):
         _best(lambda: blake3_tensor(t), cw)
-        _best(lambda: _blake3.blake3(arr, max_threads=_blake3.blake3.AUTO).digest(), raw)
-        _best(lambda: hashlib.sha256(arr).digest(), sha)
+        _best(lambda: _blake3.blake3(arr.data, max_threads=_blake3.blake3.AUTO).digest(), raw)
+        _best(lambda: hashlib.sha256(arr.data).digest(), sha)
     cw_gbps = nbytes / min(cw) / 1e9
     raw_gbps = nbytes / min(raw) / 1e9
     return {
