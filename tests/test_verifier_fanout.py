@@ -142,6 +142,9 @@ def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, wor
     assert rd["executors"] == 2
     assert [s["from"] for s in rd["segments"]] == [0, 4, 8] and all(s["passed"] for s in rd["segments"])
     assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
+    # Every executor's FLOP count reaches the verdict (a spread run once lost its counted steps,
+    # leaving `compute` nothing to compare the measured CPU time with).
+    assert rd["compute"]["executor_count"] and rd["compute"]["executor_count"] > 0, rd["compute"]
 
 
 def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:

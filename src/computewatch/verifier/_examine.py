@@ -101,6 +101,7 @@ class RunResult:
         self.findings += part.findings
         self.segments += part.segments
         self.flops_claims += part.flops_claims
+        self.counted_steps += part.counted_steps
         for k, v in part.unknown_ops.items():
             self.unknown_ops[k] = self.unknown_ops.get(k, 0) + v
         self.replayed_steps += part.replayed_steps
