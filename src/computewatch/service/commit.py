@@ -155,7 +155,32 @@ def _apply(conn: Connection, batch: list[_Pending]) -> None:
             assert p.table is not None and p.row is not None
             rows.setdefault(p.table, []).append(p.row)
     for table, values in rows.items():
-        conn.execute(insert(table), values)  # executemany: one round of the protocol, not one per row
+        _insert_rows(conn, table, values)
+
+
+_MAX_PARAMS = 999  # the smallest host-parameter limit of any SQLite build
+
+
+def _insert_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> None:
+    """The rows as INSERT statements with a VALUES list of many rows each. Not executemany: the
+    drivers step it row by row, and the writer thread then gives up and retakes the GIL once per
+    row; while the event loop's thread checks entries each retake can wait a whole switch
+    interval (a convoy). Each value goes through its column type's bind processing, as the
+    plain insert does; rows of different shapes go the plain way."""
+    cols = list(values[0])
+    if any(list(v) != cols for v in values):
+        conn.execute(insert(table), values)
+        return
+    procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    prep = conn.dialect.identifier_preparer
+    head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
+    group = "(" + ", ".join([mark] * len(cols)) + ")"
+    per = max(1, _MAX_PARAMS // len(cols))
+    for k in range(0, len(values), per):
+        chunk = values[k : k + per]
+        params = tuple(v[c] if f is None else f(v[c]) for v in chunk for c, f in zip(cols, procs, strict=True))
+        conn.exec_driver_sql(head + ", ".join([group] * len(chunk)), params)
 
 
 def _pause_in_batch(batch: list[_Pending]) -> None:
