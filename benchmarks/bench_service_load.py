@@ -24,7 +24,10 @@ offered by the fleet (key suffix `_rate800`: the latency at that load, counted f
 entry's due time).
 
 Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
-       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--out result.json]
+       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--profile DIR] [--out result.json]
+
+--profile DIR: py-spy (`pip install py-spy`) samples the server's processes during the timed phase
+(raw folded stacks, one file per pass).
 """
 
 from __future__ import annotations
@@ -373,6 +376,8 @@ def main() -> None:
     from computewatch.cli._common import available_cores
 
     if args.profile:
+        if shutil.which("py-spy") is None:
+            ap.error("--profile needs py-spy on PATH: pip install py-spy")
         args.profile.mkdir(parents=True, exist_ok=True)
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
