@@ -24,7 +24,10 @@ offered by the fleet (key suffix `_rate800`: the latency at that load, counted f
 entry's due time).
 
 Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
-       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--out result.json]
+       [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--profile DIR] [--out result.json]
+
+--profile DIR: py-spy (`pip install py-spy`) samples the server's processes during the timed phase
+(raw folded stacks, one file per pass).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -279,7 +283,7 @@ def stored_lines(url: str) -> dict[str, list[bytes]]:
 
 
 def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float,
-           workers: int = 1, rate: float = 0.0) -> dict[str, Any]:
+           workers: int = 1, rate: float = 0.0, profile: Path | None = None) -> dict[str, Any]:
     from computewatch.crypto.signing import SigningKey
     from computewatch.registry import Registry
 
@@ -299,8 +303,17 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     db_pid = database_pid(url)
     samples: list[tuple[float, float, float]] = []
 
+    spy: list[subprocess.Popen[bytes]] = []
+
     def sample() -> None:
         samples.append((cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time()))
+        if profile is not None and not spy:  # the timed phase starts: sample the server's processes
+            out = profile / f"{name}-w{workers}-r{rate:g}.txt"
+            spy.append(subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--subprocesses", "--threads", "--nonblocking",
+                                         "--rate", "250", "--format", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        elif spy:
+            spy[0].send_signal(signal.SIGINT)
+            spy[0].wait(timeout=60)
 
     try:
         res = asyncio.run(load(port, chips, max_seconds, rate, sample))
@@ -348,6 +361,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1", help="comma-separated server process counts (serve --workers), each run on a fresh database")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None, help="sample the server's processes with py-spy during the timed phase (raw stacks here)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the manufactured chips here and reuse them in later runs")
     args = ap.parse_args()
     if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
@@ -360,6 +374,11 @@ def main() -> None:
     if args.pg_url and len(worker_counts) * len(rates) > 1:
         ap.error("--pg-url takes one --workers count and one rate (each pass needs a fresh database)")
     from computewatch.cli._common import available_cores
+
+    if args.profile:
+        if shutil.which("py-spy") is None:
+            ap.error("--profile needs py-spy on PATH: pip install py-spy")
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
     try:
@@ -381,7 +400,7 @@ def main() -> None:
             for workers in worker_counts:
                 for rate in rates:
                     with database(name, scratch, args.pg_url, f"register-{workers}-{rate:g}.db") as url:
-                        entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate)
+                        entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate, args.profile)
                     entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
                     entry["load_avg_after"] = os.getloadavg()
                     key = name + (f"_workers{workers}" if workers > 1 else "") + (f"_rate{rate:g}" if rate else "")

@@ -121,3 +121,45 @@ def test_group_commit_isolates_a_bad_row(tmp_path: Path) -> None:
 
         assert conn.execute(select(func.count()).select_from(ss.log_entries)).scalar_one() == 21
     reg.close()
+
+
+def test_group_commit_awaited_by_a_coroutine(tmp_path: Path) -> None:
+    """The event loop's path: a row is committed before its coroutine resumes; a failing row's
+    error reaches `settled` (the writer thread, where the chip's lock is released) and the
+    coroutine; a waiter cancelled meanwhile still has its row settled (its lock released)."""
+    import asyncio
+    import threading
+
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import IntegrityError
+
+    from computewatch.registry import Registry
+    from computewatch.service import db as service_db
+    from computewatch.service.commit import GroupCommitter
+
+    reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+    service_db.upgrade(reg.engine)
+    gc = GroupCommitter(reg.engine)
+    row = {"line": b"x", "entry_sha256": "0" * 64, "received_at": "2026-01-01T00:00:00Z"}
+    seen: list[tuple[str, BaseException | None]] = []
+
+    def stored() -> int:
+        with reg_db.read(reg.engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(ss.log_entries)).scalar_one())
+
+    async def main() -> None:
+        await gc.insert_async(ss.log_entries, {"serial": "A", "counter": 0, **row}, "A#0", lambda e: seen.append(("A", e)))
+        assert stored() == 1  # durable when the coroutine resumes
+        with pytest.raises(IntegrityError):
+            await gc.insert_async(ss.log_entries, {"serial": "A", "counter": 0, **row}, "A#0", lambda e: seen.append(("dup", e)))
+        settled = threading.Event()
+        task = asyncio.create_task(gc.insert_async(ss.log_entries, {"serial": "B", "counter": 0, **row}, "B#0", lambda e: settled.set()))
+        await asyncio.sleep(0)
+        task.cancel()
+        assert await asyncio.to_thread(settled.wait, 30)
+
+    asyncio.run(main())
+    gc.close()
+    assert seen[0] == ("A", None) and seen[1][0] == "dup" and isinstance(seen[1][1], IntegrityError)
+    assert stored() == 2
+    reg.close()

@@ -93,11 +93,11 @@ def create_app(
                 svc.worker.stop()
             svc.logs.close()
 
-    app = FastAPI(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
-    app.state.service = svc
-    from computewatch.service.fastpath import EntryFastPath
+    from computewatch.service.fastpath import ServiceApp
 
-    app.add_middleware(EntryFastPath, service=svc)  # chip entries skip the routing (the route stays documented)
+    # Chip entries are answered before the framework's middleware and routing (the route stays documented).
+    app = ServiceApp(title="computewatch service", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
+    app.state.service = svc
     _publish_models(app)  # the OpenAPI document is built on first use, after every router is in
 
     @app.exception_handler(ServiceError)

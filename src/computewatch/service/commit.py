@@ -9,6 +9,8 @@ its error). docs/service.md, Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,12 @@ class _Pending:
     row: dict[str, Any] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    settled: Callable[[BaseException | None], None] | None = None  # called in the writer thread once settled
+
+    def finish(self) -> None:
+        if self.settled is not None:
+            self.settled(self.error)
+        self.done.set()
 
 
 class GroupCommitter:
@@ -54,12 +62,39 @@ class GroupCommitter:
         rows of one batch go to the database as one multi-row insert per table."""
         self._wait(_Pending(None, label, table, row))
 
-    def _wait(self, p: _Pending) -> None:
+    async def insert_async(self, table: Table, row: dict[str, Any], label: str = "",
+                           settled: Callable[[BaseException | None], None] | None = None) -> None:
+        """`insert` for a coroutine: no thread waits, the event loop is woken once the row is
+        committed. `settled(error)` runs in the writer thread right after the commit (or its
+        failure), before the coroutine resumes, and runs even if the coroutine is cancelled: a
+        caller holding a per-chip lock releases it there, never before the row's fate is known."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(error: BaseException | None) -> None:
+            if settled is not None:
+                settled(error)
+            with contextlib.suppress(RuntimeError):  # a closed loop (shutting down): nobody waits any more
+                loop.call_soon_threadsafe(_resolve, woken)
+
+        p = _Pending(None, label, table, row, settled=wake)
+        self._enqueue(p, settled)
+        await asyncio.shield(woken)
+        if p.error is not None:
+            raise p.error
+
+    def _enqueue(self, p: _Pending, settled: Callable[[BaseException | None], None] | None = None) -> None:
         with self._cond:
             if self._closed:
-                raise RuntimeError("the service is shutting down")
+                exc = RuntimeError("the service is shutting down")
+                if settled is not None:
+                    settled(exc)
+                raise exc
             self._queue.append(p)
             self._cond.notify()
+
+    def _wait(self, p: _Pending) -> None:
+        self._enqueue(p)
         p.done.wait()
         if p.error is not None:
             raise p.error
@@ -87,7 +122,7 @@ class GroupCommitter:
                 _pause_in_batch(batch)
             self.batches += 1
             self.rows += len(batch)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             if len(batch) == 1:
                 self._single(batch[0])
             else:
@@ -95,15 +130,20 @@ class GroupCommitter:
                     self._single(p)
             return
         for p in batch:
-            p.done.set()
+            p.finish()
 
     def _single(self, p: _Pending) -> None:
         try:
             with reg_db.write(self._engine) as conn:
                 _apply(conn, [p])
-        except BaseException as exc:  # noqa: BLE001 (handed to the waiting request)
+        except BaseException as exc:
             p.error = exc
-        p.done.set()
+        p.finish()
+
+
+def _resolve(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _apply(conn: Connection, batch: list[_Pending]) -> None:
@@ -115,7 +155,32 @@ def _apply(conn: Connection, batch: list[_Pending]) -> None:
             assert p.table is not None and p.row is not None
             rows.setdefault(p.table, []).append(p.row)
     for table, values in rows.items():
-        conn.execute(insert(table), values)  # executemany: one round of the protocol, not one per row
+        _insert_rows(conn, table, values)
+
+
+_MAX_PARAMS = 999  # the smallest host-parameter limit of any SQLite build
+
+
+def _insert_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> None:
+    """The rows as INSERT statements with a VALUES list of many rows each. Not executemany: the
+    drivers step it row by row, and the writer thread then gives up and retakes the GIL once per
+    row; while the event loop's thread checks entries each retake can wait a whole switch
+    interval (a convoy). Each value goes through its column type's bind processing, as the
+    plain insert does; rows of different shapes go the plain way."""
+    cols = list(values[0])
+    if any(list(v) != cols for v in values):
+        conn.execute(insert(table), values)
+        return
+    procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    prep = conn.dialect.identifier_preparer
+    head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
+    group = "(" + ", ".join([mark] * len(cols)) + ")"
+    per = max(1, _MAX_PARAMS // len(cols))
+    for k in range(0, len(values), per):
+        chunk = values[k : k + per]
+        params = tuple(v[c] if f is None else f(v[c]) for v in chunk for c, f in zip(cols, procs, strict=True))
+        conn.exec_driver_sql(head + ", ".join([group] * len(chunk)), params)
 
 
 def _pause_in_batch(batch: list[_Pending]) -> None:

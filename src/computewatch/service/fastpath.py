@@ -1,8 +1,13 @@
-"""The chip-entry route without the framework's routing: `POST /v1/chips/{serial}/entries` is
-the one request a fleet sends thousands of times a second, so an ASGI middleware answers it
-directly (same body limit, same checks in `ChipLogs.append`, same answers and error bodies as
-the declared route, which stays in the app and its OpenAPI document). Every other request goes
-on to the app unchanged."""
+"""The chip-entry route without the framework: `POST /v1/chips/{serial}/entries` is the one
+request a fleet sends thousands of times a second, so the app (`ServiceApp`) answers it before
+FastAPI's middleware stack and routing (same body limit, same checks in `ChipLogs`, same answers
+and error bodies as the declared route, which stays in the app and its OpenAPI document). Every
+other request goes to FastAPI unchanged.
+
+The common case (the chip is loaded, its next entry, its lock free) is checked on the event
+loop's thread and waits for its group commit as a coroutine (`ChipLogs.append_in_loop`): no
+thread hand-off per entry. Anything else (a chip's first entry since start, a resend, a gap,
+another process that stored the counter) takes the threaded `ChipLogs.append`."""
 
 from __future__ import annotations
 
@@ -10,49 +15,60 @@ import logging
 import re
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from computewatch.service.bodies import read_body
 from computewatch.service.errors import ServiceError
 
-__all__ = ["EntryFastPath"]
+__all__ = ["ServiceApp", "answer_entry"]
 
 log = logging.getLogger("computewatch.service")
 _ENTRY_PATH = re.compile(r"/v1/chips/([^/]+)/entries")  # as the route's {serial}: one path segment
 
 
-class EntryFastPath:
-    def __init__(self, app: ASGIApp, service: Any) -> None:
-        self.app = app
-        self.service = service
+class ServiceApp(FastAPI):
+    """FastAPI whose chip-entry requests are answered before its middleware stack."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             m = _ENTRY_PATH.fullmatch(scope["path"])
             if m is not None:
-                await self._entry(m.group(1), scope, receive, send)
+                await answer_entry(self.state.service, m.group(1), scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
-    async def _entry(self, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
-        svc = self.service
-        try:
-            line = await read_body(Request(scope, receive), svc.config.max_entry)
+
+async def answer_entry(svc: Any, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Check, durably store and acknowledge one chip log entry (or refuse it) over ASGI."""
+    try:
+        line = await read_body(Request(scope, receive), svc.config.max_entry)
+        ack = await svc.logs.append_in_loop(serial, line)
+        if ack is None:
             ack = await run_in_threadpool(svc.logs.append, serial, line)
-            response: Response = Response(ack.body, media_type="application/json",
-                                          headers={"X-CW-Duplicate": "1" if ack.duplicate else "0"})
-        except ServiceError as exc:
-            (log.error if exc.status >= 500 else log.info)("POST %s refused %d: %s", scope["path"][:200], exc.status, exc.reason)
-            response = _refused(exc.status, exc.reason)
-        except Exception:  # noqa: BLE001 (answered as the app answers any unexpected error)
-            log.exception("POST %s failed", scope["path"][:200])
-            response = _refused(500, "internal error (the server's log says more)", close=False)
-        await response(scope, receive, send)
+        status, body = 200, ack.body
+        headers = [(b"content-type", b"application/json"), (b"x-cw-duplicate", b"1" if ack.duplicate else b"0")]
+    except ServiceError as exc:
+        (log.error if exc.status >= 500 else log.info)("POST %s refused %d: %s", scope["path"][:200], exc.status, exc.reason)
+        status, body, headers = _refused(exc.status, exc.reason)
+    except Exception:
+        log.exception("POST %s failed", scope["path"][:200])
+        status, body, headers = _refused(500, "internal error (the server's log says more)", close=False)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def _refused(status: int, reason: str, close: bool = True) -> JSONResponse:
+def _refused(status: int, reason: str, close: bool = True) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     # As the app's error answers to a POST: the connection closes (the rest of a refused body is not read).
-    return JSONResponse({"error": reason, "status": status}, status_code=status, headers={"Connection": "close"} if close else None)
+    headers = [(b"content-type", b"application/json")] + ([(b"connection", b"close")] if close else [])
+    return status, _json({"error": reason, "status": status}), headers
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    import json
+
+    # As starlette's JSONResponse renders it.
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()

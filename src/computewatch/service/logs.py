@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -115,12 +116,7 @@ class ChipLogs:
 
     # ------------------------------------------------------------------ entries
     def append(self, serial: str, line: bytes) -> Ack:
-        try:
-            entry = parse_entry_line(line)
-        except ComputewatchError as exc:
-            raise ServiceError(422, f"malformed entry: {exc}") from None
-        if entry["serial"] != serial:
-            raise ServiceError(422, f"entry belongs to chip {entry['serial']!r}, not {serial!r}")
+        entry = _parse(serial, line)
         chip = self._chip(serial)
         counter = entry["counter"]
         with chip.lock:
@@ -131,15 +127,7 @@ class ChipLogs:
                 return self._resent(serial, counter, line)
             if counter > v.position:
                 raise ServiceError(409, f"entry {counter} of chip {serial} arrives before entry {v.position}: send the entries in order")
-            saved = v.save_state()
-            problems = v.feed(line)
-            if problems:
-                v.restore_state(saved)
-                reason = "; ".join(p.problem for p in problems[:3])
-                status = 401 if any("signature" in p.problem for p in problems) else 422
-                raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
-            row = {"serial": serial, "counter": counter, "line": line, "entry_sha256": hashlib.sha256(line).hexdigest(),
-                   "received_at": format_time()}
+            saved, row = _check(serial, chip, counter, line)
             try:
                 if self._committer is not None:
                     self._committer.insert(ss.log_entries, row, label=f"{serial}#{counter}")
@@ -159,6 +147,42 @@ class ChipLogs:
                 self._chips.pop(serial, None)  # reloaded from the database on next use
                 raise
             return Ack(expected_ack(serial, counter, line), counter, False)
+
+    async def append_in_loop(self, serial: str, line: bytes) -> Ack | None:
+        """`append` on the event loop's thread, for the common case: the chip is loaded, its lock
+        is free and the line is its next entry. The same checks, then the row goes to the group
+        commit and the coroutine (no thread) waits for the commit. None: take the threaded
+        `append` (chip not loaded, lock busy, a resend or a gap, another process stored the counter)."""
+        chip = self._chips.get(serial)
+        if chip is None or self._committer is None:
+            return None
+        entry = _parse(serial, line)
+        if not chip.lock.acquire(blocking=False):
+            return None
+        held = True
+        try:
+            counter = entry["counter"]
+            if counter != chip.verifier.position:
+                return None
+            saved, row = _check(serial, chip, counter, line)
+
+            def settled(error: BaseException | None) -> None:
+                # The writer thread, once the row's transaction committed or failed: only then is
+                # the chip's next entry checked (against a committed predecessor).
+                if error is not None:
+                    chip.verifier.restore_state(saved)
+                    self._chips.pop(serial, None)  # reloaded (and caught up) from the database on next use
+                chip.lock.release()
+
+            held = False  # from here `settled` releases the lock
+            try:
+                await self._committer.insert_async(ss.log_entries, row, f"{serial}#{counter}", settled)
+            except IntegrityError:
+                return None  # another server process stored this counter: `append` decides
+            return Ack(expected_ack(serial, counter, line), counter, False)
+        finally:
+            if held:
+                chip.lock.release()
 
     def _resent(self, serial: str, counter: int, line: bytes) -> Ack:
         """A line at a stored counter: the stored line is acked again; any other is a fork, refused."""
@@ -206,3 +230,29 @@ class ChipLogs:
         with reg_db.read(self._engine) as conn:
             rows = conn.execute(select(t.c.serial, func.count()).group_by(t.c.serial)).all()
         return {str(r[0]): int(r[1]) for r in rows}
+
+
+def _parse(serial: str, line: bytes) -> dict[str, Any]:
+    try:
+        entry = parse_entry_line(line)
+    except ComputewatchError as exc:
+        raise ServiceError(422, f"malformed entry: {exc}") from None
+    if entry["serial"] != serial:
+        raise ServiceError(422, f"entry belongs to chip {entry['serial']!r}, not {serial!r}")
+    return entry
+
+
+def _check(serial: str, chip: _Chip, counter: int, line: bytes) -> tuple[Any, dict[str, Any]]:
+    """Feed the line to the chip's checker (caller holds its lock); a refused line leaves the
+    checker as it was. Returns the checker's state before the line and the row to store."""
+    v = chip.verifier
+    saved = v.save_state()
+    problems = v.feed(line)
+    if problems:
+        v.restore_state(saved)
+        reason = "; ".join(p.problem for p in problems[:3])
+        status = 401 if any("signature" in p.problem for p in problems) else 422
+        raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
+    row = {"serial": serial, "counter": counter, "line": line, "entry_sha256": hashlib.sha256(line).hexdigest(),
+           "received_at": format_time()}
+    return saved, row
