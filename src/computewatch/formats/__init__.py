@@ -19,7 +19,7 @@ from computewatch._lazy import lazy_exports
 if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
     from computewatch.formats.attestation import AttestationClaims, verify_attestation
     from computewatch.formats.checkpoint import Checkpoint, CheckpointIndex
-    from computewatch.formats.chip_audit import AuditReport, LogVerifier, Problem, audit_log
+    from computewatch.formats.chip_audit import AuditReport, LogVerifier, Problem, audit_log, verify_covered_entry
     from computewatch.formats.chip_entry import LogEntry
     from computewatch.formats.dataset import DatasetCommitment
     from computewatch.formats.errors import AttestationError, BootError
@@ -89,6 +89,7 @@ __all__ = [
     "read_manifest",
     "verify_attestation",
     "verify_chip_certificate",
+    "verify_covered_entry",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

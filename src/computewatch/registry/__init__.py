@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING
 from computewatch._lazy import lazy_exports
 
 if TYPE_CHECKING:  # the names as the type checker sees them; at run time _WHERE loads them on first use
+    from computewatch.registry._parties import Party
     from computewatch.registry.custody import (
-        countersign, parse_statement, report_statement, sign_statement, transfer_statement,
+        countersign,
+        parse_statement,
+        report_statement,
+        sign_statement,
+        transfer_statement,
     )
     from computewatch.registry.errors import ConflictError, CustodyError, NotFoundError, PlanError, RegistryError
     from computewatch.registry.planning import rederive
-    from computewatch.registry.registry import Registry
+    from computewatch.registry.registry import Registry, Services
+    from computewatch.registry.rows import CustodyRecord, FabLot, Flag, Investigation, ItemListing, TreeHead
+    from computewatch.registry.unit import UnitOfWork
 
 _WHERE = {
     "ConflictError": "errors",
@@ -49,10 +56,19 @@ _WHERE = {
 __all__ = [
     "ConflictError",
     "CustodyError",
+    "CustodyRecord",
+    "FabLot",
+    "Flag",
+    "Investigation",
+    "ItemListing",
     "NotFoundError",
+    "Party",
     "PlanError",
     "Registry",
     "RegistryError",
+    "Services",
+    "TreeHead",
+    "UnitOfWork",
     "countersign",
     "parse_statement",
     "rederive",
