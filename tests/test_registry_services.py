@@ -66,3 +66,18 @@ def test_typed_rows_are_what_the_facade_documents(reg) -> None:
     closed = reg.services.custody.close_investigation(inv, "accounted for")
     assert isinstance(closed, Investigation) and (closed.status, closed.outcome) == ("closed", "accounted for")
     assert [i.to_dict() for i in reg.services.custody.investigations()] == reg.investigations()
+
+
+def test_inspection_rows_are_the_facades_dicts(reg) -> None:
+    from computewatch.registry.rows import Inspection, Refusal
+
+    refusal = reg.services.inspections.refuse("CW-S-1", "the owner turned the inspector away")
+    assert isinstance(refusal, Refusal) and refusal.serial == "CW-S-1"
+    listed = reg.services.inspections.inspections()
+    assert all(isinstance(i, Inspection) for i in listed) and [i.outcome for i in listed] == ["refused"]
+    assert [i.to_dict() for i in listed] == reg.inspections() and "statement" not in reg.inspections()[0]
+    one = reg.services.inspections.inspection(refusal.inspection)
+    assert one.statement is not None and one.to_dict() == reg.inspection(refusal.inspection)
+    assert reg.inspection(refusal.inspection)["statement"]["predicate"]["outcome"] == "refused"
+    assert reg.refuse("CW-S-1", "again") == {**refusal.to_dict(), "inspection": refusal.inspection + 1}
+    assert reg.chip("CW-S-1")["inspections"] == reg.inspections()

@@ -10,6 +10,7 @@ calls (docs/registry.md) as JSON-ready dicts; the services return typed rows whe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from computewatch.crypto.signing import SigningKey
 from computewatch.registry._chips import ChipService
 from computewatch.registry._custody_ops import CustodyService
 from computewatch.registry._exposure import ExposureService
@@ -95,8 +97,6 @@ class Registry:
         w = v.witness
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
         i = v.inspections
-        self.record_inspection, self.refuse, self.inspection = i.record_inspection, i.refuse, i.inspection
-        self.inspections, self.verify_inspection = i.inspections, i.verify_inspection
         self.explanation_queue, self.mark_explained = i.explanation_queue, i.mark_explained
         p = v.planning
         self.commit_plan, self.plans, self.plan_parts, self.plan = p.commit_plan, p.plans, p.plan_parts, p.plan
@@ -170,3 +170,24 @@ class Registry:
 
     def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
         return self.services.custody.close_investigation(investigation, outcome).to_dict()
+
+    # ------------------------------------------------------------------ inspections, as dicts (typed: services.inspections)
+    def record_inspection(self, serial: str, chip_dir: str | os.PathLike[str], *, plan: int | None = None,
+                          inspector: str | None = None, inspector_key: SigningKey | None = None,
+                          nonce: bytes | None = None) -> dict[str, Any]:
+        return self.services.inspections.record_inspection(
+            serial, chip_dir, plan=plan, inspector=inspector, inspector_key=inspector_key, nonce=nonce).to_dict()
+
+    def refuse(self, serial: str, reason: str, *, plan: int | None = None, inspector: str | None = None,
+               inspector_key: SigningKey | None = None) -> dict[str, Any]:
+        return self.services.inspections.refuse(serial, reason, plan=plan, inspector=inspector,
+                                                inspector_key=inspector_key).to_dict()
+
+    def inspection(self, inspection_id: int) -> dict[str, Any]:
+        return self.services.inspections.inspection(inspection_id).to_dict()
+
+    def inspections(self, *, plan: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self.services.inspections.inspections(plan=plan, outcome=outcome)]
+
+    def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
+        return self.services.inspections.verify_inspection(inspection_id).to_dict()

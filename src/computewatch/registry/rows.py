@@ -102,3 +102,73 @@ class Investigation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A stored inspection: what the inspector found on one chip (`statement`: the signed
+    statement's body, only where one inspection is asked for)."""
+
+    id: int
+    serial: str
+    outcome: str  # clean, finding or refused
+    problems: list[dict[str, Any]]
+    notes: list[Any]
+    tree_size: int | None
+    root: str | None
+    plan: int | None
+    holder: str | None
+    inspector: str | None
+    signed: bool
+    recorded_at: str
+    statement: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        if self.statement is None:
+            del doc["statement"]
+        return doc
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """What `record_inspection` found and stored (`queued`: snapshots newly queued to explain)."""
+
+    inspection: int
+    serial: str
+    outcome: str
+    problems: list[dict[str, Any]]
+    notes: list[Any]
+    tree_size: int | None
+    root: str | None
+    attested: dict[str, Any] | None
+    queued: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A recorded refusal to be inspected (§3: counts as evidence of a violation)."""
+
+    inspection: int
+    serial: str
+    problems: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inspection": self.inspection, "serial": self.serial, "outcome": "refused", "problems": self.problems,
+                "tree_size": None, "root": None}
+
+
+@dataclass(frozen=True)
+class InspectionCheck:
+    """The re-verification of a stored inspection (`ok`: no problem found)."""
+
+    inspection: int
+    ok: bool
+    outcome: str
+    problems: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
