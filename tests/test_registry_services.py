@@ -79,5 +79,7 @@ def test_inspection_rows_are_the_facades_dicts(reg) -> None:
     one = reg.services.inspections.inspection(refusal.inspection)
     assert one.statement is not None and one.to_dict() == reg.inspection(refusal.inspection)
     assert reg.inspection(refusal.inspection)["statement"]["predicate"]["outcome"] == "refused"
-    assert reg.refuse("CW-S-1", "again") == {**refusal.to_dict(), "inspection": refusal.inspection + 1}
+    again = reg.refuse("CW-S-1", "again")
+    assert again == {"inspection": refusal.inspection + 1, "serial": "CW-S-1", "outcome": "refused",
+                     "problems": [{"check": "refusal", "entry": None, "problem": "again"}], "tree_size": None, "root": None}
     assert reg.chip("CW-S-1")["inspections"] == reg.inspections()
