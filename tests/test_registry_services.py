@@ -83,3 +83,26 @@ def test_inspection_rows_are_the_facades_dicts(reg) -> None:
     assert again == {"inspection": refusal.inspection + 1, "serial": "CW-S-1", "outcome": "refused",
                      "problems": [{"check": "refusal", "entry": None, "problem": "again"}], "tree_size": None, "root": None}
     assert reg.chip("CW-S-1")["inspections"] == reg.inspections()
+
+
+def test_plan_rows_are_the_facades_dicts(reg) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from computewatch.registry.rows import Plan, PlanStatus, Visit
+
+    reg.ship("CW-S-1", "acme", MAKER, OWNER)
+    start = datetime.now(UTC) - timedelta(days=40)  # the period is over: the seed can be revealed
+    committed, seed = reg.services.planning.commit_plan("p", ["acme"], flops=10**12 * 86400 * 10, start=start,
+                                                        group_by_facility=True)
+    assert isinstance(committed, Plan) and committed.chips is None and "chips" not in committed.to_dict()
+    assert [p.to_dict() for p in reg.services.planning.plans()] == reg.plans() == [committed.to_dict()]
+    drawn = reg.services.planning.plan(committed.id, seed)
+    assert drawn.chips == ["CW-S-1"] and drawn.visits == [Visit("acme", None, ["CW-S-1"])]
+    assert drawn.to_dict() == reg.plan(committed.id, seed) and reg.plan(committed.id, seed)["visits"][0]["holder"] == "acme"
+    reg.refuse("CW-S-1", "not today", plan=committed.id)
+    status = reg.services.planning.plan_status(committed.id, seed)
+    assert isinstance(status, PlanStatus) and status.counts["refused"] == 1 and status.complete
+    assert status.to_dict() == reg.plan_status(committed.id, seed)
+    assert reg.plan_status(committed.id, seed)["chips"][0]["outcome"] == "refused"
+    revealed = reg.services.planning.reveal(committed.id, seed)
+    assert revealed.revealed and revealed.to_dict() == reg.plan(committed.id)

@@ -11,7 +11,7 @@ calls (docs/registry.md) as JSON-ready dicts; the services return typed rows whe
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,9 +98,7 @@ class Registry:
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
         i = v.inspections
         self.explanation_queue, self.mark_explained = i.explanation_queue, i.mark_explained
-        p = v.planning
-        self.commit_plan, self.plans, self.plan_parts, self.plan = p.commit_plan, p.plans, p.plan_parts, p.plan
-        self.reveal, self.plan_status = p.reveal, p.plan_status
+        self.plan_parts = v.planning.plan_parts
         loc = v.location
         self.add_landmark, self.landmarks, self.landmark = loc.add_landmark, loc.landmarks, loc.landmark
         self.set_facility_site, self.locate, self.locations = loc.set_facility_site, loc.locate, loc.locations
@@ -191,3 +189,25 @@ class Registry:
 
     def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
         return self.services.inspections.verify_inspection(inspection_id).to_dict()
+
+    # ------------------------------------------------------------------ planning, as dicts (typed: services.planning)
+    def commit_plan(self, period: str, owners: Sequence[str] | None = None, *, flops: float,
+                    start: datetime | None = None, T: float = 30.0, T_m: float = 30.0, p: float = 0.9,
+                    f: float = 0.1, a: float | None = None, formula: str = "exact", group_by_facility: bool = False,
+                    seed: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+        plan, seed = self.services.planning.commit_plan(
+            period, owners, flops=flops, start=start, T=T, T_m=T_m, p=p, f=f, a=a, formula=formula,
+            group_by_facility=group_by_facility, seed=seed)
+        return plan.to_dict(), seed
+
+    def plans(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.services.planning.plans()]
+
+    def plan(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+        return self.services.planning.plan(plan_id, seed).to_dict()
+
+    def reveal(self, plan_id: int, seed: bytes) -> dict[str, Any]:
+        return self.services.planning.reveal(plan_id, seed).to_dict()
+
+    def plan_status(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+        return self.services.planning.plan_status(plan_id, seed).to_dict()

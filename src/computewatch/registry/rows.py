@@ -172,3 +172,82 @@ class InspectionCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """Drawn chips at one place (holder, facility): one inspector's visit."""
+
+    holder: str
+    facility: str | None
+    chips: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A committed inspection plan of one monitoring period; `chips` (draw order) and `visits`
+    only once the plan is derived (the Verifier's seed, or after the reveal)."""
+
+    id: int
+    period: str
+    start: str
+    end: str
+    stockpile: str  # owners joined by "+", or "*" for every owner
+    pooled: bool
+    population: int
+    samples: int
+    reason: str | None
+    detection_probability: str | None  # repr of a float, as in the committed document
+    setting: dict[str, Any]
+    formula: str
+    commitment: str
+    seed_commitment: str
+    revealed: bool
+    chips: list[str] | None = None
+    visits: list[Visit] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = {"plan": self.id, "period": self.period, "start": self.start, "end": self.end,
+               "stockpile": self.stockpile, "pooled": self.pooled, "population": self.population,
+               "samples": self.samples, "reason": self.reason, "detection_probability": self.detection_probability,
+               "setting": dict(self.setting), "formula": self.formula, "commitment": self.commitment,
+               "seed_commitment": self.seed_commitment, "revealed": self.revealed}
+        if self.chips is not None:
+            doc["chips"] = list(self.chips)
+        if self.visits is not None:
+            doc["visits"] = [v.to_dict() for v in self.visits]
+        return doc
+
+
+@dataclass(frozen=True)
+class PlannedChip:
+    """One drawn chip of a plan and how its inspection went (`outcome`: pending until one)."""
+
+    serial: str
+    holder: str | None
+    status: str
+    outcome: str
+    inspections: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    """How a plan's inspections went: its drawn chips and the counts per outcome."""
+
+    plan: Plan
+    chips: list[PlannedChip]
+    counts: dict[str, int]  # clean, finding, refused, pending
+
+    @property
+    def complete(self) -> bool:
+        return self.counts["pending"] == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), "chips": [c.to_dict() for c in self.chips], "counts": dict(self.counts),
+                "complete": self.complete}
