@@ -106,3 +106,29 @@ def test_plan_rows_are_the_facades_dicts(reg) -> None:
     assert reg.plan_status(committed.id, seed)["chips"][0]["outcome"] == "refused"
     revealed = reg.services.planning.reveal(committed.id, seed)
     assert revealed.revealed and revealed.to_dict() == reg.plan(committed.id)
+
+
+def test_queue_and_run_rows_are_the_facades_dicts(reg) -> None:
+    from sqlalchemy import insert
+
+    from computewatch.registry import schema as s
+    from computewatch.registry.rows import DeclaredRun, QueuedSnapshot
+
+    reg.ship("CW-S-1", "acme", MAKER, OWNER)
+    found = reg.refuse("CW-S-1", "stands in for an inspection that logged snapshots")
+    with reg.uow.write() as conn:  # the queue rows an inspection of a chip with two logged snapshots adds
+        item, owner = reg.uow.item_row(conn, "CW-S-1"), reg.uow.party_row(conn, "acme")
+        conn.execute(insert(s.explanations), [
+            {"item_id": item.id, "counter": k, "step": 10 * k, "shard_digest": f"{k:064x}", "owner_id": owner.id,
+             "inspection_id": found["inspection"], "status": "pending", "verdict_ref": None, "updated_at": reg.now()}
+            for k in (1, 2)])
+    reg.mark_explained("CW-S-1", 2, "verdict-7")
+    queue = reg.services.inspections.explanation_queue(status=None)
+    assert queue == [QueuedSnapshot("CW-S-1", 1, 10, f"{1:064x}", "acme", found["inspection"], "pending", None),
+                     QueuedSnapshot("CW-S-1", 2, 20, f"{2:064x}", "acme", found["inspection"], "explained", "verdict-7")]
+    assert [q.to_dict() for q in queue] == reg.explanation_queue(status=None)
+    assert reg.explanation_queue("acme") == [queue[0].to_dict()]
+    reg.declare_run("acme", "run-1", ["CW-S-1"])
+    runs = reg.services.custody.runs("acme")
+    assert [(r.owner, r.run_id, r.chips) for r in runs] == [("acme", "run-1", ["CW-S-1"])]
+    assert all(isinstance(r, DeclaredRun) for r in runs) and [r.to_dict() for r in runs] == reg.runs()

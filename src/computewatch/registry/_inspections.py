@@ -26,7 +26,7 @@ from computewatch.registry import schema as s
 from computewatch.registry.unit import Service
 from computewatch.registry._location import location_problems
 from computewatch.registry.errors import NotFoundError, RegistryError
-from computewatch.registry.rows import Inspection, InspectionCheck, InspectionResult, Refusal
+from computewatch.registry.rows import Inspection, InspectionCheck, InspectionResult, QueuedSnapshot, Refusal
 
 
 __all__ = ["PRED_INSPECTION", "QUEUE_STATUSES", "InspectionService"]
@@ -257,7 +257,7 @@ class InspectionService(Service):
             conn.execute(insert(t), rows)
         return len(rows)
 
-    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[QueuedSnapshot]:
         """Logged snapshots the owner must explain with a transcript (the Verifier consumes this):
         [{serial, counter, step, shard_digest, owner, inspection, status, verdict_ref}]."""
         if status is not None and status not in QUEUE_STATUSES:
@@ -270,13 +270,12 @@ class InspectionService(Service):
             if status is not None:
                 q = q.where(t.c.status == status)
             names: dict[int, str | None] = {}
-            out = []
+            out: list[QueuedSnapshot] = []
             for r in conn.execute(q).all():
                 if r.owner_id not in names:
                     names[r.owner_id] = self._uow.name_of(conn, r.owner_id)
-                out.append({"serial": r.label, "counter": r.counter, "step": r.step, "shard_digest": r.shard_digest,
-                            "owner": names[r.owner_id], "inspection": r.inspection_id, "status": r.status,
-                            "verdict_ref": r.verdict_ref})
+                out.append(QueuedSnapshot(r.label, r.counter, r.step, r.shard_digest, names[r.owner_id],
+                                          r.inspection_id, r.status, r.verdict_ref))
             return out
 
     def mark_explained(self, serial: str, counter: int, verdict_ref: str, *, status: str = "explained",

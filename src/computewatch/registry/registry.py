@@ -93,11 +93,10 @@ class Registry:
         self.report_with_key, self.report = k.report_with_key, k.report
         self.open_investigation = k.open_investigation
         self.exempt, self.report_found = k.exempt, k.report_found
-        self.verify_custody, self.declare_run, self.runs = k.verify_custody, k.declare_run, k.runs
+        self.verify_custody, self.declare_run = k.verify_custody, k.declare_run
         w = v.witness
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
-        i = v.inspections
-        self.explanation_queue, self.mark_explained = i.explanation_queue, i.mark_explained
+        self.mark_explained = v.inspections.mark_explained
         self.plan_parts = v.planning.plan_parts
         loc = v.location
         self.add_landmark, self.landmarks, self.landmark = loc.add_landmark, loc.landmarks, loc.landmark
@@ -189,6 +188,12 @@ class Registry:
 
     def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
         return self.services.inspections.verify_inspection(inspection_id).to_dict()
+
+    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+        return [q.to_dict() for q in self.services.inspections.explanation_queue(owner, status)]
+
+    def runs(self, owner: str | None = None) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.services.custody.runs(owner)]
 
     # ------------------------------------------------------------------ planning, as dicts (typed: services.planning)
     def commit_plan(self, period: str, owners: Sequence[str] | None = None, *, flops: float,

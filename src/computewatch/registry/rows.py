@@ -251,3 +251,34 @@ class PlanStatus:
     def to_dict(self) -> dict[str, Any]:
         return {**self.plan.to_dict(), "chips": [c.to_dict() for c in self.chips], "counts": dict(self.counts),
                 "complete": self.complete}
+
+
+@dataclass(frozen=True)
+class QueuedSnapshot:
+    """A logged snapshot its owner must explain with a transcript (the explanation queue)."""
+
+    serial: str
+    counter: int  # the chip log entry
+    step: int
+    shard_digest: str
+    owner: str | None
+    inspection: int  # the inspection that found it
+    status: str  # pending, explained or unexplained
+    verdict_ref: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeclaredRun:
+    """A training run an owner declared, with the chips it uses."""
+
+    owner: str | None
+    run_id: str
+    chips: list[str]
+    precommitment: str | None
+    declared_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
