@@ -132,3 +132,30 @@ def test_queue_and_run_rows_are_the_facades_dicts(reg) -> None:
     runs = reg.services.custody.runs("acme")
     assert [(r.owner, r.run_id, r.chips) for r in runs] == [("acme", "run-1", ["CW-S-1"])]
     assert all(isinstance(r, DeclaredRun) for r in runs) and [r.to_dict() for r in runs] == reg.runs()
+
+
+def test_location_and_landmark_rows_are_the_facades_dicts(reg) -> None:
+    from datetime import UTC, datetime
+
+    from computewatch.crypto.dsse import Envelope
+    from computewatch.formats.location import Round, answer_input, make_evidence, sign_record
+    from computewatch.registry.rows import LocationCheck, RegisteredLandmark
+
+    mark, device = SigningKey.from_seed(b"\x65" * 32), SigningKey.from_seed(b"\x63" * 32)
+    added = reg.services.location.add_landmark("muc", mark.public_key, 48.1372, 11.5756)
+    assert added == RegisteredLandmark("muc", mark.public_key.keyid, 48.1372, 11.5756)
+    assert reg.landmarks() == [added.to_dict()] == [reg.services.location.landmark("muc").to_dict()]
+    assert reg.add_landmark("ham", SigningKey.from_seed(b"\x66" * 32).public_key, 53.55, 9.99)["role"] == "landmark"
+    reg.ship("CW-S-1", "acme", MAKER, OWNER)
+    with reg.uow.read() as conn:
+        cert = Envelope.from_json(bytes(reg.uow.item_row(conn, "CW-S-1").certificate))
+    nonce = b"\x07" * 32
+    rounds = [Round(nonce, device.sign(answer_input(mark.public_key.keyid, "CW-S-1", nonce)), 200_000)]
+    record = sign_record(mark, "CW-S-1", device.public_key.raw, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                         rounds)
+    located = reg.services.location.locate("CW-S-1", make_evidence("CW-S-1", cert, [record]))
+    # The chip has no declared facility: the check is a finding, stored and flagged like any other.
+    assert isinstance(located, LocationCheck) and not located.inside and located.finding
+    assert "muc" in located.bounds_km and located.serial == "CW-S-1"
+    listed = reg.services.location.locations("CW-S-1")
+    assert listed == [located] and [c.to_dict() for c in listed] == reg.locations("CW-S-1") == reg.chip("CW-S-1")["locations"]

@@ -74,7 +74,8 @@ class InspectionService(Service):
             result = check(expected, presented, known, since)
             # The chip's latest location check (registry._location): a chip last placed outside
             # its declared facility is a finding here too.
-            location = self._svc.location.latest_location(conn, item.id)
+            latest = self._svc.location.latest_location(conn, item.id)
+            location = None if latest is None else latest.to_dict()
             result.problems += location_problems(location)
             result.outcome = "finding" if result.problems else result.outcome
             predicate = {

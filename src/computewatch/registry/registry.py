@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -28,6 +28,7 @@ from computewatch.registry._lots import LotService
 from computewatch.registry._parties import PartyService
 from computewatch.registry._plans import PlanningService
 from computewatch.registry._witness import WitnessService
+from computewatch.registry.locating import DEFAULT_MAX_AGE
 from computewatch.registry.unit import UnitOfWork
 
 __all__ = ["Registry", "Services"]
@@ -98,9 +99,7 @@ class Registry:
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
         self.mark_explained = v.inspections.mark_explained
         self.plan_parts = v.planning.plan_parts
-        loc = v.location
-        self.add_landmark, self.landmarks, self.landmark = loc.add_landmark, loc.landmarks, loc.landmark
-        self.set_facility_site, self.locate, self.locations = loc.set_facility_site, loc.locate, loc.locations
+        self.set_facility_site = v.location.set_facility_site
         self.exposure = v.exposure.exposure
 
     @classmethod
@@ -216,3 +215,22 @@ class Registry:
 
     def plan_status(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
         return self.services.planning.plan_status(plan_id, seed).to_dict()
+
+    # ------------------------------------------------------------------ location, as dicts (typed: services.location)
+    def add_landmark(self, name: str, pub: Any, latitude: float, longitude: float) -> dict[str, Any]:
+        mark = self.services.location.add_landmark(name, pub, latitude, longitude)
+        return {"name": mark.name, "role": "landmark", "keyid": mark.keyid, "latitude": mark.latitude,
+                "longitude": mark.longitude}
+
+    def landmarks(self) -> list[dict[str, Any]]:
+        return [m.to_dict() for m in self.services.location.landmarks()]
+
+    def landmark(self, name: str) -> dict[str, Any]:
+        return self.services.location.landmark(name).to_dict()
+
+    def locate(self, serial: str, evidence: bytes, *, radius_km: float | None = None,
+               max_age: timedelta = DEFAULT_MAX_AGE) -> dict[str, Any]:
+        return self.services.location.locate(serial, evidence, radius_km=radius_km, max_age=max_age).to_dict()
+
+    def locations(self, serial: str) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in self.services.location.locations(serial)]

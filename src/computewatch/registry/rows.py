@@ -282,3 +282,43 @@ class DeclaredRun:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LocationCheck:
+    """A stored location check of a chip against its declared facility (`registry.locating`)."""
+
+    id: int
+    recorded_at: str
+    serial: str
+    facility: str | None
+    inside: bool
+    bounds_km: dict[str, dict[str, Any]]  # per landmark: the tightest round trip's distance bounds
+    proven_within_km: dict[str, float | None]  # fibre and vacuum bounds on the distance from the site
+    radius_km: float
+    speed_km_per_ms: dict[str, float]
+    finding: str | None
+    problems: list[dict[str, Any]]
+
+    @classmethod
+    def from_result(cls, id: int, recorded_at: str, result: dict[str, Any]) -> LocationCheck:
+        """From `locating.check`'s result (without its used-up nonces)."""
+        return cls(id, recorded_at, result["serial"], result["facility"], result["inside"], result["bounds_km"],
+                   result["proven_within_km"], result["radius_km"], result["speed_km_per_ms"], result["finding"],
+                   result["problems"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegisteredLandmark:
+    """A landmark the register trusts: its key signs round-trip records; it stands where declared."""
+
+    name: str
+    keyid: str
+    latitude: float
+    longitude: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
