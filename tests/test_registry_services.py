@@ -159,3 +159,16 @@ def test_location_and_landmark_rows_are_the_facades_dicts(reg) -> None:
     assert "muc" in located.bounds_km and located.serial == "CW-S-1"
     listed = reg.services.location.locations("CW-S-1")
     assert listed == [located] and [c.to_dict() for c in listed] == reg.locations("CW-S-1") == reg.chip("CW-S-1")["locations"]
+
+
+def test_exposure_rows_are_the_facades_dicts(reg) -> None:
+    from computewatch.registry.rows import ExposureReport
+
+    reg.ship("CW-S-1", "acme", MAKER, OWNER)
+    reg.refuse("CW-S-1", "locked out")  # a refused chip is outside the sampling: unaccounted
+    report = reg.services.exposure.exposure(p=0.8)
+    assert isinstance(report, ExposureReport) and report.setting.start is None and report.p == 0.8
+    assert [(o.name, o.exposure.chips, o.exposure.unaccounted) for o in report.owners] == [("acme", 1, 1)]
+    assert report.overall.max_hidden_flops == report.owners[0].exposure.max_hidden_flops > 0
+    assert report.to_dict() == reg.exposure(p=0.8)
+    assert reg.exposure(p=0.8)["owners"][0]["max_hidden_flops_unaccounted"] == report.owners[0].exposure.unaccounted_flops

@@ -100,7 +100,6 @@ class Registry:
         self.mark_explained = v.inspections.mark_explained
         self.plan_parts = v.planning.plan_parts
         self.set_facility_site = v.location.set_facility_site
-        self.exposure = v.exposure.exposure
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Callable[[], datetime] | None = None) -> Registry:
@@ -234,3 +233,7 @@ class Registry:
 
     def locations(self, serial: str) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.services.location.locations(serial)]
+
+    # ------------------------------------------------------------------ exposure, as a dict (typed: services.exposure)
+    def exposure(self, period: str | None = None, *, p: float = 0.9) -> dict[str, Any]:
+        return self.services.exposure.exposure(period, p=p).to_dict()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from computewatch.analysis.exposure import Exposure
 
 __all__ = ["CustodyRecord", "FabLot", "Flag", "Investigation", "ItemListing", "TreeHead"]
 
@@ -322,3 +325,44 @@ class RegisteredLandmark:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExposureSetting:
+    """What an exposure bound assumed: chip rate a (FLOPs per chip-day), snapshot rate f, period
+    length T_m (days) and the period's window (None: every inspection counts)."""
+
+    a: float
+    f: float
+    T_m: float
+    start: str | None
+    end: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OwnerExposure:
+    """One owner's exposure (`analysis.exposure.Exposure`) in the period."""
+
+    name: str
+    exposure: Exposure
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.exposure.to_json()}
+
+
+@dataclass(frozen=True)
+class ExposureReport:
+    """The covert-capacity bound over the register's state: per owner and overall, at confidence p."""
+
+    period: str | None
+    p: float
+    setting: ExposureSetting
+    overall: Exposure
+    owners: list[OwnerExposure]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"period": self.period, "p": self.p, "setting": self.setting.to_dict(), "overall": self.overall.to_json(),
+                "owners": [o.to_dict() for o in self.owners]}
