@@ -8,7 +8,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from computewatch.analysis.exposure import Exposure
 
-__all__ = ["CustodyRecord", "FabLot", "Flag", "Investigation", "ItemListing", "TreeHead"]
+__all__ = [
+    "CustodyRecord",
+    "DeclaredRun",
+    "ExposureReport",
+    "ExposureSetting",
+    "FabLot",
+    "Flag",
+    "Inspection",
+    "InspectionCheck",
+    "InspectionResult",
+    "Investigation",
+    "ItemListing",
+    "LocationCheck",
+    "OwnerExposure",
+    "Plan",
+    "PlanStatus",
+    "PlannedChip",
+    "QueuedSnapshot",
+    "Refusal",
+    "RegisteredLandmark",
+    "TreeHead",
+    "Visit",
+]
 
 
 @dataclass(frozen=True)
