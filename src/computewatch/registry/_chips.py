@@ -268,9 +268,9 @@ class ChipService(Service):
                 device_key=bytes(row.device_key).hex(),
                 model=row.model,
                 peak_flops=int(row.peak_flops),
-                inspections=self._svc.inspections.inspection_docs(conn, row.id),
+                inspections=[i.to_dict() for i in self._svc.inspections.inspection_rows(conn, row.id)],
                 tree_heads=[h.to_dict() for h in self._svc.witness.heads_of(conn, row.id)],
-                locations=self._svc.location.location_docs(conn, row.id),
+                locations=[c.to_dict() for c in self._svc.location.location_rows(conn, row.id)],
             )
         return doc
 

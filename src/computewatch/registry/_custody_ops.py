@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert, select, update
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.registry import schema as s
-from computewatch.registry.rows import Flag, Investigation
+from computewatch.registry.rows import DeclaredRun, Flag, Investigation
 from computewatch.registry.unit import Service, pause_point
 from computewatch.registry.certificates import check_certificate, read_certificate
 from computewatch.registry.custody import (
@@ -451,11 +451,11 @@ class CustodyService(Service):
                                           chips=json.dumps(sorted(serials)), declared_at=self._uow.now()))
         return {"owner": owner, "run_id": run_id, "chips": sorted(serials), "precommitment": precommitment}
 
-    def runs(self, owner: str | None = None) -> list[dict[str, Any]]:
+    def runs(self, owner: str | None = None) -> list[DeclaredRun]:
         t = s.declared_runs
         with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
             if owner is not None:
                 q = q.where(t.c.owner_id == self._uow.party_row(conn, owner).id)
-            return [{"owner": self._uow.name_of(conn, r.owner_id), "run_id": r.run_id, "chips": json.loads(r.chips),
-                     "precommitment": r.precommitment, "declared_at": r.declared_at} for r in conn.execute(q).all()]
+            return [DeclaredRun(self._uow.name_of(conn, r.owner_id), r.run_id, json.loads(r.chips), r.precommitment,
+                                r.declared_at) for r in conn.execute(q).all()]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from computewatch.registry import schema as s
 from computewatch.registry.unit import Service
 from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.rows import ExposureReport, ExposureSetting, OwnerExposure
 
 __all__ = ["DEFAULT_F", "DEFAULT_T_M", "ExposureService"]
 
@@ -21,7 +21,7 @@ _IN_SERVICE = ("active", "damaged")
 
 
 class ExposureService(Service):
-    def exposure(self, period: str | None = None, *, p: float = 0.9) -> dict[str, Any]:
+    def exposure(self, period: str | None = None, *, p: float = 0.9) -> ExposureReport:
         """Per owner and overall: chips, inspected, unaccounted (lost or destroyed, untracked,
         refused, located outside their facility), unexplained snapshots, and the largest run
         (FLOPs) the period's actual inspections do not rule out at confidence p
@@ -41,7 +41,7 @@ class ExposureService(Service):
             for party_id, n in self._untracked(conn).items():
                 if party_id in counts:
                     counts[party_id]["untracked"] += n
-        docs = []
+        owner_bounds = []
         total = {"chips": 0, "accounted": 0, "inspected": 0, "unaccounted": 0, "unexplained_snapshots": 0}
         try:
             for o in owners:
@@ -49,12 +49,11 @@ class ExposureService(Service):
                 c["unaccounted"] += c.pop("untracked")
                 for k in total:
                     total[k] += c[k]
-                docs.append({"name": o.name, **exposure(**c, a=a, f=f, T_m=T_m, p=p).to_json()})
-            overall = exposure(**total, a=a, f=f, T_m=T_m, p=p).to_json()
+                owner_bounds.append(OwnerExposure(o.name, exposure(**c, a=a, f=f, T_m=T_m, p=p)))
+            overall = exposure(**total, a=a, f=f, T_m=T_m, p=p)
         except AnalysisError as exc:
             raise RegistryError(f"exposure: {exc}") from None
-        return {"period": period, "p": p, "setting": {"a": a, "f": f, "T_m": T_m, "start": start, "end": end},
-                "overall": overall, "owners": docs}
+        return ExposureReport(period, p, ExposureSetting(a, f, T_m, start, end), overall, owner_bounds)
 
     def _period_setting(self, conn: Connection, period: str | None) -> tuple[float, float, float, str | None, str | None]:
         if period is None:

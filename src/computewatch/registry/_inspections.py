@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
@@ -26,9 +26,8 @@ from computewatch.registry import schema as s
 from computewatch.registry.unit import Service
 from computewatch.registry._location import location_problems
 from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.rows import Inspection, InspectionCheck, InspectionResult, QueuedSnapshot, Refusal
 
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["PRED_INSPECTION", "QUEUE_STATUSES", "InspectionService"]
 
@@ -51,7 +50,7 @@ class InspectionService(Service):
         inspector: str | None = None,
         inspector_key: SigningKey | None = None,
         nonce: bytes | None = None,
-    ) -> dict[str, Any]:
+    ) -> InspectionResult:
         """Inspect the chip presented in `chip_dir` as the requested `serial` (§3.1) and store
         the finding: identity (serial and device key), attestation to a fresh nonce, tamper
         flag, the log's audit against the pinned chipmaker root and against every tree head the
@@ -75,7 +74,8 @@ class InspectionService(Service):
             result = check(expected, presented, known, since)
             # The chip's latest location check (registry._location): a chip last placed outside
             # its declared facility is a finding here too.
-            location = self._svc.location.latest_location(conn, item.id)
+            latest = self._svc.location.latest_location(conn, item.id)
+            location = None if latest is None else latest.to_dict()
             result.problems += location_problems(location)
             result.outcome = "finding" if result.problems else result.outcome
             predicate = {
@@ -110,20 +110,11 @@ class InspectionService(Service):
                     inspection_id=inspection_id, evidence=presented.evidence, seen_at=predicate["time"],
                 ))
             queued = self._queue(conn, item, inspection_id, result.snapshots)
-        return {
-            "inspection": inspection_id,
-            "serial": serial,
-            "outcome": result.outcome,
-            "problems": result.problems,
-            "notes": result.notes,
-            "tree_size": result.tree_size,
-            "root": result.root,
-            "attested": result.attested,
-            "queued": queued,
-        }
+        return InspectionResult(inspection_id, serial, result.outcome, result.problems, result.notes,
+                                result.tree_size, result.root, result.attested, queued)
 
     def refuse(self, serial: str, reason: str, *, plan: int | None = None, inspector: str | None = None,
-               inspector_key: SigningKey | None = None) -> dict[str, Any]:
+               inspector_key: SigningKey | None = None) -> Refusal:
         """Record non-compliance: the owner refused the inspection, or could not present the chip.
         Refusing to comply counts as evidence of a violation (§3)."""
         if not reason.strip():
@@ -142,8 +133,7 @@ class InspectionService(Service):
                 "evidence_sha256": None, "log_sha256": None, "boot_error": None,
             }
             inspection_id = self._store_inspection(conn, item, predicate, inspector, inspector_key, plan=plan)
-        return {"inspection": inspection_id, "serial": serial, "outcome": "refused", "problems": problems,
-                "tree_size": None, "root": None}
+        return Refusal(inspection_id, serial, problems)
 
     def _check_inspector(self, conn: Connection, inspector: str | None, key: SigningKey | None) -> None:
         if inspector is None:
@@ -173,28 +163,28 @@ class InspectionService(Service):
         t = s.inspections
         return int(conn.execute(select(func.max(t.c.tree_size)).where(t.c.item_id == item_id)).scalar() or 0)
 
-    def inspection_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def inspection_rows(self, conn: Connection, item_id: int) -> list[Inspection]:
         t = s.inspections
         rows = conn.execute(select(t).where(t.c.item_id == item_id).order_by(t.c.id)).all()
-        return [self._inspection_doc(conn, r) for r in rows]
+        return [self._inspection(conn, r) for r in rows]
 
-    def _inspection_doc(self, conn: Connection, r: Any) -> dict[str, Any]:
-        return {"id": r.id, "serial": conn.execute(select(s.items.c.label).where(s.items.c.id == r.item_id)).scalar_one(),
-                "outcome": r.outcome, "problems": json.loads(r.problems), "notes": json.loads(r.notes),
-                "tree_size": r.tree_size, "root": r.root, "plan": r.plan_id, "holder": self._uow.name_of(conn, r.holder_id),
-                "inspector": self._uow.name_of(conn, r.inspector_id), "signed": r.envelope is not None,
-                "recorded_at": r.recorded_at}
+    def _inspection(self, conn: Connection, r: Any, *, with_statement: bool = False) -> Inspection:
+        return Inspection(
+            r.id, conn.execute(select(s.items.c.label).where(s.items.c.id == r.item_id)).scalar_one(), r.outcome,
+            json.loads(r.problems), json.loads(r.notes), r.tree_size, r.root, r.plan_id,
+            self._uow.name_of(conn, r.holder_id), self._uow.name_of(conn, r.inspector_id), r.envelope is not None,
+            r.recorded_at, parse_canonical_json(bytes(r.statement)) if with_statement else None,
+        )
 
-    def inspection(self, inspection_id: int) -> dict[str, Any]:
+    def inspection(self, inspection_id: int) -> Inspection:
+        """One stored inspection with its statement's body."""
         with self._uow.read() as conn:
             r = conn.execute(select(s.inspections).where(s.inspections.c.id == inspection_id)).first()
             if r is None:
                 raise NotFoundError(f"no inspection {inspection_id}")
-            doc = self._inspection_doc(conn, r)
-            doc["statement"] = parse_canonical_json(bytes(r.statement))
-            return doc
+            return self._inspection(conn, r, with_statement=True)
 
-    def inspections(self, *, plan: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
+    def inspections(self, *, plan: int | None = None, outcome: str | None = None) -> list[Inspection]:
         t = s.inspections
         with self._uow.read() as conn:
             q = select(t).order_by(t.c.id)
@@ -202,9 +192,9 @@ class InspectionService(Service):
                 q = q.where(t.c.plan_id == plan)
             if outcome is not None:
                 q = q.where(t.c.outcome == outcome)
-            return [self._inspection_doc(conn, r) for r in conn.execute(q).all()]
+            return [self._inspection(conn, r) for r in conn.execute(q).all()]
 
-    def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
+    def verify_inspection(self, inspection_id: int) -> InspectionCheck:
         """Re-verify a stored inspection from its stored inputs (evidence, nonce, log, the tree
         heads known then): the same checks must give the same outcome and problems; the stored
         blobs must match the digests in the statement; an inspector's signature must verify."""
@@ -237,8 +227,7 @@ class InspectionService(Service):
             try:
                 log = zlib.decompress(bytes(r.log))
             except (zlib.error, TypeError):
-                return {"inspection": inspection_id, "ok": False, "outcome": r.outcome,
-                        "problems": [*problems, "the stored log is corrupt"]}
+                return InspectionCheck(inspection_id, False, r.outcome, [*problems, "the stored log is corrupt"])
             evidence = None if r.evidence is None else bytes(r.evidence)
             if _sha256(log) != p["log_sha256"] or _sha256(evidence) != p["evidence_sha256"]:
                 problems.append("the stored log or evidence does not match the statement's digests")
@@ -251,7 +240,7 @@ class InspectionService(Service):
                 p["outcome"], p["problems"], p["tree_size"], p["root"]
             ):
                 problems.append("re-running the checks gives another result")
-        return {"inspection": inspection_id, "ok": not problems, "outcome": r.outcome, "problems": problems}
+        return InspectionCheck(inspection_id, not problems, r.outcome, problems)
 
     # ------------------------------------------------------------------ explanation queue
     def _queue(self, conn: Connection, item: Any, inspection_id: int, snapshots: list[dict[str, Any]]) -> int:
@@ -269,7 +258,7 @@ class InspectionService(Service):
             conn.execute(insert(t), rows)
         return len(rows)
 
-    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[QueuedSnapshot]:
         """Logged snapshots the owner must explain with a transcript (the Verifier consumes this):
         [{serial, counter, step, shard_digest, owner, inspection, status, verdict_ref}]."""
         if status is not None and status not in QUEUE_STATUSES:
@@ -282,13 +271,12 @@ class InspectionService(Service):
             if status is not None:
                 q = q.where(t.c.status == status)
             names: dict[int, str | None] = {}
-            out = []
+            out: list[QueuedSnapshot] = []
             for r in conn.execute(q).all():
                 if r.owner_id not in names:
                     names[r.owner_id] = self._uow.name_of(conn, r.owner_id)
-                out.append({"serial": r.label, "counter": r.counter, "step": r.step, "shard_digest": r.shard_digest,
-                            "owner": names[r.owner_id], "inspection": r.inspection_id, "status": r.status,
-                            "verdict_ref": r.verdict_ref})
+                out.append(QueuedSnapshot(r.label, r.counter, r.step, r.shard_digest, names[r.owner_id],
+                                          r.inspection_id, r.status, r.verdict_ref))
             return out
 
     def mark_explained(self, serial: str, counter: int, verdict_ref: str, *, status: str = "explained",

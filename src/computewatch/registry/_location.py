@@ -15,6 +15,7 @@ from computewatch.registry import schema as s
 from computewatch.registry.unit import Service
 from computewatch.registry._parties import as_verify_key, check_name
 from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.rows import LocationCheck, RegisteredLandmark
 from computewatch.registry.locating import DEFAULT_MAX_AGE, DEFAULT_RADIUS_KM, Landmark, LocatedChip, check
 
 __all__ = ["LocationService", "location_problems"]
@@ -36,7 +37,7 @@ def location_problems(latest: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 class LocationService(Service):
-    def add_landmark(self, name: str, pub: Any, latitude: float, longitude: float) -> dict[str, Any]:
+    def add_landmark(self, name: str, pub: Any, latitude: float, longitude: float) -> RegisteredLandmark:
         """Register a landmark: its Ed25519 key (signs round-trip records) and declared coordinates."""
         check_name(name, "landmark")
         key = as_verify_key(pub)
@@ -47,11 +48,11 @@ class LocationService(Service):
                 raise RegistryError(f"a landmark named {name!r} or with this key is already registered")
             conn.execute(insert(t).values(name=name, public_key=key.raw, keyid=key.keyid, latitude=repr(lat),
                                           longitude=repr(lon), created_at=self._uow.now()))
-        return {"name": name, "role": "landmark", "keyid": key.keyid, "latitude": lat, "longitude": lon}
+        return RegisteredLandmark(name, key.keyid, lat, lon)
 
-    def landmarks(self) -> list[dict[str, Any]]:
+    def landmarks(self) -> list[RegisteredLandmark]:
         with self._uow.read() as conn:
-            return [{"name": r.name, "keyid": r.keyid, "latitude": float(r.latitude), "longitude": float(r.longitude)}
+            return [RegisteredLandmark(r.name, r.keyid, float(r.latitude), float(r.longitude))
                     for r in conn.execute(select(s.landmarks).order_by(s.landmarks.c.name))]
 
     def set_facility_site(self, owner: str, facility: str, latitude: float, longitude: float) -> dict[str, Any]:
@@ -75,7 +76,7 @@ class LocationService(Service):
                            self._uow.facility_name(conn, item.facility_id), site)
 
     def locate(self, serial: str, evidence: bytes, *, radius_km: float | None = None,
-               max_age: timedelta = DEFAULT_MAX_AGE) -> dict[str, Any]:
+               max_age: timedelta = DEFAULT_MAX_AGE) -> LocationCheck:
         """Check location evidence for `serial` against its declared facility and store the result
         (every signature, the registered landmarks, fresh nonces; `registry.locating`). Returns
         {"id", "serial", "facility", "inside", "bounds_km", "proven_within_km", "radius_km",
@@ -105,24 +106,24 @@ class LocationService(Service):
                 conn.execute(insert(n), [{"landmark_keyid": k, "nonce": v, "location_id": location_id} for k, v in nonces])
             if not result["inside"]:
                 self._svc.custody.flag(conn, serial, item.id, item.holder_id, "location", result["finding"])
-        return {"id": location_id, "recorded_at": now, **result}
+        return LocationCheck.from_result(location_id, now, result)
 
-    def locations(self, serial: str) -> list[dict[str, Any]]:
+    def locations(self, serial: str) -> list[LocationCheck]:
         """Every location check of the chip, oldest first."""
         with self._uow.read() as conn:
-            return self.location_docs(conn, self._uow.item_row(conn, serial, kind="chip").id)
+            return self.location_rows(conn, self._uow.item_row(conn, serial, kind="chip").id)
 
-    def location_docs(self, conn: Connection, item_id: int) -> list[dict[str, Any]]:
+    def location_rows(self, conn: Connection, item_id: int) -> list[LocationCheck]:
         t = s.locations
         rows = conn.execute(select(t).where(t.c.item_id == item_id).order_by(t.c.id)).all()
-        return [{"id": r.id, "recorded_at": r.recorded_at, **json.loads(r.result)} for r in rows]
+        return [LocationCheck.from_result(r.id, r.recorded_at, json.loads(r.result)) for r in rows]
 
-    def latest_location(self, conn: Connection, item_id: int) -> dict[str, Any] | None:
-        docs = self.location_docs(conn, item_id)
-        return docs[-1] if docs else None
+    def latest_location(self, conn: Connection, item_id: int) -> LocationCheck | None:
+        checks = self.location_rows(conn, item_id)
+        return checks[-1] if checks else None
 
-    def landmark(self, name: str) -> dict[str, Any]:
-        for doc in self.landmarks():
-            if doc["name"] == name:
-                return doc
+    def landmark(self, name: str) -> RegisteredLandmark:
+        for mark in self.landmarks():
+            if mark.name == name:
+                return mark
         raise NotFoundError(f"no landmark named {name!r} in the register")

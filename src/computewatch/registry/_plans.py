@@ -13,6 +13,7 @@ from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.registry import schema as s
 from computewatch.registry.unit import Service, format_time
 from computewatch.registry.errors import NotFoundError, PlanError
+from computewatch.registry.rows import Plan, PlannedChip, PlanStatus, Visit
 from computewatch.registry.planning import (
     DRAW_TAG,
     encode_population,
@@ -62,7 +63,7 @@ class PlanningService(Service):
         formula: str = "exact",
         group_by_facility: bool = False,
         seed: bytes | None = None,
-    ) -> tuple[dict[str, Any], bytes]:
+    ) -> tuple[Plan, bytes]:
         """Commit to the inspection plan of one monitoring period; returns (plan, seed).
 
         The stockpile is the chips in service held by `owners` (owners or chipmakers; None: every
@@ -145,26 +146,14 @@ class PlanningService(Service):
             raise NotFoundError(f"no inspection plan {plan_id}")
         return row
 
-    def _plan_summary(self, plan_id: int, doc: dict[str, Any], commitment: str, *, revealed: bool) -> dict[str, Any]:
-        return {
-            "plan": plan_id,
-            "period": doc["period"],
-            "start": doc["start"],
-            "end": doc["end"],
-            "stockpile": doc["stockpile"]["owners"],
-            "pooled": doc["stockpile"]["pooled"],
-            "population": doc["population"]["size"],
-            "samples": doc["samples"],
-            "reason": doc["reason"],
-            "detection_probability": doc["detection_probability"],
-            "setting": doc["setting"],
-            "formula": doc["formula"],
-            "commitment": commitment,
-            "seed_commitment": doc["seed_commitment"],
-            "revealed": revealed,
-        }
+    def _plan_summary(self, plan_id: int, doc: dict[str, Any], commitment: str, *, revealed: bool,
+                      chips: list[str] | None = None, visits: list[Visit] | None = None) -> Plan:
+        return Plan(plan_id, doc["period"], doc["start"], doc["end"], doc["stockpile"]["owners"],
+                    doc["stockpile"]["pooled"], doc["population"]["size"], doc["samples"], doc["reason"],
+                    doc["detection_probability"], doc["setting"], doc["formula"], commitment, doc["seed_commitment"],
+                    revealed, chips, visits)
 
-    def plans(self) -> list[dict[str, Any]]:
+    def plans(self) -> list[Plan]:
         with self._uow.read() as conn:
             rows = conn.execute(select(s.plans).order_by(s.plans.c.id)).all()
         return [self._plan_summary(r.id, parse_canonical_json(bytes(r.document)), r.commitment, revealed=r.seed is not None)
@@ -178,7 +167,7 @@ class PlanningService(Service):
         return {"document": bytes(row.document), "population": zlib.decompress(bytes(row.population)),
                 "commitment": row.commitment, "seed": row.seed}
 
-    def plan(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+    def plan(self, plan_id: int, seed: bytes | None = None) -> Plan:
         """The chips drawn for a committed plan, in draw order (and grouped into visits when the
         plan asked for it). Before the reveal only the Verifier's `seed` derives it."""
         with self._uow.read() as conn:
@@ -194,13 +183,11 @@ class PlanningService(Service):
             )
         chips = rederive(bytes(row.document), zlib.decompress(bytes(row.population)), seed, row.commitment)
         doc = parse_canonical_json(bytes(row.document))
-        out = self._plan_summary(plan_id, doc, row.commitment, revealed=row.seed is not None)
-        out["chips"] = chips
-        if doc["group_by_facility"]:
-            out["visits"] = self._visits(chips)
-        return out
+        visits = self._visits(chips) if doc["group_by_facility"] else None
+        return self._plan_summary(plan_id, doc, row.commitment, revealed=row.seed is not None, chips=chips,
+                                  visits=visits)
 
-    def _visits(self, serials: list[str]) -> list[dict[str, Any]]:
+    def _visits(self, serials: list[str]) -> list[Visit]:
         """The drawn chips grouped by where they are now (holder, facility): one visit each."""
         t = s.items
         groups: dict[tuple[str, str | None], list[str]] = {}
@@ -212,11 +199,11 @@ class PlanningService(Service):
                     groups.setdefault(key, []).append(r.label)
         order = {serial: i for i, serial in enumerate(serials)}
         return [
-            {"holder": holder, "facility": facility, "chips": sorted(chips, key=order.__getitem__)}
+            Visit(holder, facility, sorted(chips, key=order.__getitem__))
             for (holder, facility), chips in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
         ]
 
-    def reveal(self, plan_id: int, seed: bytes) -> dict[str, Any]:
+    def reveal(self, plan_id: int, seed: bytes) -> Plan:
         """Publish the seed after the period: anyone can then re-derive the plan."""
         with self._uow.read() as conn:
             row = self.plan_row(conn, plan_id)
@@ -237,25 +224,23 @@ class PlanningService(Service):
                 raise PlanError(f"plan {plan_id} is already revealed")
         return self.plan(plan_id)
 
-    def plan_status(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+    def plan_status(self, plan_id: int, seed: bytes | None = None) -> PlanStatus:
         """How the plan's inspections went: per drawn chip its inspections under this plan (or
         within the period), and the counts of clean, finding, refused and pending."""
         out = self.plan(plan_id, seed)
         t, i = s.inspections, s.items
         counts = {"clean": 0, "finding": 0, "refused": 0, "pending": 0}
         chips = []
+        assert out.chips is not None  # a derived plan lists its chips
         with self._uow.read() as conn:
-            for serial in out["chips"]:
+            for serial in out.chips:
                 item = conn.execute(select(i.c.id, i.c.holder_id, i.c.status).where(i.c.label == serial)).one()
                 rows = conn.execute(
                     select(t.c.id, t.c.outcome, t.c.plan_id, t.c.recorded_at).where(t.c.item_id == item.id).order_by(t.c.id)
                 ).all()
-                mine = [r for r in rows if r.plan_id == plan_id or (r.plan_id is None and out["start"] <= r.recorded_at <= out["end"])]
+                mine = [r for r in rows if r.plan_id == plan_id or (r.plan_id is None and out.start <= r.recorded_at <= out.end)]
                 outcome = mine[-1].outcome if mine else "pending"
                 counts[outcome] += 1
-                chips.append({"serial": serial, "holder": self._uow.name_of(conn, item.holder_id), "status": item.status,
-                              "outcome": outcome, "inspections": [r.id for r in mine]})
-        out["chips"] = chips
-        out["counts"] = counts
-        out["complete"] = counts["pending"] == 0
-        return out
+                chips.append(PlannedChip(serial, self._uow.name_of(conn, item.holder_id), item.status, outcome,
+                                         [r.id for r in mine]))
+        return PlanStatus(out, chips, counts)

@@ -10,13 +10,15 @@ calls (docs/registry.md) as JSON-ready dicts; the services return typed rows whe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
+from computewatch.crypto.signing import SigningKey
 from computewatch.registry._chips import ChipService
 from computewatch.registry._custody_ops import CustodyService
 from computewatch.registry._exposure import ExposureService
@@ -26,6 +28,7 @@ from computewatch.registry._lots import LotService
 from computewatch.registry._parties import PartyService
 from computewatch.registry._plans import PlanningService
 from computewatch.registry._witness import WitnessService
+from computewatch.registry.locating import DEFAULT_MAX_AGE
 from computewatch.registry.unit import UnitOfWork
 
 __all__ = ["Registry", "Services"]
@@ -91,20 +94,12 @@ class Registry:
         self.report_with_key, self.report = k.report_with_key, k.report
         self.open_investigation = k.open_investigation
         self.exempt, self.report_found = k.exempt, k.report_found
-        self.verify_custody, self.declare_run, self.runs = k.verify_custody, k.declare_run, k.runs
+        self.verify_custody, self.declare_run = k.verify_custody, k.declare_run
         w = v.witness
         self.record_tree_head, self.verifier_trust = w.record_tree_head, w.verifier_trust
-        i = v.inspections
-        self.record_inspection, self.refuse, self.inspection = i.record_inspection, i.refuse, i.inspection
-        self.inspections, self.verify_inspection = i.inspections, i.verify_inspection
-        self.explanation_queue, self.mark_explained = i.explanation_queue, i.mark_explained
-        p = v.planning
-        self.commit_plan, self.plans, self.plan_parts, self.plan = p.commit_plan, p.plans, p.plan_parts, p.plan
-        self.reveal, self.plan_status = p.reveal, p.plan_status
-        loc = v.location
-        self.add_landmark, self.landmarks, self.landmark = loc.add_landmark, loc.landmarks, loc.landmark
-        self.set_facility_site, self.locate, self.locations = loc.set_facility_site, loc.locate, loc.locations
-        self.exposure = v.exposure.exposure
+        self.mark_explained = v.inspections.mark_explained
+        self.plan_parts = v.planning.plan_parts
+        self.set_facility_site = v.location.set_facility_site
 
     @classmethod
     def open(cls, url: str | None = None, *, clock: Callable[[], datetime] | None = None) -> Registry:
@@ -170,3 +165,75 @@ class Registry:
 
     def close_investigation(self, investigation: int, outcome: str) -> dict[str, Any]:
         return self.services.custody.close_investigation(investigation, outcome).to_dict()
+
+    # ------------------------------------------------------------------ inspections, as dicts (typed: services.inspections)
+    def record_inspection(self, serial: str, chip_dir: str | os.PathLike[str], *, plan: int | None = None,
+                          inspector: str | None = None, inspector_key: SigningKey | None = None,
+                          nonce: bytes | None = None) -> dict[str, Any]:
+        return self.services.inspections.record_inspection(
+            serial, chip_dir, plan=plan, inspector=inspector, inspector_key=inspector_key, nonce=nonce).to_dict()
+
+    def refuse(self, serial: str, reason: str, *, plan: int | None = None, inspector: str | None = None,
+               inspector_key: SigningKey | None = None) -> dict[str, Any]:
+        return self.services.inspections.refuse(serial, reason, plan=plan, inspector=inspector,
+                                                inspector_key=inspector_key).to_dict()
+
+    def inspection(self, inspection_id: int) -> dict[str, Any]:
+        return self.services.inspections.inspection(inspection_id).to_dict()
+
+    def inspections(self, *, plan: int | None = None, outcome: str | None = None) -> list[dict[str, Any]]:
+        return [i.to_dict() for i in self.services.inspections.inspections(plan=plan, outcome=outcome)]
+
+    def verify_inspection(self, inspection_id: int) -> dict[str, Any]:
+        return self.services.inspections.verify_inspection(inspection_id).to_dict()
+
+    def explanation_queue(self, owner: str | None = None, status: str | None = "pending") -> list[dict[str, Any]]:
+        return [q.to_dict() for q in self.services.inspections.explanation_queue(owner, status)]
+
+    def runs(self, owner: str | None = None) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.services.custody.runs(owner)]
+
+    # ------------------------------------------------------------------ planning, as dicts (typed: services.planning)
+    def commit_plan(self, period: str, owners: Sequence[str] | None = None, *, flops: float,
+                    start: datetime | None = None, T: float = 30.0, T_m: float = 30.0, p: float = 0.9,
+                    f: float = 0.1, a: float | None = None, formula: str = "exact", group_by_facility: bool = False,
+                    seed: bytes | None = None) -> tuple[dict[str, Any], bytes]:
+        plan, seed = self.services.planning.commit_plan(
+            period, owners, flops=flops, start=start, T=T, T_m=T_m, p=p, f=f, a=a, formula=formula,
+            group_by_facility=group_by_facility, seed=seed)
+        return plan.to_dict(), seed
+
+    def plans(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.services.planning.plans()]
+
+    def plan(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+        return self.services.planning.plan(plan_id, seed).to_dict()
+
+    def reveal(self, plan_id: int, seed: bytes) -> dict[str, Any]:
+        return self.services.planning.reveal(plan_id, seed).to_dict()
+
+    def plan_status(self, plan_id: int, seed: bytes | None = None) -> dict[str, Any]:
+        return self.services.planning.plan_status(plan_id, seed).to_dict()
+
+    # ------------------------------------------------------------------ location, as dicts (typed: services.location)
+    def add_landmark(self, name: str, pub: Any, latitude: float, longitude: float) -> dict[str, Any]:
+        mark = self.services.location.add_landmark(name, pub, latitude, longitude)
+        return {"name": mark.name, "role": "landmark", "keyid": mark.keyid, "latitude": mark.latitude,
+                "longitude": mark.longitude}
+
+    def landmarks(self) -> list[dict[str, Any]]:
+        return [m.to_dict() for m in self.services.location.landmarks()]
+
+    def landmark(self, name: str) -> dict[str, Any]:
+        return self.services.location.landmark(name).to_dict()
+
+    def locate(self, serial: str, evidence: bytes, *, radius_km: float | None = None,
+               max_age: timedelta = DEFAULT_MAX_AGE) -> dict[str, Any]:
+        return self.services.location.locate(serial, evidence, radius_km=radius_km, max_age=max_age).to_dict()
+
+    def locations(self, serial: str) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in self.services.location.locations(serial)]
+
+    # ------------------------------------------------------------------ exposure, as a dict (typed: services.exposure)
+    def exposure(self, period: str | None = None, *, p: float = 0.9) -> dict[str, Any]:
+        return self.services.exposure.exposure(period, p=p).to_dict()
