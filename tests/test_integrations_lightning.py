@@ -16,6 +16,7 @@ import pytest
 from computewatch.chip import Chip
 from computewatch.integrations import IntegrationError, SyntheticTokens, check_run
 from computewatch.integrations.lightning import ComputewatchCallback
+from computewatch.prover.config import ChipConfig, RunConfig
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
 
@@ -56,7 +57,8 @@ def test_the_modules_own_file_is_part_of_the_program(run: Path) -> None:
 
 
 def _fit(tmp_path: Path, module: L.LightningModule, **trainer_args: object) -> None:
-    cw = ComputewatchCallback(data=SyntheticTokens(0, 32, 32, 64), out=tmp_path / "run", micro_batch_size=2, chips=False, threads=1)
+    cw = ComputewatchCallback(data=SyntheticTokens(0, 32, 32, 64), out=tmp_path / "run", micro_batch_size=2,
+                              config=RunConfig(threads=1, chip=ChipConfig(enabled=False)))
     settings = {"max_steps": 2, "accelerator": "cpu", "devices": 1, "callbacks": [cw], "enable_checkpointing": False, "logger": False,
                 "use_distributed_sampler": False, "enable_progress_bar": False, "enable_model_summary": False, **trainer_args}
     with isolated_torch_state():
