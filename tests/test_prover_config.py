@@ -171,3 +171,11 @@ def test_a_framework_whose_place_disagrees_with_the_config_is_refused() -> None:
     assert d.place(1, 2) == (1, 2)
     with pytest.raises(ConfigError, match=r"distributed\.world_size is 2, but the framework has world_size 1"):
         d.place(0, 1, "the framework")
+
+
+def test_the_integrations_page_documents_every_field() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "integrations.md").read_text()
+    for name, value in FULL.to_dict().items():
+        names = [f"{name}.{sub}" for sub in value] if isinstance(value, dict) else [name]
+        for dotted in names:
+            assert f"`{dotted}`" in doc, dotted
