@@ -10,18 +10,20 @@ from types import ModuleType
 import pytest
 import torch
 
+from _run_config import SHARED
+
 import computewatch
 from computewatch.chip import Chip
 from computewatch.crypto.errors import FormatError
 from computewatch.formats.seed import batches, derive_run_seed
 from computewatch.formats.storage import StoreError
 from computewatch.integrations import IntegrationError, check_run
-from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
+from computewatch.prover.config import CheckpointConfig, RunConfig
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
-NO_CHIPS = RunConfig(threads=1, chip=ChipConfig(enabled=False))
+NO_CHIPS = SHARED  # the run configuration every entry point's tests pass
 
 
 @pytest.fixture(scope="module")

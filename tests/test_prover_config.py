@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import torch
+from _run_config import SHARED
 
 import computewatch
 from computewatch.chip.chip import MAX_STEP_BUSY_S
 from computewatch.formats.dataset import DatasetCommitment
+from computewatch.formats.program import deterministic_cpu
 from computewatch.prover import config as config_module
 from computewatch.prover import distributed
 from computewatch.prover.config import (
@@ -27,7 +29,7 @@ from computewatch.prover.config import (
     resolve_config,
 )
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.runner import demo_program
+from computewatch.prover.runner import demo_program, isolated_torch_state
 from computewatch.prover.transcript import Transcript
 
 FULL = RunConfig(
@@ -152,8 +154,13 @@ def _record(out: Path, **kwargs: Any) -> Transcript:
 
 
 def test_the_recorder_takes_the_config_and_records_a_run_that_verifies(tmp_path: Path) -> None:
-    config = RunConfig(run_id="cfg-run", checkpoint=CheckpointConfig(every=2, step_commitments=False))
-    t = _record(tmp_path / "new", config=config)
+    config = SHARED.replace(run_id="cfg-run", **{"checkpoint.step_commitments": False})  # as the integrations' tests
+    with isolated_torch_state():
+        deterministic_cpu(1)
+        t = _record(tmp_path / "new", config=config)
+    with isolated_torch_state(), pytest.raises(ValueError, match=r"config\.threads is 1, but this process runs 2"):
+        torch.set_num_threads(2)
+        _record(tmp_path / "threads", config=config)
     assert t.verify()["steps"] == 3
     assert t.manifest.precommitment.run_id == "cfg-run" and [e["step"] for e in t.checkpoints(0)] == [0, 2, 3]
     with pytest.warns(DeprecationWarning, match="Recorder"):

@@ -6,7 +6,8 @@
     args = monitored_args("runs/hf/trainer", per_device_train_batch_size=8,
                           gradient_accumulation_steps=2, learning_rate=1e-3, max_steps=200)
     trainer = MonitoredTrainer(model=GPT2LMHeadModel(config), args=args,
-                               data=SyntheticTokens(0, 1024, 32, 64), out="runs/hf")
+                               data=SyntheticTokens(0, 1024, 32, 64), out="runs/hf",
+                               config=RunConfig(checkpoint=CheckpointConfig(every=50)))
     trainer.train()
 
 `MonitoredTrainer` is a ``Trainer`` whose training data are the committed samples (bytes,
@@ -136,8 +137,8 @@ class MonitoredTrainer(Trainer):
     `data` is the committed dataset: an object with ``sample(i) -> bytes`` (token blocks,
     ``computewatch/token-block-v1``), ``__len__`` and ``spec`` (its record in the
     hyperparameters), such as `SyntheticTokens` or a `SampleFile`. `out` is the run folder (the
-    transcript; chips under ``out/chips`` unless `chips` names a folder); `init_std` the standard
-    deviation of W0.
+    transcript; chips under ``out/chips`` unless ``config.chip.dir`` names a folder); `init_std` the
+    standard deviation of W0; `config` how the run is recorded (`RunConfig`; one process only).
     """
 
     def __init__(

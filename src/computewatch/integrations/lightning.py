@@ -3,7 +3,8 @@
     from computewatch.integrations.lightning import ComputewatchCallback
     from computewatch.integrations.datasets import SyntheticTokens
 
-    cw = ComputewatchCallback(data=SyntheticTokens(0, 1024, 32, 64), out="runs/lit", micro_batch_size=8)
+    cw = ComputewatchCallback(data=SyntheticTokens(0, 1024, 32, 64), out="runs/lit", micro_batch_size=8,
+                              config=RunConfig(checkpoint=CheckpointConfig(every=50)))
     trainer = L.Trainer(max_steps=200, accelerator="cpu", devices=1, callbacks=[cw],
                         enable_checkpointing=False, logger=False, deterministic=True,
                         use_distributed_sampler=False)
@@ -96,7 +97,8 @@ _W0_FIX = (
 )
 
 class ComputewatchCallback(L.Callback):
-    """Records a Lightning run under monitoring (see the module doc)."""
+    """Records a Lightning run under monitoring (see the module doc); `config` (`RunConfig`) says
+    how, its ``distributed`` section (when set) agreeing with the Trainer's processes."""
 
     def __init__(
         self,

@@ -8,6 +8,10 @@
             loss = run.program.train_step(run.model, run.optimizer, run.scheduler, batch)
             run.step(loss)
 
+How the run is recorded is ``config=RunConfig(...)`` (`computewatch.prover.config`: chips,
+checkpoints, the distributed strategy, threads, nonce, resume), the same object every entry point
+takes; its defaults are below.
+
 ``Program`` is the training program (docs/formats.md, "Training program"): a top-level class or
 function of the caller's code, called as ``Program(hyperparameters, data_dir)`` here exactly as
 the Verifier will call it. `monitor` decides the rest:
@@ -20,10 +24,11 @@ the Verifier will call it. `monitor` decides the rest:
   (`computewatch.formats.seed.batches`), rank r taking its contiguous part of each;
 - the code digest over the defining file and the modules imported from its folder;
 - deterministic CPU kernels at the current thread count, the global RNG seeded per rank;
-- a checkpoint every 100 steps; the Prover key made in ``<out>/keys``;
-- the chip of each rank: the r-th chip of ``chips=DIR``, or chips provisioned under
-  ``<out>/chips`` at the demo's rate (like `computewatch train`), or none with ``chips=False``;
-- under torch.distributed, the model wrapped for ``strategy`` ("ddp" or "fsdp").
+- a checkpoint every 100 steps (``checkpoint.every``); the Prover key made in ``<out>/keys``;
+- the chip of each rank: the r-th chip of ``chip.dir``, or chips provisioned under
+  ``<out>/chips`` at the demo's rate (like `computewatch train`), or none with
+  ``chip.enabled=False``;
+- under torch.distributed, the model wrapped for ``distributed.strategy`` ("ddp" or "fsdp").
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ class Monitor:
         storage = RunStorage(self.out)
         existing = storage.exists(MANIFEST_FILE)
         if existing and not resume:
-            raise StoreError(f"{self.out} already holds a run; pass resume=True to continue it or use a new folder")
+            raise StoreError(f"{self.out} already holds a run; pass RunConfig(resume=True) to continue it or use a new folder")
         if existing:
             pre = read_manifest(storage).precommitment
             nonce, run_id = pre.nonce, pre.run_id

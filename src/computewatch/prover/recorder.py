@@ -166,6 +166,10 @@ class Recorder:
         chip's busy time is the measured wall time of each step. The flat keyword `options`
         of before (``checkpoint_every=``, ``rank=``, ...) still work, deprecated."""
         config = resolve_config("Recorder", config, options, _LEGACY_OPTIONS, {"chip_seconds_per_step": None})
+        if config.threads is not None and config.threads != torch.get_num_threads():
+            # The precommitment records this process's thread count: the one the run replays with.
+            raise FormatError(f"config.threads is {config.threads}, but this process runs {torch.get_num_threads()} intra-op threads; "
+                              f"call computewatch.formats.program.deterministic_cpu({config.threads}) first")
         if config.nonce is not None and config.nonce != bytes(nonce):
             raise FormatError("config.nonce differs from the nonce the Recorder was given (the one the seed came from)")
         if config.distributed.rank is None and config.distributed.world_size is None and _dist_ready():
