@@ -32,7 +32,6 @@ import torch
 
 from computewatch.formats.program import deterministic_cpu
 from computewatch.formats.seed import batches
-from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import (
     TrainConfig,
@@ -94,8 +93,9 @@ def _recorder(loop: _Loop, config: TrainConfig, run_dir: Path, chip: Any, k: int
         dataset=loop.commitment,
         nonce=config.nonce or b"bench",
         program=demo_program(),
+        checkpoint_every=k,
         chip=chip,
-        config=RunConfig(checkpoint=CheckpointConfig(every=k), chip=ChipConfig(seconds_per_step=chip_s)),
+        chip_seconds_per_step=chip_s,
     )
 
 
