@@ -45,6 +45,8 @@ from typing import Any
 
 import torch
 
+from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 5
 _SAMPLES = dict(seed=0, size=4096, block_size=128, vocab_size=512)
@@ -125,7 +127,7 @@ def _run_pair(baton: Baton, plain: Callable[[], None], monitored: Callable[[], N
         def run() -> None:
             try:
                 fn()
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            except BaseException as exc:
                 errors.append(exc)
                 baton.release(side)  # the other side must not wait for it forever
 
@@ -156,7 +158,7 @@ def _summary(baton: Baton, acct: dict[str, float]) -> dict[str, Any]:
 
 
 # ---- Hugging Face ----------------------------------------------------------------------------------
-def bench_hf(steps: int, tmp: Path, options: dict[str, Any]) -> dict[str, Any]:
+def bench_hf(steps: int, tmp: Path, options: RunConfig) -> dict[str, Any]:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback
 
     from computewatch.formats.seed import init_generator
@@ -190,7 +192,7 @@ def bench_hf(steps: int, tmp: Path, options: dict[str, Any]) -> dict[str, Any]:
                         n_head=_MODEL["n_head"], bos_token_id=0, eos_token_id=0)
     data = SyntheticTokens(**_SAMPLES)
     args = dict(per_device_train_batch_size=8, learning_rate=1e-3, max_steps=steps, max_grad_norm=1.0, weight_decay=0.1)
-    monitored = MonitoredTrainer(model=GPT2LMHeadModel(config), args=monitored_args(tmp / "hf-mon", **args), data=data, out=tmp / "hf-run", **options)
+    monitored = MonitoredTrainer(model=GPT2LMHeadModel(config), args=monitored_args(tmp / "hf-mon", **args), data=data, out=tmp / "hf-run", config=options)
 
     class PlainTrainer(Trainer):  # the same order as the monitored run, nothing recorded
         def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler[int]:
@@ -208,7 +210,7 @@ def bench_hf(steps: int, tmp: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- Lightning -------------------------------------------------------------------------------------
-def bench_lightning(steps: int, tmp: Path, options: dict[str, Any]) -> dict[str, Any]:
+def bench_lightning(steps: int, tmp: Path, options: RunConfig) -> dict[str, Any]:
     import lightning as L
 
     from computewatch.formats.seed import batches, derive_run_seed, init_generator
@@ -250,7 +252,7 @@ def bench_lightning(steps: int, tmp: Path, options: dict[str, Any]) -> dict[str,
     hparams = dict(_MODEL, lr=1e-3, warmup=10)
     nonce = b"computewatch-bench-integrations"
     seed = derive_run_seed(commit_samples(data).root, nonce)
-    cw = ComputewatchCallback(data=data, out=tmp / "lit-run", micro_batch_size=8, nonce=nonce, **options)
+    cw = ComputewatchCallback(data=data, out=tmp / "lit-run", micro_batch_size=8, config=options.replace(nonce=nonce))
     acct: dict[str, float] = {}
     _timed_finish(cw.recording, acct)
     order = [list(ids) for _, ids in batches(seed, len(data), 8, steps)]  # the monitored run's order and W0
@@ -275,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--steps must exceed the {WARMUP} warm-up steps")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    options = dict(checkpoint_every=args.checkpoint_every, threads=1, snapshots_per_day=args.snapshots_per_day, chip_seconds_per_step=None)
+    options = RunConfig(
+        threads=1,
+        checkpoint=CheckpointConfig(every=args.checkpoint_every),
+        chip=ChipConfig(snapshots_per_day=args.snapshots_per_day, seconds_per_step=None),
+    )
     result: dict[str, Any] = {
         "method": "plain and monitored trainers alternate optimizer steps (baton between two threads), one CPU thread, fp32",
         "steps_per_side": args.steps,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from computewatch import CheckpointConfig, RunConfig
 from computewatch.integrations.datasets import SyntheticTokens
 from computewatch.integrations.hf import MonitoredTrainer, monitored_args
 
@@ -47,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         args=training,
         data=SyntheticTokens(seed=0, size=512, block_size=32, vocab_size=64),
         out=args.out,
-        checkpoint_every=args.checkpoint_every,
-        threads=args.threads,
+        config=RunConfig(threads=args.threads, checkpoint=CheckpointConfig(every=args.checkpoint_every)),
     )
     trainer.train()
     print(trainer.verify_command())

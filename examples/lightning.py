@@ -80,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
+    from computewatch import CheckpointConfig, RunConfig
     from computewatch.integrations.datasets import SyntheticTokens
     from computewatch.integrations.lightning import ComputewatchCallback
 
     data = SyntheticTokens(seed=0, size=512, block_size=32, vocab_size=64)
-    cw = ComputewatchCallback(data=data, out=args.out, micro_batch_size=4, checkpoint_every=args.checkpoint_every, threads=args.threads)
+    config = RunConfig(threads=args.threads, checkpoint=CheckpointConfig(every=args.checkpoint_every))
+    cw = ComputewatchCallback(data=data, out=args.out, micro_batch_size=4, config=config)
     trainer = L.Trainer(
         max_steps=args.steps,
         accelerator="cpu",

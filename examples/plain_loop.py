@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
     }
 
-    run = computewatch.monitor(Program, hp, out=args.out, checkpoint_every=args.checkpoint_every, threads=args.threads)
+    config = computewatch.RunConfig(threads=args.threads, checkpoint=computewatch.CheckpointConfig(every=args.checkpoint_every))
+    run = computewatch.monitor(Program, hp, out=args.out, config=config)
     with run:
-        for step, batch in run.batches(args.steps):
+        for _step, batch in run.batches(args.steps):
             loss = run.program.train_step(run.model, run.optimizer, run.scheduler, batch)
             run.step(loss)
     print(run.verify_command())

@@ -9,6 +9,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from _run_config import SHARED
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from computewatch.formats.seed import batches, init_generator
@@ -68,8 +69,7 @@ def _trainer(tmp_path: Path, cls: type = MonitoredTrainer, model: torch.nn.Modul
         args=monitored_args(tmp_path / "trainer", **settings),
         data=_data(),
         out=tmp_path / "run",
-        chips=False,
-        threads=1,
+        config=SHARED,
     )
 
 
@@ -156,7 +156,7 @@ def test_a_labs_own_token_blocks_replay_from_its_data_folder(tmp_path: Path) -> 
         trainer = MonitoredTrainer(
             model=GPT2LMHeadModel(_config()),
             args=monitored_args(tmp_path / "trainer", per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=4),
-            data=source, out=tmp_path / "run", chips=False, threads=1, checkpoint_every=2,
+            data=source, out=tmp_path / "run", config=SHARED,
         )  # fmt: skip
         trainer.train()
     hp = Transcript(tmp_path / "run").manifest.precommitment.hyperparameters

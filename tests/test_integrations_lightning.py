@@ -12,6 +12,7 @@ from types import ModuleType
 
 import lightning as L
 import pytest
+from _run_config import SHARED
 
 from computewatch.chip import Chip
 from computewatch.integrations import IntegrationError, SyntheticTokens, check_run
@@ -56,7 +57,7 @@ def test_the_modules_own_file_is_part_of_the_program(run: Path) -> None:
 
 
 def _fit(tmp_path: Path, module: L.LightningModule, **trainer_args: object) -> None:
-    cw = ComputewatchCallback(data=SyntheticTokens(0, 32, 32, 64), out=tmp_path / "run", micro_batch_size=2, chips=False, threads=1)
+    cw = ComputewatchCallback(data=SyntheticTokens(0, 32, 32, 64), out=tmp_path / "run", micro_batch_size=2, config=SHARED)
     settings = {"max_steps": 2, "accelerator": "cpu", "devices": 1, "callbacks": [cw], "enable_checkpointing": False, "logger": False,
                 "use_distributed_sampler": False, "enable_progress_bar": False, "enable_model_summary": False, **trainer_args}
     with isolated_torch_state():

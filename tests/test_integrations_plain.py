@@ -10,16 +10,20 @@ from types import ModuleType
 import pytest
 import torch
 
+from _run_config import SHARED
+
 import computewatch
 from computewatch.chip import Chip
 from computewatch.crypto.errors import FormatError
 from computewatch.formats.seed import batches, derive_run_seed
 from computewatch.formats.storage import StoreError
 from computewatch.integrations import IntegrationError, check_run
+from computewatch.prover.config import CheckpointConfig, RunConfig
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_loop.py"
+NO_CHIPS = SHARED  # the run configuration every entry point's tests pass
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +88,17 @@ def test_example_prints_the_verify_command(run: Path, example: ModuleType, capsy
 def test_resumed_run_equals_a_straight_run(example: ModuleType, tmp_path: Path) -> None:
     nonce = b"integrations-resume"
     with isolated_torch_state():
-        straight = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "straight", nonce=nonce, checkpoint_every=2, threads=1)
+        config = RunConfig(nonce=nonce, threads=1, checkpoint=CheckpointConfig(every=2))
+        straight = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "straight", config=config)
         with straight:
             for _, batch in straight.batches(6):
                 straight.step(straight.program.train_step(straight.model, straight.optimizer, straight.scheduler, batch))
-        first = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "split", nonce=nonce, checkpoint_every=2, threads=1)
+        first = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "split", config=config)
         with first:
             for _, batch in first.batches(3):
                 first.step(first.program.train_step(first.model, first.optimizer, first.scheduler, batch))
-        second = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "split", resume=True, checkpoint_every=2, threads=1)
+        # The resumed run takes its nonce from the transcript (the config's is not used).
+        second = computewatch.monitor(example.Program, _hp(6), out=tmp_path / "split", config=config.replace(resume=True, nonce=None))
         with second:
             assert second.start_step == 3
             for _, batch in second.batches(6):
@@ -168,8 +174,8 @@ class _SeededInit(_DefaultInit):
 def test_w0_from_pytorchs_default_init_is_refused_before_the_first_step(tmp_path: Path) -> None:
     with isolated_torch_state():
         with pytest.raises(IntegrationError, match=r"W0: '0\.weight' is not what the committed seed gives.*init_weights"):
-            computewatch.monitor(_DefaultInit, {}, out=tmp_path / "default", chips=False, threads=1)
-        m = computewatch.monitor(_SeededInit, {}, out=tmp_path / "seeded", chips=False, threads=1)
+            computewatch.monitor(_DefaultInit, {}, out=tmp_path / "default", config=NO_CHIPS)
+        m = computewatch.monitor(_SeededInit, {}, out=tmp_path / "seeded", config=NO_CHIPS)
         with m:
             for _, batch in m.batches(2):
                 m.step(m.program.train_step(m.model, m.optimizer, m.scheduler, batch))
@@ -179,12 +185,12 @@ def test_w0_from_pytorchs_default_init_is_refused_before_the_first_step(tmp_path
 
 def test_monitor_refuses_what_it_cannot_record(example: ModuleType, run: Path, tmp_path: Path) -> None:
     with pytest.raises(IntegrationError, match="pass samples=N"):
-        computewatch.monitor(_NoLength, {}, out=tmp_path / "a", chips=False)
+        computewatch.monitor(_NoLength, {}, out=tmp_path / "a", config=NO_CHIPS)
     with pytest.raises(IntegrationError, match="without build_model"):
-        computewatch.monitor(_NotAProgram, {}, out=tmp_path / "b", chips=False)
+        computewatch.monitor(_NotAProgram, {}, out=tmp_path / "b", config=NO_CHIPS)
     with pytest.raises(StoreError, match="already holds a run"):
         computewatch.monitor(example.Program, _hp(2), out=run)
     with isolated_torch_state():
-        m = computewatch.monitor(example.Program, _hp(2), out=tmp_path / "c", chips=False, threads=1)
+        m = computewatch.monitor(example.Program, _hp(2), out=tmp_path / "c", config=NO_CHIPS)
         with m, pytest.raises(FormatError, match="before a batch"):
             m.step(1.0)

@@ -27,9 +27,13 @@ import computewatch
 from regression.train import make_program
 
 hp = {{"batch_size": 8, "lr": 0.05, "momentum": 0.9, "decay_every": 6}}
-run = computewatch.monitor(make_program, hp, out={out!r}, data_dir={data!r}, samples=128,
-                           checkpoint_every=4, threads=1, chip_secret_seed=b"r" * 32,
-                           snapshots_per_day=24.0, chip_seconds_per_step=1800.0)
+# The run configuration as a TOML file would give it (RunConfig.from_toml reads the same tables).
+config = computewatch.RunConfig.from_dict({{
+    "threads": 1,
+    "checkpoint": {{"every": 4}},
+    "chip": {{"secret_seed": (b"r" * 32).hex(), "snapshots_per_day": 24.0, "seconds_per_step": 1800.0}},
+}})
+run = computewatch.monitor(make_program, hp, out={out!r}, data_dir={data!r}, samples=128, config=config)
 with run:
     for step, batch in run.batches(12):
         run.step(run.program.train_step(run.model, run.optimizer, run.scheduler, batch))

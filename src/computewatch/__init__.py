@@ -5,17 +5,29 @@ signed hashes of their weight shards at random times, Provers that keep training
 explaining every snapshot, and the analysis of how many chips a Verifier must inspect.
 
 `computewatch.monitor(...)` (a plain PyTorch loop under monitoring, see
-`computewatch.integrations.plain`) is imported on first use, so ``import computewatch`` stays
+`computewatch.integrations.plain`) and `RunConfig`, the one configuration of how a run is
+recorded that every entry point takes (`computewatch.prover.config`), are imported on first use, so ``import computewatch`` stays
 free of torch.
 """
 
 from computewatch._lazy import lazy_exports
 
-__all__ = ["Monitor", "__version__", "monitor"]
+__all__ = ["CheckpointConfig", "ChipConfig", "DistributedConfig", "Monitor", "RunConfig", "__version__", "monitor"]
 
 __version__ = "0.1.0"
 
-__getattr__, _lazy_dir = lazy_exports(__name__, {"Monitor": "computewatch.integrations.plain", "monitor": "computewatch.integrations.plain"})
+_CONFIG = "computewatch.prover.config"
+__getattr__, _lazy_dir = lazy_exports(
+    __name__,
+    {
+        "CheckpointConfig": _CONFIG,
+        "ChipConfig": _CONFIG,
+        "DistributedConfig": _CONFIG,
+        "Monitor": "computewatch.integrations.plain",
+        "RunConfig": _CONFIG,
+        "monitor": "computewatch.integrations.plain",
+    },
+)
 
 
 def __dir__() -> list[str]:

@@ -1,5 +1,7 @@
 """computewatch.integrations: monitoring where labs already train.
 
+- `RunConfig` (chip, checkpoint and distributed sections): how a run is recorded, taken by
+  every entry point below as ``config=``;
 - `monitor` / `Monitor`: a plain PyTorch loop (also exported as ``computewatch.monitor``);
 - `computewatch.integrations.hf`: `MonitoredTrainer` for the Hugging Face Trainer
   (``pip install computewatch[hf]``);
@@ -20,9 +22,13 @@ from __future__ import annotations
 from computewatch._lazy import lazy_exports
 
 __all__ = [
+    "CheckpointConfig",
+    "ChipConfig",
+    "DistributedConfig",
     "IntegrationError",
     "Monitor",
     "MonitorOptions",
+    "RunConfig",
     "SampleFile",
     "SyntheticTokens",
     "check_run",
@@ -35,9 +41,13 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "CheckpointConfig": "computewatch.prover.config",
+        "ChipConfig": "computewatch.prover.config",
+        "DistributedConfig": "computewatch.prover.config",
         "IntegrationError": "session",
         "Monitor": "plain",
         "MonitorOptions": "session",
+        "RunConfig": "computewatch.prover.config",
         "SampleFile": "datasets",
         "SyntheticTokens": "datasets",
         "check_run": "selfcheck",

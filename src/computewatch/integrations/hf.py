@@ -6,7 +6,8 @@
     args = monitored_args("runs/hf/trainer", per_device_train_batch_size=8,
                           gradient_accumulation_steps=2, learning_rate=1e-3, max_steps=200)
     trainer = MonitoredTrainer(model=GPT2LMHeadModel(config), args=args,
-                               data=SyntheticTokens(0, 1024, 32, 64), out="runs/hf")
+                               data=SyntheticTokens(0, 1024, 32, 64), out="runs/hf",
+                               config=RunConfig(checkpoint=CheckpointConfig(every=50)))
     trainer.train()
 
 `MonitoredTrainer` is a ``Trainer`` whose training data are the committed samples (bytes,
@@ -31,6 +32,7 @@ model are refused before anything is recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -59,15 +61,15 @@ from computewatch.integrations.session import (
     commit_samples,
     seed_process,
 )
-from computewatch.prover.runner import (
-    DEMO_CHIP_SECONDS_PER_STEP,
-    DEMO_SNAPSHOTS_PER_DAY,
-)
+from computewatch.prover.config import LEGACY_FIELDS, RunConfig, resolve_config
 
 __all__ = ["ENTRY", "ComputewatchCallback", "MonitoredTrainer", "monitored_args"]
 
 ENTRY = "hf_program:make_program"
 _PROGRAM_DIR = Path(__file__).resolve().parent / "program"
+# The flat keyword options MonitoredTrainer took before `RunConfig` (deprecated).
+_LEGACY_OPTIONS = ("chips", "checkpoint_every", "threads", "nonce", "snapshots_per_day", "chip_seconds_per_step", "chip_secret_seed")
+assert set(_LEGACY_OPTIONS) <= set(LEGACY_FIELDS)
 
 
 def monitored_args(output_dir: str | os.PathLike[str], **kwargs: Any) -> TrainingArguments:
@@ -140,8 +142,8 @@ class MonitoredTrainer(Trainer):
     `data` is the committed dataset: an object with ``sample(i) -> bytes`` (token blocks,
     ``computewatch/token-block-v1``), ``__len__`` and ``spec`` (its record in the
     hyperparameters), such as `SyntheticTokens` or a `SampleFile`. `out` is the run folder (the
-    transcript; chips under ``out/chips`` unless `chips` names a folder); `init_std` the standard
-    deviation of W0.
+    transcript; chips under ``out/chips`` unless ``config.chip.dir`` names a folder); `init_std` the
+    standard deviation of W0; `config` how the run is recorded (`RunConfig`; one process only).
     """
 
     def __init__(
@@ -151,16 +153,14 @@ class MonitoredTrainer(Trainer):
         *,
         data: Any,
         out: str | os.PathLike[str],
-        chips: str | os.PathLike[str] | bool | None = None,
-        checkpoint_every: int = 100,
-        threads: int | None = None,
-        nonce: bytes | None = None,
         init_std: float = 0.02,
-        snapshots_per_day: float = DEMO_SNAPSHOTS_PER_DAY,
-        chip_seconds_per_step: float | None = DEMO_CHIP_SECONDS_PER_STEP,
-        chip_secret_seed: bytes | None = None,
+        config: RunConfig | None = None,
         **kwargs: Any,
     ) -> None:
+        # The flat run options of before (deprecated) are told apart from the Trainer's own kwargs.
+        legacy = {k: kwargs.pop(k) for k in _LEGACY_OPTIONS if k in kwargs}
+        config = resolve_config("MonitoredTrainer", config, legacy, _LEGACY_OPTIONS)
+        config.distributed.place(0, 1, "MonitoredTrainer (one process)")
         for name in ("train_dataset", "data_collator", "optimizers", "optimizer_cls_and_kwargs", "compute_loss_func", "model_init"):
             if kwargs.get(name) is not None:
                 raise IntegrationError(f"MonitoredTrainer sets {name} itself (the committed data and the replayable step); do not pass it")
@@ -169,22 +169,15 @@ class MonitoredTrainer(Trainer):
             raise IntegrationError(f"{type(model).__name__} is not a transformers model class; the HF program rebuilds models of transformers' own classes")
         if any(p.dtype != torch.float32 or not p.requires_grad for p in model.parameters()):
             raise IntegrationError("every parameter must be float32 and trainable (exact replay is fp32, full training)")
-        self.monitor_options = MonitorOptions(
-            out=Path(out),
-            chips=chips,
-            checkpoint_every=checkpoint_every,
-            threads=threads or torch.get_num_threads(),
-            snapshots_per_day=snapshots_per_day,
-            chip_seconds_per_step=chip_seconds_per_step,
-            chip_secret_seed=chip_secret_seed,
-        )
+        self.config = dataclasses.replace(config, threads=config.threads or torch.get_num_threads())
+        self.monitor_options = MonitorOptions(Path(out), self.config)
         super().__init__(model=model, args=args, train_dataset=CommittedSamples(data), data_collator=collate_micro, **kwargs)
         if self.loss_is_scaled_for_ga is not None:
             raise IntegrationError("loss_is_scaled_for_ga is set: the HF program replays the Trainer's own loss scaling")
         self.hyperparameters = self._hyperparameters(model, data, init_std)
         self.program = HFProgram(self.hyperparameters, getattr(data, "folder", None))
         self.commitment = commit_samples(data)
-        self.nonce = nonce if nonce is not None else new_nonce()
+        self.nonce = config.nonce if config.nonce is not None else new_nonce()
         self.seed = derive_run_seed(self.commitment.root, self.nonce)
         size, steps = self.program.batch_size, args.max_steps
         self.sampler = CommittedSampler([list(ids) for _, ids in batches(self.seed, len(self.commitment), size, steps)])
@@ -269,7 +262,7 @@ class ComputewatchCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, model: Any = None, optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
         t = self.trainer
-        seed_process(t.seed, 0, t.monitor_options.threads or torch.get_num_threads())
+        seed_process(t.seed, 0, t.monitor_options.threads)
         init_weights(model, init_generator(t.seed), t.program.std)
         check_w0(lambda: t.program.build_model(init_generator(t.seed)), model, _W0_FIX)
         expected = t.program.build_optimizer(model)

@@ -3,7 +3,8 @@
     from computewatch.integrations.lightning import ComputewatchCallback
     from computewatch.integrations.datasets import SyntheticTokens
 
-    cw = ComputewatchCallback(data=SyntheticTokens(0, 1024, 32, 64), out="runs/lit", micro_batch_size=8)
+    cw = ComputewatchCallback(data=SyntheticTokens(0, 1024, 32, 64), out="runs/lit", micro_batch_size=8,
+                              config=RunConfig(checkpoint=CheckpointConfig(every=50)))
     trainer = L.Trainer(max_steps=200, accelerator="cpu", devices=1, callbacks=[cw],
                         enable_checkpointing=False, logger=False, deterministic=True,
                         use_distributed_sampler=False)
@@ -65,16 +66,16 @@ from computewatch.integrations.session import (
     shared,
 )
 from computewatch.prover.distributed import split_batch
-from computewatch.prover.runner import (
-    DEMO_CHIP_SECONDS_PER_STEP,
-    DEMO_SNAPSHOTS_PER_DAY,
-)
+from computewatch.prover.config import LEGACY_FIELDS, RunConfig, resolve_config
 
 __all__ = ["ENTRY", "ComputewatchCallback"]
 
 ENTRY = "lightning_program:make_program"
 _PINNED_MODULES = "computewatch.integrations.program.lightning_modules"  # the template's model library
 _PROGRAM_DIR = Path(__file__).resolve().parent / "program"
+# The flat keyword options the callback took before `RunConfig` (deprecated).
+_LEGACY_OPTIONS = ("chips", "checkpoint_every", "threads", "nonce", "snapshots_per_day", "chip_seconds_per_step", "chip_secret_seed")
+assert set(_LEGACY_OPTIONS) <= set(LEGACY_FIELDS)
 # Hooks that run inside the optimizer step: overriding them changes what a step computes.
 _STEP_HOOKS = (
     "optimizer_step",
@@ -97,7 +98,8 @@ _W0_FIX = (
 )
 
 class ComputewatchCallback(L.Callback):
-    """Records a Lightning run under monitoring (see the module doc)."""
+    """Records a Lightning run under monitoring (see the module doc); `config` (`RunConfig`) says
+    how, its ``distributed`` section (when set) agreeing with the Trainer's processes."""
 
     def __init__(
         self,
@@ -105,32 +107,20 @@ class ComputewatchCallback(L.Callback):
         data: Any,
         out: str | os.PathLike[str],
         micro_batch_size: int,
-        chips: str | os.PathLike[str] | bool | None = None,
-        checkpoint_every: int = 100,
-        threads: int | None = None,
-        nonce: bytes | None = None,
         init_std: float = 0.02,
-        snapshots_per_day: float = DEMO_SNAPSHOTS_PER_DAY,
-        chip_seconds_per_step: float | None = DEMO_CHIP_SECONDS_PER_STEP,
-        chip_secret_seed: bytes | None = None,
+        config: RunConfig | None = None,
+        **options: Any,
     ) -> None:
         if not isinstance(micro_batch_size, int) or micro_batch_size < 1:
             raise IntegrationError(f"micro_batch_size must be a positive integer, got {micro_batch_size!r}")
         self.data = data
         self.micro_batch_size = micro_batch_size
         self.init_std = init_std
-        self.options = MonitorOptions(
-            out=Path(out),
-            chips=chips,
-            checkpoint_every=checkpoint_every,
-            threads=threads,
-            snapshots_per_day=snapshots_per_day,
-            chip_seconds_per_step=chip_seconds_per_step,
-            chip_secret_seed=chip_secret_seed,
-        )
+        self.config = resolve_config("ComputewatchCallback", config, options, _LEGACY_OPTIONS)
+        self.options = MonitorOptions(Path(out), self.config)
         self.recording = RunRecording(self.options)
         self.sampler = CommittedSampler()
-        self._nonce = nonce
+        self._nonce = self.config.nonce
         self._micro = 0
         self._loss = torch.tensor(0.0)
 
@@ -149,7 +139,7 @@ class ComputewatchCallback(L.Callback):
         if stage != "fit":
             return
         _check(trainer, pl_module)
-        self.rank, self.world = trainer.global_rank, trainer.world_size
+        self.rank, self.world = self.config.distributed.place(trainer.global_rank, trainer.world_size, "the Lightning Trainer")
         self.accumulate = trainer.accumulate_grad_batches
         self.steps = trainer.max_steps
         self.commitment = commit_samples(self.data)
@@ -169,7 +159,7 @@ class ComputewatchCallback(L.Callback):
             declared = f"user.{module}"
         self.hyperparameters = self._hyperparameters(trainer, pl_module, declared, size)
         self.program = LightningProgram(self.hyperparameters, getattr(self.data, "folder", None), module_class=type(pl_module))
-        seed_process(self.seed, self.rank, self.options.threads or torch.get_num_threads())
+        seed_process(self.seed, self.rank, self.options.threads)
         init_weights(pl_module, init_generator(self.seed), self.init_std)
         check_w0(lambda: self.program.build_model(init_generator(self.seed)), pl_module, _W0_FIX)
 

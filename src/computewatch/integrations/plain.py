@@ -8,6 +8,10 @@
             loss = run.program.train_step(run.model, run.optimizer, run.scheduler, batch)
             run.step(loss)
 
+How the run is recorded is ``config=RunConfig(...)`` (`computewatch.prover.config`: chips,
+checkpoints, the distributed strategy, threads, nonce, resume), the same object every entry point
+takes; its defaults are below.
+
 ``Program`` is the training program (docs/formats.md, "Training program"): a top-level class or
 function of the caller's code, called as ``Program(hyperparameters, data_dir)`` here exactly as
 the Verifier will call it. `monitor` decides the rest:
@@ -20,14 +24,16 @@ the Verifier will call it. `monitor` decides the rest:
   (`computewatch.formats.seed.batches`), rank r taking its contiguous part of each;
 - the code digest over the defining file and the modules imported from its folder;
 - deterministic CPU kernels at the current thread count, the global RNG seeded per rank;
-- a checkpoint every 100 steps; the Prover key made in ``<out>/keys``;
-- the chip of each rank: the r-th chip of ``chips=DIR``, or chips provisioned under
-  ``<out>/chips`` at the demo's rate (like `computewatch train`), or none with ``chips=False``;
-- under torch.distributed, the model wrapped for ``strategy`` ("ddp" or "fsdp").
+- a checkpoint every 100 steps (``checkpoint.every``); the Prover key made in ``<out>/keys``;
+- the chip of each rank: the r-th chip of ``chip.dir``, or chips provisioned under
+  ``<out>/chips`` at the demo's rate (like `computewatch train`), or none with
+  ``chip.enabled=False``;
+- under torch.distributed, the model wrapped for ``distributed.strategy`` ("ddp" or "fsdp").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,7 +55,6 @@ from computewatch.formats.seed import (
 from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.integrations.session import (
     IntegrationError,
-    MonitorOptions,
     RunRecording,
     check_w0,
     commit_samples,
@@ -60,13 +65,14 @@ from computewatch.integrations.session import (
     verify_command,
 )
 from computewatch.prover.distributed import shard_model, split_batch
+from computewatch.prover.config import LEGACY_FIELDS, RunConfig, resolve_config
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.runner import (
-    DEMO_CHIP_SECONDS_PER_STEP,
-    DEMO_SNAPSHOTS_PER_DAY,
-)
 
 __all__ = ["Monitor", "monitor"]
+
+# The flat keyword options `monitor` took before `RunConfig` (deprecated).
+_LEGACY_OPTIONS = ("chips", "checkpoint_every", "strategy", "threads", "nonce", "resume", "snapshots_per_day", "chip_seconds_per_step", "chip_secret_seed", "run_id")
+assert set(_LEGACY_OPTIONS) <= set(LEGACY_FIELDS)
 
 
 class Monitor:
@@ -80,27 +86,23 @@ class Monitor:
         out: str | os.PathLike[str],
         data_dir: str | os.PathLike[str] | None = None,
         samples: int | None = None,
-        chips: str | os.PathLike[str] | bool | None = None,
-        checkpoint_every: int = 100,
-        strategy: str = "ddp",
-        threads: int | None = None,
-        nonce: bytes | None = None,
-        resume: bool = False,
-        snapshots_per_day: float = DEMO_SNAPSHOTS_PER_DAY,
-        chip_seconds_per_step: float | None = DEMO_CHIP_SECONDS_PER_STEP,
-        chip_secret_seed: bytes | None = None,
         key: SigningKey | None = None,
-        run_id: str | None = None,
+        config: RunConfig | None = None,
+        **options: Any,
     ) -> None:
+        """`config` says how the run is recorded (chips, checkpoints, the distributed strategy,
+        threads, nonce, resume); the flat keyword `options` of before still work, deprecated."""
+        config = resolve_config("monitor", config, options, _LEGACY_OPTIONS)
         self.out = Path(out)
         self.data_dir = None if data_dir is None else Path(data_dir)
-        self.rank, self.world_size = rank_and_world()
+        self.rank, self.world_size = config.distributed.place(*rank_and_world(), "torch.distributed")
+        nonce, run_id, resume, threads = config.nonce, config.run_id, config.resume, config.threads
         root, module, files = program_of(entry)
         self.entry = f"{module}:{entry.__qualname__}"
         storage = RunStorage(self.out)
         existing = storage.exists(MANIFEST_FILE)
         if existing and not resume:
-            raise StoreError(f"{self.out} already holds a run; pass resume=True to continue it or use a new folder")
+            raise StoreError(f"{self.out} already holds a run; pass RunConfig(resume=True) to continue it or use a new folder")
         if existing:
             pre = read_manifest(storage).precommitment
             nonce, run_id = pre.nonce, pre.run_id
@@ -118,30 +120,14 @@ class Monitor:
         check_w0(lambda: self.program.build_model(init_generator(self.seed)), model)  # before the first step
         layout = None
         if self.world_size > 1:
-            model, layout = shard_model(model, strategy, self.world_size)
+            model, layout = shard_model(model, config.distributed.strategy, self.world_size)
         self.model = model
         self.optimizer = self.program.build_optimizer(model)
         self.scheduler = self.program.build_scheduler(self.optimizer)
-        self._recording = RunRecording(
-            MonitorOptions(
-                out=self.out,
-                chips=chips,
-                checkpoint_every=checkpoint_every,
-                threads=seed_threads,
-                snapshots_per_day=snapshots_per_day,
-                chip_seconds_per_step=chip_seconds_per_step,
-                chip_secret_seed=chip_secret_seed,
-            )
-        )
-        self._start: dict[str, Any] = dict(
-            hyperparameters=hyperparameters,
-            entry=self.entry,
-            parts=[("", root, files)],
-            layout=layout,
-            run_id=run_id,
-            key=key,
-            resume=resume,
-        )
+        # The resumed run's id and nonce, and the thread count the seed was fixed with.
+        self.config = dataclasses.replace(config, run_id=run_id, nonce=self.nonce, threads=seed_threads)
+        self._recording = RunRecording(self.out, self.config)
+        self._start: dict[str, Any] = dict(hyperparameters=hyperparameters, entry=self.entry, parts=[("", root, files)], layout=layout, key=key)
         self.recorder: Recorder | None = None
         self._step: int | None = None
         self._ids: list[int] = []
@@ -204,6 +190,14 @@ class Monitor:
         return verify_command(self.out, self._recording.options.chips_dir, data)
 
 
-def monitor(entry: Callable[..., TrainingProgram], hyperparameters: dict[str, Any], *, out: str | os.PathLike[str], **options: Any) -> Monitor:
-    """Monitor a plain PyTorch loop: see `Monitor` for the options and the module doc for the loop."""
-    return Monitor(entry, hyperparameters, out=out, **options)
+def monitor(
+    entry: Callable[..., TrainingProgram],
+    hyperparameters: dict[str, Any],
+    *,
+    out: str | os.PathLike[str],
+    config: RunConfig | None = None,
+    **options: Any,
+) -> Monitor:
+    """Monitor a plain PyTorch loop: see `Monitor` for the arguments, `RunConfig` for the options
+    and the module doc for the loop."""
+    return Monitor(entry, hyperparameters, out=out, config=config, **options)

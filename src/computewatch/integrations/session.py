@@ -26,7 +26,8 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,11 +38,8 @@ from computewatch.crypto.errors import ComputewatchError
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.program import ProgramSource, deterministic_cpu
 from computewatch.formats.seed import substream
+from computewatch.prover.config import RunConfig
 from computewatch.prover.recorder import Recorder
-from computewatch.prover.runner import (
-    DEMO_CHIP_SECONDS_PER_STEP,
-    DEMO_SNAPSHOTS_PER_DAY,
-)
 
 __all__ = [
     "W0_FIX",
@@ -301,25 +299,25 @@ def verify_command(out: str | Path, chips: str | Path | None = None, data: tuple
 # ---- recording a framework's run ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class MonitorOptions:
-    """Where and how a framework integration records (picklable: Lightning's spawned ranks get a copy).
-
-    ``chips``: a folder of chip state folders (rank r takes the r-th), None to provision chips
-    under ``<out>/chips`` at ``snapshots_per_day``, False for none. ``chip_seconds_per_step``:
-    the busy time each step reports to the chip (None: the measured wall time of the step).
-    ``threads``: the intra-op thread count the run is recorded and replayed with (default: the
-    current one)."""
+    """Where (`out`) and how (`config`) a framework integration records (picklable: Lightning's
+    spawned ranks get a copy)."""
 
     out: Path
-    chips: str | os.PathLike[str] | bool | None = None
-    checkpoint_every: int = 100
-    threads: int | None = None
-    snapshots_per_day: float = DEMO_SNAPSHOTS_PER_DAY
-    chip_seconds_per_step: float | None = DEMO_CHIP_SECONDS_PER_STEP
-    chip_secret_seed: bytes | None = None
+    config: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def chips(self) -> Path | bool | None:
+        """What `open_chip` takes: the chips' folder, False for none, None to provision them."""
+        chip = self.config.chip
+        return False if not chip.enabled else chip.dir
 
     @property
     def chips_dir(self) -> Path | None:
-        return None if self.chips in (None, True, False) else Path(self.chips)  # type: ignore[arg-type]
+        return self.config.chip.dir if self.config.chip.enabled else None
+
+    @property
+    def threads(self) -> int:
+        return self.config.threads or torch.get_num_threads()
 
     def verify_command(self, run_id: str | None, source: Any = None) -> str:
         """The verify command; names the data folder when `source` reads one (a `SampleFile`)."""
@@ -338,8 +336,15 @@ class RunRecording:
     RNG state and runs the steps sees the same dropout masks.
     """
 
-    def __init__(self, options: MonitorOptions) -> None:
-        self.options = options
+    def __init__(self, out: str | os.PathLike[str] | MonitorOptions, config: RunConfig | None = None) -> None:
+        if isinstance(out, MonitorOptions):
+            if config is not None:
+                raise TypeError("RunRecording(): MonitorOptions already holds the configuration")
+            self.options = out
+        else:
+            self.options = MonitorOptions(Path(out), RunConfig() if config is None else config)
+        if not isinstance(self.options.config, RunConfig):
+            raise TypeError(f"RunRecording(): config must be a RunConfig, got {type(self.options.config).__name__}")
         self.recorder: Recorder | None = None
         self.run_id: str | None = None
         self.chip: Any = None
@@ -359,12 +364,16 @@ class RunRecording:
         rank: int = 0,
         world_size: int = 1,
         layout: Any = None,
-        run_id: str | None = None,
         key: Any = None,
-        resume: bool = False,
     ) -> Recorder:
-        opts = self.options
-        self.chip = open_chip(opts.out, opts.chips, rank, world_size, snapshots_per_day=opts.snapshots_per_day, secret_seed=opts.chip_secret_seed)
+        """Open this rank's chip and enter its Recorder; `rank` and `world_size` are the
+        framework's, which the configuration's ``distributed`` section (when set) must match."""
+        opts, config = self.options, self.options.config
+        config.distributed.place(rank, world_size, "the framework")
+        chip = config.chip
+        self.chip = open_chip(opts.out, opts.chips, rank, world_size, snapshots_per_day=chip.snapshots_per_day, secret_seed=chip.secret_seed)
+        # The Recorder's own rank and world size: the framework's.
+        recorder_config = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, rank=rank, world_size=world_size))
         try:
             with staged_program(entry, parts) as source:
                 recorder = Recorder(
@@ -376,15 +385,10 @@ class RunRecording:
                     dataset=commitment,
                     nonce=nonce,
                     program=source,
-                    checkpoint_every=opts.checkpoint_every,
                     chip=self.chip,
-                    rank=rank,
-                    world_size=world_size,
                     layout=layout,
-                    run_id=run_id,
                     key=key,
-                    resume=resume,
-                    chip_seconds_per_step=opts.chip_seconds_per_step if self.chip is not None else None,
+                    config=recorder_config,
                 )
             recorder.__enter__()
         except BaseException:

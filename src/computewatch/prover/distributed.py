@@ -22,10 +22,9 @@ from computewatch.crypto.errors import FormatError
 from computewatch.crypto.hashing import dtype_name
 from computewatch.formats.layout import ShardLayout
 from computewatch.formats.program import wrap_ddp
+from computewatch.prover.config import STRATEGIES
 
 __all__ = ["STRATEGIES", "free_port", "init_gloo", "shard_model", "split_batch"]
-
-STRATEGIES = ("ddp", "fsdp")
 
 
 def free_port() -> int:

@@ -8,7 +8,8 @@
     program = ProgramSource.from_folder("my_training_code/", "train:make_program")
     with Recorder(run_dir, model=model, optimizer=opt, scheduler=sched, hyperparameters=hp,
                   dataset=commitment, nonce=nonce, program=program,
-                  chip=chip, checkpoint_every=500) as rec:
+                  chip=chip, config=RunConfig(checkpoint=CheckpointConfig(every=500),
+                                              chip=ChipConfig(seconds_per_step=None))) as rec:
         for step, ids in batches(seed, len(commitment), batch_size, steps, rec.start_step):
             loss = train_step(model, opt, sched, collate([data[i] for i in ids]))
             rec.step(step, ids, loss)                   # after optimizer.step()
@@ -21,11 +22,13 @@ writes the program files and the signed manifest, has the chip log the precommit
 its memory map (before the first optimizer step), and checkpoints W0. Each `step` call hands the
 step's busy time to the chip (which may snapshot its shard at this boundary) and queues the step
 record; every k steps it copies the state to CPU memory and a background thread encodes, hashes
-and stores the checkpoint. With ``resume=True`` an existing run directory is continued from its
+and stores the checkpoint. `RunConfig` (computewatch.prover.config) says how: checkpoint
+interval, the chip's busy time per step, rank and world size (unset: those of
+torch.distributed), run id. With ``resume=True`` an existing run directory is continued from its
 latest complete checkpoint (see `resume_point`), and the snapshots its chip logged and copied out
 that the killed process never recorded are recorded then.
 
-Step commitments (issue 19; ``step_commitments=True``, the default): after every step each rank
+Step commitments (issue 19; ``checkpoint.step_commitments``, on by default): after every step each rank
 commits the digest of its weights (the chip's shard digest), of its optimizer state and the
 update norm (`computewatch.prover.commitments`, computed on a background thread that the next
 optimizer step waits for); rank 0 gathers them once per checkpoint into the step records
@@ -83,6 +86,7 @@ from computewatch.formats.snapshot_records import snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
 from computewatch.prover.commitments import StepCommitter
+from computewatch.prover.config import LEGACY_FIELDS, RunConfig, resolve_config
 from computewatch.prover.writer import BackgroundWriter
 
 __all__ = ["ChipLike", "Recorder", "local_tensors", "resume_point"]
@@ -132,6 +136,11 @@ def resume_point(storage: RunStorage, world_size: int) -> int:
     return max(usable)
 
 
+# The flat keyword options the Recorder took before `RunConfig` (deprecated).
+_LEGACY_OPTIONS = ("checkpoint_every", "rank", "world_size", "run_id", "chip_ids", "resume", "chip_seconds_per_step", "copyout_dir", "step_commitments")
+assert set(_LEGACY_OPTIONS) <= set(LEGACY_FIELDS)
+
+
 class Recorder:
     """Context manager that keeps the transcript of one process (one chip) of a training run."""
 
@@ -146,21 +155,31 @@ class Recorder:
         dataset: DatasetCommitment,
         nonce: bytes,
         program: ProgramSource,
-        checkpoint_every: int = 100,
         chip: ChipLike | None = None,
-        rank: int = 0,
-        world_size: int = 1,
         layout: ShardLayout | None = None,
-        run_id: str | None = None,
-        chip_ids: Sequence[str | None] | None = None,
         key: SigningKey | None = None,
-        resume: bool = False,
-        chip_seconds_per_step: float | None = None,
-        copyout_dir: str | os.PathLike[str] | None = None,
-        step_commitments: bool = True,
+        config: RunConfig | None = None,
+        **options: Any,
     ) -> None:
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise FormatError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+        """`config` says how the run is recorded (checkpoint interval, chip busy time, rank and
+        world size, run id, resume); without one the defaults of `RunConfig`, except that a
+        chip's busy time is the measured wall time of each step. The flat keyword `options`
+        of before (``checkpoint_every=``, ``rank=``, ...) still work, deprecated."""
+        config = resolve_config("Recorder", config, options, _LEGACY_OPTIONS, {"chip_seconds_per_step": None})
+        if config.threads is not None and config.threads != torch.get_num_threads():
+            # The precommitment records this process's thread count: the one the run replays with.
+            raise FormatError(f"config.threads is {config.threads}, but this process runs {torch.get_num_threads()} intra-op threads; "
+                              f"call computewatch.formats.program.deterministic_cpu({config.threads}) first")
+        if config.nonce is not None and config.nonce != bytes(nonce):
+            raise FormatError("config.nonce differs from the nonce the Recorder was given (the one the seed came from)")
+        if config.distributed.rank is None and config.distributed.world_size is None and _dist_ready():
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        else:
+            rank = 0 if config.distributed.rank is None else config.distributed.rank
+            world_size = 1 if config.distributed.world_size is None else config.distributed.world_size
+        checkpoint_every = config.checkpoint.every
+        chip_ids, run_id, resume = config.chip.ids, config.run_id, config.resume
+        self.config = config
         if not 0 <= rank < world_size:
             raise FormatError(f"rank {rank} outside world size {world_size}")
         if chip_ids is not None and len(chip_ids) != world_size:
@@ -175,15 +194,15 @@ class Recorder:
         self.world_size = world_size
         self.chip = chip
         self.checkpoint_every = checkpoint_every
-        self.chip_seconds_per_step = chip_seconds_per_step
+        self.chip_seconds_per_step = config.chip.seconds_per_step
         if layout is None and any(hasattr(p, "to_local") for p in self.module.parameters()):
             raise FormatError("the model's parameters are sharded (DTensor): pass the layout that shard_model returned")
         self.layout = layout or ShardLayout.replicated(list(self.module.named_parameters()), world_size, "single" if world_size == 1 else "ddp")
         self._resume = resume
         self._key = key
         self._chip_ids = list(chip_ids) if chip_ids is not None else None
-        self._copyout_dir = copyout_dir
-        self._commit_steps = step_commitments
+        self._copyout_dir = config.chip.copyout_dir
+        self._commit_steps = config.checkpoint.step_commitments
         self._committer: StepCommitter | None = None
         self._manifest: Manifest | None = None
         self._signing_key: SigningKey | None = None

@@ -45,6 +45,14 @@ from computewatch.prover.distributed import (
     shard_model,
     split_batch,
 )
+from computewatch.prover.config import (
+    DEMO_CHIP_SECONDS_PER_STEP,
+    DEMO_SNAPSHOTS_PER_DAY,
+    CheckpointConfig,
+    ChipConfig,
+    DistributedConfig,
+    RunConfig,
+)
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.workloads import Workload, preset
 from computewatch.prover.workloads.program import ENTRY as DEMO_ENTRY
@@ -61,10 +69,6 @@ __all__ = [
     "run_hyperparameters",
     "train",
 ]
-
-DEMO_SNAPSHOTS_PER_DAY = 24.0
-DEMO_CHIP_SECONDS_PER_STEP = 60.0
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,6 +90,25 @@ class TrainConfig:
     # their snapshot schedules repeat. Never for real monitoring: it makes snapshots predictable.
     chip_secret_seed: bytes | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # Workload field overrides
+
+    def run_config(self, rank: int = 0) -> RunConfig:
+        """How rank `rank`'s Recorder records (the options `RunConfig` declares for every entry point)."""
+        return RunConfig(
+            run_id=self.run_id,
+            nonce=self.nonce,
+            resume=self.resume,
+            threads=self.threads,
+            chip=ChipConfig(
+                enabled=self.monitor,
+                dir=self.chips_dir if self.monitor else None,
+                snapshots_per_day=self.snapshots_per_day,
+                seconds_per_step=self.chip_seconds_per_step,
+                secret_seed=self.chip_secret_seed,
+            ),
+            checkpoint=CheckpointConfig(every=self.checkpoint_every),
+            # One process names no strategy (validate() only checks it for nproc > 1).
+            distributed=DistributedConfig(strategy=self.strategy if self.nproc > 1 else "ddp", world_size=self.nproc, rank=rank),
+        )
 
     def validate(self) -> None:
         """Refuse a configuration that cannot run, before anything is created (no run folder,
@@ -304,14 +327,9 @@ def _run_rank(rank: int, config: TrainConfig, chip_dirs: list[Path], port: int |
             dataset=run["commitment"],
             nonce=config.nonce,
             program=demo_program(),
-            checkpoint_every=config.checkpoint_every,
             chip=chip,
-            rank=rank,
-            world_size=world,
             layout=layout,
-            run_id=config.run_id,
-            resume=config.resume,
-            chip_seconds_per_step=config.chip_seconds_per_step,
+            config=config.run_config(rank),
         ) as rec:
             todo = config.steps - rec.start_step
             for step, ids in batches(seed, len(corpus), workload.batch_size, max(todo, 0), rec.start_step):
