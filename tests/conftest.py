@@ -12,11 +12,11 @@ Demo: `demo_world` runs `computewatch demo --json` once per session, as a user r
 subprocess, a relative --workdir, the default size), and is shared by tests/test_demo.py, the
 dashboard's browser test and the command-line output tests; read it, never change it.
 
-Parallel runs (pytest-xdist, `scripts/test` passes `-n N --dist loadgroup`): every test file is
-one xdist group, so a file's module-scoped fixtures are built once, in one worker; the files that
-read `demo_world` share one group, so the demo runs once. Session fixtures are per worker (each
-worker has its own PostgreSQL server and temporary folders) except `demo_world`, which is also
-shared through a file lock should its readers land on different workers (another --dist mode).
+Parallel runs (pytest-xdist, `scripts/test` passes `-n N --dist loadfile`): each test file runs
+in one worker, so a file's module-scoped fixtures are built once. (Not --dist loadgroup: with
+pytest 9, xdist 3.8's groups have no effect and tests are spread one by one.) Session fixtures
+are per worker (each worker has its own PostgreSQL server and temporary folders) except
+`demo_world`, which the workers share through a file lock: the first to need it runs the demo.
 Each worker runs torch with one intra-op thread (OMP_NUM_THREADS=1 for its subprocesses), so N
 workers do not oversubscribe N cores; recorded runs pin their own thread count and replays pin
 the recorded one, so exact-mode replay does not depend on it.
@@ -46,16 +46,6 @@ if WORKER is not None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """xdist groups (used by --dist loadgroup): one per test file, so module-scoped fixtures are
-    built in one worker; all the files that read `demo_world` form one group."""
-    demo_files = {item.path for item in items if "demo_world" in getattr(item, "fixturenames", ())}
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "demo_world" if item.path in demo_files else item.path.name
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 # typer freezes $TERMINAL_WIDTH when typer.rich_utils is first imported, so a test that sets it
@@ -194,3 +184,4 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tmp.write_text(json.dumps({**world, "work": str(world["work"])}))
         tmp.replace(done)
         return world
+
