@@ -128,6 +128,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _PortTaken(RuntimeError):
+    """The server could not bind its port (taken since free_port() chose it)."""
+
+
 class Server:
     """`computewatch serve` in a subprocess on 127.0.0.1 and a free port."""
 
@@ -135,6 +139,7 @@ class Server:
                  env: dict[str, str] | None = None, faults: tuple[str, ...] = ()) -> None:
         self.db_url = db_url
         self.data = data
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.extra = extra
         self.env = env
@@ -150,6 +155,18 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> Server:
+        # free_port() closes its socket before the server binds, so another process (a parallel
+        # xdist worker) can take the port in between: a chosen port is retried with a new one.
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if self._fixed_port:
+                    raise
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> Server:
         python = faulty(*self.faults) if self.faults else [sys.executable]
         cmd = [*python, "-m", "computewatch", "serve", "--db", self.db_url, "--host", "127.0.0.1", "--port", str(self.port),
                "--data", str(self.data), "--verifier-pub", str(self.pub), "--log-level", "warning", *self.extra]
@@ -158,7 +175,10 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {(self.data.parent / f'server-{self.port}.log').read_text()[-2000:]}")
+                log = (self.data.parent / f"server-{self.port}.log").read_text()[-2000:]
+                if "address already in use" in log.lower():
+                    raise _PortTaken(log)
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {log}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
                     return self

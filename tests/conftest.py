@@ -11,6 +11,15 @@ Registry: `registry_chips` (chips manufactured once per session, by one chipmake
 Demo: `demo_world` runs `computewatch demo --json` once per session, as a user runs it (a
 subprocess, a relative --workdir, the default size), and is shared by tests/test_demo.py, the
 dashboard's browser test and the command-line output tests; read it, never change it.
+
+Parallel runs (pytest-xdist, `scripts/test` passes `-n N --dist loadfile`): each test file runs
+in one worker, so a file's module-scoped fixtures are built once. (Not --dist loadgroup: with
+pytest 9, xdist 3.8's groups have no effect and tests are spread one by one.) Session fixtures
+are per worker (each worker has its own PostgreSQL server and temporary folders) except
+`demo_world`, which the workers share through a file lock: the first to need it runs the demo.
+Each worker runs torch with one intra-op thread (OMP_NUM_THREADS=1 for its subprocesses), so N
+workers do not oversubscribe N cores; recorded runs pin their own thread count and replays pin
+the recorded one, so exact-mode replay does not depend on it.
 """
 
 from __future__ import annotations
@@ -32,6 +41,16 @@ prefer_passive_threads()  # before torch loads: idle OpenMP threads sleep on the
 import pytest  # noqa: E402
 import typer.rich_utils  # noqa: E402
 from _postgres import PostgresServer, PostgresUnavailable  # noqa: E402
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1" ... in an xdist worker, else None
+
+if WORKER is not None:
+    # One intra-op thread per worker (and for the subprocesses it starts, unless they pin their own).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 # typer freezes $TERMINAL_WIDTH when typer.rich_utils is first imported, so a test that sets it
 # for one invocation would fix the help width of every later test (an order-dependent failure):
@@ -137,10 +156,7 @@ def registry(db_url: str, registry_chips: tuple[Path, list[Path]], tmp_path: Pat
 DEMO_SEED = "computewatch demo tests"
 
 
-@pytest.fixture(scope="session")
-def demo_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """{"work": world folder, "doc": the --json document, "stderr": the narrative}."""
-    parent = tmp_path_factory.mktemp("demo")
+def _run_demo(parent: Path) -> dict[str, Any]:
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.run(
         [sys.executable, "-m", "computewatch", "demo", "--workdir", "world", "--json", "--chip-secret-seed", DEMO_SEED],
@@ -148,3 +164,28 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {"work": parent / "world", "doc": json.loads(proc.stdout), "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """{"work": world folder, "doc": the --json document, "stderr": the narrative}."""
+    if WORKER is None:
+        return _run_demo(tmp_path_factory.mktemp("demo"))
+    # xdist: the workers' temporary folders share a parent that belongs to this run alone; the
+    # first worker to get here runs the demo, the others wait for it and read its result.
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    done = shared / "demo-world.json"
+    with FileLock(str(shared / "demo-world.lock")):
+        if done.is_file():
+            doc = json.loads(done.read_text())
+            return {"work": Path(doc["work"]), "doc": doc["doc"], "stderr": doc["stderr"]}
+        parent = shared / "demo"
+        parent.mkdir()
+        world = _run_demo(parent)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**world, "work": str(world["work"])}))
+        tmp.replace(done)
+        return world
+

@@ -4,6 +4,7 @@ each spoof is verified against the chips that logged the run and fails the named
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,11 +28,29 @@ CAUGHT = {
 }
 
 
+# The executor's time limits are fixed (start-up) or scaled by this machine's measured matmul
+# rate (steps); none of these spoofs is about time, and two xdist workers on two busy cores slowed
+# a sandbox start-up past its limit once, so the Verifier here gets three times the limits.
+TIME_SCALE = 3.0
+
+
 @pytest.fixture(scope="module")
 def results() -> Iterator[dict]:
-    with Context() as ctx:  # one honest run, trained once, copied by every spoof
+    import computewatch.verifier
+
+    made = []
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs.setdefault("time_scale", TIME_SCALE))
+        return verify_request(*args, **kwargs)
+
+    verify_request = computewatch.verifier.VerifyRequest
+    with pytest.MonkeyPatch.context() as mp, Context() as ctx:  # one honest run, trained once, copied by every spoof
+        mp.setattr(computewatch.verifier, "VerifyRequest", request)  # what adversary.world.verify_runs builds
         names = [*CAUGHT, "fang-tolerance-mode"]
-        yield {name: run_attack(name, None, seed=7, context=ctx) for name in names}
+        out = {name: run_attack(name, None, seed=7, context=ctx) for name in names}
+        assert TIME_SCALE in made, "the Verifier was never asked through computewatch.verifier.VerifyRequest"
+        yield out
 
 
 @pytest.mark.parametrize("name", sorted(CAUGHT))
