@@ -15,8 +15,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged
-from computewatch.crypto.errors import FormatError
+from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged, version_of_v_field
 from computewatch.crypto.hashing import hash_regions
 from computewatch.crypto.regions import shard_digest
 from computewatch.formats.storage import RunStorage, StoreError
@@ -40,11 +39,7 @@ _V2 = 2
 
 def _canonical_of(obj: Any) -> int:
     """The canonical JSON version of a record: 2 for "v": 2, 1 for a record without "v"."""
-    if not isinstance(obj, dict) or "v" not in obj:
-        return 1
-    if obj["v"] != _V2 or isinstance(obj["v"], bool):
-        raise FormatError(f"snapshot record version {obj['v']!r}: only v2 carries a version field")
-    return 2
+    return version_of_v_field(obj, _V2, "snapshot record")
 
 
 def encode_snapshot_record(record: dict[str, Any]) -> bytes:
