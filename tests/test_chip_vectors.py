@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
+
+import rfc8785
 
 from computewatch.chip import audit_log, verify_attestation, verify_chip_certificate
 from computewatch.chip.vectors import VECTOR_INPUTS, generate
@@ -56,6 +59,44 @@ def test_format_page_quotes_the_vector_values() -> None:
 
 
 V1 = Path(__file__).parent / "vectors" / "computewatch" / "chip-log-v1"
+LEGACY = Path(__file__).parent / "vectors" / "computewatch" / "chip-formats-v1"
+
+
+def test_legacy_v1_format_vectors_still_verify() -> None:
+    """Chips certified and evidence made before format version 2: certificate, firmware manifest,
+    boot certificates and evidence at their v1 predicate types (canonical JSON version 1)."""
+    root = SigningKey.from_seed(bytes.fromhex(VECTOR_INPUTS["chipmaker_seed"])).public_key
+    cert = verify_chip_certificate(json.loads((LEGACY / "certificate.json").read_bytes()), root)
+    assert cert.serial == VECTOR_INPUTS["serial"] and b"chip-certificate:v1" in cert.envelope.payload
+    fw = verify_image(FirmwareImage.load(LEGACY / "firmware.json"), root, 1)
+    assert b"firmware:v1" in fw.manifest.payload
+    page = (Path(__file__).parents[1] / "docs" / "formats.md").read_text()
+    assert fw.measurement.hex() in page
+    nonce = bytes.fromhex(VECTOR_INPUTS["nonce"])
+    for log, evidence in (("chip.log", "evidence.json"), ("chip-log-v1.log", "chip-log-v1-evidence.json")):
+        report = audit_log((LEGACY / log).read_bytes(), cert, root)
+        assert report.ok and report.epochs_checked == 2 and report.attributed == report.entries
+        last = json.loads((LEGACY / log).read_bytes().split(b"\n")[-2])
+        assert last["kind"] == "checkpoint" and last["body"]["root"] in page
+        claims = verify_attestation((LEGACY / evidence).read_bytes(), nonce, root)
+        assert claims.serial == cert.serial and claims.rot_counter is not None
+        payload = base64.b64decode(json.loads((LEGACY / evidence).read_bytes())["evidence"]["payload"])
+        assert json.loads(payload)["predicateType"] == "urn:computewatch:attestation:v3"
+
+
+def test_current_vectors_are_rfc8785() -> None:
+    """Certificate, firmware manifest and evidence are written at v2 / v4 in RFC 8785, checked
+    with the `rfc8785` package (not ours)."""
+    evidence = json.loads((VECTORS / "evidence.json").read_bytes())
+    envelopes = [json.loads((VECTORS / "certificate.json").read_bytes()),
+                 json.loads((VECTORS / "firmware.json").read_bytes())["manifest"],
+                 evidence["evidence"], evidence["boot_certificate"]]
+    kinds = []
+    for env in envelopes:
+        payload = base64.b64decode(env["payload"])
+        assert rfc8785.dumps(json.loads(payload)) == payload
+        kinds.append(json.loads(payload)["predicateType"].rsplit(":", 2)[1:])
+    assert kinds == [["chip-certificate", "v2"], ["firmware", "v2"], ["attestation", "v4"], ["boot-certificate", "v2"]]
 
 
 def test_log_v1_vectors_regenerate_and_still_audit(tmp_path) -> None:

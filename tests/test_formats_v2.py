@@ -172,3 +172,22 @@ def test_tagged_parse_takes_the_version_from_the_tag() -> None:
         parse_canonical_json_tagged(b'{"a":2.0,"v":2}', tag)  # RFC 8785 writes 2
     with pytest.raises(FormatError):
         parse_canonical_json_tagged(b'{"a":2,"v":1} ', tag)  # not canonical at all
+
+
+def test_snapshot_records_v2_are_rfc8785_and_legacy_lines_still_read(tmp_path: Path) -> None:
+    from computewatch.formats.snapshot_records import encode_snapshot_record, read_snapshot_records, snapshot_file
+
+    rec = {"rank": 0, "chip_id": "CW-1", "counter": 4, "step": 0, "clock_ns": "123", "shard_digest": "ab" * 32,
+           "regions": [], "object": "cd" * 32, "stall_s": 1.5e-05}
+    v2 = encode_snapshot_record(dict(rec, v=2))
+    assert v2 == rfc8785.dumps(dict(rec, v=2)) + b"\n" and b'"stall_s":0.000015' in v2
+    legacy = encode_snapshot_record(rec)
+    assert legacy == canonical_json(rec) + b"\n"
+    storage = RunStorage(tmp_path / "run", create=True)
+    storage.write_atomic(snapshot_file(0), legacy + v2)
+    got = read_snapshot_records(storage, 0)
+    assert [r.get("v") for r in got] == [None, 2] and all(r["stall_s"] == 1.5e-05 for r in got)
+    for line in (canonical_json(dict(rec, v=2)), rfc8785.dumps(rec)):  # bytes not in their tag's encoding
+        storage.write_atomic(snapshot_file(0), line + b"\n")
+        with pytest.raises(StoreError, match="line 1 is malformed"):
+            read_snapshot_records(storage, 0)

@@ -4,9 +4,15 @@ record and an evidence file made from fixed keys regenerate byte for byte and pa
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-from computewatch.crypto.dsse import Envelope, verify_envelope
+import pytest
+import rfc8785
+
+from computewatch.crypto.canonical import canonical_json
+from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope, verify_envelope
+from computewatch.crypto.errors import FormatError
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.location import Round, answer_input, make_evidence, parse_evidence, read_record, sign_record
 
@@ -39,3 +45,25 @@ def test_location_vector_regenerates_and_parses() -> None:
     evidence = make_evidence(SERIAL, cert, [record])
     assert evidence == (VECTORS / "evidence.json").read_bytes()
     assert parse_evidence(evidence)[0] == SERIAL
+    # The record is location:v2, RFC 8785 per the `rfc8785` package (not ours).
+    stmt = json.loads(record.payload)
+    assert stmt["predicateType"] == "urn:computewatch:location:v2" and rfc8785.dumps(stmt) == record.payload
+
+
+def test_legacy_v1_location_vector_still_reads() -> None:
+    """Records signed before format version 2 (location:v1, canonical JSON version 1)."""
+    rec = read_record(Envelope.from_json((VECTORS / "record-v1.json").read_bytes()))
+    verify_envelope(rec.envelope, [LANDMARK.public_key])
+    assert json.loads(rec.envelope.payload)["predicateType"] == "urn:computewatch:location:v1"
+    assert rec.rtt_ns == 398_001 and rec.serial == SERIAL
+    serial, _cert, records = parse_evidence((VECTORS / "evidence-v1.json").read_bytes())
+    assert serial == SERIAL and read_record(records[0]).digest == rec.digest
+
+
+def test_a_record_not_in_its_tags_encoding_is_refused() -> None:
+    stmt = json.loads(_record().payload)
+    stmt["predicate"]["x_float"] = 1e-05  # "1e-05" (v1) or "0.00001" (RFC 8785)
+    for tag, encode in (("v1", rfc8785.dumps), ("v2", canonical_json)):
+        stmt["predicateType"] = f"urn:computewatch:location:{tag}"
+        with pytest.raises(FormatError, match="canonical JSON"):
+            read_record(sign_envelope(PAYLOAD_TYPE_INTOTO, encode(stmt), LANDMARK))

@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 import pytest
+import rfc8785
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from computewatch.crypto.canonical import canonical_json
-from computewatch.crypto.dsse import Envelope
+from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, sign_envelope
 from computewatch.crypto.signing import SigningKey
 from computewatch.registry import (
     ConflictError,
@@ -24,9 +25,15 @@ from computewatch.registry import (
     RegistryError,
 )
 from computewatch.registry.custody import (
+    PRED_REPORT,
+    PRED_REPORT_V1,
+    PRED_TRANSFER,
+    PRED_TRANSFER_V1,
     countersign,
     item_subject,
     parse_statement,
+    report_statement,
+    require_signature,
     sign_statement,
     transfer_statement,
 )
@@ -35,7 +42,10 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "registry.md"
 
 
 # ---------------------------------------------------------------------- the format
-def test_custody_statement_vector_matches_docs() -> None:
+@pytest.mark.parametrize("legacy", [False, True])
+def test_custody_statement_vector_matches_docs(legacy: bool) -> None:
+    """The page's v2 vector (RFC 8785, checked with the `rfc8785` package) and its legacy v1
+    vector, which must still verify."""
     giver, receiver, device = (SigningKey.from_seed(bytes([b]) * 32) for b in (0x11, 0x22, 0x33))
     stmt = transfer_statement(
         register="0123456789abcdef0123456789abcdef",
@@ -45,16 +55,20 @@ def test_custody_statement_vector_matches_docs() -> None:
         receiver=("acme", receiver.public_key),
         facility="dc-1",
         time="2026-01-01T00:00:00Z",
+        **({"predicate_type": PRED_TRANSFER_V1} if legacy else {}),
     )
     env = countersign(sign_statement(stmt, giver), receiver)
-    payload = canonical_json(stmt).decode()
+    payload = env.payload.decode()
+    if legacy:
+        assert env.payload == canonical_json(stmt) and stmt["predicateType"] == "urn:computewatch:custody-transfer:v1"
+        want = ["69ca415d12fd59d217bca0de66e0025d8e3ccd91c72f7014edc6ec1cd2ab90aa"
+                "8410277d87178a8aeb8e7b529ab435ba8fc39627cb659390a901c105e44d580b",
+                "37557d488576c362461ee8f9a73b6ae054c1ce7141558dcc5bf4e3b9a867e5a4"
+                "35bbbd1c27f4f75c299326839893c8620801a97bba2f7291a2fc922228043c0d"]
+        assert [sig.hex() for _, sig in env.signatures] == want
+    else:
+        assert env.payload == rfc8785.dumps(stmt) and stmt["predicateType"] == "urn:computewatch:custody-transfer:v2"
     sigs = [sig.hex() for _, sig in env.signatures]
-    assert sigs == [
-        "69ca415d12fd59d217bca0de66e0025d8e3ccd91c72f7014edc6ec1cd2ab90aa"
-        "8410277d87178a8aeb8e7b529ab435ba8fc39627cb659390a901c105e44d580b",
-        "37557d488576c362461ee8f9a73b6ae054c1ce7141558dcc5bf4e3b9a867e5a4"
-        "35bbbd1c27f4f75c299326839893c8620801a97bba2f7291a2fc922228043c0d",
-    ]
     docs = DOCS.read_text()
     assert payload in docs, "docs/registry.md must quote the vector's payload"
     for sig in sigs:
@@ -62,6 +76,24 @@ def test_custody_statement_vector_matches_docs() -> None:
     assert env.to_json().decode() in docs
     st = parse_statement(env.to_json())
     assert (st.kind, st.label, st.seq, st.register) == ("transfer", "CW-VECTOR-0001", 1, "0123456789abcdef0123456789abcdef")
+    for key in (giver, receiver):
+        require_signature(env, key.public_key, "party")
+
+
+def test_a_statement_not_in_its_tags_encoding_is_refused() -> None:
+    """One encoding per tag: a float makes the two canonical forms differ."""
+    key = SigningKey.from_seed(b"\x01" * 32)
+    stmt = report_statement(register="r", subject=item_subject("wafer", "L1/W01"), seq=1, holder=("a", key.public_key),
+                            report="lost", reason="fell", time="2026-01-01T00:00:00Z")
+    stmt["predicate"]["seq"] = 1e-05  # "1e-05" (v1) or "0.00001" (v2); the encoding check comes first
+    for tag, encode in ((PRED_REPORT, canonical_json), (PRED_REPORT_V1, rfc8785.dumps)):
+        stmt["predicateType"] = tag
+        env = sign_envelope(PAYLOAD_TYPE_INTOTO, encode(stmt), key)
+        with pytest.raises(CustodyError, match="canonical JSON"):
+            parse_statement(env)
+    with pytest.raises(CustodyError, match="predicate type"):
+        report_statement(register="r", subject=item_subject("wafer", "L1/W01"), seq=1, holder=("a", key.public_key),
+                         report="lost", reason="", time="2026-01-01T00:00:00Z", predicate_type=PRED_TRANSFER)
 
 
 def test_malformed_statements_are_refused_with_a_reason() -> None:
@@ -144,6 +176,22 @@ def test_transfers_keep_exactly_one_holder_and_a_verifiable_history(registry) ->
 
 def _statement(registry, serial: str, to: str) -> dict:
     return registry.reg.transfer_statement(serial, to)
+
+
+def test_a_legacy_v1_statement_is_applied_and_stays_verifiable(registry) -> None:
+    """Statements stored before format version 2 are v1: the register re-checks them."""
+    reg, keys = registry.reg, registry.keys
+    serial = registry.register(0, to="acme")
+    stmt = reg.transfer_statement(serial, "beta")
+    assert stmt["predicateType"] == PRED_TRANSFER
+    stmt["predicateType"] = PRED_TRANSFER_V1
+    env = countersign(sign_statement(stmt, keys["acme"]), keys["beta"])
+    assert env.payload == canonical_json(stmt)
+    assert reg.transfer(env)["to"] == "beta"
+    env2 = countersign(sign_statement(reg.transfer_statement(serial, "acme"), keys["beta"]), keys["acme"])
+    assert reg.transfer(env2)["to"] == "acme"
+    check = reg.verify_custody(serial)
+    assert check["ok"] and check["records"] == 4, check["problems"]
 
 
 def test_transfer_without_the_holders_signature_is_refused(registry) -> None:

@@ -194,6 +194,51 @@ def test_a_chip_whose_log_no_longer_parses_is_a_finding_not_an_aborted_inspectio
     assert any("does not power on" in p["problem"] for p in out["problems"])
 
 
+def test_inspection_statements_are_rfc8785_and_legacy_ones_still_read() -> None:
+    """v2 statements are RFC 8785 (checked with the `rfc8785` package); a v1 statement is read
+    in the legacy encoding; bytes not in their tag's encoding are refused."""
+    import rfc8785
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.dsse import statement
+    from computewatch.crypto.errors import FormatError
+    from computewatch.registry.inspection_record import (
+        PRED_INSPECTION_V1,
+        encode_inspection,
+        parse_inspection,
+    )
+
+    predicate = {"outcome": "clean", "score": 1e-05, "ratio": 2.0}  # floats: the encodings differ
+    body = encode_inspection("CW-1", {"sha256": "00" * 32}, predicate)
+    assert body == rfc8785.dumps(json.loads(body)) and b'"score":0.00001' in body
+    assert parse_inspection(body)["predicate"]["ratio"] == 2
+    legacy = statement([("chip/CW-1", {"sha256": "00" * 32})], PRED_INSPECTION_V1, predicate)
+    assert parse_inspection(canonical_json(legacy))["predicate"] == predicate
+    with pytest.raises(FormatError):  # a legacy tag over RFC 8785 bytes
+        parse_inspection(rfc8785.dumps(legacy))
+    with pytest.raises(FormatError):  # a v2 tag over legacy bytes
+        parse_inspection(canonical_json(json.loads(body)))
+
+
+def test_a_stored_legacy_inspection_still_re_verifies(registry, monkeypatch) -> None:
+    """A register written before format version 2 holds v1 statements: they re-verify."""
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.dsse import statement
+    from computewatch.registry import _inspections
+    from computewatch.registry.inspection_record import PRED_INSPECTION_V1
+
+    def legacy(serial: str, digest: dict, predicate: dict) -> bytes:
+        return canonical_json(statement([(f"chip/{serial}", digest)], PRED_INSPECTION_V1, predicate))
+
+    reg = registry.reg
+    serial = registry.register(0, to="acme")
+    monkeypatch.setattr(_inspections, "encode_inspection", legacy)
+    out = reg.refuse(serial, "owner refused access to the hall")
+    monkeypatch.undo()
+    assert reg.inspection(out["inspection"])["statement"]["predicateType"] == PRED_INSPECTION_V1
+    assert reg.verify_inspection(out["inspection"])["ok"]
+
+
 def test_refusal_is_recorded_as_non_compliance(registry, tmp_path) -> None:
     reg = registry.reg
     serial = registry.register(0, to="acme")
@@ -218,7 +263,7 @@ def test_signed_findings_re_verify_and_edits_are_caught(owned_chip) -> None:
     out = reg.record_inspection(serial, chip_dir, inspector="ines", inspector_key=inspector_key)
     doc = reg.inspection(out["inspection"])
     assert doc["signed"] and doc["inspector"] == "ines"
-    assert doc["statement"]["predicateType"] == "urn:computewatch:inspection:v1"
+    assert doc["statement"]["predicateType"] == "urn:computewatch:inspection:v2"
     assert doc["statement"]["predicate"]["root"] == out["root"]
     assert reg.verify_inspection(out["inspection"])["ok"]
     with reg.engine.begin() as conn:  # someone with database access rewrites the finding

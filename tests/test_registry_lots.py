@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import rfc8785
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -18,13 +19,16 @@ from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import leaf_hash
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.identity import issue_chip_certificate, verify_chip_certificate
-from computewatch.formats.lot import LotProof, issue_lot, lot_root, verify_lot_manifest
+from computewatch.formats.lot import LotProof, certificate_claims, issue_lot, lot_root, verify_lot_manifest
 from computewatch.registry import Registry
 from computewatch.registry import schema as s
 from computewatch.registry.errors import RegistryError
 
 _ROOT = Path(__file__).resolve().parent.parent
-_VEC = json.loads((_ROOT / "tests" / "vectors" / "computewatch" / "lot.json").read_text(encoding="utf-8"))
+_VEC = json.loads((_ROOT / "tests" / "vectors" / "computewatch" / "lot-v2.json").read_text(encoding="utf-8"))
+# The legacy vector (chip certificates and lot manifest at predicate type v1, canonical JSON v1):
+# written before format version 2, it must still verify.
+_VEC_V1 = json.loads((_ROOT / "tests" / "vectors" / "computewatch" / "lot.json").read_text(encoding="utf-8"))
 _DOC = (_ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
 MAKER = SigningKey.from_seed(b"\x51" * 32)
 OTHER = SigningKey.from_seed(b"\x52" * 32)
@@ -67,6 +71,26 @@ def test_lot_vector_recomputes_and_is_quoted() -> None:
         assert value in _DOC
     manifest = verify_lot_manifest(env.to_json(), {maker.public_key.keyid: maker.public_key})
     LotProof.from_json(_VEC["proof_1"].encode()).verify(manifest, certs[1])
+    # RFC 8785 per the `rfc8785` package (not ours), certificates and manifest alike.
+    for payload in (env.payload, *(Envelope.from_json(c).payload for c in certs)):
+        assert rfc8785.dumps(json.loads(payload)) == payload and b":v2" in payload
+
+
+def test_legacy_v1_lot_vector_still_verifies() -> None:
+    v = _VEC_V1["inputs"]
+    maker = SigningKey.from_seed(bytes.fromhex(v["chipmaker_seed"]))
+    certs = [c.encode() for c in _VEC_V1["certificates"]]
+    assert [leaf_hash(c).hex() for c in certs] == _VEC_V1["leaf_hashes"]
+    assert lot_root(certs) == (bytes.fromhex(_VEC_V1["root"]), 2)
+    manifest = verify_lot_manifest(_VEC_V1["manifest"].encode(), {maker.public_key.keyid: maker.public_key})
+    assert manifest.lot == v["lot"] and b"chip-lot:v1" in manifest.envelope.payload
+    LotProof.from_json(_VEC_V1["proof_1"].encode()).verify(manifest, certs[1])
+    for cert, serial in zip(certs, v["serials"], strict=True):
+        assert verify_chip_certificate(Envelope.from_json(cert), maker.public_key).serial == serial
+        claims = certificate_claims(cert)
+        assert (claims.serial, claims.peak_flops) == (serial, int(v["peak_flops"]))
+    for value in (_VEC_V1["root"], _VEC_V1["payload"], _VEC_V1["signature"]):
+        assert value in _DOC
 
 
 def test_manifest_checks_refuse_each_departure() -> None:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import rfc8785
 from typer.testing import CliRunner
 
 from _runs import honest_run, run_verify
@@ -51,6 +52,9 @@ def answered(run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 def test_honest_answers_pass_and_the_verdict_reports_spot_checks(run: Path, answered: tuple[Path, Path]) -> None:
     challenge, response = answered
     drawn = [s["step"] for s in json.loads(challenge.read_bytes())["steps"]]
+    for path in (challenge, response / "response.json"):  # format version 2: RFC 8785 (not our encoder)
+        data = path.read_bytes()
+        assert json.loads(data)["v"] == 2 and rfc8785.dumps(json.loads(data)) == data
     doc = run_verify(run, seed=SECRET, responses=[str(response)])
     steps = next(c for c in doc["checks"] if c["name"] == "steps")
     assert steps["passed"] is True, steps
@@ -93,6 +97,30 @@ def test_cli_refuses_bad_input_in_one_line(run: Path, tmp_path: Path, answered: 
     assert res.exit_code == 2 and "exists" in res.output
     res = _cli("respond", str(run), str(seed), "--out", str(tmp_path / "r"))
     assert res.exit_code == 2 and "challenge" in res.output
+
+
+def test_challenge_tags_are_over_the_encoding_the_version_names() -> None:
+    """A v2 challenge's tag is HMAC over its RFC 8785 encoding (recomputed here with `rfc8785`);
+    a legacy v1 challenge, tagged over canonical JSON version 1, still verifies."""
+    import hashlib
+    import hmac
+
+    from computewatch.crypto.canonical import canonical_json
+    from computewatch.crypto.errors import FormatError
+    from computewatch.formats.challenge import CHALLENGE_KIND, challenge_tag, check_challenge, encode_challenge
+
+    key = hashlib.sha256(b"computewatch step challenge v1\x00" + SECRET).digest()
+    doc = {"v": 2, "kind": CHALLENGE_KIND, "run_id": "r", "precommitment_digest": "ab" * 32, "records_root": "cd" * 32,
+           "steps_count": 8, "mode": "exact", "issued_ns": "1", "deadline_s": 60,
+           "steps": [{"step": 3, "reasons": ["random"]}], "tag": ""}
+    for version, encode in ((2, rfc8785.dumps), (1, canonical_json)):
+        doc = dict(doc, v=version, tag="")
+        body = {k: v for k, v in doc.items() if k != "tag"}
+        doc["tag"] = challenge_tag(doc, SECRET)
+        assert doc["tag"] == hmac.new(key, encode(body), hashlib.sha256).hexdigest()
+        assert check_challenge(doc, SECRET) is doc and encode_challenge(doc) == encode(doc)
+    with pytest.raises(FormatError, match="not a v1 or v2"):
+        check_challenge(dict(doc, v=3), SECRET)
 
 
 def test_draws_are_secret_keyed_distinct_and_include_top_q() -> None:

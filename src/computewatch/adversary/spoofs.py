@@ -388,8 +388,9 @@ def _forge_w0(run: Path, rng: random.Random) -> dict[str, float]:
         ckpt.model = {k: forged[k] for k in ckpt.model}
 
     edit_checkpoint(run, 0, 0, put)
-    def flat(m):
-        return torch.cat([v.reshape(-1) for k, v in m.items() if v.is_floating_point() and v.ndim >= 2]).numpy()
+    def flat(m: dict[str, Any]) -> Any:
+        return torch.cat([v.reshape(-1) for v in m.values() if v.is_floating_point() and v.ndim >= 2]).numpy()
+
     d, p = kolmogorov_smirnov(flat(forged), flat(genuine))
     return {"ks_statistic": d, "ks_p_value": p}
 
@@ -529,13 +530,13 @@ def _take_over_chip(forged: Path, real: Path) -> None:
     """Make the forged transcript claim the monitored chip: its manifest names the real run's
     chip (re-signed with the Prover's key) and it carries the real run's snapshot records and
     copy-outs (the chip's log points at them)."""
-    from computewatch.crypto.canonical import canonical_json
     from computewatch.formats.manifest import (
         read_manifest,
         write_manifest,
         write_public_key,
     )
     from computewatch.formats.snapshot_records import (
+        encode_snapshot_record,
         read_snapshot_records,
         snapshot_file,
     )
@@ -549,7 +550,7 @@ def _take_over_chip(forged: Path, real: Path) -> None:
     records = read_snapshot_records(src, 0)
     for rec in records:
         ObjectStore(dst).put(ObjectStore(src).get(rec["object"]))
-    dst.write_atomic(snapshot_file(0), b"".join(canonical_json(r) + b"\n" for r in records))
+    dst.write_atomic(snapshot_file(0), b"".join(encode_snapshot_record(r) for r in records))
 
 
 # ------------------------------------------------------------------ shard-only spoof

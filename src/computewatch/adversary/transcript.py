@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
-from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.checkpoint import Checkpoint, CheckpointIndex, encode_checkpoint
 from computewatch.formats.manifest import read_manifest, write_manifest, write_public_key
-from computewatch.formats.snapshot_records import snapshot_file
+from computewatch.formats.snapshot_records import encode_snapshot_record, snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage
 
@@ -92,7 +91,7 @@ def edit_snapshot_records(run_dir: Path, rank: int, mutate: Callable[[list[dict[
     storage = RunStorage(run_dir, create=False)
     rel = snapshot_file(rank)
     lines = [json.loads(line) for line in storage.read(rel).splitlines()] if storage.exists(rel) else []
-    storage.write_atomic(rel, b"".join(canonical_json(rec) + b"\n" for rec in mutate(lines)))
+    storage.write_atomic(rel, b"".join(encode_snapshot_record(rec) for rec in mutate(lines)))
 
 
 def resign_manifest(run_dir: Path, key: SigningKey, **changes: Any) -> None:

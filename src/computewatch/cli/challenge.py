@@ -75,9 +75,9 @@ def challenge(
                                  at=at or ())
         except ValueError as exc:
             fail(str(exc), as_json=as_json)
-    from computewatch.crypto.canonical import canonical_json
+    from computewatch.formats.challenge import encode_challenge
 
-    write_output(out_path, canonical_json(doc), "--out")
+    write_output(out_path, encode_challenge(doc), "--out")
     if as_json:
         print_json(doc)
         return

@@ -28,6 +28,7 @@ __all__ = [
     "parse_canonical_json_at",
     "parse_canonical_json_tagged",
     "parse_canonical_json_v2",
+    "version_of_v_field",
 ]
 
 # Beyond 2**53 doubles lose integers; readers in other languages would silently round.
@@ -322,3 +323,13 @@ def parse_canonical_json_tagged(data: bytes, version_of: Callable[[Any], int]) -
     if version not in CANONICAL_VERSIONS:
         raise FormatError(f"canonical JSON: no version {version!r} (known: 1, 2)")
     return obj, version
+
+
+def version_of_v_field(obj: Any, v2: int, what: str) -> int:
+    """The canonical JSON version of a record whose legacy form has no "v" field (version 1) and
+    whose version 2 form carries ``"v": v2``; FormatError for any other "v"."""
+    if not isinstance(obj, dict) or "v" not in obj:
+        return 1
+    if obj["v"] != v2 or isinstance(obj["v"], bool):
+        raise FormatError(f"{what} version {obj['v']!r}: only v{v2} carries a version field")
+    return 2

@@ -4,7 +4,9 @@ The evidence statement carries the verifier's nonce, the firmware measurement, v
 security version, the anti-rollback fuse, any staged (not yet booted) firmware, the secure clock
 with its reset/restart counters and safe flag, the log's tree head, the tamper flag, (v2)
 the damage the firmware found comparing its log against its sealed state and (v3) the
-root-of-trust counter value its sealed state is bound to (chip.rot). It is signed by the
+root-of-trust counter value its sealed state is bound to (chip.rot); v4 is v3 in canonical
+JSON version 2 (RFC 8785), the version a chip writes now (v2 and v3, in version 1, stay
+readable). It is signed by the
 boot key; the bundle carries the certificate chain that makes it checkable:
 chipmaker root -> chip certificate (device key) -> boot certificate (boot key + measurement).
 Bundle file: canonical JSON {"v":1,"certificate","boot_certificate","firmware","evidence"}, each a
@@ -17,10 +19,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
+    parse_statement,
     sign_envelope,
     statement,
     verify_envelope,
@@ -44,6 +47,7 @@ from computewatch.formats.identity import (
 __all__ = [
     "PRED_ATTESTATION_V2",
     "PRED_ATTESTATION_V3",
+    "PRED_ATTESTATION_V4",
     "AttestationClaims",
     "BundleFormatError",
     "make_evidence",
@@ -56,7 +60,11 @@ PRED_ATTESTATION_V2 = PRED_ATTESTATION.removesuffix(":v1") + ":v2"
 # v3 adds "root_of_trust": {"counter"}: the monotonic counter value sealed state is bound to, so
 # the register can see the counter move (and never back). v2 stays readable (no counter claim).
 PRED_ATTESTATION_V3 = PRED_ATTESTATION.removesuffix(":v1") + ":v3"
-_ACCEPTED = (PRED_ATTESTATION_V2, PRED_ATTESTATION_V3)
+# v4 is v3 in canonical JSON version 2 (RFC 8785); written now.
+PRED_ATTESTATION_V4 = PRED_ATTESTATION.removesuffix(":v1") + ":v4"
+_ACCEPTED = (PRED_ATTESTATION_V2, PRED_ATTESTATION_V3, PRED_ATTESTATION_V4)
+# predicate type -> canonical JSON version (v1 only so that its refusal can say why)
+_VERSIONS = {PRED_ATTESTATION: 1, PRED_ATTESTATION_V2: 1, PRED_ATTESTATION_V3: 1, PRED_ATTESTATION_V4: 2}
 _BUNDLE_FIELDS = ("certificate", "boot_certificate", "firmware", "evidence")
 
 
@@ -71,8 +79,8 @@ def make_evidence(
 ) -> bytes:
     """Sign `claims` (which include the nonce) and bundle the chain; returns the bundle bytes."""
     subject_digest = {"sha256": claims["log"]["root"]}
-    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION_V3, claims)
-    evidence = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), boot_key)
+    stmt = statement([(f"chip/{serial}", subject_digest)], PRED_ATTESTATION_V4, claims)
+    evidence = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), boot_key)
     return canonical_json(
         {
             "v": 1,
@@ -189,15 +197,13 @@ def verify_attestation(
         lambda: verify_envelope(env["evidence"], [boot.boot_key]),
         "evidence envelope is malformed",
     )
-    stmt = _step("evidence payload", lambda: parse_canonical_json(payload))
-    if isinstance(stmt, dict) and stmt.get("predicateType") == PRED_ATTESTATION:
+    stmt, _version = _step("evidence payload", lambda: parse_statement(payload, _VERSIONS))
+    if stmt["predicateType"] == PRED_ATTESTATION:
         raise AttestationError(
             f"evidence: predicate type {PRED_ATTESTATION} predates the firmware's log self-check; "
-            f"only {' and '.join(_ACCEPTED)} are accepted"
+            f"only {', '.join(_ACCEPTED)} are accepted"
         )
-    if not isinstance(stmt, dict) or stmt.get("predicateType") not in _ACCEPTED:
-        raise AttestationError(f"evidence: predicate type is not {' or '.join(_ACCEPTED)}")
-    v3 = stmt["predicateType"] == PRED_ATTESTATION_V3
+    v3 = stmt["predicateType"] in (PRED_ATTESTATION_V3, PRED_ATTESTATION_V4)  # with the root-of-trust counter
     c = stmt.get("predicate")
     if not isinstance(c, dict):
         raise AttestationError("evidence: predicate is not a JSON object")

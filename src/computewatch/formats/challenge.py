@@ -24,6 +24,12 @@ recomputed from the nearest checkpoint; ``after`` the state after step t (asked 
 mode, where a replay is compared by distance); ``ops`` the canonical JSON list ``[[operator
 name, BLAKE3 of its outputs], ...]`` of the step as the Prover's program dispatched it, for
 bisection to one operator. A missing answer or ``refused`` is a refusal.
+
+Format version 2 (docs/formats.md): challenges and responses are written at ``"v": 2``, the same
+fields in canonical JSON version 2 (RFC 8785), and the tag of a v2 challenge is over the RFC 8785
+encoding of the document without ``tag``; ``"v": 1`` challenges (tag over canonical JSON version
+1) and responses stay readable. A response is not signed or hashed: it is read as any JSON and
+judged by its contents (the challenge inside by its tag, the objects by their digests).
 """
 
 from __future__ import annotations
@@ -36,16 +42,18 @@ from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.atomic import atomic_write
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json_at, canonical_json_v2, parse_canonical_json_tagged
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.digest import blake3_bytes
 
 __all__ = [
     "CHALLENGE_KIND",
+    "CHALLENGE_VERSION",
     "RESPONSE_FILE",
     "RESPONSE_KIND",
     "challenge_tag",
     "check_challenge",
+    "encode_challenge",
     "read_response",
     "response_object",
     "write_response",
@@ -54,20 +62,36 @@ __all__ = [
 CHALLENGE_KIND = "computewatch/step-challenge"
 RESPONSE_KIND = "computewatch/step-response"
 RESPONSE_FILE = "response.json"
+CHALLENGE_VERSION = 2  # written; 1 (legacy canonical JSON) is still read
+_VERSIONS = (1, 2)  # a document's "v" is also its canonical JSON version
 _TAG_CONTEXT = b"computewatch step challenge v1\x00"
 _CHALLENGE_FIELDS = {"v", "kind", "run_id", "precommitment_digest", "records_root", "steps_count", "mode", "issued_ns", "deadline_s", "steps", "tag"}
 _ANSWER_FIELDS = {"step", "rank", "before", "after", "ops", "refused"}
 
 
+def _version(doc: Any) -> int:
+    v = doc.get("v") if isinstance(doc, dict) else None
+    if isinstance(v, bool) or v not in _VERSIONS:
+        raise FormatError(f"version {v!r}: this reader knows versions {list(_VERSIONS)}")
+    return int(v)
+
+
 def challenge_tag(doc: dict[str, Any], secret: bytes) -> str:
+    """HMAC over the document without ``tag``, in the canonical JSON its ``"v"`` names."""
     body = {k: v for k, v in doc.items() if k != "tag"}
-    return hmac.new(hashlib.sha256(_TAG_CONTEXT + secret).digest(), canonical_json(body), hashlib.sha256).hexdigest()
+    encoded = canonical_json_at(_version(doc), body)
+    return hmac.new(hashlib.sha256(_TAG_CONTEXT + secret).digest(), encoded, hashlib.sha256).hexdigest()
+
+
+def encode_challenge(doc: dict[str, Any]) -> bytes:
+    """A challenge's file bytes (``CHALLENGE.json``): the canonical JSON its ``"v"`` names."""
+    return canonical_json_at(_version(doc), doc)
 
 
 def check_challenge(doc: Any, secret: bytes | None = None) -> dict[str, Any]:
     """Validate a challenge's shape (and its tag, given the Verifier's secret)."""
-    if not isinstance(doc, dict) or doc.get("kind") != CHALLENGE_KIND or doc.get("v") != 1:
-        raise FormatError(f"not a v1 {CHALLENGE_KIND} document")
+    if not isinstance(doc, dict) or doc.get("kind") != CHALLENGE_KIND or isinstance(doc.get("v"), bool) or doc.get("v") not in _VERSIONS:
+        raise FormatError(f"not a v1 or v2 {CHALLENGE_KIND} document")
     if set(doc) != _CHALLENGE_FIELDS:
         raise FormatError(f"a step challenge has exactly the fields {sorted(_CHALLENGE_FIELDS)}")
     steps = doc["steps"]
@@ -100,8 +124,8 @@ def write_response(root: str | os.PathLike[str], challenge: dict[str, Any], answ
     (folder / "objects").mkdir(parents=True, exist_ok=True)
     for digest, data in objects.items():
         atomic_write(folder / "objects" / digest, data)
-    doc = {"v": 1, "kind": RESPONSE_KIND, "challenge": challenge, "answers": answers}
-    atomic_write(folder / RESPONSE_FILE, canonical_json(doc))
+    doc = {"v": CHALLENGE_VERSION, "kind": RESPONSE_KIND, "challenge": challenge, "answers": answers}
+    atomic_write(folder / RESPONSE_FILE, canonical_json_v2(doc))
     return folder / RESPONSE_FILE
 
 
@@ -112,14 +136,15 @@ def read_response(root: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise FormatError(f"{path}: cannot read the response ({exc.strerror})") from None
     try:
-        doc = parse_canonical_json(raw)
+        doc, _ = parse_canonical_json_tagged(raw, _version)
     except FormatError:
-        try:
+        try:  # not signed or hashed: any JSON is read, and judged by what it holds
             doc = json.loads(raw)
         except ValueError as exc:
             raise FormatError(f"{path} is not JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != RESPONSE_KIND or doc.get("v") != 1 or not isinstance(doc.get("answers"), list):
-        raise FormatError(f"{path} is not a v1 {RESPONSE_KIND}")
+    if (not isinstance(doc, dict) or doc.get("kind") != RESPONSE_KIND or isinstance(doc.get("v"), bool)
+            or doc.get("v") not in _VERSIONS or not isinstance(doc.get("answers"), list)):
+        raise FormatError(f"{path} is not a v1 or v2 {RESPONSE_KIND}")
     for a in doc["answers"]:
         if not isinstance(a, dict) or set(a) != _ANSWER_FIELDS or not isinstance(a["step"], int) or not isinstance(a["rank"], int):
             raise FormatError(f"{path}: every answer has exactly the fields {sorted(_ANSWER_FIELDS)}")

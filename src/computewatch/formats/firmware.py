@@ -4,7 +4,10 @@ An image is a code blob plus a manifest: an in-toto statement in a DSSE envelope
 chipmaker, naming the code's SHA-256, a version, an anti-rollback security version and the
 policy the firmware enforces (snapshot rate f, epoch length, checkpoint interval, log mode).
 The measurement of an image is SHA-256 of the signed manifest payload, so it covers the code
-digest and the policy alike.
+digest and the policy alike. Manifests are written at predicate type
+`urn:computewatch:firmware:v2` (RFC 8785 canonical JSON); the legacy `:v1` (canonical JSON
+version 1, the same predicate) stays readable, so images signed before still boot and measure
+to what they always measured.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from computewatch.crypto.atomic import atomic_write
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
+    parse_statement,
+    predicate_type,
     sign_envelope,
     statement,
     verify_envelope,
@@ -37,9 +42,11 @@ from computewatch.formats.chip_entry import (
 )
 from computewatch.formats.errors import BootError
 
-__all__ = ["LOG_MODES", "MAX_SNAPSHOTS_PER_DAY", "FirmwareImage", "FirmwarePolicy", "VerifiedFirmware", "build_image", "read_manifest", "verify_image"]
+__all__ = ["LOG_MODES", "MAX_SNAPSHOTS_PER_DAY", "PRED_FIRMWARE_V2", "FirmwareImage", "FirmwarePolicy", "VerifiedFirmware", "build_image", "read_manifest", "verify_image"]
 
 LOG_MODES = ("on-chip", "report")
+PRED_FIRMWARE_V2 = predicate_type("firmware", 2)
+_MANIFEST_VERSIONS = {PRED_FIRMWARE: 1, PRED_FIRMWARE_V2: 2}  # predicate type -> canonical JSON version
 # One snapshot per busy second on average: above it the chip would spend its time snapshotting,
 # and one epoch's schedule (every arrival is drawn and logged) would not fit in memory.
 MAX_SNAPSHOTS_PER_DAY = 86_400.0
@@ -138,8 +145,8 @@ def build_image(
         "code_sha256": code_sha,
         "policy": policy.to_json(),
     }
-    stmt = statement([(f"firmware/{name}", {"sha256": code_sha})], PRED_FIRMWARE, predicate)
-    return FirmwareImage(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), chipmaker_key), bytes(code))
+    stmt = statement([(f"firmware/{name}", {"sha256": code_sha})], PRED_FIRMWARE_V2, predicate)
+    return FirmwareImage(sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), chipmaker_key), bytes(code))
 
 
 @dataclass(frozen=True)
@@ -160,10 +167,8 @@ def read_manifest(manifest: Envelope, chipmaker_root: VerifyKey) -> VerifiedFirm
     except ComputewatchError as exc:
         raise BootError(f"firmware manifest is not signed by the chipmaker root: {exc}") from None
     try:
-        doc = parse_canonical_json(payload)
+        doc, _version = parse_statement(payload, _MANIFEST_VERSIONS)  # one encoding per predicate type
         p = doc["predicate"]
-        if doc["predicateType"] != PRED_FIRMWARE:
-            raise FormatError(f"predicate type {doc['predicateType']!r}")
         return VerifiedFirmware(
             name=str(p["name"]),
             version=str(p["version"]),

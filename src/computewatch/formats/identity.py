@@ -4,6 +4,11 @@ DICE-shaped: the device key (DeviceID) is certified by the chipmaker at manufact
 verified boot a boot key (Alias key) is derived from the device secret and the firmware
 measurement, and the device key certifies it together with that measurement. Firmware that is
 not the measured image therefore cannot hold the boot key that signs the log and the evidence.
+
+Both certificates are written at predicate type v2 (`urn:computewatch:chip-certificate:v2`,
+`urn:computewatch:boot-certificate:v2`: canonical JSON version 2, RFC 8785); the legacy v1 types
+(canonical JSON version 1, the same predicates) stay readable, so chips certified before keep
+their certificates. A certificate's bytes must be exactly the encoding its predicate type names.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from typing import Any
 
 import blake3
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json_v2
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
+    parse_statement,
+    predicate_type,
     sign_envelope,
     statement,
     verify_envelope,
@@ -34,6 +41,8 @@ from computewatch.formats.chip_entry import (
 
 __all__ = [
     "BOOT_KEY_CONTEXT",
+    "PRED_BOOT_CERT_V2",
+    "PRED_CHIP_CERT_V2",
     "BootCertificate",
     "ChipCertificate",
     "derive_boot_key",
@@ -44,6 +53,11 @@ __all__ = [
 ]
 
 BOOT_KEY_CONTEXT = "computewatch 2026 chip boot key v1"
+PRED_CHIP_CERT_V2 = predicate_type("chip-certificate", 2)
+PRED_BOOT_CERT_V2 = predicate_type("boot-certificate", 2)
+# predicate type -> canonical JSON version of the payload (v1: legacy, read only)
+_CHIP_CERT_VERSIONS = {PRED_CHIP_CERT: 1, PRED_CHIP_CERT_V2: 2}
+_BOOT_CERT_VERSIONS = {PRED_BOOT_CERT: 1, PRED_BOOT_CERT_V2: 2}
 
 
 def derive_boot_key(device_secret: bytes, measurement: bytes) -> SigningKey:
@@ -55,19 +69,23 @@ def derive_boot_key(device_secret: bytes, measurement: bytes) -> SigningKey:
 
 
 def _sign_statement(key: SigningKey, subject: str, subject_key: VerifyKey, pred: str, predicate: dict[str, Any]) -> Envelope:
+    """Sign a v2 certificate (`pred` is a v2 predicate type): RFC 8785 payload."""
     stmt = statement([(subject, {"sha256": subject_key.keyid})], pred, predicate)
-    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), key)
 
 
 def _statement_payload(
-    env: Envelope | dict[str, Any], keys: list[VerifyKey], pred: str, what: str
+    env: Envelope | dict[str, Any], keys: list[VerifyKey], preds: dict[str, int], what: str
 ) -> tuple[Envelope, dict[str, Any]]:
     if isinstance(env, dict):
         env = envelope_from_obj(env, what)
     payload = verify_envelope(env, keys)
-    doc = parse_canonical_json(payload)
-    if not isinstance(doc, dict) or doc.get("predicateType") != pred or not isinstance(doc.get("predicate"), dict):
-        raise FormatError(f"{what}: predicate type is not {pred}")
+    try:
+        doc, _version = parse_statement(payload, preds)
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
+    if not isinstance(doc.get("predicate"), dict):
+        raise FormatError(f"{what}: predicate is not a JSON object")
     return env, doc["predicate"]
 
 
@@ -91,12 +109,12 @@ def issue_chip_certificate(
         "peak_flops": str(int(peak_flops)),
         "device_public_key": device_key.raw.hex(),
     }
-    return _sign_statement(chipmaker_key, f"chip/{serial}", device_key, PRED_CHIP_CERT, predicate)
+    return _sign_statement(chipmaker_key, f"chip/{serial}", device_key, PRED_CHIP_CERT_V2, predicate)
 
 
 def verify_chip_certificate(env: Envelope | dict[str, Any], chipmaker_root: VerifyKey) -> ChipCertificate:
     """Check the chipmaker's signature and the fields; raises SignatureError / FormatError."""
-    env, p = _statement_payload(env, [chipmaker_root], PRED_CHIP_CERT, "chip certificate")
+    env, p = _statement_payload(env, [chipmaker_root], _CHIP_CERT_VERSIONS, "chip certificate")
     try:
         raw = from_hex(p["device_public_key"], "device_public_key", 32)
         peak = int_field(p, "peak_flops", "chip certificate")
@@ -140,11 +158,11 @@ def issue_boot_certificate(
             "security_version": security_version,
         },
     }
-    return _sign_statement(device_key, f"chip/{serial}/boot/{boot}", boot_key, PRED_BOOT_CERT, predicate)
+    return _sign_statement(device_key, f"chip/{serial}/boot/{boot}", boot_key, PRED_BOOT_CERT_V2, predicate)
 
 
 def verify_boot_certificate(env: Envelope | dict[str, Any], device_key: VerifyKey) -> BootCertificate:
-    env, p = _statement_payload(env, [device_key], PRED_BOOT_CERT, "boot certificate")
+    env, p = _statement_payload(env, [device_key], _BOOT_CERT_VERSIONS, "boot certificate")
     try:
         fw = p["firmware"]
         return BootCertificate(

@@ -3,7 +3,9 @@
 A landmark (a registered party with a key and declared coordinates) sends a fresh 32-byte nonce;
 the chip signs `answer_input(landmark keyid, serial, nonce)` with its certified device key; the
 landmark measures the round trip from sending the nonce to receiving the answer, over several
-rounds, and signs a record (DSSE, in-toto statement, predicate `urn:computewatch:location:v1`):
+rounds, and signs a record (DSSE, in-toto statement, predicate `urn:computewatch:location:v2` in
+RFC 8785 canonical JSON; the legacy `urn:computewatch:location:v1`, canonical JSON version 1, is
+still read):
 
     {"landmark": keyid, "serial", "device_key": hex, "time": ISO-8601 UTC,
      "rounds": [{"nonce": hex, "signature": base64, "rtt_ns": decimal string}, ...]}
@@ -21,14 +23,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_v2
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, predicate_type, sign_envelope, statement
+from computewatch.crypto.dsse import parse_statement as parse_intoto
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats.chip_entry import b64, decimal, envelope_from_obj, envelope_to_obj, from_b64, from_hex
 
 __all__ = [
     "PRED_LOCATION",
+    "PRED_LOCATION_V1",
     "LocationRecord",
     "Round",
     "answer_input",
@@ -38,7 +42,9 @@ __all__ = [
     "sign_record",
 ]
 
-PRED_LOCATION = predicate_type("location")
+PRED_LOCATION = predicate_type("location", 2)
+PRED_LOCATION_V1 = predicate_type("location", 1)  # legacy: read, never written
+_VERSIONS = {PRED_LOCATION_V1: 1, PRED_LOCATION: 2}  # predicate type -> canonical JSON version
 _ANSWER_CONTEXT = "computewatch location answer v1"
 
 
@@ -88,16 +94,17 @@ def sign_record(key: SigningKey, serial: str, device_key: bytes, time: str, roun
         "rounds": [r.to_json() for r in rounds],
     }
     stmt = statement([(f"chip/{serial}", {"sha256": hashlib.sha256(device_key).hexdigest()})], PRED_LOCATION, predicate)
-    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), key)
 
 
 def read_record(env: Envelope) -> LocationRecord:
     """Parse a record's statement (its signature is NOT checked here: see the register)."""
     if env.payload_type != PAYLOAD_TYPE_INTOTO:
         raise FormatError(f"location record: payload type {env.payload_type!r} is not in-toto")
-    stmt = parse_canonical_json(env.payload)
-    if not isinstance(stmt, dict) or stmt.get("predicateType") != PRED_LOCATION:
-        raise FormatError(f"location record: predicate type is not {PRED_LOCATION}")
+    try:
+        stmt, _version = parse_intoto(env.payload, _VERSIONS)  # one encoding per predicate type
+    except FormatError as exc:
+        raise FormatError(f"location record: {exc}") from None
     p = stmt.get("predicate")
     if not isinstance(p, dict) or not isinstance(p.get("rounds"), list) or not p["rounds"]:
         raise FormatError("location record: the predicate holds no rounds")

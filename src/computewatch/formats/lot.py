@@ -1,6 +1,7 @@
 """Lot certificates: a chipmaker signs one manifest over a lot of chip certificates.
 
-The manifest (predicate `urn:computewatch:chip-lot:v1`, docs/formats.md) carries the RFC 9162
+The manifest (predicate `urn:computewatch:chip-lot:v2`, RFC 8785 canonical JSON; the legacy
+`urn:computewatch:chip-lot:v1` in canonical JSON version 1 stays readable; docs/formats.md) carries the RFC 9162
 root whose leaf i is the exact bytes of chip i's certificate (its `certificate.json`). A
 register checks one signature per lot and then, per chip, that the certificate is a leaf of
 that tree: an inclusion proof, or for a whole lot delivered in order the root recomputed over
@@ -19,16 +20,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import MAX_SAFE_INTEGER, canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import MAX_SAFE_INTEGER, canonical_json, canonical_json_v2, parse_canonical_json
 from computewatch.crypto.dsse import PAYLOAD_TYPE_INTOTO, Envelope, predicate_type, sign_envelope, statement, verify_envelope
+from computewatch.crypto.dsse import parse_statement as parse_intoto
 from computewatch.crypto.errors import ComputewatchError, FormatError, ProofError, SignatureError
 from computewatch.crypto.merkle import HASH_SIZE, MerkleTree, leaf_hash, root_from_leaf_hashes, verify_inclusion
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.formats.chip_entry import PRED_CHIP_CERT, from_hex, int_field
+from computewatch.formats.identity import PRED_CHIP_CERT_V2
 
 __all__ = [
     "LOT_PROOF_VERSION",
     "PRED_CHIP_LOT",
+    "PRED_CHIP_LOT_V1",
     "CertificateClaims",
     "LotManifest",
     "LotProof",
@@ -39,7 +43,10 @@ __all__ = [
     "verify_lot_manifest",
 ]
 
-PRED_CHIP_LOT = predicate_type("chip-lot")
+PRED_CHIP_LOT = predicate_type("chip-lot", 2)
+PRED_CHIP_LOT_V1 = predicate_type("chip-lot", 1)  # legacy: read, never written
+_LOT_VERSIONS = {PRED_CHIP_LOT_V1: 1, PRED_CHIP_LOT: 2}  # predicate type -> canonical JSON version
+_CHIP_CERT_VERSIONS = {PRED_CHIP_CERT: 1, PRED_CHIP_CERT_V2: 2}
 LOT_PROOF_VERSION = 1
 _TREE = "rfc9162-sha256"
 _LEAF = "chip-certificate"
@@ -136,7 +143,7 @@ def issue_lot(
     predicate = {"lot": lot, "chipmaker": {"name": chipmaker_name, "keyid": keyid}, "count": n, "tree": _TREE,
                  "leaf": _LEAF, "root": root.hex()}
     stmt = statement([(f"lot/{lot}", {"sha256": root.hex()})], PRED_CHIP_LOT, predicate)
-    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    env = sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json_v2(stmt), key)
     proofs = [LotProof(lot, keyid, n, i, root, tuple(tree.inclusion_proof(i))) for i in range(n)]
     return env, proofs
 
@@ -150,19 +157,22 @@ def verify_lot_manifest(data: bytes | Envelope, roots: Mapping[str, VerifyKey]) 
     signer: VerifyKey | None = None
     payload = b""
     hinted = [roots[k] for k, _ in env.signatures if k in roots]
-    for root in hinted + [r for r in roots.values() if r not in hinted]:
+    for candidate in hinted + [r for r in roots.values() if r not in hinted]:
         try:
-            payload = verify_envelope(env, [root])
+            payload = verify_envelope(env, [candidate])
         except SignatureError:
             continue
-        signer = root
+        signer = candidate
         break
     if signer is None:
         raise SignatureError("lot manifest does not verify under any pinned chipmaker root (forged, altered or "
                              "signed by a chipmaker that is not registered)")
-    doc = parse_canonical_json(payload)
-    if not isinstance(doc, dict) or doc.get("predicateType") != PRED_CHIP_LOT or not isinstance(doc.get("predicate"), dict):
-        raise FormatError(f"lot manifest: predicate type is not {PRED_CHIP_LOT}")
+    try:
+        doc, _version = parse_intoto(payload, _LOT_VERSIONS)
+    except FormatError as exc:
+        raise FormatError(f"lot manifest: {exc}") from None
+    if not isinstance(doc.get("predicate"), dict):
+        raise FormatError("lot manifest: predicate is not a JSON object")
     p = doc["predicate"]
     fields = {"lot", "chipmaker", "count", "tree", "leaf", "root"}
     if set(p) != fields:
@@ -199,7 +209,8 @@ class CertificateClaims:
 
 # The exact bytes computewatch writes for a chip certificate (canonical JSON, one signature, strings
 # without escapes): a match is the canonical encoding of exactly these fields, so the claims can
-# be read from the groups. Anything else, valid or not, takes the general path below.
+# be read from the groups. Anything else, valid or not, takes the general path below. With only
+# strings in it, the payload is the same under canonical JSON v1 (certificate v1) and RFC 8785 (v2).
 _STR = rb'"([^"\\\x00-\x1f]{0,200})"'
 _ENVELOPE_RE = re.compile(
     rb'\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"application/vnd\.in-toto\+json",'
@@ -208,7 +219,7 @@ _ENVELOPE_RE = re.compile(
 _PAYLOAD_RE = re.compile(
     rb'\{"_type":"https://in-toto\.io/Statement/v1","predicate":\{"device_public_key":"([0-9a-f]{64})",'
     rb'"model":' + _STR + rb',"peak_flops":"(0|[1-9][0-9]{0,30})","serial":' + _STR + rb'\},'
-    rb'"predicateType":"urn:computewatch:chip-certificate:v1","subject":\[\{"digest":\{"sha256":"([0-9a-f]{64})"\},'
+    rb'"predicateType":"urn:computewatch:chip-certificate:v[12]","subject":\[\{"digest":\{"sha256":"([0-9a-f]{64})"\},'
     rb'"name":"chip/\4"\}\]\}'
 )
 
@@ -252,9 +263,7 @@ def _claims_general(data: bytes) -> CertificateClaims:
         payload = env["payload"]
         if not isinstance(payload, str):
             raise FormatError("payload must be a base64 string")
-        doc = parse_canonical_json(base64.b64decode(payload.encode("ascii"), validate=True))
-        if not isinstance(doc, dict) or doc.get("predicateType") != PRED_CHIP_CERT:
-            raise FormatError(f"predicate type is not {PRED_CHIP_CERT}")
+        doc, _version = parse_intoto(base64.b64decode(payload.encode("ascii"), validate=True), _CHIP_CERT_VERSIONS)
         p = doc["predicate"]
         serial, model, key_hex = p["serial"], p["model"], p["device_public_key"]
         if not isinstance(serial, str) or not isinstance(model, str):

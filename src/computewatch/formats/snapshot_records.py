@@ -2,31 +2,55 @@
 
 `snapshots/rank-<r>.jsonl` holds one canonical-JSON line per snapshot the rank's chip returned;
 its `object` is the chip's copy-out (safetensors, tensors `region.00000`, ... in memory order),
-which must hash to the shard digest the chip logged.
+which must hash to the shard digest the chip logged. A record with ``"v": 2`` is in canonical
+JSON version 2 (RFC 8785), the version a Recorder writes for a run in version 2; a record
+without ``"v"`` (version 1) is in the legacy encoding; each line must be exactly its version's
+encoding.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import safetensors.torch
 import torch
 
+from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged, version_of_v_field
 from computewatch.crypto.hashing import hash_regions
 from computewatch.crypto.regions import shard_digest
 from computewatch.formats.storage import RunStorage, StoreError
 
-__all__ = ["SNAPSHOTS_DIR", "SNAPSHOT_FIELDS", "load_copy_out", "parse_snapshot_record", "read_snapshot_records", "snapshot_file"]
+__all__ = [
+    "SNAPSHOTS_DIR",
+    "SNAPSHOT_FIELDS",
+    "encode_snapshot_record",
+    "load_copy_out",
+    "parse_snapshot_record",
+    "read_snapshot_records",
+    "snapshot_file",
+]
 
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_FIELDS = frozenset({"rank", "chip_id", "counter", "step", "clock_ns", "shard_digest", "regions", "object", "stall_s"})
 
 
+_V2 = 2
+
+
+def _canonical_of(obj: Any) -> int:
+    """The canonical JSON version of a record: 2 for "v": 2, 1 for a record without "v"."""
+    return version_of_v_field(obj, _V2, "snapshot record")
+
+
+def encode_snapshot_record(record: dict[str, Any]) -> bytes:
+    """One line of a snapshot file: the record in the canonical JSON its version names, and a newline."""
+    return canonical_json_at(_canonical_of(record), record) + b"\n"
+
+
 def parse_snapshot_record(obj: Any, rank: int) -> dict[str, Any]:
     """A snapshot record's fields and types (ValueError naming the problem otherwise)."""
-    if not isinstance(obj, dict) or set(obj) != SNAPSHOT_FIELDS:
-        raise ValueError(f"a snapshot record has exactly the fields {sorted(SNAPSHOT_FIELDS)}")
+    if not isinstance(obj, dict) or set(obj) - {"v"} != SNAPSHOT_FIELDS:
+        raise ValueError(f"a snapshot record has exactly the fields {sorted(SNAPSHOT_FIELDS)} (and \"v\": 2 in v2)")
     if obj["rank"] != rank:
         raise ValueError(f"record of rank {obj['rank']!r} in the file of rank {rank}")
     for name in ("counter", "step"):
@@ -57,8 +81,9 @@ def read_snapshot_records(storage: RunStorage, rank: int) -> list[dict[str, Any]
     out = []
     for lineno, line in enumerate(data.splitlines(), 1):
         try:
-            out.append(parse_snapshot_record(json.loads(line), rank))
-        except ValueError as exc:
+            obj, _ = parse_canonical_json_tagged(line, _canonical_of)  # exactly its version's encoding
+            out.append(parse_snapshot_record(obj, rank))
+        except ValueError as exc:  # FormatError is a ValueError too
             raise StoreError(f"{storage.path(rel)} line {lineno} is malformed: {exc}") from None
     return out
 

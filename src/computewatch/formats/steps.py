@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged
+from computewatch.crypto.canonical import canonical_json_at, parse_canonical_json_tagged, version_of_v_field
 from computewatch.crypto.errors import FormatError
 from computewatch.crypto.merkle import root_from_leaves
 from computewatch.formats.commitments import StateCommitment
@@ -126,11 +126,7 @@ class StepRecord:
 
 def _canonical_of(obj: Any) -> int:
     """The canonical JSON version of a record: 2 for a v3 record, 1 for v1/v2 (no "v")."""
-    if not isinstance(obj, dict) or "v" not in obj:
-        return 1
-    if obj["v"] != _V3 or isinstance(obj["v"], bool):
-        raise FormatError(f"step record version {obj['v']!r}: only v3 carries a version field")
-    return 2
+    return version_of_v_field(obj, _V3, "step record")
 
 
 def _count(value: Any) -> bool:

@@ -57,7 +57,6 @@ from typing import Any, Protocol
 import torch
 
 from computewatch import _faults
-from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.signing import SigningKey
@@ -82,7 +81,7 @@ from computewatch.formats.manifest import (
 from computewatch.formats.precommitment import Precommitment
 from computewatch.formats.program import PROGRAM_DIR, ProgramSource, code_digest_of, current_environment
 from computewatch.formats.seed import derive_run_seed
-from computewatch.formats.snapshot_records import snapshot_file
+from computewatch.formats.snapshot_records import encode_snapshot_record, snapshot_file
 from computewatch.formats.steps import StepLog, StepRecord, batch_root
 from computewatch.formats.storage import ObjectStore, RunStorage, StoreError
 from computewatch.prover.commitments import StepCommitter
@@ -528,7 +527,9 @@ class Recorder:
             "object": digest,
             "stall_s": snap.stall_s,
         }
-        self.storage.append(snapshot_file(self.rank), canonical_json(line) + b"\n")
+        if self.precommitment.canonical == 2:  # one encoding per run, as the step records
+            line["v"] = 2
+        self.storage.append(snapshot_file(self.rank), encode_snapshot_record(line))
 
     @property
     def writer_busy_s(self) -> float:

@@ -11,13 +11,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
-    predicate_type,
     sign_envelope,
-    statement,
     verify_envelope,
 )
 from computewatch.crypto.errors import ComputewatchError
@@ -26,12 +23,12 @@ from computewatch.registry import schema as s
 from computewatch.registry.unit import Service
 from computewatch.registry._location import location_problems
 from computewatch.registry.errors import NotFoundError, RegistryError
+from computewatch.registry.inspection_record import PRED_INSPECTION, encode_inspection, parse_inspection
 from computewatch.registry.rows import Inspection, InspectionCheck, InspectionResult, QueuedSnapshot, Refusal
 
 
 __all__ = ["PRED_INSPECTION", "QUEUE_STATUSES", "InspectionService"]
 
-PRED_INSPECTION = predicate_type("inspection")
 QUEUE_STATUSES = ("pending", "explained", "unexplained")
 
 
@@ -148,7 +145,7 @@ class InspectionService(Service):
                           key: SigningKey | None, *, plan: int | None, evidence: bytes | None = None,
                           log: bytes | None = None) -> int:
         subject_digest = {"sha256": predicate["root"] or hashlib.sha256(b"").hexdigest()}
-        body = canonical_json(statement([(f"chip/{item.label}", subject_digest)], PRED_INSPECTION, predicate))
+        body = encode_inspection(item.label, subject_digest, predicate)
         env = None if key is None else sign_envelope(PAYLOAD_TYPE_INTOTO, body, key).to_json()
         inspector_id = None if inspector is None else self._uow.party_row(conn, inspector).id
         return int(self._uow.insert_id(conn, insert(s.inspections).values(
@@ -173,7 +170,7 @@ class InspectionService(Service):
             r.id, conn.execute(select(s.items.c.label).where(s.items.c.id == r.item_id)).scalar_one(), r.outcome,
             json.loads(r.problems), json.loads(r.notes), r.tree_size, r.root, r.plan_id,
             self._uow.name_of(conn, r.holder_id), self._uow.name_of(conn, r.inspector_id), r.envelope is not None,
-            r.recorded_at, parse_canonical_json(bytes(r.statement)) if with_statement else None,
+            r.recorded_at, parse_inspection(bytes(r.statement)) if with_statement else None,
         )
 
     def inspection(self, inspection_id: int) -> Inspection:
@@ -208,7 +205,7 @@ class InspectionService(Service):
             item = conn.execute(select(s.items).where(s.items.c.id == r.item_id)).one()
             expected = self._svc.witness.expected(conn, item)
             inspector = self._uow.party_by_id(conn, r.inspector_id)
-        stmt = parse_canonical_json(bytes(r.statement))
+        stmt = parse_inspection(bytes(r.statement))
         p = stmt["predicate"]
         if r.envelope is not None:
             try:

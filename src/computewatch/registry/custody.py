@@ -1,9 +1,11 @@
 """Custody statements and records (docs/registry.md, "Custody statements").
 
 A transfer is a DSSE envelope over an in-toto Statement v1 with predicate type
-`urn:computewatch:custody-transfer:v1`, signed by the giving holder and countersigned by the
+`urn:computewatch:custody-transfer:v2`, signed by the giving holder and countersigned by the
 receiver: two signatures over the same pre-authentication encoding. A loss, damage or
-destruction report (`urn:computewatch:custody-report:v1`) is signed by the holder alone. Both
+destruction report (`urn:computewatch:custody-report:v2`) is signed by the holder alone. The v2
+types are in canonical JSON version 2 (RFC 8785); the legacy v1 types (version 1 canonical JSON)
+stay readable, so statements the register stored before still re-verify. Both
 carry the register's id and the item's next custody sequence number, so a signature cannot be
 replayed: not at another register, not for another item, not a second time.
 
@@ -18,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from computewatch.crypto.canonical import canonical_json, parse_canonical_json
+from computewatch.crypto.canonical import canonical_json, canonical_json_at
 from computewatch.crypto.dsse import (
     PAYLOAD_TYPE_INTOTO,
     Envelope,
@@ -27,6 +29,7 @@ from computewatch.crypto.dsse import (
     sign_envelope,
     statement,
 )
+from computewatch.crypto.dsse import parse_statement as parse_intoto_statement
 from computewatch.crypto.errors import ComputewatchError, SignatureError
 from computewatch.crypto.signing import SigningKey, VerifyKey
 from computewatch.registry.errors import CustodyError
@@ -34,11 +37,14 @@ from computewatch.registry.errors import CustodyError
 __all__ = [
     "GENESIS",
     "PRED_REPORT",
+    "PRED_REPORT_V1",
     "PRED_TRANSFER",
+    "PRED_TRANSFER_V1",
     "REPORT_KINDS",
     "CustodyStatement",
     "countersign",
     "custody_record",
+    "encode_statement",
     "item_subject",
     "parse_statement",
     "record_digest",
@@ -48,8 +54,17 @@ __all__ = [
     "transfer_statement",
 ]
 
-PRED_TRANSFER = predicate_type("custody-transfer")
-PRED_REPORT = predicate_type("custody-report")
+PRED_TRANSFER = predicate_type("custody-transfer", 2)
+PRED_REPORT = predicate_type("custody-report", 2)
+PRED_TRANSFER_V1 = predicate_type("custody-transfer", 1)  # legacy: read, never written
+PRED_REPORT_V1 = predicate_type("custody-report", 1)
+# predicate type -> (canonical JSON version of the payload, is a transfer)
+_PREDICATES = {
+    PRED_TRANSFER_V1: (1, True),
+    PRED_REPORT_V1: (1, False),
+    PRED_TRANSFER: (2, True),
+    PRED_REPORT: (2, False),
+}
 REPORT_KINDS = ("lost", "damaged", "destroyed")
 GENESIS = "00" * 32
 _TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
@@ -79,8 +94,10 @@ def transfer_statement(
     receiver: tuple[str, VerifyKey],
     facility: str | None,
     time: str,
+    predicate_type: str = PRED_TRANSFER,
 ) -> dict[str, Any]:
-    """The in-toto statement of a transfer that will take custody sequence number `seq`."""
+    """The in-toto statement of a transfer that will take custody sequence number `seq`
+    (`predicate_type` PRED_TRANSFER_V1 only to rebuild a legacy statement)."""
     predicate = {
         "register": register,
         "seq": seq,
@@ -89,7 +106,9 @@ def transfer_statement(
         "facility": facility,
         "time": time,
     }
-    return statement([subject], PRED_TRANSFER, predicate)
+    if _PREDICATES.get(predicate_type, (0, False))[1] is not True:
+        raise CustodyError(f"a transfer's predicate type is {PRED_TRANSFER} (or the legacy {PRED_TRANSFER_V1})")
+    return statement([subject], predicate_type, predicate)
 
 
 def report_statement(
@@ -101,8 +120,10 @@ def report_statement(
     report: str,
     reason: str,
     time: str,
+    predicate_type: str = PRED_REPORT,
 ) -> dict[str, Any]:
-    """The in-toto statement of a holder's loss, damage or destruction report."""
+    """The in-toto statement of a holder's loss, damage or destruction report
+    (`predicate_type` PRED_REPORT_V1 only to rebuild a legacy statement)."""
     if report not in REPORT_KINDS:
         raise CustodyError(f"report must be one of {', '.join(REPORT_KINDS)}, got {report!r}")
     predicate = {
@@ -113,11 +134,21 @@ def report_statement(
         "reason": reason,
         "time": time,
     }
-    return statement([subject], PRED_REPORT, predicate)
+    if _PREDICATES.get(predicate_type, (0, True))[1] is not False:
+        raise CustodyError(f"a report's predicate type is {PRED_REPORT} (or the legacy {PRED_REPORT_V1})")
+    return statement([subject], predicate_type, predicate)
+
+
+def encode_statement(stmt: dict[str, Any]) -> bytes:
+    """The payload bytes of a custody statement: the canonical JSON its predicate type names."""
+    kind = _PREDICATES.get(str(stmt.get("predicateType")))
+    if kind is None:
+        raise CustodyError(f"custody statement: predicate type must be one of {sorted(_PREDICATES)}")
+    return canonical_json_at(kind[0], stmt)
 
 
 def sign_statement(stmt: dict[str, Any], key: SigningKey) -> Envelope:
-    return sign_envelope(PAYLOAD_TYPE_INTOTO, canonical_json(stmt), key)
+    return sign_envelope(PAYLOAD_TYPE_INTOTO, encode_statement(stmt), key)
 
 
 def countersign(env: Envelope, key: SigningKey) -> Envelope:
@@ -168,11 +199,10 @@ def parse_statement(env: Envelope | bytes) -> CustodyStatement:
             env = Envelope.from_json(env)
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
             raise CustodyError(f"custody statement: payload type {env.payload_type!r} is not in-toto")
-        doc = parse_canonical_json(env.payload)
+        # The predicate type names the payload's one canonical form (v1 legacy, v2 RFC 8785).
+        doc, _version = parse_intoto_statement(env.payload, {t: v for t, (v, _) in _PREDICATES.items()})
     except ComputewatchError as exc:
         raise CustodyError(f"custody statement: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("predicateType") not in (PRED_TRANSFER, PRED_REPORT):
-        raise CustodyError(f"custody statement: predicate type must be {PRED_TRANSFER} or {PRED_REPORT}")
     subjects, p = doc.get("subject"), doc.get("predicate")
     if not isinstance(subjects, list) or len(subjects) != 1 or not isinstance(p, dict):
         raise CustodyError("custody statement: needs exactly one subject and a predicate object")
@@ -182,7 +212,7 @@ def parse_statement(env: Envelope | bytes) -> CustodyStatement:
     seq = p.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise CustodyError("custody statement: 'seq' must be an integer >= 1")
-    transfer = doc["predicateType"] == PRED_TRANSFER
+    transfer = _PREDICATES[doc["predicateType"]][1]
     if transfer:
         _party_field(p, "from"), _party_field(p, "to")
         if p.get("facility") is not None:

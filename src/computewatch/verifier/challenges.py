@@ -25,7 +25,7 @@ from typing import Any
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import root_from_leaves
-from computewatch.formats.challenge import CHALLENGE_KIND, challenge_tag
+from computewatch.formats.challenge import CHALLENGE_KIND, CHALLENGE_VERSION, challenge_tag
 from computewatch.formats.commitments import checkpoint_commitment
 
 __all__ = ["commitment_summary", "draw_steps", "make_challenge", "relative_norms", "step_norm"]
@@ -155,7 +155,7 @@ def make_challenge(
     if count < 0 or top_q < 0:
         raise ValueError("--steps and --top-q must be >= 0")
     doc: dict[str, Any] = {
-        "v": 1,
+        "v": CHALLENGE_VERSION,
         "kind": CHALLENGE_KIND,
         "run_id": run_id,
         "precommitment_digest": precommitment_digest,
