@@ -115,35 +115,35 @@ def parse_canonical_json(data: bytes) -> Any:
     return _parse_careful(raw)
 
 
-def _parse_careful(raw: bytes) -> Any:
+def _parse_careful(raw: bytes, encode: Callable[[Any], bytes] = canonical_json, label: str = "canonical JSON", form: str = "canonical") -> Any:
+    """Parse `raw` strictly and require `encode` (version 1's `canonical_json` by default) to
+    give back the same bytes; every refusal names its problem, prefixed with `label`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FormatError(f"canonical JSON: not valid UTF-8 ({exc})") from None
+        raise FormatError(f"{label}: not valid UTF-8 ({exc})") from None
 
     def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in pairs:
             if key in out:
-                raise FormatError(f"canonical JSON: duplicate key {key!r}")
+                raise FormatError(f"{label}: duplicate key {key!r}")
             out[key] = value
         return out
 
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-        again = canonical_json(obj)
+        again = encode(obj)
     except FormatError:
         raise
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"canonical JSON: malformed ({exc})") from None
-    except ValueError as exc:
-        # An integer literal too long to convert (Python's 4300-digit limit); canonical integers
-        # are < 2**53 anyway.
-        raise FormatError(f"canonical JSON: malformed ({exc})") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        # ValueError also covers an integer literal too long to convert (Python's 4300-digit
+        # limit); canonical integers are < 2**53 anyway.
+        raise FormatError(f"{label}: malformed ({exc})") from None
     except RecursionError:
-        raise FormatError("canonical JSON: nested too deeply") from None
+        raise FormatError(f"{label}: nested too deeply") from None
     if again != raw:
-        raise FormatError("canonical JSON: input is valid JSON but not in canonical form")
+        raise FormatError(f"{label}: input is valid JSON but not in {form} form")
     return obj
 
 
@@ -221,11 +221,7 @@ def canonical_json_v2(obj: Any) -> bytes:
     """Encode `obj` per RFC 8785 (format version 2); raises FormatError on values it forbids
     (non-finite floats, integers beyond 2**53, non-string keys, other types)."""
     _check(obj, "$")
-    if not _needs_slow_path(obj):
-        return _fast_dumps(obj).encode("utf-8")
-    out: list[str] = []
-    _encode_v2(obj, out)
-    return "".join(out).encode("utf-8")
+    return encode_parsed_v2(obj)
 
 
 def encode_parsed_v2(obj: Any) -> bytes:
@@ -246,32 +242,7 @@ def parse_canonical_json_v2(data: bytes) -> Any:
     int where a float is expected (`float(value)`)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"canonical JSON v2: expected bytes, got {type(data).__name__}")
-    raw = bytes(data)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"canonical JSON v2: not valid UTF-8 ({exc})") from None
-
-    def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise FormatError(f"canonical JSON v2: duplicate key {key!r}")
-            out[key] = value
-        return out
-
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-        again = canonical_json_v2(obj)
-    except FormatError:
-        raise
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise FormatError(f"canonical JSON v2: malformed ({exc})") from None
-    except RecursionError:
-        raise FormatError("canonical JSON v2: nested too deeply") from None
-    if again != raw:
-        raise FormatError("canonical JSON v2: input is valid JSON but not in RFC 8785 form")
-    return obj
+    return _parse_careful(bytes(data), canonical_json_v2, "canonical JSON v2", "RFC 8785")
 
 
 # --- Choosing the version: a document's own version tag names its canonical form -------------
