@@ -30,6 +30,7 @@ from computewatch.formats.challenge import challenge_tag, read_response, respons
 from computewatch.formats.checkpoint import decode_checkpoint, encode_checkpoint
 from computewatch.formats.program import deterministic_cpu
 from computewatch.formats.seed import batches
+from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.respond import respond
 from computewatch.prover.runner import TrainConfig, build_run, demo_program, isolated_torch_state, run_hyperparameters
@@ -102,7 +103,8 @@ def forged_run(out: Path, steps: int, forged: Sequence[int], how: str = "break",
         optimizer = workload.build_optimizer(model)
         scheduler = workload.build_scheduler(optimizer)
         with Recorder(out, model=model, optimizer=optimizer, scheduler=scheduler, hyperparameters=run_hyperparameters(workload, config),
-                      dataset=run["commitment"], nonce=b"step-forgery", program=demo_program(), checkpoint_every=checkpoint_every) as rec:
+                      dataset=run["commitment"], nonce=b"step-forgery", program=demo_program(),
+                      config=RunConfig(checkpoint=CheckpointConfig(every=checkpoint_every), chip=ChipConfig(seconds_per_step=None))) as rec:
             for step, ids in batches(seed, len(corpus), workload.batch_size, steps):
                 loss = fn(workload, model, optimizer, scheduler, workload.collate([corpus.sample(i) for i in ids]), step)
                 rec.step(step, ids, loss)

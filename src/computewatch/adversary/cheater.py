@@ -25,6 +25,7 @@ from computewatch.chip import Chip, provision_chips
 from computewatch.formats.dataset import DatasetCommitment
 from computewatch.formats.program import ProgramSource, deterministic_cpu, load_program
 from computewatch.formats.seed import batches, derive_run_seed, init_generator
+from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import demo_program, isolated_torch_state
 from computewatch.prover.workloads import preset
@@ -137,10 +138,9 @@ def train_with_deviation(
                 dataset=commitment,
                 nonce=nonce,
                 program=source,
-                checkpoint_every=checkpoint_every,
+                config=RunConfig(run_id=run_id, checkpoint=CheckpointConfig(every=checkpoint_every),
+                                 chip=ChipConfig(seconds_per_step=chip_seconds_per_step)),
                 chip=(chip_wrapper or (lambda c: c))(_DeviousChip(chip, deviation.precommitment)),
-                chip_seconds_per_step=chip_seconds_per_step,
-                run_id=run_id,
             ) as rec:
                 for (t, committed), ids in zip(order, trained, strict=True):
                     loss = really.train_step(model, optimizer, scheduler, really.collate([corpus.sample(i) for i in ids]))

@@ -108,8 +108,9 @@ sys.path.insert(0, {root!r})
 import computewatch
 from hostile_program.train import make
 
-run = computewatch.monitor(make, {hp!r}, out="run", samples=96, checkpoint_every={every}, threads=1,
-                           chip_secret_seed=b"h" * 32, snapshots_per_day=24.0, chip_seconds_per_step=1800.0)
+config = computewatch.RunConfig(threads=1, checkpoint=computewatch.CheckpointConfig(every={every}),
+                                chip=computewatch.ChipConfig(secret_seed=b"h" * 32, snapshots_per_day=24.0, seconds_per_step=1800.0))
+run = computewatch.monitor(make, {hp!r}, out="run", samples=96, config=config)
 with run:
     for step, batch in run.batches({steps}):
         run.step(run.program.train_step(run.model, run.optimizer, run.scheduler, batch))

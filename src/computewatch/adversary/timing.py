@@ -122,6 +122,7 @@ def swapping_run(out: Path, chip_secret: bytes, illicit: set[int]) -> Path:
     from computewatch.formats.dataset import DatasetCommitment
     from computewatch.formats.program import deterministic_cpu
     from computewatch.formats.seed import batches, derive_run_seed, init_generator
+    from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
     from computewatch.prover.recorder import Recorder
     from computewatch.prover.runner import demo_program, isolated_torch_state
     from computewatch.prover.workloads import preset
@@ -146,8 +147,9 @@ def swapping_run(out: Path, chip_secret: bytes, illicit: set[int]) -> Path:
         swapping = _SwappingChip(chip, shadow, illicit)
         try:
             with Recorder(out, model=model, optimizer=optimizer, scheduler=scheduler, hyperparameters=hyperparameters,
-                          dataset=commitment, nonce=nonce, program=demo_program(), checkpoint_every=RUN["checkpoint_every"],
-                          chip=swapping, chip_seconds_per_step=STEP_SECONDS) as rec:
+                          dataset=commitment, nonce=nonce, program=demo_program(), chip=swapping,
+                          config=RunConfig(checkpoint=CheckpointConfig(every=RUN["checkpoint_every"]),
+                                           chip=ChipConfig(seconds_per_step=STEP_SECONDS))) as rec:
                 committer = getattr(rec, "_committer", None)
                 swapping.before_swap = committer.wait if committer is not None else None
                 for t, ids in batches(seed, len(corpus), declared.batch_size, STEPS):
