@@ -12,6 +12,11 @@ binds every line before it. Entries no such signature covers (a tail after the l
 or a boot's entries after its last checkpoint when the next boot begins) are reported as a
 problem: nothing the chip signed vouches for them. A later boot's checkpoint does not vouch for
 an earlier boot's entries (its firmware only read them back from storage).
+
+Speed (issue 24): `audit_log` hands runs of ordinary snapshot entries to the native fast path
+(`LogVerifier.fast_forward`, computewatch._native), which accepts only what `feed` would accept
+with no problem; every other line, and every problem message, comes from `feed`. Big logs also
+have their signatures verified ahead in worker processes (formats._audit_ahead).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from computewatch import _native
 from computewatch.crypto.errors import ComputewatchError, FormatError
 from computewatch.crypto.canonical import encode_parsed
 from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.regions import SHARD_HASH, SHARD_VERSION, Region
 from computewatch.crypto.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from computewatch.crypto.signing import VerifyKey
+from computewatch.formats._audit_ahead import SignaturesAhead, default_workers
 from computewatch.formats.chip_entry import (
     ENTRY_KINDS,
     GENESIS_PREV,
@@ -189,6 +196,7 @@ class LogVerifier:
         self.checkpoints_verified = 0
         self._line = b""
         self._layouts: dict[bytes, str] = {}  # region layouts checked -> their packing problem
+        self._ahead: SignaturesAhead | None = None  # signatures verified in worker processes
 
     @property
     def boot_key(self) -> VerifyKey | None:
@@ -224,6 +232,42 @@ class LogVerifier:
             self.tree.append(line)
             self.position += 1
         return out
+
+    def fast_forward(self, lines: list[bytes], start: int) -> int:
+        """Accept ordinary snapshot entries `lines[start:]` through the native fast path while it
+        accepts them; returns the position of the first line it did not take (`start` when none,
+        or when the fast path is off or the state is one it does not handle). Entries it takes
+        are exactly those `feed` would accept with no problem and the same state change
+        (tests/test_chip_audit_native.py compares reports); every other line goes to `feed`."""
+        native, ep = _native.chiplog(), self._epoch
+        if (
+            native is None
+            or ep is None
+            or start != self.position
+            or self._version != 2
+            or self._report_mode
+            or self._boot < 0
+            or type(ep.index) is not int
+            or not self.cert.serial.isascii()
+            or max(self._counter, self._boot, self._clock, self._busy, abs(ep.index)) >= 1 << 62
+        ):
+            return start
+        end, prev, leaves, counter, clock, busy = native.scan_snapshots(
+            lines, start, len(lines), bytes.fromhex(self._prev), self.cert.serial.encode("ascii"), self._counter,
+            self._boot, self._clock, self._busy, ep.index, ep.triggers, self._layouts,
+        )  # fmt: skip
+        if end == start:
+            return start
+        # What `feed` leaves behind after these entries (each unsigned: the span waits for the
+        # next checkpoint to attribute it).
+        for leaf in leaves:
+            self.tree.append_hash(leaf)
+        self.position, self._prev, self._line = end, prev.hex(), lines[end - 1]
+        self._counter, self._clock, self._busy = counter, clock, busy
+        self.snapshots += end - start
+        if self._pending is None:
+            self._pending = start
+        return end
 
     def _check(self, i: int, line: bytes, out: list[Problem]) -> None:
         def bad(msg: str, entry: int = i) -> None:
@@ -289,13 +333,20 @@ class LogVerifier:
             bad(f"version {v} entry in a boot session written in version {self._version}")
         self._newest_version = max(self._newest_version, v)
 
+    def _verify_sig(self, key: VerifyKey, e: dict[str, Any], line: bytes) -> None:
+        """Raise ComputewatchError unless the entry's signature verifies under `key`; a signature
+        a worker already verified under the same key (audit_log's `workers`) is not verified twice."""
+        if self._ahead is not None and self._ahead.verified(self.position, key):
+            return
+        # The signed bytes are cut from the (already canonical) line, not encoded again.
+        key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+
     def _check_sig(self, e: dict[str, Any], bad: Any, line: bytes) -> None:
         if self._boot_key is None:
             bad("entry precedes any valid boot entry: no boot key to verify it")
             return
         try:
-            # The signed bytes are cut from the (already canonical) line, not encoded again.
-            self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+            self._verify_sig(self._boot_key, e, line)
         except ComputewatchError:
             bad("signature does not verify under the boot key of this boot (altered or forged entry)")
         else:
@@ -314,7 +365,7 @@ class LogVerifier:
             bad(f"{what} precedes any valid boot entry: no boot key to verify it")
         else:
             try:
-                self._boot_key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+                self._verify_sig(self._boot_key, e, line)
             except ComputewatchError:
                 bad(
                     f"{what} signature does not verify under the boot key of this boot (altered or forged, or "
@@ -597,20 +648,35 @@ def audit_log(
     *,
     known_heads: Iterable[tuple[int, bytes]] = (),
     require_end: bool = False,
+    workers: int | None = None,
 ) -> AuditReport:
     """Audit a whole log. `known_heads` are (size, root) tree heads seen earlier (attestation
     evidence, exported checkpoints): the log must extend each of them. An empty log is a
     problem (nothing vouches for the chip). With `require_end`, so is a log that does not end
-    in a checkpoint over all its entries (entries no signed tree head covers yet)."""
+    in a checkpoint over all its entries (entries no signed tree head covers yet).
+
+    `workers`: processes that verify the log's signatures ahead of the audit (None: as many as
+    `formats._audit_ahead.default_workers` gives, none below 20,000 entries; 0: none). The
+    report does not depend on it."""
     lines, torn = split_log(data)
     v = LogVerifier(cert, chipmaker_root)
     report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
-    for line in lines:
-        report.problems.extend(v.feed(line))
+    i, n = 0, len(lines)
+    workers = default_workers(n) if workers is None else workers
+    v._ahead = SignaturesAhead(lines, cert.device_key, workers) if workers > 0 and n else None
+    try:
+        while i < n:
+            i = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
+            if i < n:
+                report.problems.extend(v.feed(lines[i]))
+                i += 1
+    finally:
+        if v._ahead is not None:
+            v._ahead.close()
+            v._ahead = None
     tail = v.finish()
     report.problems.extend(tail)
     report.problems.sort(key=lambda p: (p.entry if p.entry is not None else -1))
-    n = len(lines)
     known_heads = list(known_heads)
     if n == 0:
         report.problems.append(Problem(None, "the log is empty (or missing): no entry to audit; a chip logs from its first boot"))
