@@ -374,3 +374,20 @@ def test_the_fast_field_checks_accept_exactly_what_the_careful_ones_do(world: di
                        ("prev", "AB" * 32), ("prev", "ab" * 31), ("body", []), ("serial", 7)]:
         with pytest.raises(FormatError):
             parse_entry_line(canonical_json_v2(dict(e, **{field: bad})))
+
+
+def test_a_decoy_regions_array_inside_copy_out_is_not_what_the_digest_is_checked_over(world: dict[str, Any]) -> None:
+    """The audit cuts a snapshot's `regions` from its line rather than encoding them again; a
+    nested `copy_out` (sorted before `regions`) holding a decoy `,"regions":[...]` must not move
+    the cut: the digest is checked over the real regions, and the nested value is named. Signed
+    with the stolen key, so nothing but these checks can fail."""
+    lines = _lines(world["logs"][0])
+    i = _first(lines, "snapshot")
+    e = json.loads(lines[i])
+    honest = e["body"]["regions"]
+    e["body"]["copy_out"] = {"a": 1, "regions": honest}  # the decoy: the regions the digest was made over
+    e["body"]["regions"] = [dict(honest[0], digest="ab" * 32), *honest[1:]]  # what the snapshot now claims
+    report = _audit(world, _rechain([*lines[:i], canonical_json_v2(e), *lines[i + 1 :]], i, key=world["key"]))
+    text = _text(report)
+    assert "copy_out must name the copy-out file" in text
+    assert "shard digest does not match the listed regions" in text

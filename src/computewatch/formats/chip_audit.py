@@ -133,8 +133,8 @@ def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
     the body's; a region (checked to have exactly its five fields) holds no `shard_digest` key, so
     the first `],"shard_digest":"` after it ends the array (tests/test_chip_log_v2.py compares
     the cut with the encoding over every snapshot entry)."""
-    if body.keys() != _SNAPSHOT_FIELDS:
-        return None
+    if body.keys() != _SNAPSHOT_FIELDS or any(isinstance(body[k], (dict, list)) for k in ("copy_out", "epoch", "hash")):
+        return None  # a nested value before `regions` could hold a decoy `,"regions":[`
     start = line.find(b',"regions":[')
     end = line.find(b'],"shard_digest":"', start)
     return line[start + 11 : end + 1] if start >= 0 and end >= 0 else None
@@ -545,6 +545,8 @@ class LogVerifier:
             if t in ep.triggers:
                 bad(f"trigger at busy {t} ns already served by entry {ep.triggers[t]}")
             ep.triggers[t] = i
+        if not isinstance(body["copy_out"], str):
+            bad("snapshot copy_out must name the copy-out file (a string)")
         regions = body["regions"]
         if not isinstance(regions, list):
             raise FormatError("snapshot regions must be a list")
