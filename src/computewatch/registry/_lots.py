@@ -6,14 +6,16 @@ processes), recomputes the RFC 9162 root over their bytes and inserts every chip
 transaction, committed only if the root and count are the ones signed. A single chip arrives
 with its inclusion proof instead. Nothing else changes: each chip keeps its own certificate,
 which inspections verify as before (docs/registry.md, "Lots").
+
+A chip of a whole lot costs the database one row: its `items` row (with its certificate) and
+the index entries the register's queries need. Its creation record is the lot's, kept once
+(registry/_genesis.py): no custody row per chip.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,15 +27,14 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.merkle import RootBuilder
 from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, verify_lot_manifest
 from computewatch.registry import db
 from computewatch.registry import schema as s
+from computewatch.registry._genesis import lot_note
 from computewatch.registry.unit import Service
 from computewatch.registry.certificates import MAX_PEAK_FLOPS, CertifiedChip, read_certificate
-from computewatch.registry.custody import GENESIS
 from computewatch.registry.errors import RegistryError
 
 __all__ = ["LotService"]
@@ -41,32 +42,26 @@ __all__ = ["LotService"]
 # The certificate comes last: a worker's row leaves it out (this process holds the bytes it sent),
 # and the row is completed here with one tuple append.
 _ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
-                 "device_key", "model", "peak_flops", "registered_at", "certificate")
+                 "device_key", "model", "peak_flops", "registered_at", "genesis_lot_id", "certificate")
+assert _ITEM_COLUMNS[8] == "device_key"  # _BulkInserter reads the keys of a refused piece at index 8
 _SQLITE_CACHE_KIB = 512 * 1024
-_CUSTODY_COLUMNS = ("item_id", "seq", "kind", "to_id", "note", "recorded_at", "record_digest")
 _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
 _SQLITE_ITEMS = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))})"
-_SQLITE_CUSTODY = (f"INSERT INTO custody ({', '.join(_CUSTODY_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(_CUSTODY_COLUMNS))})")
 _PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
-_PG_CUSTODY = f"COPY custody ({', '.join(_CUSTODY_COLUMNS)}) FROM STDIN"
 
 
 @dataclass(frozen=True)
 class _Context:
     """What a worker needs to turn certificates into rows (picklable)."""
 
-    register: str
-    maker_name: str
     maker_keyid: str
     maker_id: int
     fab_id: int | None
-    note: str
+    lot_id: int  # the lot's chip_lots row: every chip's creation record
     now: str
 
 
-ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str]  # _ITEM_COLUMNS but the certificate
-CustodyRow = tuple[int, int, str, int, str, str, str]  # _CUSTODY_COLUMNS
+ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str, int]  # _ITEM_COLUMNS but the certificate
 
 
 @dataclass
@@ -74,28 +69,8 @@ class _Checked:
     """A piece of a lot read: its rows and its perfect subtrees (largest first), or the first refusal."""
 
     items: list[ItemRow]
-    custody: list[CustodyRow]
     subtrees: list[tuple[bytes, int]]
     error: tuple[int, str] | None = None
-
-
-def _custody_prefix(ctx: _Context) -> tuple[bytes, bytes]:
-    # The custody record (docs/registry.md) is canonical JSON with sorted keys; only "item" differs
-    # between the chips of one lot, so the bytes around it are encoded once.
-    probe = "\u0000label\u0000"
-    record = canonical_json({
-        "v": 1, "register": ctx.register, "item": probe, "seq": 0, "kind": "create", "from": None,
-        "to": ctx.maker_name, "facility": None, "statement_sha256": None, "note": ctx.note,
-        "recorded_at": ctx.now, "prev": GENESIS,
-    })
-    marker = canonical_json(probe)
-    head, tail = record.split(marker)
-    return head, tail
-
-
-# What canonical JSON (json.dumps, ensure_ascii off) escapes in a string; a serial without any of
-# these encodes as itself between quotes.
-_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
 
 
 def _perfect_root(level: list[bytes]) -> bytes:
@@ -119,29 +94,23 @@ def _subtrees(leaves: list[bytes]) -> list[tuple[bytes, int]]:
 
 def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Sequence[int]) -> _Checked:
     """Worker entry point: read each certificate's claims, bind it to the lot (its signer is the
-    lot's key; serial and peak usable), hash it as a leaf, and build its item and custody rows."""
-    head, tail = _custody_prefix(ctx)
+    lot's key; serial and peak usable), hash it as a leaf, and build its item row."""
     items: list[ItemRow] = []
-    custody: list[CustodyRow] = []
     leaves: list[bytes] = []
-    sha, escaped, dumps = hashlib.sha256, _ESCAPED.search, json.dumps
-    maker, fab, note, now, keyid = ctx.maker_id, ctx.fab_id, ctx.note, ctx.now, ctx.maker_keyid
+    sha = hashlib.sha256
+    maker, fab, lot_id, now, keyid = ctx.maker_id, ctx.fab_id, ctx.lot_id, ctx.now, ctx.maker_keyid
     for k, data in enumerate(certs):
         try:
             c = certificate_claims(data)
         except ComputewatchError as exc:
-            return _Checked(items, custody, [], (offset + k, str(exc)))
+            return _Checked(items, [], (offset + k, str(exc)))
         problem = _claims_problem(c.serial, c.peak_flops, c.signer_keyids, keyid)
         if problem:
-            return _Checked(items, custody, [], (offset + k, problem))
+            return _Checked(items, [], (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        serial = c.serial
-        quoted = dumps(serial, ensure_ascii=False) if escaped(serial) else f'"{serial}"'
-        item_id = ids[k]
-        items.append((item_id, "chip", serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
-                      now))
-        custody.append((item_id, 0, "create", maker, note, now, sha(head + quoted.encode("utf-8") + tail).hexdigest()))
-    return _Checked(items, custody, _subtrees(leaves))
+        items.append((ids[k], "chip", c.serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
+                      now, lot_id))
+    return _Checked(items, _subtrees(leaves))
 
 
 class _Frontier(RootBuilder):
@@ -188,10 +157,11 @@ class LotService(Service):
         maker = next(r for r in rows if r.keyid == lot.chipmaker_keyid)
         return lot, maker
 
-    def _record_lot(self, conn: Connection, lot: LotManifest, maker: Any, *, whole: bool) -> None:
-        """Record the lot's manifest once; the same lot id under another root is refused."""
+    def _record_lot(self, conn: Connection, lot: LotManifest, maker: Any, *, whole: bool, now: str | None = None) -> int:
+        """Record the lot's manifest once (at `now`: a whole lot's chips' creation time); the same
+        lot id under another root is refused. Returns the lot's row id."""
         t = s.chip_lots
-        row = conn.execute(select(t.c.root).where(t.c.chipmaker_id == maker.id, t.c.label == lot.lot)).first()
+        row = conn.execute(select(t.c.id, t.c.root).where(t.c.chipmaker_id == maker.id, t.c.label == lot.lot)).first()
         if row is not None:
             if row.root != lot.root.hex():
                 raise RegistryError(
@@ -203,9 +173,10 @@ class LotService(Service):
                     f"lot {lot.lot!r} of {maker.name!r} is already registered (whole, or chip by chip): its "
                     "remaining chips go in one at a time with their inclusion proofs"
                 )
-            return
-        conn.execute(insert(t).values(chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(),
-                                      manifest=lot.envelope.to_json(), registered_at=self._uow.now()))
+            return int(row.id)
+        return self._uow.insert_id(conn, insert(t).values(
+            chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(), manifest=lot.envelope.to_json(),
+            registered_at=now or self._uow.now()))
 
     # ------------------------------------------------------------------ one chip
     def register_lot_chip(
@@ -233,7 +204,7 @@ class LotService(Service):
             self._record_lot(conn, lot, maker, whole=False)
             fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
             self._svc.chips.create_item(
-                conn, "chip", chip.serial, holder=maker, note=f"certified by {maker.name} in lot {lot.lot}",
+                conn, "chip", chip.serial, holder=maker, note=lot_note(maker.name, lot.lot),
                 fab_id=fab_id, chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model,
                 peak_flops=chip.peak_flops, certificate=chip.certificate,
             )
@@ -271,13 +242,13 @@ class LotService(Service):
         with self._uow.read() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
             fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
-        ctx = _Context(self._uow.register_id, maker.name, lot.chipmaker_keyid, maker.id, fab_id,
-                       f"certified by {maker.name} in lot {lot.lot}", self._uow.now())
         workers = (os.cpu_count() or 1) if workers is None else workers
         pieces = _pieces(iter(certificates), piece)
+        now = self._uow.now()
         try:
             with self._uow.write() as conn:
-                self._record_lot(conn, lot, maker, whole=True)
+                lot_id = self._record_lot(conn, lot, maker, whole=True, now=now)
+                ctx = _Context(lot.chipmaker_keyid, maker.id, fab_id, lot_id, now)
                 done = self._insert_lot(conn, lot, ctx, pieces, workers, progress)
         except _Duplicate as dup:
             raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: {self._diagnose(dup)}") from None
@@ -298,7 +269,7 @@ class LotService(Service):
                                         "certificates its manifest signed")
                 for node, size in checked.subtrees:
                     tree.push(node, size)
-                inserter.insert(checked.items, certs, checked.custody)
+                inserter.insert(checked.items, certs)
                 if progress:
                     progress(tree.size)
 
@@ -352,8 +323,8 @@ class _Duplicate(Exception):
 
 
 class _BulkInserter:
-    """Item and custody rows straight through the driver: explicit ids, one executemany (SQLite)
-    or COPY (PostgreSQL) per table per piece, inside the caller's transaction."""
+    """Item rows straight through the driver: explicit ids, one executemany (SQLite) or COPY
+    (PostgreSQL) per piece, inside the caller's transaction."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -389,7 +360,7 @@ class _BulkInserter:
         first, self._next = self._next, self._next + n
         return range(first, self._next)
 
-    def insert(self, items: list[ItemRow], certs: list[bytes], custody: list[CustodyRow]) -> None:
+    def insert(self, items: list[ItemRow], certs: list[bytes]) -> None:
         if not items:
             return
         rows = [(*r, c) for r, c in zip(items, certs, strict=True)]
@@ -400,12 +371,8 @@ class _BulkInserter:
                 with cur.copy(_PG_ITEMS) as copy:
                     for row in rows:
                         copy.write_row(row)
-                with cur.copy(_PG_CUSTODY) as copy:
-                    for record in custody:
-                        copy.write_row(record)
             else:
                 cur.executemany(_SQLITE_ITEMS, rows)
-                cur.executemany(_SQLITE_CUSTODY, custody)
         except Exception as exc:  # the driver's own IntegrityError: one type per driver
             if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
                 raise
