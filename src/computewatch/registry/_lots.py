@@ -47,7 +47,11 @@ assert _ITEM_COLUMNS[8] == "device_key"  # _BulkInserter reads the keys of a ref
 _SQLITE_CACHE_KIB = 512 * 1024
 _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
 _SQLITE_ITEMS = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))})"
-_PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+_PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# The columns' PostgreSQL types, in _ITEM_COLUMNS order (binary COPY sends values as they are
+# stored: no text escaping of the certificate and device key on either side).
+_PG_TYPES = ("int8", "varchar", "varchar", "int8", "int8", "int8", "int4", "varchar", "bytea", "varchar", "int8",
+             "varchar", "int8", "bytea")
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,7 @@ class _BulkInserter:
         try:
             if self._pg:
                 with cur.copy(_PG_ITEMS) as copy:
+                    copy.set_types(list(_PG_TYPES))
                     for row in rows:
                         copy.write_row(row)
             else:
