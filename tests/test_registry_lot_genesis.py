@@ -1,6 +1,7 @@
 """A whole lot's chips keep their creation record once per lot (revision 0005, docs/registry.md
 "Lots"): every register query answers as if each chip had its own row, the custody hash chain
-is unchanged, and a register written before the revision keeps working."""
+is unchanged, a register written before the revision keeps working, and a process killed
+inside a lot leaves nothing of it."""
 
 from __future__ import annotations
 
@@ -147,4 +148,51 @@ def test_lot_chips_point_at_their_lot(tmp_path, workers) -> None:
         lot_id = conn.execute(select(s.chip_lots.c.id)).scalar_one()
         rows = conn.execute(select(s.items.c.genesis_lot_id, s.items.c.certificate).order_by(s.items.c.id)).all()
     assert [r.genesis_lot_id for r in rows] == [lot_id] * 5 and [bytes(r.certificate) for r in rows] == certs
+    reg.close()
+
+
+_LOT = r"""
+import sys
+from pathlib import Path
+from computewatch.registry import Registry
+url, folder = sys.argv[1], Path(sys.argv[2])
+reg = Registry.open(url)
+certs = (folder / "certs.jsonl").read_bytes().splitlines()
+reg.register_lot((folder / "lot.json").read_bytes(), certs, workers=0, batch=2)
+"""
+
+
+def test_a_process_killed_inside_a_lot_registers_nothing(db_url, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from _faults import faulty
+
+    certs = _certs(8, "K")
+    env, _ = issue_lot(MAKER, "LOT-K", "maker", certs)
+    (tmp_path / "certs.jsonl").write_bytes(b"\n".join(certs) + b"\n")
+    (tmp_path / "lot.json").write_bytes(env.to_json())
+    reg = Registry.open(db_url)
+    reg.add_chipmaker("maker", MAKER.public_key)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    victim = subprocess.Popen([*faulty(f"pause=lot:{pause}"), "-c", _LOT, db_url, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not (pause / "paused").exists():  # the first piece's rows are written, nothing committed
+        assert victim.poll() is None, victim.communicate()
+        assert time.monotonic() < deadline, "the lot never reached its pause point"
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert reg.items() == []
+    with reg.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(s.chip_lots)).scalar_one() == 0
+        if reg.engine.dialect.name == "sqlite":
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+    # The whole lot then goes in, exactly once.
+    assert reg.register_lot(env.to_json(), certs, workers=0)["chips"] == 8 and len(reg.items()) == 8
     reg.close()

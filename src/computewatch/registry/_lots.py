@@ -33,7 +33,7 @@ from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, 
 from computewatch.registry import db
 from computewatch.registry import schema as s
 from computewatch.registry._genesis import lot_note
-from computewatch.registry.unit import Service
+from computewatch.registry.unit import Service, pause_point
 from computewatch.registry.certificates import MAX_PEAK_FLOPS, CertifiedChip, read_certificate
 from computewatch.registry.errors import RegistryError
 
@@ -274,6 +274,7 @@ class LotService(Service):
                 for node, size in checked.subtrees:
                     tree.push(node, size)
                 inserter.insert(checked.items, certs)
+                pause_point("lot")  # crash tests: killed here, the rows written so far must vanish
                 if progress:
                     progress(tree.size)
 
