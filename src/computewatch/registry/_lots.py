@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,19 +40,19 @@ from computewatch.registry.errors import RegistryError
 
 __all__ = ["LotService"]
 
-# The certificate comes last: a worker's row leaves it out (this process holds the bytes it sent),
-# and the row is completed here with one tuple append.
-_ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
-                 "device_key", "model", "peak_flops", "registered_at", "genesis_lot_id", "certificate")
-assert _ITEM_COLUMNS[8] == "device_key"  # _BulkInserter reads the keys of a refused piece at index 8
+# A worker's row holds what differs between the chips of a lot (ChipRow); the columns that are
+# the same for the whole lot follow (SQLite: literals in the statement, bound once, not per chip).
+_CHIP_COLUMNS = ("id", "label", "device_key", "model", "peak_flops", "certificate")
+_LOT_COLUMNS = ("kind", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status", "registered_at",
+                "genesis_lot_id")
 _SQLITE_CACHE_KIB = 512 * 1024
 _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
-_SQLITE_ITEMS = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))})"
-_PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# The columns' PostgreSQL types, in _ITEM_COLUMNS order (binary COPY sends values as they are
-# stored: no text escaping of the certificate and device key on either side).
-_PG_TYPES = ("int8", "varchar", "varchar", "int8", "int8", "int8", "int4", "varchar", "bytea", "varchar", "int8",
-             "varchar", "int8", "bytea")
+_PG_ITEMS = f"COPY items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# The columns' PostgreSQL types, in that order (binary COPY sends values as they are stored: no
+# text escaping of the certificate and device key on either side).
+_PG_TYPES = ("int8", "varchar", "bytea", "varchar", "int8", "bytea", "varchar", "int8", "int8", "int8", "int4",
+             "varchar", "varchar", "int8")
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ class _Context:
     now: str
 
 
-ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str, int]  # _ITEM_COLUMNS but the certificate
+ChipRow = tuple[int, str, bytes, str, int, bytes]  # _CHIP_COLUMNS
 
 
 @dataclass
 class _Checked:
     """A piece of a lot read: its rows and its perfect subtrees (largest first), or the first refusal."""
 
-    items: list[ItemRow]
+    items: list[ChipRow]
     subtrees: list[tuple[bytes, int]]
     error: tuple[int, str] | None = None
 
@@ -99,10 +100,9 @@ def _subtrees(leaves: list[bytes]) -> list[tuple[bytes, int]]:
 def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Sequence[int]) -> _Checked:
     """Worker entry point: read each certificate's claims, bind it to the lot (its signer is the
     lot's key; serial and peak usable), hash it as a leaf, and build its item row."""
-    items: list[ItemRow] = []
+    items: list[ChipRow] = []
     leaves: list[bytes] = []
-    sha = hashlib.sha256
-    maker, fab, lot_id, now, keyid = ctx.maker_id, ctx.fab_id, ctx.lot_id, ctx.now, ctx.maker_keyid
+    sha, keyid = hashlib.sha256, ctx.maker_keyid
     for k, data in enumerate(certs):
         try:
             c = certificate_claims(data)
@@ -112,8 +112,7 @@ def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Seq
         if problem:
             return _Checked(items, [], (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        items.append((ids[k], "chip", c.serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
-                      now, lot_id))
+        items.append((ids[k], c.serial, c.device_key, c.model, c.peak_flops, data))
     return _Checked(items, _subtrees(leaves))
 
 
@@ -261,9 +260,9 @@ class LotService(Service):
     def _insert_lot(self, conn: Connection, lot: LotManifest, ctx: _Context, pieces: Iterator[list[bytes]],
                     workers: int, progress: Callable[[int], None] | None) -> int:
         tree = _Frontier()
-        with _BulkInserter(conn) as inserter:
+        with _BulkInserter(conn, ctx) as inserter:
 
-            def take(checked: _Checked, certs: list[bytes]) -> None:
+            def take(checked: _Checked) -> None:
                 if checked.error is not None:
                     index, why = checked.error
                     raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: certificate {index} (0-based): "
@@ -273,7 +272,7 @@ class LotService(Service):
                                         "certificates its manifest signed")
                 for node, size in checked.subtrees:
                     tree.push(node, size)
-                inserter.insert(checked.items, certs)
+                inserter.insert(checked.items)
                 pause_point("lot")  # crash tests: killed here, the rows written so far must vanish
                 if progress:
                     progress(tree.size)
@@ -281,21 +280,20 @@ class LotService(Service):
             offset = 0
             if workers == 0:
                 for piece in pieces:
-                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))), piece)
+                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))))
                     offset += len(piece)
             else:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                    pending: deque[tuple[Future[_Checked], list[bytes]]] = deque()
+                    pending: deque[Future[_Checked]] = deque()
                     for piece in pieces:
-                        # Certificates go out to be read; rows and subtree roots come back.
-                        pending.append((pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))), piece))
+                        # Certificates go out to be read; rows (with their certificates) and
+                        # subtree roots come back.
+                        pending.append(pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))))
                         offset += len(piece)
                         while len(pending) > 2 * workers:  # bounded read-ahead; insert while workers read
-                            future, sent = pending.popleft()
-                            take(future.result(), sent)
+                            take(pending.popleft().result())
                     while pending:
-                        future, sent = pending.popleft()
-                        take(future.result(), sent)
+                        take(pending.popleft().result())
         if tree.size != lot.count or tree.root() != lot.root:
             raise RegistryError(
                 f"lot {lot.lot!r} refused, nothing registered: the {tree.size} certificates given are not the "
@@ -331,9 +329,17 @@ class _BulkInserter:
     """Item rows straight through the driver: explicit ids, one executemany (SQLite) or COPY
     (PostgreSQL) per piece, inside the caller's transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, ctx: _Context) -> None:
         self._conn = conn
         self._pg = db.is_postgresql(conn)
+        if not _TIME.fullmatch(ctx.now):
+            raise AssertionError(f"registration time {ctx.now!r} is not the register's time format")
+        fab = "NULL" if ctx.fab_id is None else str(int(ctx.fab_id))
+        maker, lot = int(ctx.maker_id), int(ctx.lot_id)
+        # The same for every chip of the lot; ints and a checked time string, so the literals are safe.
+        self._lot_values = ("chip", ctx.fab_id, maker, maker, 0, "active", ctx.now, lot)
+        self._sqlite_sql = (f"INSERT INTO items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) VALUES "
+                            f"(?, ?, ?, ?, ?, ?, 'chip', {fab}, {maker}, {maker}, 0, 'active', '{ctx.now}', {lot})")
         raw = conn.connection.driver_connection
         assert raw is not None  # a connection checked out for this transaction
         self._raw = raw
@@ -365,20 +371,20 @@ class _BulkInserter:
         first, self._next = self._next, self._next + n
         return range(first, self._next)
 
-    def insert(self, items: list[ItemRow], certs: list[bytes]) -> None:
+    def insert(self, items: list[ChipRow]) -> None:
         if not items:
             return
-        rows = [(*r, c) for r, c in zip(items, certs, strict=True)]
         failure = None
         cur = self._raw.cursor()
         try:
             if self._pg:
+                same = self._lot_values
                 with cur.copy(_PG_ITEMS) as copy:
                     copy.set_types(list(_PG_TYPES))
-                    for row in rows:
-                        copy.write_row(row)
+                    for row in items:
+                        copy.write_row(row + same)
             else:
-                cur.executemany(_SQLITE_ITEMS, rows)
+                cur.executemany(self._sqlite_sql, items)
         except Exception as exc:  # the driver's own IntegrityError: one type per driver
             if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
                 raise
@@ -386,4 +392,4 @@ class _BulkInserter:
         finally:
             cur.close()
         if failure is not None:
-            raise _Duplicate([r[2] for r in items], [r[8] for r in items], failure)
+            raise _Duplicate([r[1] for r in items], [r[2] for r in items], failure)
