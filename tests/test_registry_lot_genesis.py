@@ -141,13 +141,18 @@ def test_a_register_written_before_revision_0005_keeps_working(db_url) -> None:
 def test_lot_chips_point_at_their_lot(tmp_path, workers) -> None:
     certs = _certs(5, "W")
     env, _ = issue_lot(MAKER, "LOT-W", "maker", certs)
-    reg = Registry.open(f"sqlite:///{tmp_path / 'w.db'}")
+    reg = Registry.open(f"sqlite:///{tmp_path / 'w.db'}", clock=lambda: _T)
     reg.add_chipmaker("maker", MAKER.public_key)
-    reg.register_lot(env.to_json(), certs, workers=workers, batch=2)
+    reg.add_fab("fab-1", SigningKey.from_seed(b"\x63" * 32).public_key)
+    reg.register_lot(env.to_json(), certs, workers=workers, batch=2, fab="fab-1")
     with reg.engine.connect() as conn:
         lot_id = conn.execute(select(s.chip_lots.c.id)).scalar_one()
         rows = conn.execute(select(s.items.c.genesis_lot_id, s.items.c.certificate).order_by(s.items.c.id)).all()
     assert [r.genesis_lot_id for r in rows] == [lot_id] * 5 and [bytes(r.certificate) for r in rows] == certs
+    # The columns the whole lot shares (written once per statement) read back per chip.
+    chip = reg.chip("CW-W-003")
+    assert (chip["kind"], chip["status"], chip["fab"], chip["chipmaker"], chip["holder"], chip["custody_seq"],
+            chip["registered_at"]) == ("chip", "active", "fab-1", "maker", "maker", 0, "2026-03-01T12:00:00.000000Z")
     reg.close()
 
 
