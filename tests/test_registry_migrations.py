@@ -19,7 +19,7 @@ from computewatch.registry.custody import GENESIS, custody_record, record_digest
 def test_empty_database_upgrades_to_head_matching_the_schema(db_url) -> None:
     reg = Registry.open(db_url)
     with reg.engine.connect() as conn:
-        assert regdb.current_revision(conn) == regdb.head_revision() == "0004_locations"
+        assert regdb.current_revision(conn) == regdb.head_revision() == "0005_lot_genesis"
         diff = compare_metadata(MigrationContext.configure(conn), s.metadata)
     assert diff == [], diff
     again = Registry.open(db_url)  # opening again is a no-op: same register, same id

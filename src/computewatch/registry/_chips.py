@@ -260,7 +260,7 @@ class ChipService(Service):
             "parent": parent,
             "registered_at": row.registered_at,
             "custody_seq": row.custody_seq,
-            "custody": [r.to_dict() for r in self.custody_records(conn, row.id)],
+            "custody": [r.to_dict() for r in self.custody_records(conn, row)],
         }
         if row.kind == "chip":
             doc.update(
@@ -274,10 +274,12 @@ class ChipService(Service):
             )
         return doc
 
-    def custody_records(self, conn: Connection, item_id: int) -> list[CustodyRecord]:
-        """The item's custody history, oldest first, in the caller's transaction."""
-        c = s.custody
-        rows = conn.execute(select(c).where(c.c.item_id == item_id).order_by(c.c.seq)).all()
+    def custody_records(self, conn: Connection, item: Any) -> list[CustodyRecord]:
+        """The item's custody history, oldest first, in the caller's transaction (`item`: its
+        row, or its id)."""
+        if isinstance(item, int):
+            item = conn.execute(select(s.items).where(s.items.c.id == item)).one()
+        rows = self._uow.custody_rows(conn, item)
         name, facility = self._uow.name_of, self._uow.facility_name
         return [
             CustodyRecord(r.seq, r.kind, name(conn, r.from_id), name(conn, r.to_id), facility(conn, r.facility_id),

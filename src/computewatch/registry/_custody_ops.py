@@ -390,7 +390,7 @@ class CustodyService(Service):
         problems: list[str] = []
         with self._uow.read() as conn:
             item = self._uow.item_row(conn, label)
-            rows = conn.execute(select(s.custody).where(s.custody.c.item_id == item.id).order_by(s.custody.c.seq)).all()
+            rows = self._uow.custody_rows(conn, item)
             prev, holder = GENESIS, None
             for k, r in enumerate(rows):
                 names = (self._uow.name_of(conn, r.from_id), self._uow.name_of(conn, r.to_id))

@@ -6,14 +6,16 @@ processes), recomputes the RFC 9162 root over their bytes and inserts every chip
 transaction, committed only if the root and count are the ones signed. A single chip arrives
 with its inclusion proof instead. Nothing else changes: each chip keeps its own certificate,
 which inspections verify as before (docs/registry.md, "Lots").
+
+A chip of a whole lot costs the database one row: its `items` row (with its certificate) and
+the index entries the register's queries need. Its creation record is the lot's, kept once
+(registry/_genesis.py): no custody row per chip.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,77 +27,53 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.merkle import RootBuilder
 from computewatch.formats.lot import LotManifest, LotProof, certificate_claims, verify_lot_manifest
 from computewatch.registry import db
 from computewatch.registry import schema as s
-from computewatch.registry.unit import Service
+from computewatch.registry._genesis import lot_note
+from computewatch.registry.unit import Service, pause_point
 from computewatch.registry.certificates import MAX_PEAK_FLOPS, CertifiedChip, read_certificate
-from computewatch.registry.custody import GENESIS
 from computewatch.registry.errors import RegistryError
 
 __all__ = ["LotService"]
 
-# The certificate comes last: a worker's row leaves it out (this process holds the bytes it sent),
-# and the row is completed here with one tuple append.
-_ITEM_COLUMNS = ("id", "kind", "label", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status",
-                 "device_key", "model", "peak_flops", "registered_at", "certificate")
+# A worker's row holds what differs between the chips of a lot (ChipRow); the columns that are
+# the same for the whole lot follow (SQLite: literals in the statement, bound once, not per chip).
+_CHIP_COLUMNS = ("id", "label", "device_key", "model", "peak_flops", "certificate")
+_LOT_COLUMNS = ("kind", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status", "registered_at",
+                "genesis_lot_id")
 _SQLITE_CACHE_KIB = 512 * 1024
-_CUSTODY_COLUMNS = ("item_id", "seq", "kind", "to_id", "note", "recorded_at", "record_digest")
 _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree of the lot's tree)
-_SQLITE_ITEMS = f"INSERT INTO items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(_ITEM_COLUMNS))})"
-_SQLITE_CUSTODY = (f"INSERT INTO custody ({', '.join(_CUSTODY_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' * len(_CUSTODY_COLUMNS))})")
-_PG_ITEMS = f"COPY items ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
-_PG_CUSTODY = f"COPY custody ({', '.join(_CUSTODY_COLUMNS)}) FROM STDIN"
+_PG_ITEMS = f"COPY items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# The columns' PostgreSQL types, in that order (binary COPY sends values as they are stored: no
+# text escaping of the certificate and device key on either side).
+_PG_TYPES = ("int8", "varchar", "bytea", "varchar", "int8", "bytea", "varchar", "int8", "int8", "int8", "int4",
+             "varchar", "varchar", "int8")
 
 
 @dataclass(frozen=True)
 class _Context:
     """What a worker needs to turn certificates into rows (picklable)."""
 
-    register: str
-    maker_name: str
     maker_keyid: str
     maker_id: int
     fab_id: int | None
-    note: str
+    lot_id: int  # the lot's chip_lots row: every chip's creation record
     now: str
 
 
-ItemRow = tuple[int, str, str, int | None, int, int, int, str, bytes, str, int, str]  # _ITEM_COLUMNS but the certificate
-CustodyRow = tuple[int, int, str, int, str, str, str]  # _CUSTODY_COLUMNS
+ChipRow = tuple[int, str, bytes, str, int, bytes]  # _CHIP_COLUMNS
 
 
 @dataclass
 class _Checked:
     """A piece of a lot read: its rows and its perfect subtrees (largest first), or the first refusal."""
 
-    items: list[ItemRow]
-    custody: list[CustodyRow]
+    items: list[ChipRow]
     subtrees: list[tuple[bytes, int]]
     error: tuple[int, str] | None = None
-
-
-def _custody_prefix(ctx: _Context) -> tuple[bytes, bytes]:
-    # The custody record (docs/registry.md) is canonical JSON with sorted keys; only "item" differs
-    # between the chips of one lot, so the bytes around it are encoded once.
-    probe = "\u0000label\u0000"
-    record = canonical_json({
-        "v": 1, "register": ctx.register, "item": probe, "seq": 0, "kind": "create", "from": None,
-        "to": ctx.maker_name, "facility": None, "statement_sha256": None, "note": ctx.note,
-        "recorded_at": ctx.now, "prev": GENESIS,
-    })
-    marker = canonical_json(probe)
-    head, tail = record.split(marker)
-    return head, tail
-
-
-# What canonical JSON (json.dumps, ensure_ascii off) escapes in a string; a serial without any of
-# these encodes as itself between quotes.
-_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
 
 
 def _perfect_root(level: list[bytes]) -> bytes:
@@ -119,29 +97,21 @@ def _subtrees(leaves: list[bytes]) -> list[tuple[bytes, int]]:
 
 def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Sequence[int]) -> _Checked:
     """Worker entry point: read each certificate's claims, bind it to the lot (its signer is the
-    lot's key; serial and peak usable), hash it as a leaf, and build its item and custody rows."""
-    head, tail = _custody_prefix(ctx)
-    items: list[ItemRow] = []
-    custody: list[CustodyRow] = []
+    lot's key; serial and peak usable), hash it as a leaf, and build its item row."""
+    items: list[ChipRow] = []
     leaves: list[bytes] = []
-    sha, escaped, dumps = hashlib.sha256, _ESCAPED.search, json.dumps
-    maker, fab, note, now, keyid = ctx.maker_id, ctx.fab_id, ctx.note, ctx.now, ctx.maker_keyid
+    sha, keyid = hashlib.sha256, ctx.maker_keyid
     for k, data in enumerate(certs):
         try:
             c = certificate_claims(data)
         except ComputewatchError as exc:
-            return _Checked(items, custody, [], (offset + k, str(exc)))
+            return _Checked(items, [], (offset + k, str(exc)))
         problem = _claims_problem(c.serial, c.peak_flops, c.signer_keyids, keyid)
         if problem:
-            return _Checked(items, custody, [], (offset + k, problem))
+            return _Checked(items, [], (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        serial = c.serial
-        quoted = dumps(serial, ensure_ascii=False) if escaped(serial) else f'"{serial}"'
-        item_id = ids[k]
-        items.append((item_id, "chip", serial, fab, maker, maker, 0, "active", c.device_key, c.model, c.peak_flops,
-                      now))
-        custody.append((item_id, 0, "create", maker, note, now, sha(head + quoted.encode("utf-8") + tail).hexdigest()))
-    return _Checked(items, custody, _subtrees(leaves))
+        items.append((ids[k], c.serial, c.device_key, c.model, c.peak_flops, data))
+    return _Checked(items, _subtrees(leaves))
 
 
 class _Frontier(RootBuilder):
@@ -188,10 +158,11 @@ class LotService(Service):
         maker = next(r for r in rows if r.keyid == lot.chipmaker_keyid)
         return lot, maker
 
-    def _record_lot(self, conn: Connection, lot: LotManifest, maker: Any, *, whole: bool) -> None:
-        """Record the lot's manifest once; the same lot id under another root is refused."""
+    def _record_lot(self, conn: Connection, lot: LotManifest, maker: Any, *, whole: bool, now: str | None = None) -> int:
+        """Record the lot's manifest once (at `now`: a whole lot's chips' creation time); the same
+        lot id under another root is refused. Returns the lot's row id."""
         t = s.chip_lots
-        row = conn.execute(select(t.c.root).where(t.c.chipmaker_id == maker.id, t.c.label == lot.lot)).first()
+        row = conn.execute(select(t.c.id, t.c.root).where(t.c.chipmaker_id == maker.id, t.c.label == lot.lot)).first()
         if row is not None:
             if row.root != lot.root.hex():
                 raise RegistryError(
@@ -203,9 +174,10 @@ class LotService(Service):
                     f"lot {lot.lot!r} of {maker.name!r} is already registered (whole, or chip by chip): its "
                     "remaining chips go in one at a time with their inclusion proofs"
                 )
-            return
-        conn.execute(insert(t).values(chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(),
-                                      manifest=lot.envelope.to_json(), registered_at=self._uow.now()))
+            return int(row.id)
+        return self._uow.insert_id(conn, insert(t).values(
+            chipmaker_id=maker.id, label=lot.lot, count=lot.count, root=lot.root.hex(), manifest=lot.envelope.to_json(),
+            registered_at=now or self._uow.now()))
 
     # ------------------------------------------------------------------ one chip
     def register_lot_chip(
@@ -233,7 +205,7 @@ class LotService(Service):
             self._record_lot(conn, lot, maker, whole=False)
             fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
             self._svc.chips.create_item(
-                conn, "chip", chip.serial, holder=maker, note=f"certified by {maker.name} in lot {lot.lot}",
+                conn, "chip", chip.serial, holder=maker, note=lot_note(maker.name, lot.lot),
                 fab_id=fab_id, chipmaker_id=maker.id, device_key=chip.device_key, model=chip.model,
                 peak_flops=chip.peak_flops, certificate=chip.certificate,
             )
@@ -271,13 +243,13 @@ class LotService(Service):
         with self._uow.read() as conn:
             lot, maker = self._lot_manifest(conn, manifest)
             fab_id = self._uow.party_row(conn, fab, ("fab",)).id if fab is not None else None
-        ctx = _Context(self._uow.register_id, maker.name, lot.chipmaker_keyid, maker.id, fab_id,
-                       f"certified by {maker.name} in lot {lot.lot}", self._uow.now())
         workers = (os.cpu_count() or 1) if workers is None else workers
         pieces = _pieces(iter(certificates), piece)
+        now = self._uow.now()
         try:
             with self._uow.write() as conn:
-                self._record_lot(conn, lot, maker, whole=True)
+                lot_id = self._record_lot(conn, lot, maker, whole=True, now=now)
+                ctx = _Context(lot.chipmaker_keyid, maker.id, fab_id, lot_id, now)
                 done = self._insert_lot(conn, lot, ctx, pieces, workers, progress)
         except _Duplicate as dup:
             raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: {self._diagnose(dup)}") from None
@@ -286,9 +258,9 @@ class LotService(Service):
     def _insert_lot(self, conn: Connection, lot: LotManifest, ctx: _Context, pieces: Iterator[list[bytes]],
                     workers: int, progress: Callable[[int], None] | None) -> int:
         tree = _Frontier()
-        with _BulkInserter(conn) as inserter:
+        with _BulkInserter(conn, ctx) as inserter:
 
-            def take(checked: _Checked, certs: list[bytes]) -> None:
+            def take(checked: _Checked) -> None:
                 if checked.error is not None:
                     index, why = checked.error
                     raise RegistryError(f"lot {lot.lot!r} refused, nothing registered: certificate {index} (0-based): "
@@ -298,28 +270,28 @@ class LotService(Service):
                                         "certificates its manifest signed")
                 for node, size in checked.subtrees:
                     tree.push(node, size)
-                inserter.insert(checked.items, certs, checked.custody)
+                inserter.insert(checked.items)
+                pause_point("lot")  # crash tests: killed here, the rows written so far must vanish
                 if progress:
                     progress(tree.size)
 
             offset = 0
             if workers == 0:
                 for piece in pieces:
-                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))), piece)
+                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))))
                     offset += len(piece)
             else:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                    pending: deque[tuple[Future[_Checked], list[bytes]]] = deque()
+                    pending: deque[Future[_Checked]] = deque()
                     for piece in pieces:
-                        # Certificates go out to be read; rows and subtree roots come back.
-                        pending.append((pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))), piece))
+                        # Certificates go out to be read; rows (with their certificates) and
+                        # subtree roots come back.
+                        pending.append(pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))))
                         offset += len(piece)
                         while len(pending) > 2 * workers:  # bounded read-ahead; insert while workers read
-                            future, sent = pending.popleft()
-                            take(future.result(), sent)
+                            take(pending.popleft().result())
                     while pending:
-                        future, sent = pending.popleft()
-                        take(future.result(), sent)
+                        take(pending.popleft().result())
         if tree.size != lot.count or tree.root() != lot.root:
             raise RegistryError(
                 f"lot {lot.lot!r} refused, nothing registered: the {tree.size} certificates given are not the "
@@ -352,12 +324,19 @@ class _Duplicate(Exception):
 
 
 class _BulkInserter:
-    """Item and custody rows straight through the driver: explicit ids, one executemany (SQLite)
-    or COPY (PostgreSQL) per table per piece, inside the caller's transaction."""
+    """Item rows straight through the driver: explicit ids, one executemany (SQLite) or COPY
+    (PostgreSQL) per piece, inside the caller's transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, ctx: _Context) -> None:
         self._conn = conn
         self._pg = db.is_postgresql(conn)
+        fab = "NULL" if ctx.fab_id is None else str(int(ctx.fab_id))
+        maker, lot = int(ctx.maker_id), int(ctx.lot_id)
+        now = "'" + ctx.now.replace("'", "''") + "'"  # an SQL string literal (quotes doubled)
+        # The same for every chip of the lot: integers and one quoted string, written once.
+        self._lot_values = ("chip", ctx.fab_id, maker, maker, 0, "active", ctx.now, lot)
+        self._sqlite_sql = (f"INSERT INTO items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) VALUES "
+                            f"(?, ?, ?, ?, ?, ?, 'chip', {fab}, {maker}, {maker}, 0, 'active', {now}, {lot})")
         raw = conn.connection.driver_connection
         assert raw is not None  # a connection checked out for this transaction
         self._raw = raw
@@ -389,23 +368,20 @@ class _BulkInserter:
         first, self._next = self._next, self._next + n
         return range(first, self._next)
 
-    def insert(self, items: list[ItemRow], certs: list[bytes], custody: list[CustodyRow]) -> None:
+    def insert(self, items: list[ChipRow]) -> None:
         if not items:
             return
-        rows = [(*r, c) for r, c in zip(items, certs, strict=True)]
         failure = None
         cur = self._raw.cursor()
         try:
             if self._pg:
+                same = self._lot_values
                 with cur.copy(_PG_ITEMS) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                with cur.copy(_PG_CUSTODY) as copy:
-                    for record in custody:
-                        copy.write_row(record)
+                    copy.set_types(list(_PG_TYPES))
+                    for row in items:
+                        copy.write_row(row + same)
             else:
-                cur.executemany(_SQLITE_ITEMS, rows)
-                cur.executemany(_SQLITE_CUSTODY, custody)
+                cur.executemany(self._sqlite_sql, items)
         except Exception as exc:  # the driver's own IntegrityError: one type per driver
             if "unique" not in str(exc).lower() and "duplicate" not in str(exc).lower():
                 raise
@@ -413,4 +389,4 @@ class _BulkInserter:
         finally:
             cur.close()
         if failure is not None:
-            raise _Duplicate([r[2] for r in items], [r[8] for r in items], failure)
+            raise _Duplicate([r[1] for r in items], [r[2] for r in items], failure)

@@ -163,6 +163,9 @@ items = Table(
     Column("peak_flops", BigInteger, nullable=True),
     Column("certificate", LargeBinary, nullable=True),
     Column("registered_at", String(_TIME), nullable=False),
+    # Revision 0005: a chip registered with its whole lot; its creation record is the lot's
+    # (no custody row of its own for seq 0: `genesis_row` in registry/_genesis.py reads it back).
+    Column("genesis_lot_id", _ID, ForeignKey("chip_lots.id"), nullable=True),
     CheckConstraint(_in("kind", ITEM_KINDS), name="kind"),
     CheckConstraint(_in("status", ITEM_STATUSES), name="status"),
     Index("ix_items_holder_id_kind_status", "holder_id", "kind", "status"),

@@ -18,6 +18,7 @@ from computewatch._faults import fault_point
 from computewatch.crypto.signing import VerifyKey
 from computewatch.registry import db
 from computewatch.registry import schema as s
+from computewatch.registry._genesis import custody_rows, genesis_row
 from computewatch.registry.custody import GENESIS, custody_record, record_digest
 from computewatch.registry.errors import ConflictError, NotFoundError, RegistryError
 
@@ -213,9 +214,17 @@ class UnitOfWork:
 
     # ------------------------------------------------------------------ custody records
     def last_digest(self, conn: Connection, item: Row) -> str:
+        if item.custody_seq == 0:  # a lot chip's creation record is its lot's
+            first = genesis_row(conn, self.register_id, self.name_of, item)
+            if first is not None:
+                return str(first.record_digest)
         c = s.custody
         q = select(c.c.record_digest).where(c.c.item_id == item.id, c.c.seq == item.custody_seq)
         return conn.execute(q).scalar_one_or_none() or GENESIS
+
+    def custody_rows(self, conn: Connection, item: Row) -> list[Any]:
+        """The item's custody records, oldest first (a lot chip's creation record included)."""
+        return custody_rows(conn, self.register_id, self.name_of, item)
 
     def append_custody(
         self,
