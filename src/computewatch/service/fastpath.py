@@ -17,10 +17,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from computewatch.service.bodies import read_body
 from computewatch.service.errors import ServiceError
 
 __all__ = ["ServiceApp", "answer_entry"]
@@ -44,7 +43,7 @@ class ServiceApp(FastAPI):
 async def answer_entry(svc: Any, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Check, durably store and acknowledge one chip log entry (or refuse it) over ASGI."""
     try:
-        line = await read_body(Request(scope, receive), svc.config.max_entry)
+        line = await _read_body(scope, receive, svc.config.max_entry)
         ack = await svc.logs.append_in_loop(serial, line)
         if ack is None:
             ack = await run_in_threadpool(svc.logs.append, serial, line)
@@ -59,6 +58,29 @@ async def answer_entry(svc: Any, serial: str, scope: Scope, receive: Receive, se
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """`bodies.read_body` on the raw ASGI messages (no starlette Request per entry): the body,
+    refused with 413 as soon as it exceeds `limit` bytes, declared or streamed."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit() or len(value) > 20:
+                raise ServiceError(400, "Content-Length is not a number")
+            if int(value) > limit:
+                raise ServiceError(413, f"body of {value.decode()} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ServiceError(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _refused(status: int, reason: str, close: bool = True) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from computewatch.crypto.canonical import canonical_json
 from computewatch.crypto.dsse import Envelope
 from computewatch.crypto.errors import ComputewatchError
 from computewatch.crypto.merkle import MerkleTree
@@ -53,6 +56,12 @@ class Ack:
 class _Chip:
     verifier: LogVerifier
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ack_tail: bytes = b""  # the end of every ack to this chip: `"serial":"<serial>","v":1}`
+
+    def ack(self, counter: int, sha256_hex: str) -> bytes:
+        """`expected_ack(serial, counter, line)` from the line's SHA-256 (hex), without a JSON
+        encode: canonical JSON sorts the ack's keys `counter, entry_sha256, serial, v`."""
+        return b'{"counter":%d,"entry_sha256":"%s",%s' % (counter, sha256_hex.encode(), self.ack_tail)
 
 
 class ChipLogs:
@@ -97,7 +106,7 @@ class ChipLogs:
                 problems = verifier.feed(bytes(row.line))
                 if problems or row.counter != verifier.position - 1:
                     raise ServiceError(500, f"stored copy of chip {serial}'s log fails its check at entry {row.counter}")
-            chip = _Chip(verifier)
+            chip = _Chip(verifier, ack_tail=canonical_json({"serial": serial, "v": 1})[1:])
             self._chips[serial] = chip
             return chip
 
@@ -156,12 +165,11 @@ class ChipLogs:
         chip = self._chips.get(serial)
         if chip is None or self._committer is None:
             return None
-        entry = _parse(serial, line)
-        if not chip.lock.acquire(blocking=False):
+        counter = _routing_counter(line)
+        if counter is None or not chip.lock.acquire(blocking=False):
             return None
         held = True
         try:
-            counter = entry["counter"]
             if counter != chip.verifier.position:
                 return None
             saved, row = _check(serial, chip, counter, line)
@@ -179,7 +187,7 @@ class ChipLogs:
                 await self._committer.insert_async(ss.log_entries, row, f"{serial}#{counter}", settled)
             except IntegrityError:
                 return None  # another server process stored this counter: `append` decides
-            return Ack(expected_ack(serial, counter, line), counter, False)
+            return Ack(chip.ack(counter, row["entry_sha256"]), counter, False)
         finally:
             if held:
                 chip.lock.release()
@@ -242,6 +250,40 @@ def _parse(serial: str, line: bytes) -> dict[str, Any]:
     return entry
 
 
+_COUNTER_KEY = b',"counter":'
+
+
+def _routing_counter(line: bytes) -> int | None:
+    """The counter of an entry line, read without parsing it, only to route the line (the next
+    entry, a resend, a gap); None when it cannot be read so (the full parse then decides).
+
+    In a canonical entry line the top-level `counter` follows `body` (keys sort `body, boot,
+    busy_ns, clock_ns, counter, ...`) and every key after it holds a string or an integer, in
+    which `,"counter":` cannot occur (a string's quotes are escaped), so the last occurrence is
+    the top-level key. A line that is not canonical may route wrongly, but the checker then
+    refuses it: `LogVerifier.feed` parses it fully and checks its counter against its own."""
+    at = line.rfind(_COUNTER_KEY)
+    if at < 0:
+        return None
+    start = at + len(_COUNTER_KEY)
+    end = line.find(b",", start, start + 21)
+    digits = line[start:end]
+    if end < 0 or not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
+        return None
+    return int(digits)
+
+
+_now: tuple[int, str] = (0, "")  # (a whole second, its format_time): one strftime a second under load
+
+
+def _received_at() -> str:
+    global _now
+    t = int(time.time())
+    if _now[0] != t:
+        _now = (t, format_time(datetime.fromtimestamp(t, UTC)))
+    return _now[1]
+
+
 def _check(serial: str, chip: _Chip, counter: int, line: bytes) -> tuple[Any, dict[str, Any]]:
     """Feed the line to the chip's checker (caller holds its lock); a refused line leaves the
     checker as it was. Returns the checker's state before the line and the row to store."""
@@ -254,5 +296,5 @@ def _check(serial: str, chip: _Chip, counter: int, line: bytes) -> tuple[Any, di
         status = 401 if any("signature" in p.problem for p in problems) else 422
         raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
     row = {"serial": serial, "counter": counter, "line": line, "entry_sha256": hashlib.sha256(line).hexdigest(),
-           "received_at": format_time()}
+           "received_at": _received_at()}
     return saved, row
