@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,50 @@ def test_group_commit_gathers_under_load_and_not_for_a_lone_row(tmp_path: Path) 
     finally:
         gc.close()
         reg.close()
+
+
+def test_batches_ending_in_a_checkpoint_are_stored_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Chip log v2 batches (`POST /v1/chips/{serial}/batches`): each genuine batch is stored and
+    acked with its checkpoint's ack; a resend is acked as a duplicate; a batch out of order or
+    overlapping the copy with other bytes is 409; every forged batch (an entry the chip never
+    wrote, behind the chip's genuine checkpoint) is refused and stores nothing; the copy equals
+    the chip's log. The per-entry route agrees with it (a batch's entry resent alone is a duplicate)."""
+    import hashlib
+
+    from computewatch.adversary.service_attacks import batch_chip_world, forged_batches, post_batch
+    from computewatch.service.bodies import BATCH_TYPE, ENTRY_TYPE
+
+    app, client, serial, batches = batch_chip_world(tmp_path, steps=6)
+    assert len(batches) >= 3 and all(len(b) >= 2 for b in batches[:2])
+    logs = app.state.service.logs
+
+    def post(lines: list[bytes]) -> Any:
+        return post_batch(client, serial, lines)
+
+    with client:
+        r = post(batches[1])
+        assert r.status_code == 409 and "before entry 0" in r.json()["error"]
+        r = post(batches[0])
+        last = batches[0][-1]
+        assert r.status_code == 200 and r.headers["x-cw-duplicate"] == "0"
+        assert r.content == expected_ack(serial, len(batches[0]) - 1, last)
+        assert r.json()["entry_sha256"] == hashlib.sha256(last).hexdigest()
+        for what, lines in forged_batches(batches[1]):
+            r = post(lines)
+            assert r.status_code in (401, 422), (what, r.status_code, r.text)
+            assert logs.count(serial) == len(batches[0]), what
+        r = post(batches[0])
+        assert r.status_code == 200 and r.headers["x-cw-duplicate"] == "1"
+        r = post([batches[0][-1], *batches[1]])  # overlaps the copy: its first line is stored
+        assert r.status_code == 409 and "overlaps" in r.json()["error"]
+        r = client.post(f"/v1/chips/{serial}/batches", content=b"", headers={"content-type": BATCH_TYPE})
+        assert r.status_code == 422
+        r = client.post(f"/v1/chips/{serial}/batches", content=batches[1][0], headers={"content-type": BATCH_TYPE})
+        assert r.status_code == 422 and "newline" in r.json()["error"]
+        for b in batches[1:]:
+            if logs.count(serial) < sum(len(x) for x in batches[: batches.index(b) + 1]):
+                assert post(b).status_code == 200
+        r = client.post(f"/v1/chips/{serial}/entries", content=batches[1][0], headers={"content-type": ENTRY_TYPE})
+        assert r.status_code == 200 and r.headers["x-cw-duplicate"] == "1"
+        stored = logs.lines(serial, 0, 1000)
+    assert stored == [line for b in batches for line in b]

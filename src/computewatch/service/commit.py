@@ -34,7 +34,7 @@ class _Pending:
     write: Callable[[Connection], Any] | None  # None: insert `row` into `table`
     label: str = ""
     table: Table | None = None
-    row: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] | None = None
     done: threading.Event | None = None  # a blocked thread's wake-up (None: a coroutine's row)
     error: BaseException | None = None
     settled: Callable[[BaseException | None], None] | None = None  # called in the writer thread once settled
@@ -69,7 +69,12 @@ class GroupCommitter:
     def insert(self, table: Table, row: dict[str, Any], label: str = "") -> None:
         """Insert `row` into `table` in a committed transaction; returns once it is durable. The
         rows of one batch go to the database as one multi-row insert per table."""
-        self._wait(_Pending(None, label, table, row, done=threading.Event()))
+        self._wait(_Pending(None, label, table, [row], done=threading.Event()))
+
+    def insert_many(self, table: Table, rows: list[dict[str, Any]], label: str = "") -> None:
+        """Insert all of `rows` into `table` in one committed transaction (all or none: a failure
+        fails them together); returns once they are durable."""
+        self._wait(_Pending(None, label, table, list(rows), done=threading.Event()))
 
     async def insert_async(self, table: Table, row: dict[str, Any], label: str = "",
                            settled: Callable[[BaseException | None], None] | None = None) -> None:
@@ -78,7 +83,7 @@ class GroupCommitter:
         failure), before the coroutine resumes, and runs even if the coroutine is cancelled: a
         caller holding a per-chip lock releases it there, never before the row's fate is known."""
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        p = _Pending(None, label, table, row, settled=settled, woken=woken)
+        p = _Pending(None, label, table, [row], settled=settled, woken=woken)
         self._enqueue(p, settled)
         await asyncio.shield(woken)
         if p.error is not None:
@@ -175,8 +180,8 @@ def _apply(conn: Connection, batch: list[_Pending]) -> None:
         if p.write is not None:
             p.write(conn)
         else:
-            assert p.table is not None and p.row is not None
-            rows.setdefault(p.table, []).append(p.row)
+            assert p.table is not None and p.rows is not None
+            rows.setdefault(p.table, []).extend(p.rows)
     for table, values in rows.items():
         _insert_rows(conn, table, values)
 

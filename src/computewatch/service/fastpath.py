@@ -1,5 +1,6 @@
-"""The chip-entry route without the framework: `POST /v1/chips/{serial}/entries` is the one
-request a fleet sends thousands of times a second, so the app (`ServiceApp`) answers it before
+"""The chip-entry routes without the framework: `POST /v1/chips/{serial}/entries` is the one
+request a fleet sends thousands of times a second (and `/batches`, chip log v2's batches
+ending in a signed checkpoint, its cheaper form), so the app (`ServiceApp`) answers them before
 FastAPI's middleware stack and routing (same body limit, same checks in `ChipLogs`, same answers
 and error bodies as the declared route, which stays in the app and its OpenAPI document). Every
 other request goes to FastAPI unchanged.
@@ -20,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from computewatch.formats.chip_entry import split_log
 from computewatch.service.errors import ServiceError
 
-__all__ = ["ServiceApp", "answer_entry"]
+__all__ = ["ServiceApp", "answer_batch", "answer_entry", "batch_lines"]
 
 log = logging.getLogger("computewatch.service")
-_ENTRY_PATH = re.compile(r"/v1/chips/([^/]+)/entries")  # as the route's {serial}: one path segment
+_ENTRY_PATH = re.compile(r"/v1/chips/([^/]+)/(entries|batches)")  # as the routes' {serial}: one path segment
 
 
 class ServiceApp(FastAPI):
@@ -35,18 +37,49 @@ class ServiceApp(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST":
             m = _ENTRY_PATH.fullmatch(scope["path"])
             if m is not None:
-                await answer_entry(self.state.service, m.group(1), scope, receive, send)
+                answer = answer_entry if m.group(2) == "entries" else answer_batch
+                await answer(self.state.service, m.group(1), scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
 
 async def answer_entry(svc: Any, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Check, durably store and acknowledge one chip log entry (or refuse it) over ASGI."""
-    try:
+
+    async def append() -> Any:
         line = await _read_body(scope, receive, svc.config.max_entry)
         ack = await svc.logs.append_in_loop(serial, line)
-        if ack is None:
-            ack = await run_in_threadpool(svc.logs.append, serial, line)
+        return ack if ack is not None else await run_in_threadpool(svc.logs.append, serial, line)
+
+    await _answer(append, scope, send)
+
+
+async def answer_batch(svc: Any, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Check, durably store and acknowledge a batch of chip log entries ending in its signed
+    checkpoint (or refuse all of it) over ASGI: one thread hand-off per batch."""
+
+    async def append() -> Any:
+        lines = batch_lines(await _read_body(scope, receive, svc.config.max_batch), svc.config.max_batch_entries)
+        return await run_in_threadpool(svc.logs.append_batch, serial, lines)
+
+    await _answer(append, scope, send)
+
+
+def batch_lines(body: bytes, limit: int) -> list[bytes]:
+    """The entry lines of a batch body (each line ends in a newline, as in the chip's log file)."""
+    lines, torn = split_log(body)
+    if torn:
+        raise ServiceError(422, f"batch ends in {torn} bytes without a newline: every entry line ends in one")
+    if not lines:
+        raise ServiceError(422, "empty batch: a batch holds one or more entries ending in a signed checkpoint")
+    if len(lines) > limit:
+        raise ServiceError(413, f"batch of {len(lines)} entries exceeds the limit of {limit} entries")
+    return lines
+
+
+async def _answer(append: Any, scope: Scope, send: Send) -> None:
+    try:
+        ack = await append()
         status, body = 200, ack.body
         headers = [(b"content-type", b"application/json"), (b"x-cw-duplicate", b"1" if ack.duplicate else b"0")]
     except ServiceError as exc:

@@ -192,6 +192,60 @@ class ChipLogs:
             if held:
                 chip.lock.release()
 
+    def append_batch(self, serial: str, lines: list[bytes]) -> Ack:
+        """A chip log v2 batch: consecutive entries that end in a checkpoint the chip signed (its
+        natural upload unit: one signature for the batch, every entry hash-chained to it). All
+        are checked, then stored in one transaction, then acked with the ack of the last line
+        (the checkpoint, whose signed `prev` chain binds every entry before it); or none is: a
+        batch with a refused entry, or whose entries its checkpoint does not attribute to the
+        chip (a forged, altered or unsigned entry, a checkpoint of another boot), stores nothing.
+        A batch resent after a lost ack (every line already stored, byte for byte) is acked again."""
+        if not lines:
+            raise ServiceError(422, "empty batch: a batch holds one or more entries ending in a signed checkpoint")
+        first, last = _parse(serial, lines[0])["counter"], _parse(serial, lines[-1])["counter"]
+        chip = self._chip(serial)
+        with chip.lock:
+            v = chip.verifier
+            if first > v.position:  # another server process may have stored the ones before
+                self._catch_up(serial, chip)
+            if first < v.position:
+                if all(self.line(serial, first + k) == line for k, line in enumerate(lines)):
+                    return Ack(expected_ack(serial, last, lines[-1]), last, True)
+                raise ServiceError(409, f"batch from entry {first} of chip {serial} overlaps stored entries with other content "
+                                        f"or goes past the stored copy's end ({v.position}): send batches from the next entry")
+            if first > v.position:
+                raise ServiceError(409, f"batch from entry {first} of chip {serial} arrives before entry {v.position}: send in order")
+            saved = v.save_state()
+            rows = []
+            try:
+                for k, line in enumerate(lines):
+                    rows.append(_check(serial, chip, first + k, line, restore=False)[1])
+                if v.attributed != v.position:
+                    span = f"entry {v.attributed}" if v.attributed == v.position - 1 else f"entries {v.attributed}-{v.position - 1}"
+                    raise ServiceError(422, f"batch of chip {serial} refused: {span} not covered by a signed checkpoint of "
+                                            "their boot at the batch's end (a batch ends in its checkpoint)")
+            except BaseException:
+                v.restore_state(saved)
+                raise
+            try:
+                if self._committer is not None:
+                    self._committer.insert_many(ss.log_entries, rows, label=f"{serial}#{first}-{last}")
+                else:
+                    with reg_db.write(self._engine) as conn:
+                        conn.execute(insert(ss.log_entries), rows)
+            except IntegrityError:
+                v.restore_state(saved)  # another server process stored these counters first: the database decides
+                self._catch_up(serial, chip)
+                if first < v.position and all(self.line(serial, first + k) == line for k, line in enumerate(lines)):
+                    return Ack(expected_ack(serial, last, lines[-1]), last, True)
+                self._chips.pop(serial, None)
+                raise ServiceError(409, f"batch from entry {first} of chip {serial} was stored meanwhile with other content") from None
+            except BaseException:
+                v.restore_state(saved)
+                self._chips.pop(serial, None)  # reloaded from the database on next use
+                raise
+            return Ack(chip.ack(last, rows[-1]["entry_sha256"]), last, False)
+
     def _resent(self, serial: str, counter: int, line: bytes) -> Ack:
         """A line at a stored counter: the stored line is acked again; any other is a fork, refused."""
         if self.line(serial, counter) == line:
@@ -284,14 +338,16 @@ def _received_at() -> str:
     return _now[1]
 
 
-def _check(serial: str, chip: _Chip, counter: int, line: bytes) -> tuple[Any, dict[str, Any]]:
+def _check(serial: str, chip: _Chip, counter: int, line: bytes, restore: bool = True) -> tuple[Any, dict[str, Any]]:
     """Feed the line to the chip's checker (caller holds its lock); a refused line leaves the
-    checker as it was. Returns the checker's state before the line and the row to store."""
+    checker as it was (with `restore`; else the caller restores its own saved state). Returns
+    the checker's state before the line (None without `restore`) and the row to store."""
     v = chip.verifier
-    saved = v.save_state()
+    saved = v.save_state() if restore else None
     problems = v.feed(line)
     if problems:
-        v.restore_state(saved)
+        if saved is not None:
+            v.restore_state(saved)
         reason = "; ".join(p.problem for p in problems[:3])
         status = 401 if any("signature" in p.problem for p in problems) else 422
         raise ServiceError(status, f"entry {counter} of chip {serial} refused: {reason}")
