@@ -15,7 +15,7 @@ checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is
 rate over that rate. CPU per acknowledged entry (Linux /proc: the server's processes, the
 private PostgreSQL server's, the load generator's) does not depend on what else the machine
 runs; `cpu_bound_per_s_idle_cores` is the rate idle cores would give if the CPU stays the limit
-(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 200, --max-seconds for the timed phase.
 
 --workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
 database (key `<db>_workers<N>` for N > 1). --rates 0,800 runs each closed loop (0: every chip
@@ -185,7 +185,8 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     entry, or its first batch: the server loads the chip then: certificate, stored copy). Timed,
     the rest: closed loop (`rate` 0): each chip sends its next unit as soon as the previous one
     is acked; open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries
-    are due at fixed times, staggered between chips, and a unit is due with its last entry; a
+    are due at fixed times, the chips' schedules spread over one unit's worth of entries, and a
+    unit is due with its last entry; a
     chip still waits for its previous ack, and latency counts from the unit's due time (a late
     send is latency too, no coordinated omission). `sample()` is called as the timed phase
     starts and ends (CPU counters)."""
@@ -198,6 +199,11 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
     route = "entries" if mode == "entry" else "batches"
     plan = {serial: units(lines, mode) for serial, _, lines in chips}
+    # Chips start their schedules spread over one unit's worth of entries, as a fleet's chips do
+    # (not all cutting their batches at the same moment).
+    spread = statistics.fmean(len(u) for p in plan.values() for u in p)
+    phase = {serial: i / len(chips) * spread for i, (serial, _, _) in enumerate(chips)}
+    acks: list[tuple[float, int]] = []  # (ack time, entries acked) of the timed phase
 
     async def send(serial: str, unit: list[bytes]) -> bool:
         reader, writer = conns[serial]
@@ -214,7 +220,7 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
         conns[serial] = await asyncio.open_connection("127.0.0.1", port)
         await send(serial, plan[serial][0])
 
-    async def rest(index: int, serial: str) -> None:
+    async def rest(serial: str) -> None:
         if len(acked[serial]) != len(plan[serial][0]):
             return
         m = -1  # the timed entries of this chip sent so far, less one
@@ -222,13 +228,15 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
             if time.monotonic() > deadline:
                 return
             m += len(unit)
-            due = start + (index / len(chips) + m) * interval
+            due = start + (phase[serial] + m) * interval
             if interval:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
             t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
             if not await send(serial, unit):
                 return
-            latencies.append(time.perf_counter() - t0)
+            now = time.perf_counter()
+            latencies.append(now - t0)
+            acks.append((now, len(unit)))
 
     w0 = time.perf_counter()
     try:
@@ -239,7 +247,7 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
         if sample:
             sample()
         start = t0 = time.perf_counter()
-        await asyncio.gather(*(rest(i, serial) for i, (serial, _, _) in enumerate(chips)))
+        await asyncio.gather(*(rest(serial) for serial, _, _ in chips))
         wall = time.perf_counter() - t0
         if sample:
             sample()
@@ -252,7 +260,18 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
         return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 
     n = sum(len(a) for a in acked.values()) - warmup
+    steady = None
+    if interval:
+        # The window in which every chip is inside its schedule (all started, none done): the
+        # fleet offers exactly `rate` there, so the entries acked in it over its length is the
+        # acked rate, free of the ramps at the start and end of a short run.
+        lo = start + spread * interval
+        hi = min(start + max_seconds, start + min(phase[s] + sum(map(len, plan[s][1:])) - 1 for s in plan) * interval)
+        if hi > lo:
+            got = sum(k for t, k in acks if lo <= t < hi)
+            steady = {"window_s": hi - lo, "offered_per_s": rate, "acked_per_s": got / (hi - lo)}
     return {"entries_acked": n, "requests_acked": len(lat), "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
+            "steady": steady,
             "warmup": {"entries": warmup, "seconds": warmup_s},
             "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
                                "mean": statistics.fmean(lat) * 1e3 if lat else None},
@@ -393,8 +412,8 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="sample the server's processes with py-spy during the timed phase (raw stacks here)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the manufactured chips here and reuse them in later runs")
     args = ap.parse_args()
-    if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
-        ap.error("--chips 1..2000, --steps 1..50")
+    if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 200:
+        ap.error("--chips 1..2000, --steps 1..200")
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
         ap.error("--db takes sqlite and/or postgresql")
