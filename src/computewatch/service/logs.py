@@ -13,6 +13,9 @@ After a restart each chip's checker is rebuilt from its stored lines on first us
 server processes on one database, the database is the copy: a process catches its checker up
 with the rows others stored before it refuses an entry as out of order or serves a tree head,
 and the (serial, counter) primary key decides between two processes offered the same counter.
+A chip log v2 batch (`append_batch`: consecutive entries ending in the chip's signed checkpoint)
+is fed the same way and stored whole, in one transaction, only if its checkpoint attributes
+every entry of it; else nothing of it is kept.
 """
 
 from __future__ import annotations
