@@ -23,8 +23,14 @@ sends as soon as its previous entry is acked: the throughput) and open loop at 8
 offered by the fleet (key suffix `_rate800`: the latency at that load, counted from each
 entry's due time).
 
-Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
+Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--mode entry,batch] [--db sqlite,postgresql]
        [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--profile DIR] [--out result.json]
+
+--mode entry,batch: `entry` (default) as above; `batch`: on-chip chips (log v2, a signed checkpoint
+every 16 entries, lines read from the chip's log file) upload their log as batches ending in a
+checkpoint (`POST /v1/chips/{serial}/batches`), a batch due with its last entry (key suffix
+`_batch`). Open loop also reports `steady`: entries acked per second in the window where every
+chip is inside its schedule (the offered rate is exact there; short runs ramp up and down).
 
 --profile DIR: py-spy (`pip install py-spy`) samples the server's processes during the timed phase
 (raw folded stacks, one file per pass).
