@@ -130,3 +130,32 @@ def test_batches_ending_in_a_checkpoint_are_stored_whole_or_not_at_all(tmp_path:
         assert r.status_code == 200 and r.headers["x-cw-duplicate"] == "1"
         stored = logs.lines(serial, 0, 1000)
     assert stored == [line for b in batches for line in b]
+
+
+def test_two_log_copies_take_one_chips_batches(tmp_path: Path) -> None:
+    """Two server processes' log copies (two `ChipLogs` over one database) take one chip's
+    batches in turn: each catches up from the database first, the same batch offered to the
+    other after it was stored is acked as a duplicate, and a batch that starts past the stored
+    copy is refused as out of order."""
+    from computewatch.adversary.service_attacks import batch_chip_world
+    from computewatch.service.errors import ServiceError
+    from computewatch.service.logs import ChipLogs
+
+    app, _client, serial, batches = batch_chip_world(tmp_path, steps=6)
+    engine = app.state.service.reg.engine
+    a, b = ChipLogs(engine, GroupCommitter(engine)), ChipLogs(engine, GroupCommitter(engine))
+    try:
+        assert not a.append_batch(serial, batches[0]).duplicate
+        assert not b.append_batch(serial, batches[1]).duplicate  # b loads batch 0 from the database
+        assert a.append_batch(serial, batches[1]).duplicate  # a catches up: batch 1 is stored, same bytes
+        with pytest.raises(ServiceError) as exc:
+            a.append_batch(serial, batches[2][1:])  # starts one past the copy's end
+        assert exc.value.status in (409, 422)
+        ack = b.append_batch(serial, batches[2])
+        assert ack.counter == sum(map(len, batches[:3])) - 1
+        assert a.lines(serial, 0, 1000) == [line for x in batches[:3] for line in x]
+        assert a.tree(serial)[0].root() == b.tree(serial)[0].root()
+    finally:
+        a.close()
+        b.close()
+        app.state.service.logs.close()
