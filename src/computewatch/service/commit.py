@@ -82,8 +82,13 @@ class GroupCommitter:
         committed. `settled(error)` runs in the writer thread right after the commit (or its
         failure), before the coroutine resumes, and runs even if the coroutine is cancelled: a
         caller holding a per-chip lock releases it there, never before the row's fate is known."""
+        await self.insert_many_async(table, [row], label, settled)
+
+    async def insert_many_async(self, table: Table, rows: list[dict[str, Any]], label: str = "",
+                                settled: Callable[[BaseException | None], None] | None = None) -> None:
+        """`insert_async` of several rows, all in one transaction (all or none)."""
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        p = _Pending(None, label, table, [row], settled=settled, woken=woken)
+        p = _Pending(None, label, table, list(rows), settled=settled, woken=woken)
         self._enqueue(p, settled)
         await asyncio.shield(woken)
         if p.error is not None:

@@ -56,11 +56,12 @@ async def answer_entry(svc: Any, serial: str, scope: Scope, receive: Receive, se
 
 async def answer_batch(svc: Any, serial: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Check, durably store and acknowledge a batch of chip log entries ending in its signed
-    checkpoint (or refuse all of it) over ASGI: one thread hand-off per batch."""
+    checkpoint (or refuse all of it) over ASGI; the common case on the event loop, as an entry."""
 
     async def append() -> Any:
         lines = batch_lines(await _read_body(scope, receive, svc.config.max_batch), svc.config.max_batch_entries)
-        return await run_in_threadpool(svc.logs.append_batch, serial, lines)
+        ack = await svc.logs.append_batch_in_loop(serial, lines)
+        return ack if ack is not None else await run_in_threadpool(svc.logs.append_batch, serial, lines)
 
     await _answer(append, scope, send)
 

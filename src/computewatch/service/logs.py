@@ -218,18 +218,7 @@ class ChipLogs:
                                         f"or goes past the stored copy's end ({v.position}): send batches from the next entry")
             if first > v.position:
                 raise ServiceError(409, f"batch from entry {first} of chip {serial} arrives before entry {v.position}: send in order")
-            saved = v.save_state()
-            rows = []
-            try:
-                for k, line in enumerate(lines):
-                    rows.append(_check(serial, chip, first + k, line, restore=False)[1])
-                if v.attributed != v.position:
-                    span = f"entry {v.attributed}" if v.attributed == v.position - 1 else f"entries {v.attributed}-{v.position - 1}"
-                    raise ServiceError(422, f"batch of chip {serial} refused: {span} not covered by a signed checkpoint of "
-                                            "their boot at the batch's end (a batch ends in its checkpoint)")
-            except BaseException:
-                v.restore_state(saved)
-                raise
+            saved, rows = _check_batch(serial, chip, first, lines)
             try:
                 if self._committer is not None:
                     self._committer.insert_many(ss.log_entries, rows, label=f"{serial}#{first}-{last}")
@@ -248,6 +237,40 @@ class ChipLogs:
                 self._chips.pop(serial, None)  # reloaded from the database on next use
                 raise
             return Ack(chip.ack(last, rows[-1]["entry_sha256"]), last, False)
+
+    async def append_batch_in_loop(self, serial: str, lines: list[bytes]) -> Ack | None:
+        """`append_batch` on the event loop's thread for the common case (the chip is loaded, its
+        lock is free, the batch starts at its next entry), as `append_in_loop` for one entry: a
+        batch is checked in one go (no thread sharing the GIL with others' batches), its rows
+        wait for their commit as a coroutine. None: take the threaded `append_batch`."""
+        chip = self._chips.get(serial)
+        if chip is None or self._committer is None:
+            return None
+        first = _routing_counter(lines[0])
+        if first is None or not chip.lock.acquire(blocking=False):
+            return None
+        held = True
+        try:
+            if first != chip.verifier.position:
+                return None
+            saved, rows = _check_batch(serial, chip, first, lines)
+            last = first + len(lines) - 1  # the checker accepted consecutive counters
+
+            def settled(error: BaseException | None) -> None:
+                if error is not None:
+                    chip.verifier.restore_state(saved)
+                    self._chips.pop(serial, None)  # reloaded (and caught up) from the database on next use
+                chip.lock.release()
+
+            held = False  # from here `settled` releases the lock
+            try:
+                await self._committer.insert_many_async(ss.log_entries, rows, f"{serial}#{first}-{last}", settled)
+            except IntegrityError:
+                return None  # another server process stored these counters: `append_batch` decides
+            return Ack(chip.ack(last, rows[-1]["entry_sha256"]), last, False)
+        finally:
+            if held:
+                chip.lock.release()
 
     def _resent(self, serial: str, counter: int, line: bytes) -> Ack:
         """A line at a stored counter: the stored line is acked again; any other is a fork, refused."""
@@ -339,6 +362,24 @@ def _received_at() -> str:
     if _now[0] != t:
         _now = (t, format_time(datetime.fromtimestamp(t, UTC)))
     return _now[1]
+
+
+def _check_batch(serial: str, chip: _Chip, first: int, lines: list[bytes]) -> tuple[Any, list[dict[str, Any]]]:
+    """Feed a batch's lines to the chip's checker (caller holds its lock) and require that its
+    checkpoint attributes all of them; a refused batch leaves the checker as it was. Returns the
+    checker's state before the batch and the rows to store."""
+    v = chip.verifier
+    saved = v.save_state()
+    try:
+        rows = [_check(serial, chip, first + k, line, restore=False)[1] for k, line in enumerate(lines)]
+        if v.attributed != v.position:
+            span = f"entry {v.attributed}" if v.attributed == v.position - 1 else f"entries {v.attributed}-{v.position - 1}"
+            raise ServiceError(422, f"batch of chip {serial} refused: {span} not covered by a signed checkpoint of "
+                                    "their boot at the batch's end (a batch ends in its checkpoint)")
+    except BaseException:
+        v.restore_state(saved)
+        raise
+    return saved, rows
 
 
 def _check(serial: str, chip: _Chip, counter: int, line: bytes, restore: bool = True) -> tuple[Any, dict[str, Any]]:
