@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -165,35 +166,12 @@ class ChipLogs:
         is free and the line is its next entry. The same checks, then the row goes to the group
         commit and the coroutine (no thread) waits for the commit. None: take the threaded
         `append` (chip not loaded, lock busy, a resend or a gap, another process stored the counter)."""
-        chip = self._chips.get(serial)
-        if chip is None or self._committer is None:
-            return None
-        counter = _routing_counter(line)
-        if counter is None or not chip.lock.acquire(blocking=False):
-            return None
-        held = True
-        try:
-            if counter != chip.verifier.position:
-                return None
+
+        def check(chip: _Chip, counter: int) -> tuple[Any, list[dict[str, Any]]]:
             saved, row = _check(serial, chip, counter, line)
+            return saved, [row]
 
-            def settled(error: BaseException | None) -> None:
-                # The writer thread, once the row's transaction committed or failed: only then is
-                # the chip's next entry checked (against a committed predecessor).
-                if error is not None:
-                    chip.verifier.restore_state(saved)
-                    self._chips.pop(serial, None)  # reloaded (and caught up) from the database on next use
-                chip.lock.release()
-
-            held = False  # from here `settled` releases the lock
-            try:
-                await self._committer.insert_async(ss.log_entries, row, f"{serial}#{counter}", settled)
-            except IntegrityError:
-                return None  # another server process stored this counter: `append` decides
-            return Ack(chip.ack(counter, row["entry_sha256"]), counter, False)
-        finally:
-            if held:
-                chip.lock.release()
+        return await self._in_loop(serial, line, check)
 
     def append_batch(self, serial: str, lines: list[bytes]) -> Ack:
         """A chip log v2 batch: consecutive entries that end in a checkpoint the chip signed (its
@@ -243,30 +221,39 @@ class ChipLogs:
         lock is free, the batch starts at its next entry), as `append_in_loop` for one entry: a
         batch is checked in one go (no thread sharing the GIL with others' batches), its rows
         wait for their commit as a coroutine. None: take the threaded `append_batch`."""
+        return await self._in_loop(serial, lines[0], lambda chip, first: _check_batch(serial, chip, first, lines))
+
+    async def _in_loop(self, serial: str, first_line: bytes,
+                       check: Callable[[_Chip, int], tuple[Any, list[dict[str, Any]]]]) -> Ack | None:
+        """The event loop's path for one entry or one batch starting at `first_line`: `check`
+        (under the chip's lock) feeds the checker and returns its state before and the rows."""
         chip = self._chips.get(serial)
         if chip is None or self._committer is None:
             return None
-        first = _routing_counter(lines[0])
+        first = _routing_counter(first_line)
         if first is None or not chip.lock.acquire(blocking=False):
             return None
         held = True
         try:
             if first != chip.verifier.position:
                 return None
-            saved, rows = _check_batch(serial, chip, first, lines)
-            last = first + len(lines) - 1  # the checker accepted consecutive counters
+            saved, rows = check(chip, first)
+            last = first + len(rows) - 1  # the checker accepted consecutive counters
 
             def settled(error: BaseException | None) -> None:
+                # The writer thread, once the rows' transaction committed or failed: only then is
+                # the chip's next entry checked (against a committed predecessor).
                 if error is not None:
                     chip.verifier.restore_state(saved)
                     self._chips.pop(serial, None)  # reloaded (and caught up) from the database on next use
                 chip.lock.release()
 
             held = False  # from here `settled` releases the lock
+            label = f"{serial}#{first}" if first == last else f"{serial}#{first}-{last}"
             try:
-                await self._committer.insert_many_async(ss.log_entries, rows, f"{serial}#{first}-{last}", settled)
+                await self._committer.insert_many_async(ss.log_entries, rows, label, settled)
             except IntegrityError:
-                return None  # another server process stored these counters: `append_batch` decides
+                return None  # another server process stored a counter: the threaded path decides
             return Ack(chip.ack(last, rows[-1]["entry_sha256"]), last, False)
         finally:
             if held:
