@@ -15,7 +15,7 @@ checker (`LogVerifier`) with no HTTP and no database; `service_vs_check_only` is
 rate over that rate. CPU per acknowledged entry (Linux /proc: the server's processes, the
 private PostgreSQL server's, the load generator's) does not depend on what else the machine
 runs; `cpu_bound_per_s_idle_cores` is the rate idle cores would give if the CPU stays the limit
-(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 50, --max-seconds for the timed phase.
+(each server process on at most one core). Bounded: --chips <= 2000, --steps <= 200, --max-seconds for the timed phase.
 
 --workers 1,2 runs the server as 1 and as 2 processes (`serve --workers N`), each on a fresh
 database (key `<db>_workers<N>` for N > 1). --rates 0,800 runs each closed loop (0: every chip
@@ -23,8 +23,14 @@ sends as soon as its previous entry is acked: the throughput) and open loop at 8
 offered by the fleet (key suffix `_rate800`: the latency at that load, counted from each
 entry's due time).
 
-Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--db sqlite,postgresql]
+Usage: python benchmarks/bench_service_load.py [--chips 200] [--steps 4] [--mode entry,batch] [--db sqlite,postgresql]
        [--workers 1,2] [--rates 0,800] [--max-seconds 120] [--cache DIR] [--profile DIR] [--out result.json]
+
+--mode entry,batch: `entry` (default) as above; `batch`: on-chip chips (log v2, a signed checkpoint
+every 16 entries, lines read from the chip's log file) upload their log as batches ending in a
+checkpoint (`POST /v1/chips/{serial}/batches`), a batch due with its last entry (key suffix
+`_batch`). Open loop also reports `steady`: entries acked per second in the window where every
+chip is inside its schedule (the offered rate is exact there; short runs ramp up and down).
 
 --profile DIR: py-spy (`pip install py-spy`) samples the server's processes during the timed phase
 (raw folded stacks, one file per pass).
@@ -68,34 +74,39 @@ class _Recorder:
         return expected_ack(entry["serial"], entry["counter"], line)
 
 
-def make_chips(root: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+def make_chips(root: Path, count: int, steps: int, mode: str = "entry") -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+    """Chips that ran `steps` steps and their log lines: report-mode chips (every entry signed,
+    recorded off the transport) for `entry`; on-chip chips (log v2, a signed checkpoint every 16
+    entries, read from the log file) for `batch`."""
     from computewatch.chip import Chip, provision_chips
     from computewatch.chip.exercise import small_shard
+    from computewatch.formats.chip_entry import split_log
 
-    states = provision_chips(root / "chips", count, snapshots_per_day=50.0, log_mode="report", secret_seed=b"bench service load")
+    log_mode = "report" if mode == "entry" else "on-chip"
+    states = provision_chips(root / "chips", count, snapshots_per_day=50.0, log_mode=log_mode, secret_seed=b"bench service load")
     out = []
     for state in states:
         rec = _Recorder()
-        chip = Chip.open(state, transport=rec)
+        chip = Chip.open(state, transport=rec if mode == "entry" else None)
         chip.boot()
         chip.attach(small_shard(), root / "storage" / state.name)
         for s in range(steps):
-            chip._tensors[0].add_(0.5)  # type: ignore[index]
+            chip._tensors[0].add_(0.5)
             chip.step_boundary(s, 3600.0)
         chip.close()
-        out.append((chip.serial, state, rec.lines))
+        out.append((chip.serial, state, rec.lines if mode == "entry" else split_log(chip.log_path.read_bytes())[0]))
     return root / "chips" / "chipmaker", out
 
 
-def cached_chips(cache: Path, count: int, steps: int) -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
-    """`make_chips` once per (count, steps) in `cache`; later runs read the recorded lines back."""
-    folder = cache / f"chips-{count}x{steps}"
+def cached_chips(cache: Path, count: int, steps: int, mode: str = "entry") -> tuple[Path, list[tuple[str, Path, list[bytes]]]]:
+    """`make_chips` once per (count, steps, mode) in `cache`; later runs read the recorded lines back."""
+    folder = cache / (f"chips-{count}x{steps}" + ("" if mode == "entry" else f"-{mode}"))
     index = folder / "lines.json"
     if index.is_file():
         doc = json.loads(index.read_text())
         return folder / "chips" / "chipmaker", [(c["serial"], Path(c["state"]), [x.encode() for x in c["lines"]]) for c in doc]
     shutil.rmtree(folder, ignore_errors=True)
-    maker_dir, chips = make_chips(folder, count, steps)
+    maker_dir, chips = make_chips(folder, count, steps, mode)
     index.write_text(json.dumps([{"serial": s, "state": str(st), "lines": [x.decode() for x in ls]} for s, st, ls in chips]))
     return maker_dir, chips
 
@@ -159,15 +170,32 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     return status, await reader.readexactly(length)
 
 
+def units(lines: list[bytes], mode: str) -> list[list[bytes]]:
+    """What a chip sends in one request: each entry alone (`entry`), or (`batch`) its log cut
+    after each checkpoint (the last unit takes any entries after the last checkpoint)."""
+    if mode == "entry":
+        return [[line] for line in lines]
+    out: list[list[bytes]] = [[]]
+    for line in lines:
+        out[-1].append(line)
+        if json.loads(line)["kind"] == "checkpoint":
+            out.append([])
+    if not out[-1]:
+        out.pop()
+    return out
+
+
 async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float, rate: float = 0.0,
-               sample: Any = None) -> dict[str, Any]:
-    """Warm-up (not timed): every chip opens its connection and sends its first entry (the
-    server loads the chip then: certificate, stored copy). Timed, the rest of the entries:
-    closed loop (`rate` 0): each chip sends its next entry as soon as the previous one is acked;
-    open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries are due at
-    fixed times, staggered between chips; a chip still waits for its previous ack, and latency
-    counts from the entry's due time (a late send is latency too, no coordinated omission).
-    `sample()` is called as the timed phase starts and ends (CPU counters)."""
+               sample: Any = None, mode: str = "entry") -> dict[str, Any]:
+    """Warm-up (not timed): every chip opens its connection and sends its first unit (its first
+    entry, or its first batch: the server loads the chip then: certificate, stored copy). Timed,
+    the rest: closed loop (`rate` 0): each chip sends its next unit as soon as the previous one
+    is acked; open loop (`rate` > 0 entries/s offered by the whole fleet): each chip's entries
+    are due at fixed times, the chips' schedules spread over one unit's worth of entries, and a
+    unit is due with its last entry; a
+    chip still waits for its previous ack, and latency counts from the unit's due time (a late
+    send is latency too, no coordinated omission). `sample()` is called as the timed phase
+    starts and ends (CPU counters)."""
     from computewatch.chip.transport import expected_ack
 
     latencies: list[float] = []
@@ -175,44 +203,57 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     problems: list[str] = []
     interval = len(chips) / rate if rate > 0 else 0.0
     conns: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+    route = "entries" if mode == "entry" else "batches"
+    plan = {serial: units(lines, mode) for serial, _, lines in chips}
+    # Chips start their schedules spread over one unit's worth of entries, as a fleet's chips do
+    # (not all cutting their batches at the same moment).
+    spread = statistics.fmean(len(u) for p in plan.values() for u in p)
+    phase = {serial: i / len(chips) * spread for i, (serial, _, _) in enumerate(chips)}
+    acks: list[tuple[float, int]] = []  # (ack time, entries acked) of the timed phase
 
-    async def send(serial: str, line: bytes) -> bool:
+    async def send(serial: str, unit: list[bytes]) -> bool:
         reader, writer = conns[serial]
-        status, body = await _post(reader, writer, f"/v1/chips/{serial}/entries", line)
-        counter = json.loads(line)["counter"]
-        if status != 200 or body != expected_ack(serial, counter, line):
-            problems.append(f"{serial}#{counter}: HTTP {status} {body[:200]!r}")
+        body = unit[0] if mode == "entry" else b"".join(line + b"\n" for line in unit)
+        status, answer = await _post(reader, writer, f"/v1/chips/{serial}/{route}", body)
+        counter = json.loads(unit[-1])["counter"]
+        if status != 200 or answer != expected_ack(serial, counter, unit[-1]):
+            problems.append(f"{serial}#{counter}: HTTP {status} {answer[:200]!r}")
             return False  # the chip stays frozen
-        acked[serial].append(line)
+        acked[serial].extend(unit)
         return True
 
-    async def first(serial: str, lines: list[bytes]) -> None:
+    async def first(serial: str) -> None:
         conns[serial] = await asyncio.open_connection("127.0.0.1", port)
-        await send(serial, lines[0])
+        await send(serial, plan[serial][0])
 
-    async def rest(index: int, serial: str, lines: list[bytes]) -> None:
-        if len(acked[serial]) != 1:
+    async def rest(serial: str) -> None:
+        if len(acked[serial]) != len(plan[serial][0]):
             return
-        for k, line in enumerate(lines[1:]):
+        m = -1  # the timed entries of this chip sent so far, less one
+        for unit in plan[serial][1:]:
             if time.monotonic() > deadline:
                 return
-            due = start + (index / len(chips) + k) * interval
+            m += len(unit)
+            due = start + (phase[serial] + m) * interval
             if interval:
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
             t0 = min(due, time.perf_counter()) if interval else time.perf_counter()
-            if not await send(serial, line):
+            if not await send(serial, unit):
                 return
-            latencies.append(time.perf_counter() - t0)
+            now = time.perf_counter()
+            latencies.append(now - t0)
+            acks.append((now, len(unit)))
 
     w0 = time.perf_counter()
     try:
-        await asyncio.gather(*(first(serial, lines) for serial, _, lines in chips))
+        await asyncio.gather(*(first(serial) for serial, _, _ in chips))
+        warmup = sum(len(acked[serial]) for serial in acked)
         warmup_s = time.perf_counter() - w0
         deadline = time.monotonic() + max_seconds
         if sample:
             sample()
         start = t0 = time.perf_counter()
-        await asyncio.gather(*(rest(i, serial, lines) for i, (serial, _, lines) in enumerate(chips)))
+        await asyncio.gather(*(rest(serial) for serial, _, _ in chips))
         wall = time.perf_counter() - t0
         if sample:
             sample()
@@ -224,9 +265,20 @@ async def load(port: int, chips: list[tuple[str, Path, list[bytes]]], max_second
     def q(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 
-    n = len(lat)
-    return {"entries_acked": n, "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
-            "warmup": {"entries": len(chips), "seconds": warmup_s},
+    n = sum(len(a) for a in acked.values()) - warmup
+    steady = None
+    if interval:
+        # The window in which every chip is inside its schedule (all started, none done): the
+        # fleet offers exactly `rate` there, so the entries acked in it over its length is the
+        # acked rate, free of the ramps at the start and end of a short run.
+        lo = start + spread * interval
+        hi = min(start + max_seconds, start + min(phase[s] + sum(map(len, plan[s][1:])) - 1 for s in plan) * interval)
+        if hi > lo:
+            got = sum(k for t, k in acks if lo <= t < hi)
+            steady = {"window_s": hi - lo, "offered_per_s": rate, "acked_per_s": got / (hi - lo)}
+    return {"entries_acked": n, "requests_acked": len(lat), "seconds": wall, "entries_per_s": n / wall if wall else 0.0,
+            "steady": steady,
+            "warmup": {"entries": warmup, "seconds": warmup_s},
             "ack_latency_ms": {"p50": q(0.50) * 1e3, "p99": q(0.99) * 1e3, "max": lat[-1] * 1e3 if lat else None,
                                "mean": statistics.fmean(lat) * 1e3 if lat else None},
             "problems": problems[:20], "acked": acked}
@@ -283,7 +335,7 @@ def stored_lines(url: str) -> dict[str, list[bytes]]:
 
 
 def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tuple[str, Path, list[bytes]]], max_seconds: float,
-           workers: int = 1, rate: float = 0.0, profile: Path | None = None) -> dict[str, Any]:
+           workers: int = 1, rate: float = 0.0, profile: Path | None = None, mode: str = "entry") -> dict[str, Any]:
     from computewatch.crypto.signing import SigningKey
     from computewatch.registry import Registry
 
@@ -308,7 +360,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     def sample() -> None:
         samples.append((cpu_seconds(proc.pid), cpu_seconds(db_pid) if db_pid else 0.0, time.process_time()))
         if profile is not None and not spy:  # the timed phase starts: sample the server's processes
-            out = profile / f"{name}-w{workers}-r{rate:g}.txt"
+            out = profile / f"{name}-{mode}-w{workers}-r{rate:g}.txt"
             spy.append(subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--subprocesses", "--threads", "--nonblocking",
                                          "--rate", "250", "--format", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         elif spy:
@@ -316,7 +368,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
             spy[0].wait(timeout=60)
 
     try:
-        res = asyncio.run(load(port, chips, max_seconds, rate, sample))
+        res = asyncio.run(load(port, chips, max_seconds, rate, sample, mode))
         cpu0, cpu1 = samples
     finally:
         proc.terminate()
@@ -336,7 +388,7 @@ def run_db(name: str, url: str, scratch: Path, maker_dir: Path, chips: list[tupl
     res["cpu_ms_per_entry"] = cpu
     res["cpu_bound_per_s_idle_cores"] = min(min(workers, cores) * 1e3 / cpu["server"] if cpu["server"] else float("inf"),
                                             cores * 1e3 / sum(cpu.values()) if sum(cpu.values()) else float("inf"))
-    res.update({"database": name, "workers": workers, "offered_per_s": rate or None, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
+    res.update({"database": name, "mode": mode, "workers": workers, "offered_per_s": rate or None, "setup_register_s": register_s, "all_acked_stored": missing == 0, "acked_missing": missing,
                 "stored_entries": sum(map(len, stored.values()))})
     return res
 
@@ -358,20 +410,25 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument("--rates", default="0", help="comma-separated offered entries/s of the whole fleet (0: closed loop, as fast as acks come)")
+    ap.add_argument("--mode", default="entry", help="comma-separated: entry (report-mode chips, one signed entry a request), "
+                    "batch (on-chip log v2 chips, a batch ending in its signed checkpoint a request)")
     ap.add_argument("--workers", default="1", help="comma-separated server process counts (serve --workers), each run on a fresh database")
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=None, help="sample the server's processes with py-spy during the timed phase (raw stacks here)")
     ap.add_argument("--cache", type=Path, default=None, help="keep the manufactured chips here and reuse them in later runs")
     args = ap.parse_args()
-    if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 50:
-        ap.error("--chips 1..2000, --steps 1..50")
+    if not 1 <= args.chips <= 2000 or not 1 <= args.steps <= 200:
+        ap.error("--chips 1..2000, --steps 1..200")
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     if not dbs or any(d not in ("sqlite", "postgresql") for d in dbs):
         ap.error("--db takes sqlite and/or postgresql")
     worker_counts = [int(w) for w in _numbers(ap, "--workers", args.workers, 1, 8)]
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    if not modes or any(m not in ("entry", "batch") for m in modes):
+        ap.error("--mode takes entry and/or batch")
     rates = _numbers(ap, "--rates", args.rates, 0, 100_000)
-    if args.pg_url and len(worker_counts) * len(rates) > 1:
+    if args.pg_url and len(worker_counts) * len(rates) * len(modes) > 1:
         ap.error("--pg-url takes one --workers count and one rate (each pass needs a fresh database)")
     from computewatch.cli._common import available_cores
 
@@ -382,29 +439,32 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="computewatch-bench-service-"))
     try:
-        t0 = time.perf_counter()
-        if args.cache:
-            maker_dir, chips = cached_chips(args.cache.resolve(), args.chips, args.steps)
-        else:
-            maker_dir, chips = make_chips(scratch, args.chips, args.steps)
         result: dict[str, Any] = {
             "benchmark": "service_load",
             "machine": {"python": platform.python_version(), "cores": available_cores(), "platform": platform.platform(),
                         "load_avg_at_start": os.getloadavg()},
-            "chips": args.chips, "steps": args.steps, "entries": sum(len(c[2]) for c in chips),
-            "setup_make_chips_s": time.perf_counter() - t0,
+            "chips": args.chips, "steps": args.steps,
         }
-        base = check_only(maker_dir, chips)
-        result["baseline_check_only"] = base
-        for name in dbs:
-            for workers in worker_counts:
-                for rate in rates:
-                    with database(name, scratch, args.pg_url, f"register-{workers}-{rate:g}.db") as url:
-                        entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate, args.profile)
-                    entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
-                    entry["load_avg_after"] = os.getloadavg()
-                    key = name + (f"_workers{workers}" if workers > 1 else "") + (f"_rate{rate:g}" if rate else "")
-                    result[key] = entry
+        for mode in modes:
+            t0 = time.perf_counter()
+            if args.cache:
+                maker_dir, chips = cached_chips(args.cache.resolve(), args.chips, args.steps, mode)
+            else:
+                maker_dir, chips = make_chips(scratch / mode, args.chips, args.steps, mode)
+            suffix = "" if mode == "entry" else f"_{mode}"
+            result["entries" + suffix] = sum(len(c[2]) for c in chips)
+            result["setup_make_chips_s" + suffix] = time.perf_counter() - t0
+            base = check_only(maker_dir, chips)
+            result["baseline_check_only" + suffix] = base
+            for name in dbs:
+                for workers in worker_counts:
+                    for rate in rates:
+                        with database(name, scratch, args.pg_url, f"register-{mode}-{workers}-{rate:g}.db") as url:
+                            entry = run_db(name, url, scratch, maker_dir, chips, args.max_seconds, workers, rate, args.profile, mode)
+                        entry["service_vs_check_only"] = entry["entries_per_s"] / base["per_s"]
+                        entry["load_avg_after"] = os.getloadavg()
+                        key = name + suffix + (f"_workers{workers}" if workers > 1 else "") + (f"_rate{rate:g}" if rate else "")
+                        result[key] = entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(result, indent=2, sort_keys=True)

@@ -197,3 +197,109 @@ def _body_swapped(ctx: Context, trials: int, seed: int) -> Any:
         return [*out, (client.post("/v1/inputs/run", content=genuine, headers=headers), 200, "")]
 
     return _signed_request_trials(ctx, "service-upload-body-swapped", seed, trials, attempt)
+
+
+def batch_chip_world(root: Any, steps: int = 6) -> tuple[Any, Any, str, list[list[bytes]]]:
+    """A service with one registered on-chip chip (log v2, a checkpoint every 4 entries) that ran
+    `steps` steps and stopped cleanly: (app, TestClient, serial, the chip's log split into
+    batches, each ending in a signed checkpoint). For the batch attack and its tests."""
+    from fastapi.testclient import TestClient
+
+    from computewatch.chip import Chip, provision_chips
+    from computewatch.chip.exercise import run_steps, small_shard
+    from computewatch.crypto.signing import SigningKey
+    from computewatch.formats.chip_entry import parse_entry_line, split_log
+    from computewatch.service import create_app
+
+    state = provision_chips(root / "chips", 1, snapshots_per_day=50.0, checkpoint_every=4, secret_seed=b"batch attack")[0]
+    chip = Chip.open(state)
+    chip.boot()
+    chip.attach(small_shard(), root / "storage")
+    run_steps(chip, steps, 3600.0)
+    chip.close()
+    lines, _ = split_log(chip.log_path.read_bytes())
+    batches: list[list[bytes]] = [[]]
+    for line in lines:
+        batches[-1].append(line)
+        if parse_entry_line(line)["kind"] == "checkpoint":
+            batches.append([])
+    batches = [b for b in batches if b]
+    app = create_app(f"sqlite:///{root / 'register.db'}", root / "data", worker=False)
+    reg = app.state.service.reg
+    maker, owner = SigningKey.load(root / "chips" / "chipmaker" / "chipmaker.key"), SigningKey.from_seed(b"acme".ljust(32, b"\0"))
+    reg.add_chipmaker("maker", maker.public_key)
+    reg.add_owner("acme", owner.public_key)
+    serial = reg.register_chip(state)["serial"]
+    reg.ship(serial, "acme", maker, owner)
+    return app, TestClient(app), serial, batches
+
+
+def post_batch(client: Any, serial: str, lines: list[bytes]) -> Any:
+    """POST the lines as one batch (each ending in a newline) to the chip's batch route."""
+    from computewatch.service.bodies import BATCH_TYPE
+
+    return client.post(f"/v1/chips/{serial}/batches", content=b"".join(x + b"\n" for x in lines), headers={"content-type": BATCH_TYPE})
+
+
+def forged_batches(batch: list[bytes]) -> list[tuple[str, list[bytes]]]:
+    """Ways to slip an entry the chip never wrote into a batch that ends in the chip's genuine
+    checkpoint: an entry's body altered (the chain after it re-linked, so every `prev` but the
+    checkpoint's matches), an entry dropped (the same), an unsigned entry appended after the
+    checkpoint, and the checkpoint cut off (the batch's entries then have no signature at all)."""
+    import hashlib
+    import json
+
+    from computewatch.crypto.canonical import canonical_json_v2
+
+    def relink(entries: list[dict[str, Any]], start_prev: str) -> list[bytes]:
+        out, prev = [], start_prev
+        for e in entries:
+            e = {**e, "prev": prev}
+            line = canonical_json_v2(e)
+            out.append(line)
+            prev = hashlib.sha256(line).hexdigest()
+        return out
+
+    entries = [json.loads(line) for line in batch]
+    head, cp = entries[:-1], batch[-1]
+    altered = [dict(e) for e in head]
+    altered[-1]["clock_ns"] = str(int(altered[-1]["clock_ns"]) + 1)  # plausible: only the chain to the checkpoint tells
+    dropped = [dict(e) for e in head[:-2] + head[-1:]]
+    for k, e in enumerate(dropped):
+        e["counter"] = head[0]["counter"] + k
+    extra = {**head[-1], "kind": "tamper", "body": {"reason": "none"}, "counter": entries[-1]["counter"] + 1,
+             "prev": hashlib.sha256(cp).hexdigest()}
+    return [
+        ("altered entry", [*relink(altered, head[0]["prev"]), cp]),
+        ("dropped entry", [*relink(dropped, head[0]["prev"]), cp]),
+        ("unsigned entry after the checkpoint", [*batch, canonical_json_v2(extra)]),
+        ("checkpoint cut off", list(batch[:-1])),
+    ]
+
+
+@register(
+    "service-batch-forged-entry",
+    paper_ref="docs/service.md (batches); paper §4 (b)",
+    family="service",
+    kind="caught",
+    expected="service.batch",
+    summary="An owner uploads a chip log v2 batch that ends in the chip's genuine signed checkpoint but holds an entry "
+    "the chip never wrote (altered, dropped, appended after the checkpoint, or the checkpoint cut off), hoping "
+    "the unsigned entries are acknowledged on the strength of the one signature.",
+    default_trials=1,
+    max_trials=3,
+)
+def _batch_forged_entry(ctx: Context, trials: int, seed: int) -> Any:
+    attack = get_attack("service-batch-forged-entry")
+    out = []
+    for t in range(trials):
+        app, client, serial, batches = batch_chip_world(ctx.scratch(f"batch-{seed}-{t}"))
+        with client:
+            post_batch(client, serial, batches[0]).raise_for_status()  # the genuine first batch (boot): forgeries go into the second
+            answers = [(what, post_batch(client, serial, lines)) for what, lines in forged_batches(batches[1])]
+            stored = app.state.service.logs.count(serial)
+        slipped = [f"{what}: HTTP {r.status_code}" for what, r in answers if r.status_code < 400]
+        refused = not slipped and stored == len(batches[0])
+        out.append(Trial(refused, "service.batch" if refused else None, ("service.batch",) if refused else (),
+                         "; ".join(slipped) or f"all {len(answers)} forged batches refused, nothing stored"))
+    return result_from_trials(attack, out)

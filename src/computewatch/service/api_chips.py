@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from computewatch.crypto.errors import FormatError
-from computewatch.service.bodies import entry_doc, read_body
+from computewatch.service.bodies import batch_doc, entry_doc, read_body
 from computewatch.service.checkpoint import origin
 from computewatch.service.errors import ServiceError
 from computewatch.service.models import MAX_INT
@@ -46,7 +46,25 @@ def _latest_chip_checkpoint(svc: Service, serial: str, size: int) -> dict[str, A
 async def post_entry(serial: str, request: Request) -> Response:
     svc = _svc(request)
     line = await read_body(request, svc.config.max_entry)
-    ack = await run_in_threadpool(svc.logs.append, serial, line)
+    return _acked(await run_in_threadpool(svc.logs.append, serial, line))
+
+
+@router.post(
+    "/v1/chips/{serial}/batches",
+    tags=["chips"],
+    summary="A chip sends a batch of log v2 entries ending in its signed checkpoint; all are checked and stored, or none",
+    openapi_extra=batch_doc(),
+    responses={200: {"description": 'The ack of the batch\'s last entry (its checkpoint): canonical JSON {"v":1,"serial","counter","entry_sha256"}'}},
+)
+async def post_batch(serial: str, request: Request) -> Response:
+    from computewatch.service.fastpath import batch_lines
+
+    svc = _svc(request)
+    lines = batch_lines(await read_body(request, svc.config.max_batch), svc.config.max_batch_entries)
+    return _acked(await run_in_threadpool(svc.logs.append_batch, serial, lines))
+
+
+def _acked(ack: Any) -> Response:
     return Response(ack.body, media_type="application/json", headers={"X-CW-Duplicate": "1" if ack.duplicate else "0"})
 
 

@@ -8,9 +8,10 @@ from starlette.requests import Request
 
 from computewatch.service.errors import ServiceError
 
-__all__ = ["ENTRY_TYPE", "ENVELOPE_DOC", "entry_doc", "read_body"]
+__all__ = ["BATCH_TYPE", "ENTRY_TYPE", "ENVELOPE_DOC", "batch_doc", "entry_doc", "read_body"]
 
 ENTRY_TYPE = "application/vnd.computewatch.chip-log-entry+json"
+BATCH_TYPE = "application/vnd.computewatch.chip-log-batch"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -43,6 +44,11 @@ ENVELOPE_DOC = _raw(
 
 def entry_doc() -> dict[str, Any]:
     return _raw(ENTRY_TYPE, "One chip log entry line: canonical JSON signed by the chip's boot key (docs/formats.md, Log).")
+
+
+def batch_doc() -> dict[str, Any]:
+    return _raw(BATCH_TYPE, "Consecutive chip log entry lines, each ending in a newline (as in the chip's log file), the last a "
+                            "version 2 checkpoint the chip signed that covers every entry before it (docs/service.md, Batches).")
 
 
 def custody_doc() -> dict[str, Any]:

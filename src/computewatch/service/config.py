@@ -23,6 +23,8 @@ class ServiceConfig:
     verifiers: Mapping[str, VerifyKey] = field(default_factory=dict)
     max_body: int = 4 << 20  # a signed write
     max_entry: int = 256 << 10  # one chip log entry line
+    max_batch: int = 4 << 20  # a batch of chip log entries (POST /v1/chips/{serial}/batches)
+    max_batch_entries: int = 4096
     max_upload: int = 1 << 30  # a raw-input archive
     max_unpacked: int = 4 << 30  # what one archive may unpack to
     max_members: int = 100_000

@@ -50,7 +50,8 @@ class Service:
         return {
             "register": self.reg.register_id,
             "checkpoint_key": {"name": self.signer.name, "vkey": self.signer.vkey, "pem": self.signer.key.public_key.to_pem().decode()},
-            "limits": {"max_body": c.max_body, "max_entry": c.max_entry, "max_upload": c.max_upload, "max_unpacked": c.max_unpacked,
+            "limits": {"max_body": c.max_body, "max_entry": c.max_entry, "max_batch": c.max_batch, "max_batch_entries": c.max_batch_entries,
+                       "max_upload": c.max_upload, "max_unpacked": c.max_unpacked,
                        "max_members": c.max_members, "max_signatures": MAX_SIGNATURES, "max_skew_s": c.max_skew_s,
                        "session_ttl_s": c.session_ttl_s},
             "verifiers": sorted(c.verifiers),
