@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,99 @@ from _results import publish  # benchmarks/_results.py (this script's folder is 
 _SEED = "00" * 32  # the same segment and data choice in every verification
 
 
-def _timed(cmd: list[str], *, env: dict[str, str]) -> tuple[float, int, str]:
-    """(wall seconds, exit status, stdout); stderr (progress lines) is not kept."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class TreeCpu(threading.Thread):
+    """CPU seconds of a process and everything it starts, by role, read from /proc every `every`
+    seconds while it runs: the judge (the command's own process), the executors (the sandboxed
+    `computewatch.verifier.executor` processes and their ranks) and the rest (bubblewrap). A
+    process's last reading before it ends is what counts (at most `every` of its CPU is missed)."""
+
+    def __init__(self, root: int, every: float = 0.1) -> None:
+        super().__init__(name="bench-tree-cpu", daemon=True)
+        self.root, self.every = root, every
+        self.cpu: dict[int, float] = {}
+        self.role: dict[int, str] = {}
+        self.seen: dict[int, tuple[float, float]] = {}  # first and last reading, seconds after the start
+        self._done = threading.Event()
+        self._start = time.monotonic()
+
+    def _children(self, pid: int) -> list[int]:
+        out: list[int] = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                    out += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+        return out
+
+    def _read(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime (all threads)
+
+    def _role(self, pid: int) -> str:
+        if pid == self.root:
+            return "judge"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            return "other"
+        return "executors" if b"computewatch.verifier.executor" in argv else "other"
+
+    def sample(self) -> None:
+        now = time.monotonic() - self._start
+        todo, seen = [self.root], set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            cpu = self._read(pid)
+            if cpu is None:
+                continue
+            if pid not in self.role or self.role[pid] == "other":  # a fork execs its program a moment later
+                self.role[pid] = self._role(pid)
+            self.cpu[pid] = max(cpu, self.cpu.get(pid, 0.0))
+            self.seen[pid] = (self.seen.get(pid, (now, now))[0], now)
+            todo += self._children(pid)
+
+    def run(self) -> None:
+        while not self._done.wait(self.every):
+            self.sample()
+
+    def stop(self) -> dict[str, Any]:
+        self._done.set()
+        self.join()
+        self.sample()  # the judge, ended but not yet reaped, one last time
+        by_role = {role: round(sum(c for p, c in self.cpu.items() if self.role[p] == role), 2) for role in ("judge", "executors", "other")}
+        executors = sorted((self.seen[p][0], self.seen[p][1], c) for p, c in self.cpu.items() if self.role[p] == "executors")
+        return {**by_role, "total": round(sum(self.cpu.values()), 2),
+                "per_executor": [{"cpu": round(c, 2), "from_s": round(a, 1), "to_s": round(b, 1)} for a, b, c in executors]}
+
+
+def _timed(cmd: list[str], *, env: dict[str, str], cpu: bool = False) -> tuple[float, int, str, dict[str, Any] | None]:
+    """(wall seconds, exit status, stdout, CPU by role when asked); stderr (progress lines) is not kept."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - start, proc.returncode, proc.stdout.decode(errors="replace")
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        tree = TreeCpu(proc.pid) if cpu else None
+        if tree is not None:
+            tree.start()
+        # Wait without reaping: the judge's own CPU is read once more as it ends, from its zombie.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        wall = time.perf_counter() - start
+        usage = tree.stop() if tree is not None else None
+        code = proc.wait()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return wall, code, text, usage
 
 
 def _cli(*args: str) -> list[str]:
@@ -51,7 +140,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def train(out: Path, preset: str, steps: int, every: int, env: dict[str, str]) -> float:
-    wall, code, text = _timed(_cli("train", "--preset", preset, "--steps", str(steps), "--checkpoint-every", str(every),
+    wall, code, text, _ = _timed(_cli("train", "--preset", preset, "--steps", str(steps), "--checkpoint-every", str(every),
                                       "--threads", "1", "--out", str(out)), env=env)
     if code != 0:
         raise SystemExit(f"computewatch train failed ({code}): {text[-500:]}")
@@ -69,14 +158,15 @@ def verify(runs: list[Path], workers: int, env: dict[str, str], before: str | No
                *[a for r in runs[1:] for a in ("--prover-pub", str(r / "keys" / "prover.pub"))],
                "--segments", "all", "--seed", _SEED, "--workers", str(workers), "--json")
     load = os.getloadavg()[0]
-    wall, code, text = _timed(cmd, env=env)
+    wall, code, text, cpu = _timed(cmd, env=env, cpu=True)
     try:
         doc = json.loads(text)
     except ValueError:
         raise SystemExit(f"computewatch verify printed no JSON (exit {code}): {text[-500:]}") from None
     if doc.get("verdict") != "compliant":  # the honest run verifies, or the figure means nothing
         raise SystemExit(f"the honest run is not compliant: {[c for c in doc.get('checks', []) if c.get('passed') is False]}")
-    return {"wall": wall, "load": load,
+    replay_cpu = sum((r.get("compute") or {}).get("measured", {}).get("cpu_seconds") or 0.0 for r in doc["runs"])
+    return {"wall": wall, "load": load, "cpu": cpu, "replay_cpu": replay_cpu,
             "segments": doc["selection"]["segments_replayed"], "executors": [r.get("executors") for r in doc["runs"]]}
 
 

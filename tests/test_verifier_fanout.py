@@ -69,6 +69,48 @@ def test_no_helper_when_the_work_left_is_below_twice_the_start_up() -> None:
     assert helpers_worth_starting(100.0, 1.0, 0) == 0
 
 
+def test_started_helpers_replay_from_the_first_segment_and_then_take_the_tail() -> None:
+    segments = list(range(0, 32, 4))
+    primary, ready = _Conv("primary"), [_Conv("warm0"), _Conv("warm1")]
+    begun, tails = [], []
+    lock = threading.Lock()
+
+    def work(conv: _Conv, index: int, seg: int) -> None:
+        time.sleep(0.02)
+        conv.done.append(seg)
+
+    def tail_work(conv: _Conv, j: int) -> None:
+        with lock:
+            tails.append((conv.name, j, sorted(s for c in [primary, *ready] for s in c.done)))
+
+    spread = Spread(segments, primary, work, lambda: pytest.fail("a cold helper was made"), begun.append,
+                    lambda c: setattr(c, "killed", True), lambda c: setattr(c, "stopped", True), lambda seg: 4, 60.0, 2,
+                    ready=ready, tail=3, tail_work=tail_work)
+    assert spread.run() == [None] * len(segments)
+    assert sorted(c.name for c in begun) == ["warm0", "warm1"]  # each begun once
+    assert all(c.done for c in ready) and spread.helpers_started == 2  # they helped from the start
+    assert sorted(s for c in [primary, *ready] for s in c.done) == segments
+    assert sorted(j for _, j, _ in tails) == [0, 1, 2] and spread.tail_ran == [True] * 3 and spread.tail_errors == [None] * 3
+    for conv in [primary, *ready]:
+        assert conv.done == sorted(conv.done)
+        # an executor's tail jobs (later checkpoints) come after every segment it replayed
+        assert all(set(conv.done) <= set(done) for name, _, done in tails if name == conv.name)
+
+
+def test_a_failed_tail_job_is_returned_at_its_place() -> None:
+    primary = _Conv("primary")
+
+    def tail_work(conv: _Conv, j: int) -> None:
+        if j == 1:
+            raise RuntimeError("losses failed")
+
+    spread = Spread([0, 4], primary, lambda c, i, s: c.done.append(s), lambda: _Conv("x"), lambda c: None, lambda c: None,
+                    lambda c: None, lambda seg: 4, 60.0, 0, tail=3, tail_work=tail_work)
+    assert spread.run() == [None, None]
+    assert [e is not None for e in spread.tail_errors] == [False, True, False]
+    assert spread.tail_ran == [True, True, False]  # the executor that failed took no more
+
+
 def test_a_helper_that_cannot_start_loses_no_segment() -> None:
     spread, primary, made = _spread(list(range(6)), startup_s=0.0, most=2, work_s=0.005, broken_start=True)
     assert spread.run() == [None] * 6
@@ -125,26 +167,50 @@ def test_the_cli_asks_for_sleeping_openmp_threads() -> None:
     assert proc.stdout.strip() == "ACTIVE", proc.stderr[-1000:]
 
 
-@pytest.mark.parametrize("workers", [2])
-def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _runs import failed, honest_run, run_verify
 
-    from computewatch.verifier import _fanout
-    from computewatch.verifier.cluster import WarmPool
+    from computewatch.verifier import _examine
+    from computewatch.verifier.cluster import WarmPool, warm_executors
 
-    monkeypatch.setattr(_fanout, "helpers_worth_starting", lambda left, startup, most: most)  # a tiny run is never worth it
+    # Both executors come from the warm pool (started before the judge's work, as the CLI does
+    # for one run on two workers); the first one's first segment waits until the helper has
+    # taken one, so that both replay whatever the machine's load.
+    replays, helper_took = _examine._replays, threading.Event()
+
+    def replays_in_both(conv, res, steps, samples, segments):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is threading.main_thread():
+            helper_took.wait(120)
+        else:
+            helper_took.set()
+        return replays(conv, res, steps, samples, segments)
+
+    monkeypatch.setattr(_examine, "_replays", replays_in_both)
     run = honest_run(tmp_path / "run", steps=12)
-    with WarmPool(1, sandbox=True) as warm:
-        doc = run_verify(run, segments="all", workers=workers, warm=warm)
+    assert warm_executors(1, 2) == 2
+    with WarmPool(warm_executors(1, 2), sandbox=True) as warm:
+        doc = run_verify(run, segments="all", workers=2, warm=warm)
+        assert warm.take(True) is None  # the helper was the warm one: nothing started cold
+    assert helper_took.is_set()
     assert doc["verdict"] == "compliant", failed(doc)
     (rd,) = doc["runs"]
     assert rd["executors"] == 2
     assert [s["from"] for s in rd["segments"]] == [0, 4, 8] and all(s["passed"] for s in rd["segments"])
     assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
+    assert rd["memorization"] is not None  # the loss evaluations ran (on whichever executor was free)
     # Every executor's FLOP count reaches the verdict (a spread run once lost its counted steps,
     # leaving `compute` nothing to compare the measured CPU time with).
     assert rd["compute"]["executor_count"] and rd["compute"]["executor_count"] > 0, rd["compute"]
+
+
+def test_warm_executors_cover_every_run_examined_at_once() -> None:
+    from computewatch.verifier.cluster import WARM_PER_RUN, warm_executors
+
+    assert warm_executors(1, 1) == 1 and warm_executors(1, 2) == 2 and warm_executors(2, 2) == 2
+    assert warm_executors(5, 2) == 2  # two runs at a time, one executor each
+    assert warm_executors(1, 64) == WARM_PER_RUN  # the rest start when the replay is worth it
+    assert warm_executors(3, 8) == 6 and warm_executors(0, 4) == 0
 
 
 def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:

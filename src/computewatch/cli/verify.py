@@ -215,14 +215,14 @@ def verify(
 
 
 def _warm_pool(runs: int, workers: int, *, sandbox: bool, ray: bool, as_json: bool) -> Any:
-    """One started executor per run examined at once (none for Ray: its tasks run elsewhere).
-    A run's further executors start only when its replays are worth their start-up."""
+    """The executors every run examined at once may spread its replays over (none for Ray: its
+    tasks run elsewhere), started now (`cluster.warm_executors`); more start on demand."""
     if ray:
         return None
-    from computewatch.verifier.cluster import ClusterError, WarmPool
+    from computewatch.verifier.cluster import ClusterError, WarmPool, warm_executors
 
     try:
-        return WarmPool(min(workers, runs), sandbox=sandbox)
+        return WarmPool(warm_executors(runs, workers), sandbox=sandbox)
     except ClusterError as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
 
