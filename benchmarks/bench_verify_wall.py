@@ -9,14 +9,29 @@ alternating order so that the machine's load falls on both alike. With `--pair`,
 the first preset are also verified together (one executor each, or both at once); with
 `--before-src DIR` each round also verifies the run with that source tree (main's, say).
 
+With `--ray` the first preset's run is also verified on a local Ray cluster that the command
+starts (`--ray-address local`: a real `ray.init()`, each run one Ray task whose executor is still
+the bubblewrap sandbox).
+
 Figures are medians over the rounds and ratios within this run:
   verify_over_train_w1 / _w2   verify wall time over training wall time (target <= 1.5)
+  verify_over_train_cpu_w1     the same in CPU seconds (what load does not distort)
   speedup_total                verify --workers 1 over --workers 2, whole command (target >= 1.7)
   executors                    per run, the sandboxed executors that replayed its segments
+  cpu_seconds                  CPU by role, read from /proc while the command runs: the judge (the
+                               command's process), the executors, the rest (bubblewrap, Ray)
+  cpu_ratio_w2_over_w1         the CPU a second executor adds (its start-up)
+  replay_cpu                   the replay jobs' CPU seconds (the verdict's runs[].compute.measured)
+  serial_fraction_w1_cpu       1 - replay CPU / all CPU of --workers 1 (load-independent, an upper bound)
+  serial_fraction_w1_wall      1 - replay CPU / --workers 1 wall time (idle cores only)
+  ideal_speedup_2_cpu / _wall  Amdahl's 2-worker speed-up for that serial fraction
 Load averages are recorded beside each figure: the machine is shared.
 
-    python benchmarks/bench_verify_wall.py [--presets tiny,mlp] [--steps 64] [--checkpoint-every 4]
-        [--rounds 3] [--pair] [--before-src DIR]
+The default workload is replay-dominated: the `small` preset (a 4-layer character transformer),
+128 steps, a checkpoint every 8, `--segments all` (16 segments of 8 steps).
+
+    python benchmarks/bench_verify_wall.py [--presets small] [--steps 128] [--checkpoint-every 8]
+        [--rounds 1] [--pair] [--before-src DIR] [--ray]
 
 Prints JSON and writes benchmarks/results/bench_verify_wall.json.
 """
@@ -84,6 +99,8 @@ class TreeCpu(threading.Thread):
                 argv = fh.read().split(b"\0")
         except OSError:
             return "other"
+        if os.path.basename(argv[0]) == b"bwrap":
+            return "other"  # bubblewrap itself (its argv names the executor it starts)
         return "executors" if b"computewatch.verifier.executor" in argv else "other"
 
     def sample(self) -> None:
@@ -139,24 +156,27 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "computewatch", *args]
 
 
-def train(out: Path, preset: str, steps: int, every: int, env: dict[str, str]) -> float:
-    wall, code, text, _ = _timed(_cli("train", "--preset", preset, "--steps", str(steps), "--checkpoint-every", str(every),
-                                      "--threads", "1", "--out", str(out)), env=env)
+def train(out: Path, preset: str, steps: int, every: int, env: dict[str, str]) -> tuple[float, float | None]:
+    """(wall seconds, CPU seconds of the command and everything it started)."""
+    wall, code, text, cpu = _timed(_cli("train", "--preset", preset, "--steps", str(steps), "--checkpoint-every", str(every),
+                                      "--threads", "1", "--out", str(out)), env=env, cpu=True)
     if code != 0:
         raise SystemExit(f"computewatch train failed ({code}): {text[-500:]}")
-    return wall
+    return wall, (cpu or {}).get("total")
 
 
-def verify(runs: list[Path], workers: int, env: dict[str, str], before: str | None = None) -> dict[str, Any]:
-    """One `computewatch verify` (with `before`: another source tree's, e.g. main's, via PYTHONPATH)."""
+def verify(runs: list[Path], workers: int, env: dict[str, str], before: str | None = None, ray: bool = False) -> dict[str, Any]:
+    """One `computewatch verify` (with `before`: another source tree's, e.g. main's, via PYTHONPATH;
+    with `ray`: on a local Ray cluster the command starts, `--ray-address local`)."""
     if before is not None:
         env = {**env, "PYTHONPATH": before}
+    where = ("--ray-address", "local") if ray else ("--workers", str(workers))
     cmd = _cli("verify", *map(str, runs), "--chips", *[str(r / "chips") for r in runs],
                "--chipmaker-pub", str(runs[0] / "chips" / "chipmaker" / "chipmaker.pub"),
                *[a for r in runs[1:] for a in ("--chipmaker-pub", str(r / "chips" / "chipmaker" / "chipmaker.pub"))],
                "--prover-pub", str(runs[0] / "keys" / "prover.pub"),
                *[a for r in runs[1:] for a in ("--prover-pub", str(r / "keys" / "prover.pub"))],
-               "--segments", "all", "--seed", _SEED, "--workers", str(workers), "--json")
+               "--segments", "all", "--seed", _SEED, *where, "--json")
     load = os.getloadavg()[0]
     wall, code, text, cpu = _timed(cmd, env=env, cpu=True)
     try:
@@ -179,15 +199,37 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _cpu_median(entries: list[dict[str, Any]]) -> dict[str, float | None]:
+    return {role: _median([(v["cpu"] or {}).get(role) for v in entries]) for role in ("judge", "executors", "other", "total")}
+
+
+def amdahl(cpu_w1: float | None, replay_cpu_w1: float | None, wall_w1: float | None) -> dict[str, float | None]:
+    """The serial fraction of `--workers 1`: everything but the replay jobs' own CPU time (the
+    judge's start, staging and audits, the executor's start, W0, samples, the loss evaluations,
+    the verdict), as a share of the command's CPU seconds (load-independent; an upper bound, as
+    the judge's start overlaps the executor's) and of its wall time (what idle cores show; on a
+    loaded machine the replays' wall time exceeds their CPU time, so it is far too high); and
+    Amdahl's 2-worker speed-up for each, were the replays split perfectly."""
+    out: dict[str, float | None] = {}
+    for name, total in (("cpu", cpu_w1), ("wall", wall_w1)):
+        serial = max(0.0, 1 - replay_cpu_w1 / total) if total and replay_cpu_w1 is not None else None
+        out[f"serial_fraction_w1_{name}"] = serial
+        out[f"ideal_speedup_2_{name}"] = 1 / (serial + (1 - serial) / 2) if serial is not None else None
+    return out
+
+
 def measure_preset(preset: str, steps: int, every: int, rounds: int, tmp: Path, env: dict[str, str],
                    before: str | None = None) -> dict[str, Any]:
     trains: list[float] = []
+    train_cpu: list[float | None] = []
     loads: list[float] = []
     ver: dict[int, list[dict[str, Any]]] = {1: [], 2: [], 0: []}  # 0: the `before` source tree, --workers 1
     first = tmp / f"{preset}-0"
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
-        trains.append(train(tmp / f"{preset}-{r}", preset, steps, every, env))
+        wall, cpu = train(tmp / f"{preset}-{r}", preset, steps, every, env)
+        trains.append(wall)
+        train_cpu.append(cpu)
         for workers in ((1, 2, 0) if r % 2 == 0 else (0, 2, 1)):
             if workers or before:
                 ver[workers].append(verify([first], workers or 1, env, before if workers == 0 else None))
@@ -203,9 +245,18 @@ def measure_preset(preset: str, steps: int, every: int, rounds: int, tmp: Path, 
         "load_average": {"train": loads, "verify": {str(k): [v["load"] for v in vs] for k, vs in ver.items()}},
         "median_seconds": {"train": t, "verify_w1": w1, "verify_w2": w2},
         "verify_over_train_w1": _ratio(w1, t), "verify_over_train_w2": _ratio(w2, t),
+        # CPU seconds, which the machine's load does not inflate as it does wall time
+        "train_cpu_seconds": train_cpu, "verify_over_train_cpu_w1": _ratio(_cpu_median(ver[1])["total"], _median(train_cpu)),
         "before": {"src": before, "median_seconds": b, "verify_over_train": _ratio(b, t), "before_over_after_w1": _ratio(b, w1)}
         if before else None,
         "speedup_total": _ratio(w1, w2),
+        # CPU seconds by role (medians; /proc), what a second executor costs in CPU, and the
+        # speed-up the serial part of --workers 1 allows (Amdahl).
+        "cpu_seconds": {"w1": _cpu_median(ver[1]), "w2": _cpu_median(ver[2])},
+        "cpu_ratio_w2_over_w1": _ratio(_cpu_median(ver[2])["total"], _cpu_median(ver[1])["total"]),
+        "replay_cpu": {"w1": _median([v["replay_cpu"] for v in ver[1]]), "w2": _median([v["replay_cpu"] for v in ver[2]])},
+        **amdahl(_cpu_median(ver[1])["total"], _median([v["replay_cpu"] for v in ver[1]]), w1),
+        "verifications": {str(k): vs for k, vs in ver.items() if vs},
     }
 
 
@@ -225,12 +276,13 @@ def measure_pair(preset: str, tmp: Path, rounds: int, env: dict[str, str]) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", default="tiny,mlp")
-    parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--checkpoint-every", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--presets", default="small")
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--checkpoint-every", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--pair", action="store_true", help="also verify two runs of the first preset together")
     parser.add_argument("--before-src", help="also verify each run with this source tree (e.g. main's src/), --workers 1")
+    parser.add_argument("--ray", action="store_true", help="also verify the first preset's run on a local Ray cluster (--ray-address local)")
     args = parser.parse_args()
     env = dict(os.environ)
     result: dict[str, Any] = {"cores": len(os.sched_getaffinity(0)), "command": " ".join(sys.argv), "presets": [],
@@ -242,6 +294,11 @@ def main() -> None:
                                                     Path(tmp), env, args.before_src))
         if args.pair and presets:
             result["pair"] = measure_pair(presets[0], Path(tmp), args.rounds, env)
+        if args.ray and presets:
+            on_ray = verify([Path(tmp) / f"{presets[0]}-0"], 1, env, ray=True)
+            w1 = result["presets"][0]["median_seconds"]["verify_w1"]
+            result["ray"] = {**on_ray, "verdict": "compliant", "ray_over_w1": _ratio(on_ray["wall"], w1)}
+            print(f"ray: verify {on_ray['wall']:.1f} s, compliant, executors {on_ray['executors']}", file=sys.stderr)
     publish("bench_verify_wall", result)
 
 

@@ -167,9 +167,17 @@ def test_the_cli_asks_for_sleeping_openmp_threads() -> None:
     assert proc.stdout.strip() == "ACTIVE", proc.stderr[-1000:]
 
 
-def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-step MLP run (3 segments), shared by this module's verifications."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _runs import failed, honest_run, run_verify
+    from _runs import honest_run
+
+    return honest_run(tmp_path_factory.mktemp("fanout") / "run", steps=12)
+
+
+def test_a_run_spread_over_two_executors_is_judged_as_on_one(small_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from _runs import failed, run_verify
 
     from computewatch.verifier import _examine
     from computewatch.verifier.cluster import WarmPool, warm_executors
@@ -187,10 +195,9 @@ def test_a_run_spread_over_two_executors_is_judged_as_on_one(tmp_path: Path, mon
         return replays(conv, res, steps, samples, segments)
 
     monkeypatch.setattr(_examine, "_replays", replays_in_both)
-    run = honest_run(tmp_path / "run", steps=12)
     assert warm_executors(1, 2) == 2
     with WarmPool(warm_executors(1, 2), sandbox=True) as warm:
-        doc = run_verify(run, segments="all", workers=2, warm=warm)
+        doc = run_verify(small_run, segments="all", workers=2, warm=warm)
         assert warm.take(True) is None  # the helper was the warm one: nothing started cold
     assert helper_took.is_set()
     assert doc["verdict"] == "compliant", failed(doc)
@@ -240,6 +247,55 @@ def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(mo
     assert TrustedCluster(workers=4, sandbox=False).executors_per_run(3) == 1
     assert cluster.map(lambda x: x * 10, [1, 2, 3]) == [10, 20, 30]
     assert asked == [{"num_cpus": 1}]
+
+
+def test_a_run_examined_on_a_copy_still_explains_its_snapshots(small_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Ray task examines a pickled copy of the run's plan: what it finds about each logged
+    # snapshot must come back in its result (it once stayed in the copy, and every honest run
+    # verified on Ray was a violation: "no checkpoint segment covers it").
+    import pickle
+
+    from _runs import failed, run_verify
+
+    class _Ray:  # tasks run here, on pickled copies of their argument and result, as on a cluster
+        @staticmethod
+        def is_initialized() -> bool:
+            return True
+
+        @staticmethod
+        def remote(**options: object):
+            return lambda fn: types.SimpleNamespace(remote=lambda item: pickle.dumps(fn(pickle.loads(pickle.dumps(item)))))
+
+        @staticmethod
+        def get(ref: bytes) -> object:
+            return pickle.loads(ref)
+
+    monkeypatch.setitem(sys.modules, "ray", _Ray)
+    doc = run_verify(small_run, segments="all", ray_address="ray://copies")
+    assert doc["verdict"] == "compliant", failed(doc)
+    assert doc["snapshots"]["logged"] > 0 and doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
+
+
+def test_a_local_ray_cluster_outlives_the_thread_that_connects() -> None:
+    # Ray ties a local cluster's processes to the thread that started them: the connecting
+    # thread must stay (it once ended at once, and the cluster died under the first task).
+    from computewatch.verifier.ray_connect import connect_ray
+
+    started_in: list[threading.Thread] = []
+
+    class _Ray:
+        @staticmethod
+        def init(**_: object) -> None:
+            started_in.append(threading.current_thread())
+
+    connect_ray(_Ray, "local", timeout=10)
+    (thread,) = started_in
+    assert thread is not threading.current_thread()
+    time.sleep(0.2)
+    assert thread.is_alive() and thread.daemon  # kept, and never blocks the interpreter's exit
+    connect_ray(_Ray, "ray://head:10001", timeout=10)
+    started_in[-1].join(5)
+    assert not started_in[-1].is_alive()  # a remote cluster's connection thread ends
 
 
 def test_confining_an_executor_never_raises_a_limit_it_already_has() -> None:

@@ -63,7 +63,7 @@ class RunPlan:
     run: StagedRun
     inv: dict[str, Any]
     segments: list[Segment]
-    expectations: list[dict[str, Any]]  # updated in place: explained, detail
+    expectations: list[dict[str, Any]]  # updated in place: explained, detail (and handed back in RunResult)
     mode: str
     threads: int | None
     seed_hex: str  # the Verifier's secret: used here only, never sent to the executor
@@ -92,6 +92,9 @@ class RunResult:
     rules: list[dict[str, Any]] = field(default_factory=list)
     policy_facts: dict[str, Any] = field(default_factory=dict)
     executors: int = 1  # executors that replayed the run's segments
+    # The plan's expectations as examined: on Ray the plan was a copy, so the caller takes the
+    # explained snapshots from here (verification._absorb_expectations).
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
@@ -341,7 +344,7 @@ def _stage(plan: RunPlan, session: ExecutorSession) -> ExecutorSession:
 
 def examine(plan: RunPlan) -> RunResult:
     """Every check of one run that needs its program, decided here from the executor's answers."""
-    res = RunResult()
+    res = RunResult(expectations=plan.expectations)
     run = plan.run
     rid = run.precommitment.run_id
     try:

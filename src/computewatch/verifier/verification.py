@@ -140,6 +140,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
         for rid, res in zip(runs, results, strict=False):
+            _absorb_expectations(expectations[rid], res.expectations)
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
         for finding in run_loss_findings(runs):
@@ -351,6 +352,17 @@ def _plan(run: StagedRun, inv: dict[str, Any], segs: list[Segment], expectations
         memorization=[[s.start, s.end] for s in segs if s.end is not None][:_MEMORIZATION_SEGMENTS],
         executors=cluster.executors_per_run(len(request.runs)), warm=cluster.warm,
     )
+
+
+def _absorb_expectations(mine: list[dict[str, Any]], examined: list[dict[str, Any]]) -> None:
+    """What the examination found about each expected snapshot (explained, detail). Locally
+    these are the same objects; a Ray task examined copies, which come back in its result."""
+    if examined is mine:
+        return
+    if len(examined) != len(mine):
+        raise RuntimeError("the examination handed back a different list of expected snapshots")
+    for e, got in zip(mine, examined, strict=True):
+        e["explained"], e["detail"] = got.get("explained", e.get("explained")), got.get("detail", e.get("detail"))
 
 
 def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> None:
