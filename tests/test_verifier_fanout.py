@@ -53,7 +53,7 @@ def test_every_segment_once_and_each_executor_in_ascending_order() -> None:
     segments = list(range(0, 64, 4))
     spread, primary, made = _spread(segments, startup_s=0.0, most=2, work_s=0.01)
     assert spread.run() == [None] * len(segments)
-    assert spread.helpers_started == 2 and len(made) == 2
+    assert len(made) == 2 and spread.helpers_started == sum(1 for c in made if c.done)  # counted only when they helped
     replayed = [seg for conv in [primary, *made] for seg in conv.done]
     assert sorted(replayed) == segments  # each once
     for conv in [primary, *made]:
@@ -169,18 +169,18 @@ def test_the_cli_asks_for_sleeping_openmp_threads() -> None:
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 12-step MLP run (3 segments), shared by this module's verifications."""
+    """A 16-step MLP run (4 segments), shared by this module's verifications."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _runs import honest_run
 
-    return honest_run(tmp_path_factory.mktemp("fanout") / "run", steps=12)
+    return honest_run(tmp_path_factory.mktemp("fanout") / "run", steps=16)
 
 
 def test_a_run_spread_over_two_executors_is_judged_as_on_one(small_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from _runs import failed, run_verify
 
     from computewatch.verifier import _examine
-    from computewatch.verifier.cluster import WarmPool, warm_executors
+    from computewatch.verifier.cluster import WarmPool, segments_hint, warm_executors
 
     # Both executors come from the warm pool (started before the judge's work, as the CLI does
     # for one run on two workers); the first one's first segment waits until the helper has
@@ -195,15 +195,15 @@ def test_a_run_spread_over_two_executors_is_judged_as_on_one(small_run: Path, mo
         return replays(conv, res, steps, samples, segments)
 
     monkeypatch.setattr(_examine, "_replays", replays_in_both)
-    assert warm_executors(1, 2) == 2
-    with WarmPool(warm_executors(1, 2), sandbox=True) as warm:
+    assert segments_hint(small_run) == 4 and warm_executors(1, 2, [segments_hint(small_run)]) == 2
+    with WarmPool(warm_executors(1, 2, [segments_hint(small_run)]), sandbox=True) as warm:
         doc = run_verify(small_run, segments="all", workers=2, warm=warm)
         assert warm.take(True) is None  # the helper was the warm one: nothing started cold
     assert helper_took.is_set()
     assert doc["verdict"] == "compliant", failed(doc)
     (rd,) = doc["runs"]
     assert rd["executors"] == 2
-    assert [s["from"] for s in rd["segments"]] == [0, 4, 8] and all(s["passed"] for s in rd["segments"])
+    assert [s["from"] for s in rd["segments"]] == [0, 4, 8, 12] and all(s["passed"] for s in rd["segments"])
     assert doc["snapshots"]["explained"] == doc["snapshots"]["logged"]
     assert rd["memorization"] is not None  # the loss evaluations ran (on whichever executor was free)
     # Every executor's FLOP count reaches the verdict (a spread run once lost its counted steps,
@@ -218,6 +218,26 @@ def test_warm_executors_cover_every_run_examined_at_once() -> None:
     assert warm_executors(5, 2) == 2  # two runs at a time, one executor each
     assert warm_executors(1, 64) == WARM_PER_RUN  # the rest start when the replay is worth it
     assert warm_executors(3, 8) == 6 and warm_executors(0, 4) == 0
+    # A run of few segments gets its first executor only (a helper's first-time costs would not
+    # pay, and its measured CPU time would count them); unknown counts as long.
+    assert warm_executors(1, 2, [2]) == 1 and warm_executors(1, 2, [16]) == 2 and warm_executors(1, 2, [None]) == 2
+    assert warm_executors(2, 8, [2, 16]) == 5 and warm_executors(3, 2, [1, 1, 9]) == 2
+
+
+def test_a_run_of_few_segments_takes_no_warm_helper(tmp_path: Path) -> None:
+    from computewatch.verifier import _examine
+    from computewatch.verifier.cluster import WARM_HELPERS_FROM, segments_hint
+
+    class _Pool:
+        def session(self, **_: object) -> object:
+            raise AssertionError("a warm helper was taken")
+
+    plan = types.SimpleNamespace(warm=_Pool(), run=types.SimpleNamespace(world_size=1), segments=[0] * (WARM_HELPERS_FROM - 1), executors=2)
+    assert _examine._warm_helpers(plan, None, 1) == []  # type: ignore[arg-type]
+    (tmp_path / "checkpoints").mkdir()
+    assert segments_hint(tmp_path) is None  # no index: unknown
+    (tmp_path / "checkpoints" / "rank-00000.json").write_text('{"checkpoints": [{"step": 0}, {"step": 4}, {"step": 8}]}')
+    assert segments_hint(tmp_path) == 2
 
 
 def test_on_ray_each_run_is_one_task_with_one_executor_and_no_local_warm_ones(monkeypatch: pytest.MonkeyPatch) -> None:

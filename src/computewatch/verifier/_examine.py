@@ -28,7 +28,7 @@ from computewatch.verifier import _audit
 from computewatch.verifier._fanout import Spread
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
-from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
+from computewatch.verifier.cluster import WARM_HELPERS_FROM, ExecutorFailure, ExecutorSession, FailureReason, WarmPool
 from computewatch.verifier.protocol import (
     Hello,
     LossesJob,
@@ -314,9 +314,10 @@ def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
 def _warm_helpers(plan: RunPlan, budget: _Budget, threads: int) -> list[_Run]:
     """The run's further executors that are already started (the warm pool's), staged and not
     yet told the run: they help from the first segment (`_fanout`). None for a distributed run
-    (its rank processes are its parallelism) or a run of fewer than two segments."""
+    (its rank processes are its parallelism) or a run of fewer than WARM_HELPERS_FROM segments
+    (its first executor replays alone unless the break-even rule starts more)."""
     out: list[_Run] = []
-    if plan.warm is None or plan.run.world_size != 1 or len(plan.segments) < 2:
+    if plan.warm is None or plan.run.world_size != 1 or len(plan.segments) < WARM_HELPERS_FROM:
         return out
     try:
         while len(out) < min(plan.executors, len(plan.segments)) - 1:

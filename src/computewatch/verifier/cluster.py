@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import select
 import shutil
@@ -37,8 +38,8 @@ from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
 from computewatch.verifier.sandbox import Limits, SandboxError, confined_limits, executor_command, preexec, sandbox_problem
 
-__all__ = ["WARM_PER_RUN", "ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "WarmPool", "read_regular",
-           "warm_executors"]
+__all__ = ["WARM_HELPERS_FROM", "WARM_PER_RUN", "ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster",
+           "WarmPool", "read_regular", "segments_hint", "warm_executors"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -190,16 +191,39 @@ class _Process:
 
 
 WARM_PER_RUN = 4  # a run's further executors start on demand (verifier/_fanout.py)
+# A run of fewer segments is replayed by its first executor alone unless the replay proves long
+# (the break-even rule): a helper's first job pays first-time costs (the program's lazy imports,
+# torch's first calls) that a short replay never earns back, and that its measured CPU time counts.
+WARM_HELPERS_FROM = 4
 
 
-def warm_executors(runs: int, workers: int) -> int:
+def warm_executors(runs: int, workers: int, segments: Sequence[int | None] = ()) -> int:
     """Executors to start before the judge's own work for `runs` runs on `workers` local workers:
     every run examined at once gets the executors it may spread its segments over
-    (`TrustedCluster.executors_per_run`), at most WARM_PER_RUN each."""
+    (`TrustedCluster.executors_per_run`), at most WARM_PER_RUN each; only one for a run whose
+    `segments` (a hint per run: its checkpoints less one, None unknown) are below
+    WARM_HELPERS_FROM."""
     if runs < 1 or workers < 1:
         return 0
     at_once = min(runs, workers)
-    return min(workers, at_once * min(WARM_PER_RUN, max(1, workers // runs)))
+    per_run = min(WARM_PER_RUN, max(1, workers // runs))
+    hints = sorted((h if h is not None else WARM_HELPERS_FROM for h in segments), reverse=True) if segments else []
+    if hints and per_run > 1:  # the runs examined at once: the longest ones, at the most
+        return min(workers, sum(per_run if h >= WARM_HELPERS_FROM else 1 for h in hints[:at_once]))
+    return min(workers, at_once * per_run)
+
+
+def segments_hint(run_dir: str | os.PathLike[str]) -> int | None:
+    """A run's checkpoints less one, read from its rank 0 checkpoint index without checking
+    anything (None when that does not work): only how many executors to start early depends on
+    it; the judge stages and checks the run itself."""
+    try:
+        with open(Path(run_dir) / "checkpoints" / "rank-00000.json", "rb") as fh:
+            data = fh.read(1 << 22)
+        count = len(json.loads(data)["checkpoints"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return max(0, count - 1)
 
 
 class WarmPool:

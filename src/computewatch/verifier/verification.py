@@ -554,7 +554,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
             "flops_cumulative": [[t, fps * t] for t in range(0, run["steps"] + 1, max(1, run["steps"] // 50))] if fps else [],
         },
         "segments": seg_docs,
-        "executors": run.get("executors", 0),  # sandboxed executors that replayed its segments
+        "executors": run.get("executors", 0),  # sandboxed executors that did any of its jobs (replays, loss evaluations)
         "snapshots": [{k: e[k] for k in ("chip", "counter", "step", "rank", "clock_ns", "busy_ns", "explained", "detail")} for e in expectations],
         "memorization": run.get("memorization"),
     }
