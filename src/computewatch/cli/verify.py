@@ -206,7 +206,7 @@ def verify(
     }
     # The executors start now, before the judge loads torch and stages the runs: their start-up
     # (seconds of imports) overlaps the judge's own. Each serves one run only.
-    warm = _warm_pool(len(runs), options["workers"], sandbox=not unsafe_no_sandbox, ray=ray_address is not None, as_json=as_json)
+    warm = _warm_pool(runs, options["workers"], sandbox=not unsafe_no_sandbox, ray=ray_address is not None, as_json=as_json)
     try:
         _verify_and_print(options, warm, html, as_json)
     finally:
@@ -214,15 +214,15 @@ def verify(
             warm.close()
 
 
-def _warm_pool(runs: int, workers: int, *, sandbox: bool, ray: bool, as_json: bool) -> Any:
-    """One started executor per run examined at once (none for Ray: its tasks run elsewhere).
-    A run's further executors start only when its replays are worth their start-up."""
+def _warm_pool(runs: list[Path], workers: int, *, sandbox: bool, ray: bool, as_json: bool) -> Any:
+    """The executors every run examined at once may spread its replays over (none for Ray: its
+    tasks run elsewhere), started now (`cluster.warm_executors`); more start on demand."""
     if ray:
         return None
-    from computewatch.verifier.cluster import ClusterError, WarmPool
+    from computewatch.verifier.cluster import ClusterError, WarmPool, segments_hint, warm_executors
 
     try:
-        return WarmPool(min(workers, runs), sandbox=sandbox)
+        return WarmPool(warm_executors(len(runs), workers, [segments_hint(r) for r in runs]), sandbox=sandbox)
     except ClusterError as exc:
         fail(str(exc), EXIT_UNUSABLE, as_json=as_json)
 

@@ -28,7 +28,7 @@ from computewatch.verifier import _audit
 from computewatch.verifier._fanout import Spread
 from computewatch.verifier._compare import distance, distance_parts, rank_tensors, shard_digest_of, states_equal
 from computewatch.verifier._run import StagedRun
-from computewatch.verifier.cluster import ExecutorFailure, ExecutorSession, FailureReason, WarmPool
+from computewatch.verifier.cluster import WARM_HELPERS_FROM, ExecutorFailure, ExecutorSession, FailureReason, WarmPool
 from computewatch.verifier.protocol import (
     Hello,
     LossesJob,
@@ -63,7 +63,7 @@ class RunPlan:
     run: StagedRun
     inv: dict[str, Any]
     segments: list[Segment]
-    expectations: list[dict[str, Any]]  # updated in place: explained, detail
+    expectations: list[dict[str, Any]]  # updated in place: explained, detail (and handed back in RunResult)
     mode: str
     threads: int | None
     seed_hex: str  # the Verifier's secret: used here only, never sent to the executor
@@ -92,6 +92,9 @@ class RunResult:
     rules: list[dict[str, Any]] = field(default_factory=list)
     policy_facts: dict[str, Any] = field(default_factory=dict)
     executors: int = 1  # executors that replayed the run's segments
+    # The plan's expectations as examined: on Ray the plan was a copy, so the caller takes the
+    # explained snapshots from here (verification._absorb_expectations).
+    expectations: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, check: str, status: Status, detail: str) -> None:
         self.findings.append(Finding(check, status, detail))
@@ -300,9 +303,37 @@ def _template_problem(run: StagedRun) -> str | None:
     return None
 
 
+def _max_output(plan: RunPlan) -> int:
+    return (64 << 20) + 16 * 8 * sum(spec.numel for spec in plan.run.layout.params)
+
+
 def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
-    n = sum(spec.numel for spec in plan.run.layout.params)
-    session = ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=(64 << 20) + 16 * 8 * n, warm=plan.warm)
+    return _stage(plan, ExecutorSession(sandbox=plan.sandbox, limits=budget.limits, max_output=_max_output(plan), warm=plan.warm))
+
+
+def _warm_helpers(plan: RunPlan, budget: _Budget, threads: int) -> list[_Run]:
+    """The run's further executors that are already started (the warm pool's), staged and not
+    yet told the run: they help from the first segment (`_fanout`). None for a distributed run
+    (its rank processes are its parallelism) or a run of fewer than WARM_HELPERS_FROM segments
+    (its first executor replays alone unless the break-even rule starts more)."""
+    out: list[_Run] = []
+    if plan.warm is None or plan.run.world_size != 1 or len(plan.segments) < WARM_HELPERS_FROM:
+        return out
+    try:
+        while len(out) < min(plan.executors, len(plan.segments)) - 1:
+            session = plan.warm.session(sandbox=plan.sandbox, limits=budget.limits, max_output=_max_output(plan))
+            if session is None:
+                break
+            out.append(_Run(plan, session, budget, threads))
+            _stage(plan, session)
+    except BaseException:
+        for helper in out:
+            helper.session.close()
+        raise
+    return out
+
+
+def _stage(plan: RunPlan, session: ExecutorSession) -> ExecutorSession:
     pre = plan.run.precommitment
     # A trusted template's files are staged from the Verifier's pinned copy, never the Prover's.
     for rel, data in resolve_program(plan.run.program_files(), pre.program_entry, pre.code_digest, pre.program_template).items():
@@ -314,7 +345,7 @@ def _session(plan: RunPlan, budget: _Budget) -> ExecutorSession:
 
 def examine(plan: RunPlan) -> RunResult:
     """Every check of one run that needs its program, decided here from the executor's answers."""
-    res = RunResult()
+    res = RunResult(expectations=plan.expectations)
     run = plan.run
     rid = run.precommitment.run_id
     try:
@@ -348,19 +379,22 @@ def examine(plan: RunPlan) -> RunResult:
         for name in _PROGRAM_CHECKS:
             res.add(name, Status.FAILED, f"run {rid}: {exc}")
         return res
+    helpers: list[_Run] = []
     try:
         conv = _Run(plan, session, budget, threads)
+        helpers = _warm_helpers(plan, budget, threads)
         batch_size = conv.start()
         stage = "program"
         _program_checks(conv, res, steps, hashes, batch_size, pending)
         stage = "samples"
         samples, needs = _data_checks(conv, res, steps, hashes, pending)
         stage = "replay"
-        res.reference_rate = reference_rate()  # timed here, the executor idle between jobs
-        _replay_spread(conv, res, steps, samples)
+        res.reference_rate = reference_rate()  # timed here, the executors idle between jobs
+        losses = _LossJobs(conv, samples, *needs)
+        _replay_spread(conv, res, steps, samples, helpers, losses)
         pending.remove("segments")
         stage = "losses"
-        _loss_checks(conv, res, samples, *needs)
+        losses.judge(res)
     except ExecutorFailure as failure:
         label = {"start": "starting the program", "program": "building W0 and the schedule", "samples": "rebuilding samples",
                  "replay": "replaying a segment", "losses": "evaluating losses"}[stage]
@@ -376,14 +410,18 @@ def examine(plan: RunPlan) -> RunResult:
             res.add(name, Status.FAILED, f"run {rid}: the transcript cannot be examined: {exc}")
     finally:
         session.close()
+        for helper in helpers:  # closed by the spread too; here when it never ran
+            helper.session.close()
     return res
 
 
-def _replay_spread(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes]) -> None:
-    """The run's segments in ascending order, on `conv` and, where the work left is worth their
-    start-up, on up to `plan.executors - 1` more executors of this run (`_fanout`); findings in
-    segment order; the first failure (in segment order) raised after every executor stopped.
-    A distributed run keeps one executor (its rank processes are the parallelism)."""
+def _replay_spread(conv: _Run, res: RunResult, steps: list[Any], samples: dict[int, bytes], ready: list[_Run], losses: _LossJobs) -> None:
+    """The run's segments in ascending order, on `conv`, on the started helpers `ready` and,
+    where the work left is worth their start-up, on more executors of this run, up to
+    `plan.executors` in all (`_fanout`); then the loss evaluations on whichever executor is
+    free. Findings in segment order; the first replay failure (in segment order) raised after
+    every executor stopped; the loss jobs' outcomes kept in `losses`. A distributed run keeps
+    one executor (its rank processes are the parallelism)."""
     plan = conv.plan
     ordered = sorted(plan.segments, key=lambda s: (s.start, _stop(s)))
     parts = [RunResult() for _ in ordered]
@@ -400,13 +438,15 @@ def _replay_spread(conv: _Run, res: RunResult, steps: list[Any], samples: dict[i
 
     spread = Spread(ordered, conv, lambda c, i, seg: _replays(c, parts[i], steps, samples, [seg]), make, begin,
                     lambda c: c.session.close_process(), lambda c: c.session.close(),
-                    lambda seg: max(1, min(_stop(seg), len(steps)) - seg.start), conv.session.startup_s, most)
+                    lambda seg: max(1, min(_stop(seg), len(steps)) - seg.start), conv.session.startup_s, most,
+                    ready=ready, tail=len(losses.jobs), tail_work=losses.run)
     errors = spread.run()
     for part in parts:
         res.absorb(part)
     res.executors = 1 + spread.helpers_started
     # CPU time of every executor that replayed, each read by the judge around its own jobs.
-    res.measured = [*conv.measured, *(job for helper in made for job in helper.measured)]
+    res.measured = [*conv.measured, *(job for helper in [*ready, *made] for job in helper.measured)]
+    losses.errors, losses.ran = spread.tail_errors, spread.tail_ran
     first = next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
@@ -578,25 +618,48 @@ def _judge_segment(conv: _Run, res: RunResult, seg: Segment, label: str, steps: 
     res.segments.append((seg, doc))
 
 
-def _loss_checks(conv: _Run, res: RunResult, samples: dict[int, bytes], memo: list[Any], subset: list[int], bench: dict[str, list[int]]) -> None:
-    run = conv.run
-    rows = []
-    for a, b, t_ids, h_ids in memo:
-        ids = t_ids + h_ids
-        if any(i not in samples for i in ids):
-            continue
-        before, after = conv.losses([run.full_weights(a), run.full_weights(b)], ids, samples)
-        drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after, strict=False)]
-        rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
-    res.memorization = _audit.memorization(rows)
-    twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None
-    benchmarks: dict[str, float | None] = dict(twin or {})
-    for name, ids in ({} if twin is not None else bench).items():
-        final = max(e["step"] for e in run.checkpoint_entries(0))
-        (vals,) = conv.losses([run.full_weights(final)], ids, samples)
-        finite = [v for v in vals if v is not None]
-        benchmarks[name] = sum(finite) / len(finite) if finite and len(finite) == len(vals) else None
-    res.policy_facts = {"data": [samples[i] for i in subset if i in samples] if subset else None, "benchmarks": benchmarks}
+class _LossJobs:
+    """The forward-only loss evaluations of a run (memorization before and after a segment, the
+    policy's benchmarks on the final weights): each one job for whichever of the run's executors
+    has no segment left to replay (`_fanout`'s tail), judged here once all are back."""
+
+    def __init__(self, conv: _Run, samples: dict[int, bytes], memo: list[Any], subset: list[int], bench: dict[str, list[int]]) -> None:
+        run = conv.run
+        self.staged, self.samples, self.subset = run, samples, subset
+        self.memo = [(a, b, t_ids, h_ids) for a, b, t_ids, h_ids in memo if all(i in samples for i in t_ids + h_ids)]
+        # A trusted template's benchmarks are evaluated here, by the Verifier's own code.
+        self.twin = _audit.twin_benchmarks(run, conv.w0, bench, samples, conv.plan.data_dir) if conv.w0 is not None else None
+        self.bench = list(({} if self.twin is not None else bench).items())
+        final = max((e["step"] for e in run.checkpoint_entries(0)), default=0)
+        self.jobs: list[tuple[list[int], list[int]]] = [([a, b], t_ids + h_ids) for a, b, t_ids, h_ids in self.memo]
+        self.jobs += [([final], ids) for _, ids in self.bench]
+        self.results: list[list[list[float | None]]] = [[] for _ in self.jobs]
+        self.errors: list[BaseException | None] = [None] * len(self.jobs)
+        self.ran = [False] * len(self.jobs)
+
+    def run(self, conv: _Run, j: int) -> None:
+        """Job j on `conv`, an executor with no segment left to replay."""
+        at, ids = self.jobs[j]
+        self.results[j] = conv.losses([self.staged.full_weights(step) for step in at], ids, self.samples)
+
+    def judge(self, res: RunResult) -> None:
+        """Memorization and the policy's facts from the jobs' answers; the first failed job raised."""
+        first = next((e for e in self.errors if e is not None), None)
+        if first is not None:
+            raise first
+        if not all(self.ran):  # _fanout leaves a job undone only after a failure, raised before this
+            raise RuntimeError("a loss evaluation was left undone without a failure")
+        rows = []
+        for (a, b, t_ids, _), (before, after) in zip(self.memo, self.results, strict=False):
+            drops = [(x - y) if x is not None and y is not None else 0.0 for x, y in zip(before, after, strict=False)]
+            rows.append((a, b, drops[: len(t_ids)], drops[len(t_ids) :]))
+        res.memorization = _audit.memorization(rows)
+        benchmarks: dict[str, float | None] = dict(self.twin or {})
+        for (name, _), (vals,) in zip(self.bench, self.results[len(self.memo) :], strict=False):
+            finite = [v for v in vals if v is not None]
+            benchmarks[name] = sum(finite) / len(finite) if finite and len(finite) == len(vals) else None
+        res.policy_facts = {"data": [self.samples[i] for i in self.subset if i in self.samples] if self.subset else None,
+                            "benchmarks": benchmarks}
 
 
 # ------------------------------------------------------------------------------ calibration

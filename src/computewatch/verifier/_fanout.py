@@ -5,11 +5,18 @@ one when it is free, so each executor still replays its segments in ascending or
 holds a checkpoint later than the one it starts from (docs/verifier.md, "Executor and judge").
 Every executor serves this one run only.
 
-A further executor pays its start-up (Python, torch, the program: seconds) before it helps, so
-the first executor starts alone; after its first segment the judge knows what a step costs
-here, and starts helpers only when the replay work left is more than twice what an executor's
-start took (otherwise they would finish after the first executor had done the work alone). A
-helper that is still starting when the queue runs dry is ended unused.
+Helpers already started (`ready`: warm executors that imported torch while the judge staged the
+run) take segments from the start. A further executor that must still start pays its start-up
+(Python, torch, the program: seconds) before it helps, so after the first executor's first
+segment the judge knows what a step costs here, and starts such helpers only when the replay
+work left is more than twice what an executor's start took (otherwise they would finish after
+the first executor had done the work alone). A helper that is still starting when the queue runs
+dry is ended unused.
+
+After the last segment has been handed out, the executors take the run's `tail` jobs (the
+forward-only loss evaluations, which need later checkpoints) from a second queue: an executor
+reaches it only when no segment is left for anyone, so it never replays after it saw a later
+checkpoint either.
 """
 
 from __future__ import annotations
@@ -43,11 +50,15 @@ class _Helper(Generic[C]):
 
 @dataclass
 class Spread(Generic[C, S]):
-    """`work(conv, index, segment)` once per segment, on the first executor `primary` and on up
-    to `most_helpers` more: each made by `make()` (no waiting), started by `begin(conv)` (until
-    it is ready), its process ended by `kill(conv)` (from another thread too) and its folders
-    removed by `stop(conv)`. `steps(segment)` is a segment's size, `startup_s` what starting an
-    executor took. `run()` returns, per segment, the exception its work raised (None: none)."""
+    """`work(conv, index, segment)` once per segment, on the first executor `primary`, on the
+    started helpers `ready` and on up to `most_helpers - len(ready)` more: each made by `make()`
+    (no waiting); every helper started by `begin(conv)` (until it is ready), its process ended by
+    `kill(conv)` (from another thread too) and its folders removed by `stop(conv)`.
+    `steps(segment)` is a segment's size, `startup_s` what starting an executor took. Then
+    `tail_work(conv, j)` once for each j < `tail`. `run()` returns, per segment, the exception
+    its work raised (None: none); `tail_errors` holds the tail's, `tail_ran` which tail jobs ran
+    (one that did not: an executor failed before it, and its error is in `errors` or
+    `tail_errors`)."""
 
     segments: Sequence[S]
     primary: C
@@ -59,72 +70,110 @@ class Spread(Generic[C, S]):
     steps: Callable[[S], int]
     startup_s: float
     most_helpers: int
+    ready: Sequence[C] = ()
+    tail: int = 0
+    tail_work: Callable[[C, int], None] | None = None
     errors: list[BaseException | None] = field(default_factory=list)
-    helpers_started: int = 0
+    tail_errors: list[BaseException | None] = field(default_factory=list)
+    tail_ran: list[bool] = field(default_factory=list)
+    helpers_started: int = 0  # helpers that replayed or evaluated at least one job
 
     def __post_init__(self) -> None:
         self._queue: deque[tuple[int, S]] = deque(enumerate(self.segments))
+        self._tail: deque[int] = deque(range(self.tail))
         self._lock = threading.Lock()
         self._done = False
         self._helpers: list[_Helper[C]] = []
+        self._worked: set[int] = set()  # ids of helpers that took a job
         self.errors = [None] * len(self.segments)
+        self.tail_errors = [None] * self.tail
+        self.tail_ran = [False] * self.tail
 
-    def _next(self, helper: _Helper[C] | None) -> tuple[int, S] | None:
+    def _next(self, helper: _Helper[C] | None) -> tuple[int, S] | int | None:
+        """The next segment, else the next tail job (an index), else None."""
         with self._lock:
-            if self._done or not self._queue:
+            if self._done:
+                return None
+            item: tuple[int, S] | int
+            if self._queue:
+                item = self._queue.popleft()
+            elif self._tail:
+                item = self._tail.popleft()
+            else:
                 return None
             if helper is not None:
                 helper.busy = True
-            return self._queue.popleft()
+                self._worked.add(id(helper))
+            return item
 
     def _serve(self, conv: C, helper: _Helper[C] | None) -> None:
-        """Take segments until none is left; an executor whose work failed takes no more."""
+        """Take jobs until none is left; an executor whose work failed takes no more."""
         while (item := self._next(helper)) is not None:
-            index, seg = item
             try:
-                self.work(conv, index, seg)
-            except BaseException as exc:  # handed back per segment
-                self.errors[index] = exc
+                self._one(conv, item)
+            except BaseException:  # recorded per job by _one
                 return
             finally:
                 if helper is not None:
                     helper.busy = False
 
-    def _helper_main(self, helper: _Helper[C]) -> None:
+    def _one(self, conv: C, item: tuple[int, S] | int) -> None:
+        try:
+            if isinstance(item, tuple):
+                self.work(conv, *item)
+            else:
+                assert self.tail_work is not None
+                self.tail_ran[item] = True
+                self.tail_work(conv, item)
+        except BaseException as exc:  # handed back per job
+            if isinstance(item, tuple):
+                self.errors[item[0]] = exc
+            else:
+                self.tail_errors[item] = exc
+            raise
+
+    def _helper_main(self, helper: _Helper[C], started: C | None) -> None:
         try:
             with self._lock:
                 if self._done:
                     return
-                helper.conv = self.make()
+                helper.conv = started if started is not None else self.make()
             self.begin(helper.conv)
         except BaseException:  # a helper that cannot start only does not help
             return
         self._serve(helper.conv, helper)
 
+    def _add(self, started: C | None) -> None:
+        helper: _Helper[C] = _Helper()
+        helper.thread = threading.Thread(target=self._helper_main, args=(helper, started), name="computewatch-replay-helper", daemon=True)
+        self._helpers.append(helper)
+        helper.thread.start()
+
     def run(self) -> list[BaseException | None]:
+        for conv in self.ready:  # already started: they help from the first segment on
+            self._add(conv)
         first = self._next(None)
         if first is None:
-            return self.errors
+            return self._finish()
         began = time.monotonic()
         try:
-            self.work(self.primary, *first)
-        except BaseException as exc:  # handed back per segment
-            self.errors[first[0]] = exc
+            self._one(self.primary, first)
+        except BaseException:  # recorded per job
             return self._finish()
-        per_step = (time.monotonic() - began) / max(1, self.steps(first[1]))
-        left = per_step * sum(self.steps(seg) for _, seg in list(self._queue))
-        for _ in range(helpers_worth_starting(left, self.startup_s, min(self.most_helpers, len(self._queue) - 1))):
-            helper: _Helper[C] = _Helper()
-            helper.thread = threading.Thread(target=self._helper_main, args=(helper,), name="computewatch-replay-helper", daemon=True)
-            self._helpers.append(helper)
-            helper.thread.start()
-        self.helpers_started = len(self._helpers)
+        if isinstance(first, tuple):
+            per_step = (time.monotonic() - began) / max(1, self.steps(first[1]))
+            with self._lock:
+                waiting = list(self._queue)
+            left = per_step * sum(self.steps(seg) for _, seg in waiting) / (1 + len(self.ready))
+            cold = min(self.most_helpers - len(self.ready), len(waiting) - 1 - len(self.ready))
+            for _ in range(helpers_worth_starting(left, self.startup_s, cold)):
+                self._add(None)
         self._serve(self.primary, None)
         return self._finish()
 
     def _finish(self) -> list[BaseException | None]:
-        """No more segments for anyone; helpers still starting or idle are ended now, busy ones
-        finish their segment first."""
+        """No more jobs for anyone; helpers still starting or idle are ended now, busy ones
+        finish their job first."""
         with self._lock:
             self._done = True
             idle = [h for h in self._helpers if not h.busy]
@@ -136,4 +185,5 @@ class Spread(Generic[C, S]):
             helper.thread.join()
             if helper.conv is not None:
                 self.stop(helper.conv)
+        self.helpers_started = sum(1 for h in self._helpers if id(h) in self._worked)
         return self.errors

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import select
 import shutil
@@ -37,7 +38,8 @@ from computewatch.crypto.digest import blake3_bytes
 from computewatch.verifier import protocol
 from computewatch.verifier.sandbox import Limits, SandboxError, confined_limits, executor_command, preexec, sandbox_problem
 
-__all__ = ["ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster", "WarmPool", "read_regular"]
+__all__ = ["WARM_HELPERS_FROM", "WARM_PER_RUN", "ClusterError", "ExecutorFailure", "ExecutorSession", "FailureReason", "TrustedCluster",
+           "WarmPool", "read_regular", "segments_hint", "warm_executors"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -188,6 +190,42 @@ class _Process:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+WARM_PER_RUN = 4  # a run's further executors start on demand (verifier/_fanout.py)
+# A run of fewer segments is replayed by its first executor alone unless the replay proves long
+# (the break-even rule): a helper's first job pays first-time costs (the program's lazy imports,
+# torch's first calls) that a short replay never earns back, and that its measured CPU time counts.
+WARM_HELPERS_FROM = 4
+
+
+def warm_executors(runs: int, workers: int, segments: Sequence[int | None] = ()) -> int:
+    """Executors to start before the judge's own work for `runs` runs on `workers` local workers:
+    every run examined at once gets the executors it may spread its segments over
+    (`TrustedCluster.executors_per_run`), at most WARM_PER_RUN each; only one for a run whose
+    `segments` (a hint per run: its checkpoints less one, None unknown) are below
+    WARM_HELPERS_FROM."""
+    if runs < 1 or workers < 1:
+        return 0
+    at_once = min(runs, workers)
+    per_run = min(WARM_PER_RUN, max(1, workers // runs))
+    hints = sorted((h if h is not None else WARM_HELPERS_FROM for h in segments), reverse=True) if segments else []
+    if hints and per_run > 1:  # the runs examined at once: the longest ones, at the most
+        return min(workers, sum(per_run if h >= WARM_HELPERS_FROM else 1 for h in hints[:at_once]))
+    return min(workers, at_once * per_run)
+
+
+def segments_hint(run_dir: str | os.PathLike[str]) -> int | None:
+    """A run's checkpoints less one, read from its rank 0 checkpoint index without checking
+    anything (None when that does not work): only how many executors to start early depends on
+    it; the judge stages and checks the run itself."""
+    try:
+        with open(Path(run_dir) / "checkpoints" / "rank-00000.json", "rb") as fh:
+            data = fh.read(1 << 22)
+        count = len(json.loads(data)["checkpoints"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return max(0, count - 1)
+
+
 class WarmPool:
     """Executors started ahead of their runs, so that their start-up (Python, torch and the
     modules a replay needs: seconds) overlaps the judge's own (its imports, staging, the chip-log
@@ -216,6 +254,12 @@ class WarmPool:
                 return None
             return self._idle.pop(0)
 
+    def session(self, *, sandbox: bool, limits: Limits, max_output: int) -> ExecutorSession | None:
+        """A session on a started executor of that kind, or None when none is left (nothing is
+        started here)."""
+        proc = self.take(sandbox)
+        return None if proc is None else ExecutorSession(sandbox=sandbox, limits=limits, max_output=max_output, process=proc)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -236,9 +280,9 @@ class ExecutorSession:
     nothing of any run seen yet) when one is left, else it is started here; either way it serves
     this one run only and is ended with the session."""
 
-    def __init__(self, *, sandbox: bool, limits: Limits, max_output: int, warm: WarmPool | None = None) -> None:
+    def __init__(self, *, sandbox: bool, limits: Limits, max_output: int, warm: WarmPool | None = None, process: _Process | None = None) -> None:
         self.sandbox, self.limits, self.max_output = sandbox, limits, max_output
-        self._proc = (warm.take(sandbox) if warm is not None else None) or _Process.fresh()
+        self._proc = process or (warm.take(sandbox) if warm is not None else None) or _Process.fresh()
         self.work, self.inputs, self.scratch, self._err = self._proc.work, self._proc.inputs, self._proc.scratch, self._proc.err
         self._buffer = b""
         self._jobs = 0

@@ -26,18 +26,23 @@ def connect_ray(ray: Any, address: str | None, timeout: float = RAY_CONNECT_TIME
     if address == "local":
         timeout = max(timeout, RAY_LOCAL_START_TIMEOUT_S)
     failure: list[BaseException] = []
+    answered = threading.Event()
 
     def connect() -> None:
         try:
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
         except BaseException as exc:  # handed to the caller
             failure.append(exc)
+        answered.set()
+        if address == "local" and not failure:
+            # Ray ties a local cluster's processes to the thread that started them (Linux's
+            # parent-death signal is per thread): this one waits until the process ends.
+            threading.Event().wait()
 
     log.info("connecting to the Ray cluster at %s", address)
     t = threading.Thread(target=connect, name="computewatch-ray-connect", daemon=True)
     t.start()
-    t.join(timeout)
-    if t.is_alive():
+    if not answered.wait(timeout):
         log.error("the Ray cluster at %s did not answer within %.0f s", address, timeout)
         raise RayConnectError(f"the Ray cluster at {address} did not answer within {timeout:.0f} s")
     if failure:

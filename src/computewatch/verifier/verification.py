@@ -140,6 +140,7 @@ def verify(request: VerifyRequest, progress: Progress | None = None) -> dict[str
         plans = [_plan(staged[rid], runs[rid], selections[rid], expectations[rid], request, tolerance, cluster) for rid in runs]
         results = cluster.map(_examine.examine, plans, lambda d, t: report("replay", d, t))
         for rid, res in zip(runs, results, strict=False):
+            _absorb_expectations(expectations[rid], res.expectations)
             _absorb(runs[rid], res, checks)
         _judge_unreplayed_snapshots(expectations, checks)
         for finding in run_loss_findings(runs):
@@ -353,6 +354,17 @@ def _plan(run: StagedRun, inv: dict[str, Any], segs: list[Segment], expectations
     )
 
 
+def _absorb_expectations(mine: list[dict[str, Any]], examined: list[dict[str, Any]]) -> None:
+    """What the examination found about each expected snapshot (explained, detail). Locally
+    these are the same objects; a Ray task examined copies, which come back in its result."""
+    if examined is mine:
+        return
+    if len(examined) != len(mine):
+        raise RuntimeError("the examination handed back a different list of expected snapshots")
+    for e, got in zip(mine, examined, strict=True):
+        e["explained"], e["detail"] = got.get("explained", e.get("explained")), got.get("detail", e.get("detail"))
+
+
 def _absorb(run: dict[str, Any], res: _examine.RunResult, checks: _Checks) -> None:
     for f in res.findings:
         checks.add(f.check, f.status, f.detail)
@@ -542,7 +554,7 @@ def _run_doc(run: dict[str, Any], segs: list[Segment], expectations: list[dict[s
             "flops_cumulative": [[t, fps * t] for t in range(0, run["steps"] + 1, max(1, run["steps"] // 50))] if fps else [],
         },
         "segments": seg_docs,
-        "executors": run.get("executors", 0),  # sandboxed executors that replayed its segments
+        "executors": run.get("executors", 0),  # sandboxed executors that did any of its jobs (replays, loss evaluations)
         "snapshots": [{k: e[k] for k in ("chip", "counter", "step", "rank", "clock_ns", "busy_ns", "explained", "detail")} for e in expectations],
         "memorization": run.get("memorization"),
     }
