@@ -9,7 +9,7 @@ import sys
 import time
 
 from computewatch.verifier.flops import count_flops
-from computewatch.verifier.measured import EFFICIENCY, OVERHEAD_S, MeasuredJob, measurable, measured_flops, reference_rate, tree_cpu_seconds
+from computewatch.verifier.measured import EFFICIENCY, FLOOR_S, OVERHEAD_S, MeasuredJob, measurable, measured_flops, reference_rate, tree_cpu_seconds
 from computewatch.verifier.verification import _measured_total
 
 # A parent that burns CPU in a child it waits for (reaped: its time moves into the parent's
@@ -52,15 +52,20 @@ def test_the_reference_rate_is_a_plausible_cpu_matmul_rate() -> None:
 
 def test_measured_flops_allow_the_per_step_overhead_and_scale_by_the_efficiency() -> None:
     rate = 1e11
-    jobs = [MeasuredJob(cpu_seconds=4 * OVERHEAD_S + 0.5, steps=4), MeasuredJob(cpu_seconds=0.01, steps=4)]
+    jobs = [MeasuredJob(cpu_seconds=4 * OVERHEAD_S + FLOOR_S + 0.5, steps=4), MeasuredJob(cpu_seconds=0.01, steps=4)]
     flops, steps = measured_flops(jobs, rate)
     assert steps == 8 and abs(flops - 0.5 * rate * EFFICIENCY) < 1e-6 * flops  # the second job is all overhead: 0, not negative
+    # A run whose CPU beyond the allowance stays inside the floor (a fresh executor's first-call
+    # costs) measures nothing; the floor is taken once per run, not per job.
+    assert measured_flops([MeasuredJob(4 * OVERHEAD_S + 0.9 * FLOOR_S, 4)], rate)[0] == 0.0
+    split = measured_flops([MeasuredJob(4 * OVERHEAD_S + FLOOR_S, 4), MeasuredJob(4 * OVERHEAD_S + 0.5, 4)], rate)[0]
+    assert abs(split - 0.5 * rate * EFFICIENCY) < 1e-6 * split
     assert not measurable(MeasuredJob(1.0, 4, threads=2)) and measurable(MeasuredJob(1.0, 4, threads=1))
     assert not measurable(MeasuredJob(1.0, 4, ranks=2))
 
 
 def test_the_run_total_extrapolates_per_replayed_step_and_skips_multithreaded_jobs() -> None:
-    jobs = [MeasuredJob(OVERHEAD_S * 4 + 1.0, 4), MeasuredJob(50.0, 4, threads=4)]
+    jobs = [MeasuredJob(OVERHEAD_S * 4 + FLOOR_S + 1.0, 4), MeasuredJob(50.0, 4, threads=4)]
     run = {"measured_jobs": jobs, "reference_rate": 1e11, "steps": 40}
     total = _measured_total(run)
     assert total is not None and abs(total - 1.0 * 1e11 * EFFICIENCY * 10) < 1e-6 * total

@@ -12,10 +12,11 @@ The CPU time becomes FLOPs through the judge's reference kernel: a single-thread
 matmul of known FLOPs timed in CPU seconds (`reference_rate`, the best of a few timings, so load
 on the machine can only make it look faster, never slower than the machine is), then
 
-    measured = max(0, cpu_seconds - steps x OVERHEAD_S) x rate x EFFICIENCY
+    measured = max(0, sum over jobs of max(0, cpu_seconds - steps x OVERHEAD_S) - FLOOR_S) x rate x EFFICIENCY
 
 OVERHEAD_S allows each step the CPU time that is not arithmetic (Python, torch's dispatch, the
-counter itself); EFFICIENCY is the share of the reference rate an honest step's remaining CPU
+counter itself); FLOOR_S, once per run, the first-call costs a fresh executor pays whatever the
+program (torch's lazy imports and allocator on its first steps); EFFICIENCY is the share of the reference rate an honest step's remaining CPU
 time reaches at the least. Both are set from honest replays with margin (docs/verifier.md,
 "Measured compute": figures and noise), so that the measured figure stays at or below an honest
 program's count, and work hidden from the counter shows as a count far below it.
@@ -30,13 +31,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EFFICIENCY", "OVERHEAD_S", "MeasuredJob", "measurable", "measured_flops", "reference_rate", "tree_cpu_seconds"]
+__all__ = ["EFFICIENCY", "FLOOR_S", "OVERHEAD_S", "MeasuredJob", "measurable", "measured_flops", "reference_rate", "tree_cpu_seconds"]
 
 # Per replayed step and thread, CPU seconds allowed for what is not arithmetic (Python, torch's
 # dispatch, the FLOP counter itself, collate); and the share of the reference rate an honest
 # step's remaining CPU time reaches at the least. Both from honest replays (docs/verifier.md).
 OVERHEAD_S = 0.05
 EFFICIENCY = 0.1
+# CPU seconds of a run's replays beyond the per-step allowance that no finding rests on: a fresh
+# executor's first steps pay one-time costs (0.1-0.2 s measured), which on a few-step run of a
+# tiny model exceeded what its count needs and made honest runs `compute` findings on a loaded
+# machine. Hidden work of the attack suite's size sits at 1.5-2.5 s (docs/verifier.md).
+FLOOR_S = 0.5
 _REFERENCE_N = 256  # 2·N^3 FLOPs per product: fits in cache, the CPU's best case
 _LOCK = threading.Lock()
 
@@ -138,7 +144,7 @@ def measurable(job: MeasuredJob) -> bool:
 
 def measured_flops(jobs: list[MeasuredJob], rate: float) -> tuple[float, int]:
     """(FLOPs the measured CPU time stands for, steps it covers): per job, the CPU seconds beyond
-    the allowance of OVERHEAD_S per step, at EFFICIENCY of the reference rate. Single-threaded
-    jobs only (`measurable`)."""
-    flops = sum(max(0.0, j.cpu_seconds - j.steps * OVERHEAD_S) for j in jobs) * rate * EFFICIENCY
-    return flops, sum(j.steps for j in jobs)
+    the allowance of OVERHEAD_S per step, summed, less FLOOR_S once, at EFFICIENCY of the
+    reference rate. One run's single-threaded jobs only (`measurable`)."""
+    beyond = sum(max(0.0, j.cpu_seconds - j.steps * OVERHEAD_S) for j in jobs)
+    return max(0.0, beyond - FLOOR_S) * rate * EFFICIENCY, sum(j.steps for j in jobs)
