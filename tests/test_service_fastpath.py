@@ -85,6 +85,93 @@ def test_group_commit_gathers_under_load_and_not_for_a_lone_row(tmp_path: Path) 
         reg.close()
 
 
+def test_group_commit_on_postgresql_sends_a_batch_as_one_statement(postgres_url: str) -> None:
+    """PostgreSQL: a gathered batch of inserted rows goes to the server as one INSERT in
+    autocommit (its own transaction; no BEGIN, no COMMIT round trip), every row durable before
+    its waiter returns; a batch holding a duplicate key still fails only that request (the
+    rows are retried one by one in transactions); a batch with a `store` write keeps the
+    explicit transaction."""
+    from sqlalchemy import event, func, insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    reg = Registry.open(postgres_url)
+    service_db.upgrade(reg.engine)
+    gc = GroupCommitter(reg.engine, max_wait_s=0.5)
+    one: list[tuple[int, bool | None]] = []  # (batch size, sent as one statement; None: that statement failed)
+    plain = gc._as_one_statement
+
+    def spy(batch: list[Any]) -> bool:
+        try:
+            sent = plain(batch)
+        except BaseException:
+            one.append((len(batch), None))
+            raise
+        one.append((len(batch), sent))
+        return sent
+
+    gc._as_one_statement = spy  # type: ignore[method-assign]
+    begins: list[bool] = []  # per INSERT: inside a transaction block (the driver not in autocommit)
+
+    def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT"):
+            begins.append(not conn.connection.dbapi_connection.autocommit)
+
+    event.listen(reg.engine, "before_cursor_execute", executed)
+    errors: list[BaseException] = []
+
+    def put(fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except IntegrityError as exc:
+            errors.append(exc)
+
+    try:
+        gc.insert(ss.log_entries, _row("A", 0))
+        assert one == [(1, True)] and begins == [False]  # no transaction block for it
+        gc._loaded = True  # as after a batch of several rows: the writer gathers for 0.5 s
+        threads = [threading.Thread(target=put, args=(gc.insert, ss.log_entries, _row("B", i))) for i in range(12)]
+        threads.append(threading.Thread(target=put, args=(gc.insert_many, ss.log_entries, [_row("C", 0), _row("A", 0)])))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 1  # only the request holding the duplicate failed, all of it
+        assert any(n > 1 and sent is None for n, sent in one)  # its batch failed as one statement, then row by row
+        gc.store(lambda c: c.execute(insert(ss.log_entries).values(**_row("D", 0))))
+        assert one[-1] == (1, False) and begins[-1]  # a write callable: an explicit transaction
+        with reg_db.read(reg.engine) as conn:
+            keys = set(conn.execute(select(ss.log_entries.c.serial, ss.log_entries.c.counter)).all())
+            assert conn.execute(select(func.count()).select_from(ss.log_entries)).scalar_one() == 14
+        assert keys == {("A", 0), ("D", 0)} | {("B", i) for i in range(12)}  # nothing of C: all or none
+        begins.clear()
+        gc._loaded = True
+        threads = [threading.Thread(target=gc.insert, args=(ss.log_entries, _row("E", i))) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert any(n > 1 and sent for n, sent in one[-8:]) and not any(begins)  # a batch of several, one statement
+    finally:
+        gc.close()
+        reg.close()
+
+
+def test_freeze_heap_takes_the_start_up_heap_out_of_the_collector() -> None:
+    """A server process freezes its heap once started: a full collection then walks only what
+    came after (the collector's pause no longer grows with every imported package)."""
+    import gc
+
+    from computewatch.service.serving import freeze_heap
+
+    before = len(gc.get_objects())
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() >= before // 2
+        assert len(gc.get_objects()) < before // 2
+    finally:
+        gc.unfreeze()
+
+
 def test_batches_ending_in_a_checkpoint_are_stored_whole_or_not_at_all(tmp_path: Path) -> None:
     """Chip log v2 batches (`POST /v1/chips/{serial}/batches`): each genuine batch is stored and
     acked with its checkpoint's ack; a resend is acked as a duplicate; a batch out of order or
