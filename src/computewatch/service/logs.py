@@ -128,6 +128,19 @@ class ChipLogs:
                 raise ServiceError(500, f"stored copy of chip {serial}'s log fails its check at entry {row.counter}")
 
     # ------------------------------------------------------------------ entries
+    def _store(self, rows: list[dict[str, Any]], label: str) -> None:
+        """Insert a chip's checked rows in one durable transaction (the group commit when there is
+        one); an IntegrityError means another server process stored a counter first."""
+        if self._committer is not None:
+            self._committer.insert_many(ss.log_entries, rows, label=label)
+        else:
+            with reg_db.write(self._engine) as conn:
+                conn.execute(insert(ss.log_entries), rows)
+
+    def _stored_already(self, serial: str, first: int, lines: list[bytes]) -> bool:
+        """Whether every line is already stored at its counter, byte for byte (a resent batch)."""
+        return all(self.line(serial, first + k) == line for k, line in enumerate(lines))
+
     def append(self, serial: str, line: bytes) -> Ack:
         entry = _parse(serial, line)
         chip = self._chip(serial)
@@ -142,11 +155,7 @@ class ChipLogs:
                 raise ServiceError(409, f"entry {counter} of chip {serial} arrives before entry {v.position}: send the entries in order")
             saved, row = _check(serial, chip, counter, line)
             try:
-                if self._committer is not None:
-                    self._committer.insert(ss.log_entries, row, label=f"{serial}#{counter}")
-                else:
-                    with reg_db.write(self._engine) as conn:
-                        conn.execute(insert(ss.log_entries).values(**row))
+                self._store([row], f"{serial}#{counter}")
             except IntegrityError:
                 # Another server process stored this counter first: the database decides.
                 v.restore_state(saved)
@@ -190,7 +199,7 @@ class ChipLogs:
             if first > v.position:  # another server process may have stored the ones before
                 self._catch_up(serial, chip)
             if first < v.position:
-                if all(self.line(serial, first + k) == line for k, line in enumerate(lines)):
+                if self._stored_already(serial, first, lines):
                     return Ack(expected_ack(serial, last, lines[-1]), last, True)
                 raise ServiceError(409, f"batch from entry {first} of chip {serial} overlaps stored entries with other content "
                                         f"or goes past the stored copy's end ({v.position}): send batches from the next entry")
@@ -198,15 +207,11 @@ class ChipLogs:
                 raise ServiceError(409, f"batch from entry {first} of chip {serial} arrives before entry {v.position}: send in order")
             saved, rows = _check_batch(serial, chip, first, lines)
             try:
-                if self._committer is not None:
-                    self._committer.insert_many(ss.log_entries, rows, label=f"{serial}#{first}-{last}")
-                else:
-                    with reg_db.write(self._engine) as conn:
-                        conn.execute(insert(ss.log_entries), rows)
+                self._store(rows, f"{serial}#{first}-{last}")
             except IntegrityError:
                 v.restore_state(saved)  # another server process stored these counters first: the database decides
                 self._catch_up(serial, chip)
-                if first < v.position and all(self.line(serial, first + k) == line for k, line in enumerate(lines)):
+                if first < v.position and self._stored_already(serial, first, lines):
                     return Ack(expected_ack(serial, last, lines[-1]), last, True)
                 self._chips.pop(serial, None)
                 raise ServiceError(409, f"batch from entry {first} of chip {serial} was stored meanwhile with other content") from None
