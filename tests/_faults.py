@@ -12,6 +12,8 @@ Arguments before `--`, any number:
     pause=NAME:DIR        stop inside the open transaction at pause point NAME: write DIR/paused,
                           wait (up to 120 s) for DIR/resume; the test kills it there or races it
     mark=DIR              create DIR/write-requested as each write transaction asks for the lock
+    hold-commit=SECONDS   the service's group-commit writer waits SECONDS before it takes each batch,
+                          so rows of several chips queue up and a batch of two or more forms
     kill-append=N         write half of chip log entry N durably, then SIGKILL this process
     kill-checkpoint=STEP  SIGKILL this process halfway through writing step STEP's checkpoint
 After `--`: `-c CODE [ARG ...]` or `-m MODULE [ARG ...]`, as `python` takes them.
@@ -32,7 +34,7 @@ from typing import Any
 
 from computewatch._faults import install, installed
 
-__all__ = ["FAULTS", "KillInCheckpoint", "KillMidAppend", "MarkWrites", "PauseAt", "faulty", "installed", "parse"]
+__all__ = ["FAULTS", "HoldCommit", "KillInCheckpoint", "KillMidAppend", "MarkWrites", "PauseAt", "faulty", "installed", "parse"]
 
 FAULTS = str(Path(__file__).resolve())
 
@@ -62,6 +64,15 @@ class MarkWrites:
             (Path(self.folder) / "write-requested").write_text(str(os.getpid()))
 
 
+class HoldCommit:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, point: str, info: Mapping[str, Any]) -> None:
+        if point == "service.group-commit":
+            time.sleep(self.seconds)
+
+
 class KillMidAppend:
     def __init__(self, counter: int) -> None:
         self.counter = counter
@@ -85,13 +96,15 @@ class KillInCheckpoint:
 
 
 def parse(spec: str) -> Any:
-    """One handler from its argument (`pause=NAME:DIR`, `mark=DIR`, `kill-append=N`, `kill-checkpoint=STEP`)."""
+    """One handler from its argument (`pause=NAME:DIR`, `mark=DIR`, `hold-commit=SECONDS`, `kill-append=N`, `kill-checkpoint=STEP`)."""
     kind, _, value = spec.partition("=")
     if kind == "pause":
         name, _, folder = value.partition(":")
         return PauseAt(name, folder)
     if kind == "mark":
         return MarkWrites(value)
+    if kind == "hold-commit":
+        return HoldCommit(float(value))
     if kind == "kill-append":
         return KillMidAppend(int(value))
     if kind == "kill-checkpoint":

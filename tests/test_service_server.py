@@ -327,7 +327,9 @@ def test_kill_mid_batch_under_concurrent_load(server_world, tmp_path: Path) -> N
     reg, chips, _keys, server = server_world
     pause = tmp_path / "batch-pause"
     pause.mkdir()
-    server.faults = (f"pause=service-batch:{pause}",)  # tests/_faults.py: the server stops there
+    # tests/_faults.py: the server stops there. The writer waits 0.2 s before each batch, so the
+    # chips' entries queue up: without it, a fast commit can take every entry alone on a loaded machine.
+    server.faults = (f"pause=service-batch:{pause}", "hold-commit=0.2")
     server.start()
     errors: list[BaseException] = []
     transports = [RecordingTransport(server.url, retry_s=90.0, timeout=10.0) for _ in chips]

@@ -15,6 +15,7 @@ A handler is called as `handler(name, info)` and ignores points it does not know
 | `chip.log.append` | the chip is about to append entry `counter` to its log | `path`, `counter`, `line` |
 | `checkpoint.half-written` | half of a checkpoint object's bytes are in its temp file | `step` |
 | `registry.transaction` | inside an open write transaction, nothing committed yet | `name` ("transfer", "service-write", "service-answered", "service-batch": a group commit of two or more rows, with their `labels`) |
+| `service.group-commit` | the service's group-commit writer is about to take the queued rows as its next batch | |
 | `registry.write-requested` | a write transaction is about to ask for the database's write lock | |
 """
 

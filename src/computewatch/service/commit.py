@@ -134,6 +134,7 @@ class GroupCommitter:
                 # Under load: let the rows of the next few milliseconds join this transaction.
                 # Enqueuers meanwhile find no waiter to notify (cheap); the wait is bounded.
                 time.sleep(self._max_wait)
+            fault_point("service.group-commit")  # a crash test holds the writer here so a batch forms
             with self._cond:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
             self._loaded = len(batch) > 1
