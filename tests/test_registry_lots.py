@@ -132,6 +132,38 @@ def test_whole_lot_registers_in_one_transaction(reg) -> None:
     assert reg.holder("CW-A-0001") == "acme"
 
 
+def test_the_bulk_insert_skips_checks_only_for_its_own_statement(tmp_path) -> None:
+    """SQLite's lot insert turns CHECK evaluation off for its statement of literal kind and status
+    (an `IN` check costs a temporary table per row): every connection goes back to the pool
+    checking again, after a lot that registers and after one that is refused."""
+    from sqlalchemy import event
+
+    reg = Registry.open(f"sqlite:///{tmp_path / 'register.db'}")  # SQLite's own cost (PostgreSQL checks every row)
+    reg.add_chipmaker("maker", MAKER.public_key)
+    flags: list[int] = []
+
+    def checked_in(dbapi_conn, _record) -> None:
+        flags.append(dbapi_conn.execute("PRAGMA ignore_check_constraints").fetchone()[0])
+
+    event.listen(reg.engine, "checkin", checked_in)
+    try:
+        certs = _certs(6, "K")
+        env, _ = issue_lot(MAKER, "LOT-K", "maker", certs)
+        reg.register_lot(env.to_json(), certs, workers=0, batch=2)
+        with pytest.raises(RegistryError, match="already registered"):
+            reg.register_lot(env.to_json(), certs, workers=0, batch=2)
+    finally:
+        event.remove(reg.engine, "checkin", checked_in)
+    assert flags and not any(flags), flags
+    # The bulk rows satisfy the checks they skipped, and the register still enforces them.
+    with reg.engine.connect() as conn:
+        kinds = conn.execute(select(s.items.c.kind, s.items.c.status).distinct()).all()
+        assert [tuple(r) for r in kinds] == [("chip", "active")]
+    with pytest.raises(Exception, match="CHECK constraint failed"), reg.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE items SET status = 'stolen' WHERE label = 'CW-K-0001'")
+    reg.close()
+
+
 @pytest.mark.parametrize(
     "mutate, why",
     [
