@@ -203,6 +203,21 @@ def test_duplicates_across_and_within_lots_are_named(reg) -> None:
     assert len(reg.items()) == 2
 
 
+def test_a_duplicate_in_an_early_piece_stops_the_pieces_behind_it(reg) -> None:
+    """Pieces are written while later ones are read (on PostgreSQL by a writer thread): a chip
+    already registered in the first piece of many fails the whole lot, names the chip, stores
+    nothing, and leaves the register usable."""
+    certs = _certs(12, "E")
+    first, _ = issue_lot(MAKER, "LOT-E1", "maker", certs[1:2])
+    reg.register_lot(first.to_json(), certs[1:2], workers=0)
+    whole, _ = issue_lot(MAKER, "LOT-E2", "maker", certs)
+    with pytest.raises(RegistryError, match="chip CW-E-0001 is already registered"):
+        reg.register_lot(whole.to_json(), certs, workers=0, batch=2)
+    assert [i["serial"] for i in reg.items()] == ["CW-E-0001"]
+    rest, _ = issue_lot(MAKER, "LOT-E3", "maker", certs[2:])
+    assert reg.register_lot(rest.to_json(), certs[2:], workers=0, batch=4)["chips"] == 10
+
+
 def test_one_chip_by_inclusion_proof_and_equivocation(reg) -> None:
     certs = _certs(3)
     env, proofs = issue_lot(MAKER, "LOT-P", "maker", certs)

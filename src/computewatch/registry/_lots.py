@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,7 +43,7 @@ __all__ = ["LotService"]
 
 # A worker's row holds what differs between the chips of a lot (ChipRow); the columns that are
 # the same for the whole lot follow (SQLite: literals in the statement, bound once, not per chip).
-_CHIP_COLUMNS = ("id", "label", "device_key", "model", "peak_flops", "certificate")
+_CHIP_COLUMNS = ("label", "device_key", "model", "peak_flops", "certificate")  # ids: the database's own
 _LOT_COLUMNS = ("kind", "fab_id", "chipmaker_id", "holder_id", "custody_seq", "status", "registered_at",
                 "genesis_lot_id")
 _SQLITE_CACHE_KIB = 512 * 1024
@@ -49,7 +51,7 @@ _PIECE = 4096  # certificates per piece (a power of two: each piece is a subtree
 _PG_ITEMS = f"COPY items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 # The columns' PostgreSQL types, in that order (binary COPY sends values as they are stored: no
 # text escaping of the certificate and device key on either side).
-_PG_TYPES = ("int8", "varchar", "bytea", "varchar", "int8", "bytea", "varchar", "int8", "int8", "int8", "int4",
+_PG_TYPES = ("varchar", "bytea", "varchar", "int8", "bytea", "varchar", "int8", "int8", "int8", "int4",
              "varchar", "varchar", "int8")
 
 
@@ -64,7 +66,7 @@ class _Context:
     now: str
 
 
-ChipRow = tuple[int, str, bytes, str, int, bytes]  # _CHIP_COLUMNS
+ChipRow = tuple[str, bytes, str, int, bytes]  # _CHIP_COLUMNS
 
 
 @dataclass
@@ -95,7 +97,7 @@ def _subtrees(leaves: list[bytes]) -> list[tuple[bytes, int]]:
     return out
 
 
-def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Sequence[int]) -> _Checked:
+def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int) -> _Checked:
     """Worker entry point: read each certificate's claims, bind it to the lot (its signer is the
     lot's key; serial and peak usable), hash it as a leaf, and build its item row."""
     items: list[ChipRow] = []
@@ -110,7 +112,7 @@ def check_lot_piece(certs: Sequence[bytes], ctx: _Context, offset: int, ids: Seq
         if problem:
             return _Checked(items, [], (offset + k, problem))
         leaves.append(sha(b"\x00" + data).digest())
-        items.append((ids[k], c.serial, c.device_key, c.model, c.peak_flops, data))
+        items.append((c.serial, c.device_key, c.model, c.peak_flops, data))
     return _Checked(items, _subtrees(leaves))
 
 
@@ -278,7 +280,7 @@ class LotService(Service):
             offset = 0
             if workers == 0:
                 for piece in pieces:
-                    take(check_lot_piece(piece, ctx, offset, inserter.ids(len(piece))))
+                    take(check_lot_piece(piece, ctx, offset))
                     offset += len(piece)
             else:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
@@ -286,7 +288,7 @@ class LotService(Service):
                     for piece in pieces:
                         # Certificates go out to be read; rows (with their certificates) and
                         # subtree roots come back.
-                        pending.append(pool.submit(check_lot_piece, piece, ctx, offset, inserter.ids(len(piece))))
+                        pending.append(pool.submit(check_lot_piece, piece, ctx, offset))
                         offset += len(piece)
                         while len(pending) > 2 * workers:  # bounded read-ahead; insert while workers read
                             take(pending.popleft().result())
@@ -324,8 +326,13 @@ class _Duplicate(Exception):
 
 
 class _BulkInserter:
-    """Item rows straight through the driver: explicit ids, one executemany (SQLite) or COPY
-    (PostgreSQL) per piece, inside the caller's transaction."""
+    """Item rows straight through the driver, inside the caller's transaction: one executemany
+    per piece (SQLite) or one binary COPY per piece (PostgreSQL). Ids are the database's own.
+
+    On PostgreSQL the server's work on a piece (its constraint and index checks) is most of the
+    cost and runs in one backend: a writer thread sends each piece while this thread reads the
+    next from the workers, so the backend is not idle while the client gets rows ready. The
+    transaction's connection belongs to the writer until `__exit__` has joined it."""
 
     def __init__(self, conn: Connection, ctx: _Context) -> None:
         self._conn = conn
@@ -336,15 +343,20 @@ class _BulkInserter:
         # The same for every chip of the lot: integers and one quoted string, written once.
         self._lot_values = ("chip", ctx.fab_id, maker, maker, 0, "active", ctx.now, lot)
         self._sqlite_sql = (f"INSERT INTO items ({', '.join(_CHIP_COLUMNS + _LOT_COLUMNS)}) VALUES "
-                            f"(?, ?, ?, ?, ?, ?, 'chip', {fab}, {maker}, {maker}, 0, 'active', {now}, {lot})")
+                            f"(?, ?, ?, ?, ?, 'chip', {fab}, {maker}, {maker}, 0, 'active', {now}, {lot})")
         raw = conn.connection.driver_connection
         assert raw is not None  # a connection checked out for this transaction
         self._raw = raw
         self._cache: int | None = None
-        self._next = 0
+        self._queue: queue.Queue[list[ChipRow] | None] = queue.Queue(maxsize=2)
+        self._failure: BaseException | None = None
+        self._writer: threading.Thread | None = None
 
     def __enter__(self) -> _BulkInserter:
-        if not self._pg:
+        if self._pg:
+            self._writer = threading.Thread(target=self._write_pieces, name="computewatch-lot-copy", daemon=True)
+            self._writer.start()
+        else:
             # A lot is one transaction that touches index pages at random (device keys): with
             # SQLite's default 2 MB page cache they spill and are re-read for every piece. The
             # connection goes back to the pool with its own cache size.
@@ -355,28 +367,54 @@ class _BulkInserter:
             # are literals ('chip', 'active': both allowed), so the bulk statement skips the
             # checks; every other statement on this connection checks them again after __exit__.
             self._conn.exec_driver_sql("PRAGMA ignore_check_constraints=ON")
-            self._next = int(self._conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM items").scalar_one()) + 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._put(None)  # the end: the writer finishes what it holds, or stops at a failure
+            self._writer.join()
+            self._writer = None
+            if exc[0] is None:
+                self._raise_failure()
         if self._cache is not None:
             self._conn.exec_driver_sql(f"PRAGMA cache_size={self._cache}")
             self._conn.exec_driver_sql("PRAGMA ignore_check_constraints=OFF")
 
-    def ids(self, n: int) -> Sequence[int]:
-        """Ids for the next n items: the next block after the highest (SQLite: one writer holds the
-        database), or drawn from the sequence (PostgreSQL: other sessions draw too)."""
-        if self._pg:
-            rows = self._conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, %(n)s)", {"n": n}
-            ).scalars().all()
-            return [int(r) for r in rows]
-        first, self._next = self._next, self._next + n
-        return range(first, self._next)
-
     def insert(self, items: list[ChipRow]) -> None:
+        """Insert one piece's rows (PostgreSQL: hand them to the writer; a failure of an earlier
+        piece is raised here, or at the latest when the inserter closes)."""
         if not items:
             return
+        if self._pg:
+            self._raise_failure()
+            self._put(items)
+        else:
+            self._insert_now(items)
+
+    def _put(self, items: list[ChipRow] | None) -> None:
+        while True:  # a writer that failed takes nothing more: stop waiting for room
+            assert self._writer is not None
+            try:
+                self._queue.put(items, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._writer.is_alive():
+                    return
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _write_pieces(self) -> None:
+        while (items := self._queue.get()) is not None:
+            try:
+                self._insert_now(items)
+            except BaseException as exc:  # handed to the caller's thread
+                self._failure = exc
+                return
+
+    def _insert_now(self, items: list[ChipRow]) -> None:
         failure = None
         cur = self._raw.cursor()
         try:
@@ -395,4 +433,4 @@ class _BulkInserter:
         finally:
             cur.close()
         if failure is not None:
-            raise _Duplicate([r[1] for r in items], [r[2] for r in items], failure)
+            raise _Duplicate([r[0] for r in items], [r[1] for r in items], failure)
