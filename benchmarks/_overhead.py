@@ -32,6 +32,7 @@ import torch
 
 from computewatch.formats.program import deterministic_cpu
 from computewatch.formats.seed import batches
+from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.runner import (
     TrainConfig,
@@ -93,9 +94,8 @@ def _recorder(loop: _Loop, config: TrainConfig, run_dir: Path, chip: Any, k: int
         dataset=loop.commitment,
         nonce=config.nonce or b"bench",
         program=demo_program(),
-        checkpoint_every=k,
         chip=chip,
-        chip_seconds_per_step=chip_s,
+        config=RunConfig(checkpoint=CheckpointConfig(every=k), chip=ChipConfig(seconds_per_step=chip_s)),
     )
 
 

@@ -62,6 +62,7 @@ from computewatch.formats.program import (
 from computewatch.formats.schedule import iter_arrivals
 from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.prover.export import export_hashes, read_signed_export, sign_export
+from computewatch.prover.config import CheckpointConfig, ChipConfig, DistributedConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.transcript import Transcript
 
@@ -431,8 +432,9 @@ def _record(out: Path, rank: int, chip: Chip, program: ProgramSource, serials: l
     torch.manual_seed(1000 + rank)  # one global RNG stream per rank, as the runner seeds them
     with Recorder(out, model=model, optimizer=optimizer, scheduler=None, hyperparameters={"lr": 0.01},
                   dataset=DatasetCommitment.from_samples(_SAMPLES), nonce=b"formats-doc-nonce", program=program,
-                  checkpoint_every=2, chip=chip, rank=rank, world_size=2, run_id="formats-doc", chip_ids=serials,
-                  chip_seconds_per_step=6 * 3600.0) as rec:
+                  chip=chip, config=RunConfig(run_id="formats-doc", checkpoint=CheckpointConfig(every=2),
+                                              chip=ChipConfig(ids=tuple(serials), seconds_per_step=6 * 3600.0),
+                                              distributed=DistributedConfig(rank=rank, world_size=2))) as rec:
         for step in range(_STEPS):
             ids = [(2 * step) % 8, (2 * step + 1) % 8]
             mine = ids[rank : rank + 1]

@@ -13,6 +13,7 @@ from computewatch.formats.templates import get_template
 from computewatch.integrations import SyntheticTokens
 from computewatch.integrations.lightning import ComputewatchCallback
 from computewatch.integrations.program.lightning_modules import CausalLM
+from computewatch.prover.config import CheckpointConfig, ChipConfig, RunConfig
 from computewatch.prover.runner import isolated_torch_state
 from computewatch.prover.transcript import Transcript
 
@@ -23,8 +24,8 @@ TEMPLATES_ONLY = (
 
 
 def _fit(out: Path, module: L.LightningModule, steps: int = 4) -> ComputewatchCallback:
-    cw = ComputewatchCallback(data=SyntheticTokens(0, 64, 16, 64), out=out, micro_batch_size=4, checkpoint_every=2, threads=1,
-                              chip_secret_seed=b"l" * 32)
+    cw = ComputewatchCallback(data=SyntheticTokens(0, 64, 16, 64), out=out, micro_batch_size=4,
+                              config=RunConfig(threads=1, checkpoint=CheckpointConfig(every=2), chip=ChipConfig(secret_seed=b"l" * 32)))
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, callbacks=[cw], enable_checkpointing=False, logger=False,
                         use_distributed_sampler=False, enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)
     with isolated_torch_state():

@@ -33,6 +33,7 @@ from computewatch.formats.manifest import (
 from computewatch.formats.steps import StepLog, StepRecord
 from computewatch.formats.storage import RunStorage, StoreError
 from computewatch.prover import recorder as recorder_module
+from computewatch.prover.config import ChipConfig, DistributedConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.replay import replay_to_step
 from computewatch.prover.runner import TrainConfig, train
@@ -250,7 +251,7 @@ def test_given_chip_ids_still_synchronise_ranks_before_the_manifest(tmp_path: Pa
     model = torch.nn.Linear(2, 2)
     with Recorder(out, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), scheduler=None,
                   hyperparameters={}, dataset=DatasetCommitment.from_samples([b"a"]), nonce=b"n", program=demo_program(),
-                  world_size=2, chip_ids=["chip-a", "chip-b"]):
+                  config=RunConfig(chip=ChipConfig(ids=("chip-a", "chip-b")), distributed=DistributedConfig(world_size=2))):
         pass
     # The chip-id collective ran before the manifest existed; the second is the step
     # commitments' gather at the clean exit (issue 19).

@@ -20,6 +20,7 @@ from computewatch.formats.seed import batches, derive_run_seed, init_generator
 from computewatch.formats.steps import batch_root
 from computewatch.formats.storage import StoreError
 from computewatch.prover.export import export_hashes
+from computewatch.prover.config import CheckpointConfig, RunConfig
 from computewatch.prover.recorder import Recorder
 from computewatch.prover.replay import explain_snapshot, replay_to_step
 from computewatch.prover.runner import TrainConfig, train
@@ -193,7 +194,8 @@ def test_recorder_on_an_fsspec_url() -> None:
     commitment = DatasetCommitment.from_samples([bytes([i]) for i in range(6)])
     url = "memory://computewatch-test-recorder"
     with Recorder(url, model=model, optimizer=opt, scheduler=None, hyperparameters={"lr": 0.1},
-                  dataset=commitment, nonce=b"n", program=demo_program(), checkpoint_every=2) as rec:
+                  dataset=commitment, nonce=b"n", program=demo_program(),
+                  config=RunConfig(checkpoint=CheckpointConfig(every=2))) as rec:
         for step in range(3):
             model(torch.randn(4, 3)).sum().backward()
             opt.step()
