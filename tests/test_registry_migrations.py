@@ -19,7 +19,7 @@ from computewatch.registry.custody import GENESIS, custody_record, record_digest
 def test_empty_database_upgrades_to_head_matching_the_schema(db_url) -> None:
     reg = Registry.open(db_url)
     with reg.engine.connect() as conn:
-        assert regdb.current_revision(conn) == regdb.head_revision() == "0005_lot_genesis"
+        assert regdb.current_revision(conn) == regdb.head_revision() == "0006_sparse_parent_index"
         diff = compare_metadata(MigrationContext.configure(conn), s.metadata)
     assert diff == [], diff
     again = Registry.open(db_url)  # opening again is a no-op: same register, same id
@@ -73,3 +73,21 @@ def test_database_holding_data_at_0001_upgrades_and_keeps_it(db_url) -> None:
     check = reg.verify_custody("LOT/W01")
     assert check["ok"] and check["records"] == 3
     reg.close()
+
+
+def test_the_parent_index_is_sparse_and_still_serves_the_children_query(db_url) -> None:
+    """Revision 0006: `ix_items_parent_id` leaves out items without a parent (every chip of a
+    whole lot) and the register's children query (`parent_id = ?`) still reads through it."""
+    reg = Registry.open(db_url)
+    query = "SELECT id FROM items WHERE parent_id = 7 AND status = 'active'"
+    with reg.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_items_parent_id'")).scalar_one()
+            plan = " ".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + query)))
+        else:
+            ddl = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_items_parent_id'")).scalar_one()
+            conn.execute(text("SET enable_seqscan = off"))  # an empty table: ask whether the index is usable at all
+            plan = " ".join(str(r[0]) for r in conn.execute(text("EXPLAIN " + query)))
+    reg.close()
+    assert "WHERE" in ddl.upper() and "parent_id IS NOT NULL" in ddl.replace("(", "").replace(")", ""), ddl
+    assert "ix_items_parent_id" in plan, plan

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -169,7 +170,9 @@ items = Table(
     CheckConstraint(_in("kind", ITEM_KINDS), name="kind"),
     CheckConstraint(_in("status", ITEM_STATUSES), name="status"),
     Index("ix_items_holder_id_kind_status", "holder_id", "kind", "status"),
-    Index("ix_items_parent_id", "parent_id"),
+    # Revision 0006: only items with a parent (a whole lot's chips have none).
+    Index("ix_items_parent_id", "parent_id", sqlite_where=text("parent_id IS NOT NULL"),
+          postgresql_where=text("parent_id IS NOT NULL")),
 )
 
 custody = Table(
