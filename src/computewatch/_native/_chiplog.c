@@ -478,22 +478,33 @@ static void node_of(const unsigned char *l, const unsigned char *r, unsigned cha
     sha256(b, 65, out);
 }
 
-/* ---------------------------------------------------------------- Prescan: every line read in parallel */
+/* ---------------------------------------------------------------- Prescan: every line read ahead */
+
+/* prescan() starts background threads that read the log's lines in chunks, in order, without
+   the GIL, and returns at once: the verifier checks entries in order while they read ahead.
+   Whatever asks for a line's results (scan_snapshots, leaf, chain, node) first waits for its
+   chunk; a waiting thread reads the next unread chunks itself rather than idle. */
 
 #define MAX_LEVELS 62
+#define MAX_THREADS 16
 
 typedef struct {
     PyObject_HEAD
     PyObject *lines; /* a tuple: keeps the bytes alive while threads read them */
-    Py_ssize_t n;
+    Py_ssize_t n, chunks;
     const char **ptr;
     Py_ssize_t *len;
     unsigned char *leaf, *chain; /* n * 32 each */
     Snap *snap;
     unsigned char *level[MAX_LEVELS + 1]; /* level[k]: the (n >> k) perfect subtree hashes of 2**k leaves */
     int levels, chunk_log; /* lines are read in chunks of 2**chunk_log */
-    volatile int failed;
-    Py_ssize_t next_chunk; /* the next chunk a thread takes (atomic) */
+    int failed;             /* out of memory in a thread (atomic) */
+    Py_ssize_t next_chunk;  /* the next chunk a thread takes (atomic) */
+    unsigned char *done;    /* done[c]: chunk c read (atomic) */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t tid[MAX_THREADS];
+    int started, sync_ok;
 } Prescan;
 
 static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
@@ -504,35 +515,77 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
         const char *line = ps->ptr[i];
         if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch) ||
             parse_snapshot(line, ps->len[i], &ps->snap[i], scratch) < 0) {
-            ps->failed = 1;
-            return;
+            __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
+            break;
         }
     }
     /* The perfect subtrees inside this chunk (it starts at a multiple of its size). */
-    for (k = 1; k <= ps->chunk_log && k <= ps->levels; k++) {
+    for (k = 1; k <= ps->chunk_log && k <= ps->levels && i == hi; k++) {
         const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
         for (j = lo >> k; j < (hi >> k); j++) node_of(below + 64 * j, below + 64 * j + 32, ps->level[k] + 32 * j);
     }
+    __atomic_store_n(&ps->done[c], 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&ps->lock);
+    pthread_cond_broadcast(&ps->cond);
+    pthread_mutex_unlock(&ps->lock);
 }
 
-static void *prescan_worker(void *arg) {
-    Prescan *ps = (Prescan *)arg;
+/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is taken. */
+static void prescan_work(Prescan *ps, Py_ssize_t until) {
     Buf scratch = {NULL, 0};
-    Py_ssize_t chunks = ((ps->n - 1) >> ps->chunk_log) + 1, c;
-    while (!ps->failed && (c = __atomic_fetch_add(&ps->next_chunk, 1, __ATOMIC_RELAXED)) < chunks)
+    Py_ssize_t c;
+    while (!__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
+        if (until >= 0 && __atomic_load_n(&ps->next_chunk, __ATOMIC_RELAXED) > until) break;
+        c = __atomic_fetch_add(&ps->next_chunk, 1, __ATOMIC_RELAXED);
+        if (c >= ps->chunks) break;
         prescan_chunk(ps, c, &scratch);
+    }
     free(scratch.p);
+}
+
+static void *prescan_thread(void *arg) {
+    prescan_work((Prescan *)arg, -1);
     return NULL;
+}
+
+/* 0 once line i has been read; -1 (MemoryError set) when a thread ran out of memory. Called
+   with the GIL held; waits without it. */
+static int prescan_wait(Prescan *ps, Py_ssize_t i) {
+    Py_ssize_t c = i >> ps->chunk_log;
+    if (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE)) {
+        Py_BEGIN_ALLOW_THREADS
+        prescan_work(ps, c); /* read ahead while waiting */
+        pthread_mutex_lock(&ps->lock);
+        while (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE)) pthread_cond_wait(&ps->cond, &ps->lock);
+        pthread_mutex_unlock(&ps->lock);
+        Py_END_ALLOW_THREADS
+    }
+    if (__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 static void prescan_dealloc(Prescan *ps) {
     int k;
+    if (ps->started) {
+        __atomic_store_n(&ps->next_chunk, ps->chunks, __ATOMIC_RELAXED); /* nothing more to take */
+        Py_BEGIN_ALLOW_THREADS
+        for (k = 0; k < ps->started; k++) pthread_join(ps->tid[k], NULL);
+        Py_END_ALLOW_THREADS
+    }
+    if (ps->sync_ok) {
+        pthread_mutex_destroy(&ps->lock);
+        pthread_cond_destroy(&ps->cond);
+    }
     Py_XDECREF(ps->lines);
     free(ps->ptr);
     free(ps->len);
     free(ps->leaf);
     free(ps->chain);
     free(ps->snap);
+    free(ps->done);
     for (k = 1; k <= MAX_LEVELS; k++) free(ps->level[k]);
     Py_TYPE(ps)->tp_free((PyObject *)ps);
 }
@@ -541,31 +594,34 @@ static PyObject *prescan_node(Prescan *ps, PyObject *args) {
     Py_ssize_t lo, size;
     int k = 0;
     if (!PyArg_ParseTuple(args, "nn", &lo, &size)) return NULL;
-    if (size < 1 || (size & (size - 1)) != 0 || lo < 0 || lo % size != 0 || lo + size > ps->n) Py_RETURN_NONE;
+    if (size < 1 || (size & (size - 1)) != 0 || lo < 0 || lo % size != 0 || lo > ps->n - size) Py_RETURN_NONE;
     while (((Py_ssize_t)1 << k) < size) k++;
+    if (k > ps->chunk_log || k > ps->levels) Py_RETURN_NONE; /* above a chunk: the tree combines these */
+    if (prescan_wait(ps, lo) < 0) return NULL;
     if (k == 0) return PyBytes_FromStringAndSize((const char *)ps->leaf + 32 * lo, 32);
-    if (k > ps->levels) Py_RETURN_NONE;
     return PyBytes_FromStringAndSize((const char *)ps->level[k] + 32 * (lo >> k), 32);
 }
 
-static PyObject *prescan_hash(Prescan *ps, PyObject *arg, const unsigned char *which) {
+static PyObject *prescan_hash(Prescan *ps, PyObject *arg, int chain) {
     Py_ssize_t i = PyLong_AsSsize_t(arg);
     if (i == -1 && PyErr_Occurred()) return NULL;
     if (i < 0 || i >= ps->n) {
         PyErr_SetString(PyExc_IndexError, "line index outside the prescan");
         return NULL;
     }
-    return PyBytes_FromStringAndSize((const char *)which + 32 * i, 32);
+    if (prescan_wait(ps, i) < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)(chain ? ps->chain : ps->leaf) + 32 * i, 32);
 }
 
-static PyObject *prescan_leaf(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, ps->leaf); }
-static PyObject *prescan_chain(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, ps->chain); }
+static PyObject *prescan_leaf(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, 0); }
+static PyObject *prescan_chain(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, 1); }
 
 static Py_ssize_t prescan_length(Prescan *ps) { return ps->n; }
 
 static PyMethodDef prescan_methods[] = {
     {"node", (PyCFunction)prescan_node, METH_VARARGS,
-     "node(lo, size) -> the hash of the perfect subtree of `size` leaves at `lo` (a leaf hash when size is 1), or None"},
+     "node(lo, size) -> the hash of the perfect subtree of `size` leaves at `lo` (a leaf hash when size is 1), or"
+     " None (not such a subtree, or one larger than a chunk)"},
     {"leaf", (PyCFunction)prescan_leaf, METH_O, "leaf(i) -> SHA-256(0x00 || line i)"},
     {"chain", (PyCFunction)prescan_chain, METH_O, "chain(i) -> SHA-256(line i)"},
     {NULL, NULL, 0, NULL}};
@@ -585,10 +641,9 @@ static PyTypeObject PrescanType = {
 
 static PyObject *prescan(PyObject *self, PyObject *args) {
     PyObject *lines;
-    int threads, chunk_log = 9, k, started = 0, t;
+    int threads, chunk_log = 9, k;
     Py_ssize_t i;
     Prescan *ps;
-    pthread_t tid[16];
     if (!PyArg_ParseTuple(args, "Oi|i", &lines, &threads, &chunk_log)) return NULL;
     if (chunk_log < 0 || chunk_log > 20) {
         PyErr_SetString(PyExc_ValueError, "chunk_log must be in 0..20");
@@ -596,21 +651,27 @@ static PyObject *prescan(PyObject *self, PyObject *args) {
     }
     ps = PyObject_New(Prescan, &PrescanType);
     if (!ps) return NULL;
-    ps->lines = NULL; ps->ptr = NULL; ps->len = NULL; ps->leaf = ps->chain = NULL; ps->snap = NULL;
+    ps->lines = NULL; ps->ptr = NULL; ps->len = NULL; ps->leaf = ps->chain = NULL; ps->snap = NULL; ps->done = NULL;
     memset(ps->level, 0, sizeof ps->level);
-    ps->levels = 0; ps->failed = 0; ps->next_chunk = 0; ps->chunk_log = chunk_log;
+    ps->levels = 0; ps->failed = 0; ps->next_chunk = 0; ps->chunk_log = chunk_log; ps->started = 0; ps->sync_ok = 0;
+    ps->n = ps->chunks = 0;
+    if (pthread_mutex_init(&ps->lock, NULL) != 0) goto nomem;
+    if (pthread_cond_init(&ps->cond, NULL) != 0) {
+        pthread_mutex_destroy(&ps->lock);
+        goto nomem;
+    }
+    ps->sync_ok = 1;
     ps->lines = PySequence_Tuple(lines);
     if (!ps->lines) goto fail;
     ps->n = PyTuple_GET_SIZE(ps->lines);
+    ps->chunks = ps->n ? ((ps->n - 1) >> chunk_log) + 1 : 0;
     ps->ptr = malloc(sizeof(char *) * (size_t)(ps->n + 1));
     ps->len = malloc(sizeof(Py_ssize_t) * (size_t)(ps->n + 1));
     ps->leaf = malloc(32 * (size_t)(ps->n + 1));
     ps->chain = malloc(32 * (size_t)(ps->n + 1));
     ps->snap = malloc(sizeof(Snap) * (size_t)(ps->n + 1));
-    if (!ps->ptr || !ps->len || !ps->leaf || !ps->chain || !ps->snap) {
-        PyErr_NoMemory();
-        goto fail;
-    }
+    ps->done = calloc((size_t)ps->chunks + 1, 1);
+    if (!ps->ptr || !ps->len || !ps->leaf || !ps->chain || !ps->snap || !ps->done) goto nomem;
     for (i = 0; i < ps->n; i++) {
         PyObject *line = PyTuple_GET_ITEM(ps->lines, i);
         if (!PyBytes_Check(line)) {
@@ -622,31 +683,15 @@ static PyObject *prescan(PyObject *self, PyObject *args) {
     }
     while (k = ps->levels + 1, k <= MAX_LEVELS && (ps->n >> k) > 0) {
         ps->level[k] = malloc(32 * (size_t)(ps->n >> k));
-        if (!ps->level[k]) {
-            PyErr_NoMemory();
-            goto fail;
-        }
+        if (!ps->level[k]) goto nomem;
         ps->levels = k;
     }
-    if (threads < 1) threads = 1;
-    if (threads > 16) threads = 16;
-    Py_BEGIN_ALLOW_THREADS
-    for (t = 1; t < threads; t++)
-        if (pthread_create(&tid[started], NULL, prescan_worker, ps) == 0) started++;
-    prescan_worker(ps); /* this thread works too */
-    for (t = 0; t < started; t++) pthread_join(tid[t], NULL);
-    /* The subtrees above one chunk: few, here. */
-    if (!ps->failed)
-        for (k = chunk_log + 1; k <= ps->levels; k++) {
-            const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
-            for (i = 0; i < (ps->n >> k); i++) node_of(below + 64 * i, below + 64 * i + 32, ps->level[k] + 32 * i);
-        }
-    Py_END_ALLOW_THREADS
-    if (ps->failed) {
-        PyErr_NoMemory();
-        goto fail;
-    }
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    for (k = 0; k < threads && ps->chunks > 0; k++)
+        if (pthread_create(&ps->tid[ps->started], NULL, prescan_thread, ps) == 0) ps->started++;
     return (PyObject *)ps;
+nomem:
+    PyErr_NoMemory();
 fail:
     Py_DECREF(ps);
     return NULL;
@@ -771,6 +816,7 @@ static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
         n = PyBytes_GET_SIZE(line);
         /* The prescan's reading of this line, when it read these very bytes (the same object). */
         if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) {
+            if (prescan_wait(ps, i) < 0) goto done;
             s = &ps->snap[i];
             leafp = ps->leaf + 32 * i;
             chainp = ps->chain + 32 * i;
@@ -930,7 +976,8 @@ static PyMethodDef methods[] = {
      " layouts) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns)"},
     {"prescan", prescan, METH_VARARGS,
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
-     " subtrees, computed by `threads` threads without the GIL, in chunks of 2**chunk_log lines"},
+     " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"
+     " thread that waits for a line) without the GIL"},
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},

@@ -34,8 +34,9 @@ CHUNK_LOG = 9
 
 
 def audit_threads() -> int:
-    """Threads for the prescan: one per core, at most 4 (the prescan is hashing: memory-light)."""
-    return max(1, min(os.cpu_count() or 1, 4))
+    """Background threads for the prescan: one per core beside the verifier's (which reads
+    ahead too whenever it waits for a line), at least 1, at most 3."""
+    return max(1, min((os.cpu_count() or 1) - 1, 3))
 
 
 def prescan(lines: list[bytes], threads: int | None = None) -> Any | None:
