@@ -37,7 +37,7 @@ on one core can beat it. `ceiling_2_cores` is 2 x SHA / (the audit's CPU per ent
 cores kept fully busy would give at that CPU cost; `native_read_ceiling_2_cores` the same for the
 native read alone (the ratio even a verifier with no Python work left could not pass on 2 cores).
 
-Usage: python benchmarks/bench_chip_audit.py [--entries 10000] [--rounds 5] [--intervals 16,64,256]
+Usage: python benchmarks/bench_chip_audit.py [--entries 10000] [--rounds 5] [--intervals 16,64,256,1024]
        [--profile] [--out result.json]   (JSON printed and kept in benchmarks/results/bench_chip_audit.json)
 """
 
@@ -339,7 +339,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--intervals", default="16,64,256", help="checkpoint intervals to audit (comma-separated; 16 is the default policy)")
+    ap.add_argument("--intervals", default="16,64,256,1024", help="checkpoint intervals to audit (comma-separated; 16 is the default policy)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of one v2 audit (to stderr)")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()

@@ -556,7 +556,8 @@ static int prescan_wait(Prescan *ps, Py_ssize_t i) {
         Py_BEGIN_ALLOW_THREADS
         prescan_work(ps, c); /* read ahead while waiting */
         pthread_mutex_lock(&ps->lock);
-        while (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE)) pthread_cond_wait(&ps->cond, &ps->lock);
+        while (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE) && !__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE))
+            pthread_cond_wait(&ps->cond, &ps->lock); /* (after a failure no thread takes chunk c) */
         pthread_mutex_unlock(&ps->lock);
         Py_END_ALLOW_THREADS
     }

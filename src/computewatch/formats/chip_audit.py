@@ -15,8 +15,10 @@ an earlier boot's entries (its firmware only read them back from storage).
 
 Speed (issue 24): `audit_log` hands runs of ordinary snapshot entries to the native fast path
 (`LogVerifier.fast_forward`, computewatch._native), which accepts only what `feed` would accept
-with no problem; every other line, and every problem message, comes from `feed`. Big logs also
-have their signatures verified ahead in worker processes (formats._audit_ahead).
+with no problem; every other line, and every problem message, comes from `feed`. Background
+threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
+strict read and shard digest, the Merkle subtrees), so that work runs on the other cores. Big
+logs also have their signatures verified ahead in worker processes (formats._audit_ahead).
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ _SNAPSHOT_FIELDS = {"epoch", "triggers", "step", "step_start_busy_ns", "hash", "
 _SHARD_DOC_HEAD = b'{"hash":"' + SHARD_HASH.encode() + b'","regions":'
 _SHARD_DOC_TAIL = b',"v":%d}' % SHARD_VERSION
 _REGION_DIGEST = re.compile(rb'"digest":"[0-9a-f]{64}"')
+# How every line the native fast path accepts begins (a snapshot entry's canonical text).
+_SNAPSHOT_HEAD = b'{"body":{"copy_out":'
 
 
 def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
@@ -689,14 +693,16 @@ def audit_log(
     i, n = 0, len(lines)
     workers = default_workers(n) if workers is None else workers
     v._ahead = SignaturesAhead(lines, cert.device_key, workers) if workers > 0 and n else None
-    # Every line's hashes, snapshot shape and the tree's subtrees, on all cores, before the
-    # in-order checks (formats._audit_prescan); None where the native module is off.
+    # Every line's hashes, snapshot shape and the tree's subtrees, read ahead of the in-order
+    # checks by background threads (formats._audit_prescan); None where the native module is
+    # off. Started after the workers above are forked (a fork must not copy running threads).
     v._pre = prescan(lines, threads)
     if v._pre is not None:
         v._pre_lines, v.tree = lines, PrescannedTree(v._pre)
     try:
         while i < n:
-            i = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
+            if lines[i].startswith(_SNAPSHOT_HEAD):  # (the fast path takes no other line: no call for those)
+                i = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
             if i < n:
                 report.problems.extend(v.feed(lines[i]))
                 i += 1
