@@ -363,6 +363,31 @@ def test_the_prescan_hashes_and_subtrees_are_hashlib_s_and_the_tree_s(world: dic
         module.prescan([b"{}", "not bytes"], 2)
 
 
+def test_the_audit_reads_the_log_ahead_in_background_threads(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit_log makes one prescan of the log's lines (so a lost read-ahead cannot go unnoticed)
+    and its tree takes subtrees from it."""
+    made: list[tuple[Any, int | None]] = []
+    real = chip_audit.prescan
+
+    def recording(lines: list[bytes], threads: int | None = None) -> Any:
+        pre = real(lines, threads)
+        made.append((pre, threads))
+        return pre
+
+    monkeypatch.setattr(chip_audit, "prescan", recording)
+    asked: list[tuple[int, int]] = []
+    node = _audit_prescan.PrescannedTree._hash
+
+    def hashing(self: Any, lo: int, hi: int) -> bytes:
+        asked.append((lo, hi))
+        return node(self, lo, hi)
+
+    monkeypatch.setattr(_audit_prescan.PrescannedTree, "_hash", hashing)
+    assert audit_log(_join(world["logs"][0]), world["certs"][0], world["root"], workers=0).ok
+    assert len(made) == 1 and made[0][0] is not None and len(made[0][0]) == len(world["logs"][0])
+    assert asked  # the checkpoints' roots came through the prescanned tree
+
+
 def test_tampering_at_the_prescan_s_chunk_boundaries_gives_the_same_reports(world: dict[str, Any]) -> None:
     """Chunks of 4 lines read by 2 threads: an altered line opening or closing a chunk, a line
     dropped at a boundary (the chain breaks across it), rechained or not."""
