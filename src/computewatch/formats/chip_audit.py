@@ -607,9 +607,9 @@ class LogVerifier:
         if end != int(e["busy_ns"]):
             bad("reveal end differs from the entry's busy time")
         expected = _arrivals(seed, ep.rate, ep.start_ns, end)
-        missing = [t for t in expected if t not in ep.triggers]
-        for t in missing:
-            bad(f"epoch {ep.index}: scheduled snapshot at busy {t} ns has no snapshot entry")
+        for t in expected:
+            if t not in ep.triggers:
+                bad(f"epoch {ep.index}: scheduled snapshot at busy {t} ns has no snapshot entry")
         scheduled = set(expected)
         if ep.triggers.keys() != scheduled:  # (equal sets: neither loop has anything to report)
             for t, j in sorted(ep.triggers.items()):
