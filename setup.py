@@ -12,8 +12,9 @@ setup(
         Extension(
             "computewatch._native._chiplog",
             ["src/computewatch/_native/_chiplog.c"],
-            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wno-unused-parameter"],
-            libraries=["dl"],
+            extra_compile_args=["-O3", "-std=gnu99", "-pthread", "-Wall", "-Wno-unused-parameter"],
+            extra_link_args=["-pthread"],
+            libraries=["dl", "m"],
         )
     ]
 )

@@ -25,6 +25,8 @@ from computewatch.adversary import chiplog as attacks
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.canonical import canonical_json_v2
+from computewatch.crypto.merkle import leaf_hash, root_from_leaves
+from computewatch.formats import _audit_prescan, chip_audit, schedule
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import split_log
 from _chips import TEST_SECRET_SEED
@@ -73,9 +75,32 @@ def _join(lines: list[bytes]) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+@contextmanager
+def _chunks_of(lines_log2: int) -> Iterator[None]:
+    """The prescan reads chunks of 2**lines_log2 lines (a small log then spans many chunks)."""
+    old = _audit_prescan.CHUNK_LOG
+    _audit_prescan.CHUNK_LOG = lines_log2
+    try:
+        yield
+    finally:
+        _audit_prescan.CHUNK_LOG = old
+
+
+@contextmanager
+def _no_prescan() -> Iterator[None]:
+    """The native path without the read-ahead (each snapshot line read and hashed in order)."""
+    old = chip_audit.prescan
+    chip_audit.prescan = lambda lines, threads=None: None
+    try:
+        yield
+    finally:
+        chip_audit.prescan = old
+
+
 def _same(world: dict[str, Any], data: bytes | list[bytes], chip: int = 0, *, parallel: bool = True) -> dict[str, Any]:
     """Audit with and without the native path (and, with `parallel`, with the signatures
-    verified ahead in a worker process); the reports must be identical."""
+    verified ahead in a worker process, and the native path read ahead by 3 threads in chunks
+    of 2 lines, or not read ahead at all); the reports must be identical."""
     raw = _join(data) if isinstance(data, list) else data
     native = audit_log(raw, world["certs"][chip], world["root"], workers=0).to_json()
     with _native_off():
@@ -83,6 +108,10 @@ def _same(world: dict[str, Any], data: bytes | list[bytes], chip: int = 0, *, pa
     assert native == reference
     if parallel:
         assert audit_log(raw, world["certs"][chip], world["root"], workers=1).to_json() == reference
+        with _chunks_of(1):
+            assert audit_log(raw, world["certs"][chip], world["root"], workers=0, threads=3).to_json() == reference
+        with _no_prescan():
+            assert audit_log(raw, world["certs"][chip], world["root"], workers=0).to_json() == reference
     return native
 
 
@@ -306,3 +335,103 @@ def test_signatures_verified_ahead_are_not_verified_again(world: dict[str, Any],
     assert audit_log(raw, world["certs"][0], world["root"], workers=1).ok
     assert alone - len(calls) == signed > 6  # every signed line verified once, in the worker
     assert default_workers(PARALLEL_MIN_ENTRIES - 1) == 0 and default_workers(len(lines)) == 0
+
+
+# ------------------------------------------------------------------ the read-ahead (prescan)
+def test_the_prescan_hashes_and_subtrees_are_hashlib_s_and_the_tree_s(world: dict[str, Any]) -> None:
+    """Every line's chain hash (SHA-256) and leaf hash, and every perfect subtree inside a chunk,
+    whatever the threads (0: read only when asked) and chunks; nothing outside the lines read."""
+    module = _native.chiplog()
+    assert module is not None
+    lines = world["logs"][0]
+    n = len(lines)
+    for threads, chunk_log in ((0, 9), (1, 9), (2, 0), (3, 2)):
+        pre = module.prescan(lines, threads, chunk_log)
+        assert len(pre) == n
+        for i, line in enumerate(lines):
+            assert pre.chain(i) == hashlib.sha256(line).digest() and pre.leaf(i) == leaf_hash(line)
+        size = 1
+        while size <= n:
+            for lo in range(0, n - size + 1, size):
+                want = root_from_leaves(lines[lo : lo + size]) if size <= 1 << chunk_log else None  # in one chunk
+                assert pre.node(lo, size) == want, (threads, chunk_log, lo, size)
+            size *= 2
+        assert pre.node(0, size) is None and pre.node(1, 2) is None and pre.node(0, 3) is None and pre.node(n, 1) is None
+        with pytest.raises(IndexError):
+            pre.leaf(n)
+    with pytest.raises(TypeError):
+        module.prescan([b"{}", "not bytes"], 2)
+
+
+def test_the_audit_reads_the_log_ahead_in_background_threads(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit_log makes one prescan of the log's lines (so a lost read-ahead cannot go unnoticed)
+    and its tree takes subtrees from it."""
+    made: list[tuple[Any, int | None]] = []
+    real = chip_audit.prescan
+
+    def recording(lines: list[bytes], threads: int | None = None) -> Any:
+        pre = real(lines, threads)
+        made.append((pre, threads))
+        return pre
+
+    monkeypatch.setattr(chip_audit, "prescan", recording)
+    asked: list[tuple[int, int]] = []
+    node = _audit_prescan.PrescannedTree._hash
+
+    def hashing(self: Any, lo: int, hi: int) -> bytes:
+        asked.append((lo, hi))
+        return node(self, lo, hi)
+
+    monkeypatch.setattr(_audit_prescan.PrescannedTree, "_hash", hashing)
+    assert audit_log(_join(world["logs"][0]), world["certs"][0], world["root"], workers=0).ok
+    assert len(made) == 1 and made[0][0] is not None and len(made[0][0]) == len(world["logs"][0])
+    assert asked  # the checkpoints' roots came through the prescanned tree
+
+
+def test_tampering_at_the_prescan_s_chunk_boundaries_gives_the_same_reports(world: dict[str, Any]) -> None:
+    """Chunks of 4 lines read by 2 threads: an altered line opening or closing a chunk, a line
+    dropped at a boundary (the chain breaks across it), rechained or not."""
+    lines = world["logs"][0]
+    with _chunks_of(2):
+        for i in (7, 8, 12, 15, 16, len(lines) - 5):
+            flipped = lines[i].replace(b'"counter":', b'"counter": ', 1)
+            altered = lines[i][:-20] + (b"0" if lines[i][-20:-19] != b"0" else b"1") + lines[i][-19:]
+            for case in (
+                [*lines[:i], altered, *lines[i + 1 :]],
+                [*lines[:i], flipped, *lines[i + 1 :]],
+                lines[:i] + lines[i + 1 :],
+                attacks.rechain(lines[:i] + lines[i + 1 :], i, renumber=True),
+                attacks.rechain([*lines[:i], altered, *lines[i + 1 :]], i + 1),
+            ):
+                raw = _join(case)
+                report = audit_log(raw, world["certs"][0], world["root"], workers=0, threads=2).to_json()
+                with _native_off():
+                    assert report == audit_log(raw, world["certs"][0], world["root"], workers=0).to_json()
+                assert not report["ok"]
+
+
+def test_the_native_schedule_draws_the_schedule_s_arrivals() -> None:
+    """formats.schedule.arrivals and its C twin agree over random seeds, rates and windows,
+    including the draws only the exact logarithm settles (handed back to schedule.gap_ns)."""
+    rng = random.Random(24)
+    exact = []
+    real_gap = schedule.gap_ns
+
+    def counting(u: float, mean_ns: float) -> int:
+        exact.append(u)
+        return real_gap(u, mean_ns)
+
+    total = 0
+    for k in range(60):
+        seed, rate = rng.randbytes(32), rng.choice([48.0, 0.5, 1000.0, 7.25, 200.0])
+        start = rng.randrange(0, 10**15)
+        end = start + rng.randrange(0, int(86_400e9 * 200 / rate))
+        schedule.gap_ns = counting
+        try:
+            fast = _audit_prescan.arrivals(seed, rate, start, end)
+        finally:
+            schedule.gap_ns = real_gap
+        assert fast == schedule.arrivals(seed, rate, start, end), k
+        total += len(fast)
+    assert total > 5000 and exact  # some draws needed the exact logarithm
+    assert _audit_prescan.arrivals(bytes(32), 0.0, 0, 10**15) == [] == schedule.arrivals(bytes(32), 0.0, 0, 10**15)

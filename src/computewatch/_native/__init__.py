@@ -13,7 +13,7 @@ import hashlib  # noqa: F401  (loads hashlib's libcrypto first: the extension th
 import os
 from types import ModuleType
 
-__all__ = ["chiplog"]
+__all__ = ["chiplog", "loaded"]
 
 try:
     from computewatch._native import _chiplog as _module
@@ -26,3 +26,9 @@ else:
 def chiplog() -> ModuleType | None:
     """The `_chiplog` extension, or None (not built, or turned off by COMPUTEWATCH_NATIVE=0)."""
     return None if os.environ.get("COMPUTEWATCH_NATIVE") == "0" else _loaded
+
+
+def loaded() -> ModuleType | None:
+    """The `_chiplog` extension when built, whatever COMPUTEWATCH_NATIVE says (for a caller that
+    already asked `chiplog()` once for the same piece of work)."""
+    return _loaded

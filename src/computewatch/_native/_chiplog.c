@@ -12,9 +12,13 @@
  * specifications; where the process has already loaded libcrypto (hashlib's), its SHA256 is used
  * instead (the same function hashlib calls), and sha256_backend() says which one is in use.
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -85,7 +89,7 @@ static void sha256(const unsigned char *data, size_t n, unsigned char out[32]) {
 
 /* ---------------------------------------------------------------- BLAKE3 (hash mode, 32 bytes) */
 
-enum { CHUNK_START = 1, CHUNK_END = 2, PARENT = 4, ROOT = 8 };
+enum { CHUNK_START = 1, CHUNK_END = 2, PARENT = 4, ROOT = 8, KEYED_HASH = 16 };
 static const int MSG_PERM[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8};
 
 #define ROTR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
@@ -97,9 +101,20 @@ static const int MSG_PERM[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 
         s[c] = s[c] + s[d]; s[b] = ROTR32(s[b] ^ s[c], 7);       \
     } while (0)
 
-static void b3_compress(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
-                        uint32_t flags, uint32_t out[8]) {
-    uint32_t m[16], t[16], s[16];
+/* Round r reads message word SIGMA[r][i] of the original block (MSG_PERM applied r times). */
+static unsigned char SIGMA[7][16];
+
+static void b3_init_sigma(void) {
+    int r, i;
+    for (i = 0; i < 16; i++) SIGMA[0][i] = (unsigned char)i;
+    for (r = 1; r < 7; r++)
+        for (i = 0; i < 16; i++) SIGMA[r][i] = SIGMA[r - 1][MSG_PERM[i]];
+}
+
+/* The compression function; out16 (when not NULL) gets all 16 output words (the XOF's). */
+static void b3_compress_full(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
+                             uint32_t flags, uint32_t out[8], uint32_t out16[16]) {
+    uint32_t m[16], s[16];
     int i, r;
     for (i = 0; i < 16; i++)
         m[i] = (uint32_t)block[4 * i] | (uint32_t)block[4 * i + 1] << 8 | (uint32_t)block[4 * i + 2] << 16 |
@@ -108,14 +123,22 @@ static void b3_compress(const uint32_t cv[8], const unsigned char block[64], uin
     s[8] = IV[0]; s[9] = IV[1]; s[10] = IV[2]; s[11] = IV[3];
     s[12] = (uint32_t)counter; s[13] = (uint32_t)(counter >> 32); s[14] = len; s[15] = flags;
     for (r = 0; r < 7; r++) {
-        G(0, 4, 8, 12, m[0], m[1]); G(1, 5, 9, 13, m[2], m[3]);
-        G(2, 6, 10, 14, m[4], m[5]); G(3, 7, 11, 15, m[6], m[7]);
-        G(0, 5, 10, 15, m[8], m[9]); G(1, 6, 11, 12, m[10], m[11]);
-        G(2, 7, 8, 13, m[12], m[13]); G(3, 4, 9, 14, m[14], m[15]);
-        for (i = 0; i < 16; i++) t[i] = m[MSG_PERM[i]];
-        memcpy(m, t, sizeof m);
+        const unsigned char *x = SIGMA[r];
+        G(0, 4, 8, 12, m[x[0]], m[x[1]]); G(1, 5, 9, 13, m[x[2]], m[x[3]]);
+        G(2, 6, 10, 14, m[x[4]], m[x[5]]); G(3, 7, 11, 15, m[x[6]], m[x[7]]);
+        G(0, 5, 10, 15, m[x[8]], m[x[9]]); G(1, 6, 11, 12, m[x[10]], m[x[11]]);
+        G(2, 7, 8, 13, m[x[12]], m[x[13]]); G(3, 4, 9, 14, m[x[14]], m[x[15]]);
     }
-    for (i = 0; i < 8; i++) out[i] = s[i] ^ s[i + 8];
+    if (out16)
+        for (i = 0; i < 8; i++) out16[i + 8] = s[i + 8] ^ cv[i];
+    for (i = 0; i < 8; i++) s[i] ^= s[i + 8];
+    if (out16) memcpy(out16, s, 8 * sizeof(uint32_t));
+    if (out) memcpy(out, s, 8 * sizeof(uint32_t));
+}
+
+static void b3_compress(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
+                        uint32_t flags, uint32_t out[8]) {
+    b3_compress_full(cv, block, len, counter, flags, out, NULL);
 }
 
 /* The chaining value of one chunk (at most 1024 bytes); `root` when it is the whole input. */
@@ -129,9 +152,13 @@ static void b3_chunk(const unsigned char *p, size_t n, uint64_t index, int root,
         size_t len = n - off > 64 ? 64 : n - off;
         int last = off + len >= n;
         uint32_t flags = (first ? CHUNK_START : 0) | (last ? CHUNK_END : 0) | (last && root ? ROOT : 0);
-        memset(block, 0, 64);
-        memcpy(block, p + off, len);
-        b3_compress(h, block, (uint32_t)len, index, flags, h);
+        if (len == 64) {
+            b3_compress(h, p + off, 64, index, flags, h);
+        } else {
+            memset(block, 0, 64);
+            memcpy(block, p + off, len);
+            b3_compress(h, block, (uint32_t)len, index, flags, h);
+        }
         off += len;
         first = 0;
     } while (off < n);
@@ -187,14 +214,31 @@ static void blake3(const unsigned char *p, size_t n, unsigned char out[32]) {
 
 typedef struct {
     const char *p, *end;
+    int clean; /* every byte of the input is printable ASCII and none is a backslash (checked once) */
 } Cur;
 
-static int lit(Cur *c, const char *s) {
-    size_t n = strlen(s);
+/* 1 when every byte is printable ASCII (0x20-0x7e) and none is a backslash: every byte of an
+   entry this reader accepts is (each lies in a literal, a number, hex or an unescaped string). */
+static int clean_ascii(const char *p, Py_ssize_t n) {
+    unsigned char bad = 0;
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        bad |= (unsigned char)((unsigned char)(ch - 0x20) > 0x5e) | (unsigned char)(ch == '\\');
+    }
+    return !bad;
+}
+
+static unsigned char HEXOK[256]; /* 1 for 0-9 and a-f */
+
+static inline __attribute__((always_inline)) int lit_n(Cur *c, const char *s, size_t n) {
     if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0) return 0;
     c->p += n;
     return 1;
 }
+
+/* A literal string's length is known when compiling. */
+#define lit(c, s) lit_n((c), (s), sizeof(s) - 1)
 
 /* 0 or [1-9][0-9]{0,maxd-1}: a JSON integer (or the digits of a decimal string) that is
    canonical and fits in int64. */
@@ -227,11 +271,13 @@ static int dec_string(Cur *c, int64_t *out) {
 
 /* A string of printable ASCII with nothing to escape: its canonical form is itself. */
 static int plain_string(Cur *c, const char **s, Py_ssize_t *n) {
-    const char *q;
+    const char *q, *r;
     if (c->p >= c->end || *c->p != '"') return 0;
-    for (q = c->p + 1; q < c->end && *q != '"'; q++)
-        if (*q < 0x20 || *q > 0x7e || *q == '\\') return 0;
-    if (q >= c->end) return 0;
+    q = memchr(c->p + 1, '"', (size_t)(c->end - c->p - 1));
+    if (!q) return 0;
+    if (!c->clean)
+        for (r = c->p + 1; r < q; r++)
+            if (*r < 0x20 || *r > 0x7e || *r == '\\') return 0;
     if (s) *s = c->p + 1;
     if (n) *n = q - c->p - 1;
     c->p = q + 1;
@@ -240,11 +286,10 @@ static int plain_string(Cur *c, const char **s, Py_ssize_t *n) {
 
 static int hex64(Cur *c, const char **s) {
     int i;
+    unsigned char ok = 1;
     if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"') return 0;
-    for (i = 1; i <= 64; i++) {
-        char ch = c->p[i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return 0;
-    }
+    for (i = 1; i <= 64; i++) ok &= HEXOK[(unsigned char)c->p[i]];
+    if (!ok) return 0;
     if (s) *s = c->p + 1;
     c->p += 66;
     return 1;
@@ -298,18 +343,14 @@ static int value(Cur *c, int depth) {
 }
 
 static const char *find(const char *hay, const char *end, const char *needle) {
-    size_t n = strlen(needle);
-    const char *q;
-    for (q = hay; q + n <= end; q++)
-        if (*q == *needle && memcmp(q, needle, n) == 0) return q;
-    return NULL;
+    return memmem(hay, (size_t)(end - hay), needle, strlen(needle));
 }
 
 static int is_hex64(const char *p) {
     int i;
-    for (i = 0; i < 64; i++)
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) return 0;
-    return 1;
+    unsigned char ok = 1;
+    for (i = 0; i < 64; i++) ok &= HEXOK[(unsigned char)p[i]];
+    return ok;
 }
 
 static void to_hex(const unsigned char *d, char *out) {
@@ -321,11 +362,343 @@ static void to_hex(const unsigned char *d, char *out) {
     }
 }
 
-/* ---------------------------------------------------------------- scan_snapshots */
+/* ---------------------------------------------------------------- snapshot lines */
 
 #define SHARD_HEAD "{\"hash\":\"blake3-256\",\"regions\":"
 #define SHARD_TAIL ",\"v\":1}"
-#define MAX_TRIGGERS 64
+#define MAX_TRIGGERS 16
+
+/* What one line says, when it has the exact shape of an ordinary version 2 snapshot entry whose
+   shard digest matches its regions (ok = 1); read from the line alone, so lines are read in
+   parallel (prescan) before the verifier's state decides, in log order, whether it fits. */
+typedef struct {
+    int ok, ntrig;
+    int64_t epoch, lo, boot, busy, clock, counter;
+    int64_t trig[MAX_TRIGGERS];
+    unsigned char prev[32];
+    Py_ssize_t regions, regions_end, serial, serial_n; /* offsets into the line */
+} Snap;
+
+typedef struct {
+    char *p;
+    size_t cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t need) {
+    if (need <= b->cap) return 1;
+    char *nb = realloc(b->p, need);
+    if (!nb) return 0;
+    b->p = nb;
+    b->cap = need;
+    return 1;
+}
+
+static int unhex(char ch) { return ch <= '9' ? ch - '0' : ch - 'a' + 10; }
+
+/* Fills `s` (s->ok = 1) when the line is a well-formed snapshot entry by this reader's strict
+   shape and its shard digest matches; 0 otherwise (then the Python verifier reads it).  No
+   Python API: runs without the GIL.  Returns -1 only when out of memory. */
+static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch) {
+    Cur c = {line, line + n, 1};
+    int64_t step;
+    const char *digest, *prevhex, *ser, *cut, *cut_end, *regions, *regions_end;
+    Py_ssize_t sern;
+    char hexbuf[64];
+    unsigned char d[32];
+    int i, j;
+
+    s->ok = 0;
+    s->ntrig = 0;
+    if (!lit(&c, "{\"body\":{\"copy_out\":") || !clean_ascii(line, n)) return 0;
+    if (!plain_string(&c, NULL, NULL)) return 0;  /* the copy-out file name (a string; anything else goes to Python) */
+    if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
+    if (!lit(&c, ",\"hash\":\"blake3-256\",\"regions\":")) return 0;
+    regions = c.p;
+    if (c.p >= c.end || *c.p != '[' || !value(&c, 1)) return 0;
+    regions_end = c.p;
+    if (!lit(&c, ",\"shard_digest\":") || !hex64(&c, &digest)) return 0;
+    if (!lit(&c, ",\"step\":") || !json_int(&c, &step)) return 0;
+    if (!lit(&c, ",\"step_start_busy_ns\":") || !dec_string(&c, &s->lo)) return 0;
+    if (!lit(&c, ",\"triggers\":[")) return 0;
+    do {
+        if (s->ntrig == MAX_TRIGGERS || !dec_string(&c, &s->trig[s->ntrig++])) return 0;
+    } while (lit(&c, ","));
+    if (!lit(&c, "]},\"boot\":") || !json_int(&c, &s->boot)) return 0;
+    if (!lit(&c, ",\"busy_ns\":") || !dec_string(&c, &s->busy)) return 0;
+    if (!lit(&c, ",\"clock_ns\":") || !dec_string(&c, &s->clock)) return 0;
+    if (!lit(&c, ",\"counter\":") || !json_int(&c, &s->counter)) return 0;
+    if (!lit(&c, ",\"kind\":\"snapshot\",\"prev\":") || !hex64(&c, &prevhex)) return 0;
+    if (!lit(&c, ",\"serial\":") || !plain_string(&c, &ser, &sern)) return 0;
+    if (!lit(&c, ",\"v\":2}") || c.p != c.end) return 0;
+    for (i = 0; i < s->ntrig; i++) {
+        if (!(s->lo < s->trig[i] && s->trig[i] <= s->busy)) return 0;
+        for (j = 0; j < i; j++)
+            if (s->trig[j] == s->trig[i]) return 0;
+    }
+    /* The regions as the verifier cuts them from the line (first `,"regions":[`, then the first
+       `],"shard_digest":"` after it): this reader's array must end exactly there. */
+    cut = find(line, line + n, ",\"regions\":[");
+    if (!cut || cut + 11 != regions) return 0;
+    cut_end = find(cut, line + n, "],\"shard_digest\":\"");
+    if (!cut_end || cut_end + 1 != regions_end) return 0;
+    {
+        size_t rn = (size_t)(regions_end - regions), hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1;
+        if (!buf_reserve(scratch, hn + rn + tn)) return -1;
+        memcpy(scratch->p, SHARD_HEAD, hn);
+        memcpy(scratch->p + hn, regions, rn);
+        memcpy(scratch->p + hn + rn, SHARD_TAIL, tn);
+        blake3((const unsigned char *)scratch->p, hn + rn + tn, d);
+        to_hex(d, hexbuf);
+        if (memcmp(hexbuf, digest, 64) != 0) return 0;
+    }
+    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    s->regions = regions - line;
+    s->regions_end = regions_end - line;
+    s->serial = ser - line;
+    s->serial_n = sern;
+    s->ok = 1;
+    return 1;
+}
+
+/* The leaf hash (RFC 9162: SHA-256 of 0x00 || line) and the chain hash (SHA-256 of the line). */
+static int hash_line(const char *line, Py_ssize_t n, unsigned char leaf[32], unsigned char chain[32], Buf *scratch) {
+    if (!buf_reserve(scratch, (size_t)n + 1)) return 0;
+    scratch->p[0] = 0;
+    memcpy(scratch->p + 1, line, (size_t)n);
+    sha256((const unsigned char *)scratch->p, (size_t)n + 1, leaf);
+    sha256((const unsigned char *)line, (size_t)n, chain);
+    return 1;
+}
+
+static void node_of(const unsigned char *l, const unsigned char *r, unsigned char out[32]) {
+    unsigned char b[65];
+    b[0] = 1;
+    memcpy(b + 1, l, 32);
+    memcpy(b + 33, r, 32);
+    sha256(b, 65, out);
+}
+
+/* ---------------------------------------------------------------- Prescan: every line read ahead */
+
+/* prescan() starts background threads that read the log's lines in chunks, in order, without
+   the GIL, and returns at once: the verifier checks entries in order while they read ahead.
+   Whatever asks for a line's results (scan_snapshots, leaf, chain, node) first waits for its
+   chunk; a waiting thread reads the next unread chunks itself rather than idle. */
+
+#define MAX_LEVELS 62
+#define MAX_THREADS 16
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lines; /* a tuple: keeps the bytes alive while threads read them */
+    Py_ssize_t n, chunks;
+    const char **ptr;
+    Py_ssize_t *len;
+    unsigned char *leaf, *chain; /* n * 32 each */
+    Snap *snap;
+    unsigned char *level[MAX_LEVELS + 1]; /* level[k]: the (n >> k) perfect subtree hashes of 2**k leaves */
+    int levels, chunk_log; /* lines are read in chunks of 2**chunk_log */
+    int failed;             /* out of memory in a thread (atomic) */
+    Py_ssize_t next_chunk;  /* the next chunk a thread takes (atomic) */
+    unsigned char *done;    /* done[c]: chunk c read (atomic) */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t tid[MAX_THREADS];
+    int started, sync_ok;
+} Prescan;
+
+static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
+    Py_ssize_t lo = c << ps->chunk_log, hi = lo + ((Py_ssize_t)1 << ps->chunk_log), i, j;
+    int k;
+    if (hi > ps->n) hi = ps->n;
+    for (i = lo; i < hi; i++) {
+        const char *line = ps->ptr[i];
+        if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch) ||
+            parse_snapshot(line, ps->len[i], &ps->snap[i], scratch) < 0) {
+            __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
+            break;
+        }
+    }
+    /* The perfect subtrees inside this chunk (it starts at a multiple of its size). */
+    for (k = 1; k <= ps->chunk_log && k <= ps->levels && i == hi; k++) {
+        const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
+        for (j = lo >> k; j < (hi >> k); j++) node_of(below + 64 * j, below + 64 * j + 32, ps->level[k] + 32 * j);
+    }
+    __atomic_store_n(&ps->done[c], 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&ps->lock);
+    pthread_cond_broadcast(&ps->cond);
+    pthread_mutex_unlock(&ps->lock);
+}
+
+/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is taken. */
+static void prescan_work(Prescan *ps, Py_ssize_t until) {
+    Buf scratch = {NULL, 0};
+    Py_ssize_t c;
+    while (!__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
+        if (until >= 0 && __atomic_load_n(&ps->next_chunk, __ATOMIC_RELAXED) > until) break;
+        c = __atomic_fetch_add(&ps->next_chunk, 1, __ATOMIC_RELAXED);
+        if (c >= ps->chunks) break;
+        prescan_chunk(ps, c, &scratch);
+    }
+    free(scratch.p);
+}
+
+static void *prescan_thread(void *arg) {
+    prescan_work((Prescan *)arg, -1);
+    return NULL;
+}
+
+/* 0 once line i has been read; -1 (MemoryError set) when a thread ran out of memory. Called
+   with the GIL held; waits without it. */
+static int prescan_wait(Prescan *ps, Py_ssize_t i) {
+    Py_ssize_t c = i >> ps->chunk_log;
+    if (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE)) {
+        Py_BEGIN_ALLOW_THREADS
+        prescan_work(ps, c); /* read ahead while waiting */
+        pthread_mutex_lock(&ps->lock);
+        while (!__atomic_load_n(&ps->done[c], __ATOMIC_ACQUIRE) && !__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE))
+            pthread_cond_wait(&ps->cond, &ps->lock); /* (after a failure no thread takes chunk c) */
+        pthread_mutex_unlock(&ps->lock);
+        Py_END_ALLOW_THREADS
+    }
+    if (__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void prescan_dealloc(Prescan *ps) {
+    int k;
+    if (ps->started) {
+        __atomic_store_n(&ps->next_chunk, ps->chunks, __ATOMIC_RELAXED); /* nothing more to take */
+        Py_BEGIN_ALLOW_THREADS
+        for (k = 0; k < ps->started; k++) pthread_join(ps->tid[k], NULL);
+        Py_END_ALLOW_THREADS
+    }
+    if (ps->sync_ok) {
+        pthread_mutex_destroy(&ps->lock);
+        pthread_cond_destroy(&ps->cond);
+    }
+    Py_XDECREF(ps->lines);
+    free(ps->ptr);
+    free(ps->len);
+    free(ps->leaf);
+    free(ps->chain);
+    free(ps->snap);
+    free(ps->done);
+    for (k = 1; k <= MAX_LEVELS; k++) free(ps->level[k]);
+    Py_TYPE(ps)->tp_free((PyObject *)ps);
+}
+
+static PyObject *prescan_node(Prescan *ps, PyObject *args) {
+    Py_ssize_t lo, size;
+    int k = 0;
+    if (!PyArg_ParseTuple(args, "nn", &lo, &size)) return NULL;
+    if (size < 1 || (size & (size - 1)) != 0 || lo < 0 || lo % size != 0 || lo > ps->n - size) Py_RETURN_NONE;
+    while (((Py_ssize_t)1 << k) < size) k++;
+    if (k > ps->chunk_log || k > ps->levels) Py_RETURN_NONE; /* above a chunk: the tree combines these */
+    if (prescan_wait(ps, lo) < 0) return NULL;
+    if (k == 0) return PyBytes_FromStringAndSize((const char *)ps->leaf + 32 * lo, 32);
+    return PyBytes_FromStringAndSize((const char *)ps->level[k] + 32 * (lo >> k), 32);
+}
+
+static PyObject *prescan_hash(Prescan *ps, PyObject *arg, int chain) {
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= ps->n) {
+        PyErr_SetString(PyExc_IndexError, "line index outside the prescan");
+        return NULL;
+    }
+    if (prescan_wait(ps, i) < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)(chain ? ps->chain : ps->leaf) + 32 * i, 32);
+}
+
+static PyObject *prescan_leaf(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, 0); }
+static PyObject *prescan_chain(Prescan *ps, PyObject *arg) { return prescan_hash(ps, arg, 1); }
+
+static Py_ssize_t prescan_length(Prescan *ps) { return ps->n; }
+
+static PyMethodDef prescan_methods[] = {
+    {"node", (PyCFunction)prescan_node, METH_VARARGS,
+     "node(lo, size) -> the hash of the perfect subtree of `size` leaves at `lo` (a leaf hash when size is 1), or"
+     " None (not such a subtree, or one larger than a chunk)"},
+    {"leaf", (PyCFunction)prescan_leaf, METH_O, "leaf(i) -> SHA-256(0x00 || line i)"},
+    {"chain", (PyCFunction)prescan_chain, METH_O, "chain(i) -> SHA-256(line i)"},
+    {NULL, NULL, 0, NULL}};
+
+static PySequenceMethods prescan_as_sequence = {(lenfunc)prescan_length};
+
+static PyTypeObject PrescanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "computewatch._native._chiplog.Prescan",
+    .tp_basicsize = sizeof(Prescan),
+    .tp_dealloc = (destructor)prescan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A log's lines read ahead: hashes, Merkle subtrees, snapshot shapes (prescan()).",
+    .tp_methods = prescan_methods,
+    .tp_as_sequence = &prescan_as_sequence,
+};
+
+static PyObject *prescan(PyObject *self, PyObject *args) {
+    PyObject *lines;
+    int threads, chunk_log = 9, k;
+    Py_ssize_t i;
+    Prescan *ps;
+    if (!PyArg_ParseTuple(args, "Oi|i", &lines, &threads, &chunk_log)) return NULL;
+    if (chunk_log < 0 || chunk_log > 20) {
+        PyErr_SetString(PyExc_ValueError, "chunk_log must be in 0..20");
+        return NULL;
+    }
+    ps = PyObject_New(Prescan, &PrescanType);
+    if (!ps) return NULL;
+    ps->lines = NULL; ps->ptr = NULL; ps->len = NULL; ps->leaf = ps->chain = NULL; ps->snap = NULL; ps->done = NULL;
+    memset(ps->level, 0, sizeof ps->level);
+    ps->levels = 0; ps->failed = 0; ps->next_chunk = 0; ps->chunk_log = chunk_log; ps->started = 0; ps->sync_ok = 0;
+    ps->n = ps->chunks = 0;
+    if (pthread_mutex_init(&ps->lock, NULL) != 0) goto nomem;
+    if (pthread_cond_init(&ps->cond, NULL) != 0) {
+        pthread_mutex_destroy(&ps->lock);
+        goto nomem;
+    }
+    ps->sync_ok = 1;
+    ps->lines = PySequence_Tuple(lines);
+    if (!ps->lines) goto fail;
+    ps->n = PyTuple_GET_SIZE(ps->lines);
+    ps->chunks = ps->n ? ((ps->n - 1) >> chunk_log) + 1 : 0;
+    ps->ptr = malloc(sizeof(char *) * (size_t)(ps->n + 1));
+    ps->len = malloc(sizeof(Py_ssize_t) * (size_t)(ps->n + 1));
+    ps->leaf = malloc(32 * (size_t)(ps->n + 1));
+    ps->chain = malloc(32 * (size_t)(ps->n + 1));
+    ps->snap = malloc(sizeof(Snap) * (size_t)(ps->n + 1));
+    ps->done = calloc((size_t)ps->chunks + 1, 1);
+    if (!ps->ptr || !ps->len || !ps->leaf || !ps->chain || !ps->snap || !ps->done) goto nomem;
+    for (i = 0; i < ps->n; i++) {
+        PyObject *line = PyTuple_GET_ITEM(ps->lines, i);
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "prescan reads a list of bytes");
+            goto fail;
+        }
+        ps->ptr[i] = PyBytes_AS_STRING(line);
+        ps->len[i] = PyBytes_GET_SIZE(line);
+    }
+    while (k = ps->levels + 1, k <= MAX_LEVELS && (ps->n >> k) > 0) {
+        ps->level[k] = malloc(32 * (size_t)(ps->n >> k));
+        if (!ps->level[k]) goto nomem;
+        ps->levels = k;
+    }
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    for (k = 0; k < threads && ps->chunks > 0; k++)
+        if (pthread_create(&ps->tid[ps->started], NULL, prescan_thread, ps) == 0) ps->started++;
+    return (PyObject *)ps;
+nomem:
+    PyErr_NoMemory();
+fail:
+    Py_DECREF(ps);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- scan_snapshots */
 
 typedef struct {
     const char *serial;
@@ -333,138 +706,90 @@ typedef struct {
     int64_t boot, epoch, counter, clock, busy;
     unsigned char prev[32];
     PyObject *triggers, *layouts;
-    char *buf;
-    size_t bufcap;
+    Buf buf, layout; /* scratch; the last layout accepted in this call */
+    int has_layout;
 } State;
 
-/* 1: `line` (entry `index`) is accepted and the state advanced; 0: not accepted (state as it
-   was, nothing inserted); -1: a Python error. */
-static int accept(State *st, const char *line, Py_ssize_t n, Py_ssize_t index, unsigned char leaf[32]) {
-    Cur c = {line, line + n};
-    int64_t epoch, step, lo, boot, busy, clock, counter, trig[MAX_TRIGGERS];
-    int ntrig = 0, i, j, ok;
-    const char *regions, *regions_end, *digest, *prevhex, *ser, *cut, *cut_end;
-    Py_ssize_t sern;
-    char hexbuf[64];
-    unsigned char d[32];
+/* The layout of a snapshot's regions: their text without the 64-hex digest fields (the verifier's
+   `_REGION_DIGEST.sub(b"", cut)`). */
+static size_t layout_of(const char *regions, const char *regions_end, char *out) {
+    const char *q = regions;
+    size_t kn = 0;
+    while (q < regions_end) {
+        if (regions_end - q >= 75 && memcmp(q, "\"digest\":\"", 10) == 0 && q[74] == '"' && is_hex64(q + 10))
+            q += 75;
+        else
+            out[kn++] = *q++;
+    }
+    return kn;
+}
 
-    if (!lit(&c, "{\"body\":{\"copy_out\":")) return 0;
-    if (!plain_string(&c, NULL, NULL)) return 0;  /* the copy-out file name (a string; anything else goes to Python) */
-    if (!lit(&c, ",\"epoch\":") || !json_int(&c, &epoch)) return 0;
-    if (!lit(&c, ",\"hash\":\"blake3-256\",\"regions\":")) return 0;
-    regions = c.p;
-    if (*c.p != '[' || !value(&c, 1)) return 0;
-    regions_end = c.p;
-    if (!lit(&c, ",\"shard_digest\":") || !hex64(&c, &digest)) return 0;
-    if (!lit(&c, ",\"step\":") || !json_int(&c, &step)) return 0;
-    if (!lit(&c, ",\"step_start_busy_ns\":") || !dec_string(&c, &lo)) return 0;
-    if (!lit(&c, ",\"triggers\":[")) return 0;
-    do {
-        if (ntrig == MAX_TRIGGERS || !dec_string(&c, &trig[ntrig++])) return 0;
-    } while (lit(&c, ","));
-    if (!lit(&c, "]},\"boot\":") || !json_int(&c, &boot)) return 0;
-    if (!lit(&c, ",\"busy_ns\":") || !dec_string(&c, &busy)) return 0;
-    if (!lit(&c, ",\"clock_ns\":") || !dec_string(&c, &clock)) return 0;
-    if (!lit(&c, ",\"counter\":") || !json_int(&c, &counter)) return 0;
-    if (!lit(&c, ",\"kind\":\"snapshot\",\"prev\":") || !hex64(&c, &prevhex)) return 0;
-    if (!lit(&c, ",\"serial\":") || !plain_string(&c, &ser, &sern)) return 0;
-    if (!lit(&c, ",\"v\":2}") || c.p != c.end) return 0;
-
-    /* Where the verifier stands. */
-    if (sern != st->serial_n || memcmp(ser, st->serial, (size_t)sern) != 0) return 0;
-    if (counter != st->counter || boot != st->boot || epoch != st->epoch) return 0;
-    to_hex(st->prev, hexbuf);
-    if (memcmp(prevhex, hexbuf, 64) != 0) return 0;
-    if (clock < st->clock || busy < st->busy) return 0;
-    for (i = 0; i < ntrig; i++) {
-        if (!(lo < trig[i] && trig[i] <= busy)) return 0;
-        for (j = 0; j < i; j++)
-            if (trig[j] == trig[i]) return 0;
-        PyObject *key = PyLong_FromLongLong(trig[i]);
+/* 1: the snapshot `s` (line `index`) fits the verifier's state, which moves on; 0: it does not
+   (state as it was, nothing inserted); -1: a Python error. */
+static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
+    int i, ok;
+    if (!s->ok) return 0;
+    if (s->serial_n != st->serial_n || memcmp(line + s->serial, st->serial, (size_t)s->serial_n) != 0) return 0;
+    if (s->counter != st->counter || s->boot != st->boot || s->epoch != st->epoch) return 0;
+    if (memcmp(s->prev, st->prev, 32) != 0) return 0;
+    if (s->clock < st->clock || s->busy < st->busy) return 0;
+    for (i = 0; i < s->ntrig; i++) {
+        PyObject *key = PyLong_FromLongLong(s->trig[i]);
         if (!key) return -1;
         ok = PyDict_Contains(st->triggers, key);
         Py_DECREF(key);
         if (ok != 0) return ok < 0 ? -1 : 0;
     }
-
-    /* The regions as the verifier cuts them from the line (first `,"regions":[`, then the first
-       `],"shard_digest":"` after it): this reader's array must end exactly there. */
-    cut = find(line, line + n, ",\"regions\":[");
-    if (!cut || cut + 11 != regions) return 0;
-    cut_end = find(cut, line + n, "],\"shard_digest\":\"");
-    if (!cut_end || cut_end + 1 != regions_end) return 0;
-
-    /* The layout: the regions' text without their 64-hex digest fields; checked by the verifier
-       before (packing problem "") or not accepted here. */
+    /* A layout the verifier checked before (packing problem ""), or not accepted here. */
     {
-        size_t rn = (size_t)(regions_end - regions), need = rn + sizeof(SHARD_HEAD) + sizeof(SHARD_TAIL);
-        size_t kn = 0;
-        const char *q = regions;
-        PyObject *key, *packing;
-        if (need > st->bufcap) {
-            char *nb = PyMem_Realloc(st->buf, need);
-            if (!nb) { PyErr_NoMemory(); return -1; }
-            st->buf = nb;
-            st->bufcap = need;
+        size_t rn = (size_t)(s->regions_end - s->regions), kn;
+        if (!buf_reserve(&st->buf, rn)) { PyErr_NoMemory(); return -1; }
+        kn = layout_of(line + s->regions, line + s->regions_end, st->buf.p);
+        if (!(st->has_layout && kn == st->layout.cap && memcmp(st->buf.p, st->layout.p, kn) == 0)) {
+            PyObject *key = PyBytes_FromStringAndSize(st->buf.p, (Py_ssize_t)kn), *packing;
+            if (!key) return -1;
+            packing = PyDict_GetItemWithError(st->layouts, key);
+            Py_DECREF(key);
+            if (!packing) return PyErr_Occurred() ? -1 : 0;
+            if (!PyUnicode_Check(packing) || PyUnicode_GET_LENGTH(packing) != 0) return 0;
+            free(st->layout.p);
+            st->layout.p = malloc(kn ? kn : 1);
+            if (!st->layout.p) { st->has_layout = 0; st->layout.cap = 0; PyErr_NoMemory(); return -1; }
+            memcpy(st->layout.p, st->buf.p, kn);
+            st->layout.cap = kn; /* here: the layout's length */
+            st->has_layout = 1;
         }
-        while (q < regions_end) {
-            if (regions_end - q >= 75 && memcmp(q, "\"digest\":\"", 10) == 0 && q[74] == '"' && is_hex64(q + 10)) {
-                q += 75;
-            } else {
-                st->buf[kn++] = *q++;
-            }
-        }
-        key = PyBytes_FromStringAndSize(st->buf, (Py_ssize_t)kn);
-        if (!key) return -1;
-        packing = PyDict_GetItemWithError(st->layouts, key);
-        Py_DECREF(key);
-        if (!packing) return PyErr_Occurred() ? -1 : 0;
-        if (!PyUnicode_Check(packing) || PyUnicode_GET_LENGTH(packing) != 0) return 0;
-
-        memcpy(st->buf, SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
-        memcpy(st->buf + sizeof(SHARD_HEAD) - 1, regions, rn);
-        memcpy(st->buf + sizeof(SHARD_HEAD) - 1 + rn, SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
-        blake3((const unsigned char *)st->buf, sizeof(SHARD_HEAD) - 1 + rn + sizeof(SHARD_TAIL) - 1, d);
-        to_hex(d, hexbuf);
-        if (memcmp(hexbuf, digest, 64) != 0) return 0;
     }
-
-    /* Accepted: the verifier's state moves on. */
-    for (i = 0; i < ntrig; i++) {
-        PyObject *key = PyLong_FromLongLong(trig[i]), *val = PyLong_FromSsize_t(index);
+    for (i = 0; i < s->ntrig; i++) {
+        PyObject *key = PyLong_FromLongLong(s->trig[i]), *val = PyLong_FromSsize_t(index);
         int rc = key && val ? PyDict_SetItem(st->triggers, key, val) : -1;
         Py_XDECREF(key);
         Py_XDECREF(val);
         if (rc < 0) return -1;
     }
-    {
-        size_t need = (size_t)n + 1;
-        if (need > st->bufcap) {
-            char *nb = PyMem_Realloc(st->buf, need);
-            if (!nb) { PyErr_NoMemory(); return -1; }
-            st->buf = nb;
-            st->bufcap = need;
-        }
-        st->buf[0] = 0; /* RFC 9162 leaf prefix */
-        memcpy(st->buf + 1, line, (size_t)n);
-        sha256((const unsigned char *)st->buf, need, leaf);
-    }
-    sha256((const unsigned char *)line, (size_t)n, st->prev);
-    st->counter = counter + 1;
-    st->clock = clock;
-    st->busy = busy;
+    st->counter = s->counter + 1;
+    st->clock = s->clock;
+    st->busy = s->busy;
     return 1;
 }
 
 static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
-    PyObject *lines, *prev, *serial, *leaves, *out = NULL;
+    PyObject *pre, *lines, *prev, *serial, *leaves, *out = NULL;
     Py_ssize_t start, stop, i;
+    Prescan *ps = NULL;
     State st;
     memset(&st, 0, sizeof st);
-    if (!PyArg_ParseTuple(args, "O!nnSSLLLLLO!O!", &PyList_Type, &lines, &start, &stop, &prev, &serial, &st.counter,
-                          &st.boot, &st.clock, &st.busy, &st.epoch, &PyDict_Type, &st.triggers, &PyDict_Type,
-                          &st.layouts))
+    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLLO!O!", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
+                          &st.counter, &st.boot, &st.clock, &st.busy, &st.epoch, &PyDict_Type, &st.triggers,
+                          &PyDict_Type, &st.layouts))
         return NULL;
+    if (pre != Py_None) {
+        if (!PyObject_TypeCheck(pre, &PrescanType)) {
+            PyErr_SetString(PyExc_TypeError, "prescan must be a Prescan or None");
+            return NULL;
+        }
+        ps = (Prescan *)pre;
+    }
     if (PyBytes_GET_SIZE(prev) != 32) {
         PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
         return NULL;
@@ -480,13 +805,36 @@ static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
     if (!leaves) return NULL;
     for (i = start; i < stop; i++) {
         PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
-        unsigned char h[32];
+        const char *p;
+        Py_ssize_t n;
+        Snap local;
+        const Snap *s;
+        unsigned char lh[32], ch[32];
+        const unsigned char *leafp, *chainp;
         int rc;
         if (!PyBytes_Check(line)) break;
-        rc = accept(&st, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), i, h);
+        p = PyBytes_AS_STRING(line);
+        n = PyBytes_GET_SIZE(line);
+        /* The prescan's reading of this line, when it read these very bytes (the same object). */
+        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) {
+            if (prescan_wait(ps, i) < 0) goto done;
+            s = &ps->snap[i];
+            leafp = ps->leaf + 32 * i;
+            chainp = ps->chain + 32 * i;
+        } else {
+            rc = parse_snapshot(p, n, &local, &st.buf);
+            if (rc < 0) { PyErr_NoMemory(); goto done; }
+            if (!local.ok) break;
+            if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
+            s = &local;
+            leafp = lh;
+            chainp = ch;
+        }
+        rc = apply(&st, s, p, i);
         if (rc < 0) goto done;
         if (rc == 0) break;
-        leaf = PyBytes_FromStringAndSize((const char *)h, 32);
+        memcpy(st.prev, chainp, 32);
+        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
         if (!leaf || PyList_Append(leaves, leaf) < 0) {
             Py_XDECREF(leaf);
             goto done;
@@ -496,8 +844,95 @@ static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
     out = Py_BuildValue("ny#OLLL", i, (const char *)st.prev, (Py_ssize_t)32, leaves, st.counter, st.clock, st.busy);
 done:
     Py_DECREF(leaves);
-    PyMem_Free(st.buf);
+    free(st.buf.p);
+    free(st.layout.p);
     return out;
+}
+
+/* ---------------------------------------------------------------- the schedule's arrivals */
+
+static double py_ulp(double x) { /* Python's math.ulp */
+    double x2;
+    if (isnan(x)) return x;
+    x = fabs(x);
+    if (isinf(x)) return x;
+    x2 = nextafter(x, INFINITY);
+    if (isinf(x2)) {
+        x2 = nextafter(x, -INFINITY);
+        return x - x2;
+    }
+    return x2 - x;
+}
+
+/* arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> list of arrival busy times: what
+   formats.schedule.arrivals gives (same draws, same platform log, same window test); a draw the
+   window test cannot settle is handed to exact_gap(u, mean_ns) (schedule.gap_ns). */
+static PyObject *py_arrivals(PyObject *self, PyObject *args) {
+    Py_buffer seed;
+    double mean_ns, window;
+    long long start, end;
+    PyObject *exact, *out;
+    uint32_t key[8], words[16];
+    unsigned char block[64];
+    uint64_t counter;
+    int64_t t;
+    int i, j;
+    if (!PyArg_ParseTuple(args, "y*dLLdO", &seed, &mean_ns, &start, &end, &window, &exact)) return NULL;
+    if (seed.len != 32) {
+        PyBuffer_Release(&seed);
+        PyErr_SetString(PyExc_ValueError, "seed must be 32 bytes");
+        return NULL;
+    }
+    for (i = 0; i < 8; i++) {
+        const unsigned char *b = (const unsigned char *)seed.buf + 4 * i;
+        key[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    }
+    PyBuffer_Release(&seed);
+    memset(block, 0, sizeof block);
+    memcpy(block, "arrivals", 8);
+    out = PyList_New(0);
+    if (!out) return NULL;
+    t = start;
+    for (counter = 0;; counter++) {
+        /* XOF output block `counter` of BLAKE3 keyed(seed, "arrivals"): eight 8-byte draws. */
+        b3_compress_full(key, block, 8, counter, CHUNK_START | CHUNK_END | ROOT | KEYED_HASH, NULL, words);
+        for (j = 0; j < 8; j++) {
+            uint64_t draw = (uint64_t)words[2 * j] | (uint64_t)words[2 * j + 1] << 32;
+            double u = draw == UINT64_MAX ? 1.0 : ldexp((double)(draw + 1), -64);
+            double y = log(u), w = window * py_ulp(y), hi = y + w;
+            int64_t g = -1;
+            PyObject *v;
+            if (hi < 0.0) {
+                double a = -hi * mean_ns, b = -(y - w) * mean_ns;
+                if (a < 9.0e18 && b < 9.0e18 && (int64_t)a == (int64_t)b) g = (int64_t)a + 1;
+            }
+            if (g < 0) { /* the window straddles a nanosecond: the exact logarithm decides */
+                PyObject *r = PyObject_CallFunction(exact, "dd", u, mean_ns);
+                int overflow = 0;
+                if (!r) goto fail;
+                g = PyLong_AsLongLongAndOverflow(r, &overflow);
+                Py_DECREF(r);
+                if (g == -1 && PyErr_Occurred()) goto fail;
+                if (overflow > 0) return out; /* beyond any end */
+                if (overflow < 0 || g < 1) {
+                    PyErr_SetString(PyExc_ValueError, "exact_gap returned a gap below 1 ns");
+                    goto fail;
+                }
+            }
+            if (g > INT64_MAX - t) return out;
+            t += g;
+            if (t > end) return out;
+            v = PyLong_FromLongLong(t);
+            if (!v || PyList_Append(out, v) < 0) {
+                Py_XDECREF(v);
+                goto fail;
+            }
+            Py_DECREF(v);
+        }
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- module */
@@ -538,8 +973,14 @@ static PyObject *set_sha256_backend(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"scan_snapshots", scan_snapshots, METH_VARARGS,
-     "scan_snapshots(lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, triggers, layouts)"
-     " -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns)"},
+     "scan_snapshots(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, triggers,"
+     " layouts) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns)"},
+    {"prescan", prescan, METH_VARARGS,
+     "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
+     " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"
+     " thread that waits for a line) without the GIL"},
+    {"arrivals", py_arrivals, METH_VARARGS,
+     "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
     {"blake3", py_blake3, METH_O, "BLAKE3-256 of a bytes-like object."},
     {"sha256_backend", sha256_backend, METH_NOARGS, "\"libcrypto\" or \"builtin\"."},
@@ -557,6 +998,18 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
         void *h = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
         if (h) libcrypto_sha256 = (sha256_fn)dlsym(h, "SHA256");
     }
+    PyObject *m;
     use_libcrypto = libcrypto_sha256 != NULL;
-    return PyModule_Create(&module);
+    b3_init_sigma();
+    for (i = 0; i < 256; i++) HEXOK[i] = (i >= '0' && i <= '9') || (i >= 'a' && i <= 'f');
+    if (PyType_Ready(&PrescanType) < 0) return NULL;
+    m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&PrescanType);
+    if (PyModule_AddObject(m, "Prescan", (PyObject *)&PrescanType) < 0) {
+        Py_DECREF(&PrescanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

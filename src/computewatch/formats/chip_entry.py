@@ -320,7 +320,10 @@ class LogEntry:
 def split_log(data: bytes) -> tuple[list[bytes], int]:
     """Complete lines (without their newline) and the length of a torn tail (0 if none)."""
     cut = data.rfind(b"\n") + 1
-    lines = data[:cut].split(b"\n")[:-1] if cut else []
+    if not cut:
+        return [], len(data)
+    lines = (data if cut == len(data) else data[:cut]).split(b"\n")  # no copy of a log that ends its last line
+    lines.pop()
     return lines, len(data) - cut
 
 

@@ -1,0 +1,91 @@
+"""A chip log read ahead on every core before its audit (issue 24), and the schedule redrawn in C.
+
+`audit_log` checks entries in log order, but most of its work per line needs the line alone:
+the two SHA-256 of a log v2 entry (its chain hash, the next entry's `prev`, and its RFC 9162
+leaf hash), the strict shape and BLAKE3 shard digest of an ordinary snapshot entry, and the
+Merkle tree's internal nodes. `Prescan` has the native module (computewatch._native) do all of
+that first, in `threads` threads that run without the GIL, so it runs on both cores; the
+verifier then reads the results in order and decides only what depends on its state (chain,
+counter, epoch, triggers, layout). Nothing here decides that an entry is bad: a line the
+prescan could not read (not a snapshot, or not of the strict shape) is checked by the Python
+verifier as before, and reports are the same with and without it (tests/test_chip_audit_native.py).
+
+`arrivals` is formats.schedule.arrivals computed by the native module: the same draws, the
+same platform logarithm (Python's math.log is the C library's log), the same window test, and
+schedule.gap_ns for the draws that test cannot settle (tests compare both).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from computewatch import _native
+from computewatch.crypto.merkle import MerkleTree
+from computewatch.formats import schedule
+
+__all__ = ["CHUNK_LOG", "PrescannedTree", "arrivals", "audit_threads", "prescan"]
+
+_I64 = 1 << 63
+# Lines per task (2**CHUNK_LOG): threads take chunks in turn; each hashes the Merkle subtrees
+# inside its chunks (tests set it small, so that a small log spans many chunks).
+CHUNK_LOG = 9
+
+
+def audit_threads() -> int:
+    """Background threads for the prescan: one per core beside the verifier's (which reads
+    ahead too whenever it waits for a line), at least 1, at most 3."""
+    return max(1, min((os.cpu_count() or 1) - 1, 3))
+
+
+def prescan(lines: list[bytes], threads: int | None = None) -> Any | None:
+    """The native `Prescan` of `lines` (None where the native module is off or missing)."""
+    native = _native.chiplog()
+    if native is None or not lines:
+        return None
+    return native.prescan(lines, audit_threads() if threads is None else threads, CHUNK_LOG)
+
+
+class PrescannedTree(MerkleTree):
+    """The log's RFC 9162 tree whose perfect subtrees come from a prescan of the same lines.
+
+    The verifier appends every line of the prescanned log, in order, as a leaf (audit_log), so
+    the perfect subtree of 2**k leaves at a multiple of 2**k is the one the prescan hashed from
+    the same lines; a subtree it does not hold (beyond the lines it read) is hashed as usual."""
+
+    def __init__(self, pre: Any) -> None:
+        super().__init__()
+        self._pre = pre
+
+    def extend_hashes(self, leaves: list[bytes]) -> None:
+        """Append the leaf hashes the native scan returned (32-byte bytes each) in one step."""
+        self._leaves.extend(leaves)
+
+    def _hash(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n > 1 and n & (n - 1) == 0 and hi <= len(self._leaves):
+            h: bytes | None = self._pre.node(lo, n)
+            if h is not None:
+                return h
+        return super()._hash(lo, hi)
+
+
+def arrivals(seed: bytes, rate_per_day: float, start_ns: int, end_ns: int) -> list[int]:
+    """schedule.arrivals(seed, rate_per_day, start_ns, end_ns), in C where it can be."""
+    native = _native.chiplog()
+    if (
+        native is None
+        or type(rate_per_day) is not float
+        or not (0.0 < rate_per_day and math.isfinite(rate_per_day))
+        or not (-_I64 < start_ns < _I64 and -_I64 < end_ns < _I64)
+        or len(seed) != 32
+    ):
+        return schedule.arrivals(seed, rate_per_day, start_ns, end_ns)
+    if schedule._fast_log is None:
+        schedule._fast_log = schedule._platform_log_is_close()
+    if not schedule._fast_log:  # this platform's log is not close enough: every gap is exact (Python)
+        return schedule.arrivals(seed, rate_per_day, start_ns, end_ns)
+    mean_ns = schedule._NS_PER_DAY / rate_per_day
+    result: list[int] = native.arrivals(seed, mean_ns, start_ns, end_ns, float(schedule._WINDOW), schedule.gap_ns)
+    return result
