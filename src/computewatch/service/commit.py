@@ -12,7 +12,10 @@ committed at once. Coroutines waiting on one batch are woken with one call into 
 loop, not one each. On PostgreSQL a batch that is one multi-row INSERT (rows of one table, one
 shape, within one statement's parameters: the common case) is sent as that statement alone in
 autocommit, its own transaction: one round trip to the server instead of three (BEGIN, INSERT,
-COMMIT), each of which waits for the writer thread to be scheduled and retake the GIL. docs/service.md, Group commit, gives the durability argument."""
+COMMIT), each of which waits for the writer thread to be scheduled and retake the GIL. On
+PostgreSQL through psycopg the rows coroutines await skip the writer thread altogether: each
+event loop's own writer task commits them (`loopcommit.LoopWriter`, same rules). docs/service.md,
+Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
