@@ -116,8 +116,9 @@ class LoopWriter:
             if any(list(v) != list(values[0]) for v in values):
                 raise ValueError("rows of one batch differ in their columns")
             statements += insert_statements(self._engine.dialect, table, values)
-        conn = await self._connect()
+        conn = None
         try:
+            conn = await self._connect()
             if len(statements) == 1:
                 # One statement outside a transaction block is its own transaction: one round trip.
                 await _pause_in_batch(batch)  # nothing of the batch is durable yet
@@ -130,7 +131,7 @@ class LoopWriter:
         except Exception as exc:
             import psycopg
 
-            if conn.closed or conn.broken:
+            if conn is not None and (conn.closed or conn.broken):
                 self._conn = None
             if isinstance(exc, psycopg.Error):
                 raise DBAPIError.instance(statements[0][0], None, exc, psycopg.Error) from exc
