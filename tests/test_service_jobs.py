@@ -133,7 +133,7 @@ def test_group_commit_awaited_by_a_coroutine(db_url: str) -> None:
     import asyncio
     import threading
 
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
     from sqlalchemy.exc import IntegrityError
 
     from computewatch._faults import installed
@@ -176,11 +176,17 @@ def test_group_commit_awaited_by_a_coroutine(db_url: str) -> None:
         assert results[:4] == [None] * 4 and isinstance(results[4], IntegrityError)
         if reg.engine.dialect.name == "postgresql":  # the loop's writer takes what its loop queued meanwhile: one batch
             assert held and held[0] == (["C#0", "C#1", "C#2", "C#3", "A#0"], 2)  # nothing of it stored at the point
+            # Its connection lost (a restarted server): the batch fails, the retry reconnects.
+            pid = gc._loop_writers[asyncio.get_running_loop()]._conn.info.backend_pid
+            with reg_db.write(reg.engine) as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            await gc.insert_async(ss.log_entries, {"serial": "D", "counter": 0, **row}, "D#0")
+            assert gc._loop_writers[asyncio.get_running_loop()]._conn.info.backend_pid != pid
 
     asyncio.run(main())
     loop_path = reg.engine.dialect.name == "postgresql"
     assert (gc._batches == 0) == loop_path  # PostgreSQL: the loop's writer committed every batch, the thread none
     gc.close()
     assert seen[0] == ("A", None) and seen[1][0] == "dup" and isinstance(seen[1][1], IntegrityError)
-    assert stored() == 6
+    assert stored() == (7 if loop_path else 6)
     reg.close()
