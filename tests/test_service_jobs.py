@@ -181,7 +181,13 @@ def test_group_commit_awaited_by_a_coroutine(db_url: str) -> None:
             with reg_db.write(reg.engine) as conn:
                 conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
             await gc.insert_async(ss.log_entries, {"serial": "D", "counter": 0, **row}, "D#0")
-            assert gc._loop_writers[asyncio.get_running_loop()]._conn.info.backend_pid != pid
+            writer = gc._loop_writers[asyncio.get_running_loop()]
+            assert writer._conn.info.backend_pid != pid
+            gc.close()  # the loop's writer commits what is queued, then stops and disconnects
+            await asyncio.wait_for(writer._task, 30)
+            assert writer._conn is None
+            with pytest.raises(RuntimeError, match="shutting down"):
+                await gc.insert_async(ss.log_entries, {"serial": "E", "counter": 0, **row}, "E#0")
 
     asyncio.run(main())
     loop_path = reg.engine.dialect.name == "postgresql"

@@ -63,18 +63,16 @@ class LoopWriter:
     async def _run(self) -> None:
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
                 if not self._queue:
                     if self._closed:
                         return
+                    await self._wake.wait()
+                    self._wake.clear()
                     continue
                 if self._loaded and len(self._queue) < self._max and not self._closed:
                     await asyncio.sleep(self._max_wait)  # under load: let the next rows join this statement
                 await _fault("service.group-commit")
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                if self._queue:
-                    self._wake.set()
                 self._loaded = len(batch) > 1
                 self._inflight = batch
                 await self._commit(batch)
