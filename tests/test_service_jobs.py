@@ -123,21 +123,25 @@ def test_group_commit_isolates_a_bad_row(tmp_path: Path) -> None:
     reg.close()
 
 
-def test_group_commit_awaited_by_a_coroutine(tmp_path: Path) -> None:
+def test_group_commit_awaited_by_a_coroutine(db_url: str) -> None:
     """The event loop's path: a row is committed before its coroutine resumes; a failing row's
-    error reaches `settled` (the writer thread, where the chip's lock is released) and the
-    coroutine; a waiter cancelled meanwhile still has its row settled (its lock released)."""
+    error reaches `settled` (where the chip's lock is released) and the coroutine; a waiter
+    cancelled meanwhile still has its row settled (its lock released). On PostgreSQL the rows
+    are written by the loop's own task (no writer thread), several coroutines' rows as one
+    batch whose fault point is reached before any of it is stored, a duplicate failing only
+    its own request."""
     import asyncio
     import threading
 
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
     from sqlalchemy.exc import IntegrityError
 
+    from computewatch._faults import installed
     from computewatch.registry import Registry
     from computewatch.service import db as service_db
     from computewatch.service.commit import GroupCommitter
 
-    reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+    reg = Registry.open(db_url)
     service_db.upgrade(reg.engine)
     gc = GroupCommitter(reg.engine)
     row = {"line": b"x", "entry_sha256": "0" * 64, "received_at": "2026-01-01T00:00:00Z"}
@@ -157,9 +161,38 @@ def test_group_commit_awaited_by_a_coroutine(tmp_path: Path) -> None:
         await asyncio.sleep(0)
         task.cancel()
         assert await asyncio.to_thread(settled.wait, 30)
+        # Several coroutines at once: one batch; a duplicate in it fails alone.
+        held: list[tuple[list[str], int]] = []
+
+        def pause(point: str, info: object) -> None:
+            if point == "registry.transaction" and isinstance(info, dict) and info.get("name") == "service-batch":
+                held.append((list(info["labels"]), stored()))
+
+        with installed(pause):
+            results = await asyncio.gather(*(gc.insert_async(ss.log_entries, {"serial": "C", "counter": k, **row}, f"C#{k}")
+                                             for k in range(4)),
+                                           gc.insert_async(ss.log_entries, {"serial": "A", "counter": 0, **row}, "A#0"),
+                                           return_exceptions=True)
+        assert results[:4] == [None] * 4 and isinstance(results[4], IntegrityError)
+        if reg.engine.dialect.name == "postgresql":  # the loop's writer takes what its loop queued meanwhile: one batch
+            assert held and held[0] == (["C#0", "C#1", "C#2", "C#3", "A#0"], 2)  # nothing of it stored at the point
+            # Its connection lost (a restarted server): the batch fails, the retry reconnects.
+            pid = gc._loop_writers[asyncio.get_running_loop()]._conn.info.backend_pid
+            with reg_db.write(reg.engine) as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            await gc.insert_async(ss.log_entries, {"serial": "D", "counter": 0, **row}, "D#0")
+            writer = gc._loop_writers[asyncio.get_running_loop()]
+            assert writer._conn.info.backend_pid != pid
+            gc.close()  # the loop's writer commits what is queued, then stops and disconnects
+            await asyncio.wait_for(writer._task, 30)
+            assert writer._conn is None
+            with pytest.raises(RuntimeError, match="shutting down"):
+                await gc.insert_async(ss.log_entries, {"serial": "E", "counter": 0, **row}, "E#0")
 
     asyncio.run(main())
+    loop_path = reg.engine.dialect.name == "postgresql"
+    assert (gc._batches == 0) == loop_path  # PostgreSQL: the loop's writer committed every batch, the thread none
     gc.close()
     assert seen[0] == ("A", None) and seen[1][0] == "dup" and isinstance(seen[1][1], IntegrityError)
-    assert stored() == 2
+    assert stored() == (7 if loop_path else 6)
     reg.close()

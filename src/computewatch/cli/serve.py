@@ -50,6 +50,9 @@ def serve(
         return
     with guard():
         app = create_app(db or "computewatch.db", data, verifiers=verifiers, worker=not no_worker, verify_workers=verify_workers)
+    from computewatch.service.serving import freeze_heap
+
+    freeze_heap()  # as each `--workers N` process does: no full collection walks the start-up heap
     err.print(f"computewatch service on http://{host}:{port} (register {app.state.service.reg.register_id}, data {data})")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -12,7 +12,10 @@ committed at once. Coroutines waiting on one batch are woken with one call into 
 loop, not one each. On PostgreSQL a batch that is one multi-row INSERT (rows of one table, one
 shape, within one statement's parameters: the common case) is sent as that statement alone in
 autocommit, its own transaction: one round trip to the server instead of three (BEGIN, INSERT,
-COMMIT), each of which waits for the writer thread to be scheduled and retake the GIL. docs/service.md, Group commit, gives the durability argument."""
+COMMIT), each of which waits for the writer thread to be scheduled and retake the GIL. On
+PostgreSQL through psycopg the rows coroutines await skip the writer thread altogether: each
+event loop's own writer task commits them (`loopcommit.LoopWriter`, same rules). docs/service.md,
+Group commit, gives the durability argument."""
 
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert
+from sqlalchemy import Connection, Dialect, Engine, Table, insert
 
 from computewatch.registry import db as reg_db
 from computewatch._faults import fault_point
+from computewatch.service.loopcommit import LoopWriter
 
 __all__ = ["GroupCommitter"]
 
@@ -57,13 +61,17 @@ class GroupCommitter:
         self._max_wait = max_wait_s
         # PostgreSQL: a batch that is one INSERT statement runs alone in autocommit (`_as_one_statement`).
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else None
+        # PostgreSQL through psycopg: coroutines' rows are written by a task of their own event
+        # loop (`loopcommit.LoopWriter`: no thread hand-off per round trip); other rows here.
+        self._on_loop = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+        self._loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter] = {}
         self._loaded = False  # the previous batch held more than one row: gather before the next
         self._queue: list[_Pending] = []
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="computewatch-group-commit", daemon=True)
         self._thread.start()
-        self.batches = 0
+        self._batches = 0
         self.rows = 0
 
     def store(self, write: Callable[[Connection], Any], label: str = "") -> None:
@@ -92,22 +100,37 @@ class GroupCommitter:
     async def insert_many_async(self, table: Table, rows: list[dict[str, Any]], label: str = "",
                                 settled: Callable[[BaseException | None], None] | None = None) -> None:
         """`insert_async` of several rows, all in one transaction (all or none)."""
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
         p = _Pending(None, label, table, list(rows), settled=settled, woken=woken)
-        self._enqueue(p, settled)
+        if self._on_loop:
+            self._loop_writer(loop, settled).enqueue(p)
+        else:
+            self._enqueue(p, settled)
         await asyncio.shield(woken)
         if p.error is not None:
             raise p.error
 
+    def _loop_writer(self, loop: asyncio.AbstractEventLoop, settled: Callable[[BaseException | None], None] | None) -> LoopWriter:
+        with self._cond:
+            self._refuse_if_closed(settled)
+            writer = self._loop_writers.get(loop)
+            if writer is None:
+                writer = self._loop_writers[loop] = LoopWriter(self._engine, self._max, self._max_wait)
+            return writer
+
     def _enqueue(self, p: _Pending, settled: Callable[[BaseException | None], None] | None = None) -> None:
         with self._cond:
-            if self._closed:
-                exc = RuntimeError("the service is shutting down")
-                if settled is not None:
-                    settled(exc)
-                raise exc
+            self._refuse_if_closed(settled)
             self._queue.append(p)
             self._cond.notify()
+
+    def _refuse_if_closed(self, settled: Callable[[BaseException | None], None] | None) -> None:
+        if self._closed:
+            exc = RuntimeError("the service is shutting down")
+            if settled is not None:
+                settled(exc)
+            raise exc
 
     def _wait(self, p: _Pending) -> None:
         self._enqueue(p)
@@ -120,7 +143,16 @@ class GroupCommitter:
         with self._cond:
             self._closed = True
             self._cond.notify()
+            writers = list(self._loop_writers.items())
+        for loop, writer in writers:  # each commits what its loop queued, then stops
+            with contextlib.suppress(RuntimeError):  # a closed loop: its writer is gone with it
+                loop.call_soon_threadsafe(writer.close)
         self._thread.join(timeout=30)
+
+    @property
+    def batches(self) -> int:
+        """Batches committed (by the writer thread and the event loops' writers)."""
+        return self._batches + sum(w.batches for w in list(self._loop_writers.values()))
 
     def _loop(self) -> None:
         while True:
@@ -146,7 +178,7 @@ class GroupCommitter:
                 with reg_db.write(self._engine) as conn:
                     _apply(conn, batch)
                     _pause_in_batch(batch)
-            self.batches += 1
+            self._batches += 1
             self.rows += len(batch)
         except BaseException:
             if len(batch) == 1:
@@ -171,7 +203,7 @@ class GroupCommitter:
             return False
         values = [row for p in batch for row in p.rows or ()]
         cols = list(values[0]) if values else []
-        if not values or len(values) * len(cols) > _MAX_PARAMS or any(list(v) != cols for v in values):
+        if not values or len(values) * len(cols) > _max_params(self._engine.dialect.name) or any(list(v) != cols for v in values):
             return False
         _pause_in_batch(batch)  # the crash test's point: nothing of the batch is durable yet
         with self._autocommit.connect() as conn:
@@ -217,28 +249,45 @@ def _apply(conn: Connection, batch: list[_Pending]) -> None:
 
 
 _MAX_PARAMS = 999  # the smallest host-parameter limit of any SQLite build
+# PostgreSQL's wire protocol counts a statement's parameters in 16 bits: a batch of a few hundred
+# rows is still one statement (at 999 a busy batch of 200 or more rows took three round trips and
+# a transaction, 57 ms where the one statement takes a few).
+_MAX_PARAMS_POSTGRESQL = 65535
+
+
+def _max_params(dialect: str) -> int:
+    return _MAX_PARAMS_POSTGRESQL if dialect == "postgresql" else _MAX_PARAMS
 
 
 def _insert_rows(conn: Connection, table: Table, values: list[dict[str, Any]]) -> None:
     """The rows as INSERT statements with a VALUES list of many rows each. Not executemany: the
     drivers step it row by row, and the writer thread then gives up and retakes the GIL once per
     row; while the event loop's thread checks entries each retake can wait a whole switch
-    interval (a convoy). Each value goes through its column type's bind processing, as the
-    plain insert does; rows of different shapes go the plain way."""
-    cols = list(values[0])
-    if any(list(v) != cols for v in values):
+    interval (a convoy). Rows of different shapes go the plain way."""
+    if any(list(v) != list(values[0]) for v in values):
         conn.execute(insert(table), values)
         return
-    procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    prep = conn.dialect.identifier_preparer
+    for sql, params in insert_statements(conn.dialect, table, values):
+        conn.exec_driver_sql(sql, params)
+
+
+def insert_statements(dialect: Dialect, table: Table, values: list[dict[str, Any]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Rows of one shape as the driver's INSERT statements and their parameters, as many rows to
+    a statement as its parameter limit allows. Each value goes through its column type's bind
+    processing, as SQLAlchemy's own insert does."""
+    cols = list(values[0])
+    procs = [table.c[c].type.bind_processor(dialect) for c in cols]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    prep = dialect.identifier_preparer
     head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
     group = "(" + ", ".join([mark] * len(cols)) + ")"
-    per = max(1, _MAX_PARAMS // len(cols))
+    per = max(1, _max_params(dialect.name) // len(cols))
+    out = []
     for k in range(0, len(values), per):
         chunk = values[k : k + per]
         params = tuple(v[c] if f is None else f(v[c]) for v in chunk for c, f in zip(cols, procs, strict=True))
-        conn.exec_driver_sql(head + ", ".join([group] * len(chunk)), params)
+        out.append((head + ", ".join([group] * len(chunk)), params))
+    return out
 
 
 def _pause_in_batch(batch: list[_Pending]) -> None:
