@@ -937,23 +937,19 @@ fail:
 
 /* ---------------------------------------------------------------- module */
 
-static PyObject *py_sha256(PyObject *self, PyObject *arg) {
+/* A 32-byte digest of a bytes-like object, by one of the hashes above. */
+static PyObject *digest32(PyObject *arg, void (*hash)(const unsigned char *, size_t, unsigned char *)) {
     Py_buffer b;
     unsigned char d[32];
     if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
-    sha256((const unsigned char *)b.buf, (size_t)b.len, d);
+    hash((const unsigned char *)b.buf, (size_t)b.len, d);
     PyBuffer_Release(&b);
     return PyBytes_FromStringAndSize((const char *)d, 32);
 }
 
-static PyObject *py_blake3(PyObject *self, PyObject *arg) {
-    Py_buffer b;
-    unsigned char d[32];
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
-    blake3((const unsigned char *)b.buf, (size_t)b.len, d);
-    PyBuffer_Release(&b);
-    return PyBytes_FromStringAndSize((const char *)d, 32);
-}
+static PyObject *py_sha256(PyObject *self, PyObject *arg) { return digest32(arg, sha256); }
+
+static PyObject *py_blake3(PyObject *self, PyObject *arg) { return digest32(arg, blake3); }
 
 static PyObject *sha256_backend(PyObject *self, PyObject *noargs) {
     return PyUnicode_FromString(use_libcrypto ? "libcrypto" : "builtin");
