@@ -86,9 +86,13 @@ class AuditReport:
     # What this audit could not check, in words (e.g. no tree head seen earlier was given).
     not_checked: list[str] = field(default_factory=list)
     # Entries [0, attributed) are tied to the chip by a verified signature (their own, v1, or a
-    # checkpoint of their boot that chains to them, v2); signed checkpoints verified (v2).
+    # checkpoint of their boot that chains to them, v2); signed checkpoints verified (v2), each
+    # by its own Ed25519 signature or by a later verified checkpoint of its boot that covers its
+    # bytes (see `audit_log`); `signatures_verified`: the Ed25519 verifications actually made
+    # for entries and checkpoints (boot certificates not counted).
     attributed: int = 0
     checkpoints_verified: int = 0
+    signatures_verified: int = 0
 
     @property
     def ok(self) -> bool:
@@ -109,6 +113,7 @@ class AuditReport:
             "not_checked": list(self.not_checked),
             "attributed": self.attributed,
             "checkpoints_verified": self.checkpoints_verified,
+            "signatures_verified": self.signatures_verified,
         }
 
 
@@ -200,6 +205,13 @@ class LogVerifier:
         self._pending: int | None = None
         self.attributed = 0
         self.checkpoints_verified = 0
+        self.signatures_verified = 0
+        # Deferred checkpoint signatures (audit_log's first pass; off for a receiver feeding
+        # entries one by one): the latest bound checkpoint of this boot, verified when the boot
+        # ends; a failure there (or any problem) sends audit_log to the reference pass.
+        self._defer = False
+        self._deferred: tuple[VerifyKey, dict[str, Any], bytes] | None = None
+        self.deferred_failed = False
         self._line = b""
         self._layouts: dict[bytes, str] = {}  # region layouts checked -> their packing problem
         self._ahead: SignaturesAhead | None = None  # signatures verified in worker processes
@@ -322,6 +334,7 @@ class LogVerifier:
         kind, body = e["kind"], e["body"]
         try:
             if kind == "boot":
+                self._settle_deferred()
                 self._unattributed(i, "the next boot began", bad)
                 self._check_version(e, bad, boot=True)
                 self._check_boot(e, body, bad)
@@ -357,9 +370,24 @@ class LogVerifier:
         """Raise ComputewatchError unless the entry's signature verifies under `key`; a signature
         a worker already verified under the same key (audit_log's `workers`) is not verified twice."""
         if self._ahead is not None and self._ahead.verified(self.position, key):
+            self.signatures_verified += 1
             return
         # The signed bytes are cut from the (already canonical) line, not encoded again.
         key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+        self.signatures_verified += 1
+
+    def _settle_deferred(self) -> None:
+        """Verify the deferred checkpoint (the boot's last bound one) now that its boot ended."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        key, e, line = deferred
+        try:
+            key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
+        except ComputewatchError:
+            self.deferred_failed = True
+        else:
+            self.signatures_verified += 1
 
     def _check_sig(self, e: dict[str, Any], bad: Any, line: bytes) -> None:
         if self._boot_key is None:
@@ -381,6 +409,15 @@ class LogVerifier:
                 self._pending = i
             return
         what = "checkpoint" if checkpoint else "entry"
+        if self._defer and checkpoint and bound and self._boot_key is not None and not self._report_mode:
+            # Its signature is checked when the boot ends, on the boot's last checkpoint only:
+            # that one signs a prev and a root over every earlier line of the boot as the
+            # firmware wrote them (it keeps them in memory), this checkpoint's bytes included.
+            self._deferred = (self._boot_key, e, line)
+            self._pending = None
+            self.attributed = i + 1
+            self.checkpoints_verified += 1
+            return
         if self._boot_key is None:
             bad(f"{what} precedes any valid boot entry: no boot key to verify it")
         else:
@@ -619,6 +656,7 @@ class LogVerifier:
 
     def finish(self) -> list[Problem]:
         """End of the log: the problems only its end shows (version 2 entries no signature covers)."""
+        self._settle_deferred()
         if self._epoch is not None:
             n = len(self._epoch.triggers)
             self.warnings.append(
@@ -668,30 +706,14 @@ def _log_end(lines: list[bytes]) -> str:
     return "clean-stop" if before == "shutdown" else "checkpoint"
 
 
-def audit_log(
-    data: bytes,
-    cert: ChipCertificate,
-    chipmaker_root: VerifyKey,
-    *,
-    known_heads: Iterable[tuple[int, bytes]] = (),
-    require_end: bool = False,
-    workers: int | None = None,
-    threads: int | None = None,
-) -> AuditReport:
-    """Audit a whole log. `known_heads` are (size, root) tree heads seen earlier (attestation
-    evidence, exported checkpoints): the log must extend each of them. An empty log is a
-    problem (nothing vouches for the chip). With `require_end`, so is a log that does not end
-    in a checkpoint over all its entries (entries no signed tree head covers yet).
-
-    `workers`: processes that verify the log's signatures ahead of the audit (None: as many as
-    `formats._audit_ahead.default_workers` gives, none below 20,000 entries; 0: none).
-    `threads`: threads that read the log ahead (hashes, snapshot shapes, Merkle subtrees; None:
-    one per core, formats._audit_prescan.audit_threads). The report depends on neither."""
-    lines, torn = split_log(data)
+def _verify_lines(
+    lines: list[bytes], cert: ChipCertificate, chipmaker_root: VerifyKey, workers: int, threads: int | None, defer: bool
+) -> tuple[LogVerifier, list[Problem], list[Problem]]:
+    """Run a LogVerifier over `lines`: (the verifier, the entries' problems, the end's problems)."""
     v = LogVerifier(cert, chipmaker_root)
-    report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
+    v._defer = defer
+    problems: list[Problem] = []
     i, n = 0, len(lines)
-    workers = default_workers(n) if workers is None else workers
     v._ahead = SignaturesAhead(lines, cert.device_key, workers) if workers > 0 and n else None
     # Every line's hashes, snapshot shape and the tree's subtrees, read ahead of the in-order
     # checks by background threads (formats._audit_prescan); None where the native module is
@@ -704,13 +726,61 @@ def audit_log(
             if lines[i].startswith(_SNAPSHOT_HEAD):  # (the fast path takes no other line: no call for those)
                 i = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
             if i < n:
-                report.problems.extend(v.feed(lines[i]))
+                problems.extend(v.feed(lines[i]))
                 i += 1
     finally:
         if v._ahead is not None:
             v._ahead.close()
             v._ahead = None
-    tail = v.finish()
+    return v, problems, v.finish()
+
+
+def audit_log(
+    data: bytes,
+    cert: ChipCertificate,
+    chipmaker_root: VerifyKey,
+    *,
+    known_heads: Iterable[tuple[int, bytes]] = (),
+    require_end: bool = False,
+    workers: int | None = None,
+    threads: int | None = None,
+    every_signature: bool = False,
+) -> AuditReport:
+    """Audit a whole log. `known_heads` are (size, root) tree heads seen earlier (attestation
+    evidence, exported checkpoints): the log must extend each of them. An empty log is a
+    problem (nothing vouches for the chip). With `require_end`, so is a log that does not end
+    in a checkpoint over all its entries (entries no signed tree head covers yet).
+
+    Checkpoint signatures (log v2): a first pass verifies, of each boot's checkpoints, only the
+    last one. The firmware signs a checkpoint over the `prev` and the tree root of the lines it
+    wrote in this boot (kept in memory, never read back), so when the last checkpoint's
+    signature verifies and every line before it chains to it and matches its root, each earlier
+    checkpoint of the boot is byte for byte one the firmware wrote, signature included: verifying
+    it again proves nothing more (the way a Certificate Transparency monitor verifies the latest
+    signed tree head and checks that the tree extends the earlier ones). When that pass finds any
+    problem, or a boot's last checkpoint does not verify, the audit runs again verifying every
+    signature (`every_signature=True` does that from the start), so a report with problems names
+    each failing signature exactly as before. Reports are the same either way, except for
+    `signatures_verified` (tests/test_chip_audit_deferred.py).
+
+    `workers`: processes that verify the log's signatures ahead of the audit (None: as many as
+    `formats._audit_ahead.default_workers` gives, none below 20,000 entries; 0: none); they
+    serve a pass that verifies every signature, and a version 1 log's first pass. `threads`: threads that read the log ahead
+    (hashes, snapshot shapes, Merkle subtrees; None: one per core,
+    formats._audit_prescan.audit_threads). The report depends on neither."""
+    lines, torn = split_log(data)
+    report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
+    n = len(lines)
+    workers = default_workers(n) if workers is None else workers
+    v: LogVerifier | None = None
+    if not every_signature:
+        # Workers verify ahead only what the first pass verifies: a log that starts in version 1
+        # (every entry signed; canonical keys sort "v" last) has signatures it cannot defer.
+        ahead = workers if lines and lines[0].endswith(b',"v":1}') else 0
+        v, problems, tail = _verify_lines(lines, cert, chipmaker_root, ahead, threads, True)
+    if v is None or problems or tail or v.deferred_failed:
+        v, problems, tail = _verify_lines(lines, cert, chipmaker_root, workers, threads, False)
+    report.problems.extend(problems)
     report.problems.extend(tail)
     report.problems.sort(key=lambda p: (p.entry if p.entry is not None else -1))
     known_heads = list(known_heads)
@@ -742,6 +812,7 @@ def audit_log(
     report.warnings.extend(v.warnings)
     report.snapshots, report.epochs_checked, report.root = v.snapshots, v.epochs_checked, v.tree.root().hex()
     report.attributed, report.checkpoints_verified = v.attributed, v.checkpoints_verified
+    report.signatures_verified = v.signatures_verified
     return report
 
 
