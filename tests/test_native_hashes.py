@@ -126,6 +126,24 @@ def test_blake3_is_the_published_vectors_and_the_blake3_package(module: ModuleTy
                         (0, 1, 63, 64, 65, 428, 1023, 1024, 1025), backend)
 
 
+def test_blake3_in_pieces_is_blake3_of_their_concatenation(module: ModuleType) -> None:
+    """The audit hashes each shard document as three pieces (a fixed head, the line's regions, a
+    fixed tail) without joining them: cuts anywhere, including at and next to block and chunk
+    boundaries, and empty pieces, give the hash of the whole."""
+    rng = random.Random(3)
+    for n in (0, 1, 64, 65, 200, 1024, 1025, 2100, 4097):
+        data = rng.randbytes(n)
+        want = blake3.blake3(data).digest()
+        cuts = {0, n, *(c for c in (1, 31, 32, 63, 64, 65, 128, 1023, 1024, 1025, 2048) if c <= n)}
+        cuts |= {rng.randrange(n + 1) for _ in range(8)}
+        for backend in module.blake3_backends():
+            with _backends(module, b3=backend):
+                for a in sorted(cuts):
+                    for b in sorted(c for c in cuts if c >= a):
+                        assert module.blake3(data[:a], data[a:b], data[b:]) == want, (backend, n, a, b)
+                assert module.blake3() == blake3.blake3(b"").digest()
+
+
 # ------------------------------------------------------------------ the read-ahead's hashes
 def test_the_prescan_s_leaf_chain_and_node_hashes_are_the_same_under_every_backend(module: ModuleType) -> None:
     """A line's chain hash is SHA-256(line) and its leaf hash SHA-256(0x00 || line), computed

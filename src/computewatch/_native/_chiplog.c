@@ -472,30 +472,6 @@ static void b3_compress(const uint32_t cv[8], const unsigned char block[64], uin
     b3_compress_full(cv, block, len, counter, flags, out, NULL);
 }
 
-/* The chaining value of one chunk (at most 1024 bytes); `root` when it is the whole input. */
-static void b3_chunk(const unsigned char *p, size_t n, uint64_t index, int root, uint32_t cv[8]) {
-    uint32_t h[8];
-    unsigned char block[64];
-    size_t off = 0;
-    int first = 1;
-    memcpy(h, IV, sizeof h);
-    do {
-        size_t len = n - off > 64 ? 64 : n - off;
-        int last = off + len >= n;
-        uint32_t flags = (first ? CHUNK_START : 0) | (last ? CHUNK_END : 0) | (last && root ? ROOT : 0);
-        if (len == 64) {
-            b3_compress(h, p + off, 64, index, flags, h);
-        } else {
-            memset(block, 0, 64);
-            memcpy(block, p + off, len);
-            b3_compress(h, block, (uint32_t)len, index, flags, h);
-        }
-        off += len;
-        first = 0;
-    } while (off < n);
-    memcpy(cv, h, sizeof h);
-}
-
 static void b3_parent(const uint32_t l[8], const uint32_t r[8], int root, uint32_t out[8]) {
     unsigned char block[64];
     int i;
@@ -509,31 +485,80 @@ static void b3_parent(const uint32_t l[8], const uint32_t r[8], int root, uint32
     b3_compress(IV, block, 64, 0, PARENT | (root ? ROOT : 0), out);
 }
 
-static void blake3(const unsigned char *p, size_t n, unsigned char out[32]) {
-    uint32_t cv[8], stack[64][8];
-    int depth = 0, i;
-    uint64_t chunks = n == 0 ? 1 : (n + 1023) / 1024, c;
-    if (chunks == 1) {
-        b3_chunk(p, n, 0, 1, cv);
-    } else {
-        /* Chunks left to right; after chunk c (0-based, not the last) merge one parent per
-           trailing zero bit of c + 1, as in the paper's incremental tree. */
-        for (c = 0; c < chunks; c++) {
-            size_t len = c + 1 < chunks ? 1024 : n - (size_t)c * 1024;
-            b3_chunk(p + (size_t)c * 1024, len, c, 0, cv);
-            if (c + 1 < chunks) {
-                uint64_t total = c + 1;
-                while ((total & 1) == 0) {
-                    b3_parent(stack[--depth], cv, 0, cv);
-                    total >>= 1;
-                }
-                memcpy(stack[depth++], cv, sizeof cv);
+/* An incremental hasher (hash mode), so a message can be given in pieces (a shard document is
+   its fixed head, the line's regions and its fixed tail) without being copied together.  A block
+   is compressed only once more input shows it is not the last (the last one is flagged). */
+typedef struct {
+    uint32_t cv[8];          /* the current chunk's chaining value */
+    uint32_t stack[54][8];   /* finished subtrees, as in the paper's incremental tree */
+    unsigned char block[64]; /* the block not yet compressed */
+    size_t blen;             /* bytes in it */
+    int blocks;              /* blocks of the current chunk already compressed */
+    int depth;
+    uint64_t chunk;          /* the current chunk's index */
+} B3;
+
+static void b3_init(B3 *h) {
+    memcpy(h->cv, IV, sizeof h->cv);
+    h->blen = 0;
+    h->blocks = 0;
+    h->depth = 0;
+    h->chunk = 0;
+}
+
+/* The current chunk is complete and more input follows: its chaining value joins the stack,
+   merged with one subtree per trailing zero bit of the number of chunks so far. */
+static void b3_end_chunk(B3 *h) {
+    uint32_t cv[8];
+    uint64_t total = h->chunk + 1;
+    b3_compress(h->cv, h->block, 64, h->chunk, CHUNK_END | (h->blocks == 0 ? CHUNK_START : 0), cv);
+    while ((total & 1) == 0) {
+        b3_parent(h->stack[--h->depth], cv, 0, cv);
+        total >>= 1;
+    }
+    memcpy(h->stack[h->depth++], cv, sizeof cv);
+    memcpy(h->cv, IV, sizeof h->cv);
+    h->chunk++;
+    h->blocks = 0;
+    h->blen = 0;
+}
+
+static void b3_update(B3 *h, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        size_t take;
+        if (h->blen == 64) { /* more input: the buffered block is not the last */
+            if (h->blocks == 15) {
+                b3_end_chunk(h);
+            } else {
+                b3_compress(h->cv, h->block, 64, h->chunk, h->blocks == 0 ? CHUNK_START : 0, h->cv);
+                h->blocks++;
+                h->blen = 0;
             }
         }
-        while (depth > 0) {
-            depth--;
-            b3_parent(stack[depth], cv, depth == 0, cv);
+        /* Whole blocks that are neither a chunk's last nor the input's are compressed in place. */
+        while (h->blen == 0 && n > 64 && h->blocks < 15) {
+            b3_compress(h->cv, p, 64, h->chunk, h->blocks == 0 ? CHUNK_START : 0, h->cv);
+            h->blocks++;
+            p += 64;
+            n -= 64;
         }
+        take = 64 - h->blen < n ? 64 - h->blen : n;
+        memcpy(h->block + h->blen, p, take);
+        h->blen += take;
+        p += take;
+        n -= take;
+    }
+}
+
+static void b3_final(B3 *h, unsigned char out[32]) {
+    uint32_t cv[8];
+    int i, root = h->chunk == 0;
+    memset(h->block + h->blen, 0, 64 - h->blen);
+    b3_compress(h->cv, h->block, (uint32_t)h->blen, h->chunk,
+                CHUNK_END | (h->blocks == 0 ? CHUNK_START : 0) | (root ? ROOT : 0), cv);
+    while (h->depth > 0) {
+        h->depth--;
+        b3_parent(h->stack[h->depth], cv, h->depth == 0, cv);
     }
     for (i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)cv[i]; out[4 * i + 1] = (unsigned char)(cv[i] >> 8);
@@ -773,12 +798,12 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
     cut_end = find(cut, line + n, "],\"shard_digest\":\"");
     if (!cut_end || cut_end + 1 != regions_end) return 0;
     {
-        size_t rn = (size_t)(regions_end - regions), hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1;
-        if (!buf_reserve(scratch, hn + rn + tn)) return -1;
-        memcpy(scratch->p, SHARD_HEAD, hn);
-        memcpy(scratch->p + hn, regions, rn);
-        memcpy(scratch->p + hn + rn, SHARD_TAIL, tn);
-        blake3((const unsigned char *)scratch->p, hn + rn + tn, d);
+        B3 h; /* the shard document, SHARD_HEAD || regions || SHARD_TAIL, hashed in place */
+        b3_init(&h);
+        b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+        b3_update(&h, (const unsigned char *)regions, (size_t)(regions_end - regions));
+        b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+        b3_final(&h, d);
         to_hex(d, hexbuf);
         if (memcmp(hexbuf, digest, 64) != 0) return 0;
     }
@@ -1279,7 +1304,22 @@ static PyObject *digest32(PyObject *arg, void (*hash)(const unsigned char *, siz
 
 static PyObject *py_sha256(PyObject *self, PyObject *arg) { return digest32(arg, sha256); }
 
-static PyObject *py_blake3(PyObject *self, PyObject *arg) { return digest32(arg, blake3); }
+/* BLAKE3-256 of the concatenation of the arguments (bytes-like), fed to the hasher one by one
+   as the shard document is. */
+static PyObject *py_blake3(PyObject *self, PyObject *args) {
+    B3 h;
+    unsigned char d[32];
+    Py_ssize_t i;
+    b3_init(&h);
+    for (i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(args, i), &b, PyBUF_SIMPLE) < 0) return NULL;
+        b3_update(&h, (const unsigned char *)b.buf, (size_t)b.len);
+        PyBuffer_Release(&b);
+    }
+    b3_final(&h, d);
+    return PyBytes_FromStringAndSize((const char *)d, 32);
+}
 
 /* The implementations of a hash this module has (in the order it prefers them): their names,
    which ones this machine runs, and the one in use. */
@@ -1378,7 +1418,7 @@ static PyMethodDef methods[] = {
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
-    {"blake3", py_blake3, METH_O, "BLAKE3-256 of a bytes-like object."},
+    {"blake3", py_blake3, METH_VARARGS, "blake3(*pieces) -> BLAKE3-256 of the pieces' concatenation (bytes-like)."},
     {"sha256_backend", sha256_backend, METH_NOARGS, "The SHA-256 backend in use: \"sha-ni\", \"libcrypto\" or \"builtin\"."},
     {"sha256_backends", sha256_backends, METH_NOARGS, "The SHA-256 backends this machine can use."},
     {"set_sha256_backend", set_sha256_backend, METH_O, "Choose a SHA-256 backend (tests and benchmarks)."},
