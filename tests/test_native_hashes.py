@@ -150,17 +150,17 @@ def test_the_prescan_s_leaf_chain_and_node_hashes_are_the_same_under_every_backe
     together (interleaved with SHA-NI), at lengths on both sides of every block boundary, where
     the leaf's extra byte moves the padding into another block; the subtrees' nodes likewise."""
     rng = random.Random(24)
-    lines = [rng.randbytes(n) for n in LENGTHS[:400]]
+    lines = [rng.randbytes(n) for n in LENGTHS[:403]]  # 25 chunks of 16 lines, and one of 3
     want_leaf = [leaf_hash(line) for line in lines]
     want_chain = [hashlib.sha256(line).digest() for line in lines]
-    chunk_log = 4
-    want_nodes = {lo: root_from_leaves(lines[lo : lo + 16]) for lo in range(0, len(lines) - 15, 16)}
+    subtrees = [(lo, size) for size in (2, 4, 8, 16) for lo in range(0, len(lines) - size + 1, size)]
+    want_nodes = [root_from_leaves(lines[lo : lo + size]) for lo, size in subtrees]
     for sha in module.sha256_backends():
         with _backends(module, sha=sha):
-            pre = module.prescan(lines, 0, chunk_log)
+            pre = module.prescan(lines, 0, 4)
             assert [pre.leaf(i) for i in range(len(lines))] == want_leaf, sha
             assert [pre.chain(i) for i in range(len(lines))] == want_chain, sha
-            assert {lo: pre.node(lo, 16) for lo in want_nodes} == want_nodes, sha
+            assert [pre.node(lo, size) for lo, size in subtrees] == want_nodes, sha
 
 
 # ------------------------------------------------------------------ the audit, backend by backend

@@ -263,31 +263,33 @@ static void sha256_pre(const unsigned char *pre, size_t np, const unsigned char 
 
 static void sha256(const unsigned char *data, size_t n, unsigned char out[32]) { sha256_pre(NULL, 0, data, n, out); }
 
-/* SHA-256 of pre_a || data and of pre_b || data together (a line's leaf and chain hashes): with
-   SHA-NI the two messages' blocks go through the rounds interleaved. */
-static void sha256_twice(const unsigned char *pre_a, size_t npa, const unsigned char *pre_b, size_t npb,
-                         const unsigned char *data, size_t n, unsigned char out_a[32], unsigned char out_b[32]) {
+/* SHA-256 of two messages, pre_a || a and pre_b || b, together: with SHA-NI their blocks go
+   through the rounds interleaved (one message's rounds depend on each other, so alone they leave
+   the SHA unit idle part of the time). */
+static void sha256_pair(const unsigned char *pre_a, size_t npa, const unsigned char *a, size_t na,
+                        unsigned char out_a[32], const unsigned char *pre_b, size_t npb, const unsigned char *b,
+                        size_t nb, unsigned char out_b[32]) {
 #ifdef HAVE_X86_SIMD
     if (sha_backend == SHA_NI) {
-        ShaMsg a, b;
+        ShaMsg ma, mb;
         uint32_t ha[8], hb[8];
-        size_t k, na, nb;
-        sha_msg(&a, pre_a, npa, data, n);
-        sha_msg(&b, pre_b, npb, data, n);
-        na = a.nfull + a.ntail;
-        nb = b.nfull + b.ntail;
+        size_t k, ka, kb;
+        sha_msg(&ma, pre_a, npa, a, na);
+        sha_msg(&mb, pre_b, npb, b, nb);
+        ka = ma.nfull + ma.ntail;
+        kb = mb.nfull + mb.ntail;
         memcpy(ha, IV, sizeof ha);
         memcpy(hb, IV, sizeof hb);
-        for (k = 0; k < na && k < nb; k++) sha256_block2_shani(ha, sha_msg_block(&a, k), hb, sha_msg_block(&b, k));
-        for (; k < na; k++) sha256_blocks_shani(ha, sha_msg_block(&a, k), 1);
-        for (; k < nb; k++) sha256_blocks_shani(hb, sha_msg_block(&b, k), 1);
+        for (k = 0; k < ka && k < kb; k++) sha256_block2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k));
+        for (; k < ka; k++) sha256_blocks_shani(ha, sha_msg_block(&ma, k), 1);
+        for (; k < kb; k++) sha256_blocks_shani(hb, sha_msg_block(&mb, k), 1);
         sha_digest(ha, out_a);
         sha_digest(hb, out_b);
         return;
     }
 #endif
-    sha256_pre(pre_a, npa, data, n, out_a);
-    sha256_pre(pre_b, npb, data, n, out_b);
+    sha256_pre(pre_a, npa, a, na, out_a);
+    sha256_pre(pre_b, npb, b, nb, out_b);
 }
 
 /* ---------------------------------------------------------------- BLAKE3 (hash mode, 32 bytes) */
@@ -820,17 +822,20 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
    together and with no copy of the line. */
 static int hash_line(const char *line, Py_ssize_t n, unsigned char leaf[32], unsigned char chain[32], Buf *scratch) {
     static const unsigned char leaf_prefix[1] = {0};
-    sha256_twice(leaf_prefix, 1, NULL, 0, (const unsigned char *)line, (size_t)n, leaf, chain);
+    const unsigned char *p = (const unsigned char *)line;
+    sha256_pair(leaf_prefix, 1, p, (size_t)n, leaf, NULL, 0, p, (size_t)n, chain);
     return 1;
 }
 
-/* An interior node: SHA-256 of 0x01 || l || r. */
-static void node_of(const unsigned char *l, const unsigned char *r, unsigned char out[32]) {
+/* `count` interior nodes, SHA-256 of 0x01 || l || r, where each node's l || r lies at
+   below + 64 * j (a level's hashes are contiguous), two at a time. */
+static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_t count) {
     static const unsigned char node_prefix[1] = {1};
-    unsigned char b[64];
-    memcpy(b, l, 32);
-    memcpy(b + 32, r, 32);
-    sha256_pre(node_prefix, 1, b, 64, out);
+    Py_ssize_t j;
+    for (j = 0; j + 1 < count; j += 2)
+        sha256_pair(node_prefix, 1, below + 64 * j, 64, out + 32 * j, node_prefix, 1, below + 64 * (j + 1), 64,
+                    out + 32 * (j + 1));
+    if (j < count) sha256_pre(node_prefix, 1, below + 64 * j, 64, out + 32 * j);
 }
 
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
@@ -877,7 +882,8 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     /* The perfect subtrees inside this chunk (it starts at a multiple of its size). */
     for (k = 1; k <= ps->chunk_log && k <= ps->levels && i == hi; k++) {
         const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
-        for (j = lo >> k; j < (hi >> k); j++) node_of(below + 64 * j, below + 64 * j + 32, ps->level[k] + 32 * j);
+        j = lo >> k;
+        node_level(below + 64 * j, ps->level[k] + 32 * j, (hi >> k) - j);
     }
     __atomic_store_n(&ps->done[c], 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&ps->lock);
