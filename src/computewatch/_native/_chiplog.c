@@ -310,8 +310,9 @@ static const int MSG_PERM[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 
 static unsigned char SIGMA[7][16];
 #ifdef HAVE_X86_SIMD
 /* The SIMD compressions take each round's message words in the order the vector G uses them:
-   the columns' first and second words, then the diagonals' (B3ORDER[r][j] = SIGMA[r][B3ORD[j]]). */
-static const int B3ORD[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
+   the columns' first and second words, then the diagonals' (B3ORDER[r][j] = SIGMA[r][B3ORD[j]]),
+   diagonals 3, 0, 1, 2 in lanes 0-3 (see B3_DIAG). */
+static const int B3ORD[16] = {0, 2, 4, 6, 1, 3, 5, 7, 14, 8, 10, 12, 15, 9, 11, 13};
 static int32_t B3ORDER[7][16];
 #endif
 
@@ -356,30 +357,40 @@ static void b3_compress_portable(const uint32_t cv[8], const unsigned char block
    columns at once, then on the diagonals after rotating rows 1-3 by 1, 2 and 3 words. */
 #ifdef HAVE_X86_SIMD
 
-/* Half a round (G on four columns or four diagonals); the message word is added to r0 before r1
+/* Half a round (G on four columns or four diagonals).  The message word is added to r0 before
+   r1, and kept apart (an empty asm the compiler cannot see through, or it reassociates the sum),
    so that only one add waits for r1, the end of the previous step's dependency chain. */
+#define B3_ADD3(r0, m, r1)                         \
+    do {                                           \
+        __m128i t_ = _mm_add_epi32(r0, m);         \
+        __asm__("" : "+x"(t_));                    \
+        r0 = _mm_add_epi32(t_, r1);                \
+    } while (0)
 #define B3_HALF(r0, r1, r2, r3, mx, my, ROT16, ROT12, ROT8, ROT7)      \
     do {                                                               \
-        r0 = _mm_add_epi32(_mm_add_epi32(r0, mx), r1);                 \
+        B3_ADD3(r0, mx, r1);                                           \
         r3 = ROT16(_mm_xor_si128(r3, r0));                             \
         r2 = _mm_add_epi32(r2, r3);                                    \
         r1 = ROT12(_mm_xor_si128(r1, r2));                             \
-        r0 = _mm_add_epi32(_mm_add_epi32(r0, my), r1);                 \
+        B3_ADD3(r0, my, r1);                                           \
         r3 = ROT8(_mm_xor_si128(r3, r0));                              \
         r2 = _mm_add_epi32(r2, r3);                                    \
         r1 = ROT7(_mm_xor_si128(r1, r2));                              \
     } while (0)
-#define B3_DIAG(r1, r2, r3)                  \
+/* The diagonals into columns: lane i then holds s[4 + i] of row 1 with the words of its
+   diagonal, rows 0, 2 and 3 rotated so that row 1, the last row each half-round writes, needs
+   no shuffle before the next one (the diagonal half's message words come in the same lanes). */
+#define B3_DIAG(r0, r2, r3)                  \
     do {                                     \
-        r1 = _mm_shuffle_epi32(r1, 0x39);    \
-        r2 = _mm_shuffle_epi32(r2, 0x4E);    \
-        r3 = _mm_shuffle_epi32(r3, 0x93);    \
+        r0 = _mm_shuffle_epi32(r0, 0x93);    \
+        r2 = _mm_shuffle_epi32(r2, 0x39);    \
+        r3 = _mm_shuffle_epi32(r3, 0x4E);    \
     } while (0)
-#define B3_UNDIAG(r1, r2, r3)                \
+#define B3_UNDIAG(r0, r2, r3)                \
     do {                                     \
-        r1 = _mm_shuffle_epi32(r1, 0x93);    \
-        r2 = _mm_shuffle_epi32(r2, 0x4E);    \
-        r3 = _mm_shuffle_epi32(r3, 0x39);    \
+        r0 = _mm_shuffle_epi32(r0, 0x39);    \
+        r2 = _mm_shuffle_epi32(r2, 0x93);    \
+        r3 = _mm_shuffle_epi32(r3, 0x4E);    \
     } while (0)
 #define B3_FINISH()                                                                          \
     do {                                                                                     \
@@ -424,11 +435,11 @@ static SSE41 void b3_compress_sse41(const uint32_t cv[8], const unsigned char bl
         __m128i mx = _mm_set_epi32((int)m[o[3]], (int)m[o[2]], (int)m[o[1]], (int)m[o[0]]);
         __m128i my = _mm_set_epi32((int)m[o[7]], (int)m[o[6]], (int)m[o[5]], (int)m[o[4]]);
         B3_HALF(r0, r1, r2, r3, mx, my, S_ROT16, S_ROT12, S_ROT8, S_ROT7);
-        B3_DIAG(r1, r2, r3);
+        B3_DIAG(r0, r2, r3);
         mx = _mm_set_epi32((int)m[o[11]], (int)m[o[10]], (int)m[o[9]], (int)m[o[8]]);
         my = _mm_set_epi32((int)m[o[15]], (int)m[o[14]], (int)m[o[13]], (int)m[o[12]]);
         B3_HALF(r0, r1, r2, r3, mx, my, S_ROT16, S_ROT12, S_ROT8, S_ROT7);
-        B3_UNDIAG(r1, r2, r3);
+        B3_UNDIAG(r0, r2, r3);
     }
     B3_FINISH();
 }
@@ -455,10 +466,10 @@ static AVX512 void b3_compress_avx512(const uint32_t cv[8], const unsigned char 
         __m256i diag = _mm256_permutex2var_epi32(lo, _mm256_loadu_si256((const __m256i *)(B3ORDER[r] + 8)), hi);
         B3_HALF(r0, r1, r2, r3, _mm256_castsi256_si128(cols), _mm256_extracti128_si256(cols, 1), V_ROT16, V_ROT12,
                 V_ROT8, V_ROT7);
-        B3_DIAG(r1, r2, r3);
+        B3_DIAG(r0, r2, r3);
         B3_HALF(r0, r1, r2, r3, _mm256_castsi256_si128(diag), _mm256_extracti128_si256(diag, 1), V_ROT16, V_ROT12,
                 V_ROT8, V_ROT7);
-        B3_UNDIAG(r1, r2, r3);
+        B3_UNDIAG(r0, r2, r3);
     }
     B3_FINISH();
 }
