@@ -142,35 +142,38 @@ static SHANI void sha256_blocks_shani(uint32_t h[8], const unsigned char *p, siz
     shani_store(h, abef, cdgh);
 }
 
-/* One block of each of two independent messages, their rounds interleaved: one message's
+/* `nblocks` blocks of each of two independent messages, their rounds interleaved: one message's
    rounds depend on each other, so alone they leave the SHA unit idle part of the time. */
-static SHANI void sha256_block2_shani(uint32_t ha[8], const unsigned char *pa, uint32_t hb[8], const unsigned char *pb) {
+static SHANI void sha256_blocks2_shani(uint32_t ha[8], const unsigned char *pa, uint32_t hb[8],
+                                       const unsigned char *pb, size_t nblocks) {
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-    __m128i a_abef, a_cdgh, a0, a1, a2, a3, b_abef, b_cdgh, b0, b1, b2, b3;
+    __m128i a_abef, a_cdgh, a0, a1, a2, a3, b_abef, b_cdgh, b0, b1, b2, b3, sa0, sa1, sb0, sb1;
     int k;
     shani_load(ha, &a_abef, &a_cdgh);
     shani_load(hb, &b_abef, &b_cdgh);
-    a0 = SHANI_LOAD(pa, 0); a1 = SHANI_LOAD(pa, 1); a2 = SHANI_LOAD(pa, 2); a3 = SHANI_LOAD(pa, 3);
-    b0 = SHANI_LOAD(pb, 0); b1 = SHANI_LOAD(pb, 1); b2 = SHANI_LOAD(pb, 2); b3 = SHANI_LOAD(pb, 3);
-    SHANI_4(a_abef, a_cdgh, a0, 0); SHANI_4(b_abef, b_cdgh, b0, 0);
-    SHANI_4(a_abef, a_cdgh, a1, 4); SHANI_4(b_abef, b_cdgh, b1, 4);
-    SHANI_4(a_abef, a_cdgh, a2, 8); SHANI_4(b_abef, b_cdgh, b2, 8);
-    SHANI_4(a_abef, a_cdgh, a3, 12); SHANI_4(b_abef, b_cdgh, b3, 12);
-    for (k = 16; k < 64; k += 16) {
-        a0 = SHANI_NEXT(a0, a1, a2, a3); b0 = SHANI_NEXT(b0, b1, b2, b3);
-        SHANI_4(a_abef, a_cdgh, a0, k); SHANI_4(b_abef, b_cdgh, b0, k);
-        a1 = SHANI_NEXT(a1, a2, a3, a0); b1 = SHANI_NEXT(b1, b2, b3, b0);
-        SHANI_4(a_abef, a_cdgh, a1, k + 4); SHANI_4(b_abef, b_cdgh, b1, k + 4);
-        a2 = SHANI_NEXT(a2, a3, a0, a1); b2 = SHANI_NEXT(b2, b3, b0, b1);
-        SHANI_4(a_abef, a_cdgh, a2, k + 8); SHANI_4(b_abef, b_cdgh, b2, k + 8);
-        a3 = SHANI_NEXT(a3, a0, a1, a2); b3 = SHANI_NEXT(b3, b0, b1, b2);
-        SHANI_4(a_abef, a_cdgh, a3, k + 12); SHANI_4(b_abef, b_cdgh, b3, k + 12);
+    for (; nblocks; nblocks--, pa += 64, pb += 64) {
+        sa0 = a_abef; sa1 = a_cdgh; sb0 = b_abef; sb1 = b_cdgh;
+        a0 = SHANI_LOAD(pa, 0); a1 = SHANI_LOAD(pa, 1); a2 = SHANI_LOAD(pa, 2); a3 = SHANI_LOAD(pa, 3);
+        b0 = SHANI_LOAD(pb, 0); b1 = SHANI_LOAD(pb, 1); b2 = SHANI_LOAD(pb, 2); b3 = SHANI_LOAD(pb, 3);
+        SHANI_4(a_abef, a_cdgh, a0, 0); SHANI_4(b_abef, b_cdgh, b0, 0);
+        SHANI_4(a_abef, a_cdgh, a1, 4); SHANI_4(b_abef, b_cdgh, b1, 4);
+        SHANI_4(a_abef, a_cdgh, a2, 8); SHANI_4(b_abef, b_cdgh, b2, 8);
+        SHANI_4(a_abef, a_cdgh, a3, 12); SHANI_4(b_abef, b_cdgh, b3, 12);
+        for (k = 16; k < 64; k += 16) {
+            a0 = SHANI_NEXT(a0, a1, a2, a3); b0 = SHANI_NEXT(b0, b1, b2, b3);
+            SHANI_4(a_abef, a_cdgh, a0, k); SHANI_4(b_abef, b_cdgh, b0, k);
+            a1 = SHANI_NEXT(a1, a2, a3, a0); b1 = SHANI_NEXT(b1, b2, b3, b0);
+            SHANI_4(a_abef, a_cdgh, a1, k + 4); SHANI_4(b_abef, b_cdgh, b1, k + 4);
+            a2 = SHANI_NEXT(a2, a3, a0, a1); b2 = SHANI_NEXT(b2, b3, b0, b1);
+            SHANI_4(a_abef, a_cdgh, a2, k + 8); SHANI_4(b_abef, b_cdgh, b2, k + 8);
+            a3 = SHANI_NEXT(a3, a0, a1, a2); b3 = SHANI_NEXT(b3, b0, b1, b2);
+            SHANI_4(a_abef, a_cdgh, a3, k + 12); SHANI_4(b_abef, b_cdgh, b3, k + 12);
+        }
+        a_abef = _mm_add_epi32(a_abef, sa0); a_cdgh = _mm_add_epi32(a_cdgh, sa1);
+        b_abef = _mm_add_epi32(b_abef, sb0); b_cdgh = _mm_add_epi32(b_cdgh, sb1);
     }
-    /* The feed-forward adds the state the block started from (still in ha / hb). */
-    shani_load(ha, &a0, &a1);
-    shani_load(hb, &b0, &b1);
-    shani_store(ha, _mm_add_epi32(a_abef, a0), _mm_add_epi32(a_cdgh, a1));
-    shani_store(hb, _mm_add_epi32(b_abef, b0), _mm_add_epi32(b_cdgh, b1));
+    shani_store(ha, a_abef, a_cdgh);
+    shani_store(hb, b_abef, b_cdgh);
 }
 
 static int cpu_has_shani(void) {
@@ -273,14 +276,25 @@ static void sha256_pair(const unsigned char *pre_a, size_t npa, const unsigned c
     if (sha_backend == SHA_NI) {
         ShaMsg ma, mb;
         uint32_t ha[8], hb[8];
-        size_t k, ka, kb;
+        size_t k, ka, kb, run;
         sha_msg(&ma, pre_a, npa, a, na);
         sha_msg(&mb, pre_b, npb, b, nb);
         ka = ma.nfull + ma.ntail;
         kb = mb.nfull + mb.ntail;
         memcpy(ha, IV, sizeof ha);
         memcpy(hb, IV, sizeof hb);
-        for (k = 0; k < ka && k < kb; k++) sha256_block2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k));
+        k = 0;
+        if (ma.nfull && mb.nfull && (ma.np || mb.np)) { /* block 0 (an assembled head on either side) */
+            sha256_blocks2_shani(ha, sha_msg_block(&ma, 0), hb, sha_msg_block(&mb, 0), 1);
+            k = 1;
+        }
+        /* Then the blocks both messages have in place: one run each, contiguous in its data. */
+        run = (ma.nfull < mb.nfull ? ma.nfull : mb.nfull) - k;
+        if (run > 0) {
+            sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), run);
+            k += run;
+        }
+        for (; k < ka && k < kb; k++) sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), 1);
         for (; k < ka; k++) sha256_blocks_shani(ha, sha_msg_block(&ma, k), 1);
         for (; k < kb; k++) sha256_blocks_shani(hb, sha_msg_block(&mb, k), 1);
         sha_digest(ha, out_a);
