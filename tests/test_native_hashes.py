@@ -30,6 +30,7 @@ from computewatch import _native
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.merkle import leaf_hash, root_from_leaves
+from computewatch.formats import _audit_prescan, schedule
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import split_log
 from _chips import TEST_SECRET_SEED
@@ -142,6 +143,18 @@ def test_blake3_in_pieces_is_blake3_of_their_concatenation(module: ModuleType) -
                     for b in sorted(c for c in cuts if c >= a):
                         assert module.blake3(data[:a], data[a:b], data[b:]) == want, (backend, n, a, b)
                 assert module.blake3() == blake3.blake3(b"").digest()
+
+
+def test_the_schedule_s_xof_draws_are_the_same_under_every_backend(module: ModuleType) -> None:
+    """The schedule's arrivals are BLAKE3 keyed-hash XOF output (all 16 words of each
+    compression, a block counter): the C draws equal formats.schedule's under each compression."""
+    rng = random.Random(9)
+    cases = [(rng.randbytes(32), rate, rng.randrange(10**12)) for rate in (48.0, 1000.0, 7.25)]
+    for backend in module.blake3_backends():
+        with _backends(module, b3=backend):
+            for seed, rate, start in cases:
+                end = start + int(86_400e9 * 40 / rate)  # about 40 arrivals: several XOF blocks
+                assert _audit_prescan.arrivals(seed, rate, start, end) == schedule.arrivals(seed, rate, start, end)
 
 
 # ------------------------------------------------------------------ the read-ahead's hashes
