@@ -9,8 +9,11 @@
  * never decides that an entry is bad.
  *
  * SHA-256 (FIPS 180-4) and BLAKE3 (the BLAKE3 paper, section 2) are written here from their
- * specifications; where the process has already loaded libcrypto (hashlib's), its SHA256 is used
- * instead (the same function hashlib calls), and sha256_backend() says which one is in use.
+ * specifications: portable C everywhere, and on x86-64 SHA-256 by the SHA extensions and the
+ * BLAKE3 compression by SSE4.1 or AVX-512VL, each chosen at import when the CPU has it (only
+ * those functions are compiled for those instruction sets).  Without SHA-NI, libcrypto's SHA-256
+ * (hashlib's, where the process has already loaded it) is used instead of the portable code.
+ * sha256_backend() and blake3_backend() say which are in use; tests force each in turn.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
