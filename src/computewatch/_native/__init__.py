@@ -9,7 +9,7 @@ cannot lose the build unnoticed.
 
 from __future__ import annotations
 
-import hashlib  # noqa: F401  (loads hashlib's libcrypto first: the extension then uses its SHA-256)
+import hashlib  # noqa: F401  (loads hashlib's libcrypto first: the extension's SHA-256 where the CPU has no SHA-NI)
 import os
 from types import ModuleType
 

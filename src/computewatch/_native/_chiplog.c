@@ -9,8 +9,11 @@
  * never decides that an entry is bad.
  *
  * SHA-256 (FIPS 180-4) and BLAKE3 (the BLAKE3 paper, section 2) are written here from their
- * specifications; where the process has already loaded libcrypto (hashlib's), its SHA256 is used
- * instead (the same function hashlib calls), and sha256_backend() says which one is in use.
+ * specifications: portable C everywhere, and on x86-64 SHA-256 by the SHA extensions and the
+ * BLAKE3 compression by SSE4.1 or AVX-512VL, each chosen at import when the CPU has it (only
+ * those functions are compiled for those instruction sets).  Without SHA-NI, libcrypto's SHA-256
+ * (hashlib's, where the process has already loaded it) is used instead of the portable code.
+ * sha256_backend() and blake3_backend() say which are in use; tests force each in turn.
  */
 #define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
@@ -58,33 +61,252 @@ static void sha256_block(uint32_t h[8], const unsigned char *p) {
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
 }
 
-static void sha256_builtin(const unsigned char *data, size_t n, unsigned char out[32]) {
-    uint32_t h[8];
-    unsigned char tail[128];
-    size_t full = n & ~(size_t)63, rest = n - full, i;
-    uint64_t bits = (uint64_t)n * 8;
-    memcpy(h, IV, sizeof h);
-    for (i = 0; i < full; i += 64) sha256_block(h, data + i);
-    memset(tail, 0, sizeof tail);
-    memcpy(tail, data + full, rest);
-    tail[rest] = 0x80;
-    size_t tl = rest + 9 <= 64 ? 64 : 128;
-    for (i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_block(h, tail);
-    if (tl == 128) sha256_block(h, tail + 64);
+/* SHA-256 backends.  Each hashes a message given as a prefix of at most 63 bytes (RFC 9162's
+   domain byte) followed by the data, so a leaf or node hash never copies its input:
+   - "sha-ni": the x86 SHA extensions (chosen when the CPU has them);
+   - "libcrypto": hashlib's libcrypto, when this process already loaded it, through its
+     low-level SHA256_Init/Update/Final (OpenSSL 3's one-shot SHA256() looks the algorithm up,
+     under a lock, on every call);
+   - "builtin": the portable code above (every platform; the reference the others are tested
+     against). */
+enum { SHA_BUILTIN, SHA_LIBCRYPTO, SHA_NI };
+static int sha_backend = SHA_BUILTIN;
+static int have_shani = 0;
+
+typedef void (*sha256_blocks_fn)(uint32_t h[8], const unsigned char *p, size_t nblocks);
+
+static void sha256_blocks_portable(uint32_t h[8], const unsigned char *p, size_t nblocks) {
+    for (; nblocks; nblocks--, p += 64) sha256_block(h, p);
+}
+
+/* libcrypto's SHA256_CTX is 112 bytes; this leaves room and alignment to spare. */
+typedef union {
+    unsigned char bytes[256];
+    uint64_t align[32];
+} LcCtx;
+typedef int (*sha256_init_fn)(LcCtx *);
+typedef int (*sha256_update_fn)(LcCtx *, const void *, size_t);
+typedef int (*sha256_final_fn)(unsigned char *, LcCtx *);
+static sha256_init_fn lc_init = NULL;
+static sha256_update_fn lc_update = NULL;
+static sha256_final_fn lc_final = NULL;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_X86_SIMD 1
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define SHANI __attribute__((target("sha,sse4.1,ssse3")))
+
+/* Four rounds: W[k..k+3] + K[k..k+3], two rounds per SHA256RNDS2 (state as ABEF / CDGH). */
+#define SHANI_4(abef, cdgh, w, k)                                                            \
+    do {                                                                                     \
+        __m128i wk_ = _mm_add_epi32((w), _mm_loadu_si128((const __m128i *)(K256 + (k))));    \
+        cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk_);                                       \
+        abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(wk_, 0x0E));              \
+    } while (0)
+/* W[i..i+3] from a = W[i-16..], b = W[i-12..], c = W[i-8..], d = W[i-4..]. */
+#define SHANI_NEXT(a, b, c, d) \
+    _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(a, b), _mm_alignr_epi8(d, c, 4)), d)
+#define SHANI_LOAD(p, i) _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p) + (i)), bswap)
+
+/* h[0..7] (A..H) to the instructions' ABEF and CDGH registers, and back. */
+static inline SHANI void shani_load(const uint32_t h[8], __m128i *abef, __m128i *cdgh) {
+    __m128i dcba = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0xB1);
+    __m128i hgfe = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1B);
+    *abef = _mm_alignr_epi8(dcba, hgfe, 8);
+    *cdgh = _mm_blend_epi16(hgfe, dcba, 0xF0);
+}
+
+static inline SHANI void shani_store(uint32_t h[8], __m128i abef, __m128i cdgh) {
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B), dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static SHANI void sha256_blocks_shani(uint32_t h[8], const unsigned char *p, size_t nblocks) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i abef, cdgh, abef0, cdgh0, m0, m1, m2, m3;
+    int k;
+    shani_load(h, &abef, &cdgh);
+    for (; nblocks; nblocks--, p += 64) {
+        abef0 = abef; cdgh0 = cdgh;
+        m0 = SHANI_LOAD(p, 0); m1 = SHANI_LOAD(p, 1); m2 = SHANI_LOAD(p, 2); m3 = SHANI_LOAD(p, 3);
+        SHANI_4(abef, cdgh, m0, 0); SHANI_4(abef, cdgh, m1, 4);
+        SHANI_4(abef, cdgh, m2, 8); SHANI_4(abef, cdgh, m3, 12);
+        for (k = 16; k < 64; k += 16) {
+            m0 = SHANI_NEXT(m0, m1, m2, m3); SHANI_4(abef, cdgh, m0, k);
+            m1 = SHANI_NEXT(m1, m2, m3, m0); SHANI_4(abef, cdgh, m1, k + 4);
+            m2 = SHANI_NEXT(m2, m3, m0, m1); SHANI_4(abef, cdgh, m2, k + 8);
+            m3 = SHANI_NEXT(m3, m0, m1, m2); SHANI_4(abef, cdgh, m3, k + 12);
+        }
+        abef = _mm_add_epi32(abef, abef0); cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    shani_store(h, abef, cdgh);
+}
+
+/* `nblocks` blocks of each of two independent messages, their rounds interleaved: one message's
+   rounds depend on each other, so alone they leave the SHA unit idle part of the time. */
+static SHANI void sha256_blocks2_shani(uint32_t ha[8], const unsigned char *pa, uint32_t hb[8],
+                                       const unsigned char *pb, size_t nblocks) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i a_abef, a_cdgh, a0, a1, a2, a3, b_abef, b_cdgh, b0, b1, b2, b3, sa0, sa1, sb0, sb1;
+    int k;
+    shani_load(ha, &a_abef, &a_cdgh);
+    shani_load(hb, &b_abef, &b_cdgh);
+    for (; nblocks; nblocks--, pa += 64, pb += 64) {
+        sa0 = a_abef; sa1 = a_cdgh; sb0 = b_abef; sb1 = b_cdgh;
+        a0 = SHANI_LOAD(pa, 0); a1 = SHANI_LOAD(pa, 1); a2 = SHANI_LOAD(pa, 2); a3 = SHANI_LOAD(pa, 3);
+        b0 = SHANI_LOAD(pb, 0); b1 = SHANI_LOAD(pb, 1); b2 = SHANI_LOAD(pb, 2); b3 = SHANI_LOAD(pb, 3);
+        SHANI_4(a_abef, a_cdgh, a0, 0); SHANI_4(b_abef, b_cdgh, b0, 0);
+        SHANI_4(a_abef, a_cdgh, a1, 4); SHANI_4(b_abef, b_cdgh, b1, 4);
+        SHANI_4(a_abef, a_cdgh, a2, 8); SHANI_4(b_abef, b_cdgh, b2, 8);
+        SHANI_4(a_abef, a_cdgh, a3, 12); SHANI_4(b_abef, b_cdgh, b3, 12);
+        for (k = 16; k < 64; k += 16) {
+            a0 = SHANI_NEXT(a0, a1, a2, a3); b0 = SHANI_NEXT(b0, b1, b2, b3);
+            SHANI_4(a_abef, a_cdgh, a0, k); SHANI_4(b_abef, b_cdgh, b0, k);
+            a1 = SHANI_NEXT(a1, a2, a3, a0); b1 = SHANI_NEXT(b1, b2, b3, b0);
+            SHANI_4(a_abef, a_cdgh, a1, k + 4); SHANI_4(b_abef, b_cdgh, b1, k + 4);
+            a2 = SHANI_NEXT(a2, a3, a0, a1); b2 = SHANI_NEXT(b2, b3, b0, b1);
+            SHANI_4(a_abef, a_cdgh, a2, k + 8); SHANI_4(b_abef, b_cdgh, b2, k + 8);
+            a3 = SHANI_NEXT(a3, a0, a1, a2); b3 = SHANI_NEXT(b3, b0, b1, b2);
+            SHANI_4(a_abef, a_cdgh, a3, k + 12); SHANI_4(b_abef, b_cdgh, b3, k + 12);
+        }
+        a_abef = _mm_add_epi32(a_abef, sa0); a_cdgh = _mm_add_epi32(a_cdgh, sa1);
+        b_abef = _mm_add_epi32(b_abef, sb0); b_cdgh = _mm_add_epi32(b_cdgh, sb1);
+    }
+    shani_store(ha, a_abef, a_cdgh);
+    shani_store(hb, b_abef, b_cdgh);
+}
+
+static int cpu_has_shani(void) {
+    unsigned int a, b, c, d;
+    if (!__builtin_cpu_supports("sse4.1") || !__builtin_cpu_supports("ssse3")) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 29) & 1; /* CPUID.(EAX=7,ECX=0):EBX.SHA */
+}
+#endif
+
+/* A message pre[0..np) || data[0..n): its full blocks are read where they lie (block 0 is
+   assembled in `head` when there is a prefix), the last partial block and the padding in `tail`. */
+typedef struct {
+    const unsigned char *data;
+    size_t np, nfull, ntail;
+    unsigned char head[64], tail[128];
+} ShaMsg;
+
+static void sha_msg(ShaMsg *m, const unsigned char *pre, size_t np, const unsigned char *data, size_t n) {
+    size_t len = np + n, rem, i;
+    uint64_t bits = (uint64_t)len * 8;
+    m->data = data;
+    m->np = np;
+    m->nfull = len / 64;
+    rem = len - 64 * m->nfull;
+    m->ntail = rem + 9 <= 64 ? 1 : 2;
+    if (m->nfull == 0) {
+        if (np) memcpy(m->tail, pre, np);
+        if (n) memcpy(m->tail + np, data, n);
+    } else {
+        if (np) {
+            memcpy(m->head, pre, np);
+            memcpy(m->head + np, data, 64 - np);
+        }
+        if (rem) memcpy(m->tail, data + 64 * m->nfull - np, rem);
+    }
+    m->tail[rem] = 0x80;
+    memset(m->tail + rem + 1, 0, 64 * m->ntail - rem - 1 - 8);
+    for (i = 0; i < 8; i++) m->tail[64 * m->ntail - 1 - i] = (unsigned char)(bits >> (8 * i));
+}
+
+/* Block k of the padded message (k < nfull + ntail). */
+static const unsigned char *sha_msg_block(const ShaMsg *m, size_t k) {
+    if (k >= m->nfull) return m->tail + 64 * (k - m->nfull);
+    return k == 0 && m->np ? m->head : m->data + 64 * k - m->np;
+}
+
+static void sha_digest(const uint32_t h[8], unsigned char out[32]) {
+    int i;
     for (i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)(h[i] >> 24); out[4 * i + 1] = (unsigned char)(h[i] >> 16);
         out[4 * i + 2] = (unsigned char)(h[i] >> 8); out[4 * i + 3] = (unsigned char)h[i];
     }
 }
 
-typedef unsigned char *(*sha256_fn)(const unsigned char *, size_t, unsigned char *);
-static sha256_fn libcrypto_sha256 = NULL; /* hashlib's libcrypto, when loaded */
-static int use_libcrypto = 0;
+static void sha_run(sha256_blocks_fn blocks, const ShaMsg *m, unsigned char out[32]) {
+    uint32_t h[8];
+    size_t k0 = 0;
+    memcpy(h, IV, sizeof h);
+    if (m->nfull && m->np) {
+        blocks(h, m->head, 1);
+        k0 = 1;
+    }
+    if (m->nfull > k0) blocks(h, m->data + 64 * k0 - m->np, m->nfull - k0);
+    blocks(h, m->tail, m->ntail);
+    sha_digest(h, out);
+}
 
-static void sha256(const unsigned char *data, size_t n, unsigned char out[32]) {
-    if (use_libcrypto) libcrypto_sha256(data, n, out);
-    else sha256_builtin(data, n, out);
+static sha256_blocks_fn sha_blocks(void) {
+#ifdef HAVE_X86_SIMD
+    if (sha_backend == SHA_NI) return sha256_blocks_shani;
+#endif
+    return sha256_blocks_portable;
+}
+
+/* SHA-256 of pre[0..np) || data[0..n) (np < 64) by the backend in use. */
+static void sha256_pre(const unsigned char *pre, size_t np, const unsigned char *data, size_t n, unsigned char out[32]) {
+    ShaMsg m;
+    if (sha_backend == SHA_LIBCRYPTO) {
+        LcCtx ctx;
+        lc_init(&ctx);
+        if (np) lc_update(&ctx, pre, np);
+        lc_update(&ctx, data, n);
+        lc_final(out, &ctx);
+        return;
+    }
+    sha_msg(&m, pre, np, data, n);
+    sha_run(sha_blocks(), &m, out);
+}
+
+static void sha256(const unsigned char *data, size_t n, unsigned char out[32]) { sha256_pre(NULL, 0, data, n, out); }
+
+/* SHA-256 of two messages, pre_a || a and pre_b || b, together: with SHA-NI their blocks go
+   through the rounds interleaved (one message's rounds depend on each other, so alone they leave
+   the SHA unit idle part of the time). */
+static void sha256_pair(const unsigned char *pre_a, size_t npa, const unsigned char *a, size_t na,
+                        unsigned char out_a[32], const unsigned char *pre_b, size_t npb, const unsigned char *b,
+                        size_t nb, unsigned char out_b[32]) {
+#ifdef HAVE_X86_SIMD
+    if (sha_backend == SHA_NI) {
+        ShaMsg ma, mb;
+        uint32_t ha[8], hb[8];
+        size_t k, ka, kb, run;
+        sha_msg(&ma, pre_a, npa, a, na);
+        sha_msg(&mb, pre_b, npb, b, nb);
+        ka = ma.nfull + ma.ntail;
+        kb = mb.nfull + mb.ntail;
+        memcpy(ha, IV, sizeof ha);
+        memcpy(hb, IV, sizeof hb);
+        k = 0;
+        if (ma.nfull && mb.nfull && (ma.np || mb.np)) { /* block 0 (an assembled head on either side) */
+            sha256_blocks2_shani(ha, sha_msg_block(&ma, 0), hb, sha_msg_block(&mb, 0), 1);
+            k = 1;
+        }
+        /* Then the blocks both messages have in place: one run each, contiguous in its data. */
+        run = (ma.nfull < mb.nfull ? ma.nfull : mb.nfull) - k;
+        if (run > 0) {
+            sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), run);
+            k += run;
+        }
+        for (; k < ka && k < kb; k++) sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), 1);
+        for (; k < ka; k++) sha256_blocks_shani(ha, sha_msg_block(&ma, k), 1);
+        for (; k < kb; k++) sha256_blocks_shani(hb, sha_msg_block(&mb, k), 1);
+        sha_digest(ha, out_a);
+        sha_digest(hb, out_b);
+        return;
+    }
+#endif
+    sha256_pre(pre_a, npa, a, na, out_a);
+    sha256_pre(pre_b, npb, b, nb, out_b);
 }
 
 /* ---------------------------------------------------------------- BLAKE3 (hash mode, 32 bytes) */
@@ -103,16 +325,28 @@ static const int MSG_PERM[16] = {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 
 
 /* Round r reads message word SIGMA[r][i] of the original block (MSG_PERM applied r times). */
 static unsigned char SIGMA[7][16];
+#ifdef HAVE_X86_SIMD
+/* The SIMD compressions take each round's message words in the order the vector G uses them:
+   the columns' first and second words, then the diagonals' (B3ORDER[r][j] = SIGMA[r][B3ORD[j]]),
+   diagonals 3, 0, 1, 2 in lanes 0-3 (see B3_DIAG). */
+static const int B3ORD[16] = {0, 2, 4, 6, 1, 3, 5, 7, 14, 8, 10, 12, 15, 9, 11, 13};
+static int32_t B3ORDER[7][16];
+#endif
 
 static void b3_init_sigma(void) {
     int r, i;
     for (i = 0; i < 16; i++) SIGMA[0][i] = (unsigned char)i;
     for (r = 1; r < 7; r++)
         for (i = 0; i < 16; i++) SIGMA[r][i] = SIGMA[r - 1][MSG_PERM[i]];
+#ifdef HAVE_X86_SIMD
+    for (r = 0; r < 7; r++)
+        for (i = 0; i < 16; i++) B3ORDER[r][i] = SIGMA[r][B3ORD[i]];
+#endif
 }
 
-/* The compression function; out16 (when not NULL) gets all 16 output words (the XOF's). */
-static void b3_compress_full(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
+/* The compression function; out16 (when not NULL) gets all 16 output words (the XOF's). out may
+   be cv. */
+static void b3_compress_portable(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
                              uint32_t flags, uint32_t out[8], uint32_t out16[16]) {
     uint32_t m[16], s[16];
     int i, r;
@@ -136,33 +370,136 @@ static void b3_compress_full(const uint32_t cv[8], const unsigned char block[64]
     if (out) memcpy(out, s, 8 * sizeof(uint32_t));
 }
 
+/* The compression function by SIMD: the state's four rows in four registers, G on all four
+   columns at once, then on the diagonals after rotating rows 1-3 by 1, 2 and 3 words. */
+#ifdef HAVE_X86_SIMD
+
+/* Half a round (G on four columns or four diagonals).  The message word is added to r0 before
+   r1, and kept apart (an empty asm the compiler cannot see through, or it reassociates the sum),
+   so that only one add waits for r1, the end of the previous step's dependency chain. */
+#define B3_ADD3(r0, m, r1)                         \
+    do {                                           \
+        __m128i t_ = _mm_add_epi32(r0, m);         \
+        __asm__("" : "+x"(t_));                    \
+        r0 = _mm_add_epi32(t_, r1);                \
+    } while (0)
+#define B3_HALF(r0, r1, r2, r3, mx, my, ROT16, ROT12, ROT8, ROT7)      \
+    do {                                                               \
+        B3_ADD3(r0, mx, r1);                                           \
+        r3 = ROT16(_mm_xor_si128(r3, r0));                             \
+        r2 = _mm_add_epi32(r2, r3);                                    \
+        r1 = ROT12(_mm_xor_si128(r1, r2));                             \
+        B3_ADD3(r0, my, r1);                                           \
+        r3 = ROT8(_mm_xor_si128(r3, r0));                              \
+        r2 = _mm_add_epi32(r2, r3);                                    \
+        r1 = ROT7(_mm_xor_si128(r1, r2));                              \
+    } while (0)
+/* The diagonals into columns: lane i then holds s[4 + i] of row 1 with the words of its
+   diagonal, rows 0, 2 and 3 rotated so that row 1, the last row each half-round writes, needs
+   no shuffle before the next one (the diagonal half's message words come in the same lanes). */
+#define B3_DIAG(r0, r2, r3)                  \
+    do {                                     \
+        r0 = _mm_shuffle_epi32(r0, 0x93);    \
+        r2 = _mm_shuffle_epi32(r2, 0x39);    \
+        r3 = _mm_shuffle_epi32(r3, 0x4E);    \
+    } while (0)
+#define B3_UNDIAG(r0, r2, r3)                \
+    do {                                     \
+        r0 = _mm_shuffle_epi32(r0, 0x39);    \
+        r2 = _mm_shuffle_epi32(r2, 0x93);    \
+        r3 = _mm_shuffle_epi32(r3, 0x4E);    \
+    } while (0)
+#define B3_FINISH()                                                                          \
+    do {                                                                                     \
+        __m128i c0 = _mm_loadu_si128((const __m128i *)cv), c1 = _mm_loadu_si128((const __m128i *)(cv + 4)); \
+        if (out16) {                                                                         \
+            _mm_storeu_si128((__m128i *)(out16 + 8), _mm_xor_si128(r2, c0));                 \
+            _mm_storeu_si128((__m128i *)(out16 + 12), _mm_xor_si128(r3, c1));                \
+        }                                                                                    \
+        r0 = _mm_xor_si128(r0, r2);                                                          \
+        r1 = _mm_xor_si128(r1, r3);                                                          \
+        if (out16) {                                                                         \
+            _mm_storeu_si128((__m128i *)out16, r0);                                          \
+            _mm_storeu_si128((__m128i *)(out16 + 4), r1);                                    \
+        }                                                                                    \
+        if (out) {                                                                           \
+            _mm_storeu_si128((__m128i *)out, r0);                                            \
+            _mm_storeu_si128((__m128i *)(out + 4), r1);                                      \
+        }                                                                                    \
+    } while (0)
+
+#define SSE41 __attribute__((target("sse4.1,ssse3")))
+#define S_ROT16(x) _mm_shuffle_epi8(x, rot16)
+#define S_ROT8(x) _mm_shuffle_epi8(x, rot8)
+#define S_ROT12(x) _mm_or_si128(_mm_srli_epi32(x, 12), _mm_slli_epi32(x, 20))
+#define S_ROT7(x) _mm_or_si128(_mm_srli_epi32(x, 7), _mm_slli_epi32(x, 25))
+
+/* SSE4.1: the message words of each round gathered from memory in B3ORDER's order. */
+static SSE41 void b3_compress_sse41(const uint32_t cv[8], const unsigned char block[64], uint32_t len,
+                                    uint64_t counter, uint32_t flags, uint32_t out[8], uint32_t out16[16]) {
+    const __m128i rot16 = _mm_set_epi8(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2);
+    const __m128i rot8 = _mm_set_epi8(12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1);
+    uint32_t m[16];
+    __m128i r0, r1, r2, r3;
+    int r;
+    memcpy(m, block, 64); /* x86 is little-endian: the block's words as they lie */
+    r0 = _mm_loadu_si128((const __m128i *)cv);
+    r1 = _mm_loadu_si128((const __m128i *)(cv + 4));
+    r2 = _mm_loadu_si128((const __m128i *)IV);
+    r3 = _mm_set_epi32((int)flags, (int)len, (int)(uint32_t)(counter >> 32), (int)(uint32_t)counter);
+    for (r = 0; r < 7; r++) {
+        const int32_t *o = B3ORDER[r];
+        __m128i mx = _mm_set_epi32((int)m[o[3]], (int)m[o[2]], (int)m[o[1]], (int)m[o[0]]);
+        __m128i my = _mm_set_epi32((int)m[o[7]], (int)m[o[6]], (int)m[o[5]], (int)m[o[4]]);
+        B3_HALF(r0, r1, r2, r3, mx, my, S_ROT16, S_ROT12, S_ROT8, S_ROT7);
+        B3_DIAG(r0, r2, r3);
+        mx = _mm_set_epi32((int)m[o[11]], (int)m[o[10]], (int)m[o[9]], (int)m[o[8]]);
+        my = _mm_set_epi32((int)m[o[15]], (int)m[o[14]], (int)m[o[13]], (int)m[o[12]]);
+        B3_HALF(r0, r1, r2, r3, mx, my, S_ROT16, S_ROT12, S_ROT8, S_ROT7);
+        B3_UNDIAG(r0, r2, r3);
+    }
+    B3_FINISH();
+}
+
+#define AVX512 __attribute__((target("avx2,avx512f,avx512vl,sse4.1,ssse3")))
+#define V_ROT16(x) _mm_ror_epi32(x, 16)
+#define V_ROT12(x) _mm_ror_epi32(x, 12)
+#define V_ROT8(x) _mm_ror_epi32(x, 8)
+#define V_ROT7(x) _mm_ror_epi32(x, 7)
+
+/* AVX-512VL: one-instruction rotations, and each round's message words permuted into place from
+   the whole block by two two-source permutes (256-bit registers only). */
+static AVX512 void b3_compress_avx512(const uint32_t cv[8], const unsigned char block[64], uint32_t len,
+                                      uint64_t counter, uint32_t flags, uint32_t out[8], uint32_t out16[16]) {
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)block), hi = _mm256_loadu_si256((const __m256i *)(block + 32));
+    __m128i r0, r1, r2, r3;
+    int r;
+    r0 = _mm_loadu_si128((const __m128i *)cv);
+    r1 = _mm_loadu_si128((const __m128i *)(cv + 4));
+    r2 = _mm_loadu_si128((const __m128i *)IV);
+    r3 = _mm_set_epi32((int)flags, (int)len, (int)(uint32_t)(counter >> 32), (int)(uint32_t)counter);
+    for (r = 0; r < 7; r++) {
+        __m256i cols = _mm256_permutex2var_epi32(lo, _mm256_loadu_si256((const __m256i *)B3ORDER[r]), hi);
+        __m256i diag = _mm256_permutex2var_epi32(lo, _mm256_loadu_si256((const __m256i *)(B3ORDER[r] + 8)), hi);
+        B3_HALF(r0, r1, r2, r3, _mm256_castsi256_si128(cols), _mm256_extracti128_si256(cols, 1), V_ROT16, V_ROT12,
+                V_ROT8, V_ROT7);
+        B3_DIAG(r0, r2, r3);
+        B3_HALF(r0, r1, r2, r3, _mm256_castsi256_si128(diag), _mm256_extracti128_si256(diag, 1), V_ROT16, V_ROT12,
+                V_ROT8, V_ROT7);
+        B3_UNDIAG(r0, r2, r3);
+    }
+    B3_FINISH();
+}
+#endif
+
+typedef void (*b3_compress_fn)(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
+                               uint32_t flags, uint32_t out[8], uint32_t out16[16]);
+/* The compression function in use (the best this CPU runs; set_blake3_backend for tests). */
+static b3_compress_fn b3_compress_full = b3_compress_portable;
+
 static void b3_compress(const uint32_t cv[8], const unsigned char block[64], uint32_t len, uint64_t counter,
                         uint32_t flags, uint32_t out[8]) {
     b3_compress_full(cv, block, len, counter, flags, out, NULL);
-}
-
-/* The chaining value of one chunk (at most 1024 bytes); `root` when it is the whole input. */
-static void b3_chunk(const unsigned char *p, size_t n, uint64_t index, int root, uint32_t cv[8]) {
-    uint32_t h[8];
-    unsigned char block[64];
-    size_t off = 0;
-    int first = 1;
-    memcpy(h, IV, sizeof h);
-    do {
-        size_t len = n - off > 64 ? 64 : n - off;
-        int last = off + len >= n;
-        uint32_t flags = (first ? CHUNK_START : 0) | (last ? CHUNK_END : 0) | (last && root ? ROOT : 0);
-        if (len == 64) {
-            b3_compress(h, p + off, 64, index, flags, h);
-        } else {
-            memset(block, 0, 64);
-            memcpy(block, p + off, len);
-            b3_compress(h, block, (uint32_t)len, index, flags, h);
-        }
-        off += len;
-        first = 0;
-    } while (off < n);
-    memcpy(cv, h, sizeof h);
 }
 
 static void b3_parent(const uint32_t l[8], const uint32_t r[8], int root, uint32_t out[8]) {
@@ -178,31 +515,80 @@ static void b3_parent(const uint32_t l[8], const uint32_t r[8], int root, uint32
     b3_compress(IV, block, 64, 0, PARENT | (root ? ROOT : 0), out);
 }
 
-static void blake3(const unsigned char *p, size_t n, unsigned char out[32]) {
-    uint32_t cv[8], stack[64][8];
-    int depth = 0, i;
-    uint64_t chunks = n == 0 ? 1 : (n + 1023) / 1024, c;
-    if (chunks == 1) {
-        b3_chunk(p, n, 0, 1, cv);
-    } else {
-        /* Chunks left to right; after chunk c (0-based, not the last) merge one parent per
-           trailing zero bit of c + 1, as in the paper's incremental tree. */
-        for (c = 0; c < chunks; c++) {
-            size_t len = c + 1 < chunks ? 1024 : n - (size_t)c * 1024;
-            b3_chunk(p + (size_t)c * 1024, len, c, 0, cv);
-            if (c + 1 < chunks) {
-                uint64_t total = c + 1;
-                while ((total & 1) == 0) {
-                    b3_parent(stack[--depth], cv, 0, cv);
-                    total >>= 1;
-                }
-                memcpy(stack[depth++], cv, sizeof cv);
+/* An incremental hasher (hash mode), so a message can be given in pieces (a shard document is
+   its fixed head, the line's regions and its fixed tail) without being copied together.  A block
+   is compressed only once more input shows it is not the last (the last one is flagged). */
+typedef struct {
+    uint32_t cv[8];          /* the current chunk's chaining value */
+    uint32_t stack[54][8];   /* finished subtrees, as in the paper's incremental tree */
+    unsigned char block[64]; /* the block not yet compressed */
+    size_t blen;             /* bytes in it */
+    int blocks;              /* blocks of the current chunk already compressed */
+    int depth;
+    uint64_t chunk;          /* the current chunk's index */
+} B3;
+
+static void b3_init(B3 *h) {
+    memcpy(h->cv, IV, sizeof h->cv);
+    h->blen = 0;
+    h->blocks = 0;
+    h->depth = 0;
+    h->chunk = 0;
+}
+
+/* The current chunk is complete and more input follows: its chaining value joins the stack,
+   merged with one subtree per trailing zero bit of the number of chunks so far. */
+static void b3_end_chunk(B3 *h) {
+    uint32_t cv[8];
+    uint64_t total = h->chunk + 1;
+    b3_compress(h->cv, h->block, 64, h->chunk, CHUNK_END | (h->blocks == 0 ? CHUNK_START : 0), cv);
+    while ((total & 1) == 0) {
+        b3_parent(h->stack[--h->depth], cv, 0, cv);
+        total >>= 1;
+    }
+    memcpy(h->stack[h->depth++], cv, sizeof cv);
+    memcpy(h->cv, IV, sizeof h->cv);
+    h->chunk++;
+    h->blocks = 0;
+    h->blen = 0;
+}
+
+static void b3_update(B3 *h, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        size_t take;
+        if (h->blen == 64) { /* more input: the buffered block is not the last */
+            if (h->blocks == 15) {
+                b3_end_chunk(h);
+            } else {
+                b3_compress(h->cv, h->block, 64, h->chunk, h->blocks == 0 ? CHUNK_START : 0, h->cv);
+                h->blocks++;
+                h->blen = 0;
             }
         }
-        while (depth > 0) {
-            depth--;
-            b3_parent(stack[depth], cv, depth == 0, cv);
+        /* Whole blocks that are neither a chunk's last nor the input's are compressed in place. */
+        while (h->blen == 0 && n > 64 && h->blocks < 15) {
+            b3_compress(h->cv, p, 64, h->chunk, h->blocks == 0 ? CHUNK_START : 0, h->cv);
+            h->blocks++;
+            p += 64;
+            n -= 64;
         }
+        take = 64 - h->blen < n ? 64 - h->blen : n;
+        memcpy(h->block + h->blen, p, take);
+        h->blen += take;
+        p += take;
+        n -= take;
+    }
+}
+
+static void b3_final(B3 *h, unsigned char out[32]) {
+    uint32_t cv[8];
+    int i, root = h->chunk == 0;
+    memset(h->block + h->blen, 0, 64 - h->blen);
+    b3_compress(h->cv, h->block, (uint32_t)h->blen, h->chunk,
+                CHUNK_END | (h->blocks == 0 ? CHUNK_START : 0) | (root ? ROOT : 0), cv);
+    while (h->depth > 0) {
+        h->depth--;
+        b3_parent(h->stack[h->depth], cv, h->depth == 0, cv);
     }
     for (i = 0; i < 8; i++) {
         out[4 * i] = (unsigned char)cv[i]; out[4 * i + 1] = (unsigned char)(cv[i] >> 8);
@@ -442,12 +828,12 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
     cut_end = find(cut, line + n, "],\"shard_digest\":\"");
     if (!cut_end || cut_end + 1 != regions_end) return 0;
     {
-        size_t rn = (size_t)(regions_end - regions), hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1;
-        if (!buf_reserve(scratch, hn + rn + tn)) return -1;
-        memcpy(scratch->p, SHARD_HEAD, hn);
-        memcpy(scratch->p + hn, regions, rn);
-        memcpy(scratch->p + hn + rn, SHARD_TAIL, tn);
-        blake3((const unsigned char *)scratch->p, hn + rn + tn, d);
+        B3 h; /* the shard document, SHARD_HEAD || regions || SHARD_TAIL, hashed in place */
+        b3_init(&h);
+        b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+        b3_update(&h, (const unsigned char *)regions, (size_t)(regions_end - regions));
+        b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+        b3_final(&h, d);
         to_hex(d, hexbuf);
         if (memcmp(hexbuf, digest, 64) != 0) return 0;
     }
@@ -460,22 +846,24 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
     return 1;
 }
 
-/* The leaf hash (RFC 9162: SHA-256 of 0x00 || line) and the chain hash (SHA-256 of the line). */
+/* The leaf hash (RFC 9162: SHA-256 of 0x00 || line) and the chain hash (SHA-256 of the line),
+   together and with no copy of the line. */
 static int hash_line(const char *line, Py_ssize_t n, unsigned char leaf[32], unsigned char chain[32], Buf *scratch) {
-    if (!buf_reserve(scratch, (size_t)n + 1)) return 0;
-    scratch->p[0] = 0;
-    memcpy(scratch->p + 1, line, (size_t)n);
-    sha256((const unsigned char *)scratch->p, (size_t)n + 1, leaf);
-    sha256((const unsigned char *)line, (size_t)n, chain);
+    static const unsigned char leaf_prefix[1] = {0};
+    const unsigned char *p = (const unsigned char *)line;
+    sha256_pair(leaf_prefix, 1, p, (size_t)n, leaf, NULL, 0, p, (size_t)n, chain);
     return 1;
 }
 
-static void node_of(const unsigned char *l, const unsigned char *r, unsigned char out[32]) {
-    unsigned char b[65];
-    b[0] = 1;
-    memcpy(b + 1, l, 32);
-    memcpy(b + 33, r, 32);
-    sha256(b, 65, out);
+/* `count` interior nodes, SHA-256 of 0x01 || l || r, where each node's l || r lies at
+   below + 64 * j (a level's hashes are contiguous), two at a time. */
+static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_t count) {
+    static const unsigned char node_prefix[1] = {1};
+    Py_ssize_t j;
+    for (j = 0; j + 1 < count; j += 2)
+        sha256_pair(node_prefix, 1, below + 64 * j, 64, out + 32 * j, node_prefix, 1, below + 64 * (j + 1), 64,
+                    out + 32 * (j + 1));
+    if (j < count) sha256_pre(node_prefix, 1, below + 64 * j, 64, out + 32 * j);
 }
 
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
@@ -522,7 +910,8 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     /* The perfect subtrees inside this chunk (it starts at a multiple of its size). */
     for (k = 1; k <= ps->chunk_log && k <= ps->levels && i == hi; k++) {
         const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
-        for (j = lo >> k; j < (hi >> k); j++) node_of(below + 64 * j, below + 64 * j + 32, ps->level[k] + 32 * j);
+        j = lo >> k;
+        node_level(below + 64 * j, ps->level[k] + 32 * j, (hi >> k) - j);
     }
     __atomic_store_n(&ps->done[c], 1, __ATOMIC_RELEASE);
     pthread_mutex_lock(&ps->lock);
@@ -949,23 +1338,108 @@ static PyObject *digest32(PyObject *arg, void (*hash)(const unsigned char *, siz
 
 static PyObject *py_sha256(PyObject *self, PyObject *arg) { return digest32(arg, sha256); }
 
-static PyObject *py_blake3(PyObject *self, PyObject *arg) { return digest32(arg, blake3); }
-
-static PyObject *sha256_backend(PyObject *self, PyObject *noargs) {
-    return PyUnicode_FromString(use_libcrypto ? "libcrypto" : "builtin");
-}
-
-static PyObject *set_sha256_backend(PyObject *self, PyObject *arg) {
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (!name) return NULL;
-    if (strcmp(name, "builtin") == 0) use_libcrypto = 0;
-    else if (strcmp(name, "libcrypto") == 0 && libcrypto_sha256) use_libcrypto = 1;
-    else {
-        PyErr_Format(PyExc_ValueError, "SHA-256 backend %R is not available", arg);
-        return NULL;
+/* BLAKE3-256 of the concatenation of the arguments (bytes-like), fed to the hasher one by one
+   as the shard document is. */
+static PyObject *py_blake3(PyObject *self, PyObject *args) {
+    B3 h;
+    unsigned char d[32];
+    Py_ssize_t i;
+    b3_init(&h);
+    for (i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(args, i), &b, PyBUF_SIMPLE) < 0) return NULL;
+        b3_update(&h, (const unsigned char *)b.buf, (size_t)b.len);
+        PyBuffer_Release(&b);
     }
-    Py_RETURN_NONE;
+    b3_final(&h, d);
+    return PyBytes_FromStringAndSize((const char *)d, 32);
 }
+
+/* The implementations of a hash this module has (in the order it prefers them): their names,
+   which ones this machine runs, and the one in use. */
+typedef struct {
+    const char *what;
+    int n;
+    const char *const *names;
+    int (*available)(int);
+    int (*get)(void);
+    void (*set)(int);
+} Choice;
+
+static PyObject *choice_in_use(const Choice *c) { return PyUnicode_FromString(c->names[c->get()]); }
+
+static PyObject *choice_names(const Choice *c) {
+    PyObject *out = PyList_New(0);
+    int i;
+    if (!out) return NULL;
+    for (i = 0; i < c->n; i++) {
+        PyObject *name;
+        if (!c->available(i)) continue;
+        name = PyUnicode_FromString(c->names[i]);
+        if (!name || PyList_Append(out, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return out;
+}
+
+static PyObject *choice_set(const Choice *c, PyObject *arg) {
+    const char *name = PyUnicode_AsUTF8(arg);
+    int i;
+    if (!name) return NULL;
+    for (i = 0; i < c->n; i++)
+        if (strcmp(name, c->names[i]) == 0 && c->available(i)) {
+            c->set(i);
+            Py_RETURN_NONE;
+        }
+    PyErr_Format(PyExc_ValueError, "%s backend %R is not available", c->what, arg);
+    return NULL;
+}
+
+static const char *const SHA_NAMES[] = {"builtin", "libcrypto", "sha-ni"}; /* indexed by SHA_* */
+
+static int sha_available(int i) { return i == SHA_BUILTIN || (i == SHA_LIBCRYPTO && lc_final) || (i == SHA_NI && have_shani); }
+static int sha_get(void) { return sha_backend; }
+static void sha_set(int i) { sha_backend = i; }
+static const Choice SHA_CHOICE = {"SHA-256", 3, SHA_NAMES, sha_available, sha_get, sha_set};
+
+#ifdef HAVE_X86_SIMD
+static const char *const B3_NAMES[] = {"portable", "sse4.1", "avx512"};
+static const b3_compress_fn B3_FNS[] = {b3_compress_portable, b3_compress_sse41, b3_compress_avx512};
+#else
+static const char *const B3_NAMES[] = {"portable"};
+static const b3_compress_fn B3_FNS[] = {b3_compress_portable};
+#endif
+#define N_B3 ((int)(sizeof B3_FNS / sizeof B3_FNS[0]))
+
+static int b3_available(int i) {
+#ifdef HAVE_X86_SIMD
+    if (B3_FNS[i] == b3_compress_sse41) return __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
+    if (B3_FNS[i] == b3_compress_avx512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");
+#endif
+    return 1;
+}
+
+static int b3_get(void) {
+    int i;
+    for (i = N_B3 - 1; i > 0 && B3_FNS[i] != b3_compress_full; i--) {
+    }
+    return i;
+}
+
+static void b3_set(int i) { b3_compress_full = B3_FNS[i]; }
+static const Choice B3_CHOICE = {"BLAKE3", N_B3, B3_NAMES, b3_available, b3_get, b3_set};
+
+static PyObject *sha256_backend(PyObject *self, PyObject *noargs) { return choice_in_use(&SHA_CHOICE); }
+static PyObject *sha256_backends(PyObject *self, PyObject *noargs) { return choice_names(&SHA_CHOICE); }
+static PyObject *set_sha256_backend(PyObject *self, PyObject *arg) { return choice_set(&SHA_CHOICE, arg); }
+static PyObject *blake3_backend(PyObject *self, PyObject *noargs) { return choice_in_use(&B3_CHOICE); }
+static PyObject *blake3_backends(PyObject *self, PyObject *noargs) { return choice_names(&B3_CHOICE); }
+static PyObject *set_blake3_backend(PyObject *self, PyObject *arg) { return choice_set(&B3_CHOICE, arg); }
 
 static PyMethodDef methods[] = {
     {"scan_snapshots", scan_snapshots, METH_VARARGS,
@@ -978,9 +1452,13 @@ static PyMethodDef methods[] = {
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
-    {"blake3", py_blake3, METH_O, "BLAKE3-256 of a bytes-like object."},
-    {"sha256_backend", sha256_backend, METH_NOARGS, "\"libcrypto\" or \"builtin\"."},
-    {"set_sha256_backend", set_sha256_backend, METH_O, "Choose \"libcrypto\" or \"builtin\" (tests)."},
+    {"blake3", py_blake3, METH_VARARGS, "blake3(*pieces) -> BLAKE3-256 of the pieces' concatenation (bytes-like)."},
+    {"sha256_backend", sha256_backend, METH_NOARGS, "The SHA-256 backend in use: \"sha-ni\", \"libcrypto\" or \"builtin\"."},
+    {"sha256_backends", sha256_backends, METH_NOARGS, "The SHA-256 backends this machine can use."},
+    {"set_sha256_backend", set_sha256_backend, METH_O, "Choose a SHA-256 backend (tests and benchmarks)."},
+    {"blake3_backend", blake3_backend, METH_NOARGS, "The BLAKE3 compression in use: \"avx512\", \"sse4.1\" or \"portable\"."},
+    {"blake3_backends", blake3_backends, METH_NOARGS, "The BLAKE3 compressions this machine can use."},
+    {"set_blake3_backend", set_blake3_backend, METH_O, "Choose a BLAKE3 compression (tests and benchmarks)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chiplog", "The chip-log audit's native fast path.", -1,
@@ -990,13 +1468,26 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
     /* hashlib's libcrypto, only if this process already loaded it (no new library is pulled in). */
     static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", NULL};
     int i;
-    for (i = 0; names[i] && !libcrypto_sha256; i++) {
+    for (i = 0; names[i] && !lc_final; i++) {
         void *h = dlopen(names[i], RTLD_NOW | RTLD_NOLOAD);
-        if (h) libcrypto_sha256 = (sha256_fn)dlsym(h, "SHA256");
+        if (h) {
+            lc_init = (sha256_init_fn)dlsym(h, "SHA256_Init");
+            lc_update = (sha256_update_fn)dlsym(h, "SHA256_Update");
+            lc_final = (sha256_final_fn)dlsym(h, "SHA256_Final");
+            if (!lc_init || !lc_update) lc_final = NULL;
+        }
     }
     PyObject *m;
-    use_libcrypto = libcrypto_sha256 != NULL;
+#ifdef HAVE_X86_SIMD
+    __builtin_cpu_init();
+    have_shani = cpu_has_shani();
+#endif
+    /* The fastest available: SHA-NI, else libcrypto, else the portable code. */
+    sha_backend = have_shani ? SHA_NI : lc_final ? SHA_LIBCRYPTO : SHA_BUILTIN;
     b3_init_sigma();
+    for (i = N_B3 - 1; i > 0 && !b3_available(i); i--) {
+    }
+    b3_set(i);
     for (i = 0; i < 256; i++) HEXOK[i] = (i >= '0' && i <= '9') || (i >= 'a' && i <= 'f');
     if (PyType_Ready(&PrescanType) < 0) return NULL;
     m = PyModule_Create(&module);
