@@ -1,7 +1,8 @@
 /* The chip-log audit's native fast path (computewatch.formats.chip_audit).
  *
- * scan_snapshots() walks a run of log lines and accepts each one only while it is an ordinary
- * version 2 snapshot entry that the Python LogVerifier would accept with no problem: the exact
+ * scan_entries() walks a run of log lines and accepts each one only while it is an ordinary
+ * version 2 snapshot entry (or schedule commit or reveal, below) that the Python LogVerifier
+ * would accept with no problem: the exact
  * canonical shape below, chained to the previous line, numbered, timed and triggered as the
  * verifier's state requires, with a region layout the verifier already checked and a shard
  * digest that matches.  It stops at the first line it does not accept; the Python verifier then
@@ -482,7 +483,7 @@ static void node_of(const unsigned char *l, const unsigned char *r, unsigned cha
 
 /* prescan() starts background threads that read the log's lines in chunks, in order, without
    the GIL, and returns at once: the verifier checks entries in order while they read ahead.
-   Whatever asks for a line's results (scan_snapshots, leaf, chain, node) first waits for its
+   Whatever asks for a line's results (scan_entries, leaf, chain, node) first waits for its
    chunk; a waiting thread reads the next unread chunks itself rather than idle. */
 
 #define MAX_LEVELS 62
@@ -698,7 +699,7 @@ fail:
     return NULL;
 }
 
-/* ---------------------------------------------------------------- scan_snapshots */
+/* ---------------------------------------------------------------- snapshot lines in the verifier's state */
 
 typedef struct {
     const char *serial;
@@ -771,82 +772,6 @@ static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
     st->clock = s->clock;
     st->busy = s->busy;
     return 1;
-}
-
-static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
-    PyObject *pre, *lines, *prev, *serial, *leaves, *out = NULL;
-    Py_ssize_t start, stop, i;
-    Prescan *ps = NULL;
-    State st;
-    memset(&st, 0, sizeof st);
-    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLLO!O!", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
-                          &st.counter, &st.boot, &st.clock, &st.busy, &st.epoch, &PyDict_Type, &st.triggers,
-                          &PyDict_Type, &st.layouts))
-        return NULL;
-    if (pre != Py_None) {
-        if (!PyObject_TypeCheck(pre, &PrescanType)) {
-            PyErr_SetString(PyExc_TypeError, "prescan must be a Prescan or None");
-            return NULL;
-        }
-        ps = (Prescan *)pre;
-    }
-    if (PyBytes_GET_SIZE(prev) != 32) {
-        PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
-        return NULL;
-    }
-    if (start < 0 || stop > PyList_GET_SIZE(lines) || start > stop) {
-        PyErr_SetString(PyExc_ValueError, "start/stop outside the list of lines");
-        return NULL;
-    }
-    memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
-    st.serial = PyBytes_AS_STRING(serial);
-    st.serial_n = PyBytes_GET_SIZE(serial);
-    leaves = PyList_New(0);
-    if (!leaves) return NULL;
-    for (i = start; i < stop; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
-        const char *p;
-        Py_ssize_t n;
-        Snap local;
-        const Snap *s;
-        unsigned char lh[32], ch[32];
-        const unsigned char *leafp, *chainp;
-        int rc;
-        if (!PyBytes_Check(line)) break;
-        p = PyBytes_AS_STRING(line);
-        n = PyBytes_GET_SIZE(line);
-        /* The prescan's reading of this line, when it read these very bytes (the same object). */
-        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) {
-            if (prescan_wait(ps, i) < 0) goto done;
-            s = &ps->snap[i];
-            leafp = ps->leaf + 32 * i;
-            chainp = ps->chain + 32 * i;
-        } else {
-            rc = parse_snapshot(p, n, &local, &st.buf);
-            if (rc < 0) { PyErr_NoMemory(); goto done; }
-            if (!local.ok) break;
-            if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
-            s = &local;
-            leafp = lh;
-            chainp = ch;
-        }
-        rc = apply(&st, s, p, i);
-        if (rc < 0) goto done;
-        if (rc == 0) break;
-        memcpy(st.prev, chainp, 32);
-        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
-        if (!leaf || PyList_Append(leaves, leaf) < 0) {
-            Py_XDECREF(leaf);
-            goto done;
-        }
-        Py_DECREF(leaf);
-    }
-    out = Py_BuildValue("ny#OLLL", i, (const char *)st.prev, (Py_ssize_t)32, leaves, st.counter, st.clock, st.busy);
-done:
-    Py_DECREF(leaves);
-    free(st.buf.p);
-    free(st.layout.p);
-    return out;
 }
 
 /* ---------------------------------------------------------------- the schedule's arrivals */
@@ -935,6 +860,293 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- scan_entries: the schedule's lines too */
+
+/* scan_entries() takes snapshot lines as apply() above allows, and the schedule's own lines, in
+   log order: a schedule-commit that opens the next epoch at the signed firmware policy's rate, and a
+   schedule-reveal whose seed matches the open epoch's commitment and whose drawn arrivals are
+   exactly the triggers the epoch's snapshots served.  Each only when it has the exact canonical
+   shape below (no signature, version 2) and the Python verifier would accept it with no problem
+   and the same state change (formats.chip_audit: _check, _check_clock, _on_schedule_commit,
+   _on_schedule_reveal); the seed's commitment and the arrivals come from the very Python
+   functions the verifier calls.  As before it stops at the first line it does not take and
+   never decides that an entry is bad; checkpoints, boots and every other kind go to Python. */
+
+#define KIND_COMMIT 1
+#define KIND_REVEAL 2
+
+typedef struct {
+    int kind;                                      /* KIND_COMMIT, KIND_REVEAL, or 0: neither shape */
+    int64_t epoch, at, boot, busy, clock, counter; /* at: start_busy_ns (commit), end_busy_ns (reveal) */
+    double rate;                                   /* commit: float(snapshots_per_day) */
+    const char *hex;                               /* commitment (commit) or seed (reveal): 64 hex */
+    unsigned char prev[32];
+    const char *serial;
+    Py_ssize_t serial_n;
+} Sched;
+
+/* A rate as the chip writes it, "[0-9]+(.[0-9]+)?" of at most 30 characters, read as Python's
+   float() reads that text (the same correctly rounded conversion).  Needs the GIL. */
+static int rate_string(Cur *c, double *out) {
+    const char *s, *q;
+    char buf[32];
+    if (!lit(c, "\"")) return 0;
+    s = q = c->p;
+    while (q < c->end && *q >= '0' && *q <= '9') q++;
+    if (q == s) return 0;
+    if (q < c->end && *q == '.') {
+        const char *d = ++q;
+        while (q < c->end && *q >= '0' && *q <= '9') q++;
+        if (q == d) return 0;
+    }
+    if (q - s > 30 || q >= c->end || *q != '"') return 0;
+    memcpy(buf, s, (size_t)(q - s));
+    buf[q - s] = 0;
+    *out = PyOS_string_to_double(buf, NULL, NULL);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    c->p = q + 1;
+    return 1;
+}
+
+/* The fields after the body of an unsigned version 2 entry of the given kind. */
+static int unsigned_tail(Cur *c, Sched *s, const char *kind_prev) {
+    const char *prevhex;
+    int i;
+    if (!lit(c, "},\"boot\":") || !json_int(c, &s->boot)) return 0;
+    if (!lit(c, ",\"busy_ns\":") || !dec_string(c, &s->busy)) return 0;
+    if (!lit(c, ",\"clock_ns\":") || !dec_string(c, &s->clock)) return 0;
+    if (!lit(c, ",\"counter\":") || !json_int(c, &s->counter)) return 0;
+    if (!lit_n(c, kind_prev, strlen(kind_prev)) || !hex64(c, &prevhex)) return 0;
+    if (!lit(c, ",\"serial\":") || !plain_string(c, &s->serial, &s->serial_n)) return 0;
+    if (!lit(c, ",\"v\":2}") || c->p != c->end) return 0;
+    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    return 1;
+}
+
+/* The kind (s->kind) when the line is a schedule-commit or schedule-reveal of this strict shape
+   (every byte printable ASCII, no escape: each string is its own canonical text), else 0. */
+static int parse_sched(const char *line, Py_ssize_t n, Sched *s) {
+    Cur c = {line, line + n, 1};
+    s->kind = 0;
+    if (!clean_ascii(line, n)) return 0;
+    if (lit(&c, "{\"body\":{\"commitment\":")) {
+        if (!hex64(&c, &s->hex)) return 0;
+        if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
+        if (!lit(&c, ",\"snapshots_per_day\":") || !rate_string(&c, &s->rate)) return 0;
+        if (!lit(&c, ",\"start_busy_ns\":") || !dec_string(&c, &s->at)) return 0;
+        if (!unsigned_tail(&c, s, ",\"kind\":\"schedule-commit\",\"prev\":")) return 0;
+        s->kind = KIND_COMMIT;
+    } else if (lit(&c, "{\"body\":{\"end_busy_ns\":")) {
+        if (!dec_string(&c, &s->at)) return 0;
+        if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
+        if (!lit(&c, ",\"reason\":") || !plain_string(&c, NULL, NULL)) return 0;
+        if (!lit(&c, ",\"seed\":") || !hex64(&c, &s->hex)) return 0;
+        if (!unsigned_tail(&c, s, ",\"kind\":\"schedule-reveal\",\"prev\":")) return 0;
+        s->kind = KIND_REVEAL;
+    }
+    return s->kind;
+}
+
+/* The open schedule epoch (the verifier's _Epoch). */
+typedef struct {
+    int open;
+    int64_t index, entry, start;
+    unsigned char commitment[32];
+    PyObject *rate, *triggers; /* owned: a float; a dict, trigger busy ns -> snapshot entry */
+} Epoch;
+
+/* 1: the reveal `r` closes the open epoch with nothing to report (its seed's commitment, its end,
+   the arrivals drawn from its seed equal to the triggers served); 0: not taken (an exception in
+   either Python function is left for the verifier to meet again); -1: out of memory. */
+static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyObject *arrivals_fn) {
+    PyObject *seed, *got, *lo = NULL, *hi = NULL, *expected = NULL, *drawn = NULL, *key, *val;
+    unsigned char raw[32];
+    Py_ssize_t pos = 0;
+    int i, ok = 0;
+    if (!ep->open || r->epoch != ep->index || r->at != r->busy) return 0;
+    for (i = 0; i < 32; i++) raw[i] = (unsigned char)(unhex(r->hex[2 * i]) << 4 | unhex(r->hex[2 * i + 1]));
+    seed = PyBytes_FromStringAndSize((const char *)raw, 32);
+    if (!seed) return -1;
+    got = PyObject_CallOneArg(commit_fn, seed);
+    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32 && memcmp(PyBytes_AS_STRING(got), ep->commitment, 32) == 0) {
+        lo = PyLong_FromLongLong(ep->start);
+        hi = PyLong_FromLongLong(r->at);
+        if (lo && hi) expected = PyObject_CallFunctionObjArgs(arrivals_fn, seed, ep->rate, lo, hi, NULL);
+        if (expected) drawn = PySet_New(expected);
+        if (drawn && PySet_GET_SIZE(drawn) == PyDict_GET_SIZE(ep->triggers)) {
+            ok = 1;
+            while (ok == 1 && PyDict_Next(ep->triggers, &pos, &key, &val)) ok = PySet_Contains(drawn, key);
+        }
+    }
+    if (ok < 0 || PyErr_Occurred()) {
+        ok = PyErr_ExceptionMatches(PyExc_MemoryError) ? -1 : 0;
+        if (!ok) PyErr_Clear();
+    }
+    Py_DECREF(seed);
+    Py_XDECREF(got);
+    Py_XDECREF(lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(expected);
+    Py_XDECREF(drawn);
+    return ok;
+}
+
+static PyObject *scan_entries(PyObject *self, PyObject *args) {
+    PyObject *pre, *lines, *prev, *serial, *epoch_in, *rate_in, *commit_fn, *arrivals_fn, *leaves, *epoch_out,
+        *out = NULL;
+    Py_ssize_t start, stop, i, snaps = 0, reveals = 0, commits = 0;
+    long long next_epoch;
+    double rate = 0.0;
+    Prescan *ps = NULL;
+    State st;
+    Epoch ep;
+    memset(&st, 0, sizeof st);
+    memset(&ep, 0, sizeof ep);
+    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLOO!LOOO", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
+                          &st.counter, &st.boot, &st.clock, &st.busy, &epoch_in, &PyDict_Type, &st.layouts,
+                          &next_epoch, &rate_in, &commit_fn, &arrivals_fn))
+        return NULL;
+    if (pre != Py_None) {
+        if (!PyObject_TypeCheck(pre, &PrescanType)) {
+            PyErr_SetString(PyExc_TypeError, "prescan must be a Prescan or None");
+            return NULL;
+        }
+        ps = (Prescan *)pre;
+    }
+    if (PyBytes_GET_SIZE(prev) != 32 || start < 0 || stop > PyList_GET_SIZE(lines) || start > stop ||
+        (rate_in != Py_None && !PyFloat_Check(rate_in))) {
+        PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes, start/stop inside the lines, rate a float or None");
+        return NULL;
+    }
+    if (rate_in != Py_None) rate = PyFloat_AS_DOUBLE(rate_in);
+    if (epoch_in != Py_None) {
+        const char *commitment;
+        Py_ssize_t cn;
+        if (!PyArg_ParseTuple(epoch_in, "LLLy#O!O!", &ep.index, &ep.entry, &ep.start, &commitment, &cn, &PyFloat_Type,
+                              &ep.rate, &PyDict_Type, &ep.triggers))
+            return NULL;
+        if (cn != 32) {
+            PyErr_SetString(PyExc_ValueError, "the epoch's commitment must be 32 bytes");
+            return NULL;
+        }
+        memcpy(ep.commitment, commitment, 32);
+        Py_INCREF(ep.rate);
+        Py_INCREF(ep.triggers);
+        ep.open = 1;
+        st.epoch = ep.index;
+        st.triggers = ep.triggers;
+    }
+    memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
+    st.serial = PyBytes_AS_STRING(serial);
+    st.serial_n = PyBytes_GET_SIZE(serial);
+    leaves = PyList_New(0);
+    if (!leaves) goto done;
+    for (i = start; i < stop; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
+        const char *p;
+        Py_ssize_t n;
+        Snap local;
+        const Snap *s;
+        Sched sc;
+        unsigned char lh[32], ch[32];
+        const unsigned char *leafp = NULL, *chainp = NULL;
+        int rc;
+        if (!PyBytes_Check(line)) break;
+        p = PyBytes_AS_STRING(line);
+        n = PyBytes_GET_SIZE(line);
+        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) { /* read ahead: these very bytes */
+            if (prescan_wait(ps, i) < 0) goto done;
+            s = &ps->snap[i];
+            leafp = ps->leaf + 32 * i;
+            chainp = ps->chain + 32 * i;
+        } else {
+            if (parse_snapshot(p, n, &local, &st.buf) < 0) { PyErr_NoMemory(); goto done; }
+            s = &local;
+        }
+        if (s->ok) {
+            if (!ep.open) break; /* a snapshot outside every epoch: the verifier's to report */
+            rc = apply(&st, s, p, i);
+            if (rc < 0) goto done;
+            if (rc == 0) break;
+            snaps++;
+        } else {
+            if (!parse_sched(p, n, &sc)) break;
+            if (sc.serial_n != st.serial_n || memcmp(sc.serial, st.serial, (size_t)sc.serial_n) != 0) break;
+            if (sc.counter != st.counter || sc.boot != st.boot || memcmp(sc.prev, st.prev, 32) != 0) break;
+            if (sc.clock < st.clock || sc.busy < st.busy) break;
+            if (sc.kind == KIND_COMMIT) {
+                /* No epoch open (so busy time must not have moved), the next index, the policy's
+                   rate, the epoch starting at the entry's busy time. */
+                PyObject *trig, *r;
+                if (ep.open || rate_in == Py_None || sc.epoch != next_epoch || sc.rate != rate || sc.at != sc.busy ||
+                    sc.busy != st.busy)
+                    break;
+                trig = PyDict_New();
+                r = PyFloat_FromDouble(sc.rate);
+                if (!trig || !r) {
+                    Py_XDECREF(trig);
+                    Py_XDECREF(r);
+                    goto done;
+                }
+                Py_XSETREF(ep.triggers, trig);
+                Py_XSETREF(ep.rate, r);
+                for (rc = 0; rc < 32; rc++)
+                    ep.commitment[rc] = (unsigned char)(unhex(sc.hex[2 * rc]) << 4 | unhex(sc.hex[2 * rc + 1]));
+                ep.open = 1;
+                ep.index = sc.epoch;
+                ep.entry = i;
+                ep.start = sc.at;
+                st.epoch = ep.index;
+                st.triggers = ep.triggers;
+                next_epoch = sc.epoch + 1;
+                commits++;
+            } else {
+                rc = reveal_fits(&ep, &sc, commit_fn, arrivals_fn);
+                if (rc < 0) goto done;
+                if (rc == 0) break;
+                ep.open = 0;
+                Py_CLEAR(ep.triggers);
+                Py_CLEAR(ep.rate);
+                st.triggers = NULL;
+                reveals++;
+            }
+            st.counter = sc.counter + 1;
+            st.clock = sc.clock;
+            st.busy = sc.busy;
+        }
+        if (!leafp) {
+            if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
+            leafp = lh;
+            chainp = ch;
+        }
+        memcpy(st.prev, chainp, 32);
+        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
+        if (!leaf || PyList_Append(leaves, leaf) < 0) {
+            Py_XDECREF(leaf);
+            goto done;
+        }
+        Py_DECREF(leaf);
+    }
+    if (ep.open)
+        epoch_out = Py_BuildValue("LLLy#OO", (long long)ep.index, (long long)ep.entry, (long long)ep.start,
+                                  (const char *)ep.commitment, (Py_ssize_t)32, ep.rate, ep.triggers);
+    else
+        epoch_out = Py_NewRef(Py_None);
+    if (epoch_out)
+        out = Py_BuildValue("ny#OLLLNLnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
+                            (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits);
+done:
+    Py_XDECREF(leaves);
+    Py_XDECREF(ep.rate);
+    Py_XDECREF(ep.triggers);
+    free(st.buf.p);
+    free(st.layout.p);
+    return out;
+}
+
 /* ---------------------------------------------------------------- module */
 
 /* A 32-byte digest of a bytes-like object, by one of the hashes above. */
@@ -968,9 +1180,11 @@ static PyObject *set_sha256_backend(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"scan_snapshots", scan_snapshots, METH_VARARGS,
-     "scan_snapshots(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, triggers,"
-     " layouts) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns)"},
+    {"scan_entries", scan_entries, METH_VARARGS,
+     "scan_entries(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, layouts,"
+     " next_epoch, rate, commitment, arrivals) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns, epoch,"
+     " next_epoch, snapshots, reveals, commits): the ordinary snapshot, schedule-commit and schedule-reveal lines"
+     " from `start` that the verifier would accept with no problem, and its state after them"},
     {"prescan", prescan, METH_VARARGS,
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
      " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"

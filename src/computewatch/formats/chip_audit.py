@@ -122,12 +122,15 @@ class _Epoch:
     triggers: dict[int, int] = field(default_factory=dict)  # trigger busy ns -> snapshot entry
 
 
+# The native fast path takes numbers below this (int64 in C, with room for the next one).
+_NATIVE_MAX = 1 << 62
 _SNAPSHOT_FIELDS = {"epoch", "triggers", "step", "step_start_busy_ns", "hash", "shard_digest", "regions", "copy_out"}
 _SHARD_DOC_HEAD = b'{"hash":"' + SHARD_HASH.encode() + b'","regions":'
 _SHARD_DOC_TAIL = b',"v":%d}' % SHARD_VERSION
 _REGION_DIGEST = re.compile(rb'"digest":"[0-9a-f]{64}"')
-# How every line the native fast path accepts begins (a snapshot entry's canonical text).
-_SNAPSHOT_HEAD = b'{"body":{"copy_out":'
+# How every line the native fast path accepts begins (the canonical text of a snapshot entry, a
+# schedule commit and a schedule reveal): audit_log calls it for no other line.
+_SNAPSHOT_HEAD = (b'{"body":{"copy_out":', b'{"body":{"commitment":', b'{"body":{"end_busy_ns":')
 
 
 def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
@@ -249,29 +252,43 @@ class LogVerifier:
         return out
 
     def fast_forward(self, lines: list[bytes], start: int) -> int:
-        """Accept ordinary snapshot entries `lines[start:]` through the native fast path while it
-        accepts them; returns the position of the first line it did not take (`start` when none,
-        or when the fast path is off or the state is one it does not handle). Entries it takes
-        are exactly those `feed` would accept with no problem and the same state change
-        (tests/test_chip_audit_native.py compares reports); every other line goes to `feed`."""
+        """Accept ordinary entries `lines[start:]` (snapshots, schedule commits and reveals) through
+        the native fast path while it accepts them; returns the position of the first line it did
+        not take (`start` when none, or when the fast path is off or the state is one it does not
+        handle). Entries it takes are exactly those `feed` would accept with no problem and the
+        same state change (tests/test_chip_audit_native.py and tests/test_chip_audit_schedule.py
+        compare reports); every other line goes to `feed`."""
         # With a prescan the native module was on when the audit began (no environment lookup per call).
         native, ep = (_native.chiplog() if self._pre is None else _native.loaded()), self._epoch
+        nxt = self._next_epoch
         if (
             native is None
-            or ep is None
             or start != self.position
             or self._version != 2
             or self._report_mode
             or self._boot < 0
-            or type(ep.index) is not int
             or not self.cert.serial.isascii()
-            or max(self._counter, self._boot, self._clock, self._busy, abs(ep.index)) >= 1 << 62
+            or type(nxt) is not int
+            or max(self._counter, self._boot, self._clock, self._busy, abs(nxt)) >= _NATIVE_MAX
         ):
             return start
+        epoch = None
+        if ep is not None:
+            if not (
+                type(ep.index) is int
+                and abs(ep.index) < _NATIVE_MAX
+                and 0 <= ep.start_ns < _NATIVE_MAX
+                and type(ep.rate) is float
+                and type(ep.triggers) is dict
+            ):
+                return start
+            epoch = (ep.index, ep.entry, ep.start_ns, ep.commitment, ep.rate, ep.triggers)
+        # A commit is taken only where `_on_schedule_commit` has a signed policy that logs to match.
+        rate = self._rate if self._logging and type(self._rate) is float else None
         pre = self._pre if lines is self._pre_lines else None
-        end, prev, leaves, counter, clock, busy = native.scan_snapshots(
+        end, prev, leaves, counter, clock, busy, epoch, nxt, snapshots, reveals, commits = native.scan_entries(
             pre, lines, start, len(lines), bytes.fromhex(self._prev), self.cert.serial.encode("ascii"), self._counter,
-            self._boot, self._clock, self._busy, ep.index, ep.triggers, self._layouts,
+            self._boot, self._clock, self._busy, epoch, self._layouts, nxt, rate, commitment, _arrivals,
         )  # fmt: skip
         if end == start:
             return start
@@ -284,7 +301,13 @@ class LogVerifier:
                 self.tree.append_hash(leaf)
         self.position, self._prev, self._line = end, prev.hex(), lines[end - 1]
         self._counter, self._clock, self._busy = counter, clock, busy
-        self.snapshots += end - start
+        self.snapshots += snapshots
+        if commits or reveals:
+            self._epoch = None if epoch is None else _Epoch(*epoch)
+            self._next_epoch = nxt
+            self.epochs_checked += reveals
+            if commits:
+                self._unclean_since_commit = False
         if self._pending is None:
             self._pending = start
         return end
