@@ -1147,6 +1147,165 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- tree_root: a checkpoint's root */
+
+/* The hash of the perfect subtree of 2**m leaves at `lo` (aligned, inside the prescanned lines):
+   the prescan's, inside a chunk; above a chunk, from `memo` (MerkleTree's cache of perfect
+   subtrees, {(lo, 2**m): hash}), else hashed from its halves and kept there.  0, or -1 with a
+   Python error set. */
+static int perfect_node(Prescan *ps, PyObject *memo, Py_ssize_t lo, int m, unsigned char out[32]) {
+    PyObject *key, *got;
+    unsigned char l[32], r[32];
+    int rc;
+    if (m <= ps->chunk_log) {
+        if (prescan_wait(ps, lo) < 0) return -1;
+        memcpy(out, m == 0 ? ps->leaf + 32 * lo : ps->level[m] + 32 * (lo >> m), 32);
+        return 0;
+    }
+    key = Py_BuildValue("(nn)", lo, (Py_ssize_t)1 << m);
+    if (!key) return -1;
+    got = PyDict_GetItemWithError(memo, key);
+    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32) {
+        memcpy(out, PyBytes_AS_STRING(got), 32);
+        Py_DECREF(key);
+        return 0;
+    }
+    if (PyErr_Occurred() || perfect_node(ps, memo, lo, m - 1, l) < 0 ||
+        perfect_node(ps, memo, lo + ((Py_ssize_t)1 << (m - 1)), m - 1, r) < 0) {
+        Py_DECREF(key);
+        return -1;
+    }
+    node_of(l, r, out);
+    got = PyBytes_FromStringAndSize((const char *)out, 32);
+    rc = got ? PyDict_SetItem(memo, key, got) : -1;
+    Py_XDECREF(got);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* tree_root(prescan, size, memo) -> the RFC 9162 root of the first `size` prescanned lines: the
+   right fold of the perfect subtrees that `size`'s binary digits cut (a tree of n leaves splits at
+   the largest power of two below n, its left part perfect). */
+static PyObject *tree_root(PyObject *self, PyObject *args) {
+    PyObject *memo;
+    Prescan *ps;
+    Py_ssize_t size, lo = 0;
+    unsigned char parts[64][32], acc[32];
+    int m, t = 0;
+    if (!PyArg_ParseTuple(args, "O!nO!", &PrescanType, &ps, &size, &PyDict_Type, &memo)) return NULL;
+    if (size < 1 || size > ps->n) {
+        PyErr_SetString(PyExc_ValueError, "tree size outside the prescanned lines");
+        return NULL;
+    }
+    for (m = 62; m >= 0; m--)
+        if (size & ((Py_ssize_t)1 << m)) {
+            if (perfect_node(ps, memo, lo, m, parts[t++]) < 0) return NULL;
+            lo += (Py_ssize_t)1 << m;
+        }
+    memcpy(acc, parts[--t], 32);
+    while (t-- > 0) node_of(parts[t], acc, acc);
+    return PyBytes_FromStringAndSize((const char *)acc, 32);
+}
+
+/* ---------------------------------------------------------------- parse_line: a canonical line's value */
+
+/* The value at the cursor, when it is in this reader's strict canonical subset (value() above:
+   no float, no negative number, integers of at most 15 digits, strings of printable ASCII with
+   nothing to escape, object keys strictly increasing, no whitespace); NULL otherwise, with a
+   Python error set only when out of memory. */
+static PyObject *build_value(Cur *c, int depth) {
+    const char *s;
+    Py_ssize_t n;
+    int64_t v;
+    PyObject *out, *key, *item;
+    if (depth > 16 || c->p >= c->end) return NULL;
+    switch (*c->p) {
+    case '"':
+        return plain_string(c, &s, &n) ? PyUnicode_FromStringAndSize(s, n) : NULL;
+    case '{': {
+        const char *prev = NULL;
+        Py_ssize_t prevn = 0;
+        c->p++;
+        out = PyDict_New();
+        if (!out || lit(c, "}")) return out;
+        for (;;) {
+            if (!plain_string(c, &s, &n)) break;
+            if (prev) {
+                int cmp = memcmp(prev, s, (size_t)(n < prevn ? n : prevn));
+                if (cmp > 0 || (cmp == 0 && prevn >= n)) break;
+            }
+            prev = s;
+            prevn = n;
+            if (!lit(c, ":") || !(item = build_value(c, depth + 1))) break;
+            key = PyUnicode_FromStringAndSize(s, n);
+            if (!key || PyDict_SetItem(out, key, item) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(item);
+                break;
+            }
+            Py_DECREF(key);
+            Py_DECREF(item);
+            if (lit(c, "}")) return out;
+            if (!lit(c, ",")) break;
+        }
+        Py_DECREF(out);
+        return NULL;
+    }
+    case '[':
+        c->p++;
+        out = PyList_New(0);
+        if (!out || lit(c, "]")) return out;
+        for (;;) {
+            if (!(item = build_value(c, depth + 1))) break;
+            if (PyList_Append(out, item) < 0) {
+                Py_DECREF(item);
+                break;
+            }
+            Py_DECREF(item);
+            if (lit(c, "]")) return out;
+            if (!lit(c, ",")) break;
+        }
+        Py_DECREF(out);
+        return NULL;
+    case 't':
+        return lit(c, "true") ? Py_NewRef(Py_True) : NULL;
+    case 'f':
+        return lit(c, "false") ? Py_NewRef(Py_False) : NULL;
+    case 'n':
+        return lit(c, "null") ? Py_NewRef(Py_None) : NULL;
+    default:
+        if (!json_int(c, &v) || (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E'))) return NULL;
+        return PyLong_FromLongLong(v);
+    }
+}
+
+/* parse_line(line) -> the JSON object a log line holds when the line is that object's canonical
+   text in the strict subset above, else None (the caller's careful parse decides, and names any
+   problem).  Such a line reads the same with json.loads, with RFC 8785 and with canonical JSON
+   version 1, and is its own encoding under each. */
+static PyObject *parse_line(PyObject *self, PyObject *arg) {
+    Cur c;
+    PyObject *out;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_line reads bytes");
+        return NULL;
+    }
+    c.p = PyBytes_AS_STRING(arg);
+    c.end = c.p + PyBytes_GET_SIZE(arg);
+    c.clean = 1;
+    if (c.p == c.end || *c.p != '{' || !clean_ascii(c.p, c.end - c.p)) Py_RETURN_NONE;
+    out = build_value(&c, 0);
+    if (!out) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (c.p != c.end) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 /* ---------------------------------------------------------------- module */
 
 /* A 32-byte digest of a bytes-like object, by one of the hashes above. */
@@ -1185,6 +1344,12 @@ static PyMethodDef methods[] = {
      " next_epoch, rate, commitment, arrivals) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns, epoch,"
      " next_epoch, snapshots, reveals, commits): the ordinary snapshot, schedule-commit and schedule-reveal lines"
      " from `start` that the verifier would accept with no problem, and its state after them"},
+    {"tree_root", tree_root, METH_VARARGS,
+     "tree_root(prescan, size, memo) -> the RFC 9162 root of the first `size` prescanned lines (memo: the"
+     " tree's cache of perfect subtrees, {(lo, size): hash}, read and filled above a chunk)"},
+    {"parse_line", parse_line, METH_O,
+     "parse_line(line) -> the JSON object of a log line in a strict canonical subset (no float, no negative"
+     " number, integers below 10**15, printable ASCII strings with nothing to escape), or None"},
     {"prescan", prescan, METH_VARARGS,
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
      " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"
