@@ -531,12 +531,14 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     pthread_mutex_unlock(&ps->lock);
 }
 
-/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is taken. */
+/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is read: a thread
+   that waits for it reads the chunks after it meanwhile (both cores stay busy while the
+   background threads are behind; it runs ahead by at most one chunk). */
 static void prescan_work(Prescan *ps, Py_ssize_t until) {
     Buf scratch = {NULL, 0};
     Py_ssize_t c;
     while (!__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
-        if (until >= 0 && __atomic_load_n(&ps->next_chunk, __ATOMIC_RELAXED) > until) break;
+        if (until >= 0 && __atomic_load_n(&ps->done[until], __ATOMIC_ACQUIRE)) break;
         c = __atomic_fetch_add(&ps->next_chunk, 1, __ATOMIC_RELAXED);
         if (c >= ps->chunks) break;
         prescan_chunk(ps, c, &scratch);
