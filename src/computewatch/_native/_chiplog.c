@@ -716,15 +716,19 @@ typedef struct {
 /* The layout of a snapshot's regions: their text without the 64-hex digest fields (the verifier's
    `_REGION_DIGEST.sub(b"", cut)`). */
 static size_t layout_of(const char *regions, const char *regions_end, char *out) {
-    const char *q = regions;
-    size_t kn = 0;
-    while (q < regions_end) {
-        if (regions_end - q >= 75 && memcmp(q, "\"digest\":\"", 10) == 0 && q[74] == '"' && is_hex64(q + 10))
-            q += 75;
-        else
-            out[kn++] = *q++;
+    const char *q = regions, *hit;
+    size_t kn = 0, m;
+    /* Jump from one `"digest":"` to the next (the bytes between match nothing); a match that is
+       not 64 hex digits and a quote stays in the text, as the regex leaves it. */
+    while ((hit = memmem(q, (size_t)(regions_end - q), "\"digest\":\"", 10)) != NULL) {
+        int field = regions_end - hit >= 75 && hit[74] == '"' && is_hex64(hit + 10);
+        m = (size_t)(hit - q) + (field ? 0 : 1);
+        memcpy(out + kn, q, m);
+        kn += m;
+        q = field ? hit + 75 : hit + 1;
     }
-    return kn;
+    memcpy(out + kn, q, (size_t)(regions_end - q));
+    return kn + (size_t)(regions_end - q);
 }
 
 /* 1: the snapshot `s` (line `index`) fits the verifier's state, which moves on; 0: it does not

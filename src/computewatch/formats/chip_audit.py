@@ -13,7 +13,7 @@ or a boot's entries after its last checkpoint when the next boot begins) are rep
 problem: nothing the chip signed vouches for them. A later boot's checkpoint does not vouch for
 an earlier boot's entries (its firmware only read them back from storage).
 
-Speed (issue 24): `audit_log` hands runs of ordinary snapshot entries to the native fast path
+Speed (issue 24): `audit_log` hands runs of ordinary snapshot and schedule entries to the native fast path
 (`LogVerifier.fast_forward`, computewatch._native), which accepts only what `feed` would accept
 with no problem; every other line, and every problem message, comes from `feed`. Background
 threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
