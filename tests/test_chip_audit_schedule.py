@@ -1,11 +1,13 @@
-"""The native fast path over the schedule's own lines (issue 24): schedule commits and reveals.
+"""The native fast path over the schedule's own lines and checkpoints (issue 24).
 
-`LogVerifier.fast_forward` hands runs of snapshot, schedule-commit and schedule-reveal lines to
-the C scan (`_chiplog.scan_entries`), which takes a commit or reveal only when the Python
-verifier would accept it with no problem and the same state change. These tests audit honest
-and tampered logs with and without the native path (read ahead in chunks of 2 lines by 3
-threads, or not read ahead) and require identical reports; each tampering is also re-signed with
-the chip's leaked boot key, so that the schedule check alone has to catch it."""
+`LogVerifier.fast_forward` hands runs of snapshot, schedule-commit, schedule-reveal and
+checkpoint lines to the C scan (`_chiplog.scan_entries`), which takes a commit or reveal only
+when the Python verifier would accept it with no problem and the same state change, and a
+checkpoint only when everything but its signature passes (the verifier's own `_check_sig_v2`
+then decides, through `_take_checkpoint`). These tests audit honest and tampered logs with and
+without the native path (read ahead in chunks of 2 lines by 3 threads, or not read ahead) and
+require identical reports; each tampering is also re-signed with the chip's leaked boot key, so
+that the schedule or tree check alone has to catch it."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from computewatch.adversary import chiplog as attacks
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.canonical import canonical_json_v2
+from computewatch.crypto.signing import SigningKey
 from computewatch.formats import _audit_prescan, chip_audit
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import b64, entry_signing_input, split_log
@@ -115,8 +118,8 @@ def _forge(world: dict[str, Any], lines: list[bytes], i: int, change: Callable[[
 
 
 def test_the_schedule_s_lines_take_the_native_path(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """On an honest log every commit and reveal but those right after a boot or a checkpoint
-    (where a run begins) is taken natively, and the report is the verifier's."""
+    """On an honest log every commit, reveal and checkpoint is taken natively (boots and
+    shutdowns are not), and the report is the verifier's."""
     taken: list[str] = []
     real = LogVerifier.fast_forward
 
@@ -132,6 +135,7 @@ def test_the_schedule_s_lines_take_the_native_path(world: dict[str, Any], monkey
     assert report["ok"] and report["epochs_checked"] == len(_at(lines, "schedule-reveal")) >= 5
     assert taken.count("schedule-commit") == len(_at(lines, "schedule-commit")) >= 5
     assert taken.count("schedule-reveal") == len(_at(lines, "schedule-reveal"))
+    assert taken.count("checkpoint") == len(_at(lines, "checkpoint")) >= 4
     assert _same(world, lines) == report
 
 
@@ -254,18 +258,59 @@ def test_dropped_duplicated_and_reordered_schedule_lines_give_the_same_reports(w
         assert not _same(world, case)["ok"], name
 
 
-def test_checkpoints_with_a_wrong_size_or_root_give_the_same_reports(world: dict[str, Any]) -> None:
-    """Checkpoints stay with the Python verifier: the runs around them hand over at the right line."""
+_CHECKPOINT: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "size down": lambda e: e["body"].update(tree_size=e["body"]["tree_size"] - 1),
+    "size up": lambda e: e["body"].update(tree_size=e["body"]["tree_size"] + 1),
+    "size string": lambda e: e["body"].update(tree_size=str(e["body"]["tree_size"])),
+    "root": lambda e: e["body"].update(root="00" * 32),
+    "root upper": lambda e: e["body"].update(root=e["body"]["root"].upper()),
+    "extra field": lambda e: e["body"].update(zzz=1),
+    "busy moved": lambda e: e.update(busy_ns=str(int(e["busy_ns"]) + 1)),
+    "clock back": lambda e: e.update(clock_ns="0"),
+    "counter": lambda e: e.update(counter=e["counter"] + 1),
+    "serial": lambda e: e.update(serial=e["serial"] + "X"),
+    "boot": lambda e: e.update(boot=e["boot"] + 1),
+}
+
+
+def _signed(world: dict[str, Any], e: dict[str, Any], sig: str | None = None) -> bytes:
+    e.pop("sig", None)
+    e["sig"] = b64(world["key"].sign(entry_signing_input(e))) if sig is None else sig
+    return canonical_json_v2(e)
+
+
+@pytest.mark.parametrize("name", sorted(_CHECKPOINT))
+def test_forged_checkpoints_give_the_same_reports(world: dict[str, Any], name: str) -> None:
+    """A checkpoint changed and re-signed with the leaked key (and, for the harmless change, the
+    log after it rechained): the scan hands it to the verifier, or takes it when nothing is wrong."""
     lines = world["lines"]
-    i = _at(lines, "checkpoint")[1]
-    for change in (
-        lambda e: e["body"].update(tree_size=e["body"]["tree_size"] - 1),
-        lambda e: e["body"].update(root="00" * 32),
-    ):
+    for i in _at(lines, "checkpoint")[1:3]:
         e = json.loads(lines[i])
-        change(e)
-        e["sig"] = b64(world["key"].sign(entry_signing_input(e)))
-        assert not _same(world, [*lines[:i], canonical_json_v2(e), *lines[i + 1 :]])["ok"]
+        _CHECKPOINT[name](e)
+        report = _same(
+            world, attacks.rechain([*lines[:i], _signed(world, e), *lines[i + 1 :]], i + 1, key=world["key"])
+        )
+        if name != "busy moved":  # (busy time may move while an epoch is open)
+            assert report["ok"] == (name == "extra field"), (name, report["problems"][:2])
+
+
+def test_checkpoint_signatures_are_checked_on_the_fast_path(world: dict[str, Any]) -> None:
+    """A checkpoint whose shape, chain and root are right but whose signature is not: forged
+    bytes, not base64, another checkpoint's, none at all, made by another key."""
+    lines = world["lines"]
+    cps = _at(lines, "checkpoint")
+    i, other = cps[1], json.loads(lines[cps[2]])["sig"]
+    e = json.loads(lines[i])
+    cases = {
+        "forged": _signed(world, dict(e), "A" * 86 + "=="),
+        "not base64": _signed(world, dict(e), "!" * 88),
+        "another checkpoint's": _signed(world, dict(e), other),
+        "unsigned": canonical_json_v2({k: v for k, v in e.items() if k != "sig"}),
+        "another key": canonical_json_v2({**e, "sig": b64(SigningKey.generate().sign(entry_signing_input(e)))}),
+    }
+    for name, line in cases.items():
+        report = _same(world, [*lines[:i], line, *lines[i + 1 :]])
+        assert not report["ok"], name
 
 
 def test_byte_mutations_of_schedule_lines_give_the_same_reports(world: dict[str, Any]) -> None:
@@ -300,11 +345,18 @@ def test_non_canonical_schedule_lines_give_the_same_reports(world: dict[str, Any
             assert not _same(world, attacks.rechain([*lines[:i], text, *lines[i + 1 :]], i + 1, key=world["key"]))["ok"]
 
 
-def test_the_fast_path_leaves_the_verifier_as_feed_does(world: dict[str, Any]) -> None:
-    """Entry by entry (a receiver's `feed`) and by runs (`fast_forward`): the same state after each."""
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_the_fast_path_leaves_the_verifier_as_feed_does(world: dict[str, Any], read_ahead: bool) -> None:
+    """Entry by entry (a receiver's `feed`) and by runs (`fast_forward`; with the log read ahead,
+    checkpoints too): the same state after each run."""
     lines = world["lines"]
     a, b = LogVerifier(world["cert"], world["root"]), LogVerifier(world["cert"], world["root"])
-    i = 0
+    if read_ahead:
+        b._pre, b._pre_lines = _audit_prescan.prescan(lines, 1), lines
+        b.tree = _audit_prescan.PrescannedTree(b._pre)
+    names = ["position", "_prev", "_counter", "_clock", "_busy", "_next_epoch", "snapshots", "epochs_checked"]
+    names += ["_pending", "_unclean_since_commit", "_checkpoints", "attributed", "checkpoints_verified"]
+    i, runs = 0, 0
     while i < len(lines):
         j = b.fast_forward(lines, i)
         for k in range(i, max(j, i + 1)):
@@ -312,22 +364,14 @@ def test_the_fast_path_leaves_the_verifier_as_feed_does(world: dict[str, Any]) -
         if j == i:
             assert b.feed(lines[i]) == []
             j = i + 1
+        runs += j > i + 1
         i = j
-        for name in (
-            "position",
-            "_prev",
-            "_counter",
-            "_clock",
-            "_busy",
-            "_next_epoch",
-            "snapshots",
-            "epochs_checked",
-            "_pending",
-            "_unclean_since_commit",
-        ):
+        for name in names:
             assert getattr(a, name) == getattr(b, name), (i, name)
         assert (a._epoch is None) == (b._epoch is None)
         if a._epoch is not None and b._epoch is not None:
             assert vars(a._epoch) == vars(b._epoch)
             assert type(b._epoch.rate) is float
         assert a.tree.root() == b.tree.root()
+    # The runs end at boots and shutdowns, and (not read ahead) at every checkpoint.
+    assert runs <= 3 if read_ahead else runs > len(_at(lines, "checkpoint"))

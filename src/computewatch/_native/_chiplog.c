@@ -866,6 +866,74 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- tree_root: a checkpoint's root */
+
+/* The hash of the perfect subtree of 2**m leaves at `lo` (aligned, inside the prescanned lines):
+   the prescan's, inside a chunk; above a chunk, from `memo` (MerkleTree's cache of perfect
+   subtrees, {(lo, 2**m): hash}), else hashed from its halves and kept there.  0, or -1 with a
+   Python error set. */
+static int perfect_node(Prescan *ps, PyObject *memo, Py_ssize_t lo, int m, unsigned char out[32]) {
+    PyObject *key, *got;
+    unsigned char l[32], r[32];
+    int rc;
+    if (m <= ps->chunk_log) {
+        if (prescan_wait(ps, lo) < 0) return -1;
+        memcpy(out, m == 0 ? ps->leaf + 32 * lo : ps->level[m] + 32 * (lo >> m), 32);
+        return 0;
+    }
+    key = Py_BuildValue("(nn)", lo, (Py_ssize_t)1 << m);
+    if (!key) return -1;
+    got = PyDict_GetItemWithError(memo, key);
+    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32) {
+        memcpy(out, PyBytes_AS_STRING(got), 32);
+        Py_DECREF(key);
+        return 0;
+    }
+    if (PyErr_Occurred() || perfect_node(ps, memo, lo, m - 1, l) < 0 ||
+        perfect_node(ps, memo, lo + ((Py_ssize_t)1 << (m - 1)), m - 1, r) < 0) {
+        Py_DECREF(key);
+        return -1;
+    }
+    node_of(l, r, out);
+    got = PyBytes_FromStringAndSize((const char *)out, 32);
+    rc = got ? PyDict_SetItem(memo, key, got) : -1;
+    Py_XDECREF(got);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* The RFC 9162 root of the first `size` prescanned lines (1 <= size <= n): the right fold of the
+   perfect subtrees that `size`'s binary digits cut (a tree of n leaves splits at the largest power
+   of two below n, its left part perfect).  0, or -1 with a Python error set. */
+static int root_of(Prescan *ps, PyObject *memo, Py_ssize_t size, unsigned char out[32]) {
+    unsigned char parts[64][32];
+    Py_ssize_t lo = 0;
+    int m, t = 0;
+    for (m = 62; m >= 0; m--)
+        if (size & ((Py_ssize_t)1 << m)) {
+            if (perfect_node(ps, memo, lo, m, parts[t++]) < 0) return -1;
+            lo += (Py_ssize_t)1 << m;
+        }
+    memcpy(out, parts[--t], 32);
+    while (t-- > 0) node_of(parts[t], out, out);
+    return 0;
+}
+
+/* tree_root(prescan, size, memo) -> root_of(size): a checkpoint's root (PrescannedTree.root). */
+static PyObject *tree_root(PyObject *self, PyObject *args) {
+    PyObject *memo;
+    Prescan *ps;
+    Py_ssize_t size;
+    unsigned char root[32];
+    if (!PyArg_ParseTuple(args, "O!nO!", &PrescanType, &ps, &size, &PyDict_Type, &memo)) return NULL;
+    if (size < 1 || size > ps->n) {
+        PyErr_SetString(PyExc_ValueError, "tree size outside the prescanned lines");
+        return NULL;
+    }
+    if (root_of(ps, memo, size, root) < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)root, 32);
+}
+
 /* ---------------------------------------------------------------- scan_entries: the schedule's lines too */
 
 /* scan_entries() takes snapshot lines as apply() above allows, and the schedule's own lines, in
@@ -875,17 +943,26 @@ fail:
    shape below (no signature, version 2) and the Python verifier would accept it with no problem
    and the same state change (formats.chip_audit: _check, _check_clock, _on_schedule_commit,
    _on_schedule_reveal); the seed's commitment and the arrivals come from the very Python
-   functions the verifier calls.  As before it stops at the first line it does not take and
-   never decides that an entry is bad; checkpoints, boots and every other kind go to Python. */
+   functions the verifier calls.  A checkpoint (read ahead: its root comes from the prescan's
+   subtrees) is taken when everything but its signature passes and the verifier's own signature
+   step, called back, reports nothing.  It stops at the first line it does not take and never
+   decides that an entry is bad; boots, shutdowns and every other kind go to Python. */
 
 #define KIND_COMMIT 1
 #define KIND_REVEAL 2
+#define KIND_CHECKPOINT 3
+
+/* 32 bytes from 64 lowercase hex digits (checked by the reader). */
+static void unhex32(const char *hex, unsigned char out[32]) {
+    int k;
+    for (k = 0; k < 32; k++) out[k] = (unsigned char)(unhex(hex[2 * k]) << 4 | unhex(hex[2 * k + 1]));
+}
 
 typedef struct {
-    int kind;                                      /* KIND_COMMIT, KIND_REVEAL, or 0: neither shape */
-    int64_t epoch, at, boot, busy, clock, counter; /* at: start_busy_ns (commit), end_busy_ns (reveal) */
+    int kind;                                      /* KIND_COMMIT, KIND_REVEAL, KIND_CHECKPOINT, or 0 */
+    int64_t epoch, at, boot, busy, clock, counter; /* at: start_busy_ns, end_busy_ns, tree_size */
     double rate;                                   /* commit: float(snapshots_per_day) */
-    const char *hex;                               /* commitment (commit) or seed (reveal): 64 hex */
+    const char *hex;                               /* commitment, seed or root: 64 hex */
     unsigned char prev[32];
     const char *serial;
     Py_ssize_t serial_n;
@@ -917,8 +994,9 @@ static int rate_string(Cur *c, double *out) {
     return 1;
 }
 
-/* The fields after the body of an unsigned version 2 entry of the given kind. */
-static int unsigned_tail(Cur *c, Sched *s, const char *kind_prev) {
+/* The fields after the body of a version 2 entry of the given kind, unsigned or (`signed`) with a
+   `sig` string (its base64 is the Python reader's to check). */
+static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
     const char *prevhex;
     int i;
     if (!lit(c, "},\"boot\":") || !json_int(c, &s->boot)) return 0;
@@ -927,6 +1005,7 @@ static int unsigned_tail(Cur *c, Sched *s, const char *kind_prev) {
     if (!lit(c, ",\"counter\":") || !json_int(c, &s->counter)) return 0;
     if (!lit_n(c, kind_prev, strlen(kind_prev)) || !hex64(c, &prevhex)) return 0;
     if (!lit(c, ",\"serial\":") || !plain_string(c, &s->serial, &s->serial_n)) return 0;
+    if (sig && (!lit(c, ",\"sig\":") || !plain_string(c, NULL, NULL))) return 0;
     if (!lit(c, ",\"v\":2}") || c->p != c->end) return 0;
     for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
     return 1;
@@ -943,15 +1022,20 @@ static int parse_sched(const char *line, Py_ssize_t n, Sched *s) {
         if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
         if (!lit(&c, ",\"snapshots_per_day\":") || !rate_string(&c, &s->rate)) return 0;
         if (!lit(&c, ",\"start_busy_ns\":") || !dec_string(&c, &s->at)) return 0;
-        if (!unsigned_tail(&c, s, ",\"kind\":\"schedule-commit\",\"prev\":")) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"schedule-commit\",\"prev\":", 0)) return 0;
         s->kind = KIND_COMMIT;
     } else if (lit(&c, "{\"body\":{\"end_busy_ns\":")) {
         if (!dec_string(&c, &s->at)) return 0;
         if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
         if (!lit(&c, ",\"reason\":") || !plain_string(&c, NULL, NULL)) return 0;
         if (!lit(&c, ",\"seed\":") || !hex64(&c, &s->hex)) return 0;
-        if (!unsigned_tail(&c, s, ",\"kind\":\"schedule-reveal\",\"prev\":")) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"schedule-reveal\",\"prev\":", 0)) return 0;
         s->kind = KIND_REVEAL;
+    } else if (lit(&c, "{\"body\":{\"root\":")) {
+        if (!hex64(&c, &s->hex)) return 0;
+        if (!lit(&c, ",\"tree_size\":") || !json_int(&c, &s->at)) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"checkpoint\",\"prev\":", 1)) return 0;
+        s->kind = KIND_CHECKPOINT;
     }
     return s->kind;
 }
@@ -971,9 +1055,9 @@ static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyO
     PyObject *seed, *got, *lo = NULL, *hi = NULL, *expected = NULL, *drawn = NULL, *key, *val;
     unsigned char raw[32];
     Py_ssize_t pos = 0;
-    int i, ok = 0;
+    int ok = 0;
     if (!ep->open || r->epoch != ep->index || r->at != r->busy) return 0;
-    for (i = 0; i < 32; i++) raw[i] = (unsigned char)(unhex(r->hex[2 * i]) << 4 | unhex(r->hex[2 * i + 1]));
+    unhex32(r->hex, raw);
     seed = PyBytes_FromStringAndSize((const char *)raw, 32);
     if (!seed) return -1;
     got = PyObject_CallOneArg(commit_fn, seed);
@@ -1001,19 +1085,19 @@ static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyO
 }
 
 static PyObject *scan_entries(PyObject *self, PyObject *args) {
-    PyObject *pre, *lines, *prev, *serial, *epoch_in, *rate_in, *commit_fn, *arrivals_fn, *leaves, *epoch_out,
-        *out = NULL;
-    Py_ssize_t start, stop, i, snaps = 0, reveals = 0, commits = 0;
-    long long next_epoch;
+    PyObject *pre, *lines, *prev, *serial, *epoch_in, *rate_in, *commit_fn, *arrivals_fn, *memo, *on_checkpoint,
+        *leaves, *epoch_out, *out = NULL;
+    Py_ssize_t start, stop, i, snaps = 0, reveals = 0, commits = 0, checkpoints = 0;
+    long long next_epoch, last_cp;
     double rate = 0.0;
     Prescan *ps = NULL;
     State st;
     Epoch ep;
     memset(&st, 0, sizeof st);
     memset(&ep, 0, sizeof ep);
-    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLOO!LOOO", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
+    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLOO!LOOOOLO", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
                           &st.counter, &st.boot, &st.clock, &st.busy, &epoch_in, &PyDict_Type, &st.layouts,
-                          &next_epoch, &rate_in, &commit_fn, &arrivals_fn))
+                          &next_epoch, &rate_in, &commit_fn, &arrivals_fn, &memo, &last_cp, &on_checkpoint))
         return NULL;
     if (pre != Py_None) {
         if (!PyObject_TypeCheck(pre, &PrescanType)) {
@@ -1023,8 +1107,9 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
         ps = (Prescan *)pre;
     }
     if (PyBytes_GET_SIZE(prev) != 32 || start < 0 || stop > PyList_GET_SIZE(lines) || start > stop ||
-        (rate_in != Py_None && !PyFloat_Check(rate_in))) {
-        PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes, start/stop inside the lines, rate a float or None");
+        (rate_in != Py_None && !PyFloat_Check(rate_in)) || (memo != Py_None && !PyDict_Check(memo))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "prev must be 32 bytes, start/stop inside the lines, rate a float or None, memo a dict or None");
         return NULL;
     }
     if (rate_in != Py_None) rate = PyFloat_AS_DOUBLE(rate_in);
@@ -1083,7 +1168,28 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
             if (sc.serial_n != st.serial_n || memcmp(sc.serial, st.serial, (size_t)sc.serial_n) != 0) break;
             if (sc.counter != st.counter || sc.boot != st.boot || memcmp(sc.prev, st.prev, 32) != 0) break;
             if (sc.clock < st.clock || sc.busy < st.busy) break;
-            if (sc.kind == KIND_COMMIT) {
+            if (sc.kind == KIND_CHECKPOINT) {
+                /* What _on_checkpoint and _check_clock check (the size is the position, not below the
+                   last checkpoint's, the root the prescanned lines' before it, busy time still unless
+                   an epoch is open); its signature is the verifier's: on_checkpoint(i, line) is true
+                   when the verifier took it with nothing to report. */
+                unsigned char want[32], root[32];
+                PyObject *taken;
+                if (!leafp || memo == Py_None || on_checkpoint == Py_None || sc.at != i || i < 1 ||
+                    (last_cp >= 0 && !(last_cp > 0 && last_cp <= i)) || (!ep.open && sc.busy != st.busy))
+                    break;
+                unhex32(sc.hex, want);
+                if (root_of(ps, memo, i, root) < 0) goto done;
+                if (memcmp(root, want, 32) != 0) break;
+                taken = PyObject_CallFunction(on_checkpoint, "nO", i, line);
+                if (!taken) goto done;
+                rc = PyObject_IsTrue(taken);
+                Py_DECREF(taken);
+                if (rc < 0) goto done;
+                if (!rc) break;
+                last_cp = i;
+                checkpoints++;
+            } else if (sc.kind == KIND_COMMIT) {
                 /* No epoch open (so busy time must not have moved), the next index, the policy's
                    rate, the epoch starting at the entry's busy time. */
                 PyObject *trig, *r;
@@ -1099,8 +1205,7 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
                 }
                 Py_XSETREF(ep.triggers, trig);
                 Py_XSETREF(ep.rate, r);
-                for (rc = 0; rc < 32; rc++)
-                    ep.commitment[rc] = (unsigned char)(unhex(sc.hex[2 * rc]) << 4 | unhex(sc.hex[2 * rc + 1]));
+                unhex32(sc.hex, ep.commitment);
                 ep.open = 1;
                 ep.index = sc.epoch;
                 ep.entry = i;
@@ -1142,8 +1247,9 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     else
         epoch_out = Py_NewRef(Py_None);
     if (epoch_out)
-        out = Py_BuildValue("ny#OLLLNLnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
-                            (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits);
+        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
+                            (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits,
+                            checkpoints);
 done:
     Py_XDECREF(leaves);
     Py_XDECREF(ep.rate);
@@ -1151,66 +1257,6 @@ done:
     free(st.buf.p);
     free(st.layout.p);
     return out;
-}
-
-/* ---------------------------------------------------------------- tree_root: a checkpoint's root */
-
-/* The hash of the perfect subtree of 2**m leaves at `lo` (aligned, inside the prescanned lines):
-   the prescan's, inside a chunk; above a chunk, from `memo` (MerkleTree's cache of perfect
-   subtrees, {(lo, 2**m): hash}), else hashed from its halves and kept there.  0, or -1 with a
-   Python error set. */
-static int perfect_node(Prescan *ps, PyObject *memo, Py_ssize_t lo, int m, unsigned char out[32]) {
-    PyObject *key, *got;
-    unsigned char l[32], r[32];
-    int rc;
-    if (m <= ps->chunk_log) {
-        if (prescan_wait(ps, lo) < 0) return -1;
-        memcpy(out, m == 0 ? ps->leaf + 32 * lo : ps->level[m] + 32 * (lo >> m), 32);
-        return 0;
-    }
-    key = Py_BuildValue("(nn)", lo, (Py_ssize_t)1 << m);
-    if (!key) return -1;
-    got = PyDict_GetItemWithError(memo, key);
-    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32) {
-        memcpy(out, PyBytes_AS_STRING(got), 32);
-        Py_DECREF(key);
-        return 0;
-    }
-    if (PyErr_Occurred() || perfect_node(ps, memo, lo, m - 1, l) < 0 ||
-        perfect_node(ps, memo, lo + ((Py_ssize_t)1 << (m - 1)), m - 1, r) < 0) {
-        Py_DECREF(key);
-        return -1;
-    }
-    node_of(l, r, out);
-    got = PyBytes_FromStringAndSize((const char *)out, 32);
-    rc = got ? PyDict_SetItem(memo, key, got) : -1;
-    Py_XDECREF(got);
-    Py_DECREF(key);
-    return rc;
-}
-
-/* tree_root(prescan, size, memo) -> the RFC 9162 root of the first `size` prescanned lines: the
-   right fold of the perfect subtrees that `size`'s binary digits cut (a tree of n leaves splits at
-   the largest power of two below n, its left part perfect). */
-static PyObject *tree_root(PyObject *self, PyObject *args) {
-    PyObject *memo;
-    Prescan *ps;
-    Py_ssize_t size, lo = 0;
-    unsigned char parts[64][32], acc[32];
-    int m, t = 0;
-    if (!PyArg_ParseTuple(args, "O!nO!", &PrescanType, &ps, &size, &PyDict_Type, &memo)) return NULL;
-    if (size < 1 || size > ps->n) {
-        PyErr_SetString(PyExc_ValueError, "tree size outside the prescanned lines");
-        return NULL;
-    }
-    for (m = 62; m >= 0; m--)
-        if (size & ((Py_ssize_t)1 << m)) {
-            if (perfect_node(ps, memo, lo, m, parts[t++]) < 0) return NULL;
-            lo += (Py_ssize_t)1 << m;
-        }
-    memcpy(acc, parts[--t], 32);
-    while (t-- > 0) node_of(parts[t], acc, acc);
-    return PyBytes_FromStringAndSize((const char *)acc, 32);
 }
 
 /* ---------------------------------------------------------------- parse_line: a canonical line's value */
@@ -1347,9 +1393,10 @@ static PyObject *set_sha256_backend(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"scan_entries", scan_entries, METH_VARARGS,
      "scan_entries(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, layouts,"
-     " next_epoch, rate, commitment, arrivals) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns, epoch,"
-     " next_epoch, snapshots, reveals, commits): the ordinary snapshot, schedule-commit and schedule-reveal lines"
-     " from `start` that the verifier would accept with no problem, and its state after them"},
+     " next_epoch, rate, commitment, arrivals, memo, last_checkpoint, on_checkpoint) -> (end, prev, leaf_hashes,"
+     " counter, clock_ns, busy_ns, epoch, next_epoch, snapshots, reveals, commits, checkpoints): the ordinary"
+     " snapshot, schedule-commit, schedule-reveal and (with memo and on_checkpoint) checkpoint lines from `start`"
+     " that the verifier would accept with no problem, and its state after them"},
     {"tree_root", tree_root, METH_VARARGS,
      "tree_root(prescan, size, memo) -> the RFC 9162 root of the first `size` prescanned lines (memo: the"
      " tree's cache of perfect subtrees, {(lo, size): hash}, read and filled above a chunk)"},

@@ -28,6 +28,9 @@ def scan_entries(
     rate: float | None,
     commitment: Callable[[bytes], bytes],
     arrivals: Callable[[bytes, float, int, int], list[int]],
+    memo: dict[tuple[int, int], bytes] | None,
+    last_checkpoint: int,
+    on_checkpoint: Callable[[int, bytes], bool] | None,
     /,
 ) -> tuple[
     int,
@@ -37,6 +40,7 @@ def scan_entries(
     int,
     int,
     tuple[int, int, int, bytes, float, dict[int, int]] | None,
+    int,
     int,
     int,
     int,

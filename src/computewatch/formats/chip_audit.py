@@ -13,7 +13,7 @@ or a boot's entries after its last checkpoint when the next boot begins) are rep
 problem: nothing the chip signed vouches for them. A later boot's checkpoint does not vouch for
 an earlier boot's entries (its firmware only read them back from storage).
 
-Speed (issue 24): `audit_log` hands runs of ordinary snapshot and schedule entries to the native fast path
+Speed (issue 24): `audit_log` hands runs of ordinary snapshot, schedule and checkpoint entries to the native fast path
 (`LogVerifier.fast_forward`, computewatch._native), which accepts only what `feed` would accept
 with no problem; every other line, and every problem message, comes from `feed`. Background
 threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
@@ -129,8 +129,8 @@ _SHARD_DOC_HEAD = b'{"hash":"' + SHARD_HASH.encode() + b'","regions":'
 _SHARD_DOC_TAIL = b',"v":%d}' % SHARD_VERSION
 _REGION_DIGEST = re.compile(rb'"digest":"[0-9a-f]{64}"')
 # How every line the native fast path accepts begins (the canonical text of a snapshot entry, a
-# schedule commit and a schedule reveal): audit_log calls it for no other line.
-_SNAPSHOT_HEAD = (b'{"body":{"copy_out":', b'{"body":{"commitment":', b'{"body":{"end_busy_ns":')
+# schedule commit, a schedule reveal and a checkpoint): audit_log calls it for no other line.
+_SNAPSHOT_HEAD = (b'{"body":{"copy_out":', b'{"body":{"commitment":', b'{"body":{"end_busy_ns":', b'{"body":{"root":')
 
 
 def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
@@ -252,12 +252,14 @@ class LogVerifier:
         return out
 
     def fast_forward(self, lines: list[bytes], start: int) -> int:
-        """Accept ordinary entries `lines[start:]` (snapshots, schedule commits and reveals) through
-        the native fast path while it accepts them; returns the position of the first line it did
-        not take (`start` when none, or when the fast path is off or the state is one it does not
-        handle). Entries it takes are exactly those `feed` would accept with no problem and the
-        same state change (tests/test_chip_audit_native.py and tests/test_chip_audit_schedule.py
-        compare reports); every other line goes to `feed`."""
+        """Accept ordinary entries `lines[start:]` (snapshots, schedule commits and reveals, and,
+        in an audit that read the log ahead, checkpoints) through the native fast path while it
+        accepts them; returns the position of the first line it did not take (`start` when none,
+        or when the fast path is off or the state is one it does not handle). Entries it takes
+        are exactly those `feed` would accept with no problem and the same state change
+        (tests/test_chip_audit_native.py, tests/test_chip_audit_schedule.py compare reports);
+        every other line goes to `feed`. A checkpoint's signature is checked here, by
+        `_take_checkpoint`, as `feed` checks it."""
         # With a prescan the native module was on when the audit began (no environment lookup per call).
         native, ep = (_native.chiplog() if self._pre is None else _native.loaded()), self._epoch
         nxt = self._next_epoch
@@ -286,9 +288,18 @@ class LogVerifier:
         # A commit is taken only where `_on_schedule_commit` has a signed policy that logs to match.
         rate = self._rate if self._logging and type(self._rate) is float else None
         pre = self._pre if lines is self._pre_lines else None
-        end, prev, leaves, counter, clock, busy, epoch, nxt, snapshots, reveals, commits = native.scan_entries(
+        # Checkpoints need the prescan's subtrees for their roots (and a tree made of its leaves).
+        memo = self.tree._perfect if pre is not None and isinstance(self.tree, PrescannedTree) else None
+        last_cp = self._checkpoints[-1][0] if self._checkpoints else -1
+        taken: list[int] = []  # checkpoints taken in this run
+
+        def on_checkpoint(i: int, line: bytes) -> bool:
+            return self._take_checkpoint(i, line, start, taken)
+
+        end, prev, leaves, counter, clock, busy, epoch, nxt, snapshots, reveals, commits, _ = native.scan_entries(
             pre, lines, start, len(lines), bytes.fromhex(self._prev), self.cert.serial.encode("ascii"), self._counter,
-            self._boot, self._clock, self._busy, epoch, self._layouts, nxt, rate, commitment, _arrivals,
+            self._boot, self._clock, self._busy, epoch, self._layouts, nxt, rate, commitment, _arrivals, memo,
+            last_cp if type(last_cp) is int and abs(last_cp) < _NATIVE_MAX else 0, on_checkpoint,
         )  # fmt: skip
         if end == start:
             return start
@@ -308,9 +319,38 @@ class LogVerifier:
             self.epochs_checked += reveals
             if commits:
                 self._unclean_since_commit = False
-        if self._pending is None:
-            self._pending = start
+        # The unsigned entries after the last signature taken wait for the next one.
+        first = taken[-1] + 1 if taken else start
+        if self._pending is None and end > first:
+            self._pending = first
         return end
+
+    def _take_checkpoint(self, i: int, line: bytes, start: int, taken: list[int]) -> bool:
+        """The native scan's call at checkpoint line `i` of a run from `start`, once it found
+        everything but the signature as `feed` requires (shape, chain, counter, serial, boot,
+        clock, tree size and root): the signature step, `_check_sig_v2` itself, in the state
+        `feed` would leave before line `i`. True when it reported nothing (the line is taken and
+        the checkpoint recorded), else False with the state as it was (the scan stops; `feed`
+        then reads the line and names the problem)."""
+        pending, position = self._pending, self.position
+        first = taken[-1] + 1 if taken else start  # the run's unsigned entries before line i
+        if pending is None and i > first:
+            self._pending = first
+        problems: list[str] = []
+        self.position = i  # (signatures verified ahead are looked up by position)
+        try:
+            e = parse_entry_line(line)
+            self._check_sig_v2(i, e, lambda msg, entry=i: problems.append(msg), line, True)
+        except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
+            problems.append(str(exc))
+        finally:
+            self.position = position
+        if problems:
+            self._pending = pending
+            return False
+        self._checkpoints.append((i, bytes.fromhex(e["body"]["root"])))
+        taken.append(i)
+        return True
 
     def _check(self, i: int, line: bytes, out: list[Problem]) -> None:
         def bad(msg: str, entry: int = i) -> None:
