@@ -868,6 +868,15 @@ fail:
 
 /* ---------------------------------------------------------------- tree_root: a checkpoint's root */
 
+/* An RFC 9162 interior node, SHA-256(0x01 || l || r); out may be l or r. */
+static void tree_node(const unsigned char *l, const unsigned char *r, unsigned char out[32]) {
+    unsigned char b[65];
+    b[0] = 1;
+    memcpy(b + 1, l, 32);
+    memcpy(b + 33, r, 32);
+    sha256(b, 65, out);
+}
+
 /* The hash of the perfect subtree of 2**m leaves at `lo` (aligned, inside the prescanned lines):
    the prescan's, inside a chunk; above a chunk, from `memo` (MerkleTree's cache of perfect
    subtrees, {(lo, 2**m): hash}), else hashed from its halves and kept there.  0, or -1 with a
@@ -894,7 +903,7 @@ static int perfect_node(Prescan *ps, PyObject *memo, Py_ssize_t lo, int m, unsig
         Py_DECREF(key);
         return -1;
     }
-    node_of(l, r, out);
+    tree_node(l, r, out);
     got = PyBytes_FromStringAndSize((const char *)out, 32);
     rc = got ? PyDict_SetItem(memo, key, got) : -1;
     Py_XDECREF(got);
@@ -915,7 +924,7 @@ static int root_of(Prescan *ps, PyObject *memo, Py_ssize_t size, unsigned char o
             lo += (Py_ssize_t)1 << m;
         }
     memcpy(out, parts[--t], 32);
-    while (t-- > 0) node_of(parts[t], out, out);
+    while (t-- > 0) tree_node(parts[t], out, out);
     return 0;
 }
 
