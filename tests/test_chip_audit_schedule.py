@@ -24,6 +24,8 @@ from computewatch.adversary import chiplog as attacks
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.canonical import canonical_json_v2
+from computewatch.crypto.digest import blake3_bytes
+from computewatch.crypto.regions import SHARD_VERSION
 from computewatch.crypto.signing import SigningKey
 from computewatch.formats import _audit_prescan, chip_audit
 from computewatch.formats.chip_audit import LogVerifier
@@ -311,6 +313,32 @@ def test_checkpoint_signatures_are_checked_on_the_fast_path(world: dict[str, Any
     for name, line in cases.items():
         report = _same(world, [*lines[:i], line, *lines[i + 1 :]])
         assert not report["ok"], name
+
+
+def test_region_digests_that_are_not_lowercase_hex_give_the_same_reports(world: dict[str, Any]) -> None:
+    """A region digest with one character just outside 0-9 and a-f (the layout check's hex test),
+    its shard digest recomputed and the log re-signed after it: the verifier rejects the region."""
+    lines = world["lines"]
+    # A snapshot the native path takes (its layout known from the boot's first snapshot, at most
+    # 16 triggers): checked by taking it from the position before it.
+    i = next(k for k in _at(lines, "snapshot")[1:] if len(json.loads(lines[k])["body"]["triggers"]) <= 16)
+    v = LogVerifier(world["cert"], world["root"])
+    for line in lines[:i]:
+        assert v.feed(line) == []
+    assert v.fast_forward(lines, i) > i
+    for pos in (0, 9, 15, 16, 40, 63):
+        for ch in "/:`gF\x7f":
+            e = json.loads(lines[i])
+            digest = e["body"]["regions"][1]["digest"]
+            e["body"]["regions"][1]["digest"] = digest[:pos] + ch + digest[pos + 1 :]
+            doc = {"hash": e["body"]["hash"], "regions": e["body"]["regions"], "v": SHARD_VERSION}
+            e["body"]["shard_digest"] = blake3_bytes(canonical_json_v2(doc)).hex()
+            report = _same(
+                world,
+                attacks.rechain([*lines[:i], canonical_json_v2(e), *lines[i + 1 :]], i + 1, key=world["key"]),
+                all_ways=pos == 0,
+            )
+            assert not report["ok"]
 
 
 def test_byte_mutations_of_schedule_lines_give_the_same_reports(world: dict[str, Any]) -> None:

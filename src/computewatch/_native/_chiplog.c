@@ -347,11 +347,30 @@ static const char *find(const char *hay, const char *end, const char *needle) {
     return memmem(hay, (size_t)(end - hay), needle, strlen(needle));
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* 1 when p[0..64) are lowercase hex digits (a snapshot's layout drops three of these per line). */
 static int is_hex64(const char *p) {
+#if defined(__SSE2__)
+    /* Byte by byte, unsigned: b - '0' <= 9 or b - 'a' <= 5 (a saturated subtraction is zero). */
+    const __m128i zero = _mm_setzero_si128(), d0 = _mm_set1_epi8('0'), a0 = _mm_set1_epi8('a');
+    const __m128i nine = _mm_set1_epi8(9), five = _mm_set1_epi8(5);
+    int i, mask = 0xffff;
+    for (i = 0; i < 64; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i digit = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, d0), nine), zero);
+        __m128i lower = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, a0), five), zero);
+        mask &= _mm_movemask_epi8(_mm_or_si128(digit, lower));
+    }
+    return mask == 0xffff;
+#else
     int i;
     unsigned char ok = 1;
     for (i = 0; i < 64; i++) ok &= HEXOK[(unsigned char)p[i]];
     return ok;
+#endif
 }
 
 static void to_hex(const unsigned char *d, char *out) {
