@@ -138,6 +138,11 @@ def test_the_schedule_s_lines_take_the_native_path(world: dict[str, Any], monkey
     assert taken.count("schedule-commit") == len(_at(lines, "schedule-commit")) >= 5
     assert taken.count("schedule-reveal") == len(_at(lines, "schedule-reveal"))
     assert taken.count("checkpoint") == len(_at(lines, "checkpoint")) >= 4
+    # Every snapshot but the log's first (whose region layout the verifier checks first) and
+    # those with more triggers than the native reader holds (16).
+    snaps = _at(lines, "snapshot")
+    small = [k for k in snaps[1:] if len(json.loads(lines[k])["body"]["triggers"]) <= 16]
+    assert taken.count("snapshot") == len(small) >= 10
     assert _same(world, lines) == report
 
 
