@@ -1,7 +1,8 @@
 /* The chip-log audit's native fast path (computewatch.formats.chip_audit).
  *
- * scan_snapshots() walks a run of log lines and accepts each one only while it is an ordinary
- * version 2 snapshot entry that the Python LogVerifier would accept with no problem: the exact
+ * scan_entries() walks a run of log lines and accepts each one only while it is an ordinary
+ * version 2 snapshot entry (or schedule commit or reveal, below) that the Python LogVerifier
+ * would accept with no problem: the exact
  * canonical shape below, chained to the previous line, numbered, timed and triggered as the
  * verifier's state requires, with a region layout the verifier already checked and a shard
  * digest that matches.  It stops at the first line it does not accept; the Python verifier then
@@ -732,11 +733,30 @@ static const char *find(const char *hay, const char *end, const char *needle) {
     return memmem(hay, (size_t)(end - hay), needle, strlen(needle));
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* 1 when p[0..64) are lowercase hex digits (a snapshot's layout drops three of these per line). */
 static int is_hex64(const char *p) {
+#if defined(__SSE2__)
+    /* Byte by byte, unsigned: b - '0' <= 9 or b - 'a' <= 5 (a saturated subtraction is zero). */
+    const __m128i zero = _mm_setzero_si128(), d0 = _mm_set1_epi8('0'), a0 = _mm_set1_epi8('a');
+    const __m128i nine = _mm_set1_epi8(9), five = _mm_set1_epi8(5);
+    int i, mask = 0xffff;
+    for (i = 0; i < 64; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i digit = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, d0), nine), zero);
+        __m128i lower = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, a0), five), zero);
+        mask &= _mm_movemask_epi8(_mm_or_si128(digit, lower));
+    }
+    return mask == 0xffff;
+#else
     int i;
     unsigned char ok = 1;
     for (i = 0; i < 64; i++) ok &= HEXOK[(unsigned char)p[i]];
     return ok;
+#endif
 }
 
 static void to_hex(const unsigned char *d, char *out) {
@@ -870,7 +890,7 @@ static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_
 
 /* prescan() starts background threads that read the log's lines in chunks, in order, without
    the GIL, and returns at once: the verifier checks entries in order while they read ahead.
-   Whatever asks for a line's results (scan_snapshots, leaf, chain, node) first waits for its
+   Whatever asks for a line's results (scan_entries, leaf, chain, node) first waits for its
    chunk; a waiting thread reads the next unread chunks itself rather than idle. */
 
 #define MAX_LEVELS 62
@@ -919,12 +939,14 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     pthread_mutex_unlock(&ps->lock);
 }
 
-/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is taken. */
+/* Read chunks in order until none is left, or (until >= 0) until chunk `until` is read: a thread
+   that waits for it reads the chunks after it meanwhile (both cores stay busy while the
+   background threads are behind; it runs ahead by at most one chunk). */
 static void prescan_work(Prescan *ps, Py_ssize_t until) {
     Buf scratch = {NULL, 0};
     Py_ssize_t c;
     while (!__atomic_load_n(&ps->failed, __ATOMIC_ACQUIRE)) {
-        if (until >= 0 && __atomic_load_n(&ps->next_chunk, __ATOMIC_RELAXED) > until) break;
+        if (until >= 0 && __atomic_load_n(&ps->done[until], __ATOMIC_ACQUIRE)) break;
         c = __atomic_fetch_add(&ps->next_chunk, 1, __ATOMIC_RELAXED);
         if (c >= ps->chunks) break;
         prescan_chunk(ps, c, &scratch);
@@ -1087,7 +1109,7 @@ fail:
     return NULL;
 }
 
-/* ---------------------------------------------------------------- scan_snapshots */
+/* ---------------------------------------------------------------- snapshot lines in the verifier's state */
 
 typedef struct {
     const char *serial;
@@ -1099,18 +1121,41 @@ typedef struct {
     int has_layout;
 } State;
 
+/* The first `"digest":"` in [q, end), or NULL: blocks of 16 bytes where a quote is followed by a
+   `d` (SSE2), each such place compared in full; memmem for the tail and elsewhere. */
+static const char *find_digest_key(const char *q, const char *end) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), d = _mm_set1_epi8('d');
+    while (end - q >= 17 + 9) {
+        unsigned mask = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)q), quote)) &
+                        (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(q + 1)), d));
+        while (mask) {
+            const char *hit = q + __builtin_ctz(mask);
+            if (memcmp(hit + 2, "igest\":\"", 8) == 0) return hit;
+            mask &= mask - 1;
+        }
+        q += 16;
+    }
+#endif
+    return memmem(q, (size_t)(end - q), "\"digest\":\"", 10);
+}
+
 /* The layout of a snapshot's regions: their text without the 64-hex digest fields (the verifier's
    `_REGION_DIGEST.sub(b"", cut)`). */
 static size_t layout_of(const char *regions, const char *regions_end, char *out) {
-    const char *q = regions;
-    size_t kn = 0;
-    while (q < regions_end) {
-        if (regions_end - q >= 75 && memcmp(q, "\"digest\":\"", 10) == 0 && q[74] == '"' && is_hex64(q + 10))
-            q += 75;
-        else
-            out[kn++] = *q++;
+    const char *q = regions, *hit;
+    size_t kn = 0, m;
+    /* Jump from one `"digest":"` to the next (the bytes between match nothing); a match that is
+       not 64 hex digits and a quote stays in the text, as the regex leaves it. */
+    while ((hit = find_digest_key(q, regions_end)) != NULL) {
+        int field = regions_end - hit >= 75 && hit[74] == '"' && is_hex64(hit + 10);
+        m = (size_t)(hit - q) + (field ? 0 : 1);
+        memcpy(out + kn, q, m);
+        kn += m;
+        q = field ? hit + 75 : hit + 1;
     }
-    return kn;
+    memcpy(out + kn, q, (size_t)(regions_end - q));
+    return kn + (size_t)(regions_end - q);
 }
 
 /* 1: the snapshot `s` (line `index`) fits the verifier's state, which moves on; 0: it does not
@@ -1160,82 +1205,6 @@ static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
     st->clock = s->clock;
     st->busy = s->busy;
     return 1;
-}
-
-static PyObject *scan_snapshots(PyObject *self, PyObject *args) {
-    PyObject *pre, *lines, *prev, *serial, *leaves, *out = NULL;
-    Py_ssize_t start, stop, i;
-    Prescan *ps = NULL;
-    State st;
-    memset(&st, 0, sizeof st);
-    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLLO!O!", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
-                          &st.counter, &st.boot, &st.clock, &st.busy, &st.epoch, &PyDict_Type, &st.triggers,
-                          &PyDict_Type, &st.layouts))
-        return NULL;
-    if (pre != Py_None) {
-        if (!PyObject_TypeCheck(pre, &PrescanType)) {
-            PyErr_SetString(PyExc_TypeError, "prescan must be a Prescan or None");
-            return NULL;
-        }
-        ps = (Prescan *)pre;
-    }
-    if (PyBytes_GET_SIZE(prev) != 32) {
-        PyErr_SetString(PyExc_ValueError, "prev must be 32 bytes");
-        return NULL;
-    }
-    if (start < 0 || stop > PyList_GET_SIZE(lines) || start > stop) {
-        PyErr_SetString(PyExc_ValueError, "start/stop outside the list of lines");
-        return NULL;
-    }
-    memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
-    st.serial = PyBytes_AS_STRING(serial);
-    st.serial_n = PyBytes_GET_SIZE(serial);
-    leaves = PyList_New(0);
-    if (!leaves) return NULL;
-    for (i = start; i < stop; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
-        const char *p;
-        Py_ssize_t n;
-        Snap local;
-        const Snap *s;
-        unsigned char lh[32], ch[32];
-        const unsigned char *leafp, *chainp;
-        int rc;
-        if (!PyBytes_Check(line)) break;
-        p = PyBytes_AS_STRING(line);
-        n = PyBytes_GET_SIZE(line);
-        /* The prescan's reading of this line, when it read these very bytes (the same object). */
-        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) {
-            if (prescan_wait(ps, i) < 0) goto done;
-            s = &ps->snap[i];
-            leafp = ps->leaf + 32 * i;
-            chainp = ps->chain + 32 * i;
-        } else {
-            rc = parse_snapshot(p, n, &local, &st.buf);
-            if (rc < 0) { PyErr_NoMemory(); goto done; }
-            if (!local.ok) break;
-            if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
-            s = &local;
-            leafp = lh;
-            chainp = ch;
-        }
-        rc = apply(&st, s, p, i);
-        if (rc < 0) goto done;
-        if (rc == 0) break;
-        memcpy(st.prev, chainp, 32);
-        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
-        if (!leaf || PyList_Append(leaves, leaf) < 0) {
-            Py_XDECREF(leaf);
-            goto done;
-        }
-        Py_DECREF(leaf);
-    }
-    out = Py_BuildValue("ny#OLLL", i, (const char *)st.prev, (Py_ssize_t)32, leaves, st.counter, st.clock, st.busy);
-done:
-    Py_DECREF(leaves);
-    free(st.buf.p);
-    free(st.layout.p);
-    return out;
 }
 
 /* ---------------------------------------------------------------- the schedule's arrivals */
@@ -1322,6 +1291,507 @@ static PyObject *py_arrivals(PyObject *self, PyObject *args) {
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- tree_root: a checkpoint's root */
+
+/* An RFC 9162 interior node, SHA-256(0x01 || l || r); out may be l or r. */
+static void tree_node(const unsigned char *l, const unsigned char *r, unsigned char out[32]) {
+    unsigned char b[65];
+    b[0] = 1;
+    memcpy(b + 1, l, 32);
+    memcpy(b + 33, r, 32);
+    sha256(b, 65, out);
+}
+
+/* The hash of the perfect subtree of 2**m leaves at `lo` (aligned, inside the prescanned lines):
+   the prescan's, inside a chunk; above a chunk, from `memo` (MerkleTree's cache of perfect
+   subtrees, {(lo, 2**m): hash}), else hashed from its halves and kept there.  0, or -1 with a
+   Python error set. */
+static int perfect_node(Prescan *ps, PyObject *memo, Py_ssize_t lo, int m, unsigned char out[32]) {
+    PyObject *key, *got;
+    unsigned char l[32], r[32];
+    int rc;
+    if (m <= ps->chunk_log) {
+        if (prescan_wait(ps, lo) < 0) return -1;
+        memcpy(out, m == 0 ? ps->leaf + 32 * lo : ps->level[m] + 32 * (lo >> m), 32);
+        return 0;
+    }
+    key = Py_BuildValue("(nn)", lo, (Py_ssize_t)1 << m);
+    if (!key) return -1;
+    got = PyDict_GetItemWithError(memo, key);
+    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32) {
+        memcpy(out, PyBytes_AS_STRING(got), 32);
+        Py_DECREF(key);
+        return 0;
+    }
+    if (PyErr_Occurred() || perfect_node(ps, memo, lo, m - 1, l) < 0 ||
+        perfect_node(ps, memo, lo + ((Py_ssize_t)1 << (m - 1)), m - 1, r) < 0) {
+        Py_DECREF(key);
+        return -1;
+    }
+    tree_node(l, r, out);
+    got = PyBytes_FromStringAndSize((const char *)out, 32);
+    rc = got ? PyDict_SetItem(memo, key, got) : -1;
+    Py_XDECREF(got);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* The RFC 9162 root of the first `size` prescanned lines (1 <= size <= n): the right fold of the
+   perfect subtrees that `size`'s binary digits cut (a tree of n leaves splits at the largest power
+   of two below n, its left part perfect).  0, or -1 with a Python error set. */
+static int root_of(Prescan *ps, PyObject *memo, Py_ssize_t size, unsigned char out[32]) {
+    unsigned char parts[64][32];
+    Py_ssize_t lo = 0;
+    int m, t = 0;
+    for (m = 62; m >= 0; m--)
+        if (size & ((Py_ssize_t)1 << m)) {
+            if (perfect_node(ps, memo, lo, m, parts[t++]) < 0) return -1;
+            lo += (Py_ssize_t)1 << m;
+        }
+    memcpy(out, parts[--t], 32);
+    while (t-- > 0) tree_node(parts[t], out, out);
+    return 0;
+}
+
+/* tree_root(prescan, size, memo) -> root_of(size): a checkpoint's root (PrescannedTree.root). */
+static PyObject *tree_root(PyObject *self, PyObject *args) {
+    PyObject *memo;
+    Prescan *ps;
+    Py_ssize_t size;
+    unsigned char root[32];
+    if (!PyArg_ParseTuple(args, "O!nO!", &PrescanType, &ps, &size, &PyDict_Type, &memo)) return NULL;
+    if (size < 1 || size > ps->n) {
+        PyErr_SetString(PyExc_ValueError, "tree size outside the prescanned lines");
+        return NULL;
+    }
+    if (root_of(ps, memo, size, root) < 0) return NULL;
+    return PyBytes_FromStringAndSize((const char *)root, 32);
+}
+
+/* ---------------------------------------------------------------- scan_entries: the schedule's lines too */
+
+/* scan_entries() takes snapshot lines as apply() above allows, and the schedule's own lines, in
+   log order: a schedule-commit that opens the next epoch at the signed firmware policy's rate, and a
+   schedule-reveal whose seed matches the open epoch's commitment and whose drawn arrivals are
+   exactly the triggers the epoch's snapshots served.  Each only when it has the exact canonical
+   shape below (no signature, version 2) and the Python verifier would accept it with no problem
+   and the same state change (formats.chip_audit: _check, _check_clock, _on_schedule_commit,
+   _on_schedule_reveal); the seed's commitment and the arrivals come from the very Python
+   functions the verifier calls.  A checkpoint (read ahead: its root comes from the prescan's
+   subtrees) is taken when everything but its signature passes and the verifier's own signature
+   step, called back, reports nothing.  It stops at the first line it does not take and never
+   decides that an entry is bad; boots, shutdowns and every other kind go to Python. */
+
+#define KIND_COMMIT 1
+#define KIND_REVEAL 2
+#define KIND_CHECKPOINT 3
+
+/* 32 bytes from 64 lowercase hex digits (checked by the reader). */
+static void unhex32(const char *hex, unsigned char out[32]) {
+    int k;
+    for (k = 0; k < 32; k++) out[k] = (unsigned char)(unhex(hex[2 * k]) << 4 | unhex(hex[2 * k + 1]));
+}
+
+typedef struct {
+    int kind;                                      /* KIND_COMMIT, KIND_REVEAL, KIND_CHECKPOINT, or 0 */
+    int64_t epoch, at, boot, busy, clock, counter; /* at: start_busy_ns, end_busy_ns, tree_size */
+    double rate;                                   /* commit: float(snapshots_per_day) */
+    const char *hex;                               /* commitment, seed or root: 64 hex */
+    unsigned char prev[32];
+    const char *serial;
+    Py_ssize_t serial_n;
+} Sched;
+
+/* A rate as the chip writes it, "[0-9]+(.[0-9]+)?" of at most 30 characters, read as Python's
+   float() reads that text (the same correctly rounded conversion).  Needs the GIL. */
+static int rate_string(Cur *c, double *out) {
+    const char *s, *q;
+    char buf[32];
+    if (!lit(c, "\"")) return 0;
+    s = q = c->p;
+    while (q < c->end && *q >= '0' && *q <= '9') q++;
+    if (q == s) return 0;
+    if (q < c->end && *q == '.') {
+        const char *d = ++q;
+        while (q < c->end && *q >= '0' && *q <= '9') q++;
+        if (q == d) return 0;
+    }
+    if (q - s > 30 || q >= c->end || *q != '"') return 0;
+    memcpy(buf, s, (size_t)(q - s));
+    buf[q - s] = 0;
+    *out = PyOS_string_to_double(buf, NULL, NULL);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    c->p = q + 1;
+    return 1;
+}
+
+/* The fields after the body of a version 2 entry of the given kind, unsigned or (`signed`) with a
+   `sig` string (its base64 is the Python reader's to check). */
+static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
+    const char *prevhex;
+    int i;
+    if (!lit(c, "},\"boot\":") || !json_int(c, &s->boot)) return 0;
+    if (!lit(c, ",\"busy_ns\":") || !dec_string(c, &s->busy)) return 0;
+    if (!lit(c, ",\"clock_ns\":") || !dec_string(c, &s->clock)) return 0;
+    if (!lit(c, ",\"counter\":") || !json_int(c, &s->counter)) return 0;
+    if (!lit_n(c, kind_prev, strlen(kind_prev)) || !hex64(c, &prevhex)) return 0;
+    if (!lit(c, ",\"serial\":") || !plain_string(c, &s->serial, &s->serial_n)) return 0;
+    if (sig && (!lit(c, ",\"sig\":") || !plain_string(c, NULL, NULL))) return 0;
+    if (!lit(c, ",\"v\":2}") || c->p != c->end) return 0;
+    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    return 1;
+}
+
+/* The kind (s->kind) when the line is a schedule-commit or schedule-reveal of this strict shape
+   (every byte printable ASCII, no escape: each string is its own canonical text), else 0. */
+static int parse_sched(const char *line, Py_ssize_t n, Sched *s) {
+    Cur c = {line, line + n, 1};
+    s->kind = 0;
+    if (!clean_ascii(line, n)) return 0;
+    if (lit(&c, "{\"body\":{\"commitment\":")) {
+        if (!hex64(&c, &s->hex)) return 0;
+        if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
+        if (!lit(&c, ",\"snapshots_per_day\":") || !rate_string(&c, &s->rate)) return 0;
+        if (!lit(&c, ",\"start_busy_ns\":") || !dec_string(&c, &s->at)) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"schedule-commit\",\"prev\":", 0)) return 0;
+        s->kind = KIND_COMMIT;
+    } else if (lit(&c, "{\"body\":{\"end_busy_ns\":")) {
+        if (!dec_string(&c, &s->at)) return 0;
+        if (!lit(&c, ",\"epoch\":") || !json_int(&c, &s->epoch)) return 0;
+        if (!lit(&c, ",\"reason\":") || !plain_string(&c, NULL, NULL)) return 0;
+        if (!lit(&c, ",\"seed\":") || !hex64(&c, &s->hex)) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"schedule-reveal\",\"prev\":", 0)) return 0;
+        s->kind = KIND_REVEAL;
+    } else if (lit(&c, "{\"body\":{\"root\":")) {
+        if (!hex64(&c, &s->hex)) return 0;
+        if (!lit(&c, ",\"tree_size\":") || !json_int(&c, &s->at)) return 0;
+        if (!entry_tail(&c, s, ",\"kind\":\"checkpoint\",\"prev\":", 1)) return 0;
+        s->kind = KIND_CHECKPOINT;
+    }
+    return s->kind;
+}
+
+/* The open schedule epoch (the verifier's _Epoch). */
+typedef struct {
+    int open;
+    int64_t index, entry, start;
+    unsigned char commitment[32];
+    PyObject *rate, *triggers; /* owned: a float; a dict, trigger busy ns -> snapshot entry */
+} Epoch;
+
+/* 1: the reveal `r` closes the open epoch with nothing to report (its seed's commitment, its end,
+   the arrivals drawn from its seed equal to the triggers served); 0: not taken (an exception in
+   either Python function is left for the verifier to meet again); -1: out of memory. */
+static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyObject *arrivals_fn) {
+    PyObject *seed, *got, *lo = NULL, *hi = NULL, *expected = NULL, *drawn = NULL, *key, *val;
+    unsigned char raw[32];
+    Py_ssize_t pos = 0;
+    int ok = 0;
+    if (!ep->open || r->epoch != ep->index || r->at != r->busy) return 0;
+    unhex32(r->hex, raw);
+    seed = PyBytes_FromStringAndSize((const char *)raw, 32);
+    if (!seed) return -1;
+    got = PyObject_CallOneArg(commit_fn, seed);
+    if (got && PyBytes_Check(got) && PyBytes_GET_SIZE(got) == 32 && memcmp(PyBytes_AS_STRING(got), ep->commitment, 32) == 0) {
+        lo = PyLong_FromLongLong(ep->start);
+        hi = PyLong_FromLongLong(r->at);
+        if (lo && hi) expected = PyObject_CallFunctionObjArgs(arrivals_fn, seed, ep->rate, lo, hi, NULL);
+        if (expected) drawn = PySet_New(expected);
+        if (drawn && PySet_GET_SIZE(drawn) == PyDict_GET_SIZE(ep->triggers)) {
+            ok = 1;
+            while (ok == 1 && PyDict_Next(ep->triggers, &pos, &key, &val)) ok = PySet_Contains(drawn, key);
+        }
+    }
+    if (ok < 0 || PyErr_Occurred()) {
+        ok = PyErr_ExceptionMatches(PyExc_MemoryError) ? -1 : 0;
+        if (!ok) PyErr_Clear();
+    }
+    Py_DECREF(seed);
+    Py_XDECREF(got);
+    Py_XDECREF(lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(expected);
+    Py_XDECREF(drawn);
+    return ok;
+}
+
+static PyObject *scan_entries(PyObject *self, PyObject *args) {
+    PyObject *pre, *lines, *prev, *serial, *epoch_in, *rate_in, *commit_fn, *arrivals_fn, *memo, *on_checkpoint,
+        *leaves, *epoch_out, *out = NULL;
+    Py_ssize_t start, stop, i, snaps = 0, reveals = 0, commits = 0, checkpoints = 0;
+    long long next_epoch, last_cp;
+    double rate = 0.0;
+    Prescan *ps = NULL;
+    State st;
+    Epoch ep;
+    memset(&st, 0, sizeof st);
+    memset(&ep, 0, sizeof ep);
+    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLOO!LOOOOLO", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
+                          &st.counter, &st.boot, &st.clock, &st.busy, &epoch_in, &PyDict_Type, &st.layouts,
+                          &next_epoch, &rate_in, &commit_fn, &arrivals_fn, &memo, &last_cp, &on_checkpoint))
+        return NULL;
+    if (pre != Py_None) {
+        if (!PyObject_TypeCheck(pre, &PrescanType)) {
+            PyErr_SetString(PyExc_TypeError, "prescan must be a Prescan or None");
+            return NULL;
+        }
+        ps = (Prescan *)pre;
+    }
+    if (PyBytes_GET_SIZE(prev) != 32 || start < 0 || stop > PyList_GET_SIZE(lines) || start > stop ||
+        (rate_in != Py_None && !PyFloat_Check(rate_in)) || (memo != Py_None && !PyDict_Check(memo))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "prev must be 32 bytes, start/stop inside the lines, rate a float or None, memo a dict or None");
+        return NULL;
+    }
+    if (rate_in != Py_None) rate = PyFloat_AS_DOUBLE(rate_in);
+    if (epoch_in != Py_None) {
+        const char *commitment;
+        Py_ssize_t cn;
+        if (!PyArg_ParseTuple(epoch_in, "LLLy#O!O!", &ep.index, &ep.entry, &ep.start, &commitment, &cn, &PyFloat_Type,
+                              &ep.rate, &PyDict_Type, &ep.triggers))
+            return NULL;
+        if (cn != 32) {
+            PyErr_SetString(PyExc_ValueError, "the epoch's commitment must be 32 bytes");
+            return NULL;
+        }
+        memcpy(ep.commitment, commitment, 32);
+        Py_INCREF(ep.rate);
+        Py_INCREF(ep.triggers);
+        ep.open = 1;
+        st.epoch = ep.index;
+        st.triggers = ep.triggers;
+    }
+    memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
+    st.serial = PyBytes_AS_STRING(serial);
+    st.serial_n = PyBytes_GET_SIZE(serial);
+    leaves = PyList_New(0);
+    if (!leaves) goto done;
+    for (i = start; i < stop; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
+        const char *p;
+        Py_ssize_t n;
+        Snap local;
+        const Snap *s;
+        Sched sc;
+        unsigned char lh[32], ch[32];
+        const unsigned char *leafp = NULL, *chainp = NULL;
+        int rc;
+        if (!PyBytes_Check(line)) break;
+        p = PyBytes_AS_STRING(line);
+        n = PyBytes_GET_SIZE(line);
+        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) { /* read ahead: these very bytes */
+            if (prescan_wait(ps, i) < 0) goto done;
+            s = &ps->snap[i];
+            leafp = ps->leaf + 32 * i;
+            chainp = ps->chain + 32 * i;
+        } else {
+            if (parse_snapshot(p, n, &local, &st.buf) < 0) { PyErr_NoMemory(); goto done; }
+            s = &local;
+        }
+        if (s->ok) {
+            if (!ep.open) break; /* a snapshot outside every epoch: the verifier's to report */
+            rc = apply(&st, s, p, i);
+            if (rc < 0) goto done;
+            if (rc == 0) break;
+            snaps++;
+        } else {
+            if (!parse_sched(p, n, &sc)) break;
+            if (sc.serial_n != st.serial_n || memcmp(sc.serial, st.serial, (size_t)sc.serial_n) != 0) break;
+            if (sc.counter != st.counter || sc.boot != st.boot || memcmp(sc.prev, st.prev, 32) != 0) break;
+            if (sc.clock < st.clock || sc.busy < st.busy) break;
+            if (sc.kind == KIND_CHECKPOINT) {
+                /* What _on_checkpoint and _check_clock check (the size is the position, not below the
+                   last checkpoint's, the root the prescanned lines' before it, busy time still unless
+                   an epoch is open); its signature is the verifier's: on_checkpoint(i, line) is true
+                   when the verifier took it with nothing to report. */
+                unsigned char want[32], root[32];
+                PyObject *taken;
+                if (!leafp || memo == Py_None || on_checkpoint == Py_None || sc.at != i || i < 1 ||
+                    (last_cp >= 0 && !(last_cp > 0 && last_cp <= i)) || (!ep.open && sc.busy != st.busy))
+                    break;
+                unhex32(sc.hex, want);
+                if (root_of(ps, memo, i, root) < 0) goto done;
+                if (memcmp(root, want, 32) != 0) break;
+                taken = PyObject_CallFunction(on_checkpoint, "nO", i, line);
+                if (!taken) goto done;
+                rc = PyObject_IsTrue(taken);
+                Py_DECREF(taken);
+                if (rc < 0) goto done;
+                if (!rc) break;
+                last_cp = i;
+                checkpoints++;
+            } else if (sc.kind == KIND_COMMIT) {
+                /* No epoch open (so busy time must not have moved), the next index, the policy's
+                   rate, the epoch starting at the entry's busy time. */
+                PyObject *trig, *r;
+                if (ep.open || rate_in == Py_None || sc.epoch != next_epoch || sc.rate != rate || sc.at != sc.busy ||
+                    sc.busy != st.busy)
+                    break;
+                trig = PyDict_New();
+                r = PyFloat_FromDouble(sc.rate);
+                if (!trig || !r) {
+                    Py_XDECREF(trig);
+                    Py_XDECREF(r);
+                    goto done;
+                }
+                Py_XSETREF(ep.triggers, trig);
+                Py_XSETREF(ep.rate, r);
+                unhex32(sc.hex, ep.commitment);
+                ep.open = 1;
+                ep.index = sc.epoch;
+                ep.entry = i;
+                ep.start = sc.at;
+                st.epoch = ep.index;
+                st.triggers = ep.triggers;
+                next_epoch = sc.epoch + 1;
+                commits++;
+            } else {
+                rc = reveal_fits(&ep, &sc, commit_fn, arrivals_fn);
+                if (rc < 0) goto done;
+                if (rc == 0) break;
+                ep.open = 0;
+                Py_CLEAR(ep.triggers);
+                Py_CLEAR(ep.rate);
+                st.triggers = NULL;
+                reveals++;
+            }
+            st.counter = sc.counter + 1;
+            st.clock = sc.clock;
+            st.busy = sc.busy;
+        }
+        if (!leafp) {
+            if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
+            leafp = lh;
+            chainp = ch;
+        }
+        memcpy(st.prev, chainp, 32);
+        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
+        if (!leaf || PyList_Append(leaves, leaf) < 0) {
+            Py_XDECREF(leaf);
+            goto done;
+        }
+        Py_DECREF(leaf);
+    }
+    if (ep.open)
+        epoch_out = Py_BuildValue("LLLy#OO", (long long)ep.index, (long long)ep.entry, (long long)ep.start,
+                                  (const char *)ep.commitment, (Py_ssize_t)32, ep.rate, ep.triggers);
+    else
+        epoch_out = Py_NewRef(Py_None);
+    if (epoch_out)
+        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
+                            (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits,
+                            checkpoints);
+done:
+    Py_XDECREF(leaves);
+    Py_XDECREF(ep.rate);
+    Py_XDECREF(ep.triggers);
+    free(st.buf.p);
+    free(st.layout.p);
+    return out;
+}
+
+/* ---------------------------------------------------------------- parse_line: a canonical line's value */
+
+/* The value at the cursor, when it is in this reader's strict canonical subset (value() above:
+   no float, no negative number, integers of at most 15 digits, strings of printable ASCII with
+   nothing to escape, object keys strictly increasing, no whitespace); NULL otherwise, with a
+   Python error set only when out of memory. */
+static PyObject *build_value(Cur *c, int depth) {
+    const char *s;
+    Py_ssize_t n;
+    int64_t v;
+    PyObject *out, *key, *item;
+    if (depth > 16 || c->p >= c->end) return NULL;
+    switch (*c->p) {
+    case '"':
+        return plain_string(c, &s, &n) ? PyUnicode_FromStringAndSize(s, n) : NULL;
+    case '{': {
+        const char *prev = NULL;
+        Py_ssize_t prevn = 0;
+        c->p++;
+        out = PyDict_New();
+        if (!out || lit(c, "}")) return out;
+        for (;;) {
+            if (!plain_string(c, &s, &n)) break;
+            if (prev) {
+                int cmp = memcmp(prev, s, (size_t)(n < prevn ? n : prevn));
+                if (cmp > 0 || (cmp == 0 && prevn >= n)) break;
+            }
+            prev = s;
+            prevn = n;
+            if (!lit(c, ":") || !(item = build_value(c, depth + 1))) break;
+            key = PyUnicode_FromStringAndSize(s, n);
+            if (!key || PyDict_SetItem(out, key, item) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(item);
+                break;
+            }
+            Py_DECREF(key);
+            Py_DECREF(item);
+            if (lit(c, "}")) return out;
+            if (!lit(c, ",")) break;
+        }
+        Py_DECREF(out);
+        return NULL;
+    }
+    case '[':
+        c->p++;
+        out = PyList_New(0);
+        if (!out || lit(c, "]")) return out;
+        for (;;) {
+            if (!(item = build_value(c, depth + 1))) break;
+            if (PyList_Append(out, item) < 0) {
+                Py_DECREF(item);
+                break;
+            }
+            Py_DECREF(item);
+            if (lit(c, "]")) return out;
+            if (!lit(c, ",")) break;
+        }
+        Py_DECREF(out);
+        return NULL;
+    case 't':
+        return lit(c, "true") ? Py_NewRef(Py_True) : NULL;
+    case 'f':
+        return lit(c, "false") ? Py_NewRef(Py_False) : NULL;
+    case 'n':
+        return lit(c, "null") ? Py_NewRef(Py_None) : NULL;
+    default:
+        if (!json_int(c, &v) || (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E'))) return NULL;
+        return PyLong_FromLongLong(v);
+    }
+}
+
+/* parse_line(line) -> the JSON object a log line holds when the line is that object's canonical
+   text in the strict subset above, else None (the caller's careful parse decides, and names any
+   problem).  Such a line reads the same with json.loads, with RFC 8785 and with canonical JSON
+   version 1, and is its own encoding under each. */
+static PyObject *parse_line(PyObject *self, PyObject *arg) {
+    Cur c;
+    PyObject *out;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse_line reads bytes");
+        return NULL;
+    }
+    c.p = PyBytes_AS_STRING(arg);
+    c.end = c.p + PyBytes_GET_SIZE(arg);
+    c.clean = 1;
+    if (c.p == c.end || *c.p != '{' || !clean_ascii(c.p, c.end - c.p)) Py_RETURN_NONE;
+    out = build_value(&c, 0);
+    if (!out) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (c.p != c.end) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
 }
 
 /* ---------------------------------------------------------------- module */
@@ -1442,9 +1912,18 @@ static PyObject *blake3_backends(PyObject *self, PyObject *noargs) { return choi
 static PyObject *set_blake3_backend(PyObject *self, PyObject *arg) { return choice_set(&B3_CHOICE, arg); }
 
 static PyMethodDef methods[] = {
-    {"scan_snapshots", scan_snapshots, METH_VARARGS,
-     "scan_snapshots(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, triggers,"
-     " layouts) -> (end, prev, leaf_hashes, counter, clock_ns, busy_ns)"},
+    {"scan_entries", scan_entries, METH_VARARGS,
+     "scan_entries(prescan, lines, start, stop, prev, serial, counter, boot, clock_ns, busy_ns, epoch, layouts,"
+     " next_epoch, rate, commitment, arrivals, memo, last_checkpoint, on_checkpoint) -> (end, prev, leaf_hashes,"
+     " counter, clock_ns, busy_ns, epoch, next_epoch, snapshots, reveals, commits, checkpoints): the ordinary"
+     " snapshot, schedule-commit, schedule-reveal and (with memo and on_checkpoint) checkpoint lines from `start`"
+     " that the verifier would accept with no problem, and its state after them"},
+    {"tree_root", tree_root, METH_VARARGS,
+     "tree_root(prescan, size, memo) -> the RFC 9162 root of the first `size` prescanned lines (memo: the"
+     " tree's cache of perfect subtrees, {(lo, size): hash}, read and filled above a chunk)"},
+    {"parse_line", parse_line, METH_O,
+     "parse_line(line) -> the JSON object of a log line in a strict canonical subset (no float, no negative"
+     " number, integers below 10**15, printable ASCII strings with nothing to escape), or None"},
     {"prescan", prescan, METH_VARARGS,
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
      " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"

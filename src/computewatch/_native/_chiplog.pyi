@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Any
 
 class Prescan:
     def __len__(self) -> int: ...
@@ -10,7 +11,7 @@ def prescan(lines: list[bytes], threads: int, chunk_log: int = 9, /) -> Prescan:
 def arrivals(
     seed: bytes, mean_ns: float, start_ns: int, end_ns: int, window: float, exact_gap: Callable[[float, float], int], /
 ) -> list[int]: ...
-def scan_snapshots(
+def scan_entries(
     prescan: Prescan | None,
     lines: list[bytes],
     start: int,
@@ -21,11 +22,32 @@ def scan_snapshots(
     boot: int,
     clock_ns: int,
     busy_ns: int,
-    epoch: int,
-    triggers: dict[int, int],
+    epoch: tuple[int, int, int, bytes, float, dict[int, int]] | None,
     layouts: dict[bytes, str],
+    next_epoch: int,
+    rate: float | None,
+    commitment: Callable[[bytes], bytes],
+    arrivals: Callable[[bytes, float, int, int], list[int]],
+    memo: dict[tuple[int, int], bytes] | None,
+    last_checkpoint: int,
+    on_checkpoint: Callable[[int, bytes], bool] | None,
     /,
-) -> tuple[int, bytes, list[bytes], int, int, int]: ...
+) -> tuple[
+    int,
+    bytes,
+    list[bytes],
+    int,
+    int,
+    int,
+    tuple[int, int, int, bytes, float, dict[int, int]] | None,
+    int,
+    int,
+    int,
+    int,
+    int,
+]: ...
+def tree_root(prescan: Prescan, size: int, memo: dict[tuple[int, int], bytes], /) -> bytes: ...
+def parse_line(line: bytes, /) -> dict[str, Any] | None: ...
 def sha256(data: bytes, /) -> bytes: ...
 def blake3(*pieces: bytes) -> bytes: ...
 def sha256_backend() -> str: ...

@@ -62,6 +62,15 @@ class PrescannedTree(MerkleTree):
         """Append the leaf hashes the native scan returned (32-byte bytes each) in one step."""
         self._leaves.extend(leaves)
 
+    def root(self, size: int | None = None) -> bytes:
+        """The root of the first `size` leaves; hashed in C (`tree_root`) from the prescan's
+        subtrees and this tree's cache of larger perfect ones (each checkpoint asks for one)."""
+        native = _native.loaded()
+        if native is not None and type(size) is int and 0 < size <= len(self._leaves) and size <= len(self._pre):
+            root: bytes = native.tree_root(self._pre, size, self._perfect)
+            return root
+        return super().root(size)
+
     def _hash(self, lo: int, hi: int) -> bytes:
         n = hi - lo
         if n > 1 and n & (n - 1) == 0 and hi <= len(self._leaves):

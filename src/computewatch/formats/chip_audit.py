@@ -13,7 +13,7 @@ or a boot's entries after its last checkpoint when the next boot begins) are rep
 problem: nothing the chip signed vouches for them. A later boot's checkpoint does not vouch for
 an earlier boot's entries (its firmware only read them back from storage).
 
-Speed (issue 24): `audit_log` hands runs of ordinary snapshot entries to the native fast path
+Speed (issue 24): `audit_log` hands runs of ordinary snapshot, schedule and checkpoint entries to the native fast path
 (`LogVerifier.fast_forward`, computewatch._native), which accepts only what `feed` would accept
 with no problem; every other line, and every problem message, comes from `feed`. Background
 threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
@@ -127,12 +127,15 @@ class _Epoch:
     triggers: dict[int, int] = field(default_factory=dict)  # trigger busy ns -> snapshot entry
 
 
+# The native fast path takes numbers below this (int64 in C, with room for the next one).
+_NATIVE_MAX = 1 << 62
 _SNAPSHOT_FIELDS = {"epoch", "triggers", "step", "step_start_busy_ns", "hash", "shard_digest", "regions", "copy_out"}
 _SHARD_DOC_HEAD = b'{"hash":"' + SHARD_HASH.encode() + b'","regions":'
 _SHARD_DOC_TAIL = b',"v":%d}' % SHARD_VERSION
 _REGION_DIGEST = re.compile(rb'"digest":"[0-9a-f]{64}"')
-# How every line the native fast path accepts begins (a snapshot entry's canonical text).
-_SNAPSHOT_HEAD = b'{"body":{"copy_out":'
+# How every line the native fast path accepts begins (the canonical text of a snapshot entry, a
+# schedule commit, a schedule reveal and a checkpoint): audit_log calls it for no other line.
+_SNAPSHOT_HEAD = (b'{"body":{"copy_out":', b'{"body":{"commitment":', b'{"body":{"end_busy_ns":', b'{"body":{"root":')
 
 
 def _regions_bytes(line: bytes, body: dict[str, Any]) -> bytes | None:
@@ -261,29 +264,54 @@ class LogVerifier:
         return out
 
     def fast_forward(self, lines: list[bytes], start: int) -> int:
-        """Accept ordinary snapshot entries `lines[start:]` through the native fast path while it
+        """Accept ordinary entries `lines[start:]` (snapshots, schedule commits and reveals, and,
+        in an audit that read the log ahead, checkpoints) through the native fast path while it
         accepts them; returns the position of the first line it did not take (`start` when none,
         or when the fast path is off or the state is one it does not handle). Entries it takes
         are exactly those `feed` would accept with no problem and the same state change
-        (tests/test_chip_audit_native.py compares reports); every other line goes to `feed`."""
+        (tests/test_chip_audit_native.py, tests/test_chip_audit_schedule.py compare reports);
+        every other line goes to `feed`. A checkpoint's signature is checked here, by
+        `_take_checkpoint`, as `feed` checks it."""
         # With a prescan the native module was on when the audit began (no environment lookup per call).
         native, ep = (_native.chiplog() if self._pre is None else _native.loaded()), self._epoch
+        nxt = self._next_epoch
         if (
             native is None
-            or ep is None
             or start != self.position
             or self._version != 2
             or self._report_mode
             or self._boot < 0
-            or type(ep.index) is not int
             or not self.cert.serial.isascii()
-            or max(self._counter, self._boot, self._clock, self._busy, abs(ep.index)) >= 1 << 62
+            or type(nxt) is not int
+            or max(self._counter, self._boot, self._clock, self._busy, abs(nxt)) >= _NATIVE_MAX
         ):
             return start
+        epoch = None
+        if ep is not None:
+            if not (
+                type(ep.index) is int
+                and abs(ep.index) < _NATIVE_MAX
+                and 0 <= ep.start_ns < _NATIVE_MAX
+                and type(ep.rate) is float
+                and type(ep.triggers) is dict
+            ):
+                return start
+            epoch = (ep.index, ep.entry, ep.start_ns, ep.commitment, ep.rate, ep.triggers)
+        # A commit is taken only where `_on_schedule_commit` has a signed policy that logs to match.
+        rate = self._rate if self._logging and type(self._rate) is float else None
         pre = self._pre if lines is self._pre_lines else None
-        end, prev, leaves, counter, clock, busy = native.scan_snapshots(
+        # Checkpoints need the prescan's subtrees for their roots (and a tree made of its leaves).
+        memo = self.tree._perfect if pre is not None and isinstance(self.tree, PrescannedTree) else None
+        last_cp = self._checkpoints[-1][0] if self._checkpoints else -1
+        taken: list[int] = []  # checkpoints taken in this run
+
+        def on_checkpoint(i: int, line: bytes) -> bool:
+            return self._take_checkpoint(i, line, start, taken)
+
+        end, prev, leaves, counter, clock, busy, epoch, nxt, snapshots, reveals, commits, _ = native.scan_entries(
             pre, lines, start, len(lines), bytes.fromhex(self._prev), self.cert.serial.encode("ascii"), self._counter,
-            self._boot, self._clock, self._busy, ep.index, ep.triggers, self._layouts,
+            self._boot, self._clock, self._busy, epoch, self._layouts, nxt, rate, commitment, _arrivals, memo,
+            last_cp if type(last_cp) is int and abs(last_cp) < _NATIVE_MAX else 0, on_checkpoint,
         )  # fmt: skip
         if end == start:
             return start
@@ -296,10 +324,51 @@ class LogVerifier:
                 self.tree.append_hash(leaf)
         self.position, self._prev, self._line = end, prev.hex(), lines[end - 1]
         self._counter, self._clock, self._busy = counter, clock, busy
-        self.snapshots += end - start
-        if self._pending is None:
-            self._pending = start
+        self.snapshots += snapshots
+        if commits or reveals:
+            self._epoch = None if epoch is None else _Epoch(*epoch)
+            self._next_epoch = nxt
+            self.epochs_checked += reveals
+            if commits:
+                self._unclean_since_commit = False
+        # The unsigned entries after the last signature taken wait for the next one.
+        first = taken[-1] + 1 if taken else start
+        if self._pending is None and end > first:
+            self._pending = first
         return end
+
+    def _take_checkpoint(self, i: int, line: bytes, start: int, taken: list[int]) -> bool:
+        """The native scan's call at checkpoint line `i` of a run from `start`, once it found
+        everything but the signature as `feed` requires (shape, chain, counter, serial, boot,
+        clock, tree size and root): the signature step, `_check_sig_v2` itself, in the state
+        `feed` would leave before line `i`. True when it reported nothing (the line is taken and
+        the checkpoint recorded), else False with the state as it was (the scan stops; `feed`
+        then reads the line and names the problem)."""
+        pending, position = self._pending, self.position
+        first = taken[-1] + 1 if taken else start  # the run's unsigned entries before line i
+        if pending is None and i > first:
+            self._pending = first
+        problems: list[str] = []
+        self.position = i  # (signatures verified ahead are looked up by position)
+        try:
+            # The scan read the line in the strict canonical checkpoint shape, which passes every
+            # check of parse_entry_line but the signature's base64 (checked here); its value is
+            # the native reader's, as parse_entry_line would return it.
+            native = _native.loaded()
+            read: dict[str, Any] | None = native.parse_line(line) if native is not None else None
+            e = parse_entry_line(line) if read is None else read
+            from_b64(e["sig"], "entry sig")
+            self._check_sig_v2(i, e, lambda msg, entry=i: problems.append(msg), line, True)
+        except (ComputewatchError, KeyError, TypeError, ValueError) as exc:
+            problems.append(str(exc))
+        finally:
+            self.position = position
+        if problems:
+            self._pending = pending
+            return False
+        self._checkpoints.append((i, bytes.fromhex(e["body"]["root"])))
+        taken.append(i)
+        return True
 
     def _check(self, i: int, line: bytes, out: list[Problem]) -> None:
         def bad(msg: str, entry: int = i) -> None:

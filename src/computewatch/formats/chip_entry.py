@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from computewatch import _native
 from computewatch.crypto.canonical import canonical_json, canonical_json_v2, parse_canonical_json_v2
 from computewatch.crypto.dsse import Envelope, pae, predicate_type
 from computewatch.crypto.errors import FormatError
@@ -208,7 +209,17 @@ def _parse_line(line: bytes) -> Any:
     hold), and a duplicate key would make the re-encoding shorter, so the line is accepted here
     exactly when `parse_canonical_json_v2` accepts it with the same value
     (tests/test_chip_log_v2.py compares both over mutated lines). Anything else takes that
-    careful parse, which names the problem."""
+    careful parse, which names the problem.
+
+    Faster still, where the native module is on: its strict reader (`_chiplog.parse_line`) takes
+    a line in a narrower subset of the same (printable ASCII with nothing to escape, no negative
+    number, integers of at most 15 digits), which this fast path would take with the same value
+    (tests/test_chip_audit_parse.py compares them); anything else comes here as before."""
+    native = _native.chiplog()
+    if native is not None and type(line) is bytes:
+        obj = native.parse_line(line)
+        if obj is not None:
+            return obj
     try:
         if line.isascii() and line[:1] == b"{":  # an entry is an object: no number opens it
             text = line.decode("ascii")
