@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from computewatch.crypto.errors import ComputewatchError
@@ -39,7 +40,7 @@ _CHUNK = 2048  # lines per task: early chunks come back while the main process s
 
 # What a forked worker reads (set before the fork, inherited, never pickled): the log's lines,
 # the chip's device key and the positions of its boot entries.
-_JOB: tuple[list[bytes], VerifyKey, list[int]] | None = None
+_JOB: tuple[Sequence[bytes], VerifyKey, list[int]] | None = None
 
 
 def default_workers(entries: int) -> int:
@@ -51,7 +52,7 @@ def default_workers(entries: int) -> int:
     return max(0, min((os.cpu_count() or 1) - 1, 3))
 
 
-def _boot_key(lines: list[bytes], device_key: VerifyKey, at: int) -> bytes | None:
+def _boot_key(lines: Sequence[bytes], device_key: VerifyKey, at: int) -> bytes | None:
     try:
         e = parse_entry_line(lines[at])
         return verify_boot_certificate(e["body"]["boot_certificate"], device_key).boot_key.raw
@@ -90,7 +91,7 @@ def _verify_chunk(lo: int, hi: int) -> list[tuple[int, bytes]]:
 class SignaturesAhead:
     """Verified (position, boot key) pairs of a log, computed by `workers` forked processes."""
 
-    def __init__(self, lines: list[bytes], device_key: VerifyKey, workers: int) -> None:
+    def __init__(self, lines: Sequence[bytes], device_key: VerifyKey, workers: int) -> None:
         # Imported here: the audit of a small log (and every `import`) never pays for them.
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
