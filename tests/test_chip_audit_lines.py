@@ -21,7 +21,7 @@ from computewatch import _native
 from computewatch.adversary import chiplog as attacks
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
-from computewatch.formats import _audit_prescan, chip_audit
+from computewatch.formats import _audit_ahead, _audit_prescan, chip_audit
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import split_log
 from _chips import TEST_SECRET_SEED
@@ -110,6 +110,8 @@ def _check_lines(data: bytes, rng: random.Random) -> None:
     for i in (len(lines), -len(lines) - 1):
         with pytest.raises(IndexError):
             got[i]
+    for needle in (b"a", b"ab", b"ba\r", b"\x00a", b"zz"):
+        assert got.containing(needle) == [i for i, line in enumerate(lines) if needle in line]
     for _ in range(3):
         a, b = rng.randint(-5, len(lines) + 5), rng.randint(-5, len(lines) + 5)
         step = rng.choice([1, 2, -1, -3])
@@ -118,7 +120,21 @@ def _check_lines(data: bytes, rng: random.Random) -> None:
 
 def test_log_lines_are_split_log_s_lines_and_torn_tail() -> None:
     rng = random.Random(24)
-    edges = [b"", b"\n", b"\n\n", b"x", b"x\n", b"x\ny", b"\r\n", b"a\r\nb\r", b"\n\nab\n\n\nc", b"\x00\n\xff"]
+    edges = [
+        b"",
+        b"\n",
+        b"a",
+        b"ab\nab",
+        b"abab\nba\rab\n\nab",
+        b"\n\n",
+        b"x",
+        b"x\n",
+        b"x\ny",
+        b"\r\n",
+        b"a\r\nb\r",
+        b"\n\nab\n\n\nc",
+        b"\x00\n\xff",
+    ]
     for data in edges:
         _check_lines(data, rng)
     for _ in range(300):
@@ -134,6 +150,9 @@ def test_log_lines_refuse_what_is_not_bytes() -> None:
             module.log_lines(data)
     with pytest.raises(TypeError):
         module.log_lines(b"a\n")["0"]
+    for needle in (b"", b"a\nb", "a", None):
+        with pytest.raises(ValueError):
+            module.log_lines(b"a\n").containing(needle)
 
 
 # ------------------------------------------------------------------ the audit over LogLines
@@ -245,3 +264,25 @@ def test_scan_entries_reads_a_prescan_only_over_its_own_lines(world: dict[str, A
             results.append((end, v._prev, v._counter, [v.tree.leaf(j) for j in range(v.tree.size)]))
     assert results[0][0] > k
     assert all(r == results[0] for r in results)
+
+
+def test_signatures_ahead_find_the_boots_in_the_buffer(world: dict[str, Any]) -> None:
+    """The worker processes get the same boot entries from a LogLines (found in the buffer) as
+    from a list, and the audit that verifies signatures ahead gives the same report."""
+    lines = world["lines"]
+    log = _module().log_lines(_join(lines))
+    done = []
+    for source in (lines, log):
+        ahead = _audit_ahead.SignaturesAhead(source, world["cert"].device_key, 1)
+        try:
+            for i in range(len(lines)):
+                ahead.verified(i, world["cert"].device_key)  # (collects every chunk's results)
+            done.append(ahead._done)
+        finally:
+            ahead.close()
+    second = [i for i, line in enumerate(lines) if b'"kind":"boot"' in line][1]
+    assert done[0] == done[1] and any(i < second for i, _ in done[0]) and any(i > second for i, _ in done[0])
+    cert, root, raw = world["cert"], world["root"], _join(lines[:-1])  # (a failing first pass: workers verify)
+    with _env("COMPUTEWATCH_NATIVE", "0"):
+        reference = audit_log(raw, cert, root, workers=0).to_json()
+    assert audit_log(raw, cert, root, workers=1).to_json() == reference

@@ -945,6 +945,37 @@ static PyObject *loglines_subscript(LogLines *ll, PyObject *key) {
     return out;
 }
 
+/* lines.containing(needle): the indices of the lines that contain `needle` (no newline in it), in
+   order: one memmem over the buffer, each hit placed by a binary search of the line starts. */
+static PyObject *loglines_containing(LogLines *ll, PyObject *arg) {
+    const char *base = PyBytes_AS_STRING(ll->data), *end = base + ll->off[ll->n], *p, *hit;
+    Py_ssize_t lo, hi, m;
+    PyObject *out, *index;
+    if (!PyBytes_Check(arg) || PyBytes_GET_SIZE(arg) == 0 || memchr(PyBytes_AS_STRING(arg), '\n', (size_t)PyBytes_GET_SIZE(arg))) {
+        PyErr_SetString(PyExc_ValueError, "containing() takes non-empty bytes without a newline");
+        return NULL;
+    }
+    out = PyList_New(0);
+    for (p = base; out && p < end &&
+                   (hit = memmem(p, (size_t)(end - p), PyBytes_AS_STRING(arg), (size_t)PyBytes_GET_SIZE(arg))) != NULL;) {
+        for (lo = 0, hi = ll->n; hi - lo > 1;) { /* the last line start at or before the hit */
+            m = (lo + hi) / 2;
+            if (ll->off[m] <= hit - base) lo = m;
+            else hi = m;
+        }
+        index = PyLong_FromSsize_t(lo);
+        if (!index || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+        p = base + ll->off[lo + 1]; /* (a hit lies inside one line: the needle has no newline) */
+    }
+    return out;
+}
+
+static PyMethodDef loglines_methods[] = {
+    {"containing", (PyCFunction)loglines_containing, METH_O,
+     "containing(needle) -> the indices of the lines that contain `needle` (bytes, no newline), in order"},
+    {NULL, NULL, 0, NULL}};
+
 static PyMappingMethods loglines_as_mapping = {
     .mp_length = (lenfunc)loglines_length,
     .mp_subscript = (binaryfunc)loglines_subscript,
@@ -974,6 +1005,7 @@ static PyTypeObject LogLinesType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A log's complete lines, indexed in place (log_lines()): len(), lines[i] (bytes, made on demand), torn.",
     .tp_getset = loglines_getset,
+    .tp_methods = loglines_methods,
     .tp_as_sequence = &loglines_as_sequence,
     .tp_as_mapping = &loglines_as_mapping,
 };

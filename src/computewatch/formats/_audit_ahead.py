@@ -36,6 +36,7 @@ __all__ = ["PARALLEL_MIN_ENTRIES", "SignaturesAhead", "default_workers"]
 # costs about as much as the signatures it would take over (benchmarks/bench_chip_audit.py,
 # `parallel` rows).
 PARALLEL_MIN_ENTRIES = 20_000
+_BOOT = b'"kind":"boot"'  # in every boot entry's line (a candidate; the worker reads it)
 _CHUNK = 2048  # lines per task: early chunks come back while the main process starts auditing
 
 # What a forked worker reads (set before the fork, inherited, never pickled): the log's lines,
@@ -99,7 +100,9 @@ class SignaturesAhead:
         global _JOB
         self._done: set[tuple[int, bytes]] = set()
         self._starts = list(range(0, len(lines), _CHUNK))
-        boots = [i for i, line in enumerate(lines) if b'"kind":"boot"' in line]
+        # (A native LogLines finds them in the log's buffer without a bytes object per line.)
+        containing = getattr(lines, "containing", None)
+        boots = containing(_BOOT) if containing else [i for i, line in enumerate(lines) if _BOOT in line]
         _JOB = (lines, device_key, boots)
         try:
             self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
