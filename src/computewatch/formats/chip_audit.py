@@ -19,6 +19,8 @@ with no problem; every other line, and every problem message, comes from `feed`.
 threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
 strict read and shard digest, the Merkle subtrees), so that work runs on the other cores. Big
 logs also have their signatures verified ahead in worker processes (formats._audit_ahead).
+All of them read the lines where they lie in the log's bytes (`_split`: the native LogLines, a
+newline index), not split into a bytes object each first.
 """
 
 from __future__ import annotations
