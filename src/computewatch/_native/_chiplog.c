@@ -886,6 +886,170 @@ static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_
     if (j < count) sha256_pre(node_prefix, 1, below + 64 * j, 64, out + 32 * j);
 }
 
+/* ---------------------------------------------------------------- LogLines: a log's lines in place */
+
+/* log_lines(data) indexes a log's complete lines where they lie in `data` (the offsets of its
+   newlines, found with memchr) instead of copying each into a bytes object, as
+   formats.chip_entry.split_log does: the prescan and scan_entries read the lines straight from
+   the buffer, and a bytes object is made only for a line Python asks for (lines[i]). The lines
+   and the torn tail are exactly split_log's: split on b"\n" alone, empty lines kept, the bytes
+   after the last newline a torn tail. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *data;   /* the log (bytes: immutable, so the offsets stay valid) */
+    Py_ssize_t n;     /* complete lines */
+    Py_ssize_t *off;  /* off[i]: where line i starts; off[n]: the end of the last newline */
+} LogLines;
+
+static inline const char *lines_ptr(const LogLines *ll, Py_ssize_t i) { return PyBytes_AS_STRING(ll->data) + ll->off[i]; }
+static inline Py_ssize_t lines_len(const LogLines *ll, Py_ssize_t i) { return ll->off[i + 1] - ll->off[i] - 1; }
+
+static void loglines_dealloc(LogLines *ll) {
+    Py_XDECREF(ll->data);
+    free(ll->off);
+    Py_TYPE(ll)->tp_free((PyObject *)ll);
+}
+
+static Py_ssize_t loglines_length(LogLines *ll) { return ll->n; }
+
+static PyObject *loglines_item(LogLines *ll, Py_ssize_t i) {
+    if (i < 0 || i >= ll->n) {
+        PyErr_SetString(PyExc_IndexError, "line index out of range");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(lines_ptr(ll, i), lines_len(ll, i));
+}
+
+/* lines[i] (negative i from the end) or lines[a:b:c] (a list of bytes), as a list would give. */
+static PyObject *loglines_subscript(LogLines *ll, PyObject *key) {
+    Py_ssize_t start, stop, step, count, k;
+    PyObject *out;
+    if (PyIndex_Check(key)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) return NULL;
+        return loglines_item(ll, i < 0 ? i + ll->n : i);
+    }
+    if (!PySlice_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "LogLines indices must be integers or slices, not %.200s", Py_TYPE(key)->tp_name);
+        return NULL;
+    }
+    if (PySlice_Unpack(key, &start, &stop, &step) < 0) return NULL;
+    count = PySlice_AdjustIndices(ll->n, &start, &stop, step);
+    out = PyList_New(count);
+    for (k = 0; out && k < count; k++) {
+        PyObject *line = loglines_item(ll, start + k * step);
+        if (!line) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, k, line);
+    }
+    return out;
+}
+
+/* lines.containing(needle): the indices of the lines that contain `needle` (no newline in it), in
+   order: one memmem over the buffer, each hit placed by a binary search of the line starts. */
+static PyObject *loglines_containing(LogLines *ll, PyObject *arg) {
+    const char *base = PyBytes_AS_STRING(ll->data), *end = base + ll->off[ll->n], *p, *hit;
+    Py_ssize_t lo, hi, m;
+    PyObject *out, *index;
+    if (!PyBytes_Check(arg) || PyBytes_GET_SIZE(arg) == 0 || memchr(PyBytes_AS_STRING(arg), '\n', (size_t)PyBytes_GET_SIZE(arg))) {
+        PyErr_SetString(PyExc_ValueError, "containing() takes non-empty bytes without a newline");
+        return NULL;
+    }
+    out = PyList_New(0);
+    for (p = base; out && p < end &&
+                   (hit = memmem(p, (size_t)(end - p), PyBytes_AS_STRING(arg), (size_t)PyBytes_GET_SIZE(arg))) != NULL;) {
+        for (lo = 0, hi = ll->n; hi - lo > 1;) { /* the last line start at or before the hit */
+            m = (lo + hi) / 2;
+            if (ll->off[m] <= hit - base) lo = m;
+            else hi = m;
+        }
+        index = PyLong_FromSsize_t(lo);
+        if (!index || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+        p = base + ll->off[lo + 1]; /* (a hit lies inside one line: the needle has no newline) */
+    }
+    return out;
+}
+
+static PyMethodDef loglines_methods[] = {
+    {"containing", (PyCFunction)loglines_containing, METH_O,
+     "containing(needle) -> the indices of the lines that contain `needle` (bytes, no newline), in order"},
+    {NULL, NULL, 0, NULL}};
+
+static PyMappingMethods loglines_as_mapping = {
+    .mp_length = (lenfunc)loglines_length,
+    .mp_subscript = (binaryfunc)loglines_subscript,
+};
+
+static PyObject *loglines_torn(LogLines *ll, void *closure) {
+    return PyLong_FromSsize_t(PyBytes_GET_SIZE(ll->data) - ll->off[ll->n]);
+}
+
+static PyObject *loglines_data(LogLines *ll, void *closure) { return Py_NewRef(ll->data); }
+
+static PyGetSetDef loglines_getset[] = {
+    {"torn", (getter)loglines_torn, NULL, "bytes after the last newline (a torn tail; 0 if none)", NULL},
+    {"data", (getter)loglines_data, NULL, "the log the lines are read from", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PySequenceMethods loglines_as_sequence = {
+    .sq_length = (lenfunc)loglines_length,
+    .sq_item = (ssizeargfunc)loglines_item,
+};
+
+static PyTypeObject LogLinesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "computewatch._native._chiplog.LogLines",
+    .tp_basicsize = sizeof(LogLines),
+    .tp_dealloc = (destructor)loglines_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A log's complete lines, indexed in place (log_lines()): len(), lines[i] (bytes, made on demand), torn.",
+    .tp_getset = loglines_getset,
+    .tp_methods = loglines_methods,
+    .tp_as_sequence = &loglines_as_sequence,
+    .tp_as_mapping = &loglines_as_mapping,
+};
+
+static PyObject *log_lines(PyObject *self, PyObject *arg) {
+    LogLines *ll;
+    const char *base, *p, *end, *nl;
+    Py_ssize_t cap = 1024, n = 0, *off;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "log_lines reads bytes");
+        return NULL;
+    }
+    ll = PyObject_New(LogLines, &LogLinesType);
+    if (!ll) return NULL;
+    ll->data = Py_NewRef(arg);
+    ll->n = 0;
+    ll->off = off = malloc(sizeof(Py_ssize_t) * (size_t)cap);
+    if (!off) goto nomem;
+    base = PyBytes_AS_STRING(arg);
+    end = base + PyBytes_GET_SIZE(arg);
+    off[0] = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (p = base; p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL; p = nl + 1) {
+        if (n + 2 > cap) {
+            Py_ssize_t *grown = realloc(off, sizeof(Py_ssize_t) * (size_t)(cap *= 2));
+            if (!grown) {
+                n = -1;
+                break;
+            }
+            off = grown;
+        }
+        off[++n] = nl + 1 - base;
+    }
+    Py_END_ALLOW_THREADS
+    ll->off = off;
+    if (n < 0) goto nomem;
+    ll->n = n;
+    return (PyObject *)ll;
+nomem:
+    PyErr_NoMemory();
+    Py_DECREF(ll);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
 
 /* prescan() starts background threads that read the log's lines in chunks, in order, without
@@ -898,7 +1062,8 @@ static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_
 
 typedef struct {
     PyObject_HEAD
-    PyObject *lines; /* a tuple: keeps the bytes alive while threads read them */
+    PyObject *lines; /* a tuple, or a LogLines (in_place): keeps the bytes alive while threads read them */
+    int in_place;    /* lines is a LogLines: scan_entries reads the same LogLines' lines ahead */
     Py_ssize_t n, chunks;
     const char **ptr;
     Py_ssize_t *len;
@@ -1063,7 +1228,7 @@ static PyObject *prescan(PyObject *self, PyObject *args) {
     }
     ps = PyObject_New(Prescan, &PrescanType);
     if (!ps) return NULL;
-    ps->lines = NULL; ps->ptr = NULL; ps->len = NULL; ps->leaf = ps->chain = NULL; ps->snap = NULL; ps->done = NULL;
+    ps->lines = NULL; ps->in_place = 0; ps->ptr = NULL; ps->len = NULL; ps->leaf = ps->chain = NULL; ps->snap = NULL; ps->done = NULL;
     memset(ps->level, 0, sizeof ps->level);
     ps->levels = 0; ps->failed = 0; ps->next_chunk = 0; ps->chunk_log = chunk_log; ps->started = 0; ps->sync_ok = 0;
     ps->n = ps->chunks = 0;
@@ -1073,9 +1238,10 @@ static PyObject *prescan(PyObject *self, PyObject *args) {
         goto nomem;
     }
     ps->sync_ok = 1;
-    ps->lines = PySequence_Tuple(lines);
+    ps->in_place = PyObject_TypeCheck(lines, &LogLinesType);
+    ps->lines = ps->in_place ? Py_NewRef(lines) : PySequence_Tuple(lines);
     if (!ps->lines) goto fail;
-    ps->n = PyTuple_GET_SIZE(ps->lines);
+    ps->n = ps->in_place ? ((LogLines *)lines)->n : PyTuple_GET_SIZE(ps->lines);
     ps->chunks = ps->n ? ((ps->n - 1) >> chunk_log) + 1 : 0;
     ps->ptr = malloc(sizeof(char *) * (size_t)(ps->n + 1));
     ps->len = malloc(sizeof(Py_ssize_t) * (size_t)(ps->n + 1));
@@ -1084,7 +1250,11 @@ static PyObject *prescan(PyObject *self, PyObject *args) {
     ps->snap = malloc(sizeof(Snap) * (size_t)(ps->n + 1));
     ps->done = calloc((size_t)ps->chunks + 1, 1);
     if (!ps->ptr || !ps->len || !ps->leaf || !ps->chain || !ps->snap || !ps->done) goto nomem;
-    for (i = 0; i < ps->n; i++) {
+    for (i = 0; i < ps->n && ps->in_place; i++) {
+        ps->ptr[i] = lines_ptr((LogLines *)lines, i);
+        ps->len[i] = lines_len((LogLines *)lines, i);
+    }
+    for (i = 0; i < ps->n && !ps->in_place; i++) {
         PyObject *line = PyTuple_GET_ITEM(ps->lines, i);
         if (!PyBytes_Check(line)) {
             PyErr_SetString(PyExc_TypeError, "prescan reads a list of bytes");
@@ -1527,11 +1697,12 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     long long next_epoch, last_cp;
     double rate = 0.0;
     Prescan *ps = NULL;
+    int in_place; /* lines is a LogLines: each line read where it lies (line stays NULL) */
     State st;
     Epoch ep;
     memset(&st, 0, sizeof st);
     memset(&ep, 0, sizeof ep);
-    if (!PyArg_ParseTuple(args, "OO!nnSSLLLLOO!LOOOOLO", &pre, &PyList_Type, &lines, &start, &stop, &prev, &serial,
+    if (!PyArg_ParseTuple(args, "OOnnSSLLLLOO!LOOOOLO", &pre, &lines, &start, &stop, &prev, &serial,
                           &st.counter, &st.boot, &st.clock, &st.busy, &epoch_in, &PyDict_Type, &st.layouts,
                           &next_epoch, &rate_in, &commit_fn, &arrivals_fn, &memo, &last_cp, &on_checkpoint))
         return NULL;
@@ -1542,7 +1713,12 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
         }
         ps = (Prescan *)pre;
     }
-    if (PyBytes_GET_SIZE(prev) != 32 || start < 0 || stop > PyList_GET_SIZE(lines) || start > stop ||
+    if (!PyList_Check(lines) && !PyObject_TypeCheck(lines, &LogLinesType)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list of bytes or a LogLines");
+        return NULL;
+    }
+    in_place = !PyList_Check(lines);
+    if (PyBytes_GET_SIZE(prev) != 32 || start < 0 || stop > (in_place ? ((LogLines *)lines)->n : PyList_GET_SIZE(lines)) || start > stop ||
         (rate_in != Py_None && !PyFloat_Check(rate_in)) || (memo != Py_None && !PyDict_Check(memo))) {
         PyErr_SetString(PyExc_ValueError,
                         "prev must be 32 bytes, start/stop inside the lines, rate a float or None, memo a dict or None");
@@ -1572,7 +1748,7 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     leaves = PyList_New(0);
     if (!leaves) goto done;
     for (i = start; i < stop; i++) {
-        PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
+        PyObject *line = in_place ? NULL : PyList_GET_ITEM(lines, i), *leaf;
         const char *p;
         Py_ssize_t n;
         Snap local;
@@ -1581,10 +1757,16 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
         unsigned char lh[32], ch[32];
         const unsigned char *leafp = NULL, *chainp = NULL;
         int rc;
-        if (!PyBytes_Check(line)) break;
-        p = PyBytes_AS_STRING(line);
-        n = PyBytes_GET_SIZE(line);
-        if (ps && i < ps->n && PyTuple_GET_ITEM(ps->lines, i) == line) { /* read ahead: these very bytes */
+        if (in_place) {
+            p = lines_ptr((LogLines *)lines, i);
+            n = lines_len((LogLines *)lines, i);
+        } else {
+            if (!PyBytes_Check(line)) break;
+            p = PyBytes_AS_STRING(line);
+            n = PyBytes_GET_SIZE(line);
+        }
+        /* read ahead: these very bytes (the prescan's own LogLines, or the very bytes objects it read) */
+        if (ps && i < ps->n && (in_place ? ps->lines == lines : !ps->in_place && PyTuple_GET_ITEM(ps->lines, i) == line)) {
             if (prescan_wait(ps, i) < 0) goto done;
             s = &ps->snap[i];
             leafp = ps->leaf + 32 * i;
@@ -1617,7 +1799,8 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
                 unhex32(sc.hex, want);
                 if (root_of(ps, memo, i, root) < 0) goto done;
                 if (memcmp(root, want, 32) != 0) break;
-                taken = PyObject_CallFunction(on_checkpoint, "nO", i, line);
+                taken = line ? PyObject_CallFunction(on_checkpoint, "nO", i, line)
+                             : PyObject_CallFunction(on_checkpoint, "ny#", i, p, n);
                 if (!taken) goto done;
                 rc = PyObject_IsTrue(taken);
                 Py_DECREF(taken);
@@ -1928,6 +2111,9 @@ static PyMethodDef methods[] = {
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
      " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"
      " thread that waits for a line) without the GIL"},
+    {"log_lines", log_lines, METH_O,
+     "log_lines(data) -> LogLines: the complete lines of a log (bytes) indexed in place, as split_log splits"
+     " them; .torn is the torn tail's length"},
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
@@ -1968,12 +2154,18 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
     }
     b3_set(i);
     for (i = 0; i < 256; i++) HEXOK[i] = (i >= '0' && i <= '9') || (i >= 'a' && i <= 'f');
-    if (PyType_Ready(&PrescanType) < 0) return NULL;
+    if (PyType_Ready(&PrescanType) < 0 || PyType_Ready(&LogLinesType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&PrescanType);
     if (PyModule_AddObject(m, "Prescan", (PyObject *)&PrescanType) < 0) {
         Py_DECREF(&PrescanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LogLinesType);
+    if (PyModule_AddObject(m, "LogLines", (PyObject *)&LogLinesType) < 0) {
+        Py_DECREF(&LogLinesType);
         Py_DECREF(m);
         return NULL;
     }

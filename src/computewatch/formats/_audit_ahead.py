@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from computewatch.crypto.errors import ComputewatchError
@@ -35,11 +36,12 @@ __all__ = ["PARALLEL_MIN_ENTRIES", "SignaturesAhead", "default_workers"]
 # costs about as much as the signatures it would take over (benchmarks/bench_chip_audit.py,
 # `parallel` rows).
 PARALLEL_MIN_ENTRIES = 20_000
+_BOOT = b'"kind":"boot"'  # in every boot entry's line (a candidate; the worker reads it)
 _CHUNK = 2048  # lines per task: early chunks come back while the main process starts auditing
 
 # What a forked worker reads (set before the fork, inherited, never pickled): the log's lines,
 # the chip's device key and the positions of its boot entries.
-_JOB: tuple[list[bytes], VerifyKey, list[int]] | None = None
+_JOB: tuple[Sequence[bytes], VerifyKey, list[int]] | None = None
 
 
 def default_workers(entries: int) -> int:
@@ -51,7 +53,7 @@ def default_workers(entries: int) -> int:
     return max(0, min((os.cpu_count() or 1) - 1, 3))
 
 
-def _boot_key(lines: list[bytes], device_key: VerifyKey, at: int) -> bytes | None:
+def _boot_key(lines: Sequence[bytes], device_key: VerifyKey, at: int) -> bytes | None:
     try:
         e = parse_entry_line(lines[at])
         return verify_boot_certificate(e["body"]["boot_certificate"], device_key).boot_key.raw
@@ -90,7 +92,7 @@ def _verify_chunk(lo: int, hi: int) -> list[tuple[int, bytes]]:
 class SignaturesAhead:
     """Verified (position, boot key) pairs of a log, computed by `workers` forked processes."""
 
-    def __init__(self, lines: list[bytes], device_key: VerifyKey, workers: int) -> None:
+    def __init__(self, lines: Sequence[bytes], device_key: VerifyKey, workers: int) -> None:
         # Imported here: the audit of a small log (and every `import`) never pays for them.
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -98,7 +100,9 @@ class SignaturesAhead:
         global _JOB
         self._done: set[tuple[int, bytes]] = set()
         self._starts = list(range(0, len(lines), _CHUNK))
-        boots = [i for i, line in enumerate(lines) if b'"kind":"boot"' in line]
+        # (A native LogLines finds them in the log's buffer without a bytes object per line.)
+        containing = getattr(lines, "containing", None)
+        boots = containing(_BOOT) if containing else [i for i, line in enumerate(lines) if _BOOT in line]
         _JOB = (lines, device_key, boots)
         try:
             self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(

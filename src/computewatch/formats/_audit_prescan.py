@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from computewatch import _native
@@ -39,8 +40,9 @@ def audit_threads() -> int:
     return max(1, min((os.cpu_count() or 1) - 1, 3))
 
 
-def prescan(lines: list[bytes], threads: int | None = None) -> Any | None:
-    """The native `Prescan` of `lines` (None where the native module is off or missing)."""
+def prescan(lines: Sequence[bytes], threads: int | None = None) -> Any | None:
+    """The native `Prescan` of `lines`, a list of bytes or a native LogLines (read in place, in
+    the log's own buffer); None where the native module is off or missing."""
     native = _native.chiplog()
     if native is None or not lines:
         return None

@@ -19,6 +19,8 @@ with no problem; every other line, and every problem message, comes from `feed`.
 threads read the log ahead (formats._audit_prescan: each line's two SHA-256, each snapshot's
 strict read and shard digest, the Merkle subtrees), so that work runs on the other cores. Big
 logs also have their signatures verified ahead in worker processes (formats._audit_ahead).
+All of them read the lines where they lie in the log's bytes (`_split`: the native LogLines, a
+newline index), not split into a bytes object each first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,9 +221,11 @@ class LogVerifier:
         self._layouts: dict[bytes, str] = {}  # region layouts checked -> their packing problem
         self._ahead: SignaturesAhead | None = None  # signatures verified in worker processes
         # The log's lines read ahead (formats._audit_prescan), when audit_log made one, and the
-        # list it read: a line is taken from it only when it is that very object.
+        # lines it read (a list, or the native LogLines of the log's buffer): `feed` takes a
+        # line's hashes from it only when the line is that very list item, or when the audit
+        # (`_verify_lines`) says the line is the prescanned one at this position.
         self._pre: Any = None
-        self._pre_lines: list[bytes] = []
+        self._pre_lines: Sequence[bytes] = []
 
     @property
     def boot_key(self) -> VerifyKey | None:
@@ -247,6 +251,12 @@ class LogVerifier:
 
     def feed(self, line: bytes) -> list[Problem]:
         """Check one entry (its line without the newline); returns the problems it shows."""
+        i, pre_lines = self.position, self._pre_lines
+        # (A LogLines makes a new bytes object per item: never `line`, so such a line is hashed here.)
+        return self._feed(line, self._pre is not None and i < len(pre_lines) and line is pre_lines[i])
+
+    def _feed(self, line: bytes, ahead: bool) -> list[Problem]:
+        """`feed`; `ahead`: the line is the prescanned line at this position (its hashes are read ahead)."""
         i = self.position
         out: list[Problem] = []
         self._line = line
@@ -254,7 +264,7 @@ class LogVerifier:
             self._check(i, line, out)
         finally:
             pre = self._pre
-            if pre is not None and i < len(self._pre_lines) and line is self._pre_lines[i]:  # hashed ahead
+            if ahead and pre is not None:  # hashed ahead
                 self._prev = pre.chain(i).hex()
                 self.tree.append_hash(pre.leaf(i))
             else:
@@ -263,7 +273,7 @@ class LogVerifier:
             self.position += 1
         return out
 
-    def fast_forward(self, lines: list[bytes], start: int) -> int:
+    def fast_forward(self, lines: Sequence[bytes], start: int) -> int:
         """Accept ordinary entries `lines[start:]` (snapshots, schedule commits and reveals, and,
         in an audit that read the log ahead, checkpoints) through the native fast path while it
         accepts them; returns the position of the first line it did not take (`start` when none,
@@ -760,7 +770,7 @@ NO_KNOWN_HEAD = (
 )
 
 
-def _log_end(lines: list[bytes]) -> str:
+def _log_end(lines: Sequence[bytes]) -> str:
     """"clean-stop", "checkpoint", "open" or "empty" (see AuditReport.end); from the last
     entries' kinds only: whether they verify is the rest of the audit's business."""
     if not lines:
@@ -776,7 +786,7 @@ def _log_end(lines: list[bytes]) -> str:
 
 
 def _verify_lines(
-    lines: list[bytes], cert: ChipCertificate, chipmaker_root: VerifyKey, workers: int, threads: int | None, defer: bool
+    lines: Sequence[bytes], cert: ChipCertificate, chipmaker_root: VerifyKey, workers: int, threads: int | None, defer: bool
 ) -> tuple[LogVerifier, list[Problem], list[Problem]]:
     """Run a LogVerifier over `lines`: (the verifier, the entries' problems, the end's problems)."""
     v = LogVerifier(cert, chipmaker_root)
@@ -790,18 +800,35 @@ def _verify_lines(
     v._pre = prescan(lines, threads)
     if v._pre is not None:
         v._pre_lines, v.tree = lines, PrescannedTree(v._pre)
+    ahead = v._pre is not None  # each line fed below is lines[v.position], the prescan's own
     try:
         while i < n:
-            if lines[i].startswith(_SNAPSHOT_HEAD):  # (the fast path takes no other line: no call for those)
-                i = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
-            if i < n:
-                problems.extend(v.feed(lines[i]))
-                i += 1
+            line = lines[i]  # (made once: a LogLines makes a bytes object per item)
+            if line.startswith(_SNAPSHOT_HEAD):  # (the fast path takes no other line: no call for those)
+                j = v.fast_forward(lines, i)  # ordinary snapshot entries, native; the rest through feed
+                if j != i:
+                    if j >= n:
+                        break
+                    i, line = j, lines[j]
+            problems.extend(v._feed(line, ahead))
+            i += 1
     finally:
         if v._ahead is not None:
             v._ahead.close()
             v._ahead = None
     return v, problems, v.finish()
+
+
+def _split(data: bytes) -> tuple[Sequence[bytes], int]:
+    """The log's lines and torn tail as `split_log` gives them: with the native module, a LogLines
+    that indexes the lines in `data` itself (no bytes object per line; the prescan and the fast
+    path read them where they lie), else split_log's list."""
+    native = _native.chiplog()
+    log_lines = getattr(native, "log_lines", None)
+    if log_lines is None or type(data) is not bytes:
+        return split_log(data)
+    lines = log_lines(data)
+    return lines, lines.torn
 
 
 def audit_log(
@@ -837,7 +864,7 @@ def audit_log(
     serve a pass that verifies every signature, and a version 1 log's first pass. `threads`: threads that read the log ahead
     (hashes, snapshot shapes, Merkle subtrees; None: one per core,
     formats._audit_prescan.audit_threads). The report depends on neither."""
-    lines, torn = split_log(data)
+    lines, torn = _split(data)
     report = AuditReport(serial=cert.serial, entries=len(lines), torn_tail_bytes=torn, end=_log_end(lines))
     n = len(lines)
     workers = default_workers(n) if workers is None else workers
