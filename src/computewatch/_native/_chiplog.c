@@ -671,12 +671,10 @@ static int plain_string(Cur *c, const char **s, Py_ssize_t *n) {
     return 1;
 }
 
+static int is_hex64(const char *p);
+
 static int hex64(Cur *c, const char **s) {
-    int i;
-    unsigned char ok = 1;
-    if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"') return 0;
-    for (i = 1; i <= 64; i++) ok &= HEXOK[(unsigned char)c->p[i]];
-    if (!ok) return 0;
+    if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"' || !is_hex64(c->p + 1)) return 0;
     if (s) *s = c->p + 1;
     c->p += 66;
     return 1;
@@ -799,7 +797,19 @@ static int buf_reserve(Buf *b, size_t need) {
     return 1;
 }
 
-static int unhex(char ch) { return ch <= '9' ? ch - '0' : ch - 'a' + 10; }
+/* 32 bytes from 64 lowercase hex digits (checked by the reader): a digit's value is its low
+   nibble, plus 9 for a-f (bit 6 set), with no branch; built in a local array (a store through
+   `out` could alias the input and would force a reload per byte). */
+static inline void unhex32(const char *hex, unsigned char out[32]) {
+    const unsigned char *h = (const unsigned char *)hex;
+    unsigned char tmp[32];
+    int k;
+    for (k = 0; k < 32; k++) {
+        unsigned a = h[2 * k], b = h[2 * k + 1];
+        tmp[k] = (unsigned char)((((a & 15) + 9 * (a >> 6)) << 4) | ((b & 15) + 9 * (b >> 6)));
+    }
+    memcpy(out, tmp, 32);
+}
 
 /* Fills `s` (s->ok = 1) when the line is a well-formed snapshot entry by this reader's strict
    shape and its shard digest matches; 0 otherwise (then the Python verifier reads it).  No
@@ -842,9 +852,11 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
             if (s->trig[j] == s->trig[i]) return 0;
     }
     /* The regions as the verifier cuts them from the line (first `,"regions":[`, then the first
-       `],"shard_digest":"` after it): this reader's array must end exactly there. */
-    cut = find(line, line + n, ",\"regions\":[");
-    if (!cut || cut + 11 != regions) return 0;
+       `],"shard_digest":"` after it): this reader's array must end exactly there.  The first
+       `,"regions":[` is the one read above: before it, only the literals' `,"e`, `,"h` and a
+       string with no quote inside can hold `,"`.  Inside the regions a later key can be
+       `"shard_digest"` after an array, so the end is searched for. */
+    cut = regions - 11;
     cut_end = find(cut, line + n, "],\"shard_digest\":\"");
     if (!cut_end || cut_end + 1 != regions_end) return 0;
     {
@@ -857,7 +869,7 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
         to_hex(d, hexbuf);
         if (memcmp(hexbuf, digest, 64) != 0) return 0;
     }
-    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    unhex32(prevhex, s->prev);
     s->regions = regions - line;
     s->regions_end = regions_end - line;
     s->serial = ser - line;
@@ -1388,11 +1400,6 @@ static PyObject *tree_root(PyObject *self, PyObject *args) {
 #define KIND_REVEAL 2
 #define KIND_CHECKPOINT 3
 
-/* 32 bytes from 64 lowercase hex digits (checked by the reader). */
-static void unhex32(const char *hex, unsigned char out[32]) {
-    int k;
-    for (k = 0; k < 32; k++) out[k] = (unsigned char)(unhex(hex[2 * k]) << 4 | unhex(hex[2 * k + 1]));
-}
 
 typedef struct {
     int kind;                                      /* KIND_COMMIT, KIND_REVEAL, KIND_CHECKPOINT, or 0 */
@@ -1434,7 +1441,6 @@ static int rate_string(Cur *c, double *out) {
    `sig` string (its base64 is the Python reader's to check). */
 static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
     const char *prevhex;
-    int i;
     if (!lit(c, "},\"boot\":") || !json_int(c, &s->boot)) return 0;
     if (!lit(c, ",\"busy_ns\":") || !dec_string(c, &s->busy)) return 0;
     if (!lit(c, ",\"clock_ns\":") || !dec_string(c, &s->clock)) return 0;
@@ -1443,7 +1449,7 @@ static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
     if (!lit(c, ",\"serial\":") || !plain_string(c, &s->serial, &s->serial_n)) return 0;
     if (sig && (!lit(c, ",\"sig\":") || !plain_string(c, NULL, NULL))) return 0;
     if (!lit(c, ",\"v\":2}") || c->p != c->end) return 0;
-    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    unhex32(prevhex, s->prev);
     return 1;
 }
 
