@@ -1604,8 +1604,9 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
     st.serial = PyBytes_AS_STRING(serial);
     st.serial_n = PyBytes_GET_SIZE(serial);
-    leaves = PyList_New(0);
-    if (!leaves) goto done;
+    /* The leaf hashes of the lines taken, as bytes, only once one was not read ahead (None while
+       every one was: the tree reads those from the prescan when asked, PrescannedTree). */
+    leaves = NULL;
     for (i = start; i < stop; i++) {
         PyObject *line = PyList_GET_ITEM(lines, i), *leaf;
         const char *p;
@@ -1700,17 +1701,29 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
             st.busy = sc.busy;
         }
         if (!leafp) {
+            Py_ssize_t k;
             if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
             leafp = lh;
             chainp = ch;
+            if (!leaves) { /* the lines before this one were all read ahead */
+                leaves = PyList_New(i - start);
+                if (!leaves) goto done;
+                for (k = start; k < i; k++) {
+                    leaf = PyBytes_FromStringAndSize((const char *)ps->leaf + 32 * k, 32);
+                    if (!leaf) goto done;
+                    PyList_SET_ITEM(leaves, k - start, leaf);
+                }
+            }
         }
         memcpy(st.prev, chainp, 32);
-        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
-        if (!leaf || PyList_Append(leaves, leaf) < 0) {
-            Py_XDECREF(leaf);
-            goto done;
+        if (leaves) {
+            leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
+            if (!leaf || PyList_Append(leaves, leaf) < 0) {
+                Py_XDECREF(leaf);
+                goto done;
+            }
+            Py_DECREF(leaf);
         }
-        Py_DECREF(leaf);
     }
     if (ep.open)
         epoch_out = Py_BuildValue("LLLy#OO", (long long)ep.index, (long long)ep.entry, (long long)ep.start,
@@ -1718,7 +1731,7 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     else
         epoch_out = Py_NewRef(Py_None);
     if (epoch_out)
-        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
+        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves ? leaves : Py_None, (long long)st.counter,
                             (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits,
                             checkpoints);
 done:

@@ -35,7 +35,7 @@ def scan_entries(
 ) -> tuple[
     int,
     bytes,
-    list[bytes],
+    list[bytes] | None,  # None: every line taken was read ahead (its leaf is the prescan's)
     int,
     int,
     int,
