@@ -142,4 +142,3 @@ def test_a_bad_log_s_report_is_the_same_with_the_native_path_on_and_off(
     assert not report["ok"]
     monkeypatch.setenv("COMPUTEWATCH_NATIVE", "0")
     assert audit_log(data, chip_log["cert"], chip_log["root"], workers=0).to_json() == report
-

@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -1263,6 +1264,83 @@ static double py_ulp(double x) { /* Python's math.ulp */
     return x2 - x;
 }
 
+/* ln(u) correctly rounded to a double, from the C library's extended-precision logl where its
+   value settles it: true ln(u) lies within LOGL_MARGIN (relative) of logl's (whose error is a few
+   units of its 64-bit significand; LOGL_MARGIN allows 32 to 64 of them), and when both ends of
+   that interval round to the same double, so does ln(u); that double is then also what a
+   50-digit logarithm rounds to (schedule._slow_gap).  0 when undecided (the interval holds a
+   midpoint between two doubles: a few draws in a hundred of those the window test leaves), or
+   where long double is no wider than double or logl failed the self-check (logl_checked). */
+#define LOGL_MARGIN 0x1p-58L
+static int logl_ok = 0, logl_passed = 0; /* in use; passed the self-check */
+
+static int cr_log(double u, double *out) {
+#if LDBL_MANT_DIG >= 64
+    long double l, e;
+    double lo, hi;
+    if (!logl_ok || !(u > 0.0 && u <= 1.0)) return 0;
+    l = logl((long double)u);
+    e = fabsl(l) * LOGL_MARGIN;
+    lo = (double)(l - e);
+    hi = (double)(l + e);
+    if (lo != hi) return 0;
+    *out = lo;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* logl against ln(u) to 80 digits (as double pairs hi + lo, from Python's decimal) at fixed
+   points: within a quarter of LOGL_MARGIN, or cr_log stays off. */
+static void logl_check(void) {
+#if LDBL_MANT_DIG >= 64
+    static const double V[][3] = {
+        {0x1.0000000000000p-1, -0x1.62e42fefa39efp-1, -0x1.abc9e3b39803fp-56},
+        {0x1.ccccccccccccdp-1, -0x1.af8e8210a415cp-4, 0x1.62ed262461c3cp-58},
+        {0x1.999999999999ap-4, -0x1.26bb1bbb55515p+1, -0x1.8b752b6b15c17p-53},
+        {0x1.4f8b588e368f1p-17, -0x1.7069e2aa2aa5bp+3, 0x1.41ab1374499c7p-52},
+        {0x1.ffffde7210be9p-1, -0x1.0c6f82d74d230p-20, 0x1.3962ca9bd6672p-74},
+        {0x1.8000000000000p-1, -0x1.269621134db92p-2, -0x1.e0efadd9db02bp-56},
+        {0x1.3333333333333p-2, -0x1.34378fcbda721p+0, 0x1.9c1404e27f13dp-54},
+        {0x1.0000000000000p-64, -0x1.62e42fefa39efp+5, -0x1.abc9e3b39803fp-50},
+        {0x1.3c6ef372fe950p-1, -0x1.ecc2caec51608p-2, 0x1.308e8f7e4b9ddp-63},
+        {0x1.ffffffffea028p-1, -0x1.5fd80000078e5p-37, 0x1.f9bff22764213p-91},
+        {0x1.74224b73c2befp-3, -0x1.b492ce49d1277p+0, -0x1.52ff09549d0c1p-54},
+        {0x1.281ddc7974df1p-1, -0x1.185b3fca04b20p-1, 0x1.5fd7920e77bf2p-60},
+        {0x1.9a035e226e153p-3, -0x1.9bc20d30c8a1bp+0, -0x1.0db95bf12673ap-54},
+        {0x1.72708a3dc64bfp-1, -0x1.4b66c2ebd4330p-2, 0x1.d6f645fb1d9e1p-59},
+        {0x1.83b1f582d1f72p-1, -0x1.1cc7a1aaec27cp-2, -0x1.36de906aa965ep-59},
+        {0x1.846a9c576ee81p-1, -0x1.1ae05f908d123p-2, 0x1.2f1846d2c5b3bp-56},
+    };
+    size_t k;
+    logl_ok = 1;
+    for (k = 0; k < sizeof V / sizeof V[0]; k++) {
+        long double want = (long double)V[k][1] + (long double)V[k][2];
+        if (fabsl(logl((long double)V[k][0]) - want) > fabsl(want) * (LOGL_MARGIN / 4)) logl_ok = 0;
+    }
+    logl_passed = logl_ok;
+#endif
+}
+
+/* ln_rounded(u) -> ln(u) correctly rounded as cr_log finds it, or None where it is undecided
+   (for tests: each must be what the 50-digit logarithm rounds to). */
+/* use_logl(flag) -> whether cr_log was in use: tests turn it off (every undecided draw then goes
+   to the exact logarithm) and on again (only where logl passed its self-check). */
+static PyObject *py_use_logl(PyObject *self, PyObject *arg) {
+    int was = logl_ok, on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    logl_ok = on && logl_passed;
+    return PyBool_FromLong(was);
+}
+
+static PyObject *py_ln_rounded(PyObject *self, PyObject *arg) {
+    double u = PyFloat_AsDouble(arg), c;
+    if (u == -1.0 && PyErr_Occurred()) return NULL;
+    if (!cr_log(u, &c)) Py_RETURN_NONE;
+    return PyFloat_FromDouble(c);
+}
+
 /* arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> list of arrival busy times: what
    formats.schedule.arrivals gives (same draws, same platform log, same window test); a draw the
    window test cannot settle is handed to exact_gap(u, mean_ns) (schedule.gap_ns). */
@@ -1305,7 +1383,11 @@ static PyObject *py_arrivals(PyObject *self, PyObject *args) {
                 double a = -hi * mean_ns, b = -(y - w) * mean_ns;
                 if (a < 9.0e18 && b < 9.0e18 && (int64_t)a == (int64_t)b) g = (int64_t)a + 1;
             }
-            if (g < 0) { /* the window straddles a nanosecond: the exact logarithm decides */
+            if (g < 0) { /* the window straddles a nanosecond: the correctly rounded logarithm decides */
+                double c, a;
+                if (cr_log(u, &c) && (a = -c * mean_ns) < 9.0e18) g = (int64_t)a + 1;
+            }
+            if (g < 0) { /* (cr_log undecided: the exact 50-digit logarithm, in Python) */
                 PyObject *r = PyObject_CallFunction(exact, "dd", u, mean_ns);
                 int overflow = 0;
                 if (!r) goto fail;
@@ -1976,6 +2058,8 @@ static PyMethodDef methods[] = {
      "prescan(lines, threads, chunk_log=9) -> Prescan: every line's hashes and snapshot shape, and the Merkle"
      " subtrees inside each chunk of 2**chunk_log lines, read ahead by `threads` background threads (and by any"
      " thread that waits for a line) without the GIL"},
+    {"ln_rounded", py_ln_rounded, METH_O, "ln(u) correctly rounded from logl, or None where undecided."},
+    {"use_logl", py_use_logl, METH_O, "use_logl(flag) -> whether the arrivals' logl path was in use (tests)."},
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
@@ -2016,6 +2100,7 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
     }
     b3_set(i);
     for (i = 0; i < 256; i++) HEXOK[i] = (i >= '0' && i <= '9') || (i >= 'a' && i <= 'f');
+    logl_check();
     if (PyType_Ready(&PrescanType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (!m) return NULL;
