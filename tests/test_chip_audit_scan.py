@@ -1,5 +1,6 @@
-"""The native in-order scan's state kept in C (issue 24): leaf hashes of the lines it takes stay
-in the prescan (formats._audit_prescan.PrescannedTree reads them when asked).
+"""The native read and in-order scan made cheaper (issue 24): leaf hashes of the lines the scan
+takes stay in the prescan (formats._audit_prescan.PrescannedTree reads them when asked), and a
+snapshot line's two SHA-256 and its shard document's BLAKE3 are computed in one pass.
 
 The audit's tree must be the RFC 9162 tree of the log's lines whatever the scan took: every
 leaf, root and proof equal to a MerkleTree built from the lines in Python, and reports equal
@@ -7,12 +8,15 @@ with the native path on and off, with lines read ahead or not in the middle of a
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from computewatch.chip import audit_log, verify_chip_certificate
-from computewatch.crypto.merkle import MerkleTree
+from computewatch import _native
+from computewatch.crypto.merkle import MerkleTree, leaf_hash
 from computewatch.formats import _audit_prescan, chip_audit
 from computewatch.formats.chip_entry import split_log
 from _chips import booted_chip, run_steps
@@ -142,3 +146,61 @@ def test_a_bad_log_s_report_is_the_same_with_the_native_path_on_and_off(
     assert not report["ok"]
     monkeypatch.setenv("COMPUTEWATCH_NATIVE", "0")
     assert audit_log(data, chip_log["cert"], chip_log["root"], workers=0).to_json() == report
+
+
+# ------------------------------------------------------------------ a snapshot's three hashes together
+def test_snapshot_lines_of_every_length_get_hashlib_s_hashes(chip_log: dict[str, Any]) -> None:
+    """The prescan hashes a snapshot line (leaf and chain SHA-256, shard document BLAKE3) in one
+    interleaved pass: lines of every length modulo 64 (the copy-out name padded), including those
+    whose leaf message (0x00 || line) needs one more block than the line, hash as hashlib does."""
+    lines = split_log(chip_log["data"])[0]
+    snap = next(line for line in lines if line.startswith(b'{"body":{"copy_out":"'))
+    head = len(b'{"body":{"copy_out":"')
+    padded = [snap[:head] + b"x" * k + snap[head:] for k in range(130)]
+    assert {len(line) % 64 for line in padded} == set(range(64))
+    module = _native.chiplog()
+    assert module is not None
+    for threads, chunk_log in ((0, 9), (2, 1)):
+        pre = module.prescan(padded, threads, chunk_log)
+        for i, line in enumerate(padded):
+            assert pre.leaf(i) == leaf_hash(line) and pre.chain(i) == hashlib.sha256(line).digest(), i
+
+
+@pytest.mark.parametrize("tensors", [7, 8])
+def test_the_native_scan_takes_every_snapshot_whatever_its_shard_document_s_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tensors: int
+) -> None:
+    """Shards of 7 and 8 tensors: shard documents just below and above one BLAKE3 chunk (1024
+    bytes; the prescan hashes those of one chunk beside the line's SHA-256). The native path must
+    take every snapshot (none is fed to the Python verifier) and the report must be the Python one."""
+    import torch
+
+    g = torch.Generator().manual_seed(tensors)
+    chip = booted_chip(tmp_path, rate=200.0, checkpoint_every=8)
+    chip.attach([torch.randn(4, 2, generator=g) for _ in range(tensors)], tmp_path / "storage")
+    run_steps(chip, 8, 1200.0)  # (a few triggers a snapshot: the native reader takes up to 16)
+    chip.close()
+    data = chip.log_path.read_bytes()
+    cert = verify_chip_certificate(chip.certificate, chip.chipmaker_root)
+    docs = [
+        len(line[line.index(b',"regions":[') + 11 : line.index(b'],"shard_digest":"') + 1]) + 39
+        for line in split_log(data)[0]
+        if line.startswith(b'{"body":{"copy_out":"')
+    ]
+    assert docs
+    fed: list[bytes] = []
+    real_feed = chip_audit.LogVerifier.feed
+
+    def feed(self: chip_audit.LogVerifier, line: bytes) -> Any:
+        fed.append(line)
+        return real_feed(self, line)
+
+    monkeypatch.setattr(chip_audit.LogVerifier, "feed", feed)
+    report = audit_log(data, cert, chip.chipmaker_root, workers=0).to_json()
+    assert report["ok"] and report["snapshots"] == len(docs)
+    # Only the first snapshot (its layout new: the Python verifier checks a layout once) is fed.
+    first = next(line for line in split_log(data)[0] if line.startswith(b'{"body":{"copy_out":"'))
+    assert [line for line in fed if line.startswith(b'{"body":{"copy_out":"')] == [first]
+    monkeypatch.setenv("COMPUTEWATCH_NATIVE", "0")
+    assert audit_log(data, cert, chip.chipmaker_root, workers=0).to_json() == report
+    assert (min(docs) > 1024) == (tensors == 8) and (max(docs) > 1024) == (tensors == 8)

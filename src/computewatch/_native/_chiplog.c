@@ -844,13 +844,42 @@ static inline void unhex32(const char *hex, unsigned char out[32]) {
 /* Fills `s` (s->ok = 1) when the line is a well-formed snapshot entry by this reader's strict
    shape and its shard digest matches; 0 otherwise (then the Python verifier reads it).  No
    Python API: runs without the GIL.  Returns -1 only when out of memory. */
+static int snapshot_shape(const char *line, Py_ssize_t n, Snap *s, const char **digest_out);
+static void shard_doc_digest(const char *regions, size_t rn, unsigned char d[32]);
+
+/* 1 when the shard digest's 64 hex digits are `d`'s. */
+static int digest_is(const char *digest, const unsigned char d[32]) {
+    char hexbuf[64];
+    to_hex(d, hexbuf);
+    return memcmp(hexbuf, digest, 64) == 0;
+}
+
 static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch) {
+    const char *digest;
+    unsigned char d[32];
+    if (!snapshot_shape(line, n, s, &digest)) return 0;
+    shard_doc_digest(line + s->regions, (size_t)(s->regions_end - s->regions), d);
+    s->ok = digest_is(digest, d);
+    return s->ok;
+}
+
+/* The shard document's BLAKE3, SHARD_HEAD || regions || SHARD_TAIL, hashed in place. */
+static void shard_doc_digest(const char *regions, size_t rn, unsigned char d[32]) {
+    B3 h;
+    b3_init(&h);
+    b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+    b3_update(&h, (const unsigned char *)regions, rn);
+    b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+    b3_final(&h, d);
+}
+
+/* Everything parse_snapshot checks but the shard digest: 1 with `s` filled (s->ok still 0) and
+   *digest_out at the line's 64 hex digits of it, else 0. */
+static int snapshot_shape(const char *line, Py_ssize_t n, Snap *s, const char **digest_out) {
     Cur c = {line, line + n, 1};
     int64_t step;
     const char *digest, *prevhex, *ser, *cut, *cut_end, *regions, *regions_end;
     Py_ssize_t sern;
-    char hexbuf[64];
-    unsigned char d[32];
     int i, j;
 
     s->ok = 0;
@@ -889,22 +918,12 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
     cut = regions - 11;
     cut_end = find_regions_end(cut, line + n);
     if (!cut_end || cut_end + 1 != regions_end) return 0;
-    {
-        B3 h; /* the shard document, SHARD_HEAD || regions || SHARD_TAIL, hashed in place */
-        b3_init(&h);
-        b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
-        b3_update(&h, (const unsigned char *)regions, (size_t)(regions_end - regions));
-        b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
-        b3_final(&h, d);
-        to_hex(d, hexbuf);
-        if (memcmp(hexbuf, digest, 64) != 0) return 0;
-    }
     unhex32(prevhex, s->prev);
     s->regions = regions - line;
     s->regions_end = regions_end - line;
     s->serial = ser - line;
     s->serial_n = sern;
-    s->ok = 1;
+    *digest_out = digest;
     return 1;
 }
 
@@ -926,6 +945,59 @@ static void node_level(const unsigned char *below, unsigned char *out, Py_ssize_
         sha256_pair(node_prefix, 1, below + 64 * j, 64, out + 32 * j, node_prefix, 1, below + 64 * (j + 1), 64,
                     out + 32 * (j + 1));
     if (j < count) sha256_pre(node_prefix, 1, below + 64 * j, 64, out + 32 * j);
+}
+
+/* A snapshot line's leaf and chain hashes and its shard document's BLAKE3 together: with SHA-NI
+   and a document of one BLAKE3 chunk (1024 bytes), one BLAKE3 compression (the vector units)
+   after each pair of SHA-256 blocks (the SHA unit), so the two kinds of work overlap in the
+   core; otherwise one after the other.  The same hashes either way (tests/test_native_hashes.py). */
+static void hash_line_and_doc(const char *line, Py_ssize_t n, unsigned char leaf[32], unsigned char chain[32],
+                              const char *regions, size_t rn, unsigned char d[32]) {
+#ifdef HAVE_X86_SIMD
+    static const unsigned char leaf_prefix[1] = {0};
+    size_t len = sizeof(SHARD_HEAD) - 1 + rn + sizeof(SHARD_TAIL) - 1;
+    if (sha_backend == SHA_NI && len <= 1024) {
+        unsigned char doc[1024];
+        ShaMsg ma, mb;
+        uint32_t ha[8], hb[8], cv[8];
+        size_t k, j = 0, ka, kb, nb = (len + 63) / 64;
+        int i;
+        memcpy(doc, SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+        memcpy(doc + sizeof(SHARD_HEAD) - 1, regions, rn);
+        memcpy(doc + sizeof(SHARD_HEAD) - 1 + rn, SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+        memset(doc + len, 0, 64 * nb - len);
+        sha_msg(&ma, leaf_prefix, 1, (const unsigned char *)line, (size_t)n);
+        sha_msg(&mb, NULL, 0, (const unsigned char *)line, (size_t)n);
+        ka = ma.nfull + ma.ntail;
+        kb = mb.nfull + mb.ntail;
+        memcpy(ha, IV, sizeof ha);
+        memcpy(hb, IV, sizeof hb);
+        memcpy(cv, IV, sizeof cv);
+        for (k = 0; k < ka || k < kb || j < nb; k++) {
+            if (k < ka && k < kb)
+                sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), 1);
+            else if (k < ka)
+                sha256_blocks_shani(ha, sha_msg_block(&ma, k), 1);
+            else if (k < kb)
+                sha256_blocks_shani(hb, sha_msg_block(&mb, k), 1);
+            if (j < nb) { /* block j of the document's only chunk (the root) */
+                int last = j + 1 == nb;
+                b3_compress(cv, doc + 64 * j, last ? (uint32_t)(len - 64 * j) : 64, 0,
+                            (j == 0 ? CHUNK_START : 0) | (last ? CHUNK_END | ROOT : 0), cv);
+                j++;
+            }
+        }
+        sha_digest(ha, leaf);
+        sha_digest(hb, chain);
+        for (i = 0; i < 8; i++) {
+            d[4 * i] = (unsigned char)cv[i]; d[4 * i + 1] = (unsigned char)(cv[i] >> 8);
+            d[4 * i + 2] = (unsigned char)(cv[i] >> 16); d[4 * i + 3] = (unsigned char)(cv[i] >> 24);
+        }
+        return;
+    }
+#endif
+    hash_line(line, n, leaf, chain, NULL);
+    shard_doc_digest(regions, rn, d);
 }
 
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
@@ -962,9 +1034,14 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     int k;
     if (hi > ps->n) hi = ps->n;
     for (i = lo; i < hi; i++) {
-        const char *line = ps->ptr[i];
-        if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch) ||
-            parse_snapshot(line, ps->len[i], &ps->snap[i], scratch) < 0) {
+        const char *line = ps->ptr[i], *digest;
+        Snap *s = &ps->snap[i];
+        if (snapshot_shape(line, ps->len[i], s, &digest)) { /* its three hashes together */
+            unsigned char d[32];
+            hash_line_and_doc(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, line + s->regions,
+                              (size_t)(s->regions_end - s->regions), d);
+            s->ok = digest_is(digest, d);
+        } else if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch)) {
             __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
             break;
         }
