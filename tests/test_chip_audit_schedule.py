@@ -416,6 +416,30 @@ def test_the_fast_path_leaves_the_verifier_as_feed_does(world: dict[str, Any], r
     assert runs <= 3 if read_ahead else runs > len(_at(lines, "checkpoint"))
 
 
+@pytest.mark.parametrize("change", ["repeat first", "drop last", "extra", "as bools"])
+def test_a_schedule_drawn_otherwise_gives_the_same_reports(world: dict[str, Any], change: str) -> None:
+    """The reveal's check on the native path compares the drawn arrivals with the epoch's triggers
+    without building a set: with the arrivals function changed (a repeated arrival in place of the
+    last, one missing, one more, ints made bools) for the verifier and the native scan alike, the
+    reports must still be the Python verifier's (each a problem: these are not the triggers)."""
+    real = chip_audit._arrivals
+
+    def drawn(seed: bytes, rate: float, start: int, end: int) -> list[Any]:
+        out: list[Any] = real(seed, rate, start, end)
+        if change == "repeat first" and len(out) > 1:
+            out[-1] = out[0]
+        elif change == "drop last":
+            out = out[:-1]
+        elif change == "extra":
+            out = [*out, end]
+        elif change == "as bools":
+            out = [bool(t) for t in out]
+        return out
+
+    with _patched(chip_audit, "_arrivals", drawn):
+        assert not _same(world, world["lines"], all_ways=False)["ok"]
+
+
 # ------------------------------------------------------------------ the arrivals' logarithm in C
 def _chiplog() -> Any:
     from computewatch import _native
