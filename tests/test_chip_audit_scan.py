@@ -204,3 +204,32 @@ def test_the_native_scan_takes_every_snapshot_whatever_its_shard_document_s_size
     monkeypatch.setenv("COMPUTEWATCH_NATIVE", "0")
     assert audit_log(data, cert, chip.chipmaker_root, workers=0).to_json() == report
     assert (min(docs) > 1024) == (tensors == 8) and (max(docs) > 1024) == (tensors == 8)
+
+
+@pytest.mark.parametrize(("region", "dtype"), [(0, "F16"), (1, "I32"), (-1, "I32"), (-1, "U64")])
+def test_a_snapshot_of_another_layout_with_its_shard_digest_repaired_gives_the_same_report(
+    chip_log: dict[str, Any], monkeypatch: pytest.MonkeyPatch, region: int, dtype: str
+) -> None:
+    """A later snapshot's region changed to another dtype of the same length (its layout differs
+    from the last one accepted in a piece before or after the last digest, at the same length),
+    its shard digest recomputed and the log rechained: the native scan must not take it as the
+    layout it knows; the Python verifier names the problem."""
+    import json
+
+    from computewatch.adversary import chiplog as attacks
+    from computewatch.crypto.canonical import canonical_json_v2
+    from computewatch.crypto.digest import blake3_bytes
+
+    lines = split_log(chip_log["data"])[0]
+    snaps = [i for i, line in enumerate(lines) if line.startswith(b'{"body":{"copy_out":"')]
+    k = snaps[len(snaps) // 2]
+    e = json.loads(lines[k])
+    e["body"]["regions"][region]["dtype"] = dtype
+    doc = chip_audit._SHARD_DOC_HEAD + canonical_json_v2(e["body"]["regions"]) + chip_audit._SHARD_DOC_TAIL
+    e["body"]["shard_digest"] = blake3_bytes(doc).hex()
+    forged = attacks.rechain([*lines[:k], canonical_json_v2(e), *lines[k + 1 :]], k)
+    data = b"".join(line + b"\n" for line in forged)
+    report = audit_log(data, chip_log["cert"], chip_log["root"], workers=0).to_json()
+    assert not report["ok"]
+    monkeypatch.setenv("COMPUTEWATCH_NATIVE", "0")
+    assert audit_log(data, chip_log["cert"], chip_log["root"], workers=0).to_json() == report

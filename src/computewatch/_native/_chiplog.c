@@ -1277,6 +1277,22 @@ static size_t layout_of(const char *regions, const char *regions_end, char *out)
     return kn + (size_t)(regions_end - q);
 }
 
+/* 1 when layout_of(regions, regions_end) would be lay[0..lay_n): the same walk, each piece
+   compared where it lies (no copy; the common case, a snapshot of the last layout accepted). */
+static int layout_is(const char *regions, const char *regions_end, const char *lay, size_t lay_n) {
+    const char *q = regions, *hit;
+    size_t kn = 0, m;
+    while ((hit = find_digest_key(q, regions_end)) != NULL) {
+        int field = regions_end - hit >= 75 && hit[74] == '"' && is_hex64(hit + 10);
+        m = (size_t)(hit - q) + (field ? 0 : 1);
+        if (m > lay_n - kn || memcmp(lay + kn, q, m) != 0) return 0;
+        kn += m;
+        q = field ? hit + 75 : hit + 1;
+    }
+    m = (size_t)(regions_end - q);
+    return m == lay_n - kn && memcmp(lay + kn, q, m) == 0;
+}
+
 /* 1: the snapshot `s` (line `index`) fits the verifier's state, which moves on; 0: it does not
    (state as it was, nothing inserted); -1: a Python error. */
 static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
@@ -1296,10 +1312,11 @@ static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
     /* A layout the verifier checked before (packing problem ""), or not accepted here. */
     {
         size_t rn = (size_t)(s->regions_end - s->regions), kn;
-        if (!buf_reserve(&st->buf, rn)) { PyErr_NoMemory(); rc = -1; goto out; }
-        kn = layout_of(line + s->regions, line + s->regions_end, st->buf.p);
-        if (!(st->has_layout && kn == st->layout.cap && memcmp(st->buf.p, st->layout.p, kn) == 0)) {
-            PyObject *key = PyBytes_FromStringAndSize(st->buf.p, (Py_ssize_t)kn), *packing;
+        if (!(st->has_layout && layout_is(line + s->regions, line + s->regions_end, st->layout.p, st->layout.cap))) {
+            PyObject *key, *packing;
+            if (!buf_reserve(&st->buf, rn)) { PyErr_NoMemory(); rc = -1; goto out; }
+            kn = layout_of(line + s->regions, line + s->regions_end, st->buf.p);
+            key = PyBytes_FromStringAndSize(st->buf.p, (Py_ssize_t)kn);
             if (!key) { rc = -1; goto out; }
             packing = PyDict_GetItemWithError(st->layouts, key);
             Py_DECREF(key);
