@@ -11,8 +11,9 @@ prescan could not read (not a snapshot, or not of the strict shape) is checked b
 verifier as before, and reports are the same with and without it (tests/test_chip_audit_native.py).
 
 `arrivals` is formats.schedule.arrivals computed by the native module: the same draws, the
-same platform logarithm (Python's math.log is the C library's log), the same window test, and
-schedule.gap_ns for the draws that test cannot settle (tests compare both).
+same platform logarithm (Python's math.log is the C library's log), the same window test, the
+C library's logl where it settles ln(u) correctly rounded, and schedule.gap_ns for the draws
+neither can settle (tests compare both).
 """
 
 from __future__ import annotations
