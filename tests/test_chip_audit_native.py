@@ -25,6 +25,7 @@ from computewatch.adversary import chiplog as attacks
 from computewatch.chip import Chip, audit_log, provision_chips, verify_chip_certificate
 from computewatch.chip.exercise import run_steps, small_shard
 from computewatch.crypto.canonical import canonical_json_v2
+from computewatch.crypto.digest import blake3_bytes
 from computewatch.crypto.merkle import leaf_hash, root_from_leaves
 from computewatch.formats import _audit_prescan, chip_audit, schedule
 from computewatch.formats.chip_audit import LogVerifier
@@ -223,6 +224,15 @@ def _forge(lines: list[bytes], i: int, change: Callable[[dict[str, Any]], Any]) 
     return attacks.rechain([*lines[:i], canonical_json_v2(e), *lines[i + 1 :]], i)
 
 
+def _inner_shard_digest_key(e: dict[str, Any]) -> None:
+    """A region ending in an array and then a `shard_digest` key, the entry's shard digest
+    recomputed over all its regions: the verifier cuts the regions at the first `],"shard_digest":"`
+    (inside them), so the digest it recomputes differs; the native reader must find that cut too."""
+    e["body"]["regions"][0].update(shape=[[1]], shard_digest="x")
+    doc = chip_audit._SHARD_DOC_HEAD + canonical_json_v2(e["body"]["regions"]) + chip_audit._SHARD_DOC_TAIL
+    e["body"]["shard_digest"] = blake3_bytes(doc).hex()
+
+
 _FORGERIES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "trigger outside step": lambda e: e["body"].update(triggers=[e["busy_ns"] + "0"]),
     "trigger at step start": lambda e: e["body"].update(triggers=[e["body"]["step_start_busy_ns"]]),
@@ -259,6 +269,7 @@ _FORGERIES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "region extra": lambda e: e["body"]["regions"][0].update(name="x"),
     "region float": lambda e: e["body"]["regions"][0].update(nbytes=1.5),
     "region shard_digest key": lambda e: e["body"]["regions"][0].update(shape=[[1]], shard_digest="x"),
+    "region shard_digest key, digest repaired": _inner_shard_digest_key,
     "no regions": lambda e: e["body"].update(regions=[]),
     "region dtype": lambda e: e["body"]["regions"][0].update(dtype="F33"),
 }

@@ -414,3 +414,87 @@ def test_the_fast_path_leaves_the_verifier_as_feed_does(world: dict[str, Any], r
         assert a.tree.root() == b.tree.root()
     # The runs end at boots and shutdowns, and (not read ahead) at every checkpoint.
     assert runs <= 3 if read_ahead else runs > len(_at(lines, "checkpoint"))
+
+
+@pytest.mark.parametrize("change", ["repeat first", "drop last", "extra", "as bools"])
+def test_a_schedule_drawn_otherwise_gives_the_same_reports(world: dict[str, Any], change: str) -> None:
+    """The reveal's check on the native path compares the drawn arrivals with the epoch's triggers
+    without building a set: with the arrivals function changed (a repeated arrival in place of the
+    last, one missing, one more, ints made bools) for the verifier and the native scan alike, the
+    reports must still be the Python verifier's (each a problem: these are not the triggers)."""
+    real = chip_audit._arrivals
+
+    def drawn(seed: bytes, rate: float, start: int, end: int) -> list[Any]:
+        out: list[Any] = real(seed, rate, start, end)
+        if change == "repeat first" and len(out) > 1:
+            out[-1] = out[0]
+        elif change == "drop last":
+            out = out[:-1]
+        elif change == "extra":
+            out = [*out, end]
+        elif change == "as bools":
+            out = [bool(t) for t in out]
+        return out
+
+    with _patched(chip_audit, "_arrivals", drawn):
+        assert not _same(world, world["lines"], all_ways=False)["ok"]
+
+
+# ------------------------------------------------------------------ the arrivals' logarithm in C
+def _chiplog() -> Any:
+    from computewatch import _native
+
+    module = _native.chiplog()
+    assert module is not None
+    return module
+
+
+def test_the_logl_logarithm_is_the_50_digit_one_rounded_where_it_decides() -> None:
+    """ln_rounded (the C arrivals' settling of the draws the window test leaves) equals float of
+    the 50-digit logarithm wherever it gives a value, leaves some draws undecided (those whose
+    logl interval holds a rounding midpoint), and decides nearly all."""
+    from decimal import Decimal
+
+    from computewatch.formats import schedule
+
+    module = _chiplog()
+    rng = random.Random(58)
+    draws = [(rng.getrandbits(64) + 1) / 2.0**64 for _ in range(1500)]
+    draws += [1.0, 2.0**-64, 0.5, 1.0 - 2.0**-53, 2.0**-1074]
+    undecided = 0
+    for u in draws:
+        got = module.ln_rounded(u)
+        if got is None:
+            undecided += 1
+        else:
+            assert got == float(schedule._LN.ln(Decimal(u))), u.hex()
+    assert 0 < undecided < len(draws) // 10
+    assert module.ln_rounded(0.0) is None and module.ln_rounded(1.5) is None and module.ln_rounded(-1.0) is None
+
+
+def test_the_native_arrivals_are_the_same_with_and_without_logl_and_call_the_exact_logarithm_less() -> None:
+    from computewatch.formats import schedule
+
+    module = _chiplog()
+    rng = random.Random(59)
+    cases = [(rng.randbytes(32), rng.choice([48.0, 200.0, 1000.0]), rng.randrange(0, 10**15)) for _ in range(100)]
+    calls = {True: 0, False: 0}
+    results: dict[bool, list[list[int]]] = {True: [], False: []}
+    real_gap = schedule.gap_ns
+    for on in (False, True):
+
+        def counting(u: float, mean_ns: float, on: bool = on) -> int:
+            calls[on] += 1
+            return real_gap(u, mean_ns)
+
+        was = module.use_logl(on)
+        schedule.gap_ns = counting
+        try:
+            for seed, rate, start in cases:
+                results[on].append(_audit_prescan.arrivals(seed, rate, start, start + int(86_400e9 * 1000 / rate)))
+        finally:
+            schedule.gap_ns = real_gap
+            module.use_logl(was)
+    reference = [schedule.arrivals(s, r, t, t + int(86_400e9 * 1000 / r)) for s, r, t in cases]
+    assert results[True] == results[False] == reference
+    assert calls[False] >= 20 and 5 * calls[True] < calls[False]  # the window test left these; logl settled most

@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -618,8 +619,29 @@ static int clean_ascii(const char *p, Py_ssize_t n) {
 
 static unsigned char HEXOK[256]; /* 1 for 0-9 and a-f */
 
+/* p[0..n) == s[0..n): 8, 4 and 1 bytes at a time, all ORed together (no call, no branch per
+   byte; a literal's loads fold into constants where n is known when compiling). */
+static inline __attribute__((always_inline)) int same_n(const char *p, const char *s, size_t n) {
+    uint64_t diff = 0, a, b;
+    uint32_t a4, b4;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&a, p + i, 8);
+        memcpy(&b, s + i, 8);
+        diff |= a ^ b;
+    }
+    if (i + 4 <= n) {
+        memcpy(&a4, p + i, 4);
+        memcpy(&b4, s + i, 4);
+        diff |= a4 ^ b4;
+        i += 4;
+    }
+    for (; i < n; i++) diff |= (unsigned char)(p[i] ^ s[i]);
+    return diff == 0;
+}
+
 static inline __attribute__((always_inline)) int lit_n(Cur *c, const char *s, size_t n) {
-    if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0) return 0;
+    if ((size_t)(c->end - c->p) < n || !same_n(c->p, s, n)) return 0;
     c->p += n;
     return 1;
 }
@@ -671,12 +693,10 @@ static int plain_string(Cur *c, const char **s, Py_ssize_t *n) {
     return 1;
 }
 
+static int is_hex64(const char *p);
+
 static int hex64(Cur *c, const char **s) {
-    int i;
-    unsigned char ok = 1;
-    if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"') return 0;
-    for (i = 1; i <= 64; i++) ok &= HEXOK[(unsigned char)c->p[i]];
-    if (!ok) return 0;
+    if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"' || !is_hex64(c->p + 1)) return 0;
     if (s) *s = c->p + 1;
     c->p += 66;
     return 1;
@@ -729,8 +749,16 @@ static int value(Cur *c, int depth) {
     }
 }
 
-static const char *find(const char *hay, const char *end, const char *needle) {
-    return memmem(hay, (size_t)(end - hay), needle, strlen(needle));
+/* The first `],"shard_digest":"` in [p, end), or NULL: each `]` compared in place (a snapshot's
+   regions hold a few, one per shape; cheaper than memmem's setup for each line). */
+static const char *find_regions_end(const char *p, const char *end) {
+    static const char needle[] = "],\"shard_digest\":\"";
+    const size_t k = sizeof(needle) - 1;
+    while ((p = memchr(p, ']', (size_t)(end - p))) != NULL) {
+        if ((size_t)(end - p) >= k && same_n(p, needle, k)) return p;
+        p++;
+    }
+    return NULL;
 }
 
 #if defined(__SSE2__)
@@ -799,18 +827,59 @@ static int buf_reserve(Buf *b, size_t need) {
     return 1;
 }
 
-static int unhex(char ch) { return ch <= '9' ? ch - '0' : ch - 'a' + 10; }
+/* 32 bytes from 64 lowercase hex digits (checked by the reader): a digit's value is its low
+   nibble, plus 9 for a-f (bit 6 set), with no branch; built in a local array (a store through
+   `out` could alias the input and would force a reload per byte). */
+static inline void unhex32(const char *hex, unsigned char out[32]) {
+    const unsigned char *h = (const unsigned char *)hex;
+    unsigned char tmp[32];
+    int k;
+    for (k = 0; k < 32; k++) {
+        unsigned a = h[2 * k], b = h[2 * k + 1];
+        tmp[k] = (unsigned char)((((a & 15) + 9 * (a >> 6)) << 4) | ((b & 15) + 9 * (b >> 6)));
+    }
+    memcpy(out, tmp, 32);
+}
 
 /* Fills `s` (s->ok = 1) when the line is a well-formed snapshot entry by this reader's strict
    shape and its shard digest matches; 0 otherwise (then the Python verifier reads it).  No
    Python API: runs without the GIL.  Returns -1 only when out of memory. */
+static int snapshot_shape(const char *line, Py_ssize_t n, Snap *s, const char **digest_out);
+static void shard_doc_digest(const char *regions, size_t rn, unsigned char d[32]);
+
+/* 1 when the shard digest's 64 hex digits are `d`'s. */
+static int digest_is(const char *digest, const unsigned char d[32]) {
+    char hexbuf[64];
+    to_hex(d, hexbuf);
+    return memcmp(hexbuf, digest, 64) == 0;
+}
+
 static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch) {
+    const char *digest;
+    unsigned char d[32];
+    if (!snapshot_shape(line, n, s, &digest)) return 0;
+    shard_doc_digest(line + s->regions, (size_t)(s->regions_end - s->regions), d);
+    s->ok = digest_is(digest, d);
+    return s->ok;
+}
+
+/* The shard document's BLAKE3, SHARD_HEAD || regions || SHARD_TAIL, hashed in place. */
+static void shard_doc_digest(const char *regions, size_t rn, unsigned char d[32]) {
+    B3 h;
+    b3_init(&h);
+    b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+    b3_update(&h, (const unsigned char *)regions, rn);
+    b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+    b3_final(&h, d);
+}
+
+/* Everything parse_snapshot checks but the shard digest: 1 with `s` filled (s->ok still 0) and
+   *digest_out at the line's 64 hex digits of it, else 0. */
+static int snapshot_shape(const char *line, Py_ssize_t n, Snap *s, const char **digest_out) {
     Cur c = {line, line + n, 1};
     int64_t step;
     const char *digest, *prevhex, *ser, *cut, *cut_end, *regions, *regions_end;
     Py_ssize_t sern;
-    char hexbuf[64];
-    unsigned char d[32];
     int i, j;
 
     s->ok = 0;
@@ -842,27 +911,19 @@ static int parse_snapshot(const char *line, Py_ssize_t n, Snap *s, Buf *scratch)
             if (s->trig[j] == s->trig[i]) return 0;
     }
     /* The regions as the verifier cuts them from the line (first `,"regions":[`, then the first
-       `],"shard_digest":"` after it): this reader's array must end exactly there. */
-    cut = find(line, line + n, ",\"regions\":[");
-    if (!cut || cut + 11 != regions) return 0;
-    cut_end = find(cut, line + n, "],\"shard_digest\":\"");
+       `],"shard_digest":"` after it): this reader's array must end exactly there.  The first
+       `,"regions":[` is the one read above: before it, only the literals' `,"e`, `,"h` and a
+       string with no quote inside can hold `,"`.  Inside the regions a later key can be
+       `"shard_digest"` after an array, so the end is searched for. */
+    cut = regions - 11;
+    cut_end = find_regions_end(cut, line + n);
     if (!cut_end || cut_end + 1 != regions_end) return 0;
-    {
-        B3 h; /* the shard document, SHARD_HEAD || regions || SHARD_TAIL, hashed in place */
-        b3_init(&h);
-        b3_update(&h, (const unsigned char *)SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
-        b3_update(&h, (const unsigned char *)regions, (size_t)(regions_end - regions));
-        b3_update(&h, (const unsigned char *)SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
-        b3_final(&h, d);
-        to_hex(d, hexbuf);
-        if (memcmp(hexbuf, digest, 64) != 0) return 0;
-    }
-    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    unhex32(prevhex, s->prev);
     s->regions = regions - line;
     s->regions_end = regions_end - line;
     s->serial = ser - line;
     s->serial_n = sern;
-    s->ok = 1;
+    *digest_out = digest;
     return 1;
 }
 
@@ -1050,6 +1111,59 @@ nomem:
     return NULL;
 }
 
+/* A snapshot line's leaf and chain hashes and its shard document's BLAKE3 together: with SHA-NI
+   and a document of one BLAKE3 chunk (1024 bytes), one BLAKE3 compression (the vector units)
+   after each pair of SHA-256 blocks (the SHA unit), so the two kinds of work overlap in the
+   core; otherwise one after the other.  The same hashes either way (tests/test_native_hashes.py). */
+static void hash_line_and_doc(const char *line, Py_ssize_t n, unsigned char leaf[32], unsigned char chain[32],
+                              const char *regions, size_t rn, unsigned char d[32]) {
+#ifdef HAVE_X86_SIMD
+    static const unsigned char leaf_prefix[1] = {0};
+    size_t len = sizeof(SHARD_HEAD) - 1 + rn + sizeof(SHARD_TAIL) - 1;
+    if (sha_backend == SHA_NI && len <= 1024) {
+        unsigned char doc[1024];
+        ShaMsg ma, mb;
+        uint32_t ha[8], hb[8], cv[8];
+        size_t k, j = 0, ka, kb, nb = (len + 63) / 64;
+        int i;
+        memcpy(doc, SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
+        memcpy(doc + sizeof(SHARD_HEAD) - 1, regions, rn);
+        memcpy(doc + sizeof(SHARD_HEAD) - 1 + rn, SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
+        memset(doc + len, 0, 64 * nb - len);
+        sha_msg(&ma, leaf_prefix, 1, (const unsigned char *)line, (size_t)n);
+        sha_msg(&mb, NULL, 0, (const unsigned char *)line, (size_t)n);
+        ka = ma.nfull + ma.ntail;
+        kb = mb.nfull + mb.ntail;
+        memcpy(ha, IV, sizeof ha);
+        memcpy(hb, IV, sizeof hb);
+        memcpy(cv, IV, sizeof cv);
+        for (k = 0; k < ka || k < kb || j < nb; k++) {
+            if (k < ka && k < kb)
+                sha256_blocks2_shani(ha, sha_msg_block(&ma, k), hb, sha_msg_block(&mb, k), 1);
+            else if (k < ka)
+                sha256_blocks_shani(ha, sha_msg_block(&ma, k), 1);
+            else if (k < kb)
+                sha256_blocks_shani(hb, sha_msg_block(&mb, k), 1);
+            if (j < nb) { /* block j of the document's only chunk (the root) */
+                int last = j + 1 == nb;
+                b3_compress(cv, doc + 64 * j, last ? (uint32_t)(len - 64 * j) : 64, 0,
+                            (j == 0 ? CHUNK_START : 0) | (last ? CHUNK_END | ROOT : 0), cv);
+                j++;
+            }
+        }
+        sha_digest(ha, leaf);
+        sha_digest(hb, chain);
+        for (i = 0; i < 8; i++) {
+            d[4 * i] = (unsigned char)cv[i]; d[4 * i + 1] = (unsigned char)(cv[i] >> 8);
+            d[4 * i + 2] = (unsigned char)(cv[i] >> 16); d[4 * i + 3] = (unsigned char)(cv[i] >> 24);
+        }
+        return;
+    }
+#endif
+    hash_line(line, n, leaf, chain, NULL);
+    shard_doc_digest(regions, rn, d);
+}
+
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
 
 /* prescan() starts background threads that read the log's lines in chunks, in order, without
@@ -1085,9 +1199,14 @@ static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     int k;
     if (hi > ps->n) hi = ps->n;
     for (i = lo; i < hi; i++) {
-        const char *line = ps->ptr[i];
-        if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch) ||
-            parse_snapshot(line, ps->len[i], &ps->snap[i], scratch) < 0) {
+        const char *line = ps->ptr[i], *digest;
+        Snap *s = &ps->snap[i];
+        if (snapshot_shape(line, ps->len[i], s, &digest)) { /* its three hashes together */
+            unsigned char d[32];
+            hash_line_and_doc(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, line + s->regions,
+                              (size_t)(s->regions_end - s->regions), d);
+            s->ok = digest_is(digest, d);
+        } else if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch)) {
             __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
             break;
         }
@@ -1328,6 +1447,22 @@ static size_t layout_of(const char *regions, const char *regions_end, char *out)
     return kn + (size_t)(regions_end - q);
 }
 
+/* 1 when layout_of(regions, regions_end) would be lay[0..lay_n): the same walk, each piece
+   compared where it lies (no copy; the common case, a snapshot of the last layout accepted). */
+static int layout_is(const char *regions, const char *regions_end, const char *lay, size_t lay_n) {
+    const char *q = regions, *hit;
+    size_t kn = 0, m;
+    while ((hit = find_digest_key(q, regions_end)) != NULL) {
+        int field = regions_end - hit >= 75 && hit[74] == '"' && is_hex64(hit + 10);
+        m = (size_t)(hit - q) + (field ? 0 : 1);
+        if (m > lay_n - kn || memcmp(lay + kn, q, m) != 0) return 0;
+        kn += m;
+        q = field ? hit + 75 : hit + 1;
+    }
+    m = (size_t)(regions_end - q);
+    return m == lay_n - kn && memcmp(lay + kn, q, m) == 0;
+}
+
 /* 1: the snapshot `s` (line `index`) fits the verifier's state, which moves on; 0: it does not
    (state as it was, nothing inserted); -1: a Python error. */
 static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
@@ -1337,44 +1472,46 @@ static int apply(State *st, const Snap *s, const char *line, Py_ssize_t index) {
     if (s->counter != st->counter || s->boot != st->boot || s->epoch != st->epoch) return 0;
     if (memcmp(s->prev, st->prev, 32) != 0) return 0;
     if (s->clock < st->clock || s->busy < st->busy) return 0;
-    for (i = 0; i < s->ntrig; i++) {
-        PyObject *key = PyLong_FromLongLong(s->trig[i]);
-        if (!key) return -1;
-        ok = PyDict_Contains(st->triggers, key);
-        Py_DECREF(key);
-        if (ok != 0) return ok < 0 ? -1 : 0;
+    PyObject *keys[MAX_TRIGGERS], *val;
+    int nkeys = 0, rc = 1;
+    for (i = 0; i < s->ntrig; i++) { /* (each key made once: looked up here, inserted below) */
+        if (!(keys[nkeys] = PyLong_FromLongLong(s->trig[i]))) { rc = -1; goto out; }
+        ok = PyDict_Contains(st->triggers, keys[nkeys++]);
+        if (ok != 0) { rc = ok < 0 ? -1 : 0; goto out; }
     }
     /* A layout the verifier checked before (packing problem ""), or not accepted here. */
     {
         size_t rn = (size_t)(s->regions_end - s->regions), kn;
-        if (!buf_reserve(&st->buf, rn)) { PyErr_NoMemory(); return -1; }
-        kn = layout_of(line + s->regions, line + s->regions_end, st->buf.p);
-        if (!(st->has_layout && kn == st->layout.cap && memcmp(st->buf.p, st->layout.p, kn) == 0)) {
-            PyObject *key = PyBytes_FromStringAndSize(st->buf.p, (Py_ssize_t)kn), *packing;
-            if (!key) return -1;
+        if (!(st->has_layout && layout_is(line + s->regions, line + s->regions_end, st->layout.p, st->layout.cap))) {
+            PyObject *key, *packing;
+            if (!buf_reserve(&st->buf, rn)) { PyErr_NoMemory(); rc = -1; goto out; }
+            kn = layout_of(line + s->regions, line + s->regions_end, st->buf.p);
+            key = PyBytes_FromStringAndSize(st->buf.p, (Py_ssize_t)kn);
+            if (!key) { rc = -1; goto out; }
             packing = PyDict_GetItemWithError(st->layouts, key);
             Py_DECREF(key);
-            if (!packing) return PyErr_Occurred() ? -1 : 0;
-            if (!PyUnicode_Check(packing) || PyUnicode_GET_LENGTH(packing) != 0) return 0;
+            if (!packing) { rc = PyErr_Occurred() ? -1 : 0; goto out; }
+            if (!PyUnicode_Check(packing) || PyUnicode_GET_LENGTH(packing) != 0) { rc = 0; goto out; }
             free(st->layout.p);
             st->layout.p = malloc(kn ? kn : 1);
-            if (!st->layout.p) { st->has_layout = 0; st->layout.cap = 0; PyErr_NoMemory(); return -1; }
+            if (!st->layout.p) { st->has_layout = 0; st->layout.cap = 0; PyErr_NoMemory(); rc = -1; goto out; }
             memcpy(st->layout.p, st->buf.p, kn);
             st->layout.cap = kn; /* here: the layout's length */
             st->has_layout = 1;
         }
     }
-    for (i = 0; i < s->ntrig; i++) {
-        PyObject *key = PyLong_FromLongLong(s->trig[i]), *val = PyLong_FromSsize_t(index);
-        int rc = key && val ? PyDict_SetItem(st->triggers, key, val) : -1;
-        Py_XDECREF(key);
-        Py_XDECREF(val);
-        if (rc < 0) return -1;
+    if (!(val = PyLong_FromSsize_t(index))) { rc = -1; goto out; }
+    for (i = 0; i < nkeys && rc == 1; i++)
+        if (PyDict_SetItem(st->triggers, keys[i], val) < 0) rc = -1;
+    Py_DECREF(val);
+    if (rc == 1) {
+        st->counter = s->counter + 1;
+        st->clock = s->clock;
+        st->busy = s->busy;
     }
-    st->counter = s->counter + 1;
-    st->clock = s->clock;
-    st->busy = s->busy;
-    return 1;
+out:
+    for (i = 0; i < nkeys; i++) Py_DECREF(keys[i]);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the schedule's arrivals */
@@ -1390,6 +1527,83 @@ static double py_ulp(double x) { /* Python's math.ulp */
         return x - x2;
     }
     return x2 - x;
+}
+
+/* ln(u) correctly rounded to a double, from the C library's extended-precision logl where its
+   value settles it: true ln(u) lies within LOGL_MARGIN (relative) of logl's (whose error is a few
+   units of its 64-bit significand; LOGL_MARGIN allows 32 to 64 of them), and when both ends of
+   that interval round to the same double, so does ln(u); that double is then also what a
+   50-digit logarithm rounds to (schedule._slow_gap).  0 when undecided (the interval holds a
+   midpoint between two doubles: a few draws in a hundred of those the window test leaves), or
+   where long double is no wider than double or logl failed the self-check (logl_checked). */
+#define LOGL_MARGIN 0x1p-58L
+static int logl_ok = 0, logl_passed = 0; /* in use; passed the self-check */
+
+static int cr_log(double u, double *out) {
+#if LDBL_MANT_DIG >= 64
+    long double l, e;
+    double lo, hi;
+    if (!logl_ok || !(u > 0.0 && u <= 1.0)) return 0;
+    l = logl((long double)u);
+    e = fabsl(l) * LOGL_MARGIN;
+    lo = (double)(l - e);
+    hi = (double)(l + e);
+    if (lo != hi) return 0;
+    *out = lo;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* logl against ln(u) to 80 digits (as double pairs hi + lo, from Python's decimal) at fixed
+   points: within a quarter of LOGL_MARGIN, or cr_log stays off. */
+static void logl_check(void) {
+#if LDBL_MANT_DIG >= 64
+    static const double V[][3] = {
+        {0x1.0000000000000p-1, -0x1.62e42fefa39efp-1, -0x1.abc9e3b39803fp-56},
+        {0x1.ccccccccccccdp-1, -0x1.af8e8210a415cp-4, 0x1.62ed262461c3cp-58},
+        {0x1.999999999999ap-4, -0x1.26bb1bbb55515p+1, -0x1.8b752b6b15c17p-53},
+        {0x1.4f8b588e368f1p-17, -0x1.7069e2aa2aa5bp+3, 0x1.41ab1374499c7p-52},
+        {0x1.ffffde7210be9p-1, -0x1.0c6f82d74d230p-20, 0x1.3962ca9bd6672p-74},
+        {0x1.8000000000000p-1, -0x1.269621134db92p-2, -0x1.e0efadd9db02bp-56},
+        {0x1.3333333333333p-2, -0x1.34378fcbda721p+0, 0x1.9c1404e27f13dp-54},
+        {0x1.0000000000000p-64, -0x1.62e42fefa39efp+5, -0x1.abc9e3b39803fp-50},
+        {0x1.3c6ef372fe950p-1, -0x1.ecc2caec51608p-2, 0x1.308e8f7e4b9ddp-63},
+        {0x1.ffffffffea028p-1, -0x1.5fd80000078e5p-37, 0x1.f9bff22764213p-91},
+        {0x1.74224b73c2befp-3, -0x1.b492ce49d1277p+0, -0x1.52ff09549d0c1p-54},
+        {0x1.281ddc7974df1p-1, -0x1.185b3fca04b20p-1, 0x1.5fd7920e77bf2p-60},
+        {0x1.9a035e226e153p-3, -0x1.9bc20d30c8a1bp+0, -0x1.0db95bf12673ap-54},
+        {0x1.72708a3dc64bfp-1, -0x1.4b66c2ebd4330p-2, 0x1.d6f645fb1d9e1p-59},
+        {0x1.83b1f582d1f72p-1, -0x1.1cc7a1aaec27cp-2, -0x1.36de906aa965ep-59},
+        {0x1.846a9c576ee81p-1, -0x1.1ae05f908d123p-2, 0x1.2f1846d2c5b3bp-56},
+    };
+    size_t k;
+    logl_ok = 1;
+    for (k = 0; k < sizeof V / sizeof V[0]; k++) {
+        long double want = (long double)V[k][1] + (long double)V[k][2];
+        if (fabsl(logl((long double)V[k][0]) - want) > fabsl(want) * (LOGL_MARGIN / 4)) logl_ok = 0;
+    }
+    logl_passed = logl_ok;
+#endif
+}
+
+/* ln_rounded(u) -> ln(u) correctly rounded as cr_log finds it, or None where it is undecided
+   (for tests: each must be what the 50-digit logarithm rounds to). */
+/* use_logl(flag) -> whether cr_log was in use: tests turn it off (every undecided draw then goes
+   to the exact logarithm) and on again (only where logl passed its self-check). */
+static PyObject *py_use_logl(PyObject *self, PyObject *arg) {
+    int was = logl_ok, on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    logl_ok = on && logl_passed;
+    return PyBool_FromLong(was);
+}
+
+static PyObject *py_ln_rounded(PyObject *self, PyObject *arg) {
+    double u = PyFloat_AsDouble(arg), c;
+    if (u == -1.0 && PyErr_Occurred()) return NULL;
+    if (!cr_log(u, &c)) Py_RETURN_NONE;
+    return PyFloat_FromDouble(c);
 }
 
 /* arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> list of arrival busy times: what
@@ -1434,7 +1648,11 @@ static PyObject *py_arrivals(PyObject *self, PyObject *args) {
                 double a = -hi * mean_ns, b = -(y - w) * mean_ns;
                 if (a < 9.0e18 && b < 9.0e18 && (int64_t)a == (int64_t)b) g = (int64_t)a + 1;
             }
-            if (g < 0) { /* the window straddles a nanosecond: the exact logarithm decides */
+            if (g < 0) { /* the window straddles a nanosecond: the correctly rounded logarithm decides */
+                double c, a;
+                if (cr_log(u, &c) && (a = -c * mean_ns) < 9.0e18) g = (int64_t)a + 1;
+            }
+            if (g < 0) { /* (cr_log undecided: the exact 50-digit logarithm, in Python) */
                 PyObject *r = PyObject_CallFunction(exact, "dd", u, mean_ns);
                 int overflow = 0;
                 if (!r) goto fail;
@@ -1558,11 +1776,6 @@ static PyObject *tree_root(PyObject *self, PyObject *args) {
 #define KIND_REVEAL 2
 #define KIND_CHECKPOINT 3
 
-/* 32 bytes from 64 lowercase hex digits (checked by the reader). */
-static void unhex32(const char *hex, unsigned char out[32]) {
-    int k;
-    for (k = 0; k < 32; k++) out[k] = (unsigned char)(unhex(hex[2 * k]) << 4 | unhex(hex[2 * k + 1]));
-}
 
 typedef struct {
     int kind;                                      /* KIND_COMMIT, KIND_REVEAL, KIND_CHECKPOINT, or 0 */
@@ -1604,7 +1817,6 @@ static int rate_string(Cur *c, double *out) {
    `sig` string (its base64 is the Python reader's to check). */
 static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
     const char *prevhex;
-    int i;
     if (!lit(c, "},\"boot\":") || !json_int(c, &s->boot)) return 0;
     if (!lit(c, ",\"busy_ns\":") || !dec_string(c, &s->busy)) return 0;
     if (!lit(c, ",\"clock_ns\":") || !dec_string(c, &s->clock)) return 0;
@@ -1613,7 +1825,7 @@ static int entry_tail(Cur *c, Sched *s, const char *kind_prev, int sig) {
     if (!lit(c, ",\"serial\":") || !plain_string(c, &s->serial, &s->serial_n)) return 0;
     if (sig && (!lit(c, ",\"sig\":") || !plain_string(c, NULL, NULL))) return 0;
     if (!lit(c, ",\"v\":2}") || c->p != c->end) return 0;
-    for (i = 0; i < 32; i++) s->prev[i] = (unsigned char)(unhex(prevhex[2 * i]) << 4 | unhex(prevhex[2 * i + 1]));
+    unhex32(prevhex, s->prev);
     return 1;
 }
 
@@ -1658,9 +1870,8 @@ typedef struct {
    the arrivals drawn from its seed equal to the triggers served); 0: not taken (an exception in
    either Python function is left for the verifier to meet again); -1: out of memory. */
 static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyObject *arrivals_fn) {
-    PyObject *seed, *got, *lo = NULL, *hi = NULL, *expected = NULL, *drawn = NULL, *key, *val;
+    PyObject *seed, *got, *lo = NULL, *hi = NULL, *expected = NULL, *key;
     unsigned char raw[32];
-    Py_ssize_t pos = 0;
     int ok = 0;
     if (!ep->open || r->epoch != ep->index || r->at != r->busy) return 0;
     unhex32(r->hex, raw);
@@ -1671,10 +1882,20 @@ static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyO
         lo = PyLong_FromLongLong(ep->start);
         hi = PyLong_FromLongLong(r->at);
         if (lo && hi) expected = PyObject_CallFunctionObjArgs(arrivals_fn, seed, ep->rate, lo, hi, NULL);
-        if (expected) drawn = PySet_New(expected);
-        if (drawn && PySet_GET_SIZE(drawn) == PyDict_GET_SIZE(ep->triggers)) {
+        /* Arrivals strictly increase (each gap is at least 1 ns), so they equal the triggers as
+           sets when there are as many and each is one: no set is built.  A list that does not
+           strictly increase is not taken (the verifier's own comparison decides). */
+        if (expected && PyList_Check(expected) && PyList_GET_SIZE(expected) == PyDict_GET_SIZE(ep->triggers)) {
+            long long before = -1, t;
+            Py_ssize_t k;
             ok = 1;
-            while (ok == 1 && PyDict_Next(ep->triggers, &pos, &key, &val)) ok = PySet_Contains(drawn, key);
+            for (k = 0; ok == 1 && k < PyList_GET_SIZE(expected); k++) {
+                key = PyList_GET_ITEM(expected, k);
+                t = PyLong_CheckExact(key) ? PyLong_AsLongLong(key) : -1;
+                if (t == -1 && PyErr_Occurred()) PyErr_Clear(); /* (beyond int64: not taken) */
+                ok = t >= 0 && t > before ? PyDict_Contains(ep->triggers, key) : 0;
+                before = t;
+            }
         }
     }
     if (ok < 0 || PyErr_Occurred()) {
@@ -1686,7 +1907,6 @@ static int reveal_fits(const Epoch *ep, const Sched *r, PyObject *commit_fn, PyO
     Py_XDECREF(lo);
     Py_XDECREF(hi);
     Py_XDECREF(expected);
-    Py_XDECREF(drawn);
     return ok;
 }
 
@@ -1745,8 +1965,9 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     memcpy(st.prev, PyBytes_AS_STRING(prev), 32);
     st.serial = PyBytes_AS_STRING(serial);
     st.serial_n = PyBytes_GET_SIZE(serial);
-    leaves = PyList_New(0);
-    if (!leaves) goto done;
+    /* The leaf hashes of the lines taken, as bytes, only once one was not read ahead (None while
+       every one was: the tree reads those from the prescan when asked, PrescannedTree). */
+    leaves = NULL;
     for (i = start; i < stop; i++) {
         PyObject *line = in_place ? NULL : PyList_GET_ITEM(lines, i), *leaf;
         const char *p;
@@ -1848,17 +2069,29 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
             st.busy = sc.busy;
         }
         if (!leafp) {
+            Py_ssize_t k;
             if (!hash_line(p, n, lh, ch, &st.buf)) { PyErr_NoMemory(); goto done; }
             leafp = lh;
             chainp = ch;
+            if (!leaves) { /* the lines before this one were all read ahead */
+                leaves = PyList_New(i - start);
+                if (!leaves) goto done;
+                for (k = start; k < i; k++) {
+                    leaf = PyBytes_FromStringAndSize((const char *)ps->leaf + 32 * k, 32);
+                    if (!leaf) goto done;
+                    PyList_SET_ITEM(leaves, k - start, leaf);
+                }
+            }
         }
         memcpy(st.prev, chainp, 32);
-        leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
-        if (!leaf || PyList_Append(leaves, leaf) < 0) {
-            Py_XDECREF(leaf);
-            goto done;
+        if (leaves) {
+            leaf = PyBytes_FromStringAndSize((const char *)leafp, 32);
+            if (!leaf || PyList_Append(leaves, leaf) < 0) {
+                Py_XDECREF(leaf);
+                goto done;
+            }
+            Py_DECREF(leaf);
         }
-        Py_DECREF(leaf);
     }
     if (ep.open)
         epoch_out = Py_BuildValue("LLLy#OO", (long long)ep.index, (long long)ep.entry, (long long)ep.start,
@@ -1866,7 +2099,7 @@ static PyObject *scan_entries(PyObject *self, PyObject *args) {
     else
         epoch_out = Py_NewRef(Py_None);
     if (epoch_out)
-        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves, (long long)st.counter,
+        out = Py_BuildValue("ny#OLLLNLnnnn", i, (const char *)st.prev, (Py_ssize_t)32, leaves ? leaves : Py_None, (long long)st.counter,
                             (long long)st.clock, (long long)st.busy, epoch_out, next_epoch, snaps, reveals, commits,
                             checkpoints);
 done:
@@ -2114,6 +2347,8 @@ static PyMethodDef methods[] = {
     {"log_lines", log_lines, METH_O,
      "log_lines(data) -> LogLines: the complete lines of a log (bytes) indexed in place, as split_log splits"
      " them; .torn is the torn tail's length"},
+    {"ln_rounded", py_ln_rounded, METH_O, "ln(u) correctly rounded from logl, or None where undecided."},
+    {"use_logl", py_use_logl, METH_O, "use_logl(flag) -> whether the arrivals' logl path was in use (tests)."},
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
@@ -2154,6 +2389,7 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
     }
     b3_set(i);
     for (i = 0; i < 256; i++) HEXOK[i] = (i >= '0' && i <= '9') || (i >= 'a' && i <= 'f');
+    logl_check();
     if (PyType_Ready(&PrescanType) < 0 || PyType_Ready(&LogLinesType) < 0) return NULL;
     m = PyModule_Create(&module);
     if (!m) return NULL;

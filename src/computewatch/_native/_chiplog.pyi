@@ -24,6 +24,8 @@ def prescan(lines: list[bytes] | LogLines, threads: int, chunk_log: int = 9, /) 
 def arrivals(
     seed: bytes, mean_ns: float, start_ns: int, end_ns: int, window: float, exact_gap: Callable[[float, float], int], /
 ) -> list[int]: ...
+def ln_rounded(u: float, /) -> float | None: ...
+def use_logl(flag: bool, /) -> bool: ...
 def scan_entries(
     prescan: Prescan | None,
     lines: list[bytes] | LogLines,
@@ -48,7 +50,7 @@ def scan_entries(
 ) -> tuple[
     int,
     bytes,
-    list[bytes],
+    list[bytes] | None,  # None: every line taken was read ahead (its leaf is the prescan's)
     int,
     int,
     int,

@@ -11,8 +11,9 @@ prescan could not read (not a snapshot, or not of the strict shape) is checked b
 verifier as before, and reports are the same with and without it (tests/test_chip_audit_native.py).
 
 `arrivals` is formats.schedule.arrivals computed by the native module: the same draws, the
-same platform logarithm (Python's math.log is the C library's log), the same window test, and
-schedule.gap_ns for the draws that test cannot settle (tests compare both).
+same platform logarithm (Python's math.log is the C library's log), the same window test, the
+C library's logl where it settles ln(u) correctly rounded, and schedule.gap_ns for the draws
+neither can settle (tests compare both).
 """
 
 from __future__ import annotations
@@ -49,20 +50,61 @@ def prescan(lines: Sequence[bytes], threads: int | None = None) -> Any | None:
     return native.prescan(lines, audit_threads() if threads is None else threads, CHUNK_LOG)
 
 
+class _PrescannedLeaves:
+    """A PrescannedTree's leaf hashes, as the list MerkleTree keeps: those appended one by one are
+    kept (a dict by index); those of lines the native scan took from the prescan are counted
+    only, and read from the prescan (bytes made) when asked: no object per leaf for them."""
+
+    __slots__ = ("_own", "_pre", "_size")
+
+    def __init__(self, pre: Any) -> None:
+        self._pre = pre
+        self._own: dict[int, bytes] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, k: int) -> bytes:
+        if type(k) is not int:
+            raise TypeError("leaf indices are integers")
+        if k < 0:
+            k += self._size
+        if not 0 <= k < self._size:
+            raise IndexError("leaf index out of range")
+        leaf = self._own.get(k)
+        if leaf is None:
+            leaf = self._pre.leaf(k)
+        return leaf
+
+    def append(self, leaf: bytes) -> None:
+        self._own[self._size] = leaf
+        self._size += 1
+
+    def extend_prescanned(self, count: int) -> None:
+        if not 0 <= count <= len(self._pre) - self._size:
+            raise ValueError(f"{count} more leaves from a prescan of {len(self._pre)} lines at leaf {self._size}")
+        self._size += count
+
+
 class PrescannedTree(MerkleTree):
     """The log's RFC 9162 tree whose perfect subtrees come from a prescan of the same lines.
 
     The verifier appends every line of the prescanned log, in order, as a leaf (audit_log), so
     the perfect subtree of 2**k leaves at a multiple of 2**k is the one the prescan hashed from
-    the same lines; a subtree it does not hold (beyond the lines it read) is hashed as usual."""
+    the same lines; a subtree it does not hold (beyond the lines it read) is hashed as usual.
+    Leaves of lines the native scan took are the prescan's own (`extend_prescanned`)."""
 
     def __init__(self, pre: Any) -> None:
         super().__init__()
         self._pre = pre
+        self._leaves = _PrescannedLeaves(pre)  # type: ignore[assignment]  # (the list operations MerkleTree uses)
 
-    def extend_hashes(self, leaves: list[bytes]) -> None:
-        """Append the leaf hashes the native scan returned (32-byte bytes each) in one step."""
-        self._leaves.extend(leaves)
+    def extend_prescanned(self, start: int, end: int) -> None:
+        """Append the leaves of prescanned lines start..end-1 (the next ones: start is the size)."""
+        if start != len(self._leaves):
+            raise ValueError(f"leaves from line {start} appended to a tree of {len(self._leaves)}")
+        self._leaves.extend_prescanned(end - start)  # type: ignore[attr-defined]
 
     def root(self, size: int | None = None) -> bytes:
         """The root of the first `size` leaves; hashed in C (`tree_root`) from the prescan's

@@ -327,11 +327,14 @@ class LogVerifier:
             return start
         # What `feed` leaves behind after these entries (each unsigned: the span waits for the
         # next checkpoint to attribute it).
-        if isinstance(self.tree, PrescannedTree):
-            self.tree.extend_hashes(leaves)
-        else:
+        if leaves is not None:
             for leaf in leaves:
                 self.tree.append_hash(leaf)
+        elif isinstance(self.tree, PrescannedTree):  # every line taken was read ahead: its leaf is the prescan's
+            self.tree.extend_prescanned(start, end)
+        elif pre is not None:  # (a tree restored from a saved state)
+            for k in range(start, end):
+                self.tree.append_hash(pre.leaf(k))
         self.position, self._prev, self._line = end, prev.hex(), lines[end - 1]
         self._counter, self._clock, self._busy = counter, clock, busy
         self.snapshots += snapshots
