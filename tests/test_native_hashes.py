@@ -127,6 +127,28 @@ def test_blake3_is_the_published_vectors_and_the_blake3_package(module: ModuleTy
                         (0, 1, 63, 64, 65, 428, 1023, 1024, 1025), backend)
 
 
+@pytest.mark.parametrize("backend", ["portable", "sse4.1", "avx512"])
+def test_shard_documents_hashed_eight_at_a_time_are_blake3_of_each(module: ModuleType, backend: str) -> None:
+    """The prescan hashes snapshots' shard documents in batches of 8 (AVX2 lanes), lanes of
+    different lengths side by side: every document from empty regions to one full chunk, in
+    batches of mixed lengths, is the blake3 package's digest of that document; longer ones are
+    refused (the prescan hashes them one by one)."""
+    if backend not in module.blake3_backends():
+        pytest.skip(f"{backend} is not available here")
+    head, tail = b'{"hash":"blake3-256","regions":', b',"v":1}'
+    most = 1024 - len(head) - len(tail)
+    rng = random.Random(8)
+    sizes = [*range(0, most + 1, 7), most, *(rng.randrange(most + 1) for _ in range(60))]
+    rng.shuffle(sizes)
+    regions = [bytes(rng.randrange(256) for _ in range(n)) for n in sizes]
+    with _backends(module, b3=backend):
+        got = module.shard_digests(regions)
+    assert got == [blake3.blake3(head + r + tail).digest() for r in regions]
+    assert module.shard_digests(regions[:3]) == got[:3]  # a batch not full
+    with pytest.raises(ValueError):
+        module.shard_digests([b"x" * (most + 1)])
+
+
 def test_blake3_in_pieces_is_blake3_of_their_concatenation(module: ModuleType) -> None:
     """The audit hashes each shard document as three pieces (a fixed head, the line's regions, a
     fixed tail) without joining them: cuts anywhere, including at and next to block and chunk

@@ -1164,6 +1164,166 @@ static void hash_line_and_doc(const char *line, Py_ssize_t n, unsigned char leaf
     shard_doc_digest(regions, rn, d);
 }
 
+/* ---------------------------------------------------------------- BLAKE3 of 8 documents at once */
+
+/* The shard documents of a chunk's snapshot lines, hashed 8 at a time (AVX2: one document per
+   32-bit lane, the lanes' compressions side by side) where each fits one BLAKE3 chunk (1024
+   bytes: the document is the root chunk, counter 0). A lane whose document has fewer blocks keeps
+   its chaining value once its last block is done.  The same digests as b3_* one by one
+   (tests/test_native_hashes.py compares blake3_many with blake3). */
+#define B3_LANES 8
+#define B3_DOC_MAX 1024
+typedef struct {
+    unsigned char doc[B3_LANES][B3_DOC_MAX]; /* each zero-padded to a multiple of 64 bytes */
+    size_t len[B3_LANES];
+    int count;
+} B3Batch;
+
+/* Lay the document of `regions` (rn bytes) into lane `k`; 0 when it is longer than one chunk. */
+static int b3_batch_put(B3Batch *b, int k, const char *regions, size_t rn) {
+    size_t hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1, len, nb;
+    unsigned char *d = b->doc[k];
+    if (rn > B3_DOC_MAX - hn - tn) return 0;
+    len = hn + rn + tn;
+    nb = (len + 63) / 64;
+    memcpy(d, SHARD_HEAD, hn);
+    memcpy(d + hn, regions, rn);
+    memcpy(d + hn + rn, SHARD_TAIL, tn);
+    memset(d + len, 0, 64 * nb - len);
+    b->len[k] = len;
+    return 1;
+}
+
+#ifdef HAVE_X86_SIMD
+#define AVX2FN __attribute__((target("avx2")))
+#define ROT8X(x, n) _mm256_or_si256(_mm256_srli_epi32((x), (n)), _mm256_slli_epi32((x), 32 - (n)))
+#define G8(a, b, c, d, mx, my)                                                                 \
+    do {                                                                                       \
+        v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), (mx)); v[d] = ROT8X(_mm256_xor_si256(v[d], v[a]), 16); \
+        v[c] = _mm256_add_epi32(v[c], v[d]); v[b] = ROT8X(_mm256_xor_si256(v[b], v[c]), 12);                   \
+        v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), (my)); v[d] = ROT8X(_mm256_xor_si256(v[d], v[a]), 8);  \
+        v[c] = _mm256_add_epi32(v[c], v[d]); v[b] = ROT8X(_mm256_xor_si256(v[b], v[c]), 7);                    \
+    } while (0)
+
+static int have_avx2 = 0;
+
+AVX2FN static void b3_hash8(const B3Batch *b, unsigned char out[B3_LANES][32]) {
+    __m256i h[8], v[16], m[16];
+    uint32_t words[16][B3_LANES], blen[B3_LANES], flags[B3_LANES], active[B3_LANES], hv[8][B3_LANES];
+    size_t nb[B3_LANES], most = 0, blk;
+    int k, i, r;
+    for (k = 0; k < B3_LANES; k++) {
+        nb[k] = k < b->count ? (b->len[k] + 63) / 64 : 0;
+        if (k < b->count && nb[k] == 0) nb[k] = 1;
+        if (nb[k] > most) most = nb[k];
+    }
+    for (i = 0; i < 8; i++) h[i] = _mm256_set1_epi32((int)IV[i]);
+    for (blk = 0; blk < most; blk++) {
+        for (k = 0; k < B3_LANES; k++) {
+            int live = blk < nb[k], last = live && blk + 1 == nb[k];
+            for (i = 0; i < 16; i++) {
+                uint32_t w = 0;
+                if (live) memcpy(&w, b->doc[k] + 64 * blk + 4 * i, 4); /* (x86: little-endian) */
+                words[i][k] = w;
+            }
+            blen[k] = !live ? 0 : last ? (uint32_t)(b->len[k] - 64 * blk) : 64;
+            flags[k] = !live ? 0 : (blk == 0 ? CHUNK_START : 0) | (last ? CHUNK_END | ROOT : 0);
+            active[k] = live ? 0xFFFFFFFFu : 0;
+        }
+        for (i = 0; i < 16; i++) m[i] = _mm256_loadu_si256((const __m256i *)words[i]);
+        for (i = 0; i < 8; i++) v[i] = h[i];
+        for (i = 0; i < 4; i++) v[8 + i] = _mm256_set1_epi32((int)IV[i]);
+        v[12] = _mm256_setzero_si256(); /* counter 0: every document is its hash's only chunk */
+        v[13] = _mm256_setzero_si256();
+        v[14] = _mm256_loadu_si256((const __m256i *)blen);
+        v[15] = _mm256_loadu_si256((const __m256i *)flags);
+        for (r = 0; r < 7; r++) {
+            const unsigned char *s = SIGMA[r];
+            G8(0, 4, 8, 12, m[s[0]], m[s[1]]);
+            G8(1, 5, 9, 13, m[s[2]], m[s[3]]);
+            G8(2, 6, 10, 14, m[s[4]], m[s[5]]);
+            G8(3, 7, 11, 15, m[s[6]], m[s[7]]);
+            G8(0, 5, 10, 15, m[s[8]], m[s[9]]);
+            G8(1, 6, 11, 12, m[s[10]], m[s[11]]);
+            G8(2, 7, 8, 13, m[s[12]], m[s[13]]);
+            G8(3, 4, 9, 14, m[s[14]], m[s[15]]);
+        }
+        {
+            __m256i live = _mm256_loadu_si256((const __m256i *)active);
+            for (i = 0; i < 8; i++) h[i] = _mm256_blendv_epi8(h[i], _mm256_xor_si256(v[i], v[i + 8]), live);
+        }
+    }
+    for (i = 0; i < 8; i++) _mm256_storeu_si256((__m256i *)hv[i], h[i]);
+    for (k = 0; k < b->count; k++)
+        for (i = 0; i < 8; i++) {
+            uint32_t w = hv[i][k];
+            out[k][4 * i] = (unsigned char)w; out[k][4 * i + 1] = (unsigned char)(w >> 8);
+            out[k][4 * i + 2] = (unsigned char)(w >> 16); out[k][4 * i + 3] = (unsigned char)(w >> 24);
+        }
+}
+#endif
+
+#ifdef HAVE_X86_SIMD
+#define B3_BATCHED() (have_avx2 && b3_compress_full != b3_compress_portable)
+#else
+#define B3_BATCHED() 0
+#endif
+
+/* The digests of a batch: 8 lanes at once where the CPU has AVX2 and the BLAKE3 backend in use is
+   not the portable one (tests force that one to check the scalar code), else one by one. */
+static void b3_batch_digests(const B3Batch *b, unsigned char out[B3_LANES][32]) {
+    int k;
+#ifdef HAVE_X86_SIMD
+    if (have_avx2 && b3_compress_full != b3_compress_portable) {
+        b3_hash8(b, out);
+        return;
+    }
+#endif
+    for (k = 0; k < b->count; k++) {
+        B3 h;
+        b3_init(&h);
+        b3_update(&h, b->doc[k], b->len[k]);
+        b3_final(&h, out[k]);
+    }
+}
+
+/* shard_digests([regions, ...]) -> the BLAKE3 digest of each one's shard document, through the
+   prescan's batches (tests: lanes of different lengths; a document over one chunk is refused). */
+static PyObject *py_shard_digests(PyObject *self, PyObject *arg) {
+    B3Batch *batch;
+    unsigned char d[B3_LANES][32];
+    Py_ssize_t n, i, base;
+    PyObject *out;
+    int k;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "shard_digests takes a list of bytes");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(arg);
+    batch = malloc(sizeof *batch);
+    out = batch ? PyList_New(n) : PyErr_NoMemory();
+    if (!out) {
+        free(batch);
+        return NULL;
+    }
+    for (base = 0; base < n; base += B3_LANES) {
+        batch->count = 0;
+        for (i = base; i < n && i < base + B3_LANES; i++) {
+            PyObject *r = PyList_GET_ITEM(arg, i);
+            if (!PyBytes_Check(r) || !b3_batch_put(batch, batch->count++, PyBytes_AS_STRING(r), (size_t)PyBytes_GET_SIZE(r))) {
+                PyErr_SetString(PyExc_ValueError, "each item must be bytes whose shard document fits one BLAKE3 chunk");
+                free(batch);
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        b3_batch_digests(batch, d);
+        for (k = 0; k < batch->count; k++) PyList_SET_ITEM(out, base + k, PyBytes_FromStringAndSize((const char *)d[k], 32));
+    }
+    free(batch);
+    return out;
+}
+
 /* ---------------------------------------------------------------- Prescan: every line read ahead */
 
 /* prescan() starts background threads that read the log's lines in chunks, in order, without
@@ -1194,23 +1354,48 @@ typedef struct {
     int started, sync_ok;
 } Prescan;
 
+/* Each batched snapshot's `ok`: its shard digest is the BLAKE3 of its document. */
+static void prescan_digests(Prescan *ps, B3Batch *batch, const Py_ssize_t *at, const char *const *want) {
+    unsigned char d[B3_LANES][32];
+    int k;
+    b3_batch_digests(batch, d);
+    for (k = 0; k < batch->count; k++) ps->snap[at[k]].ok = digest_is(want[k], d[k]);
+    batch->count = 0;
+}
+
 static void prescan_chunk(Prescan *ps, Py_ssize_t c, Buf *scratch) {
     Py_ssize_t lo = c << ps->chunk_log, hi = lo + ((Py_ssize_t)1 << ps->chunk_log), i, j;
     int k;
+    B3Batch batch; /* shard documents waiting for their digests, 8 at a time */
+    Py_ssize_t at[B3_LANES];
+    const char *want[B3_LANES];
+    int batched = B3_BATCHED();
     if (hi > ps->n) hi = ps->n;
+    batch.count = 0;
     for (i = lo; i < hi; i++) {
         const char *line = ps->ptr[i], *digest;
         Snap *s = &ps->snap[i];
-        if (snapshot_shape(line, ps->len[i], s, &digest)) { /* its three hashes together */
-            unsigned char d[32];
-            hash_line_and_doc(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, line + s->regions,
-                              (size_t)(s->regions_end - s->regions), d);
-            s->ok = digest_is(digest, d);
+        if (snapshot_shape(line, ps->len[i], s, &digest)) {
+            if (batched && b3_batch_put(&batch, batch.count, line + s->regions, (size_t)(s->regions_end - s->regions))) {
+                at[batch.count] = i;
+                want[batch.count++] = digest;
+                if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch)) {
+                    __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
+                    break;
+                }
+                if (batch.count == B3_LANES) prescan_digests(ps, &batch, at, want);
+            } else { /* its three hashes together */
+                unsigned char d[32];
+                hash_line_and_doc(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, line + s->regions,
+                                  (size_t)(s->regions_end - s->regions), d);
+                s->ok = digest_is(digest, d);
+            }
         } else if (!hash_line(line, ps->len[i], ps->leaf + 32 * i, ps->chain + 32 * i, scratch)) {
             __atomic_store_n(&ps->failed, 1, __ATOMIC_RELEASE);
             break;
         }
     }
+    if (batch.count) prescan_digests(ps, &batch, at, want);
     /* The perfect subtrees inside this chunk (it starts at a multiple of its size). */
     for (k = 1; k <= ps->chunk_log && k <= ps->levels && i == hi; k++) {
         const unsigned char *below = k == 1 ? ps->leaf : ps->level[k - 1];
@@ -2349,6 +2534,8 @@ static PyMethodDef methods[] = {
      " them; .torn is the torn tail's length"},
     {"ln_rounded", py_ln_rounded, METH_O, "ln(u) correctly rounded from logl, or None where undecided."},
     {"use_logl", py_use_logl, METH_O, "use_logl(flag) -> whether the arrivals' logl path was in use (tests)."},
+    {"shard_digests", py_shard_digests, METH_O,
+     "shard_digests([regions, ...]) -> each one's shard document's BLAKE3, hashed as the prescan batches them"},
     {"arrivals", py_arrivals, METH_VARARGS,
      "arrivals(seed, mean_ns, start_ns, end_ns, window, exact_gap) -> the schedule's arrivals in (start, end]"},
     {"sha256", py_sha256, METH_O, "SHA-256 of a bytes-like object (the backend in use)."},
@@ -2381,6 +2568,7 @@ PyMODINIT_FUNC PyInit__chiplog(void) {
 #ifdef HAVE_X86_SIMD
     __builtin_cpu_init();
     have_shani = cpu_has_shani();
+    have_avx2 = __builtin_cpu_supports("avx2");
 #endif
     /* The fastest available: SHA-NI, else libcrypto, else the portable code. */
     sha_backend = have_shani ? SHA_NI : lc_final ? SHA_LIBCRYPTO : SHA_BUILTIN;
