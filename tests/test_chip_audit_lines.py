@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -31,34 +31,6 @@ def _module() -> Any:
     module = _native.chiplog()
     assert module is not None, "the native extension is not built"
     return module
-
-
-@contextmanager
-def _env(name: str, value: str | None) -> Iterator[None]:
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-@contextmanager
-def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
-    """`owner.name` set to `value` for the block: audit_log over split_log's list (the path before
-    LogLines: chip_audit._split), or the prescan in chunks of 2**value lines (CHUNK_LOG)."""
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +57,15 @@ def _same(world: dict[str, Any], raw: bytes, *, all_threads: bool = True) -> dic
     """The audit over LogLines, with 0, 1 and 3 read-ahead threads (3 in chunks of 2 lines), gives
     the report of the audit over split_log's list and of the Python-only audit."""
     cert, root = world["cert"], world["root"]
-    with _env("COMPUTEWATCH_NATIVE", "0"):
+    with mock.patch.dict(os.environ, {"COMPUTEWATCH_NATIVE": "0"}):
         reference = audit_log(raw, cert, root, workers=0).to_json()
-    with _patched(chip_audit, "_split", split_log):
+    with mock.patch.object(chip_audit, "_split", split_log):
         assert audit_log(raw, cert, root, workers=0, threads=1).to_json() == reference
     report = audit_log(raw, cert, root, workers=0, threads=1).to_json()
     assert report == reference
     if all_threads:
         assert audit_log(raw, cert, root, workers=0, threads=0).to_json() == reference
-        with _patched(_audit_prescan, "CHUNK_LOG", 1):
+        with mock.patch.object(_audit_prescan, "CHUNK_LOG", 1):
             assert audit_log(raw, cert, root, workers=0, threads=3).to_json() == reference
     return report
 
@@ -283,6 +255,6 @@ def test_signatures_ahead_find_the_boots_in_the_buffer(world: dict[str, Any]) ->
     second = [i for i, line in enumerate(lines) if b'"kind":"boot"' in line][1]
     assert done[0] == done[1] and any(i < second for i, _ in done[0]) and any(i > second for i, _ in done[0])
     cert, root, raw = world["cert"], world["root"], _join(lines[:-1])  # (a failing first pass: workers verify)
-    with _env("COMPUTEWATCH_NATIVE", "0"):
+    with mock.patch.dict(os.environ, {"COMPUTEWATCH_NATIVE": "0"}):
         reference = audit_log(raw, cert, root, workers=0).to_json()
     assert audit_log(raw, cert, root, workers=1).to_json() == reference

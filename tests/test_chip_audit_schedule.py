@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -31,34 +32,6 @@ from computewatch.formats import _audit_prescan, chip_audit
 from computewatch.formats.chip_audit import LogVerifier
 from computewatch.formats.chip_entry import b64, entry_signing_input, split_log
 from _chips import TEST_SECRET_SEED, leak_boot_key
-
-
-@contextmanager
-def _env(**values: str | None) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
-def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +67,12 @@ def _same(world: dict[str, Any], lines: list[bytes], *, all_ways: bool = True) -
     `all_ways`, the native path's with small chunks read by 3 threads, and with no read-ahead)."""
     raw = _join(lines)
     native = _audit(world, raw)
-    with _env(COMPUTEWATCH_NATIVE="0"):
+    with mock.patch.dict(os.environ, {"COMPUTEWATCH_NATIVE": "0"}):
         assert native == _audit(world, raw)
     if all_ways:
-        with _patched(_audit_prescan, "CHUNK_LOG", 1):
+        with mock.patch.object(_audit_prescan, "CHUNK_LOG", 1):
             assert _audit(world, raw, threads=3) == native
-        with _patched(chip_audit, "prescan", lambda lines, threads=None: None):
+        with mock.patch.object(chip_audit, "prescan", lambda lines, threads=None: None):
             assert _audit(world, raw) == native
     return native
 
@@ -436,7 +409,7 @@ def test_a_schedule_drawn_otherwise_gives_the_same_reports(world: dict[str, Any]
             out = [bool(t) for t in out]
         return out
 
-    with _patched(chip_audit, "_arrivals", drawn):
+    with mock.patch.object(chip_audit, "_arrivals", drawn):
         assert not _same(world, world["lines"], all_ways=False)["ok"]
 
 
