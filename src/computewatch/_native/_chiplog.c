@@ -873,6 +873,19 @@ static void shard_doc_digest(const char *regions, size_t rn, unsigned char d[32]
     b3_final(&h, d);
 }
 
+/* The shard document of `regions` laid out in `doc` (one BLAKE3 chunk, 1024 bytes), zero-padded to
+   a whole number of 64-byte blocks: its length, or 0 when it does not fit one chunk. */
+static size_t shard_doc_lay(unsigned char doc[1024], const char *regions, size_t rn) {
+    size_t hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1, len;
+    if (rn > 1024 - hn - tn) return 0;
+    len = hn + rn + tn;
+    memcpy(doc, SHARD_HEAD, hn);
+    memcpy(doc + hn, regions, rn);
+    memcpy(doc + hn + rn, SHARD_TAIL, tn);
+    memset(doc + len, 0, 64 * ((len + 63) / 64) - len);
+    return len;
+}
+
 /* Everything parse_snapshot checks but the shard digest: 1 with `s` filled (s->ok still 0) and
    *digest_out at the line's 64 hex digits of it, else 0. */
 static int snapshot_shape(const char *line, Py_ssize_t n, Snap *s, const char **digest_out) {
@@ -1119,17 +1132,13 @@ static void hash_line_and_doc(const char *line, Py_ssize_t n, unsigned char leaf
                               const char *regions, size_t rn, unsigned char d[32]) {
 #ifdef HAVE_X86_SIMD
     static const unsigned char leaf_prefix[1] = {0};
-    size_t len = sizeof(SHARD_HEAD) - 1 + rn + sizeof(SHARD_TAIL) - 1;
-    if (sha_backend == SHA_NI && len <= 1024) {
-        unsigned char doc[1024];
+    unsigned char doc[1024];
+    size_t len = sha_backend == SHA_NI ? shard_doc_lay(doc, regions, rn) : 0;
+    if (len) {
         ShaMsg ma, mb;
         uint32_t ha[8], hb[8], cv[8];
         size_t k, j = 0, ka, kb, nb = (len + 63) / 64;
         int i;
-        memcpy(doc, SHARD_HEAD, sizeof(SHARD_HEAD) - 1);
-        memcpy(doc + sizeof(SHARD_HEAD) - 1, regions, rn);
-        memcpy(doc + sizeof(SHARD_HEAD) - 1 + rn, SHARD_TAIL, sizeof(SHARD_TAIL) - 1);
-        memset(doc + len, 0, 64 * nb - len);
         sha_msg(&ma, leaf_prefix, 1, (const unsigned char *)line, (size_t)n);
         sha_msg(&mb, NULL, 0, (const unsigned char *)line, (size_t)n);
         ka = ma.nfull + ma.ntail;
@@ -1181,17 +1190,8 @@ typedef struct {
 
 /* Lay the document of `regions` (rn bytes) into lane `k`; 0 when it is longer than one chunk. */
 static int b3_batch_put(B3Batch *b, int k, const char *regions, size_t rn) {
-    size_t hn = sizeof(SHARD_HEAD) - 1, tn = sizeof(SHARD_TAIL) - 1, len, nb;
-    unsigned char *d = b->doc[k];
-    if (rn > B3_DOC_MAX - hn - tn) return 0;
-    len = hn + rn + tn;
-    nb = (len + 63) / 64;
-    memcpy(d, SHARD_HEAD, hn);
-    memcpy(d + hn, regions, rn);
-    memcpy(d + hn + rn, SHARD_TAIL, tn);
-    memset(d + len, 0, 64 * nb - len);
-    b->len[k] = len;
-    return 1;
+    b->len[k] = shard_doc_lay(b->doc[k], regions, rn);
+    return b->len[k] != 0;
 }
 
 #ifdef HAVE_X86_SIMD

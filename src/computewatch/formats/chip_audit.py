@@ -364,7 +364,7 @@ class LogVerifier:
         first = taken[-1] + 1 if taken else start  # the run's unsigned entries before line i
         if pending is None and i > first:
             self._pending = first
-        if self._defer and self._boot_key is not None and not self._report_mode:
+        if self._defers_checkpoints:
             if self._defer_checkpoint(i, line, taken):
                 return True
             self._pending = pending
@@ -406,9 +406,7 @@ class LogVerifier:
             return False  # feed names it
         assert self._boot_key is not None
         self._deferred = (self._boot_key, None, line)
-        self._pending = None
-        self.attributed = i + 1
-        self.checkpoints_verified += 1
+        self._attribute_through(i, checkpoint=True)
         self._checkpoints.append((i, bytes.fromhex(line[17:81].decode("ascii"))))
         taken.append(i)
         return True
@@ -488,6 +486,19 @@ class LogVerifier:
         key.verify(from_b64(e["sig"], "sig"), entry_signing_input_from_line(line, e))
         self.signatures_verified += 1
 
+    @property
+    def _defers_checkpoints(self) -> bool:
+        """Whether a bound checkpoint's signature waits for the end of its boot (audit_log's
+        first pass, a boot key known, firmware that signs checkpoints only)."""
+        return self._defer and self._boot_key is not None and not self._report_mode
+
+    def _attribute_through(self, i: int, checkpoint: bool) -> None:
+        """Entry i's signature, bound at its place, attributes it and every entry of its boot
+        before it (a checkpoint's counted as verified, directly or through the boot's last)."""
+        self._pending = None
+        self.attributed = i + 1
+        self.checkpoints_verified += checkpoint
+
     def _settle_deferred(self) -> None:
         """Verify the deferred checkpoint (the boot's last bound one) now that its boot ended."""
         deferred, self._deferred = self._deferred, None
@@ -523,14 +534,13 @@ class LogVerifier:
                 self._pending = i
             return
         what = "checkpoint" if checkpoint else "entry"
-        if self._defer and checkpoint and bound and self._boot_key is not None and not self._report_mode:
+        if checkpoint and bound and self._defers_checkpoints:
             # Its signature is checked when the boot ends, on the boot's last checkpoint only:
             # that one signs a prev and a root over every earlier line of the boot as the
             # firmware wrote them (it keeps them in memory), this checkpoint's bytes included.
+            assert self._boot_key is not None
             self._deferred = (self._boot_key, e, line)
-            self._pending = None
-            self.attributed = i + 1
-            self.checkpoints_verified += 1
+            self._attribute_through(i, checkpoint=True)
             return
         if self._boot_key is None:
             bad(f"{what} precedes any valid boot entry: no boot key to verify it")
@@ -546,9 +556,7 @@ class LogVerifier:
                 if bound:
                     # Signed in this boot at this place in the chain: it attributes itself and,
                     # through its prev, every entry of this boot before it.
-                    self._pending = None
-                    self.attributed = i + 1
-                    self.checkpoints_verified += checkpoint
+                    self._attribute_through(i, checkpoint)
                     return
                 bad(f"{what} signature is genuine but the {what} does not belong here (replayed from elsewhere)")
         if self._pending is None:
